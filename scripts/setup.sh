@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs what simboxd needs to build and test on a fresh Debian machine with Rust.
+# Idempotent: skips apt-get when every package is already present.
+set -euo pipefail
+PKGS=(libpcap-dev pkg-config tshark tcpdump sip-tester rsyslog iproute2 chromium
+      systemd ca-certificates openssl)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  echo "setup: installing ${missing[*]}" >&2
+  $SUDO apt-get update -qq
+  # wireshark-common asks whether non-root users may capture; answer no without a prompt.
+  echo "wireshark-common wireshark-common/install-setuid boolean false" | $SUDO debconf-set-selections
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi

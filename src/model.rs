@@ -1,0 +1,331 @@
+//! Plain data handed from one pipeline stage to the next.
+//!
+//! Contract: these types carry no behaviour beyond small conversions; every stage owns its own
+//! state and communicates only through them. Times are capture (packet) time, never the wall clock.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+
+/// Capture time in microseconds since the Unix epoch (UTC).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(pub i64);
+
+impl Timestamp {
+    pub const fn from_micros(us: i64) -> Self {
+        Timestamp(us)
+    }
+    pub fn from_secs_f64(s: f64) -> Self {
+        Timestamp((s * 1e6).round() as i64)
+    }
+    pub const fn micros(self) -> i64 {
+        self.0
+    }
+    pub fn secs_f64(self) -> f64 {
+        self.0 as f64 / 1e6
+    }
+    /// Seconds from `earlier` to `self` (negative when `earlier` is later).
+    pub fn secs_since(self, earlier: Timestamp) -> f64 {
+        (self.0 - earlier.0) as f64 / 1e6
+    }
+    pub fn plus_secs(self, s: f64) -> Self {
+        Timestamp(self.0.saturating_add((s * 1e6).round() as i64))
+    }
+    /// RFC 3339 in UTC with microseconds, e.g. `2026-11-29T19:37:13.000123Z`.
+    pub fn to_rfc3339(self) -> String {
+        let secs = self.0.div_euclid(1_000_000);
+        let us = self.0.rem_euclid(1_000_000) as u32;
+        match chrono::DateTime::from_timestamp(secs, us * 1000) {
+            Some(dt) => dt.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            None => format!("@{}us", self.0),
+        }
+    }
+    pub fn parse_rfc3339(s: &str) -> Option<Self> {
+        let dt = chrono::DateTime::parse_from_rfc3339(s).ok()?;
+        Some(Timestamp(dt.timestamp_micros()))
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_rfc3339())
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_rfc3339())
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Timestamp::parse_rfc3339(&s)
+            .ok_or_else(|| serde::de::Error::custom(format!("not an RFC 3339 time: {s}")))
+    }
+}
+
+/// libpcap link-layer type (DLT/LINKTYPE number).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct LinkType(pub i32);
+
+impl LinkType {
+    pub const NULL: LinkType = LinkType(0);
+    pub const ETHERNET: LinkType = LinkType(1);
+    pub const RAW: LinkType = LinkType(101);
+    pub const LOOP: LinkType = LinkType(108);
+    pub const LINUX_SLL: LinkType = LinkType(113);
+    pub const IPV4: LinkType = LinkType(228);
+    pub const IPV6: LinkType = LinkType(229);
+    pub const LINUX_SLL2: LinkType = LinkType(276);
+}
+
+/// One packet as read from a capture (file or live).
+#[derive(Clone, Copy, Debug)]
+pub struct RawPacket<'a> {
+    pub ts: Timestamp,
+    pub link: LinkType,
+    pub data: &'a [u8],
+    /// Length on the wire (may exceed `data.len()` when the snaplen cut it).
+    pub wire_len: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+/// A transport payload with its addresses: one UDP datagram (after IP reassembly) or one framed
+/// message taken from a TCP stream. `payload` borrows the packet or a reassembly buffer.
+#[derive(Clone, Copy, Debug)]
+pub struct Datagram<'a> {
+    pub ts: Timestamp,
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    pub transport: Transport,
+    pub payload: &'a [u8],
+    /// Length of the (reassembled) IP packet carrying the payload, for media-shape figures.
+    pub ip_len: u32,
+}
+
+/// Direction of a call relative to its line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// The INVITE came into the line from outside the home networks.
+    Inbound,
+    /// The line sent the INVITE to a peer outside the home networks.
+    Outbound,
+    /// Both ends are inside the home networks (the caller's side is taken as the line).
+    Internal,
+    /// Neither end is inside the home networks: no line.
+    Transit,
+}
+
+/// How a call ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    Answered,
+    Busy,
+    NoAnswer,
+    Cancelled,
+    Failed,
+    /// No final answer seen (capture ended, or the dialog timed out before one).
+    Incomplete,
+}
+
+/// Figures for one RTP stream (one SSRC in one direction), RFC 3550 loss and jitter.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RtpStreamStats {
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    pub ssrc: u32,
+    pub payload_type: u8,
+    pub packets: u64,
+    pub bytes: u64,
+    /// Expected minus received packets (RFC 3550 A.3); negative with duplicates.
+    pub lost: i64,
+    /// Interarrival jitter in milliseconds (RFC 3550 A.8).
+    pub jitter_ms: f64,
+    pub first: Timestamp,
+    pub last: Timestamp,
+}
+
+/// One INVITE dialog, as handed to the line profiles when it ends (or when the capture ends).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CallRecord {
+    pub call_id: String,
+    /// The endpoint inside the home networks, if any.
+    pub line: Option<IpAddr>,
+    pub direction: Direction,
+    /// The remote signalling address the line talks to for this call.
+    pub peer: Option<SocketAddr>,
+    /// From/To/Request-URI user parts (phone numbers: personal data).
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub request_uri: Option<String>,
+    pub user_agent: Option<String>,
+    pub server: Option<String>,
+    /// `Allow` header of the line's side, for fingerprints.
+    pub allow: Option<String>,
+    /// SDP `o=` username and `s=` of the line's side, for fingerprints.
+    pub sdp_origin: Option<String>,
+    pub sdp_session: Option<String>,
+    pub transport: Transport,
+    /// Negotiated codec name (first common rtpmap/static payload), e.g. "PCMA", "G729".
+    pub codec: Option<String>,
+    pub codecs: Vec<String>,
+    /// Packetisation time from SDP (ms), when given.
+    pub ptime: Option<u32>,
+    pub start: Timestamp,
+    pub progress: Option<Timestamp>,
+    pub answer: Option<Timestamp>,
+    pub end: Option<Timestamp>,
+    pub outcome: Outcome,
+    pub status_code: Option<u16>,
+    /// Whether the line's Contact/Via carried a private address (behind NAT).
+    pub private_contact: bool,
+    pub rtp: Vec<RtpStreamStats>,
+}
+
+impl CallRecord {
+    /// Talk time in seconds (answer to end), when answered and ended.
+    pub fn talk_secs(&self) -> Option<f64> {
+        Some(self.end?.secs_since(self.answer?))
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RegOutcome {
+    Registered,
+    /// 401/407 seen and no later success in this transaction.
+    Challenged,
+    Failed,
+    NoResponse,
+    /// REGISTER with Expires: 0 accepted.
+    Unregistered,
+}
+
+/// One REGISTER transaction (final response or timeout).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RegistrationRecord {
+    /// Address-of-record, `user@host` from To.
+    pub account: String,
+    pub registrar: SocketAddr,
+    pub source: SocketAddr,
+    /// The side inside the home networks (normally the source).
+    pub line: Option<IpAddr>,
+    pub contact: Option<String>,
+    pub expires: Option<u32>,
+    pub outcome: RegOutcome,
+    pub status_code: Option<u16>,
+    pub user_agent: Option<String>,
+    pub time: Timestamp,
+}
+
+/// A bidirectional UDP media flow (RTP-shaped or voice-shaped), reported when it goes idle or
+/// the capture ends. `call_id` is set when SDP announced it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MediaFlowRecord {
+    /// The end inside the home networks when there is one, else the lower address.
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub line: Option<IpAddr>,
+    pub call_id: Option<String>,
+    pub first: Timestamp,
+    pub last: Timestamp,
+    pub packets_out: u64,
+    pub packets_in: u64,
+    pub bytes_out: u64,
+    pub bytes_in: u64,
+    /// Mean IP packet length over both directions.
+    pub mean_ip_len: f64,
+    /// Whether a valid RTP header (v2, steady SSRC/sequence) was seen.
+    pub rtp: bool,
+    /// Voice-shaped: both directions at ~25-60 pps with small packets for long enough.
+    pub voice_like: bool,
+    pub streams: Vec<RtpStreamStats>,
+}
+
+/// What the calls/media stage tells the line stage, in capture order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    /// First INVITE of a new dialog.
+    CallStarted {
+        call_id: String,
+        line: Option<IpAddr>,
+        direction: Direction,
+        peer: Option<SocketAddr>,
+        ts: Timestamp,
+    },
+    /// 200 OK to the INVITE.
+    CallAnswered {
+        call_id: String,
+        line: Option<IpAddr>,
+        ts: Timestamp,
+    },
+    CallEnded(Box<CallRecord>),
+    Registration(Box<RegistrationRecord>),
+    /// A voice-like media flow started (enough packets both ways to be sure).
+    MediaStarted {
+        local: SocketAddr,
+        remote: SocketAddr,
+        line: Option<IpAddr>,
+        call_id: Option<String>,
+        ts: Timestamp,
+    },
+    MediaEnded(Box<MediaFlowRecord>),
+}
+
+/// Counted stops and evictions. Keys are stable names used in JSON and metrics.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Counters(pub std::collections::BTreeMap<String, u64>);
+
+impl Counters {
+    pub fn add(&mut self, key: &str, n: u64) {
+        if let Some(v) = self.0.get_mut(key) {
+            *v += n;
+        } else {
+            self.0.insert(key.to_string(), n);
+        }
+    }
+    pub fn get(&self, key: &str) -> u64 {
+        self.0.get(key).copied().unwrap_or(0)
+    }
+    pub fn merge(&mut self, other: &Counters) {
+        for (k, v) in &other.0 {
+            self.add(k, *v);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamp_rfc3339_round_trip() {
+        let t = Timestamp::from_micros(1_700_000_000_123_456);
+        let s = t.to_rfc3339();
+        assert_eq!(s, "2023-11-14T22:13:20.123456Z");
+        assert_eq!(Timestamp::parse_rfc3339(&s), Some(t));
+    }
+
+    #[test]
+    fn counters_add_and_merge() {
+        let mut a = Counters::default();
+        a.add("ip", 2);
+        let mut b = Counters::default();
+        b.add("ip", 3);
+        b.add("tcp", 1);
+        a.merge(&b);
+        assert_eq!(a.get("ip"), 5);
+        assert_eq!(a.get("tcp"), 1);
+        assert_eq!(a.get("none"), 0);
+    }
+}
