@@ -1,3 +1,6 @@
 fn main() {
-    println!("simboxd");
+    if let Err(e) = simboxd::cli::main() {
+        eprintln!("simboxd: {e:#}");
+        std::process::exit(1);
+    }
 }

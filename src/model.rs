@@ -282,6 +282,45 @@ pub enum Event {
     MediaEnded(Box<MediaFlowRecord>),
 }
 
+/// Verdict on a line (or site), from least to most severe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VerdictLevel {
+    Normal,
+    Suspect,
+    Gateway,
+}
+
+/// One piece of evidence behind a verdict: the signal, its value and the figures a person needs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Reason {
+    pub signal: String,
+    /// The signal's value (its unit depends on the signal; see `detail`).
+    pub value: f64,
+    /// Strength 0..1 with which this signal points at a gateway.
+    pub strength: f64,
+    /// Human text with the figures, e.g. "212 inbound calls from 203.0.113.10 (foreign) to 198
+    /// distinct numbers in 40 min".
+    pub detail: String,
+}
+
+/// The detection stage's current view of one line, handed to alerting and output.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LineVerdict {
+    pub line: IpAddr,
+    pub verdict: VerdictLevel,
+    /// 0..1.
+    pub score: f64,
+    /// Capture time when the verdict first became `gateway`.
+    pub flagged_at: Option<Timestamp>,
+    pub site: Option<String>,
+    pub reasons: Vec<Reason>,
+    /// Capture time of this evaluation.
+    pub updated: Timestamp,
+    pub calls: u64,
+    pub max_concurrent_calls: u32,
+}
+
 /// Counted stops and evictions. Keys are stable names used in JSON and metrics.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Counters(pub std::collections::BTreeMap<String, u64>);

@@ -1,0 +1,26 @@
+//! The binary's edge: subcommands parse arguments here and call into the library.
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "simboxd", version, about = "SIM-box detection from SIP/RTP traffic")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Analyse a capture file and print calls, lines and verdicts.
+    Analyze(crate::analyze::AnalyzeArgs),
+    /// Write a labelled pcap of simulated subscriber lines.
+    Simulate(crate::simulate::SimulateArgs),
+}
+
+pub fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Analyze(a) => crate::analyze::cli_main(a),
+        Command::Simulate(a) => crate::simulate::cli_main(a),
+    }
+}
