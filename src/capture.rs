@@ -44,9 +44,8 @@ impl Capture {
     pub fn next_packet(&mut self) -> Result<Option<RawPacket<'_>>, CaptureError> {
         match self.inner.next_packet() {
             Ok(p) => {
-                let ts = Timestamp::from_micros(
-                    i64::from(p.header.ts.tv_sec) * 1_000_000 + i64::from(p.header.ts.tv_usec),
-                );
+                let ts =
+                    Timestamp::from_micros(p.header.ts.tv_sec * 1_000_000 + p.header.ts.tv_usec);
                 self.consumed += 16 + p.header.caplen as u64;
                 Ok(Some(RawPacket {
                     ts,
