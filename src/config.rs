@@ -30,6 +30,11 @@ pub struct Config {
     pub capture: CaptureConfig,
     pub network: NetworkConfig,
     pub limits: LimitsConfig,
+    pub alert: crate::alert::AlertConfig,
+    pub syslog: crate::alert::syslog::SyslogConfig,
+    pub webhook: crate::alert::webhook::WebhookConfig,
+    pub storage: crate::alert::outbox::StorageConfig,
+    pub privacy: crate::privacy::PrivacyConfig,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -48,7 +53,8 @@ pub struct CaptureConfig {
 }
 
 /// Keeps all UDP/TCP plus IPv4 and IPv6 fragments and VLAN-tagged frames.
-pub const DEFAULT_FILTER: &str = "udp or tcp or (ip[6:2] & 0x1fff != 0) or ip6 or vlan or mpls or pppoes";
+pub const DEFAULT_FILTER: &str =
+    "udp or tcp or (ip[6:2] & 0x1fff != 0) or ip6 or vlan or mpls or pppoes";
 
 impl Default for CaptureConfig {
     fn default() -> Self {
@@ -74,10 +80,16 @@ pub struct NetworkConfig {
 }
 
 pub fn default_home_nets() -> Vec<IpNet> {
-    ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7"]
-        .iter()
-        .filter_map(|s| s.parse().ok())
-        .collect()
+    [
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "100.64.0.0/10",
+        "fc00::/7",
+    ]
+    .iter()
+    .filter_map(|s| s.parse().ok())
+    .collect()
 }
 
 impl Default for NetworkConfig {
@@ -170,10 +182,7 @@ impl Config {
     /// Parses config text; `file` names it in errors.
     pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
         let cfg: Config = toml::from_str(text).map_err(|e| {
-            let (line, column) = e
-                .span()
-                .map(|s| line_col(text, s.start))
-                .unwrap_or((1, 1));
+            let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
             ConfigError::Invalid {
                 file: file.to_string(),
                 line,
@@ -208,6 +217,23 @@ impl Config {
                 });
             }
         }
+        let sections = [
+            ("alert", self.alert.validate()),
+            ("webhook", self.webhook.validate()),
+            ("storage", self.storage.validate()),
+            ("privacy", self.privacy.validate()),
+        ];
+        for (section, r) in sections {
+            if let Err((key, message)) = r {
+                let (line, column) = key_position(text, section, key);
+                return Err(ConfigError::Invalid {
+                    file: file.to_string(),
+                    line,
+                    column,
+                    message,
+                });
+            }
+        }
         Ok(())
     }
 }
@@ -217,7 +243,12 @@ pub fn line_col(text: &str, pos: usize) -> (usize, usize) {
     let pos = pos.min(text.len());
     let before = &text.as_bytes()[..pos];
     let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
-    let col = pos - before.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1) + 1;
+    let col = pos
+        - before
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1)
+        + 1;
     (line, col)
 }
 
