@@ -382,3 +382,185 @@ async fn sigkill_mid_delivery_then_restart_loses_nothing() {
     delivery.shutdown(Duration::from_secs(2)).await;
     server.abort();
 }
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let st = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("run openssl");
+    assert!(st.success(), "openssl {args:?} failed");
+}
+
+/// A CA (ca.pem) and a server certificate for 127.0.0.1 (srv.pem, srv.key), made by openssl.
+fn make_certs(dir: &Path) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    ca.extend([
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-subj",
+        "/CN=simboxd-test-ca",
+        "-days",
+        "2",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    openssl(dir, &ca);
+    let mut csr = vec!["req"];
+    csr.extend(ec);
+    csr.extend([
+        "-keyout",
+        "srv.key",
+        "-out",
+        "srv.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    openssl(dir, &csr);
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
+         keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "srv.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "srv.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ],
+    );
+}
+
+/// The receiver behind a rustls server (HTTPS on loopback).
+fn serve_tls(
+    listener: tokio::net::TcpListener,
+    rx: Shared,
+    certs: &Path,
+) -> tokio::task::JoinHandle<()> {
+    let pem = std::fs::read(certs.join("srv.pem")).unwrap();
+    let chain: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice())
+        .map(|c| c.unwrap())
+        .collect();
+    let key_pem = std::fs::read(certs.join("srv.key")).unwrap();
+    let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
+        .unwrap()
+        .unwrap();
+    let server = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+    let app = Router::new().route("/hook", post(hook)).with_state(rx);
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let (acceptor, app) = (acceptor.clone(), app.clone());
+            tokio::spawn(async move {
+                if let Ok(tls) = acceptor.accept(tcp).await {
+                    let svc = hyper_util::service::TowerToHyperService::new(app);
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                        .await;
+                }
+            });
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_webhook_with_configured_ca_and_refusal_without_it() {
+    if !Path::new("/usr/bin/openssl").exists() {
+        assert!(
+            std::env::var("CI").map_or(true, |v| v != "true"),
+            "openssl missing under CI"
+        );
+        eprintln!("SKIP: openssl not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    make_certs(&certs);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let rx: Shared = Arc::default();
+    let server = serve_tls(listener, rx.clone(), &certs);
+    let sent = alerts(3);
+
+    let https_config = |db: &str, ca: Option<&Path>| {
+        let ca = ca.map_or(String::new(), |p| {
+            format!("ca_file = \"{}\"\n", p.display())
+        });
+        let text = format!(
+            "[webhook]\nurl = \"https://127.0.0.1:{port}/hook\"\n\
+             auth_header = \"Authorization: Bearer t0ken\"\n{ca}\
+             [storage]\npath = \"{}\"\n",
+            dir.path().join(db).display()
+        );
+        Config::parse(&text, "https.toml").unwrap()
+    };
+
+    // System trust store only: the test CA is unknown, so nothing is sent.
+    let cfg = https_config("a.redb", None);
+    if let Ok(targets) = targets_from_config(&cfg, Duration::from_secs(2)) {
+        let names = targets.iter().map(|t| t.name()).collect();
+        let outbox = Arc::new(Outbox::open(&cfg.storage, names).unwrap());
+        let d = Delivery::start(outbox.clone(), targets, backoff());
+        d.submit(&sent[0]).unwrap();
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        let st = d.status();
+        assert!(st[0].delivered == 0 && st[0].pending == 1, "{st:?}");
+        assert!(
+            st[0].last_error.as_deref().unwrap_or("").contains("TLS"),
+            "{st:?}"
+        );
+        d.shutdown(Duration::from_secs(1)).await;
+    }
+    assert!(rx.lock().unwrap().accepted.is_empty());
+
+    // With ca_file: delivered over HTTPS, exactly once each.
+    let cfg = https_config("b.redb", Some(&certs.join("ca.pem")));
+    let (outbox, d) = open(&cfg);
+    for a in &sent {
+        d.submit(a).unwrap();
+    }
+    wait_backlog_zero(&outbox, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_exactly_once(&rx.lock().unwrap(), &sent);
+    d.shutdown(Duration::from_secs(1)).await;
+    server.abort();
+}
