@@ -564,3 +564,71 @@ async fn https_webhook_with_configured_ca_and_refusal_without_it() {
     d.shutdown(Duration::from_secs(1)).await;
     server.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sink_from_config_raises_for_the_gateway_line_with_numbers_pseudonymised() {
+    use simboxd::alert::delivery::AlertSink;
+    use simboxd::privacy::Pseudonymizer;
+    let dir = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let rx: Shared = Arc::default();
+    let server = serve(listener, rx.clone());
+    let text = format!(
+        "[webhook]\nurl = \"http://127.0.0.1:{port}/hook\"\nauth_header = \"Authorization: Bearer t0ken\"\n\
+         [storage]\npath = \"{}\"\n[privacy]\npseudonymize = true\nkey = \"test-key-0123456789\"\n\
+         [alert]\nclear_after_secs = 60\nretry_initial_ms = 20\nretry_max_secs = 1\n",
+        dir.path().join("o.redb").display()
+    );
+    let cfg = Config::parse(&text, "sink.toml").unwrap();
+    let privacy = Pseudonymizer::from_config(&cfg.privacy).unwrap();
+    let delivery = Arc::new(Delivery::from_config(&cfg).unwrap());
+    let mut sink = AlertSink::new(
+        AlertManager::new(cfg.alert.clone()),
+        privacy.clone(),
+        delivery.clone(),
+    );
+    let t0 = 1_764_400_000_000_000i64;
+    let verdict = |level, secs: i64, calls| LineVerdict {
+        line: "100.64.9.9".parse().unwrap(),
+        verdict: level,
+        score: 0.95,
+        flagged_at: None,
+        site: None,
+        reasons: vec![Reason {
+            signal: "inbound_many_numbers".into(),
+            value: 198.0,
+            strength: 0.9,
+            detail: "198 distinct numbers, e.g. +8613800001111 and 13900002222".into(),
+        }],
+        updated: Timestamp(t0 + secs * 1_000_000),
+        calls,
+        max_concurrent_calls: 8,
+    };
+    let raised = sink
+        .on_verdict(&verdict(VerdictLevel::Gateway, 0, 50))
+        .unwrap();
+    assert_eq!(raised.len(), 1);
+    assert!(sink
+        .on_verdict(&verdict(VerdictLevel::Gateway, 30, 50))
+        .unwrap()
+        .is_empty());
+    assert!(sink.tick(Timestamp(t0 + 59_000_000)).unwrap().is_empty());
+    let cleared = sink.tick(Timestamp(t0 + 61_000_000)).unwrap();
+    assert_eq!(cleared.len(), 1);
+    let outbox = delivery.outbox().clone();
+    wait_backlog_zero(&outbox, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let rx = rx.lock().unwrap();
+    assert_exactly_once(&rx, &[raised[0].clone(), cleared[0].clone()]);
+    let body = serde_json::to_string(&rx.bodies).unwrap();
+    assert!(
+        !body.contains("13800001111") && !body.contains("13900002222"),
+        "{body}"
+    );
+    assert!(body.contains(&privacy.number("+8613800001111")), "{body}");
+    assert_eq!(rx.bodies[0].state, simboxd::alert::AlertState::Raised);
+    assert_eq!(rx.bodies[1].state, simboxd::alert::AlertState::Cleared);
+    drop(rx);
+    server.abort();
+}
