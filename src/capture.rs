@@ -1,7 +1,7 @@
 //! Capture: reads packets from a pcap/pcapng file or a live interface with libpcap.
 //!
 //! Contract: yields `RawPacket`s in capture order with packet time; never interprets bytes.
-//! `next()` returns `Next::Packet`, `Next::Timeout` (live only: the read timeout expired with no
+//! `read()` returns `Next::Packet`, `Next::Timeout` (live only: the read timeout expired with no
 //! packet, so the caller can tick) or `Next::End` (file exhausted). `next_packet()` folds the last
 //! two into `Ok(None)`; on a live capture `None` therefore means "nothing yet", never an end.
 //! Live captures report libpcap/kernel drop counters through `stats()`; files report their size
@@ -186,7 +186,7 @@ impl Capture {
     }
 
     /// Reads the next packet; see `Next`.
-    pub fn next(&mut self) -> Result<Next<'_>, CaptureError> {
+    pub fn read(&mut self) -> Result<Next<'_>, CaptureError> {
         if self.ended {
             return Ok(Next::End);
         }
@@ -199,7 +199,7 @@ impl Capture {
                 let caplen = p.header.caplen;
                 let record = if self.pcapng {
                     // Enhanced Packet Block: 28 bytes of header + data padded to 4 + 4 trailer.
-                    32 + (u64::from(caplen) + 3) / 4 * 4
+                    32 + u64::from(caplen).div_ceil(4) * 4
                 } else {
                     16 + u64::from(caplen)
                 };
@@ -207,11 +207,7 @@ impl Capture {
                 if let Some(size) = self.file_size {
                     self.consumed = self.consumed.min(size);
                 }
-                let ts = Timestamp::from_micros(
-                    i64::from(p.header.ts.tv_sec)
-                        .saturating_mul(1_000_000)
-                        .saturating_add(i64::from(p.header.ts.tv_usec)),
-                );
+                let ts = timeval_micros(p.header.ts.tv_sec, p.header.ts.tv_usec);
                 Ok(Next::Packet(RawPacket {
                     ts,
                     link: self.link,
@@ -235,9 +231,9 @@ impl Capture {
     }
 
     /// The next packet, or `None`: end of file for a file capture, read timeout for a live one
-    /// (a live capture never ends by itself; use `next()` to tell them apart).
+    /// (a live capture never ends by itself; use `read()` to tell them apart).
     pub fn next_packet(&mut self) -> Result<Option<RawPacket<'_>>, CaptureError> {
-        match self.next()? {
+        match self.read()? {
             Next::Packet(p) => Ok(Some(p)),
             Next::Timeout | Next::End => Ok(None),
         }
@@ -276,6 +272,15 @@ impl Capture {
     pub fn bytes_consumed(&self) -> u64 {
         self.consumed
     }
+}
+
+/// Packet time from a `timeval` (its field widths differ between platforms).
+fn timeval_micros(sec: impl Into<i64>, usec: impl Into<i64>) -> Timestamp {
+    Timestamp::from_micros(
+        sec.into()
+            .saturating_mul(1_000_000)
+            .saturating_add(usec.into()),
+    )
 }
 
 fn is_pcapng(path: &Path) -> bool {
@@ -337,7 +342,7 @@ mod tests {
         assert_eq!(p.data, b"xy");
         assert_eq!(p.ts.micros(), 1_700_000_001_000_007);
         assert!(c.next_packet().unwrap().is_none());
-        assert!(matches!(c.next().unwrap(), Next::End));
+        assert!(matches!(c.read().unwrap(), Next::End));
         assert_eq!(c.bytes_consumed(), 62);
         assert_eq!(c.stats().unwrap(), CaptureStats::default());
     }
