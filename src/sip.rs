@@ -718,13 +718,15 @@ pub fn parse_uri(s: &str) -> Option<Uri<'_>> {
             headers: None,
         });
     }
-    let (main, headers) = match rest.split_once('?') {
-        Some((m, h)) => (m, Some(h)),
-        None => (rest, None),
-    };
-    let (userinfo, hostpart) = match main.split_once('@') {
+    // The user part may hold `?`, `;` and `:` (RFC 3261 25.1 user-unreserved), so the `@` is
+    // found first and `?headers` only looked for after it.
+    let (userinfo, hostpart) = match rest.split_once('@') {
         Some((u, h)) => (Some(u), h),
-        None => (None, main),
+        None => (None, rest),
+    };
+    let (hostpart, headers) = match hostpart.split_once('?') {
+        Some((m, h)) => (m, Some(h)),
+        None => (hostpart, None),
     };
     let (user, password) = match userinfo {
         Some(u) => match u.split_once(':') {
