@@ -22,9 +22,12 @@ use std::net::{IpAddr, SocketAddr};
 /// After BYE, CANCEL or a final failure, a dialog waits this long for the 200/487/ACK, an
 /// authenticated retry or a forked 2xx, and for trailing RTP, before it is reported.
 const END_LINGER_SECS: f64 = 4.0;
-/// A reported dialog stays as a tombstone this long (64*T1) so late retransmissions do not
-/// start a new call.
-const TOMBSTONE_SECS: f64 = 32.0;
+/// After 401/407 to an INVITE, how long to wait for the authenticated retry (a person may have
+/// to type a password) before reporting the call as failed.
+const CHALLENGE_WAIT_SECS: f64 = 64.0;
+/// A reported dialog stays as a tombstone this long so late retransmissions and late retries
+/// do not start a new call.
+const TOMBSTONE_SECS: f64 = 64.0;
 /// Longest string kept from a header (User-Agent etc.).
 const MAX_FIELD: usize = 200;
 /// Most SDP endpoints remembered per dialog and RTP streams carried per call record.
@@ -181,10 +184,47 @@ impl Dialog {
                 .answer
                 .map_or(self.last, |a| a.max(self.last))
                 .plus_secs(l.established_secs),
+            Phase::Ending(at) if matches!(self.final_code, Some(401 | 407)) && !self.cancelled => {
+                at.plus_secs(CHALLENGE_WAIT_SECS)
+            }
             Phase::Ending(at) => at.plus_secs(END_LINGER_SECS),
             Phase::Closed => self.last.plus_secs(TOMBSTONE_SECS),
         }
     }
+}
+
+/// Usual spellings of codec names; SDP writers vary the case (`pcma`, `PCMA`).
+const CODEC_SPELLINGS: [&str; 23] = [
+    "PCMU",
+    "PCMA",
+    "G729",
+    "G729A",
+    "G723",
+    "G722",
+    "G7221",
+    "G728",
+    "G726-16",
+    "G726-24",
+    "G726-32",
+    "G726-40",
+    "GSM",
+    "AMR",
+    "AMR-WB",
+    "EVS",
+    "L16",
+    "CN",
+    "iLBC",
+    "speex",
+    "opus",
+    "SILK",
+    "telephone-event",
+];
+
+fn canonical_codec(name: &str) -> String {
+    CODEC_SPELLINGS
+        .iter()
+        .find(|c| c.eq_ignore_ascii_case(name))
+        .map_or_else(|| short(name), |c| (*c).to_string())
 }
 
 /// Telephone-event and comfort noise are never "the" codec.
@@ -747,7 +787,7 @@ impl Tracker {
             ..SideSdp::default()
         });
         if let Some(audio) = sdp.audio() {
-            entry.codecs = audio.codec_names().take(16).map(short).collect();
+            entry.codecs = audio.codec_names().take(16).map(canonical_codec).collect();
             entry.ptime = audio.ptime;
         }
         let mut announce = Vec::new();
@@ -1356,6 +1396,28 @@ mod tests {
         assert_eq!(s.sip_messages, 7);
         assert_eq!((s.rtp_streams, s.rtp_packets), (2, 300));
         assert!(r.t.errors().0.is_empty(), "{:?}", r.t.errors());
+    }
+
+    #[test]
+    fn codec_names_are_canonical() {
+        assert_eq!(canonical_codec("pcma"), "PCMA");
+        assert_eq!(canonical_codec("ILBC"), "iLBC");
+        assert_eq!(canonical_codec("Telephone-Event"), "telephone-event");
+        assert_eq!(canonical_codec("X-weird"), "X-weird");
+        let o = SideSdp {
+            codecs: vec!["PCMU".into(), "G729".into(), "telephone-event".into()],
+            ..SideSdp::default()
+        };
+        let a = SideSdp {
+            codecs: vec!["telephone-event".into(), "G729".into()],
+            ..SideSdp::default()
+        };
+        assert_eq!(
+            negotiated_codec(Some(&o), Some(&a)).as_deref(),
+            Some("G729")
+        );
+        assert_eq!(negotiated_codec(Some(&o), None).as_deref(), Some("PCMU"));
+        assert_eq!(negotiated_codec(None, None), None);
     }
 
     #[test]

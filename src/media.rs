@@ -126,6 +126,9 @@ const VOICE_MAX_PPS: f64 = 65.0;
 /// Packets and seconds each way before a flow can be called voice-like.
 const VOICE_MIN_PACKETS: u64 = 40;
 const VOICE_MIN_SECS: f64 = 1.0;
+/// Inter-packet gaps that count as paced voice (10-60 ms packetisation, with slack).
+const VOICE_MIN_GAP_US: i64 = 8_000;
+const VOICE_MAX_GAP_US: i64 = 80_000;
 /// An unannounced flow that is neither RTP nor voice-like after this long stops being tracked.
 const CANDIDATE_SECS: f64 = 10.0;
 /// Sequence-continuous RTP packets needed before a flow counts as RTP.
@@ -165,13 +168,22 @@ struct DirStats {
     rtp_last: Option<(u32, u16, u32)>,
     /// Packets continuing the previous one's SSRC with seq + 1 and a small timestamp step.
     rtp_continuous: u64,
+    /// Arrival of the previous packet, and how many gaps were voice-like (8-80 ms).
+    prev: Timestamp,
+    voice_gaps: u64,
 }
 
 impl DirStats {
     fn add(&mut self, ts: Timestamp, ip_len: u64) {
         if self.packets == 0 {
             self.first = ts;
+        } else {
+            let gap = ts.micros().saturating_sub(self.prev.micros());
+            if (VOICE_MIN_GAP_US..=VOICE_MAX_GAP_US).contains(&gap) {
+                self.voice_gaps += 1;
+            }
         }
+        self.prev = ts;
         self.packets += 1;
         self.bytes = self.bytes.saturating_add(ip_len);
         if ts > self.last {
@@ -191,7 +203,10 @@ impl DirStats {
         }
         let pps = self.pps();
         let mean = self.bytes as f64 / self.packets as f64;
-        (VOICE_MIN_PPS..=VOICE_MAX_PPS).contains(&pps) && mean <= VOICE_MAX_IP_LEN
+        // Packetised voice is paced: most gaps sit near the packet time. Request/response
+        // bursts (SNMP walks, DNS) reach voice-like averages with gaps of a few ms.
+        let paced = self.voice_gaps.saturating_mul(10) >= (self.packets - 1).saturating_mul(6);
+        (VOICE_MIN_PPS..=VOICE_MAX_PPS).contains(&pps) && mean <= VOICE_MAX_IP_LEN && paced
     }
 }
 
@@ -807,6 +822,31 @@ mod tests {
         t.finish(Timestamp(30_000_000), &mut ev);
         assert!(ev.is_empty(), "{ev:?}");
         assert_eq!(t.stats().reported, 0);
+    }
+
+    #[test]
+    fn request_response_bursts_are_not_voice_like() {
+        // An SNMP-walk-like exchange: 100 small request/response pairs 5 ms apart, then a
+        // quiet 2.5 s, three times: 300 packets each way in 6.5 s (46 pps on average, a voice
+        // rate), but no gap is paced like voice.
+        let mut t = MediaTable::new(&Config::default());
+        let mut ev = Vec::new();
+        let (q, a) = ([0x30u8; 60], [0x30u8; 50]);
+        for burst in 0..3i64 {
+            for i in 0..100i64 {
+                let at = burst * 3_000_000 + i * 5_000;
+                t.on_datagram(
+                    &dg("192.168.1.10:1161", "198.51.100.9:161", at, &q),
+                    &mut ev,
+                );
+                t.on_datagram(
+                    &dg("198.51.100.9:161", "192.168.1.10:1161", at + 2_000, &a),
+                    &mut ev,
+                );
+            }
+        }
+        t.finish(Timestamp(20_000_000), &mut ev);
+        assert!(ev.is_empty(), "{ev:?}");
     }
 
     #[test]

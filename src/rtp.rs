@@ -229,6 +229,7 @@ pub struct StreamStats {
     pub src: SocketAddr,
     pub dst: SocketAddr,
     pub ssrc: u32,
+    /// Payload type of the stream's first packet.
     pub payload_type: u8,
     /// Every packet seen for this SSRC, including probation and duplicates.
     pub packets: u64,
@@ -250,6 +251,9 @@ pub struct StreamStats {
     last_arrival_us: i64,
     last_rtp_ts: u32,
     have_transit: bool,
+    /// Jitter is measured on the first packet's payload type only: interleaved RFC 4733 events,
+    /// comfort noise or fax relay follow their own timestamp rules and would read as jitter.
+    jitter_pt: u8,
 }
 
 impl StreamStats {
@@ -283,6 +287,7 @@ impl StreamStats {
             last_arrival_us: 0,
             last_rtp_ts: 0,
             have_transit: false,
+            jitter_pt: h.payload_type,
         }
     }
 
@@ -354,10 +359,12 @@ impl StreamStats {
         if ts < self.first {
             self.first = ts;
         }
-        self.payload_type = h.payload_type;
         self.update_seq(h.seq);
         // A.8: D(i-1,i) = (Rj - Ri) - (Sj - Si) in timestamp units; J += (|D| - J) / 16.
         let arrival_us = ts.micros();
+        if h.payload_type != self.jitter_pt {
+            return;
+        }
         if self.have_transit {
             let darr_us = arrival_us.saturating_sub(self.last_arrival_us);
             let darr = darr_us as f64 * f64::from(self.clock_rate) / 1e6;
@@ -634,6 +641,39 @@ mod tests {
         // 5 ms late at 16 kHz: D = 80 units, J = 5 units = 0.3125 ms.
         feed(&mut s, 5, base.wrapping_add(1600), 105_000);
         assert!((s.jitter_ms() - 0.3125).abs() < 1e-9, "{}", s.jitter_ms());
+    }
+
+    #[test]
+    fn payload_type_switch_rebases_jitter() {
+        // PCMA every 20 ms, then RFC 4733 events (same timestamp for the whole event) in
+        // between: the event packets must not count as jitter.
+        let mut s = stream(0);
+        let mut seq = 0u16;
+        for i in 0..10u32 {
+            let b = pkt(8, seq, i * 160, 42, 160);
+            s.update(
+                &parse(&b).unwrap(),
+                Timestamp(i64::from(i) * 20_000),
+                b.len(),
+            );
+            seq += 1;
+            let e = pkt(101, seq, 5000, 42, 4);
+            s.update(
+                &parse(&e).unwrap(),
+                Timestamp(i64::from(i) * 20_000 + 5_000),
+                e.len(),
+            );
+            seq += 1;
+        }
+        assert_eq!(s.jitter_ms(), 0.0);
+        assert_eq!(s.payload_type, 8);
+        assert_eq!(s.packets, 20);
+        assert_eq!(s.lost(), 0);
+        // The next PCMA packet 10 ms late is still measured against the last PCMA packet:
+        // D = (210 - 180) ms * 8 - 160 = 80 units, J = 5 units = 0.625 ms.
+        let b = pkt(8, seq, 1600, 42, 160);
+        s.update(&parse(&b).unwrap(), Timestamp(210_000), b.len());
+        assert!((s.jitter_ms() - 0.625).abs() < 1e-9, "{}", s.jitter_ms());
     }
 
     proptest! {
