@@ -373,7 +373,18 @@ impl Tracker {
             Some(_) => {}
         }
         if sip::looks_like_sip(d.payload) {
-            match sip::parse(d.payload, &self.sip_limits) {
+            let parsed = match sip::parse(d.payload, &self.sip_limits) {
+                // Over UDP a bad or too large Content-Length still leaves readable headers: count
+                // the anomaly and use what is there, as a tap must.
+                Err(e @ (sip::SipError::BadContentLength | sip::SipError::Truncated { .. }))
+                    if d.transport == Transport::Udp =>
+                {
+                    self.errors.add(&format!("sip.{}", e.kind()), 1);
+                    sip::parse_lenient(d.payload, &self.sip_limits)
+                }
+                r => r,
+            };
+            match parsed {
                 Ok(msg) => self.on_sip(&msg, d, events),
                 Err(e) => self.errors.add(&format!("sip.{}", e.kind()), 1),
             }
@@ -1828,8 +1839,22 @@ mod tests {
             &msg("OPTIONS sip:a@b SIP/2.0", &[("CSeq", "1 OPTIONS")], ""),
         );
         assert_eq!(r.t.errors().get("sip.truncated"), 1);
-        assert_eq!(r.t.errors().get("sip.no_call_id"), 1);
+        // The truncated INVITE is read leniently (UDP) and then lacks a Call-ID, like the OPTIONS.
+        assert_eq!(r.t.errors().get("sip.no_call_id"), 2);
         assert_eq!(r.t.stats().calls, 0);
+    }
+
+    #[test]
+    fn udp_invite_with_bad_content_length_still_counts_as_a_call() {
+        let mut r = Run::new();
+        r.send(
+            SWITCH,
+            PHONE,
+            0,
+            b"INVITE sip:a@b SIP/2.0\r\nCall-ID: cl-bad\r\nCSeq: 1 INVITE\r\nContent-Length: bad\r\n\r\nv=0\r\n",
+        );
+        assert_eq!(r.t.errors().get("sip.bad_content_length"), 1);
+        assert_eq!(r.t.stats().calls, 1);
     }
 
     fn call_messages() -> Vec<(bool, Vec<u8>)> {

@@ -415,10 +415,17 @@ fn parse_inner<'a>(
     let rest = input.get(body_start..).unwrap_or(&[]);
     let mut content_length: Option<usize> = None;
     for h in headers.iter().filter(|h| h.is("content-length")) {
-        let n = parse_usize(h.value).ok_or(SipError::BadContentLength)?;
+        let n = match parse_usize(h.value) {
+            Some(n) => n,
+            // Lenient (a tap, over UDP): an unreadable Content-Length is ignored and the body is
+            // the rest of the datagram, as if the header were absent.
+            None if allow_short => continue,
+            None => return Err(SipError::BadContentLength),
+        };
         match content_length {
-            Some(prev) if prev != n => return Err(SipError::BadContentLength),
-            _ => content_length = Some(n),
+            Some(prev) if prev != n && !allow_short => return Err(SipError::BadContentLength),
+            Some(_) => {}
+            None => content_length = Some(n),
         }
     }
     let mut body_truncated = false;
