@@ -50,7 +50,7 @@ fn bench_file() -> PathBuf {
     path
 }
 
-fn engine_only(path: &PathBuf, cfg: &Config) -> (u64, f64) {
+fn engine_only(path: &std::path::Path, cfg: &Config) -> (u64, f64) {
     let mut cap = Capture::open_file(path).expect("open");
     let mut engine = Engine::new(cfg);
     let t = Instant::now();
