@@ -3,7 +3,11 @@
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "simboxd", version, about = "SIM-box detection from SIP/RTP traffic")]
+#[command(
+    name = "simboxd",
+    version,
+    about = "SIM-box detection from SIP/RTP traffic"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -48,7 +48,8 @@ pub struct CaptureConfig {
 }
 
 /// Keeps all UDP/TCP plus IPv4 and IPv6 fragments and VLAN-tagged frames.
-pub const DEFAULT_FILTER: &str = "udp or tcp or (ip[6:2] & 0x1fff != 0) or ip6 or vlan or mpls or pppoes";
+pub const DEFAULT_FILTER: &str =
+    "udp or tcp or (ip[6:2] & 0x1fff != 0) or ip6 or vlan or mpls or pppoes";
 
 impl Default for CaptureConfig {
     fn default() -> Self {
@@ -74,10 +75,16 @@ pub struct NetworkConfig {
 }
 
 pub fn default_home_nets() -> Vec<IpNet> {
-    ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7"]
-        .iter()
-        .filter_map(|s| s.parse().ok())
-        .collect()
+    [
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "100.64.0.0/10",
+        "fc00::/7",
+    ]
+    .iter()
+    .filter_map(|s| s.parse().ok())
+    .collect()
 }
 
 impl Default for NetworkConfig {
@@ -170,10 +177,7 @@ impl Config {
     /// Parses config text; `file` names it in errors.
     pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
         let cfg: Config = toml::from_str(text).map_err(|e| {
-            let (line, column) = e
-                .span()
-                .map(|s| line_col(text, s.start))
-                .unwrap_or((1, 1));
+            let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
             ConfigError::Invalid {
                 file: file.to_string(),
                 line,
@@ -217,7 +221,12 @@ pub fn line_col(text: &str, pos: usize) -> (usize, usize) {
     let pos = pos.min(text.len());
     let before = &text.as_bytes()[..pos];
     let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
-    let col = pos - before.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1) + 1;
+    let col = pos
+        - before
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1)
+        + 1;
     (line, col)
 }
 

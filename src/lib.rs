@@ -6,22 +6,22 @@
 //! thread, shared by offline analysis and the daemon) and the binary edge (`cli`) around them.
 //! Nothing below the daemon reads a clock: packet time drives everything.
 
-pub mod model;
-pub mod config;
-pub mod capture;
-pub mod decode;
-pub mod sip;
-pub mod sdp;
-pub mod rtp;
-pub mod media;
+pub mod alert;
+pub mod analyze;
 pub mod calls;
+pub mod capture;
+pub mod cli;
+pub mod config;
+pub mod corpus;
+pub mod daemon;
+pub mod decode;
+pub mod detect;
 pub mod engine;
 pub mod lines;
-pub mod detect;
-pub mod alert;
-pub mod daemon;
+pub mod media;
+pub mod model;
 pub mod report;
+pub mod rtp;
+pub mod sdp;
 pub mod simulate;
-pub mod analyze;
-pub mod cli;
-pub mod corpus;
+pub mod sip;
