@@ -1,8 +1,463 @@
-//! analyze (being implemented).
+//! Offline analysis of a capture file: the engine run to the end, with every record kept.
+//!
+//! Contract: `analyze_file` is what `simboxd analyze` prints (JSON: `Analysis`, the names are a
+//! contract other tools read) and what reports and evaluations are built from.
+
+use crate::capture::Capture;
+use crate::config::Config;
+use crate::engine::{Engine, EngineStats};
+use crate::model::{
+    CallRecord, Counters, Direction, Event, MediaFlowRecord, Outcome, Reason, RegistrationRecord,
+    Timestamp, VerdictLevel,
+};
+use anyhow::Context;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Read, Write};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+/// Records kept per kind in one analysis; beyond it records are counted, not kept.
+pub const MAX_RECORDS: usize = 2_000_000;
 
 #[derive(clap::Args, Debug)]
-pub struct AnalyzeArgs {}
+pub struct AnalyzeArgs {
+    /// pcap or pcapng file.
+    pub capture: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Subscriber prefix (repeatable); default RFC 1918, 100.64.0.0/10 and fc00::/7.
+    #[arg(long = "home-net", value_name = "CIDR")]
+    pub home_net: Vec<ipnet::IpNet>,
+    /// Domestic prefix (repeatable).
+    #[arg(long = "domestic-net", value_name = "CIDR")]
+    pub domestic_net: Vec<ipnet::IpNet>,
+    /// Config file (its [network], [limits] and [detection] sections apply).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Also write the field-officer report (self-contained HTML) to this file.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Also write evidence (per flagged line: pcap + manifest.json with SHA-256) into this directory.
+    #[arg(long, value_name = "DIR")]
+    pub evidence: Option<PathBuf>,
+    /// Export evidence for this line too, flagged or not (repeatable).
+    #[arg(long = "evidence-line", value_name = "IP")]
+    pub evidence_line: Vec<IpAddr>,
+    /// No progress bar even on a terminal.
+    #[arg(long)]
+    pub quiet: bool,
+}
 
-pub fn cli_main(_args: AnalyzeArgs) -> anyhow::Result<()> {
-    anyhow::bail!("analyze is not implemented yet")
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct CaptureInfo {
+    pub file: String,
+    pub sha256: String,
+    pub size: u64,
+    pub packets: u64,
+    pub bytes: u64,
+    pub start: Option<Timestamp>,
+    pub end: Option<Timestamp>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Stats {
+    pub packets: u64,
+    pub bytes: u64,
+    pub sip_messages: u64,
+    /// Distinct INVITE dialogs.
+    pub calls: u64,
+    pub registrations: u64,
+    pub rtp_streams: u64,
+    pub rtp_packets: u64,
+    pub media_flows: u64,
+    pub decode_errors: Counters,
+    pub evictions: Counters,
+    /// Records counted but not kept (beyond `MAX_RECORDS`).
+    pub records_dropped: u64,
+}
+
+/// One line (subscriber address) seen in the capture.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct LineEntry {
+    pub line: Option<IpAddr>,
+    /// Detection's verdict (absent when detection did not score the line).
+    pub verdict: Option<VerdictLevel>,
+    pub score: Option<f64>,
+    /// Capture time when the verdict first became `gateway`.
+    pub flagged_at: Option<Timestamp>,
+    pub site: Option<String>,
+    pub reasons: Vec<Reason>,
+    pub calls: u64,
+    pub inbound_calls: u64,
+    pub outbound_calls: u64,
+    pub answered_calls: u64,
+    pub max_concurrent_calls: u32,
+    pub distinct_called_numbers: u64,
+    pub peers: Vec<String>,
+    pub registrations: u64,
+    pub media_flows: u64,
+    pub voice_flows_without_sip: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Analysis {
+    pub capture: CaptureInfo,
+    /// The home and domestic prefixes the run used.
+    pub network: crate::config::NetworkConfig,
+    pub stats: Stats,
+    pub calls: Vec<CallRecord>,
+    pub registrations: Vec<RegistrationRecord>,
+    pub media_flows: Vec<MediaFlowRecord>,
+    pub lines: Vec<LineEntry>,
+}
+
+/// Streams the file through SHA-256.
+pub fn sha256_file(path: &Path) -> std::io::Result<String> {
+    let mut f = std::fs::File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+/// Collects what the engine emits into an `Analysis`.
+#[derive(Default)]
+struct Collector {
+    calls: Vec<CallRecord>,
+    registrations: Vec<RegistrationRecord>,
+    media: Vec<MediaFlowRecord>,
+    dropped: u64,
+}
+
+impl Collector {
+    fn take(&mut self, ev: Event) {
+        match ev {
+            Event::CallEnded(c) => push_bounded(&mut self.calls, *c, &mut self.dropped),
+            Event::Registration(r) => push_bounded(&mut self.registrations, *r, &mut self.dropped),
+            Event::MediaEnded(m) => push_bounded(&mut self.media, *m, &mut self.dropped),
+            _ => {}
+        }
+    }
+}
+
+fn push_bounded<T>(v: &mut Vec<T>, x: T, dropped: &mut u64) {
+    if v.len() < MAX_RECORDS {
+        v.push(x);
+    } else {
+        *dropped += 1;
+    }
+}
+
+/// Runs the whole engine over a capture file.
+pub fn analyze_file(path: &Path, cfg: &Config, progress: bool) -> anyhow::Result<Analysis> {
+    let sha256 = sha256_file(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let mut cap = Capture::open_file(path)?;
+    let size = cap.file_size().unwrap_or(0);
+    let bar = if progress {
+        let b = indicatif::ProgressBar::new(size);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} {bytes}/{total_bytes} [{bar:40}] {eta} {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        Some(b)
+    } else {
+        None
+    };
+    let mut engine = Engine::new(cfg);
+    let mut col = Collector::default();
+    let mut n: u64 = 0;
+    while let Some(pkt) = cap.next_packet()? {
+        engine.process(&pkt);
+        for ev in engine.drain_events() {
+            col.take(ev);
+        }
+        n += 1;
+        if n % 65536 == 0 {
+            if let Some(b) = &bar {
+                b.set_position(cap.bytes_read());
+            }
+        }
+    }
+    engine.finish();
+    for ev in engine.drain_events() {
+        col.take(ev);
+    }
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    let st = engine.stats();
+    Ok(build(path, sha256, size, st, col, cfg))
+}
+
+fn build(
+    path: &Path,
+    sha256: String,
+    size: u64,
+    st: EngineStats,
+    col: Collector,
+    cfg: &Config,
+) -> Analysis {
+    let mut calls = col.calls;
+    calls.sort_by(|a, b| a.start.cmp(&b.start).then(a.call_id.cmp(&b.call_id)));
+    let lines = line_entries(&calls, &col.registrations, &col.media);
+    Analysis {
+        capture: CaptureInfo {
+            file: path.display().to_string(),
+            sha256,
+            size,
+            packets: st.packets,
+            bytes: st.bytes,
+            start: st.first,
+            end: st.last,
+        },
+        network: cfg.network.clone(),
+        stats: Stats {
+            packets: st.packets,
+            bytes: st.bytes,
+            sip_messages: st.calls.sip_messages,
+            calls: st.calls.calls,
+            registrations: st.calls.registrations,
+            rtp_streams: st.calls.rtp_streams,
+            rtp_packets: st.calls.rtp_packets,
+            media_flows: col.media.len() as u64,
+            decode_errors: st.decode_errors,
+            evictions: st.evictions,
+            records_dropped: col.dropped,
+        },
+        calls,
+        registrations: col.registrations,
+        media_flows: col.media,
+        lines,
+    }
+}
+
+/// Per-line figures derived from the records.
+fn line_entries(
+    calls: &[CallRecord],
+    regs: &[RegistrationRecord],
+    media: &[MediaFlowRecord],
+) -> Vec<LineEntry> {
+    let mut by: BTreeMap<IpAddr, LineEntry> = BTreeMap::new();
+    let mut numbers: BTreeMap<IpAddr, std::collections::BTreeSet<&str>> = BTreeMap::new();
+    let mut peers: BTreeMap<IpAddr, std::collections::BTreeSet<String>> = BTreeMap::new();
+    let mut spans: BTreeMap<IpAddr, Vec<(Timestamp, i32)>> = BTreeMap::new();
+    for c in calls {
+        let Some(line) = c.line else { continue };
+        let e = by.entry(line).or_insert_with(|| LineEntry {
+            line: Some(line),
+            ..Default::default()
+        });
+        e.calls += 1;
+        match c.direction {
+            Direction::Inbound => e.inbound_calls += 1,
+            Direction::Outbound | Direction::Internal => e.outbound_calls += 1,
+            Direction::Transit => {}
+        }
+        if c.outcome == Outcome::Answered {
+            e.answered_calls += 1;
+        }
+        if c.direction == Direction::Inbound {
+            if let Some(n) = c.to.as_deref().or(c.request_uri.as_deref()) {
+                numbers.entry(line).or_default().insert(n);
+            }
+        }
+        if let Some(p) = c.peer {
+            peers.entry(line).or_default().insert(p.ip().to_string());
+        }
+        let end = c.end.unwrap_or(c.start);
+        let s = spans.entry(line).or_default();
+        s.push((c.start, 1));
+        s.push((end, -1));
+    }
+    for r in regs {
+        if let Some(line) = r.line {
+            by.entry(line)
+                .or_insert_with(|| LineEntry {
+                    line: Some(line),
+                    ..Default::default()
+                })
+                .registrations += 1;
+        }
+    }
+    for m in media {
+        if let Some(line) = m.line {
+            let e = by.entry(line).or_insert_with(|| LineEntry {
+                line: Some(line),
+                ..Default::default()
+            });
+            e.media_flows += 1;
+            if m.call_id.is_none() && m.voice_like {
+                e.voice_flows_without_sip += 1;
+            }
+        }
+    }
+    for (line, e) in by.iter_mut() {
+        e.distinct_called_numbers = numbers.get(line).map_or(0, |s| s.len() as u64);
+        e.peers = peers
+            .get(line)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default();
+        if let Some(s) = spans.get_mut(line) {
+            // Ends sort before starts at the same instant: back-to-back calls do not overlap.
+            s.sort();
+            let mut cur = 0i32;
+            for (_, d) in s.iter() {
+                cur += d;
+                e.max_concurrent_calls = e.max_concurrent_calls.max(cur.max(0) as u32);
+            }
+        }
+    }
+    by.into_values().collect()
+}
+
+/// Builds the run's config from `--config` and the network flags.
+pub fn settings(args: &AnalyzeArgs) -> anyhow::Result<Config> {
+    let mut cfg = match &args.config {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    if !args.home_net.is_empty() {
+        cfg.network.home = args.home_net.clone();
+    }
+    if !args.domestic_net.is_empty() {
+        cfg.network.domestic = args.domestic_net.clone();
+    }
+    Ok(cfg)
+}
+
+pub fn cli_main(args: AnalyzeArgs) -> anyhow::Result<()> {
+    let cfg = settings(&args)?;
+    let progress =
+        !args.quiet && std::io::stderr().is_terminal() && std::io::stdout().is_terminal();
+    let a = analyze_file(&args.capture, &cfg, progress)?;
+    if let Some(path) = &args.report {
+        let prov = crate::report::Provenance {
+            config_toml: toml::to_string(&cfg).unwrap_or_default(),
+            generated: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        };
+        std::fs::write(path, crate::report::render(&a, &prov))
+            .with_context(|| format!("{}: cannot write report", path.display()))?;
+    }
+    if let Some(dir) = &args.evidence {
+        let mut lines: Vec<IpAddr> = a
+            .lines
+            .iter()
+            .filter(|l| l.verdict.is_some_and(|v| v != VerdictLevel::Normal))
+            .filter_map(|l| l.line)
+            .collect();
+        for l in &args.evidence_line {
+            if !lines.contains(l) {
+                lines.push(*l);
+            }
+        }
+        crate::evidence::export(&args.capture, &a.capture.sha256, &cfg, &lines, dir)
+            .with_context(|| format!("{}: cannot write evidence", dir.display()))?;
+    }
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    match args.format {
+        Format::Json => {
+            serde_json::to_writer_pretty(&mut out, &a)?;
+            writeln!(out)?;
+        }
+        Format::Text => write_text(&mut out, &a)?,
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn opt_ts(t: Option<Timestamp>) -> String {
+    t.map_or_else(|| "-".to_string(), |t| t.to_rfc3339())
+}
+
+/// The readable summary for a person.
+pub fn write_text(out: &mut dyn Write, a: &Analysis) -> std::io::Result<()> {
+    let c = &a.capture;
+    writeln!(out, "capture  {}", c.file)?;
+    writeln!(out, "sha256   {}", c.sha256)?;
+    writeln!(
+        out,
+        "span     {} .. {}  ({} packets, {} bytes)",
+        opt_ts(c.start),
+        opt_ts(c.end),
+        c.packets,
+        c.bytes
+    )?;
+    let s = &a.stats;
+    writeln!(
+        out,
+        "found    {} SIP messages, {} calls, {} registrations, {} RTP streams, {} media flows",
+        s.sip_messages, s.calls, s.registrations, s.rtp_streams, s.media_flows
+    )?;
+    if !s.decode_errors.0.is_empty() {
+        let list: Vec<String> = s
+            .decode_errors
+            .0
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        writeln!(out, "skipped  {}", list.join(" "))?;
+    }
+    if !s.evictions.0.is_empty() {
+        let list: Vec<String> = s
+            .evictions
+            .0
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        writeln!(out, "evicted  {}", list.join(" "))?;
+    }
+    writeln!(out)?;
+    writeln!(out, "lines ({}):", a.lines.len())?;
+    for l in &a.lines {
+        let line = l.line.map_or_else(|| "-".to_string(), |ip| ip.to_string());
+        writeln!(
+            out,
+            "  {line:<40} calls {:>5} (in {} / out {}, answered {}), max concurrent {}, {} distinct called, {} registrations, {} media flows ({} voice without SIP)",
+            l.calls,
+            l.inbound_calls,
+            l.outbound_calls,
+            l.answered_calls,
+            l.max_concurrent_calls,
+            l.distinct_called_numbers,
+            l.registrations,
+            l.media_flows,
+            l.voice_flows_without_sip
+        )?;
+    }
+    writeln!(out)?;
+    let shown = a.calls.len().min(50);
+    writeln!(out, "calls (first {shown} of {}):", a.calls.len())?;
+    for call in a.calls.iter().take(shown) {
+        writeln!(
+            out,
+            "  {} {:<8} {:<10} {} -> {}  {}  {}",
+            call.start,
+            format!("{:?}", call.direction).to_lowercase(),
+            format!("{:?}", call.outcome).to_lowercase(),
+            call.from.as_deref().unwrap_or("-"),
+            call.to.as_deref().unwrap_or("-"),
+            call.status_code
+                .map_or_else(|| "-".to_string(), |c| c.to_string()),
+            call.codec.as_deref().unwrap_or("-"),
+        )?;
+    }
+    Ok(())
 }

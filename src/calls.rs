@@ -3,6 +3,16 @@
 use crate::config::Config;
 use crate::model::{Counters, Datagram, Event, Timestamp};
 
+/// Running totals of the calls stage.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct TrackerStats {
+    pub sip_messages: u64,
+    pub calls: u64,
+    pub registrations: u64,
+    pub rtp_streams: u64,
+    pub rtp_packets: u64,
+}
+
 pub struct Tracker {
     errors: Counters,
     evictions: Counters,
@@ -23,6 +33,12 @@ impl Tracker {
     pub fn finish(&mut self, _now: Timestamp, _events: &mut Vec<Event>) {}
     pub fn errors(&self) -> &Counters {
         &self.errors
+    }
+    pub fn stats(&self) -> TrackerStats {
+        TrackerStats::default()
+    }
+    pub fn table_sizes(&self) -> Vec<(&'static str, usize)> {
+        Vec::new()
     }
     pub fn evictions(&self) -> &Counters {
         &self.evictions

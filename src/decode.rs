@@ -25,6 +25,9 @@ impl Decoder {
     pub fn errors(&self) -> &Counters {
         &self.errors
     }
+    pub fn table_sizes(&self) -> Vec<(&'static str, usize)> {
+        Vec::new()
+    }
     /// Evictions by table (`fragments`, `tcp_streams`).
     pub fn evictions(&self) -> &Counters {
         &self.evictions
