@@ -30,6 +30,11 @@ pub struct Config {
     pub capture: CaptureConfig,
     pub network: NetworkConfig,
     pub limits: LimitsConfig,
+    pub alert: crate::alert::AlertConfig,
+    pub syslog: crate::alert::syslog::SyslogConfig,
+    pub webhook: crate::alert::webhook::WebhookConfig,
+    pub storage: crate::alert::outbox::StorageConfig,
+    pub privacy: crate::privacy::PrivacyConfig,
     /// Line profiles, signal weights and verdict thresholds (see `detect::DetectionConfig`).
     pub detection: crate::detect::DetectionConfig,
 }
@@ -149,7 +154,7 @@ impl Default for LimitsConfig {
             fragment_bytes: 16 << 20,
             fragment_timeout_secs: 30,
             tcp_streams: 8192,
-            tcp_stream_bytes: 64 << 10,
+            tcp_stream_bytes: 256 << 10,
             tcp_total_bytes: 64 << 20,
             tcp_timeout_secs: 600,
             dialogs: 200_000,
@@ -159,7 +164,7 @@ impl Default for LimitsConfig {
             media_timeout_secs: 30,
             registrations: 100_000,
             registration_timeout_secs: 64,
-            max_sip_message: 65535,
+            max_sip_message: 256 << 10,
             max_sip_headers: 96,
         }
     }
@@ -211,6 +216,23 @@ impl Config {
                     line,
                     column,
                     message: format!("limits.{key} is too small"),
+                });
+            }
+        }
+        let sections = [
+            ("alert", self.alert.validate()),
+            ("webhook", self.webhook.validate()),
+            ("storage", self.storage.validate()),
+            ("privacy", self.privacy.validate()),
+        ];
+        for (section, r) in sections {
+            if let Err((key, message)) = r {
+                let (line, column) = key_position(text, section, key);
+                return Err(ConfigError::Invalid {
+                    file: file.to_string(),
+                    line,
+                    column,
+                    message,
                 });
             }
         }

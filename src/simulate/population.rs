@@ -840,9 +840,9 @@ impl Line {
                 }
             }
             _ => {
-                let t = start
-                    + (exponential(&mut r, 3600.0 / self.cfg.calls_per_hour.max(0.01)) * 1e6)
-                        as i64;
+                // The first arrival comes early so every population shows even in short runs.
+                let mean_gap = 3600.0 / self.cfg.calls_per_hour.max(0.01);
+                let t = start + (uniform(&mut r, 0.0, mean_gap.min(120.0)) * 1e6) as i64;
                 v.push((t, Task::Arrivals { line }));
             }
         }
@@ -1148,7 +1148,16 @@ impl Line {
         let u: f64 = self.rng.random();
         let gw = self.kind.is_gateway() || self.kind == Kind::CallCentre;
         let early = self.rng.random_bool(self.cfg.early_media.clamp(0.0, 1.0));
-        let tp = t + callee_delay + (uniform(&mut self.rng, 0.3, 2.5) * 1e6) as i64;
+        // Over TCP a provider often sends 100 and 180/183 back to back in one segment.
+        let back_to_back = d.tcp && self.rng.random_bool(0.4);
+        let tp = if back_to_back {
+            if let Some(first) = s.last_mut() {
+                first.coalesce = true;
+            }
+            t + callee_delay
+        } else {
+            t + callee_delay + (uniform(&mut self.rng, 0.3, 2.5) * 1e6) as i64
+        };
         let mut early_from = None;
         let end;
         let mut streams = Vec::new();
