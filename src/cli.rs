@@ -19,6 +19,8 @@ pub enum Command {
     Analyze(crate::analyze::AnalyzeArgs),
     /// Write a labelled pcap of simulated subscriber lines.
     Simulate(crate::simulate::SimulateArgs),
+    /// Detection quality on simulated populations (precision, recall, time to detect).
+    Eval(crate::eval::EvalArgs),
 }
 
 pub fn main() -> anyhow::Result<()> {
@@ -26,5 +28,6 @@ pub fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Analyze(a) => crate::analyze::cli_main(a),
         Command::Simulate(a) => crate::simulate::cli_main(a),
+        Command::Eval(a) => crate::eval::cli_main(a),
     }
 }
