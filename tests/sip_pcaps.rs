@@ -60,7 +60,7 @@ fn payloads(path: &Path, mut f: impl FnMut(bool, &[u8])) -> bool {
 fn tally(path: &Path) -> Option<Tally> {
     let lim = Limits::default();
     let mut t = Tally::default();
-    let mut note = |t: &mut Tally, r: Result<sip::SipMessage<'_>, sip::SipError>| match r {
+    let note = |t: &mut Tally, r: Result<sip::SipMessage<'_>, sip::SipError>| match r {
         Ok(m) => {
             t.ok += 1;
             if let Some(c) = m.call_id() {
