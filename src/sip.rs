@@ -6,10 +6,14 @@
 //! a stable counter key. Accessors never allocate.
 //!
 //! Leniency (a tap must keep what still has a clear meaning): bare LF line ends are accepted,
-//! leading CRLF keep-alives are skipped, a missing empty line after the headers means an empty
-//! body, and a header line that is not UTF-8 is skipped and counted in `SipMessage::skipped_headers`
-//! instead of failing the whole message. Folded (continuation) header values keep their inner line
-//! breaks; every accessor treats CR/LF/HT as white space.
+//! leading CRLF keep-alives are skipped, complete header lines with no empty line after them mean
+//! an empty body, and a header line that is not UTF-8 is skipped and counted in
+//! `SipMessage::skipped_headers` instead of failing the whole message. Folded (continuation)
+//! header values keep their inner line breaks; every accessor treats CR/LF/HT as white space.
+//! A message cut short (inside its headers, or before Content-Length bytes of body) is
+//! `truncated` for `parse`; `parse_lenient` keeps its complete lines and flags `body_truncated`.
+//! Only the first message of a datagram is read; bytes after its body are counted in `trailing`.
+//! `frame_len` finds message boundaries in a TCP byte stream.
 
 use crate::config::LimitsConfig;
 use std::net::IpAddr;
@@ -312,6 +316,15 @@ pub fn looks_like_sip(payload: &[u8]) -> bool {
     let p = skip_leading_crlf(payload);
     // A start line longer than this is not something a tap should bother with.
     let head = p.get(..p.len().min(2048)).unwrap_or(&[]);
+    // The method token (or `SIP/2.0`) comes first and ends in SP: media and other binary
+    // payloads, the bulk of the traffic, fail here within a byte or two.
+    let tok = head
+        .iter()
+        .position(|&b| !(is_token_byte(b) || b == b'/'))
+        .unwrap_or(head.len());
+    if tok == 0 || head.get(tok) != Some(&b' ') {
+        return false;
+    }
     let line = match head.iter().position(|&b| b == b'\n') {
         Some(i) => head.get(..i).unwrap_or(&[]),
         None => head,
