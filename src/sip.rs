@@ -991,6 +991,10 @@ fn split_host_port(s: &str) -> Option<(&str, Option<u16>)> {
         };
         return Some((host, port));
     }
+    // A bare IPv6 address (no brackets: invalid, but seen) is a host without port.
+    if s.bytes().filter(|&b| b == b':').count() > 1 && s.parse::<std::net::Ipv6Addr>().is_ok() {
+        return Some((s, None));
+    }
     match s.split_once(':') {
         Some((h, p)) => Some((trim(h), Some(parse_port(p)?))),
         None => Some((s, None)),
@@ -1527,6 +1531,8 @@ v=0\n";
         assert_eq!(v.branch, Some("z9hG4bKa7c6a8dlze.1"));
         let v = parse_via("SIP/2.0/TCP [2001:db8::9]:5062;branch=z9hG4bK3").unwrap();
         assert_eq!((v.host, v.port), ("2001:db8::9", Some(5062)));
+        let v = parse_via("SIP/2.0/UDP 2001:db8::9;branch=z9hG4bK4").unwrap();
+        assert_eq!((v.host, v.port), ("2001:db8::9", None));
         assert_eq!(parse_via("HTTP/1.1/TCP x"), None);
         assert_eq!(parse_via("SIP/2.0/UDP"), None);
     }
