@@ -1538,6 +1538,19 @@ v=0\n";
     }
 
     #[test]
+    fn params_respect_quotes() {
+        let p = Params(";cause=16;text=\"a;b=c\" ; Flag ;x = 1");
+        assert_eq!(p.get("text"), Some("\"a;b=c\""));
+        assert_eq!(p.get("cause"), Some("16"));
+        assert_eq!(p.get("flag"), Some(""));
+        assert_eq!(p.get("x"), Some("1"));
+        assert_eq!(p.get("b"), None);
+        assert!(!p.is_empty());
+        assert!(Params(" ; ;").is_empty());
+        assert_eq!(p.iter().count(), 4);
+    }
+
+    #[test]
     fn cseq_edge_cases() {
         let c = |v: &str| {
             let msg = format!("OPTIONS sip:a@b SIP/2.0\r\nCSeq: {v}\r\n\r\n");
