@@ -632,14 +632,19 @@ impl<'a> SipMessage<'a> {
 
     /// Whole value of the first `name` header (trimmed; compact forms and case folded).
     pub fn header(&self, name: &str) -> Option<&'a str> {
-        self.headers.iter().find(|h| h.is(name)).map(|h| h.value)
+        let want = expand_compact(name);
+        self.headers
+            .iter()
+            .find(|h| expand_compact(h.name).eq_ignore_ascii_case(want))
+            .map(|h| h.value)
     }
     /// All values of `name`: every such header, each split on commas outside quotes and `<...>`.
     /// Only meaningful for list headers (Via, Contact, Allow, Supported, ...).
     pub fn header_values<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'a str> + 's {
+        let want = expand_compact(name);
         self.headers
             .iter()
-            .filter(move |h| h.is(name))
+            .filter(move |h| expand_compact(h.name).eq_ignore_ascii_case(want))
             .flat_map(|h| split_outside(h.value, b',', true))
             .map(trim)
             .filter(|v| !v.is_empty())
