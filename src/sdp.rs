@@ -335,17 +335,13 @@ fn parse_connection(v: &str) -> Option<IpAddr> {
 
 /// `audio 49170 RTP/AVP 0 8 97` (port may be `port/count`).
 fn parse_media_line<'a>(v: &'a str, dropped: &mut u32) -> Option<Media<'a>> {
-    let mut it = v.split_ascii_whitespace();
-    let kind = it.next()?;
-    let port = it.next()?;
+    let (kind, rest) = next_token(v)?;
+    let (port, rest) = next_token(rest)?;
     let port = port.split('/').next().unwrap_or(port);
     let port = parse_small::<u16>(port, 5)?;
-    let proto = it.next()?;
-    let formats = v
-        .find(proto)
-        .and_then(|i| v.get(i + proto.len()..))
-        .map(str::trim)
-        .unwrap_or("");
+    let (proto, formats) = next_token(rest)?;
+    let formats = formats.trim();
+    let it = formats.split_ascii_whitespace();
     let mut payload_types = heapless::Vec::new();
     for f in it {
         let Some(pt) = parse_small::<u8>(f, 3).filter(|&p| p <= 127) else {
@@ -368,6 +364,18 @@ fn parse_media_line<'a>(v: &'a str, dropped: &mut u32) -> Option<Media<'a>> {
         connection: None,
         ptime: None,
         direction: MediaDirection::SendRecv,
+    })
+}
+
+/// The first white-space separated token of `s` and the text after it.
+fn next_token(s: &str) -> Option<(&str, &str)> {
+    let s = s.trim_start();
+    if s.is_empty() {
+        return None;
+    }
+    Some(match s.split_once(|c: char| c.is_ascii_whitespace()) {
+        Some((t, rest)) => (t, rest),
+        None => (s, ""),
     })
 }
 
@@ -412,15 +420,163 @@ fn parse_small<T: std::str::FromStr>(s: &str, max_digits: usize) -> Option<T> {
 mod tests {
     use super::*;
 
+    const OFFER: &[u8] = b"v=0\r\n\
+o=DBL 1234 5678 IN IP4 203.0.113.10\r\n\
+s=DBL Session\r\n\
+c=IN IP4 203.0.113.10\r\n\
+t=0 0\r\n\
+m=audio 16384 RTP/AVP 18 8 0 101\r\n\
+a=rtpmap:18 G729/8000\r\n\
+a=fmtp:18 annexb=no\r\n\
+a=rtpmap:101 telephone-event/8000\r\n\
+a=ptime:20\r\n\
+a=sendrecv\r\n\
+m=video 0 RTP/AVP 34\r\n\
+c=IN IP4 198.51.100.1\r\n";
+
     #[test]
-    fn parses_basic_offer() {
-        let s = parse(b"v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 18 101\r\na=rtpmap:101 telephone-event/8000\r\na=ptime:20\r\n").unwrap();
-        let m = s.audio().unwrap();
-        assert_eq!(m.rtp_endpoint(), Some("192.0.2.1:4000".parse().unwrap()));
+    fn session_fields_and_media() {
+        let s = parse(OFFER).unwrap();
+        assert_eq!(s.origin_user, Some("DBL"));
+        assert_eq!(s.origin, Some("DBL 1234 5678 IN IP4 203.0.113.10"));
+        assert_eq!(s.session_name, Some("DBL Session"));
+        assert_eq!(s.connection, Some("203.0.113.10".parse().unwrap()));
+        assert_eq!(s.media.len(), 2);
+        let a = &s.media[0];
+        assert_eq!((a.kind, a.port, a.proto), ("audio", 16384, "RTP/AVP"));
+        assert_eq!(a.formats, "18 8 0 101");
+        assert_eq!(a.payload_types.as_slice(), &[18, 8, 0, 101]);
+        assert_eq!(a.rtpmaps.len(), 2);
         assert_eq!(
-            m.codec_names().collect::<Vec<_>>(),
-            ["G729", "telephone-event"]
+            a.rtpmaps[1],
+            RtpMap {
+                pt: 101,
+                encoding: "telephone-event",
+                clock_rate: 8000,
+                channels: None
+            }
         );
-        assert_eq!(m.ptime, Some(20));
+        assert_eq!(
+            a.codec_names().collect::<Vec<_>>(),
+            ["G729", "PCMA", "PCMU", "telephone-event"]
+        );
+        assert_eq!(a.ptime, Some(20));
+        assert_eq!(a.direction, MediaDirection::SendRecv);
+        // Session c= is the fallback.
+        assert_eq!(
+            a.rtp_endpoint(),
+            Some("203.0.113.10:16384".parse().unwrap())
+        );
+        // Media c= wins; port 0 disables the stream.
+        let v = &s.media[1];
+        assert_eq!(v.connection, Some("198.51.100.1".parse().unwrap()));
+        assert_eq!(v.rtp_endpoint(), None);
+        assert_eq!(v.codec_names().collect::<Vec<_>>(), ["H263"]);
+        assert_eq!(s.audio().map(|m| m.port), Some(16384));
+        assert_eq!((s.bad_lines, s.dropped_media, s.dropped_formats), (0, 0, 0));
+    }
+
+    #[test]
+    fn lf_only_and_ipv6() {
+        let s = parse(b"v=0\no=- 1 1 IN IP6 2001:db8::1\ns=-\nc=IN IP6 2001:db8::1\nt=0 0\nm=audio 5004 RTP/AVP 0\na=recvonly\n").unwrap();
+        let m = &s.media[0];
+        assert_eq!(
+            m.rtp_endpoint(),
+            Some("[2001:db8::1]:5004".parse().unwrap())
+        );
+        assert_eq!(m.direction, MediaDirection::RecvOnly);
+        // IP4 address type with an IPv6 address is not accepted.
+        let s = parse(b"v=0\nc=IN IP4 2001:db8::1\nm=audio 5004 RTP/AVP 0\n").unwrap();
+        assert_eq!(s.media[0].connection, None);
+        assert_eq!(s.bad_lines, 1);
+    }
+
+    #[test]
+    fn directions_session_default_and_override() {
+        let s = parse(b"v=0\r\na=sendonly\r\nc=IN IP4 192.0.2.1\r\nm=audio 1 RTP/AVP 0\r\nm=audio 2 RTP/AVP 0\r\na=inactive\r\n").unwrap();
+        assert_eq!(s.direction, Some(MediaDirection::SendOnly));
+        assert_eq!(s.media[0].direction, MediaDirection::SendOnly);
+        assert_eq!(s.media[1].direction, MediaDirection::Inactive);
+        assert_eq!(MediaDirection::Inactive.as_str(), "inactive");
+    }
+
+    #[test]
+    fn static_payload_table() {
+        for (pt, name) in [
+            (0, "PCMU"),
+            (3, "GSM"),
+            (4, "G723"),
+            (8, "PCMA"),
+            (9, "G722"),
+            (18, "G729"),
+            (13, "CN"),
+        ] {
+            assert_eq!(static_payload_name(pt), Some(name));
+        }
+        assert_eq!(static_payload_name(96), None);
+        // A dynamic type without rtpmap has no name.
+        let s = parse(b"v=0\r\nm=audio 4000 RTP/AVP 96 0\r\n").unwrap();
+        assert_eq!(s.media[0].codec_names().collect::<Vec<_>>(), ["PCMU"]);
+        // An rtpmap overrides the static name.
+        let s = parse(b"v=0\r\nm=audio 4000 RTP/AVP 3\r\na=rtpmap:3 GSM-EFR/8000\r\n").unwrap();
+        assert_eq!(s.media[0].codec_name(3), Some("GSM-EFR"));
+    }
+
+    #[test]
+    fn image_t38_and_port_count() {
+        let s = parse(b"v=0\r\nc=IN IP4 192.0.2.7\r\nm=image 4002 udptl t38\r\nm=audio 6000/2 RTP/AVP 8\r\na=ptime:30.0\r\n").unwrap();
+        assert_eq!(s.media[0].kind, "image");
+        assert_eq!(s.media[0].formats, "t38");
+        assert!(s.media[0].payload_types.is_empty());
+        assert_eq!(s.media[1].port, 6000);
+        assert_eq!(s.media[1].ptime, Some(30));
+        assert_eq!(s.audio().map(|m| m.port), Some(6000));
+    }
+
+    #[test]
+    fn bounds_are_counted() {
+        let mut b = b"v=0\r\nc=IN IP4 192.0.2.1\r\n".to_vec();
+        for i in 0..10 {
+            b.extend_from_slice(
+                format!("m=audio {} RTP/AVP 0\r\na=ptime:{}\r\n", 1000 + i, 10 + i).as_bytes(),
+            );
+        }
+        let s = parse(&b).unwrap();
+        assert_eq!(s.media.len(), MAX_MEDIA);
+        assert_eq!(s.dropped_media, 2);
+        // The dropped sections' attributes did not land on the last kept one.
+        assert_eq!(s.media[MAX_MEDIA - 1].ptime, Some(17));
+        let pts: Vec<String> = (0..40).map(|i| (i + 60).to_string()).collect();
+        let b = format!("v=0\r\nm=audio 1 RTP/AVP {}\r\n", pts.join(" "));
+        let s = parse(b.as_bytes()).unwrap();
+        assert_eq!(s.media[0].payload_types.len(), MAX_PAYLOAD_TYPES);
+        assert_eq!(s.dropped_formats, 8);
+    }
+
+    #[test]
+    fn malformed_lines_counted_not_fatal() {
+        let s = parse(b"v=0\r\nthis is not sdp\r\nc=IN IP4 nonsense\r\nm=audio x RTP/AVP 0\r\na=ptime:7\r\nm=audio 5 RTP/AVP 0\r\na=rtpmap:200 X/1\r\na=ptime:abc\r\n\xff\xfe\r\n").unwrap();
+        assert_eq!(s.media.len(), 1);
+        assert_eq!(s.media[0].port, 5);
+        // The ptime of the unparsable m= section is ignored, not counted, not misplaced.
+        assert_eq!(s.media[0].ptime, None);
+        assert_eq!(s.bad_lines, 6);
+    }
+
+    #[test]
+    fn not_sdp() {
+        assert_eq!(parse(b"").unwrap_err().kind(), "empty");
+        assert_eq!(parse(b"\r\n\r\n").unwrap_err().kind(), "empty");
+        assert_eq!(parse(b"<xml/>").unwrap_err().kind(), "not_sdp");
+        assert_eq!(
+            parse(b"o=- 1 1 IN IP4 1.2.3.4\r\nv=0\r\n")
+                .unwrap_err()
+                .kind(),
+            "not_sdp"
+        );
+        assert_eq!(
+            parse(&vec![b'v'; MAX_SDP + 1]).unwrap_err().kind(),
+            "too_large"
+        );
     }
 }

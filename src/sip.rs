@@ -187,6 +187,8 @@ pub struct SipMessage<'a> {
     pub skipped_headers: u16,
     /// Bytes after the body that Content-Length did not cover (ignored, per RFC 3261 18.3).
     pub trailing: usize,
+    /// Set only by `parse_lenient`: the body is shorter than Content-Length said.
+    pub body_truncated: bool,
 }
 
 /// URI scheme understood by `parse_uri`.
@@ -335,6 +337,21 @@ pub fn looks_like_sip(payload: &[u8]) -> bool {
 
 /// Parses one complete SIP message (a UDP datagram or a message framed from TCP).
 pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Result<SipMessage<'a>, SipError> {
+    parse_inner(buf, limits, false)
+}
+
+/// Like `parse`, but a body shorter than Content-Length (snaplen cut, lost fragment) is kept as
+/// far as it goes and flagged in `body_truncated` instead of failing: the headers still tell
+/// the call tracker what happened. Callers should still count it (`truncated`).
+pub fn parse_lenient<'a>(buf: &'a [u8], limits: &Limits) -> Result<SipMessage<'a>, SipError> {
+    parse_inner(buf, limits, true)
+}
+
+fn parse_inner<'a>(
+    buf: &'a [u8],
+    limits: &Limits,
+    allow_short: bool,
+) -> Result<SipMessage<'a>, SipError> {
     if buf.len() > limits.max_message {
         return Err(SipError::TooLarge {
             len: buf.len(),
@@ -404,9 +421,14 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Result<SipMessage<'a>, SipEr
             _ => content_length = Some(n),
         }
     }
+    let mut body_truncated = false;
     let (body, trailing) = match content_length {
         Some(n) => match rest.get(..n) {
             Some(b) => (b, rest.len() - n),
+            None if allow_short => {
+                body_truncated = true;
+                (rest, 0)
+            }
             None => {
                 return Err(SipError::Truncated {
                     have: rest.len(),
@@ -422,6 +444,7 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Result<SipMessage<'a>, SipEr
         body,
         skipped_headers,
         trailing,
+        body_truncated,
     })
 }
 
@@ -695,13 +718,15 @@ pub fn parse_uri(s: &str) -> Option<Uri<'_>> {
             headers: None,
         });
     }
-    let (main, headers) = match rest.split_once('?') {
-        Some((m, h)) => (m, Some(h)),
-        None => (rest, None),
-    };
-    let (userinfo, hostpart) = match main.split_once('@') {
+    // The user part may hold `?`, `;` and `:` (RFC 3261 25.1 user-unreserved), so the `@` is
+    // found first and `?headers` only looked for after it.
+    let (userinfo, hostpart) = match rest.split_once('@') {
         Some((u, h)) => (Some(u), h),
-        None => (None, main),
+        None => (None, rest),
+    };
+    let (hostpart, headers) = match hostpart.split_once('?') {
+        Some((m, h)) => (m, Some(h)),
+        None => (hostpart, None),
     };
     let (user, password) = match userinfo {
         Some(u) => match u.split_once(':') {
@@ -732,7 +757,7 @@ pub fn parse_uri(s: &str) -> Option<Uri<'_>> {
 /// Parses a From/To/Contact value.
 pub fn parse_name_addr(s: &str) -> Option<NameAddr<'_>> {
     let s = trim(s);
-    if s.is_empty() {
+    if s.is_empty() || !quotes_balanced(s) {
         return None;
     }
     let (display, uri, params) = match find_outside_quotes(s, b'<') {
@@ -792,12 +817,8 @@ pub fn parse_via(s: &str) -> Option<Via<'_>> {
         Some((h, p)) => (h, p),
         None => (rest, ""),
     };
-    let sent_by = trim(sent_by);
-    // Comments `(...)` after sent-by are rare; drop anything after white space.
-    let sent_by = sent_by
-        .split(|c: char| c.is_ascii_whitespace())
-        .next()
-        .unwrap_or(sent_by);
+    // LWS is allowed around the `:` of sent-by; a `(comment)` after it is dropped.
+    let sent_by = trim(sent_by.split('(').next().unwrap_or(sent_by));
     let (host, port) = split_host_port(sent_by)?;
     if host.is_empty() {
         return None;
@@ -939,7 +960,7 @@ fn split_host_port(s: &str) -> Option<(&str, Option<u16>)> {
         return Some((host, port));
     }
     match s.split_once(':') {
-        Some((h, p)) => Some((h, Some(parse_port(p)?))),
+        Some((h, p)) => Some((trim(h), Some(parse_port(p)?))),
         None => Some((s, None)),
     }
 }
@@ -950,6 +971,26 @@ fn parse_port(p: &str) -> Option<u16> {
         return None;
     }
     p.parse().ok()
+}
+
+/// Whether every quoted string is closed.
+fn quotes_balanced(s: &str) -> bool {
+    let mut in_q = false;
+    let mut esc = false;
+    for b in s.bytes() {
+        if in_q {
+            if esc {
+                esc = false;
+            } else if b == b'\\' {
+                esc = true;
+            } else if b == b'"' {
+                in_q = false;
+            }
+        } else if b == b'"' {
+            in_q = true;
+        }
+    }
+    !in_q
 }
 
 /// Position of the first `c` outside a quoted string.
@@ -1069,31 +1110,449 @@ Call-ID: a84b4c76e66710@pc33.example.com\r\n\
 CSeq: 314159 INVITE\r\n\
 Contact: <sip:alice@203.0.113.10:5070>\r\n\
 User-Agent: DBL GoIP\r\n\
+Allow: INVITE, ACK, BYE, CANCEL\r\n\
 Content-Type: application/sdp\r\n\
 Content-Length: 4\r\n\
 \r\n\
 v=0\n";
 
+    fn p(b: &[u8]) -> Result<SipMessage<'_>, SipError> {
+        parse(b, &Limits::default())
+    }
+
     #[test]
     fn parses_invite() {
-        let m = parse(INVITE, &Limits::default()).unwrap();
+        let m = p(INVITE).unwrap();
+        assert!(m.is_request());
         assert_eq!(m.method(), Some(Method::Invite));
+        assert_eq!(m.status(), None);
         assert_eq!(m.call_id(), Some("a84b4c76e66710@pc33.example.com"));
         assert_eq!(m.cseq(), Some((314159, Method::Invite)));
         assert_eq!(m.body, b"v=0\n");
+        assert_eq!(m.content_length(), Some(4));
+        assert_eq!(m.user_agent(), Some("DBL GoIP"));
+        assert_eq!(m.allow(), Some("INVITE, ACK, BYE, CANCEL"));
+        assert_eq!(
+            m.header_values("allow").collect::<Vec<_>>(),
+            ["INVITE", "ACK", "BYE", "CANCEL"]
+        );
         let ru = m.request_uri().unwrap();
+        assert_eq!(ru.scheme, Scheme::Sip);
         assert_eq!(ru.user, Some("+8613812345678"));
+        assert_eq!(ru.host, "198.51.100.7");
         assert_eq!(ru.port, Some(5060));
         assert_eq!(ru.params.get("user"), Some("phone"));
         let from = m.from().unwrap();
         assert_eq!(from.display, Some("Alice"));
+        assert_eq!(from.user, Some("alice"));
         assert_eq!(from.tag, Some("1928301774"));
+        let to = m.to().unwrap();
+        assert_eq!(to.user, Some("+8613812345678"));
+        assert_eq!(to.tag, None);
+        let c = m.contact().unwrap();
+        assert_eq!((c.host, c.port), (Some("203.0.113.10"), Some(5070)));
         let via = m.top_via().unwrap();
         assert_eq!(via.transport, "UDP");
         assert_eq!(via.host, "203.0.113.10");
+        assert_eq!(via.port, Some(5060));
         assert_eq!(via.branch, Some("z9hG4bK776asdhds"));
+        assert_eq!(via.rport, None);
         assert!(via.params.has("rport"));
         assert!(m.has_sdp());
         assert!(looks_like_sip(INVITE));
+    }
+
+    #[test]
+    fn parses_response() {
+        let m = p(b"SIP/2.0 486 Busy Here\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKx;received=192.0.2.9;rport=6000\r\nCall-ID: x@y\r\nCSeq: 2 INVITE\r\nServer: Dinstar\r\nContent-Length: 0\r\n\r\n").unwrap();
+        assert!(!m.is_request());
+        assert_eq!(m.status(), Some(486));
+        assert_eq!(m.reason(), Some("Busy Here"));
+        assert_eq!(m.method(), None);
+        assert_eq!(m.cseq(), Some((2, Method::Invite)));
+        assert_eq!(m.server(), Some("Dinstar"));
+        let v = m.top_via().unwrap();
+        assert_eq!(v.received, Some("192.0.2.9"));
+        assert_eq!(v.rport, Some(6000));
+        assert!(m.body.is_empty());
+        assert!(!m.has_sdp());
+    }
+
+    #[test]
+    fn compact_forms_equal_long_forms() {
+        let m = p(b"BYE sip:a@b SIP/2.0\r\nv: SIP/2.0/TCP h:5061;branch=z9hG4bK1\r\ni: cid-1\r\nf: <sip:a@b>;tag=1\r\nt: <sip:c@d>;tag=2\r\nm: <sip:a@10.1.1.1>\r\nc: text/plain\r\nk: timer\r\ns: hi\r\ne: gzip\r\nl: 2\r\n\r\nok").unwrap();
+        assert_eq!(m.call_id(), Some("cid-1"));
+        assert_eq!(m.header("Call-ID"), Some("cid-1"));
+        assert_eq!(m.header("CALL-ID"), Some("cid-1"));
+        assert_eq!(m.from().unwrap().tag, Some("1"));
+        assert_eq!(m.to().unwrap().tag, Some("2"));
+        assert_eq!(m.contact().unwrap().host, Some("10.1.1.1"));
+        assert_eq!(m.top_via().unwrap().transport, "TCP");
+        assert_eq!(m.content_type(), Some("text/plain"));
+        assert_eq!(m.header("supported"), Some("timer"));
+        assert_eq!(m.header("subject"), Some("hi"));
+        assert_eq!(m.header("content-encoding"), Some("gzip"));
+        assert_eq!(m.header("l"), Some("2"));
+        assert_eq!(m.body, b"ok");
+        // A long-form query finds the compact header and vice versa.
+        assert!(same_header("i", "call-id"));
+        assert!(same_header("Content-Length", "L"));
+        assert!(!same_header("x", "call-id"));
+    }
+
+    #[test]
+    fn header_names_case_insensitive_and_space_before_colon() {
+        let m =
+            p(b"OPTIONS sip:a@b SIP/2.0\r\nUSER-agent : Foo 1.0\r\ncall-id:abc\r\n\r\n").unwrap();
+        assert_eq!(m.user_agent(), Some("Foo 1.0"));
+        assert_eq!(m.call_id(), Some("abc"));
+    }
+
+    #[test]
+    fn folded_lines_belong_to_previous_header() {
+        let m = p(b"OPTIONS sip:a@b SIP/2.0\r\nSubject: I know you're there,\r\n  pick up the phone\r\n\tand talk to me!\r\nVia: SIP/2.0/UDP a.example.com;branch=z9hG4bK1,\r\n SIP/2.0/UDP b.example.com:5070;branch=z9hG4bK2\r\nCall-ID: c\r\n\r\n").unwrap();
+        assert_eq!(m.headers.len(), 3);
+        let subj = m.header("subject").unwrap();
+        assert!(subj.starts_with("I know you're there,"));
+        assert!(subj.ends_with("and talk to me!"));
+        let words: Vec<&str> = subj.split_whitespace().collect();
+        assert_eq!(
+            words.join(" "),
+            "I know you're there, pick up the phone and talk to me!"
+        );
+        let vias: Vec<_> = m.vias().collect();
+        assert_eq!(vias.len(), 2);
+        assert_eq!(vias[1].host, "b.example.com");
+        assert_eq!(vias[1].port, Some(5070));
+        assert_eq!(m.call_id(), Some("c"));
+    }
+
+    #[test]
+    fn continuation_without_header_is_bad_header() {
+        let e = p(b"OPTIONS sip:a@b SIP/2.0\r\n folded\r\n\r\n").unwrap_err();
+        assert_eq!(e.kind(), "bad_header");
+        let e = p(b"OPTIONS sip:a@b SIP/2.0\r\nno colon here\r\n\r\n").unwrap_err();
+        assert_eq!(e.kind(), "bad_header");
+        let e = p(b"OPTIONS sip:a@b SIP/2.0\r\nBad Name: x\r\n\r\n").unwrap_err();
+        assert_eq!(e.kind(), "bad_header");
+    }
+
+    #[test]
+    fn multi_value_headers_split_outside_quotes_and_angles() {
+        let m = p(b"REGISTER sip:r SIP/2.0\r\nContact: \"Smith, J\" <sip:j@h1;a=1,2>;expires=60, <sip:j@h2>;q=0.5\r\nContact: sip:j@h3;expires=0\r\nExpires: 3600\r\n\r\n").unwrap();
+        let cs: Vec<_> = m.contacts().collect();
+        assert_eq!(cs.len(), 3);
+        assert_eq!(cs[0].display, Some("Smith, J"));
+        assert_eq!(cs[0].uri, "sip:j@h1;a=1,2");
+        assert_eq!(cs[0].expires(), Some(60));
+        assert_eq!(cs[1].host, Some("h2"));
+        assert_eq!(cs[1].params.get("q"), Some("0.5"));
+        // addr-spec form: ;expires belongs to the header, not the URI.
+        assert_eq!(cs[2].uri, "sip:j@h3");
+        assert_eq!(cs[2].expires(), Some(0));
+        assert_eq!(m.contact_expires(), Some(60));
+        assert_eq!(m.expires(), Some(3600));
+    }
+
+    #[test]
+    fn content_length_cases() {
+        // Shorter body than Content-Length: truncated.
+        let e = p(b"MESSAGE sip:a@b SIP/2.0\r\nContent-Length: 10\r\n\r\nabc").unwrap_err();
+        assert_eq!(e.kind(), "truncated");
+        // ... unless lenient: then kept and flagged.
+        let m = parse_lenient(
+            b"MESSAGE sip:a@b SIP/2.0\r\nContent-Length: 10\r\n\r\nabc",
+            &Limits::default(),
+        )
+        .unwrap();
+        assert!(m.body_truncated);
+        assert_eq!(m.body, b"abc");
+        // Longer datagram: body cut at Content-Length, rest counted as trailing.
+        let m = p(b"MESSAGE sip:a@b SIP/2.0\r\nContent-Length: 2\r\n\r\nabcdef").unwrap();
+        assert_eq!(
+            (m.body, m.trailing, m.body_truncated),
+            (&b"ab"[..], 4, false)
+        );
+        // No Content-Length over UDP: the rest of the datagram.
+        let m = p(b"MESSAGE sip:a@b SIP/2.0\r\nCall-ID: x\r\n\r\nabcdef").unwrap();
+        assert_eq!(m.body, b"abcdef");
+        assert_eq!(m.content_length(), None);
+        for bad in [&b"-1"[..], b"abc", b"1 2", b"99999999999999999999999", b""] {
+            let mut msg = b"MESSAGE sip:a@b SIP/2.0\r\nContent-Length: ".to_vec();
+            msg.extend_from_slice(bad);
+            msg.extend_from_slice(b"\r\n\r\n");
+            assert_eq!(p(&msg).unwrap_err().kind(), "bad_content_length", "{bad:?}");
+        }
+        // Two equal values are fine; two different ones are not.
+        assert!(p(b"MESSAGE sip:a@b SIP/2.0\r\nl: 1\r\nContent-Length: 1\r\n\r\nx").is_ok());
+        assert_eq!(
+            p(b"MESSAGE sip:a@b SIP/2.0\r\nl: 1\r\nContent-Length: 2\r\n\r\nxy")
+                .unwrap_err()
+                .kind(),
+            "bad_content_length"
+        );
+        // Content-Length with surrounding white space.
+        let m = p(b"MESSAGE sip:a@b SIP/2.0\r\nContent-Length:   3  \r\n\r\nxyz").unwrap();
+        assert_eq!(m.body, b"xyz");
+    }
+
+    #[test]
+    fn lf_only_and_leading_crlf_accepted() {
+        let m = p(b"\r\n\r\nSIP/2.0 200 OK\nCall-ID: lf\nContent-Length: 2\n\nhi").unwrap();
+        assert_eq!(m.status(), Some(200));
+        assert_eq!(m.call_id(), Some("lf"));
+        assert_eq!(m.body, b"hi");
+        assert!(looks_like_sip(b"\r\nSIP/2.0 200 OK\n"));
+    }
+
+    #[test]
+    fn missing_blank_line_means_empty_body() {
+        let m = p(b"OPTIONS sip:a@b SIP/2.0\r\nCall-ID: x\r\n").unwrap();
+        assert_eq!(m.call_id(), Some("x"));
+        assert!(m.body.is_empty());
+        let m = p(b"OPTIONS sip:a@b SIP/2.0\r\nCall-ID: x").unwrap();
+        assert_eq!(m.call_id(), Some("x"));
+    }
+
+    #[test]
+    fn start_line_errors() {
+        let k = |b: &[u8]| p(b).unwrap_err().kind();
+        assert_eq!(k(b""), "empty");
+        assert_eq!(k(b"\r\n\r\n"), "empty");
+        assert_eq!(k(b"INVITE sip:a@b SIP/3.0\r\n\r\n"), "bad_version");
+        assert_eq!(k(b"SIP/1.0 200 OK\r\n\r\n"), "bad_version");
+        assert_eq!(k(b"SIP/2.0 20 OK\r\n\r\n"), "bad_status");
+        assert_eq!(k(b"SIP/2.0 099 Low\r\n\r\n"), "bad_status");
+        assert_eq!(k(b"SIP/2.0 4294967301 Big\r\n\r\n"), "bad_status");
+        assert_eq!(k(b"INVITE  sip:a@b SIP/2.0\r\n\r\n"), "bad_start_line");
+        assert_eq!(k(b"INVITE sip:a@b SIP/2.0 \r\n\r\n"), "bad_start_line");
+        assert_eq!(k(b"INVITE sip:a@b\r\n\r\n"), "bad_start_line");
+        assert_eq!(k(b"GET / HTTP/1.1\r\n\r\n"), "bad_start_line");
+        assert_eq!(k(b"IN<VITE sip:a@b SIP/2.0\r\n\r\n"), "bad_start_line");
+        assert_eq!(k(b"INVITE sip:\xff@b SIP/2.0\r\n\r\n"), "not_utf8");
+    }
+
+    #[test]
+    fn methods_are_case_sensitive() {
+        let m = p(b"invite sip:a@b SIP/2.0\r\n\r\n").unwrap();
+        assert_eq!(m.method(), Some(Method::Other("invite")));
+        for (tok, m) in [
+            ("INVITE", Method::Invite),
+            ("ACK", Method::Ack),
+            ("BYE", Method::Bye),
+            ("CANCEL", Method::Cancel),
+            ("REGISTER", Method::Register),
+            ("OPTIONS", Method::Options),
+            ("INFO", Method::Info),
+            ("UPDATE", Method::Update),
+            ("PRACK", Method::Prack),
+            ("SUBSCRIBE", Method::Subscribe),
+            ("NOTIFY", Method::Notify),
+            ("REFER", Method::Refer),
+            ("MESSAGE", Method::Message),
+            ("PUBLISH", Method::Publish),
+        ] {
+            assert_eq!(Method::from_token(tok), m);
+            assert_eq!(m.as_str(), tok);
+        }
+    }
+
+    #[test]
+    fn limits_enforced() {
+        let lim = Limits {
+            max_message: 40,
+            max_headers: 8,
+        };
+        let e = parse(INVITE, &lim).unwrap_err();
+        assert_eq!(e.kind(), "too_large");
+        let mut msg = b"OPTIONS sip:a@b SIP/2.0\r\n".to_vec();
+        for i in 0..9 {
+            msg.extend_from_slice(format!("X-H{i}: v\r\n").as_bytes());
+        }
+        msg.extend_from_slice(b"\r\n");
+        let lim = Limits {
+            max_message: 65535,
+            max_headers: 8,
+        };
+        assert_eq!(parse(&msg, &lim).unwrap_err().kind(), "too_many_headers");
+        // A huge configured limit is clamped to the array capacity.
+        let mut msg = b"OPTIONS sip:a@b SIP/2.0\r\n".to_vec();
+        for i in 0..(MAX_HEADERS + 1) {
+            msg.extend_from_slice(format!("X-H{i}: v\r\n").as_bytes());
+        }
+        let lim = Limits {
+            max_message: 1 << 20,
+            max_headers: 10_000,
+        };
+        assert_eq!(parse(&msg, &lim).unwrap_err().kind(), "too_many_headers");
+        let from_cfg = Limits::from(&LimitsConfig::default());
+        assert_eq!(from_cfg, Limits::default());
+    }
+
+    #[test]
+    fn non_utf8_header_skipped_and_counted() {
+        let m = p(
+            b"INVITE sip:a@b SIP/2.0\r\nFrom: \"M\xfcller\" <sip:m@h>;tag=1\r\nCall-ID: ok\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(m.skipped_headers, 1);
+        assert_eq!(m.from(), None);
+        assert_eq!(m.call_id(), Some("ok"));
+    }
+
+    #[test]
+    fn tel_and_phone_uris() {
+        let u = parse_uri("tel:+1-212-555-0100;phone-context=example.com").unwrap();
+        assert_eq!(u.scheme, Scheme::Tel);
+        assert_eq!(u.user, Some("+1-212-555-0100"));
+        assert_eq!(u.host, "");
+        assert_eq!(u.params.get("phone-context"), Some("example.com"));
+        assert_eq!(phone_digits(u.user.unwrap()), "+12125550100");
+        let u = parse_uri("sip:+1-212-555-1212;npdi;rn=+1-212-555-1111@gw.example.com;user=phone")
+            .unwrap();
+        assert_eq!(u.user, Some("+1-212-555-1212;npdi;rn=+1-212-555-1111"));
+        assert_eq!(u.number(), Some("+1-212-555-1212"));
+        assert_eq!(u.host, "gw.example.com");
+        assert_eq!(u.params.get("user"), Some("phone"));
+        assert_eq!(phone_digits("0086 (138) 1234.5678"), "008613812345678");
+        let m =
+            p(b"INVITE tel:+8613812345678 SIP/2.0\r\nTo: <tel:+8613812345678>\r\n\r\n").unwrap();
+        assert_eq!(m.request_uri().unwrap().user, Some("+8613812345678"));
+        assert_eq!(m.to().unwrap().user, Some("+8613812345678"));
+        assert_eq!(m.to().unwrap().host, Some(""));
+    }
+
+    #[test]
+    fn uri_forms() {
+        let u = parse_uri("sips:alice:secret@[2001:db8::1]:5061;transport=tls?subject=x").unwrap();
+        assert_eq!(u.scheme, Scheme::Sips);
+        assert_eq!(u.user, Some("alice"));
+        assert_eq!(u.password, Some("secret"));
+        assert_eq!(u.host, "2001:db8::1");
+        assert_eq!(u.host_ip(), Some("2001:db8::1".parse().unwrap()));
+        assert_eq!(u.port, Some(5061));
+        assert_eq!(u.params.get("TRANSPORT"), Some("tls"));
+        assert_eq!(u.headers, Some("subject=x"));
+        let u = parse_uri("SIP:example.com").unwrap();
+        assert_eq!((u.user, u.host, u.port), (None, "example.com", None));
+        assert_eq!(parse_uri("sip:a@h:99999"), None);
+        assert_eq!(parse_uri("sip:a@"), None);
+        assert_eq!(parse_uri("http://x"), None);
+        assert_eq!(parse_uri("mailto:a@b"), None);
+        assert_eq!(parse_uri("tel:"), None);
+    }
+
+    #[test]
+    fn name_addr_forms() {
+        let n = parse_name_addr("sip:caller@example.net;tag=134161461246").unwrap();
+        assert_eq!(n.display, None);
+        assert_eq!(n.uri, "sip:caller@example.net");
+        assert_eq!(n.tag, Some("134161461246"));
+        let n = parse_name_addr("Bob <sip:bob@biloxi.com>").unwrap();
+        assert_eq!(n.display, Some("Bob"));
+        let n = parse_name_addr("\"A <b>\" <sip:x@y>;tag=t").unwrap();
+        assert_eq!(n.display, Some("A <b>"));
+        assert_eq!(n.user, Some("x"));
+        assert_eq!(parse_name_addr("\"unbalanced <sip:x@y>"), None);
+        assert_eq!(parse_name_addr("<sip:x@y"), None);
+        let n = parse_name_addr("*").unwrap();
+        assert_eq!((n.uri, n.host), ("*", None));
+        // Unknown scheme: kept as written, no user/host.
+        let n = parse_name_addr("<name:John_Smith>").unwrap();
+        assert_eq!((n.uri, n.user, n.host), ("name:John_Smith", None, None));
+    }
+
+    #[test]
+    fn via_forms() {
+        let v = parse_via("SIP / 2.0 / UDP first.example.com: 4000;ttl=16;maddr=224.2.0.1 ;branch=z9hG4bKa7c6a8dlze.1").unwrap();
+        assert_eq!(v.transport, "UDP");
+        assert_eq!(v.host, "first.example.com");
+        assert_eq!(v.port, Some(4000));
+        assert_eq!(v.branch, Some("z9hG4bKa7c6a8dlze.1"));
+        let v = parse_via("SIP/2.0/TCP [2001:db8::9]:5062;branch=z9hG4bK3").unwrap();
+        assert_eq!((v.host, v.port), ("2001:db8::9", Some(5062)));
+        assert_eq!(parse_via("HTTP/1.1/TCP x"), None);
+        assert_eq!(parse_via("SIP/2.0/UDP"), None);
+    }
+
+    #[test]
+    fn cseq_edge_cases() {
+        let c = |v: &str| {
+            let msg = format!("OPTIONS sip:a@b SIP/2.0\r\nCSeq: {v}\r\n\r\n");
+            let m = parse(msg.as_bytes(), &Limits::default()).unwrap();
+            m.cseq().map(|(n, m)| (n, m.as_str().to_string()))
+        };
+        assert_eq!(c("1 OPTIONS"), Some((1, "OPTIONS".into())));
+        assert_eq!(c("  7   REGISTER "), Some((7, "REGISTER".into())));
+        assert_eq!(c("36893488147419103232 REGISTER"), None);
+        assert_eq!(c("x INVITE"), None);
+        assert_eq!(c("1"), None);
+        assert_eq!(c("1 INVITE extra"), None);
+    }
+
+    #[test]
+    fn expires_saturates_and_rejects_garbage() {
+        let e = |v: &str| {
+            let msg = format!("REGISTER sip:a SIP/2.0\r\nExpires: {v}\r\n\r\n");
+            let m = parse(msg.as_bytes(), &Limits::default()).unwrap();
+            m.expires()
+        };
+        assert_eq!(e("60"), Some(60));
+        assert_eq!(e("100000000000000000000"), Some(u32::MAX));
+        assert_eq!(e("Thu, 01 Dec 1994"), None);
+    }
+
+    #[test]
+    fn looks_like_sip_cases() {
+        assert!(looks_like_sip(b"OPTIONS sip:a@b SIP/2.0\r\n"));
+        assert!(looks_like_sip(b"SIP/2.0 180 Ringing\r\n"));
+        assert!(looks_like_sip(b"FOO sip:a SIP/2.0"));
+        assert!(!looks_like_sip(b"GET / HTTP/1.1\r\n"));
+        assert!(!looks_like_sip(b"HTTP/1.1 200 OK\r\n"));
+        assert!(!looks_like_sip(b"SIP/2.0 OK\r\n"));
+        assert!(!looks_like_sip(b"\x80\x08\x00\x01rtp"));
+        assert!(!looks_like_sip(b""));
+        assert!(!looks_like_sip(b"INVITE SIP/2.0\r\n"));
+    }
+
+    #[test]
+    fn frame_len_for_tcp() {
+        let lim = Limits::default();
+        let two =
+            b"OPTIONS sip:a SIP/2.0\r\nl: 3\r\n\r\nabcSIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n";
+        let n = frame_len(two, &lim).unwrap().unwrap();
+        assert_eq!(&two[n - 3..n], b"abc");
+        assert_eq!(frame_len(&two[n..], &lim).unwrap(), Some(two.len() - n));
+        // Header block incomplete.
+        assert_eq!(
+            frame_len(b"OPTIONS sip:a SIP/2.0\r\nCall-I", &lim).unwrap(),
+            None
+        );
+        // Body incomplete: the length is known, the caller waits for it.
+        assert_eq!(
+            frame_len(b"SIP/2.0 200 OK\r\nContent-Length: 10\r\n\r\nab", &lim).unwrap(),
+            Some(48)
+        );
+        // Leading keep-alive CRLFs are part of the frame.
+        assert_eq!(
+            frame_len(b"\r\n\r\nSIP/2.0 200 OK\r\n\r\n", &lim).unwrap(),
+            Some(22)
+        );
+        let small = Limits {
+            max_message: 30,
+            max_headers: 8,
+        };
+        assert_eq!(
+            frame_len(b"SIP/2.0 200 OK\r\nContent-Length: 100\r\n\r\n", &small)
+                .unwrap_err()
+                .kind(),
+            "too_large"
+        );
+        assert_eq!(
+            frame_len(b"SIP/2.0 200 OK\r\nContent-Length: x\r\n\r\n", &lim)
+                .unwrap_err()
+                .kind(),
+            "bad_content_length"
+        );
     }
 }
