@@ -63,10 +63,11 @@ fn sip_start(p: &[u8]) -> Start {
             .zip(token.iter().chain(b" "))
             .all(|(a, b)| a == b);
         if matches {
-            if n == want {
+            if n < want {
+                maybe = true;
+            } else if !needs_space || request_line_ok(p) {
                 return Start::Yes;
             }
-            maybe = true;
         }
     }
     if maybe {
@@ -76,8 +77,22 @@ fn sip_start(p: &[u8]) -> Start {
     }
 }
 
-/// Whether `payload` starts with a SIP start line: a request method followed by a space, or
-/// `SIP/2.0 ` (leading CR/LF keep-alives are skipped).
+/// A request line, once complete, ends with the SIP version (this rejects SSDP `NOTIFY * HTTP/1.1`).
+fn request_line_ok(p: &[u8]) -> bool {
+    match p.iter().position(|&b| b == b'\n') {
+        Some(nl) => {
+            let line = p.get(..nl).unwrap_or_default();
+            line.strip_suffix(b"\r")
+                .unwrap_or(line)
+                .ends_with(b" SIP/2.0")
+        }
+        None => true,
+    }
+}
+
+/// Whether `payload` starts with a SIP start line: a request method followed by a space (and,
+/// when the line is complete, ending in ` SIP/2.0`), or `SIP/2.0 ` (leading CR/LF keep-alives
+/// are skipped).
 pub fn starts_like_sip(payload: &[u8]) -> bool {
     sip_start(skip_crlf(payload)) == Start::Yes
 }
