@@ -373,8 +373,14 @@ impl Tracker {
             Some(_) => {}
         }
         if sip::looks_like_sip(d.payload) {
-            match sip::parse(d.payload, &self.sip_limits) {
-                Ok(msg) => self.on_sip(&msg, d, events),
+            // A body cut short (snaplen, lost fragment) still leaves headers worth tracking.
+            match sip::parse_lenient(d.payload, &self.sip_limits) {
+                Ok(msg) => {
+                    if msg.body_truncated {
+                        self.errors.add("sip.truncated", 1);
+                    }
+                    self.on_sip(&msg, d, events);
+                }
                 Err(e) => self.errors.add(&format!("sip.{}", e.kind()), 1),
             }
         } else if d.transport == Transport::Udp && d.payload.len() >= MIN_MEDIA_PAYLOAD {
@@ -766,7 +772,7 @@ impl Tracker {
                 dl.private_contact = true;
             }
         }
-        if !msg.has_sdp() {
+        if !msg.has_sdp() || msg.body_truncated {
             return;
         }
         let sdp = match sdp::parse(msg.body) {
@@ -1828,8 +1834,16 @@ mod tests {
             &msg("OPTIONS sip:a@b SIP/2.0", &[("CSeq", "1 OPTIONS")], ""),
         );
         assert_eq!(r.t.errors().get("sip.truncated"), 1);
-        assert_eq!(r.t.errors().get("sip.no_call_id"), 1);
+        assert_eq!(r.t.errors().get("sip.no_call_id"), 2);
         assert_eq!(r.t.stats().calls, 0);
+        // A body cut short: the call is still tracked (counted as truncated), its SDP is not used.
+        let c = INBOUND;
+        let mut inv = c.invite(1, &sdp(SWITCH_RTP, "o", "s", "18"));
+        inv.truncate(inv.len() - 20);
+        r.sip(&c, true, 10, &inv);
+        assert_eq!(r.t.errors().get("sip.truncated"), 2);
+        assert_eq!(r.t.stats().calls, 1);
+        assert_eq!(r.t.table_sizes()[3], ("media_expectations", 0));
     }
 
     fn call_messages() -> Vec<(bool, Vec<u8>)> {
@@ -1855,6 +1869,35 @@ mod tests {
     }
 
     proptest! {
+        /// Hostile input: call messages with random bytes overwritten and random datagrams on
+        /// the signalling and media addresses never panic, every call started is reported by
+        /// `finish`, and `finish` leaves no table entry behind.
+        #[test]
+        fn mutated_messages_never_panic(
+            edits in proptest::collection::vec((0usize..14, 0usize..2000, any::<u8>()), 0..30),
+            junk in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..20),
+        ) {
+            let msgs = call_messages();
+            let mut r = Run::new();
+            for (i, (k, at, byte)) in edits.iter().enumerate() {
+                let (up, m) = &msgs[*k];
+                let mut m = m.clone();
+                let n = m.len().max(1);
+                if let Some(b) = m.get_mut(*at % n) {
+                    *b = *byte;
+                }
+                r.sip(&INBOUND, *up, i as i64 * 30, &m);
+            }
+            for (i, j) in junk.iter().enumerate() {
+                r.send(SWITCH_RTP, PHONE_RTP, 1000 + i as i64 * 20, j);
+                r.send(SWITCH, PHONE, 1000 + i as i64 * 20, j);
+            }
+            r.finish(200_000);
+            prop_assert_eq!(r.calls().len(), r.count(started));
+            prop_assert_eq!(r.t.table_sizes()[0], ("dialogs", 0));
+            prop_assert_eq!(r.t.table_sizes()[2], ("media_flows", 0));
+        }
+
         #[test]
         fn interleavings_never_count_two_calls(order in proptest::collection::vec(0usize..14, 0..40)) {
             let msgs = call_messages();
