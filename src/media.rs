@@ -429,6 +429,21 @@ impl MediaTable {
         Some((e.call_id.clone(), e.rates.clone()))
     }
 
+    /// `Some(key)` when flow `key` belongs to a call but neither end is announced for that call
+    /// any more while one end is announced for another.
+    fn announced_elsewhere(&self, key: &FlowKey, d: &Datagram<'_>) -> Option<FlowKey> {
+        if self.expected.is_empty() {
+            return None;
+        }
+        let cur = self.flows.get(key)?.call_id.as_deref()?;
+        let a = self.expected.get(&d.dst).map(|e| &*e.call_id);
+        let b = self.expected.get(&d.src).map(|e| &*e.call_id);
+        if a == Some(cur) || b == Some(cur) || (a.is_none() && b.is_none()) {
+            return None;
+        }
+        Some(*key)
+    }
+
     fn tie(&mut self, key: FlowKey, call_id: Arc<str>) {
         let keys = self.by_call.entry(call_id).or_default();
         // A call rarely has more than a few flows; beyond that the figures are partial.
@@ -465,6 +480,13 @@ impl MediaTable {
                 .filter(|_| rtp::looks_like_rtp(d.payload))
         };
 
+        // Ports reused by the next call before the flow went idle: the old call's media ends
+        // here and a new flow starts for the call that announced the endpoint now.
+        if let Some(old) = self.announced_elsewhere(&key, d) {
+            if let Some(f) = self.flows.remove(&key) {
+                self.close(old, f, events);
+            }
+        }
         if !self.flows.contains(&key) {
             let announced = self.lookup_expectation(d);
             if announced.is_none() && header.is_none() && ip_len as f64 > VOICE_MAX_IP_LEN {
@@ -775,6 +797,46 @@ mod tests {
         assert_eq!(t.flow_count(), 0);
         assert_eq!(t.stats().rtp_packets, 300);
         assert_eq!(t.stats().rtp_streams, 2);
+    }
+
+    #[test]
+    fn reused_ports_split_flows_between_calls() {
+        let mut t = MediaTable::new(&Config::default());
+        let mut ev = Vec::new();
+        t.expect(addr(LINE), "call-1", Timestamp(0));
+        t.expect(addr(PEER), "call-1", Timestamp(0));
+        two_way_rtp(&mut t, 0, 2, &mut ev);
+        // The next call reuses both ports at once; call 1's endpoints were released.
+        t.unexpect(addr(LINE), "call-1");
+        t.expect(addr(PEER), "call-2", Timestamp(2_100_000));
+        // Call 2 only announced the peer so far; call 1 is not announced anywhere any more.
+        two_way_rtp(&mut t, 2_200_000, 1, &mut ev);
+        t.finish(Timestamp(10_000_000), &mut ev);
+        let ended: Vec<_> = ev
+            .iter()
+            .filter_map(|e| match e {
+                Event::MediaEnded(r) => Some(r),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(ended.len(), 2);
+        assert_eq!(ended[0].call_id.as_deref(), Some("call-1"));
+        assert_eq!(ended[0].packets_out + ended[0].packets_in, 200);
+        assert_eq!(ended[1].call_id.as_deref(), Some("call-2"));
+        assert_eq!(ended[1].packets_out + ended[1].packets_in, 100);
+        // While one end is still announced for the flow's call, nothing splits.
+        let mut t = MediaTable::new(&Config::default());
+        let mut ev = Vec::new();
+        t.expect(addr(LINE), "a", Timestamp(0));
+        t.expect(addr(PEER), "b", Timestamp(0));
+        two_way_rtp(&mut t, 0, 1, &mut ev);
+        t.finish(Timestamp(5_000_000), &mut ev);
+        assert_eq!(
+            ev.iter()
+                .filter(|e| matches!(e, Event::MediaEnded(_)))
+                .count(),
+            1
+        );
     }
 
     #[test]
