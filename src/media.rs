@@ -120,9 +120,11 @@ impl<K: Hash + Eq + Clone, V> TimedTable<K, V> {
 
 /// Largest IP packet of a "small" voice datagram (G.711 at 50 ms is 440 bytes).
 const VOICE_MAX_IP_LEN: f64 = 480.0;
-/// Packet rate band of voice (10-50 ms packetisation, with slack).
+/// Packet rate band of voice (20-50 ms packetisation, with slack).
 const VOICE_MIN_PPS: f64 = 18.0;
-const VOICE_MAX_PPS: f64 = 65.0;
+const VOICE_MAX_PPS: f64 = 56.0;
+/// Byte difference between consecutive packets that still counts as the same frame size.
+const VOICE_SIZE_SLACK: u64 = 8;
 /// Packets and seconds each way before a flow can be called voice-like.
 const VOICE_MIN_PACKETS: u64 = 40;
 const VOICE_MIN_SECS: f64 = 1.0;
@@ -171,6 +173,9 @@ struct DirStats {
     /// Arrival of the previous packet, and how many gaps were voice-like (8-80 ms).
     prev: Timestamp,
     voice_gaps: u64,
+    /// IP length of the previous packet, and how many packets kept within a few bytes of it.
+    prev_len: u64,
+    steady_sizes: u64,
 }
 
 impl DirStats {
@@ -182,8 +187,12 @@ impl DirStats {
             if (VOICE_MIN_GAP_US..=VOICE_MAX_GAP_US).contains(&gap) {
                 self.voice_gaps += 1;
             }
+            if ip_len.abs_diff(self.prev_len) <= VOICE_SIZE_SLACK {
+                self.steady_sizes += 1;
+            }
         }
         self.prev = ts;
+        self.prev_len = ip_len;
         self.packets += 1;
         self.bytes = self.bytes.saturating_add(ip_len);
         if ts > self.last {
@@ -206,7 +215,13 @@ impl DirStats {
         // Packetised voice is paced: most gaps sit near the packet time. Request/response
         // bursts (SNMP walks, DNS) reach voice-like averages with gaps of a few ms.
         let paced = self.voice_gaps.saturating_mul(10) >= (self.packets - 1).saturating_mul(6);
-        (VOICE_MIN_PPS..=VOICE_MAX_PPS).contains(&pps) && mean <= VOICE_MAX_IP_LEN && paced
+        // Gateway codecs (G.711, G.729, G.723) are constant-rate: frame sizes hardly change.
+        // Game state and variable-rate app audio wander over tens of bytes from packet to packet.
+        let steady = self.steady_sizes.saturating_mul(10) >= (self.packets - 1).saturating_mul(7);
+        (VOICE_MIN_PPS..=VOICE_MAX_PPS).contains(&pps)
+            && mean <= VOICE_MAX_IP_LEN
+            && paced
+            && steady
     }
 }
 
@@ -908,6 +923,63 @@ mod tests {
             }
         }
         t.finish(Timestamp(20_000_000), &mut ev);
+        assert!(ev.is_empty(), "{ev:?}");
+    }
+
+    #[test]
+    fn game_like_flows_are_not_voice_like() {
+        // Small UDP both ways at voice-like gaps, but sizes wander (state updates) or the
+        // server ticks at 64 Hz: never voice-like.
+        let mut t = MediaTable::new(&Config::default());
+        let mut ev = Vec::new();
+        let mut x = 7u64;
+        let mut len = |lo: u64, hi: u64| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (lo + (x >> 33) % (hi - lo + 1)) as usize
+        };
+        for i in 0..600i64 {
+            let up = vec![0x41u8; len(60, 140)];
+            let down = vec![0x41u8; len(100, 300)];
+            let at = i * 33_333;
+            t.on_datagram(
+                &dg("192.168.1.10:40000", "198.51.100.200:30000", at, &up),
+                &mut ev,
+            );
+            t.on_datagram(
+                &dg(
+                    "198.51.100.200:30000",
+                    "192.168.1.10:40000",
+                    at + 9_000,
+                    &down,
+                ),
+                &mut ev,
+            );
+        }
+        for i in 0..1200i64 {
+            // Steady sizes, but 64 packets/s.
+            let down = [0x41u8; 120];
+            t.on_datagram(
+                &dg(
+                    "198.51.100.200:30001",
+                    "192.168.1.10:40001",
+                    i * 15_625,
+                    &down,
+                ),
+                &mut ev,
+            );
+            t.on_datagram(
+                &dg(
+                    "192.168.1.10:40001",
+                    "198.51.100.200:30001",
+                    i * 15_625 + 3_000,
+                    &down,
+                ),
+                &mut ev,
+            );
+        }
+        t.finish(Timestamp(30_000_000), &mut ev);
         assert!(ev.is_empty(), "{ev:?}");
     }
 
