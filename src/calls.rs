@@ -334,6 +334,11 @@ fn is_private_host(host: &str) -> bool {
     }
 }
 
+fn same_ip(host: &str, ip: IpAddr) -> bool {
+    let h = host.trim_start_matches('[').trim_end_matches(']');
+    h.parse::<IpAddr>().is_ok_and(|h| h == ip)
+}
+
 /// User part without user parameters.
 fn user_of(na: Option<sip::NameAddr<'_>>) -> Option<String> {
     let u = na?.user?;
@@ -760,15 +765,14 @@ impl Tracker {
             if dl.allow.is_none() {
                 dl.allow = msg.allow().map(short);
             }
-            if msg
-                .contact()
-                .and_then(|c| c.host)
-                .is_some_and(is_private_host)
-            {
+            // A private address other than the one the packet came from: the device sits
+            // behind a NAT on the line (a CGNAT line's own 100.64/10 address is not that).
+            let behind_nat = |host: &str| is_private_host(host) && !same_ip(host, d.src.ip());
+            if msg.contact().and_then(|c| c.host).is_some_and(behind_nat) {
                 dl.private_contact = true;
             }
             // Responses carry the requester's Via, so only requests tell about the line.
-            if msg.is_request() && msg.top_via().is_some_and(|v| is_private_host(v.host)) {
+            if msg.is_request() && msg.top_via().is_some_and(|v| behind_nat(v.host)) {
                 dl.private_contact = true;
             }
         }
@@ -1321,7 +1325,7 @@ mod tests {
         let phone_hdrs = [
             ("User-Agent", "dble"),
             ("Allow", "INVITE, ACK, BYE, CANCEL"),
-            ("Contact", "<sip:goip@192.168.1.10:5060>"),
+            ("Contact", "<sip:goip@10.0.0.2:5060>"),
         ];
         r.sip(&c, true, 0, &c.invite(1, &offer));
         r.sip(&c, false, 10, &c.resp(100, 1, "INVITE", &[], ""));
@@ -1424,6 +1428,42 @@ mod tests {
         );
         assert_eq!(negotiated_codec(Some(&o), None).as_deref(), Some("PCMU"));
         assert_eq!(negotiated_codec(None, None), None);
+    }
+
+    #[test]
+    fn private_contact_means_behind_a_nat() {
+        // The phone's own address is private (a CGNAT or test range): a Contact naming that
+        // address is not behind a NAT; a Contact naming another private address is.
+        let c = INBOUND;
+        let mut r = Run::new();
+        let own = [("Contact", "<sip:goip@192.168.1.10:5060>")];
+        r.sip(&c, true, 0, &c.invite(1, ""));
+        r.sip(&c, false, 100, &c.resp(200, 1, "INVITE", &own, ""));
+        let d = Call {
+            id: "nat",
+            ..INBOUND
+        };
+        let lan = [("Contact", "<sip:goip@10.9.8.7:5060>")];
+        r.sip(&d, true, 0, &d.invite(1, ""));
+        r.sip(&d, false, 100, &d.resp(200, 1, "INVITE", &lan, ""));
+        r.finish(1000);
+        let calls = r.calls();
+        assert!(
+            !calls
+                .iter()
+                .find(|k| k.call_id == c.id)
+                .unwrap()
+                .private_contact
+        );
+        assert!(
+            calls
+                .iter()
+                .find(|k| k.call_id == "nat")
+                .unwrap()
+                .private_contact
+        );
+        assert!(is_private_host("100.64.3.4") && is_private_host("[fd00::1]"));
+        assert!(!is_private_host("203.0.113.5") && !is_private_host("example.com"));
     }
 
     #[test]
