@@ -490,9 +490,7 @@ impl MediaTable {
         let header = if rtcp {
             None
         } else {
-            rtp::parse(d.payload)
-                .ok()
-                .filter(|_| rtp::looks_like_rtp(d.payload))
+            rtp::parse(d.payload).ok().filter(rtp::plausible)
         };
 
         // Ports reused by the next call before the flow went idle: the old call's media ends
