@@ -594,6 +594,15 @@ impl MediaTable {
             let idx = match pos {
                 Some(i) => Some(i),
                 None if f.streams.len() < MAX_STREAMS_PER_FLOW => {
+                    // A new SSRC often follows a re-INVITE: take the rtpmaps announced now.
+                    let current = self
+                        .expected
+                        .get(&d.dst)
+                        .or_else(|| self.expected.get(&d.src))
+                        .filter(|e| f.call_id.as_ref() == Some(&e.call_id));
+                    if let Some(e) = current {
+                        f.rates.clone_from(&e.rates);
+                    }
                     let hint = f
                         .rates
                         .iter()
@@ -849,6 +858,33 @@ mod tests {
                 .filter(|e| matches!(e, Event::MediaEnded(_)))
                 .count(),
             1
+        );
+    }
+
+    #[test]
+    fn new_ssrc_after_reinvite_uses_the_new_clock_rate() {
+        // PCMU first, then a re-INVITE to opus/48000 on the same ports with a new SSRC.
+        let mut t = MediaTable::new(&Config::default());
+        let mut ev = Vec::new();
+        t.expect_with_rates(addr(PEER), "c", &[(0, 8000)], Timestamp(0));
+        for i in 0..50u16 {
+            let p = rtp_pkt(0, i, u32::from(i) * 160, 1, 160);
+            t.on_datagram(&dg(LINE, PEER, i64::from(i) * 20_000, &p), &mut ev);
+        }
+        t.expect_with_rates(addr(PEER), "c", &[(96, 48000)], Timestamp(1_000_000));
+        for i in 0..50u16 {
+            // 20 ms at 48 kHz is 960 units; 2 ms of arrival noise every other packet.
+            let at = 1_100_000 + i64::from(i) * 20_000 + if i % 2 == 1 { 2_000 } else { 0 };
+            let p = rtp_pkt(96, 1000 + i, u32::from(i) * 960, 2, 60);
+            t.on_datagram(&dg(LINE, PEER, at, &p), &mut ev);
+        }
+        let s = t.streams_for("c");
+        let opus = s.iter().find(|s| s.ssrc == 2).unwrap();
+        // |D| is 2 ms = 96 units on every packet; J approaches 96 units = 2 ms (never above).
+        assert!(
+            opus.jitter_ms > 1.8 && opus.jitter_ms <= 2.0,
+            "{}",
+            opus.jitter_ms
         );
     }
 
