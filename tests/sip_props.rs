@@ -81,6 +81,7 @@ struct Gen {
     compact: bool,
     case_mask: u64,
     lf_only: bool,
+    fold: bool,
     order: Vec<usize>,
 }
 
@@ -100,6 +101,7 @@ fn gen() -> impl Strategy<Value = Gen> {
             any::<bool>(),
             any::<u64>(),
             any::<bool>(),
+            any::<bool>(),
             Just((0..8).collect::<Vec<usize>>()).prop_shuffle(),
         ),
     )
@@ -115,7 +117,7 @@ fn gen() -> impl Strategy<Value = Gen> {
                 branch,
                 ua,
                 body,
-                (compact, case_mask, lf_only, order),
+                (compact, case_mask, lf_only, fold, order),
             )| Gen {
                 method,
                 user,
@@ -130,6 +132,7 @@ fn gen() -> impl Strategy<Value = Gen> {
                 compact,
                 case_mask,
                 lf_only,
+                fold,
                 order,
             },
         )
