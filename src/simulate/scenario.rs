@@ -214,7 +214,7 @@ pub fn parse_shift(s: &str) -> Result<Option<(u64, u64)>, String> {
 impl Scenario {
     /// The built-in mix with every population.
     pub fn builtin() -> Scenario {
-        let text = include_str!("builtin.toml");
+        let text = include_str!("../../config/scenario-builtin.toml");
         // The built-in text is tested to parse; fall back to an empty mix rather than panic.
         Scenario::from_toml(text, "builtin.toml").unwrap_or(Scenario {
             duration_secs: default_duration(),
@@ -344,7 +344,7 @@ mod tests {
 
     #[test]
     fn builtin_parses_and_has_every_kind() {
-        let text = include_str!("builtin.toml");
+        let text = include_str!("../../config/scenario-builtin.toml");
         let sc = Scenario::from_toml(text, "builtin.toml").unwrap();
         for k in [
             Kind::Gateway,
