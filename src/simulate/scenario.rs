@@ -329,6 +329,31 @@ fn population_position(text: &str, idx: usize) -> (usize, usize) {
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        #[test]
+        fn any_text_parses_or_fails_cleanly(text in "\\PC{0,200}") {
+            let _ = Scenario::from_toml(&text, "p.toml");
+            let _ = parse_duration(&text);
+            let _ = parse_shift(&text);
+        }
+
+        #[test]
+        fn scenario_like_text_never_panics(
+            dur in "[0-9]{0,6}[smhdx]?",
+            kind in "(gateway|household|video|sheep)",
+            ch in 0u32..400,
+            ratio in -1.0f64..2.0,
+        ) {
+            let t = format!(
+                "duration = \"{dur}\"\n[[population]]\nkind = \"{kind}\"\nchannels = {ch}\nanswer_ratio = {ratio}\n"
+            );
+            if let Ok(sc) = Scenario::from_toml(&t, "p.toml") {
+                proptest::prop_assert!(sc.validate().is_ok());
+                proptest::prop_assert!(sc.duration_secs > 0);
+            }
+        }
+    }
+
     #[test]
     fn durations() {
         assert_eq!(parse_duration("90s"), Ok(90));
