@@ -499,6 +499,13 @@ impl<W: Write> Engine<W> {
         };
         if let Some(key) = l.scramble {
             numbers::scramble(key, l.calls ^ u64::from(l.ip_id), &mut self.buf);
+            // Scrambled boxes put a non-RTP first byte (their own framing): on odd ports a
+            // version-2 first byte would read as RTCP to tshark's heuristics.
+            if let Some(b) = self.buf.first_mut() {
+                if *b & 0xc0 == 0x80 {
+                    *b ^= 0x40;
+                }
+            }
         }
         if tcp {
             let split = l.tcp_split(self.buf.len());
