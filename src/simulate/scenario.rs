@@ -8,6 +8,9 @@ use super::SimError;
 use crate::model::Timestamp;
 use serde::{Deserialize, Serialize};
 
+/// Most lines in one run (addresses are drawn from one /10 without reuse).
+pub const MAX_LINES: u64 = 50_000;
+
 /// Default capture start: a Monday morning.
 pub const DEFAULT_START: &str = "2026-01-05T08:00:00Z";
 
@@ -264,6 +267,25 @@ impl Scenario {
                 "duration must be between 1s and 31d".to_string(),
             ));
         }
+        // pcap seconds are u32: keep the whole run inside 1970..2106.
+        let end = self.start.micros() / 1_000_000 + self.duration_secs as i64;
+        if self.start.micros() < 0 || end > i64::from(u32::MAX) {
+            return Err((
+                usize::MAX,
+                "start must be between 1970 and 2106".to_string(),
+            ));
+        }
+        let lines: u64 = self
+            .populations
+            .iter()
+            .map(|p| u64::from(self.scaled_count(p)))
+            .sum();
+        if lines > MAX_LINES {
+            return Err((
+                usize::MAX,
+                format!("{lines} lines after scaling; at most {MAX_LINES}"),
+            ));
+        }
         for (i, p) in self.populations.iter().enumerate() {
             if p.count > 10_000 {
                 return Err((i, "count must be <= 10000".to_string()));
@@ -307,7 +329,8 @@ impl Scenario {
         if p.count == 0 {
             return 0;
         }
-        ((f64::from(p.count) * self.scale).round() as u32).max(1)
+        let n = (f64::from(p.count) * self.scale).round();
+        (n.min(f64::from(u32::MAX)) as u32).max(1)
     }
 }
 
@@ -387,6 +410,18 @@ mod tests {
             assert!(sc.populations.iter().any(|p| p.kind == k), "{k:?}");
         }
         assert_eq!(sc.duration_secs, 1800);
+    }
+
+    #[test]
+    fn too_many_lines_or_times_out_of_range_are_rejected() {
+        let t = "scale = 100.0\n[[population]]\nkind = \"household\"\ncount = 1000\n";
+        let e = Scenario::from_toml(t, "s.toml").unwrap_err().to_string();
+        assert!(e.contains("100000 lines"), "{e}");
+        let t = "start = \"1960-01-01T00:00:00Z\"\n";
+        assert!(Scenario::from_toml(t, "s.toml").is_err());
+        let mut sc = Scenario::builtin();
+        sc.scale = 0.0;
+        assert!(crate::simulate::generate(&sc, 1, &mut std::io::sink()).is_err());
     }
 
     #[test]
