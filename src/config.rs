@@ -30,6 +30,8 @@ pub struct Config {
     pub capture: CaptureConfig,
     pub network: NetworkConfig,
     pub limits: LimitsConfig,
+    pub daemon: crate::daemon::DaemonConfig,
+    pub http: crate::daemon::http::HttpConfig,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -211,6 +213,15 @@ impl Config {
                     message: format!("limits.{key} is too small"),
                 });
             }
+        }
+        if let Some((section, key, message)) = crate::daemon::check_sections(self) {
+            let (line, column) = key_position(text, section, key);
+            return Err(ConfigError::Invalid {
+                file: file.to_string(),
+                line,
+                column,
+                message,
+            });
         }
         Ok(())
     }
