@@ -19,6 +19,10 @@ pub enum Command {
     Analyze(crate::analyze::AnalyzeArgs),
     /// Write a labelled pcap of simulated subscriber lines.
     Simulate(crate::simulate::SimulateArgs),
+    /// Capture live (or replay a file), detect, alert and serve the HTTP API until stopped.
+    Run(crate::daemon::RunArgs),
+    /// Check a daemon config file; exit 1 with `FILE:LINE:COL: reason` on error.
+    Validate(crate::daemon::ValidateArgs),
 }
 
 pub fn main() -> anyhow::Result<()> {
@@ -26,5 +30,7 @@ pub fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Analyze(a) => crate::analyze::cli_main(a),
         Command::Simulate(a) => crate::simulate::cli_main(a),
+        Command::Run(a) => crate::daemon::run_main(a),
+        Command::Validate(a) => crate::daemon::validate_main(a),
     }
 }
