@@ -82,7 +82,13 @@ impl Source {
                 what: path.display().to_string(),
                 source,
             })?;
-            set_filter(&mut cap, &cfg.filter)?;
+            if let Err(e) = set_filter(&mut cap, &cfg.filter) {
+                // The default filter is Ethernet-only; a file needs no filter to be read whole.
+                if cfg.filter != crate::config::DEFAULT_FILTER {
+                    return Err(e);
+                }
+                tracing::info!(error = %e, "default filter does not fit this file: replaying unfiltered");
+            }
             return Ok(Source::File {
                 cap,
                 path: path.clone(),

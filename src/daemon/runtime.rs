@@ -188,47 +188,14 @@ impl<E: PacketEngine> Shared<E> {
         );
 
         let merged = self.merged_engine_stats();
-        let mut families: BTreeMap<String, (Kind, String, &'static str, Vec<Sample>)> =
-            BTreeMap::new();
+        let mut families: BTreeMap<String, (Kind, String, Vec<Sample>)> = BTreeMap::new();
+        // The keyed families exist even while empty, so dashboards and alerts find them.
+        for k in ["decode_errors", "evictions", "tables", "events"] {
+            let (name, kind, help, _) = engine_family(k, false);
+            families.insert(name, (kind, help, Vec::new()));
+        }
         for ((k, _, label), v) in &merged {
-            let (name, kind, help, label_name) = match k.as_str() {
-                "decode_errors" => (
-                    "simboxd_decode_errors_total".to_string(),
-                    Kind::Counter,
-                    "Decode and parse stops, by layer and reason.".to_string(),
-                    "reason",
-                ),
-                "evictions" => (
-                    "simboxd_evictions_total".to_string(),
-                    Kind::Counter,
-                    "Entries evicted from full tables, by table.".to_string(),
-                    "table",
-                ),
-                "tables" => (
-                    "simboxd_table_entries".to_string(),
-                    Kind::Gauge,
-                    "Current entries, by table.".to_string(),
-                    "table",
-                ),
-                "events" => (
-                    "simboxd_events_total".to_string(),
-                    Kind::Counter,
-                    "Pipeline events, by kind.".to_string(),
-                    "kind",
-                ),
-                other if label.is_empty() => (
-                    format!("simboxd_engine_{other}_total"),
-                    Kind::Counter,
-                    format!("Engine total `{other}`."),
-                    "",
-                ),
-                other => (
-                    format!("simboxd_engine_{other}"),
-                    Kind::Gauge,
-                    format!("Engine figure `{other}`, by name."),
-                    "name",
-                ),
-            };
+            let (name, kind, help, label_name) = engine_family(k, !label.is_empty());
             let labels = if label_name.is_empty() {
                 Vec::new()
             } else {
@@ -236,11 +203,11 @@ impl<E: PacketEngine> Shared<E> {
             };
             families
                 .entry(name)
-                .or_insert_with(|| (kind, help, label_name, Vec::new()))
-                .3
+                .or_insert_with(|| (kind, help, Vec::new()))
+                .2
                 .push((labels, *v));
         }
-        for (name, (kind, help, _, samples)) in families {
+        for (name, (kind, help, samples)) in families {
             m.family(&name, kind, &help, samples);
         }
 
@@ -279,6 +246,50 @@ impl<E: PacketEngine> Shared<E> {
             ],
         );
         m.finish()
+    }
+}
+
+/// Metric family for an engine stats key: name, kind, help and label name.
+fn engine_family(key: &str, labelled: bool) -> (String, Kind, String, &'static str) {
+    let known =
+        |name: &str, kind, help: &str, label| (name.to_string(), kind, help.to_string(), label);
+    match key {
+        "decode_errors" => known(
+            "simboxd_decode_errors_total",
+            Kind::Counter,
+            "Decode and parse stops, by layer and reason.",
+            "reason",
+        ),
+        "evictions" => known(
+            "simboxd_evictions_total",
+            Kind::Counter,
+            "Entries evicted from full tables, by table.",
+            "table",
+        ),
+        "tables" => known(
+            "simboxd_table_entries",
+            Kind::Gauge,
+            "Current entries, by table.",
+            "table",
+        ),
+        "events" => known(
+            "simboxd_events_total",
+            Kind::Counter,
+            "Pipeline events, by kind.",
+            "kind",
+        ),
+        other if !labelled => (
+            format!("simboxd_engine_{other}_total"),
+            Kind::Counter,
+            format!("Engine total `{other}`."),
+            "",
+        ),
+        other => (
+            format!("simboxd_engine_{other}"),
+            Kind::Gauge,
+            format!("Engine figure `{other}`, by name."),
+            "name",
+        ),
     }
 }
 
