@@ -7,7 +7,8 @@ use crate::capture::Capture;
 use crate::config::Config;
 use crate::engine::{Engine, EngineStats};
 use crate::model::{
-    CallRecord, Counters, Direction, Event, MediaFlowRecord, Outcome, RegistrationRecord, Timestamp,
+    CallRecord, Counters, Direction, Event, MediaFlowRecord, Outcome, Reason, RegistrationRecord,
+    Timestamp, VerdictLevel,
 };
 use anyhow::Context;
 use serde::Serialize;
@@ -36,6 +37,15 @@ pub struct AnalyzeArgs {
     /// Config file (its [network], [limits] and [detection] sections apply).
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Also write the field-officer report (self-contained HTML) to this file.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Also write evidence (per flagged line: pcap + manifest.json with SHA-256) into this directory.
+    #[arg(long, value_name = "DIR")]
+    pub evidence: Option<PathBuf>,
+    /// Export evidence for this line too, flagged or not (repeatable).
+    #[arg(long = "evidence-line", value_name = "IP")]
+    pub evidence_line: Vec<IpAddr>,
     /// No progress bar even on a terminal.
     #[arg(long)]
     pub quiet: bool,
@@ -79,6 +89,13 @@ pub struct Stats {
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct LineEntry {
     pub line: Option<IpAddr>,
+    /// Detection's verdict (absent when detection did not score the line).
+    pub verdict: Option<VerdictLevel>,
+    pub score: Option<f64>,
+    /// Capture time when the verdict first became `gateway`.
+    pub flagged_at: Option<Timestamp>,
+    pub site: Option<String>,
+    pub reasons: Vec<Reason>,
     pub calls: u64,
     pub inbound_calls: u64,
     pub outbound_calls: u64,
@@ -94,6 +111,8 @@ pub struct LineEntry {
 #[derive(Clone, Debug, Serialize)]
 pub struct Analysis {
     pub capture: CaptureInfo,
+    /// The home and domestic prefixes the run used.
+    pub network: crate::config::NetworkConfig,
     pub stats: Stats,
     pub calls: Vec<CallRecord>,
     pub registrations: Vec<RegistrationRecord>,
@@ -184,10 +203,17 @@ pub fn analyze_file(path: &Path, cfg: &Config, progress: bool) -> anyhow::Result
         b.finish_and_clear();
     }
     let st = engine.stats();
-    Ok(build(path, sha256, size, st, col))
+    Ok(build(path, sha256, size, st, col, cfg))
 }
 
-fn build(path: &Path, sha256: String, size: u64, st: EngineStats, col: Collector) -> Analysis {
+fn build(
+    path: &Path,
+    sha256: String,
+    size: u64,
+    st: EngineStats,
+    col: Collector,
+    cfg: &Config,
+) -> Analysis {
     let mut calls = col.calls;
     calls.sort_by(|a, b| a.start.cmp(&b.start).then(a.call_id.cmp(&b.call_id)));
     let lines = line_entries(&calls, &col.registrations, &col.media);
@@ -201,6 +227,7 @@ fn build(path: &Path, sha256: String, size: u64, st: EngineStats, col: Collector
             start: st.first,
             end: st.last,
         },
+        network: cfg.network.clone(),
         stats: Stats {
             packets: st.packets,
             bytes: st.bytes,
@@ -320,6 +347,29 @@ pub fn cli_main(args: AnalyzeArgs) -> anyhow::Result<()> {
     let progress =
         !args.quiet && std::io::stderr().is_terminal() && std::io::stdout().is_terminal();
     let a = analyze_file(&args.capture, &cfg, progress)?;
+    if let Some(path) = &args.report {
+        let prov = crate::report::Provenance {
+            config_toml: toml::to_string(&cfg).unwrap_or_default(),
+            generated: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        };
+        std::fs::write(path, crate::report::render(&a, &prov))
+            .with_context(|| format!("{}: cannot write report", path.display()))?;
+    }
+    if let Some(dir) = &args.evidence {
+        let mut lines: Vec<IpAddr> = a
+            .lines
+            .iter()
+            .filter(|l| l.verdict.is_some_and(|v| v != VerdictLevel::Normal))
+            .filter_map(|l| l.line)
+            .collect();
+        for l in &args.evidence_line {
+            if !lines.contains(l) {
+                lines.push(*l);
+            }
+        }
+        crate::evidence::export(&args.capture, &a.capture.sha256, &cfg, &lines, dir)
+            .with_context(|| format!("{}: cannot write evidence", dir.display()))?;
+    }
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     match args.format {

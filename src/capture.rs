@@ -62,6 +62,10 @@ impl Capture {
         }
     }
 
+    pub fn link_type(&self) -> LinkType {
+        self.link
+    }
+
     pub fn file_size(&self) -> Option<u64> {
         self.size
     }
