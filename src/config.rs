@@ -30,6 +30,11 @@ pub struct Config {
     pub capture: CaptureConfig,
     pub network: NetworkConfig,
     pub limits: LimitsConfig,
+    pub alert: crate::alert::AlertConfig,
+    pub syslog: crate::alert::syslog::SyslogConfig,
+    pub webhook: crate::alert::webhook::WebhookConfig,
+    pub storage: crate::alert::outbox::StorageConfig,
+    pub privacy: crate::privacy::PrivacyConfig,
     pub daemon: crate::daemon::DaemonConfig,
     pub http: crate::daemon::http::HttpConfig,
 }
@@ -214,6 +219,23 @@ impl Config {
                     line,
                     column,
                     message: format!("limits.{key} is too small"),
+                });
+            }
+        }
+        let sections = [
+            ("alert", self.alert.validate()),
+            ("webhook", self.webhook.validate()),
+            ("storage", self.storage.validate()),
+            ("privacy", self.privacy.validate()),
+        ];
+        for (section, r) in sections {
+            if let Err((key, message)) = r {
+                let (line, column) = key_position(text, section, key);
+                return Err(ConfigError::Invalid {
+                    file: file.to_string(),
+                    line,
+                    column,
+                    message,
                 });
             }
         }

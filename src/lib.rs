@@ -21,6 +21,7 @@ pub mod evidence;
 pub mod lines;
 pub mod media;
 pub mod model;
+pub mod privacy;
 pub mod report;
 pub mod rtp;
 pub mod sdp;

@@ -1,0 +1,483 @@
+//! Delivery workers: one tokio task per target reads the outbox, sends, and marks an alert
+//! delivered only after the receiver accepted it.
+//!
+//! Contract: a target that is down retries with capped, jittered exponential backoff and never
+//! blocks the other targets or the caller (`Delivery::submit` only commits to the outbox and
+//! wakes the workers). Alerts go out in outbox order per target. Dropping a [`Delivery`] aborts
+//! the workers without any bookkeeping (what a crash does); nothing is lost because pending marks
+//! live in the outbox.
+
+use super::outbox::{Outbox, OutboxError};
+use super::syslog::{SendError, SyslogFormatter, SyslogProto, SyslogSender, SyslogTarget};
+use super::webhook::WebhookSender;
+use super::Alert;
+use crate::config::Config;
+use rand::Rng;
+use serde::Serialize;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    #[error("CA file {path}: {reason}")]
+    CaFile { path: String, reason: String },
+    #[error("TLS setup: {0}")]
+    Tls(String),
+    #[error(transparent)]
+    Outbox(#[from] OutboxError),
+}
+
+/// Retry timing of the workers.
+#[derive(Clone, Copy, Debug)]
+pub struct Backoff {
+    pub initial: Duration,
+    pub max: Duration,
+    /// How often an idle worker looks at the outbox even without a wake-up.
+    pub poll: Duration,
+    /// Per attempt: connect + send.
+    pub timeout: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            initial: Duration::from_millis(500),
+            max: Duration::from_secs(60),
+            poll: Duration::from_secs(5),
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Backoff {
+    /// Delay before retry number `attempt` (0-based): doubling, capped, with +-25 % jitter.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let base = self
+            .initial
+            .saturating_mul(1u32.checked_shl(attempt.min(20)).unwrap_or(u32::MAX))
+            .min(self.max);
+        let jitter = rand::rng().random_range(0.75..1.25);
+        base.mul_f64(jitter).min(self.max)
+    }
+}
+
+/// What one worker delivers to.
+pub enum Target {
+    Syslog(SyslogSender),
+    Webhook(WebhookSender),
+}
+
+impl Target {
+    /// The outbox name of the target: its URL.
+    pub fn name(&self) -> String {
+        match self {
+            Target::Syslog(s) => s.target().to_string(),
+            Target::Webhook(w) => w.url().to_string(),
+        }
+    }
+
+    async fn send(&mut self, alert: &Alert) -> Result<(), SendError> {
+        match self {
+            Target::Syslog(s) => s.send(alert).await,
+            Target::Webhook(w) => w.send(alert).await,
+        }
+    }
+}
+
+/// Builds the targets configured in `[syslog]` and `[webhook]` (reads CA files).
+pub fn targets_from_config(cfg: &Config, timeout: Duration) -> Result<Vec<Target>, DeliveryError> {
+    let mut out = Vec::new();
+    let formatter = Arc::new(SyslogFormatter::from_config(&cfg.syslog));
+    let needs_tls = cfg
+        .syslog
+        .targets
+        .iter()
+        .any(|t| t.proto == SyslogProto::Tls);
+    let syslog_tls = if needs_tls {
+        Some(tls_client_config(cfg.syslog.ca_file.as_deref())?)
+    } else {
+        None
+    };
+    for t in &cfg.syslog.targets {
+        out.push(Target::Syslog(SyslogSender::new(
+            t.clone(),
+            formatter.clone(),
+            syslog_tls.clone(),
+            timeout,
+        )));
+    }
+    if let Some(url) = &cfg.webhook.url {
+        let tls = if url.https {
+            Some(tls_client_config(cfg.webhook.ca_file.as_deref())?)
+        } else {
+            None
+        };
+        let t = Duration::from_secs(u64::from(cfg.webhook.timeout_secs))
+            .min(timeout.max(Duration::from_secs(1)));
+        out.push(Target::Webhook(WebhookSender::new(
+            url.clone(),
+            cfg.webhook.auth_header.clone(),
+            tls,
+            t,
+        )));
+    }
+    Ok(out)
+}
+
+/// A syslog target from a URL with explicit settings (tests, tools).
+pub fn syslog_target(
+    target: SyslogTarget,
+    formatter: SyslogFormatter,
+    ca_file: Option<&Path>,
+    timeout: Duration,
+) -> Result<Target, DeliveryError> {
+    let tls = if target.proto == SyslogProto::Tls {
+        Some(tls_client_config(ca_file)?)
+    } else {
+        None
+    };
+    Ok(Target::Syslog(SyslogSender::new(
+        target,
+        Arc::new(formatter),
+        tls,
+        timeout,
+    )))
+}
+
+const SYSTEM_CA_FILES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/cert.pem",
+];
+
+/// rustls client settings trusting `ca_file`, or the system CA bundle when `None`.
+pub fn tls_client_config(
+    ca_file: Option<&Path>,
+) -> Result<Arc<rustls::ClientConfig>, DeliveryError> {
+    let path = match ca_file {
+        Some(p) => p.to_path_buf(),
+        None => SYSTEM_CA_FILES
+            .iter()
+            .map(Path::new)
+            .find(|p| p.exists())
+            .map(Path::to_path_buf)
+            .ok_or_else(|| DeliveryError::CaFile {
+                path: SYSTEM_CA_FILES.join(", "),
+                reason: "no system CA bundle found; set ca_file".into(),
+            })?,
+    };
+    let shown = path.display().to_string();
+    let pem = std::fs::read(&path).map_err(|e| DeliveryError::CaFile {
+        path: shown.clone(),
+        reason: e.to_string(),
+    })?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        let cert = cert.map_err(|e| DeliveryError::CaFile {
+            path: shown.clone(),
+            reason: e.to_string(),
+        })?;
+        // Skip certificates rustls cannot use instead of failing on a whole system bundle.
+        let _ = roots.add(cert);
+    }
+    if roots.is_empty() {
+        return Err(DeliveryError::CaFile {
+            path: shown,
+            reason: "no usable certificate".into(),
+        });
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| DeliveryError::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(cfg))
+}
+
+pub(crate) async fn tls_connect(
+    cfg: Arc<rustls::ClientConfig>,
+    host: &str,
+    tcp: tokio::net::TcpStream,
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
+    let name =
+        rustls::pki_types::ServerName::try_from(host.to_string()).map_err(|e| e.to_string())?;
+    tokio_rustls::TlsConnector::from(cfg)
+        .connect(name, tcp)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Figures of one worker, for the API and metrics.
+#[derive(Debug, Default)]
+pub struct TargetStats {
+    pub delivered: AtomicU64,
+    pub failures: AtomicU64,
+    pub up: AtomicBool,
+    pub last_error: Mutex<Option<String>>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct TargetStatus {
+    pub target: String,
+    pub delivered: u64,
+    pub failures: u64,
+    pub up: bool,
+    pub last_error: Option<String>,
+    pub pending: u64,
+}
+
+struct Worker {
+    name: String,
+    stats: Arc<TargetStats>,
+    wake: Arc<Notify>,
+    handle: JoinHandle<()>,
+}
+
+/// The running delivery workers.
+pub struct Delivery {
+    outbox: Arc<Outbox>,
+    workers: Vec<Worker>,
+    stop: watch::Sender<bool>,
+}
+
+const BATCH: usize = 64;
+
+impl Delivery {
+    /// Starts one worker per target on the current tokio runtime. The outbox must have been opened
+    /// with the targets' names (`Target::name`).
+    pub fn start(outbox: Arc<Outbox>, targets: Vec<Target>, backoff: Backoff) -> Delivery {
+        let (stop, stop_rx) = watch::channel(false);
+        let mut workers = Vec::with_capacity(targets.len());
+        for target in targets {
+            let name = target.name();
+            let stats = Arc::new(TargetStats::default());
+            let wake = Arc::new(Notify::new());
+            let handle = tokio::spawn(run_worker(
+                target,
+                name.clone(),
+                outbox.clone(),
+                stats.clone(),
+                wake.clone(),
+                stop_rx.clone(),
+                backoff,
+            ));
+            workers.push(Worker {
+                name,
+                stats,
+                wake,
+                handle,
+            });
+        }
+        Delivery {
+            outbox,
+            workers,
+            stop,
+        }
+    }
+
+    pub fn outbox(&self) -> &Arc<Outbox> {
+        &self.outbox
+    }
+
+    /// Commits `alert` to the outbox, then wakes the workers. Returns false for a duplicate.
+    /// Blocking (one redb commit); from async code prefer `submit_async`.
+    pub fn submit(&self, alert: &Alert) -> Result<bool, OutboxError> {
+        let fresh = self.outbox.enqueue(alert)?;
+        self.wake();
+        Ok(fresh)
+    }
+
+    /// As `submit`, on the blocking pool.
+    pub async fn submit_async(&self, alert: Alert) -> Result<bool, OutboxError> {
+        let ob = self.outbox.clone();
+        let fresh = tokio::task::spawn_blocking(move || ob.enqueue(&alert))
+            .await
+            .unwrap_or_else(|e| Err(OutboxError::Corrupt(0, format!("enqueue task: {e}"))))?;
+        self.wake();
+        Ok(fresh)
+    }
+
+    /// Makes every worker look at the outbox now.
+    pub fn wake(&self) {
+        for w in &self.workers {
+            w.wake.notify_one();
+        }
+    }
+
+    pub fn status(&self) -> Vec<TargetStatus> {
+        let backlog = self.outbox.backlog().unwrap_or_default();
+        self.workers
+            .iter()
+            .map(|w| TargetStatus {
+                target: w.name.clone(),
+                delivered: w.stats.delivered.load(Ordering::Relaxed),
+                failures: w.stats.failures.load(Ordering::Relaxed),
+                up: w.stats.up.load(Ordering::Relaxed),
+                last_error: w.stats.last_error.lock().ok().and_then(|g| g.clone()),
+                pending: backlog.get(&w.name).copied().unwrap_or(0),
+            })
+            .collect()
+    }
+
+    /// Stops the workers after their current attempt (bounded by `grace`).
+    pub async fn shutdown(mut self, grace: Duration) {
+        let _ = self.stop.send(true);
+        let workers = std::mem::take(&mut self.workers);
+        for w in workers {
+            let abort = w.handle.abort_handle();
+            if tokio::time::timeout(grace, w.handle).await.is_err() {
+                abort.abort();
+            }
+        }
+    }
+}
+
+impl Drop for Delivery {
+    fn drop(&mut self) {
+        for w in &self.workers {
+            w.handle.abort();
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    ob: &Arc<Outbox>,
+    f: impl FnOnce(&Outbox) -> Result<T, OutboxError> + Send + 'static,
+) -> Result<T, OutboxError> {
+    let ob = ob.clone();
+    tokio::task::spawn_blocking(move || f(&ob))
+        .await
+        .unwrap_or_else(|e| Err(OutboxError::Corrupt(0, format!("outbox task: {e}"))))
+}
+
+/// Sleeps `d` unless told to stop; returns true when stopping.
+async fn pause(d: Duration, stop: &mut watch::Receiver<bool>, wake: Option<&Notify>) -> bool {
+    if *stop.borrow() {
+        return true;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(d) => false,
+        _ = async { match wake { Some(w) => w.notified().await, None => std::future::pending().await } } => false,
+        r = stop.changed() => r.is_err() || *stop.borrow(),
+    }
+}
+
+async fn run_worker(
+    mut target: Target,
+    name: String,
+    outbox: Arc<Outbox>,
+    stats: Arc<TargetStats>,
+    wake: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
+    backoff: Backoff,
+) {
+    let mut attempt: u32 = 0;
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let n = name.clone();
+        let batch = match blocking(&outbox, move |ob| ob.pending(&n, BATCH)).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(target: "simboxd::alert", %name, error = %e, "outbox read failed");
+                if pause(backoff.max, &mut stop, None).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        if batch.is_empty() {
+            if pause(backoff.poll, &mut stop, Some(&wake)).await {
+                return;
+            }
+            continue;
+        }
+        for alert in batch {
+            // Retry this alert until accepted: later alerts wait behind it to keep order.
+            loop {
+                if *stop.borrow() {
+                    return;
+                }
+                match target.send(&alert).await {
+                    Ok(()) => {
+                        stats.up.store(true, Ordering::Relaxed);
+                        attempt = 0;
+                        let (n, k) = (name.clone(), alert.idempotency_key.clone());
+                        match blocking(&outbox, move |ob| ob.mark_delivered(&n, &k)).await {
+                            Ok(_) => {
+                                stats.delivered.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(e) => {
+                                // The receiver has it; a re-send carries the same idempotency key.
+                                tracing::warn!(target: "simboxd::alert", %name, error = %e, "cannot mark delivered");
+                            }
+                        }
+                        break;
+                    }
+                    Err(e) => {
+                        stats.up.store(false, Ordering::Relaxed);
+                        stats.failures.fetch_add(1, Ordering::Relaxed);
+                        if let Ok(mut g) = stats.last_error.lock() {
+                            *g = Some(e.to_string());
+                        }
+                        let d = backoff.delay(attempt);
+                        attempt = attempt.saturating_add(1);
+                        tracing::debug!(target: "simboxd::alert", %name, error = %e, retry_in_ms = d.as_millis() as u64, "delivery failed");
+                        if pause(d, &mut stop, None).await {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_caps_and_jitters() {
+        let b = Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(2),
+            ..Default::default()
+        };
+        for _ in 0..50 {
+            let d0 = b.delay(0);
+            assert!(
+                d0 >= Duration::from_millis(75) && d0 <= Duration::from_millis(125),
+                "{d0:?}"
+            );
+            let d3 = b.delay(3);
+            assert!(
+                d3 >= Duration::from_millis(600) && d3 <= Duration::from_millis(1000),
+                "{d3:?}"
+            );
+            assert!(b.delay(40) <= Duration::from_secs(2));
+        }
+    }
+
+    #[test]
+    fn ca_file_errors_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("empty.pem");
+        std::fs::write(&f, "not a cert").unwrap();
+        let e = tls_client_config(Some(&f)).unwrap_err().to_string();
+        assert!(
+            e.contains("empty.pem") && e.contains("no usable certificate"),
+            "{e}"
+        );
+        let e = tls_client_config(Some(&dir.path().join("missing.pem")))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("missing.pem"), "{e}");
+    }
+}

@@ -1,0 +1,721 @@
+//! Alerts: lifecycle of flagged lines, the persistent outbox and delivery to receivers.
+//!
+//! Contract: [`AlertManager`] is pure (no I/O, packet time only). It turns the detection stage's
+//! [`LineVerdict`]s into [`Alert`]s: `raised` on the first `suspect`/`gateway` verdict of a line,
+//! `updated` when the verdict level rises or the evidence grows materially (score up by
+//! `score_step`, or a new signal), never twice for the same state, and `cleared` when a flagged
+//! line shows no new evidence for `clear_after_secs`. Each alert of one episode shares a stable
+//! `id`; `seq` counts its updates and `idempotency_key` (`id:seq`) identifies one alert record
+//! for receivers. The daemon writes alerts to the [`outbox::Outbox`] before any delivery and runs
+//! [`delivery::Delivery`] workers (syslog, webhook) that mark them delivered per target.
+
+pub mod delivery;
+pub mod outbox;
+pub mod syslog;
+pub mod webhook;
+
+use crate::model::{LineVerdict, Reason, Timestamp, VerdictLevel};
+use crate::privacy::Pseudonymizer;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+/// `[alert]` section: lifecycle settings.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlertConfig {
+    /// A flagged line with no new evidence for this long is cleared.
+    pub clear_after_secs: u32,
+    /// Score rise (0..1) since the last alert that makes an `updated` alert.
+    pub score_step: f64,
+    /// Lines with an open alert tracked at once; the one quiet longest is evicted when full.
+    pub max_open: usize,
+    /// Most reasons carried in one alert (strongest first).
+    pub max_reasons: usize,
+}
+
+impl Default for AlertConfig {
+    fn default() -> Self {
+        AlertConfig {
+            clear_after_secs: 3600,
+            score_step: 0.1,
+            max_open: 100_000,
+            max_reasons: 8,
+        }
+    }
+}
+
+impl AlertConfig {
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.clear_after_secs == 0 {
+            return Err((
+                "clear_after_secs",
+                "alert.clear_after_secs must be > 0".into(),
+            ));
+        }
+        if !(self.score_step > 0.0 && self.score_step <= 1.0) {
+            return Err(("score_step", "alert.score_step must be in (0, 1]".into()));
+        }
+        if self.max_open == 0 {
+            return Err(("max_open", "alert.max_open must be > 0".into()));
+        }
+        if self.max_reasons == 0 || self.max_reasons > 64 {
+            return Err(("max_reasons", "alert.max_reasons must be in 1..=64".into()));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertState {
+    Raised,
+    Updated,
+    Cleared,
+}
+
+impl AlertState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertState::Raised => "raised",
+            AlertState::Updated => "updated",
+            AlertState::Cleared => "cleared",
+        }
+    }
+}
+
+/// Severity of an episode: `warning` while the line is `suspect`, `critical` once `gateway`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Warning,
+    Critical,
+}
+
+impl Severity {
+    pub fn of(level: VerdictLevel) -> Severity {
+        match level {
+            VerdictLevel::Gateway => Severity::Critical,
+            _ => Severity::Warning,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+/// One alert record. This JSON is what the webhook posts and the HTTP API serves.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    /// Stable for one line and episode: `sbx-` + 16 hex digits.
+    pub id: String,
+    /// 0 when raised, +1 for every update and for the clear.
+    pub seq: u32,
+    /// `id:seq`, unique per record; receivers deduplicate on it.
+    pub idempotency_key: String,
+    pub state: AlertState,
+    pub severity: Severity,
+    pub line: IpAddr,
+    pub site: Option<String>,
+    pub verdict: VerdictLevel,
+    pub score: f64,
+    pub reasons: Vec<Reason>,
+    /// Capture time of the first flagged verdict of the episode.
+    pub first_seen: Timestamp,
+    /// Capture time of the latest new evidence.
+    pub last_seen: Timestamp,
+    /// Capture time when the line first became `gateway`.
+    pub flagged_at: Option<Timestamp>,
+    /// Capture time this record was made.
+    pub created: Timestamp,
+}
+
+impl Alert {
+    /// Syslog severity (RFC 5424 numeric): critical 2, warning 4, notice 5 for a clear.
+    pub fn syslog_severity(&self) -> u8 {
+        match (self.state, self.severity) {
+            (AlertState::Cleared, _) => 5,
+            (_, Severity::Critical) => 2,
+            (_, Severity::Warning) => 4,
+        }
+    }
+
+    /// One line of text: line, verdict, score and the strongest reasons.
+    pub fn summary(&self, max_reasons: usize) -> String {
+        let mut s = format!(
+            "{} line {} {} score {:.2}",
+            self.state.as_str(),
+            self.line,
+            verdict_str(self.verdict),
+            self.score
+        );
+        if let Some(site) = &self.site {
+            s.push_str(&format!(" site {site}"));
+        }
+        let mut first = true;
+        for r in self.reasons.iter().take(max_reasons) {
+            s.push_str(if first { ": " } else { "; " });
+            first = false;
+            s.push_str(&r.signal);
+            if !r.detail.is_empty() {
+                s.push_str(" (");
+                s.push_str(&r.detail);
+                s.push(')');
+            }
+        }
+        one_line(&s)
+    }
+}
+
+pub fn verdict_str(v: VerdictLevel) -> &'static str {
+    match v {
+        VerdictLevel::Normal => "normal",
+        VerdictLevel::Suspect => "suspect",
+        VerdictLevel::Gateway => "gateway",
+    }
+}
+
+/// Control characters (newlines included) become spaces.
+pub fn one_line(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+/// Alert id for a line and the start of its episode.
+pub fn alert_id(line: IpAddr, first_seen: Timestamp) -> String {
+    let mut h = Sha256::new();
+    h.update(line.to_string().as_bytes());
+    h.update(b"|");
+    h.update(first_seen.micros().to_be_bytes());
+    let d = h.finalize();
+    format!("sbx-{}", hex::encode(d.get(..8).unwrap_or(&[])))
+}
+
+/// The open alert of one line.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Episode {
+    id: String,
+    seq: u32,
+    /// Highest level alerted so far.
+    level: VerdictLevel,
+    /// Score carried by the last alert sent.
+    alerted_score: f64,
+    /// Signals already alerted on.
+    signals: BTreeSet<String>,
+    first_seen: Timestamp,
+    last_seen: Timestamp,
+    flagged_at: Option<Timestamp>,
+    site: Option<String>,
+    /// Latest verdict figures, to tell new evidence from a repeated evaluation.
+    score: f64,
+    calls: u64,
+    reasons: Vec<Reason>,
+}
+
+/// Lifecycle of alerts per line. Serialize it to keep open episodes across a daemon restart.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct AlertManager {
+    config: AlertConfig,
+    open: BTreeMap<IpAddr, Episode>,
+    /// Open episodes dropped because `max_open` was reached.
+    evictions: u64,
+}
+
+impl AlertManager {
+    pub fn new(config: AlertConfig) -> Self {
+        AlertManager {
+            config,
+            open: BTreeMap::new(),
+            evictions: 0,
+        }
+    }
+
+    /// Replaces the settings (e.g. after restoring saved state under a new config).
+    pub fn set_config(&mut self, config: AlertConfig) {
+        self.config = config;
+    }
+
+    pub fn open_count(&self) -> usize {
+        self.open.len()
+    }
+
+    pub fn evictions(&self) -> u64 {
+        self.evictions
+    }
+
+    /// Id of the open alert of `line`, if any.
+    pub fn open_id(&self, line: IpAddr) -> Option<&str> {
+        self.open.get(&line).map(|e| e.id.as_str())
+    }
+
+    /// Feeds one verdict; returns the alerts it causes (none, one raise or one update).
+    pub fn on_verdict(&mut self, v: &LineVerdict) -> Vec<Alert> {
+        self.on_verdict_with(v, &Pseudonymizer::disabled())
+    }
+
+    /// As [`AlertManager::on_verdict`], pseudonymising numbers in the reasons' details.
+    pub fn on_verdict_with(&mut self, v: &LineVerdict, privacy: &Pseudonymizer) -> Vec<Alert> {
+        let score = if v.score.is_finite() {
+            v.score.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        let reasons = self.top_reasons(&v.reasons, privacy);
+        let flagged = v.verdict >= VerdictLevel::Suspect;
+        let cfg_step = self.config.score_step;
+
+        if let Some(ep) = self.open.get_mut(&v.line) {
+            // New evidence: more calls, a different score or different reasons than last time.
+            let fresh = v.calls != ep.calls
+                || (score - ep.score).abs() > 1e-9
+                || reasons.len() != ep.reasons.len()
+                || reasons
+                    .iter()
+                    .zip(&ep.reasons)
+                    .any(|(a, b)| a.signal != b.signal || a.value != b.value);
+            if !flagged {
+                // Detection no longer flags the line: let it go quiet and clear on expiry.
+                return Vec::new();
+            }
+            if fresh && v.updated > ep.last_seen {
+                ep.last_seen = v.updated;
+            }
+            ep.score = score;
+            ep.calls = v.calls;
+            ep.reasons = reasons;
+            if v.site.is_some() {
+                ep.site = v.site.clone();
+            }
+            if ep.flagged_at.is_none() {
+                ep.flagged_at = v.flagged_at;
+            }
+            let new_signal = ep
+                .reasons
+                .iter()
+                .any(|r| r.strength > 0.0 && !ep.signals.contains(&r.signal));
+            let rises = v.verdict > ep.level;
+            let grows = score >= ep.alerted_score + cfg_step - 1e-9;
+            if !(rises || grows || new_signal) {
+                return Vec::new();
+            }
+            ep.seq = ep.seq.saturating_add(1);
+            if rises {
+                ep.level = v.verdict;
+                if v.verdict == VerdictLevel::Gateway && ep.flagged_at.is_none() {
+                    ep.flagged_at = Some(v.updated);
+                }
+            }
+            ep.alerted_score = score;
+            for r in &ep.reasons {
+                if r.strength > 0.0 {
+                    ep.signals.insert(r.signal.clone());
+                }
+            }
+            let alert = make_alert(v.line, ep, AlertState::Updated, v.updated, v.verdict);
+            return vec![alert];
+        }
+
+        if !flagged {
+            return Vec::new();
+        }
+        if self.open.len() >= self.config.max_open {
+            self.evict_one();
+        }
+        let flagged_at = v.flagged_at.or(if v.verdict == VerdictLevel::Gateway {
+            Some(v.updated)
+        } else {
+            None
+        });
+        let ep = Episode {
+            id: alert_id(v.line, v.updated),
+            seq: 0,
+            level: v.verdict,
+            alerted_score: score,
+            signals: reasons
+                .iter()
+                .filter(|r| r.strength > 0.0)
+                .map(|r| r.signal.clone())
+                .collect(),
+            first_seen: v.updated,
+            last_seen: v.updated,
+            flagged_at,
+            site: v.site.clone(),
+            score,
+            calls: v.calls,
+            reasons,
+        };
+        let alert = make_alert(v.line, &ep, AlertState::Raised, v.updated, v.verdict);
+        self.open.insert(v.line, ep);
+        vec![alert]
+    }
+
+    /// Clears every open alert with no new evidence for `clear_after_secs` before `now`.
+    pub fn expire(&mut self, now: Timestamp) -> Vec<Alert> {
+        let limit = i64::from(self.config.clear_after_secs).saturating_mul(1_000_000);
+        let quiet: Vec<IpAddr> = self
+            .open
+            .iter()
+            .filter(|(_, e)| now.micros().saturating_sub(e.last_seen.micros()) >= limit)
+            .map(|(ip, _)| *ip)
+            .collect();
+        let mut out = Vec::with_capacity(quiet.len());
+        for ip in quiet {
+            if let Some(mut ep) = self.open.remove(&ip) {
+                ep.seq = ep.seq.saturating_add(1);
+                let level = ep.level;
+                out.push(make_alert(ip, &ep, AlertState::Cleared, now, level));
+            }
+        }
+        out
+    }
+
+    fn top_reasons(&self, reasons: &[Reason], privacy: &Pseudonymizer) -> Vec<Reason> {
+        let mut refs: Vec<(usize, &Reason)> = reasons.iter().enumerate().collect();
+        // total_cmp: a NaN strength from upstream must not break the sort.
+        refs.sort_by(|(ia, a), (ib, b)| b.strength.total_cmp(&a.strength).then(ia.cmp(ib)));
+        refs.into_iter()
+            .take(self.config.max_reasons)
+            .map(|(_, r)| r)
+            .map(|r| Reason {
+                signal: r.signal.clone(),
+                value: r.value,
+                strength: r.strength,
+                detail: privacy.text(&r.detail),
+            })
+            .collect()
+    }
+
+    fn evict_one(&mut self) {
+        let oldest = self
+            .open
+            .iter()
+            .min_by_key(|(_, e)| e.last_seen)
+            .map(|(ip, _)| *ip);
+        if let Some(ip) = oldest {
+            self.open.remove(&ip);
+            self.evictions += 1;
+        }
+    }
+}
+
+fn make_alert(
+    line: IpAddr,
+    ep: &Episode,
+    state: AlertState,
+    created: Timestamp,
+    verdict: VerdictLevel,
+) -> Alert {
+    Alert {
+        id: ep.id.clone(),
+        seq: ep.seq,
+        idempotency_key: format!("{}:{}", ep.id, ep.seq),
+        state,
+        severity: Severity::of(ep.level),
+        line,
+        site: ep.site.clone(),
+        verdict,
+        score: ep.score,
+        reasons: ep.reasons.clone(),
+        first_seen: ep.first_seen,
+        last_seen: ep.last_seen,
+        flagged_at: ep.flagged_at,
+        created,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: i64 = 1_764_000_000_000_000;
+
+    fn reason(signal: &str, strength: f64) -> Reason {
+        Reason {
+            signal: signal.into(),
+            value: 1.0,
+            strength,
+            detail: format!("{signal} figures"),
+        }
+    }
+
+    fn verdict(
+        level: VerdictLevel,
+        score: f64,
+        secs: i64,
+        calls: u64,
+        signals: &[&str],
+    ) -> LineVerdict {
+        LineVerdict {
+            line: "10.1.2.3".parse().unwrap(),
+            verdict: level,
+            score,
+            flagged_at: None,
+            site: None,
+            reasons: signals.iter().map(|s| reason(s, 0.5)).collect(),
+            updated: Timestamp(T0 + secs * 1_000_000),
+            calls,
+            max_concurrent_calls: 4,
+        }
+    }
+
+    #[test]
+    fn normal_line_raises_nothing() {
+        let mut m = AlertManager::new(AlertConfig::default());
+        assert!(m
+            .on_verdict(&verdict(VerdictLevel::Normal, 0.1, 0, 3, &[]))
+            .is_empty());
+        assert_eq!(m.open_count(), 0);
+    }
+
+    #[test]
+    fn raise_update_dedup_clear() {
+        let mut m = AlertManager::new(AlertConfig {
+            clear_after_secs: 600,
+            ..Default::default()
+        });
+        let a = m.on_verdict(&verdict(
+            VerdictLevel::Suspect,
+            0.5,
+            0,
+            10,
+            &["inbound_many_numbers"],
+        ));
+        assert_eq!(a.len(), 1);
+        let a = &a[0];
+        assert_eq!(
+            (a.state, a.seq, a.severity),
+            (AlertState::Raised, 0, Severity::Warning)
+        );
+        assert_eq!(a.idempotency_key, format!("{}:0", a.id));
+        assert!(a.id.starts_with("sbx-") && a.id.len() == 20);
+        assert_eq!(a.syslog_severity(), 4);
+
+        // Same state again, and a small score rise: deduplicated.
+        assert!(m
+            .on_verdict(&verdict(
+                VerdictLevel::Suspect,
+                0.5,
+                60,
+                10,
+                &["inbound_many_numbers"]
+            ))
+            .is_empty());
+        assert!(m
+            .on_verdict(&verdict(
+                VerdictLevel::Suspect,
+                0.55,
+                120,
+                12,
+                &["inbound_many_numbers"]
+            ))
+            .is_empty());
+
+        // Score +0.1 over the last alert: update.
+        let u = m.on_verdict(&verdict(
+            VerdictLevel::Suspect,
+            0.61,
+            180,
+            14,
+            &["inbound_many_numbers"],
+        ));
+        assert_eq!(u.len(), 1);
+        assert_eq!(
+            (u[0].state, u[0].seq, u[0].id.as_str()),
+            (AlertState::Updated, 1, a.id.as_str())
+        );
+
+        // A new signal: update.
+        let u = m.on_verdict(&verdict(
+            VerdictLevel::Suspect,
+            0.62,
+            240,
+            15,
+            &["inbound_many_numbers", "channel_ceiling"],
+        ));
+        assert_eq!(u[0].seq, 2);
+
+        // Level rises to gateway: critical update, flagged_at set.
+        let u = m.on_verdict(&verdict(
+            VerdictLevel::Gateway,
+            0.64,
+            300,
+            16,
+            &["inbound_many_numbers", "channel_ceiling"],
+        ));
+        assert_eq!(
+            (u[0].seq, u[0].severity, u[0].verdict),
+            (3, Severity::Critical, VerdictLevel::Gateway)
+        );
+        assert_eq!(u[0].flagged_at, Some(Timestamp(T0 + 300_000_000)));
+        assert_eq!(u[0].syslog_severity(), 2);
+        assert_eq!(u[0].first_seen, Timestamp(T0));
+
+        // Same gateway state repeated, with no new calls: no alert, and last_seen stays.
+        assert!(m
+            .on_verdict(&verdict(
+                VerdictLevel::Gateway,
+                0.64,
+                800,
+                16,
+                &["inbound_many_numbers", "channel_ceiling"],
+            ))
+            .is_empty());
+        assert!(m.expire(Timestamp(T0 + 899_000_000)).is_empty());
+        let c = m.expire(Timestamp(T0 + 900_000_000));
+        assert_eq!(c.len(), 1);
+        assert_eq!(
+            (c[0].state, c[0].seq, c[0].id.as_str()),
+            (AlertState::Cleared, 4, a.id.as_str())
+        );
+        assert_eq!(c[0].syslog_severity(), 5);
+        assert_eq!(m.open_count(), 0);
+
+        // Flagged again later: a new episode with a new id.
+        let r = m.on_verdict(&verdict(VerdictLevel::Suspect, 0.5, 2000, 30, &["x"]));
+        assert_eq!(r[0].state, AlertState::Raised);
+        assert_ne!(r[0].id, a.id);
+    }
+
+    #[test]
+    fn ids_are_stable_per_line_and_episode() {
+        let l: IpAddr = "10.1.2.3".parse().unwrap();
+        assert_eq!(alert_id(l, Timestamp(5)), alert_id(l, Timestamp(5)));
+        assert_ne!(alert_id(l, Timestamp(5)), alert_id(l, Timestamp(6)));
+        assert_ne!(
+            alert_id(l, Timestamp(5)),
+            alert_id("10.1.2.4".parse().unwrap(), Timestamp(5))
+        );
+        // Same input to two managers gives the same id.
+        let v = verdict(VerdictLevel::Gateway, 0.9, 0, 1, &["a"]);
+        let a = AlertManager::default().on_verdict(&v);
+        let b = AlertManager::default().on_verdict(&v);
+        assert_eq!(a[0].id, b[0].id);
+    }
+
+    #[test]
+    fn state_round_trips_through_json() {
+        let mut m = AlertManager::new(AlertConfig::default());
+        m.on_verdict(&verdict(VerdictLevel::Gateway, 0.9, 0, 5, &["a"]));
+        let json = serde_json::to_string(&m).unwrap();
+        let mut back: AlertManager = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.open_count(), 1);
+        // Restored manager dedups and continues the same episode.
+        assert!(back
+            .on_verdict(&verdict(VerdictLevel::Gateway, 0.9, 10, 5, &["a"]))
+            .is_empty());
+        let u = back.on_verdict(&verdict(VerdictLevel::Gateway, 0.9, 20, 6, &["a", "b"]));
+        assert_eq!(u[0].seq, 1);
+        assert_eq!(
+            Some(u[0].id.as_str()),
+            m.open_id("10.1.2.3".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn capacity_evicts_quietest_and_counts() {
+        let mut m = AlertManager::new(AlertConfig {
+            max_open: 2,
+            ..Default::default()
+        });
+        for (i, ip) in ["10.0.0.1", "10.0.0.2", "10.0.0.3"].iter().enumerate() {
+            let mut v = verdict(VerdictLevel::Suspect, 0.5, i as i64, 1, &["a"]);
+            v.line = ip.parse().unwrap();
+            assert_eq!(m.on_verdict(&v).len(), 1);
+        }
+        assert_eq!(m.open_count(), 2);
+        assert_eq!(m.evictions(), 1);
+        assert!(m.open_id("10.0.0.1".parse().unwrap()).is_none());
+    }
+
+    #[test]
+    fn alert_json_field_names_and_summary() {
+        let mut v = verdict(VerdictLevel::Gateway, 0.93, 0, 5, &["inbound_many_numbers"]);
+        v.reasons[0].detail = "40 calls to 13800001111\nand more".into();
+        let p = Pseudonymizer::with_key(b"0123456789abcdef").unwrap();
+        let a = AlertManager::default().on_verdict_with(&v, &p).remove(0);
+        assert!(!a.reasons[0].detail.contains("13800001111"));
+        let j: serde_json::Value = serde_json::to_value(&a).unwrap();
+        for k in [
+            "id",
+            "seq",
+            "idempotency_key",
+            "state",
+            "severity",
+            "line",
+            "site",
+            "verdict",
+            "score",
+            "reasons",
+            "first_seen",
+            "last_seen",
+            "flagged_at",
+            "created",
+        ] {
+            assert!(j.get(k).is_some(), "missing {k}");
+        }
+        assert_eq!(j["state"], "raised");
+        assert_eq!(j["severity"], "critical");
+        assert_eq!(j["verdict"], "gateway");
+        let back: Alert = serde_json::from_value(j).unwrap();
+        assert_eq!(back, a);
+        let s = a.summary(3);
+        assert!(
+            s.starts_with("raised line 10.1.2.3 gateway score 0.93: inbound_many_numbers ("),
+            "{s}"
+        );
+        assert!(!s.contains('\n'));
+    }
+
+    #[test]
+    fn config_sections_parse_and_errors_are_located() {
+        use crate::config::Config;
+        let ok = "[syslog]\ntargets = [\"udp://127.0.0.1:514\", \"tls://logs.example.net\"]\nformat = \"rfc3164\"\nfacility = \"local3\"\n\n[webhook]\nurl = \"https://hooks.example.net/simbox\"\nauth_header = \"Authorization: Bearer abc\"\n\n[storage]\npath = \"/tmp/x.redb\"\n\n[privacy]\npseudonymize = true\nkey = \"0123456789abcdef0\"\n\n[alert]\nclear_after_secs = 900\n";
+        let c = Config::parse(ok, "ok.toml").unwrap();
+        assert_eq!(c.syslog.targets.len(), 2);
+        assert_eq!(c.syslog.targets[1].port, 6514);
+        assert_eq!(c.syslog.format, syslog::SyslogFormat::Rfc3164);
+        assert_eq!(c.syslog.facility.code(), 19);
+        assert_eq!(c.webhook.url.as_ref().unwrap().host, "hooks.example.net");
+        assert_eq!(c.alert.clear_after_secs, 900);
+        assert!(c.privacy.pseudonymize);
+
+        let e = Config::parse(
+            "[syslog]\ntargets = [\"udp://a:514\",\n  \"smtp://b:25\"]\n",
+            "s.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("s.toml:2:11: ") && e.contains("smtp"), "{e}");
+        let e = Config::parse("[syslog]\nformat = \"rfc9999\"\n", "f.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("f.toml:2:10: "), "{e}");
+        let e = Config::parse("[webhook]\nurl = \"http://h/\"\nretries = 3\n", "w.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("w.toml:3:1: ") && e.contains("retries"),
+            "{e}"
+        );
+        let e = Config::parse("[webhook]\nauth_header = \"Bearer x\"\n", "a.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("a.toml:2:15: ") && e.contains("Name: value"),
+            "{e}"
+        );
+        let e = Config::parse("[privacy]\n pseudonymize = true\n", "p.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("p.toml:2:2: ") && e.contains("key"), "{e}");
+        let e = Config::parse("[alert]\nscore_step = 0\n", "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "t.toml:2:1: alert.score_step must be in (0, 1]");
+    }
+}

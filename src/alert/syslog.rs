@@ -1,0 +1,596 @@
+//! Syslog output: RFC 5424 (with structured data) or RFC 3164 messages, sent over UDP, TCP with
+//! RFC 6587 octet counting, or TLS (RFC 5425, rustls).
+//!
+//! Contract: formatting is pure (`format_rfc5424`, `format_rfc3164`, `octet_frame`); a
+//! [`SyslogSender`] keeps one connection, reconnects after any failure and reports success only
+//! once the message is written and flushed (UDP: once sent, since it cannot be acknowledged).
+
+use super::{one_line, verdict_str, Alert};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+
+/// `[syslog]` section.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SyslogConfig {
+    /// `udp://host:514`, `tcp://host:601`, `tls://host:6514`.
+    pub targets: Vec<SyslogTarget>,
+    pub format: SyslogFormat,
+    pub facility: Facility,
+    /// HOSTNAME field; defaults to the system host name.
+    pub hostname: Option<String>,
+    /// PEM CA bundle for `tls://` targets; defaults to the system store.
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyslogFormat {
+    #[default]
+    Rfc5424,
+    Rfc3164,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyslogProto {
+    Udp,
+    Tcp,
+    Tls,
+}
+
+/// One syslog receiver, written as a URL in the config.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct SyslogTarget {
+    pub proto: SyslogProto,
+    /// Host name or address (IPv6 without brackets).
+    pub host: String,
+    pub port: u16,
+}
+
+impl fmt::Display for SyslogTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = match self.proto {
+            SyslogProto::Udp => "udp",
+            SyslogProto::Tcp => "tcp",
+            SyslogProto::Tls => "tls",
+        };
+        if self.host.contains(':') {
+            write!(f, "{scheme}://[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{scheme}://{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl From<SyslogTarget> for String {
+    fn from(t: SyslogTarget) -> String {
+        t.to_string()
+    }
+}
+
+impl TryFrom<String> for SyslogTarget {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl std::str::FromStr for SyslogTarget {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (scheme, rest) = s
+            .split_once("://")
+            .ok_or_else(|| format!("syslog target {s:?} is not a URL like udp://host:514"))?;
+        let (proto, default_port) = match scheme.to_ascii_lowercase().as_str() {
+            "udp" => (SyslogProto::Udp, 514),
+            "tcp" => (SyslogProto::Tcp, 601),
+            "tls" => (SyslogProto::Tls, 6514),
+            other => {
+                return Err(format!(
+                    "syslog target {s:?}: scheme {other:?} is not udp, tcp or tls"
+                ))
+            }
+        };
+        let rest = rest.trim_end_matches('/');
+        let (host, port) = split_host_port(rest)
+            .ok_or_else(|| format!("syslog target {s:?}: bad host or port"))?;
+        if host.is_empty() || host.contains(['/', '@', ' ', '?', '#']) {
+            return Err(format!("syslog target {s:?}: bad host"));
+        }
+        Ok(SyslogTarget {
+            proto,
+            host: host.to_string(),
+            port: port.unwrap_or(default_port),
+        })
+    }
+}
+
+/// `host`, `host:port`, `[v6]`, `[v6]:port`.
+pub(crate) fn split_host_port(s: &str) -> Option<(&str, Option<u16>)> {
+    if let Some(r) = s.strip_prefix('[') {
+        let (h, tail) = r.split_once(']')?;
+        if tail.is_empty() {
+            return Some((h, None));
+        }
+        let p = tail.strip_prefix(':')?.parse::<u16>().ok()?;
+        return (p != 0).then_some((h, Some(p)));
+    }
+    match s.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => {
+            let p = p.parse::<u16>().ok()?;
+            (p != 0).then_some((h, Some(p)))
+        }
+        Some(_) => None,
+        None => Some((s, None)),
+    }
+}
+
+/// Syslog facility by name (RFC 5424 table 1).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Facility {
+    Kern,
+    User,
+    Mail,
+    Daemon,
+    Auth,
+    Syslog,
+    Lpr,
+    News,
+    Uucp,
+    Cron,
+    Authpriv,
+    Ftp,
+    #[default]
+    Local0,
+    Local1,
+    Local2,
+    Local3,
+    Local4,
+    Local5,
+    Local6,
+    Local7,
+}
+
+impl Facility {
+    pub fn code(self) -> u8 {
+        use Facility::*;
+        match self {
+            Kern => 0,
+            User => 1,
+            Mail => 2,
+            Daemon => 3,
+            Auth => 4,
+            Syslog => 5,
+            Lpr => 6,
+            News => 7,
+            Uucp => 8,
+            Cron => 9,
+            Authpriv => 10,
+            Ftp => 11,
+            Local0 => 16,
+            Local1 => 17,
+            Local2 => 18,
+            Local3 => 19,
+            Local4 => 20,
+            Local5 => 21,
+            Local6 => 22,
+            Local7 => 23,
+        }
+    }
+}
+
+/// Structured-data id: the RFC 5612 documentation enterprise number.
+pub const SD_ID: &str = "simboxd@32473";
+/// Longest message sent (rsyslog's default maxMessageSize is 8 KiB).
+pub const MAX_MESSAGE: usize = 8000;
+/// Reasons named in the message text.
+pub const TEXT_REASONS: usize = 3;
+
+/// Settings shared by every message of one process.
+#[derive(Clone, Debug)]
+pub struct SyslogFormatter {
+    pub format: SyslogFormat,
+    pub facility: Facility,
+    pub hostname: String,
+    pub procid: u32,
+}
+
+impl SyslogFormatter {
+    pub fn from_config(cfg: &SyslogConfig) -> Self {
+        SyslogFormatter {
+            format: cfg.format,
+            facility: cfg.facility,
+            hostname: cfg.hostname.clone().unwrap_or_else(system_hostname),
+            procid: std::process::id(),
+        }
+    }
+
+    pub fn format(&self, alert: &Alert) -> String {
+        let s = match self.format {
+            SyslogFormat::Rfc5424 => {
+                format_rfc5424(alert, self.facility, &self.hostname, self.procid)
+            }
+            SyslogFormat::Rfc3164 => {
+                format_rfc3164(alert, self.facility, &self.hostname, self.procid)
+            }
+        };
+        truncate(s, MAX_MESSAGE)
+    }
+}
+
+/// The kernel's host name, or `-` (the RFC 5424 NILVALUE).
+pub fn system_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "-".to_string())
+}
+
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+    s
+}
+
+/// A header field: printable US-ASCII without spaces, at most `max` bytes, `-` when empty.
+fn header_field(s: &str, max: usize) -> String {
+    let v: String = s
+        .chars()
+        .filter(|c| c.is_ascii_graphic())
+        .take(max)
+        .collect();
+    if v.is_empty() {
+        "-".to_string()
+    } else {
+        v
+    }
+}
+
+/// RFC 5424 section 6.3.3: `"`, `\` and `]` are escaped with a backslash.
+pub fn escape_sd_value(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        if matches!(c, '"' | '\\' | ']') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn pri(alert: &Alert, facility: Facility) -> u8 {
+    facility.code() * 8 + alert.syslog_severity()
+}
+
+/// `<PRI>1 TIMESTAMP HOST simboxd PROCID MSGID [simboxd@32473 ...] MSG`.
+pub fn format_rfc5424(alert: &Alert, facility: Facility, hostname: &str, procid: u32) -> String {
+    let mut sd = format!("[{SD_ID}");
+    let mut param = |name: &str, value: &str| {
+        sd.push(' ');
+        sd.push_str(name);
+        sd.push_str("=\"");
+        sd.push_str(&escape_sd_value(value));
+        sd.push('"');
+    };
+    param("id", &alert.id);
+    param("seq", &alert.seq.to_string());
+    param("key", &alert.idempotency_key);
+    param("state", alert.state.as_str());
+    param("severity", alert.severity.as_str());
+    param("line", &alert.line.to_string());
+    if let Some(site) = &alert.site {
+        param("site", site);
+    }
+    param("verdict", verdict_str(alert.verdict));
+    param("score", &format!("{:.3}", alert.score));
+    param("first_seen", &alert.first_seen.to_rfc3339());
+    param("last_seen", &alert.last_seen.to_rfc3339());
+    if let Some(f) = alert.flagged_at {
+        param("flagged_at", &f.to_rfc3339());
+    }
+    let signals: Vec<&str> = alert.reasons.iter().map(|r| r.signal.as_str()).collect();
+    if !signals.is_empty() {
+        param("signals", &signals.join(","));
+    }
+    sd.push(']');
+    format!(
+        "<{}>1 {} {} simboxd {} {} {} {}",
+        pri(alert, facility),
+        alert.created.to_rfc3339(),
+        header_field(hostname, 255),
+        procid,
+        alert.state.as_str(),
+        sd,
+        alert.summary(TEXT_REASONS)
+    )
+}
+
+/// `<PRI>Mmm dd hh:mm:ss HOST simboxd[PID]: MSG` (time in UTC; RFC 3164 has no zone).
+pub fn format_rfc3164(alert: &Alert, facility: Facility, hostname: &str, procid: u32) -> String {
+    let secs = alert.created.micros().div_euclid(1_000_000);
+    let stamp = chrono::DateTime::from_timestamp(secs, 0)
+        .map(|d| d.format("%b %e %H:%M:%S").to_string())
+        .unwrap_or_else(|| "Jan  1 00:00:00".to_string());
+    format!(
+        "<{}>{} {} simboxd[{}]: [{} key={} severity={}] {}",
+        pri(alert, facility),
+        stamp,
+        header_field(hostname, 255),
+        procid,
+        alert.id,
+        alert.idempotency_key,
+        alert.severity.as_str(),
+        one_line(&alert.summary(TEXT_REASONS))
+    )
+}
+
+/// RFC 6587 octet counting: `LEN SP MSG`.
+pub fn octet_frame(msg: &str) -> Vec<u8> {
+    let mut out = format!("{} ", msg.len()).into_bytes();
+    out.extend_from_slice(msg.as_bytes());
+    out
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("resolve {0}: {1}")]
+    Resolve(String, String),
+    #[error("connect {0}: {1}")]
+    Connect(String, String),
+    #[error("TLS with {0}: {1}")]
+    Tls(String, String),
+    #[error("send to {0}: {1}")]
+    Io(String, String),
+    #[error("{0}: timed out")]
+    Timeout(String),
+    #[error("{0}: HTTP status {1}")]
+    Status(String, u16),
+}
+
+pub(crate) trait Stream: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> Stream for T {}
+
+enum Conn {
+    Udp(UdpSocket),
+    Stream(Box<dyn Stream>),
+}
+
+/// One syslog receiver with its (re)connecting connection.
+pub struct SyslogSender {
+    target: SyslogTarget,
+    formatter: Arc<SyslogFormatter>,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    timeout: Duration,
+    conn: Option<Conn>,
+}
+
+impl SyslogSender {
+    pub fn new(
+        target: SyslogTarget,
+        formatter: Arc<SyslogFormatter>,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        timeout: Duration,
+    ) -> Self {
+        SyslogSender {
+            target,
+            formatter,
+            tls,
+            timeout,
+            conn: None,
+        }
+    }
+
+    pub fn target(&self) -> &SyslogTarget {
+        &self.target
+    }
+
+    /// Sends one alert; on any failure the connection is dropped and the next call reconnects.
+    pub async fn send(&mut self, alert: &Alert) -> Result<(), SendError> {
+        let msg = self.formatter.format(alert);
+        let name = self.target.to_string();
+        if let Some(Conn::Stream(s)) = &mut self.conn {
+            if peer_closed(s.as_mut()).await {
+                self.conn = None;
+            }
+        }
+        if self.conn.is_none() {
+            let c = tokio::time::timeout(self.timeout, self.connect())
+                .await
+                .map_err(|_| SendError::Timeout(name.clone()))??;
+            self.conn = Some(c);
+        }
+        let result = match &mut self.conn {
+            Some(Conn::Udp(sock)) => sock.send(msg.as_bytes()).await.map(|_| ()),
+            Some(Conn::Stream(s)) => {
+                let frame = octet_frame(&msg);
+                match tokio::time::timeout(self.timeout, async {
+                    s.write_all(&frame).await?;
+                    s.flush().await
+                })
+                .await
+                {
+                    Ok(r) => r,
+                    Err(_) => Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "write timed out",
+                    )),
+                }
+            }
+            None => Err(std::io::Error::new(
+                std::io::ErrorKind::NotConnected,
+                "no connection",
+            )),
+        };
+        if let Err(e) = result {
+            self.conn = None;
+            return Err(SendError::Io(name, e.to_string()));
+        }
+        Ok(())
+    }
+
+    async fn connect(&self) -> Result<Conn, SendError> {
+        let name = self.target.to_string();
+        let addrs: Vec<std::net::SocketAddr> =
+            tokio::net::lookup_host((self.target.host.as_str(), self.target.port))
+                .await
+                .map_err(|e| SendError::Resolve(name.clone(), e.to_string()))?
+                .collect();
+        let mut last = String::from("no address");
+        for addr in addrs {
+            match self.target.proto {
+                SyslogProto::Udp => {
+                    let bind: std::net::SocketAddr = if addr.is_ipv4() {
+                        ([0, 0, 0, 0], 0).into()
+                    } else {
+                        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+                    };
+                    let r = async {
+                        let s = UdpSocket::bind(bind).await?;
+                        s.connect(addr).await?;
+                        Ok::<_, std::io::Error>(s)
+                    }
+                    .await;
+                    match r {
+                        Ok(s) => return Ok(Conn::Udp(s)),
+                        Err(e) => last = e.to_string(),
+                    }
+                }
+                SyslogProto::Tcp | SyslogProto::Tls => match TcpStream::connect(addr).await {
+                    Ok(s) => {
+                        let _ = s.set_nodelay(true);
+                        if self.target.proto == SyslogProto::Tcp {
+                            return Ok(Conn::Stream(Box::new(s)));
+                        }
+                        let tls = self.tls.clone().ok_or_else(|| {
+                            SendError::Tls(name.clone(), "no TLS settings".into())
+                        })?;
+                        let s = super::delivery::tls_connect(tls, &self.target.host, s)
+                            .await
+                            .map_err(|e| SendError::Tls(name.clone(), e))?;
+                        return Ok(Conn::Stream(Box::new(s)));
+                    }
+                    Err(e) => last = e.to_string(),
+                },
+            }
+        }
+        Err(SendError::Connect(name, last))
+    }
+}
+
+/// Whether the receiver has closed the stream, checked without waiting: a syslog receiver never
+/// sends data, so a readable end-of-stream (or error) means the next write would be lost.
+pub(crate) async fn peer_closed(s: &mut dyn Stream) -> bool {
+    let mut buf = [0u8; 256];
+    tokio::select! {
+        biased;
+        r = s.read(&mut buf) => !matches!(r, Ok(n) if n > 0),
+        _ = std::future::ready(()) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::{AlertState, Severity};
+    use crate::model::{Reason, Timestamp, VerdictLevel};
+
+    fn alert() -> Alert {
+        Alert {
+            id: "sbx-0011223344556677".into(),
+            seq: 2,
+            idempotency_key: "sbx-0011223344556677:2".into(),
+            state: AlertState::Updated,
+            severity: Severity::Critical,
+            line: "10.0.0.7".parse().unwrap(),
+            site: Some("cottage \"A\" [x]\\y".into()),
+            verdict: VerdictLevel::Gateway,
+            score: 0.9234,
+            reasons: vec![Reason {
+                signal: "inbound_many_numbers".into(),
+                value: 198.0,
+                strength: 0.9,
+                detail: "212 calls\nto 198 numbers".into(),
+            }],
+            first_seen: Timestamp(1_700_000_000_000_000),
+            last_seen: Timestamp(1_700_000_060_000_000),
+            flagged_at: Some(Timestamp(1_700_000_030_000_000)),
+            created: Timestamp(1_700_000_060_500_000),
+        }
+    }
+
+    #[test]
+    fn rfc5424_layout_and_escaping() {
+        let m = format_rfc5424(&alert(), Facility::Local0, "probe 1", 42);
+        // local0 (16) * 8 + critical (2) = 130.
+        assert!(
+            m.starts_with("<130>1 2023-11-14T22:14:20.500000Z probe1 simboxd 42 updated [simboxd@32473 id=\"sbx-0011223344556677\" seq=\"2\" key=\"sbx-0011223344556677:2\""),
+            "{m}"
+        );
+        assert!(m.contains(r#" site="cottage \"A\" [x\]\\y""#), "{m}");
+        assert!(m.contains(r#" score="0.923""#), "{m}");
+        assert!(m.contains(r#" signals="inbound_many_numbers"]"#), "{m}");
+        assert!(m.ends_with("] updated line 10.0.0.7 gateway score 0.92 site cottage \"A\" [x]\\y: inbound_many_numbers (212 calls to 198 numbers)"), "{m}");
+        assert!(!m.contains('\n'));
+    }
+
+    #[test]
+    fn rfc3164_layout() {
+        let mut a = alert();
+        a.state = AlertState::Cleared;
+        a.created = Timestamp(1_699_000_000_000_000); // 2023-11-03 08:26:40 UTC
+        let m = format_rfc3164(&a, Facility::Daemon, "", 7);
+        // daemon (3) * 8 + notice (5) = 29; day padded with a space.
+        assert!(m.starts_with("<29>Nov  3 08:26:40 - simboxd[7]: [sbx-0011223344556677 key=sbx-0011223344556677:2 severity=critical] cleared line 10.0.0.7"), "{m}");
+    }
+
+    #[test]
+    fn octet_counting_frames_bytes() {
+        assert_eq!(octet_frame("abc"), b"3 abc".to_vec());
+        assert_eq!(octet_frame("é"), b"2 \xc3\xa9".to_vec());
+        assert_eq!(octet_frame(""), b"0 ".to_vec());
+    }
+
+    #[test]
+    fn targets_parse_and_print() {
+        let t: SyslogTarget = "udp://10.0.0.1".parse().unwrap();
+        assert_eq!((t.proto, t.port), (SyslogProto::Udp, 514));
+        let t: SyslogTarget = "TLS://logs.example.net:10514".parse().unwrap();
+        assert_eq!(t.to_string(), "tls://logs.example.net:10514");
+        let t: SyslogTarget = "tcp://[::1]:601".parse().unwrap();
+        assert_eq!(
+            (t.host.as_str(), t.to_string().as_str()),
+            ("::1", "tcp://[::1]:601")
+        );
+        for bad in [
+            "10.0.0.1:514",
+            "http://h:1",
+            "udp://h:0",
+            "udp://h:99999",
+            "udp://",
+            "tcp://::1:5",
+        ] {
+            assert!(bad.parse::<SyslogTarget>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn long_messages_truncated_on_char_boundary() {
+        let s = "é".repeat(5000);
+        let t = truncate(s, MAX_MESSAGE);
+        assert!(t.len() <= MAX_MESSAGE && t.is_char_boundary(t.len()));
+    }
+}
