@@ -26,8 +26,9 @@ fn start(dir: &std::path::Path, capture: &std::path::Path) -> (Daemon, SocketAdd
         &cfg,
         format!(
             "[capture]\nfile = {:?}\n\n[http]\nlisten = \"{addr}\"\ntoken = \"{TOKEN}\"\n\n\
-             [daemon]\nuser = \"\"\ngroup = \"\"\nworkers = 2\n",
-            capture.display().to_string()
+             [daemon]\nuser = \"\"\ngroup = \"\"\nworkers = 2\n\n[storage]\npath = {:?}\n",
+            capture.display().to_string(),
+            dir.join("state/alerts.redb").display().to_string()
         ),
     )
     .unwrap();
@@ -168,8 +169,10 @@ fn api_without_configured_token_is_closed() {
     std::fs::write(
         &cfg,
         format!(
-            "[capture]\nfile = {:?}\n[http]\nlisten = \"{addr}\"\n[daemon]\nuser = \"\"\ngroup = \"\"\n",
-            corpus.join(CAPTURE).display().to_string()
+            "[capture]\nfile = {:?}\n[http]\nlisten = \"{addr}\"\n[daemon]\nuser = \"\"\ngroup = \"\"\n\
+             [storage]\npath = {:?}\n",
+            corpus.join(CAPTURE).display().to_string(),
+            dir.path().join("alerts.redb").display().to_string()
         ),
     )
     .unwrap();

@@ -174,3 +174,23 @@ fn missing_config_file_fails() {
         "/nonexistent/simboxd.toml: cannot read: No such file or directory (os error 2)"
     );
 }
+
+#[test]
+fn bad_webhook_url_is_rejected_with_position() {
+    assert_rejected(
+        "[capture]\ninterface = \"lo\"\n[webhook]\nurl = \"ftp://soc.example/x\"\n",
+        "4:7: webhook url \"ftp://soc.example/x\": scheme \"ftp\" is not http or https",
+    );
+    assert_rejected(
+        "[capture]\ninterface = \"lo\"\n[webhook]\nurl = \"http//soc\"\n",
+        "4:7: webhook url \"http//soc\" is not an http:// or https:// URL",
+    );
+}
+
+#[test]
+fn bad_syslog_target_is_rejected_with_position() {
+    assert_rejected(
+        "[capture]\ninterface = \"lo\"\n[syslog]\ntargets = [\"udp://127.0.0.1:99999\"]\n",
+        "4:11: syslog target \"udp://127.0.0.1:99999\": bad host or port",
+    );
+}

@@ -14,6 +14,7 @@ pub mod notify;
 pub mod pipeline;
 pub mod privdrop;
 pub mod runtime;
+pub mod state;
 
 use crate::config::{key_position, Config, ConfigError};
 use serde::{Deserialize, Serialize};

@@ -7,9 +7,14 @@ use super::metrics::{Exposition, Kind, Sample};
 use super::notify::{watchdog_interval, Notifier};
 use super::pipeline::{self, PacketEngine, PipelineStats, Source};
 use super::privdrop::{drop_privileges, Dropped};
+use super::state::{SavedState, StateFile, STATE_VERSION};
 use super::{load_run_config, DaemonConfig};
+use crate::alert::delivery::{targets_from_config, Backoff, Delivery};
+use crate::alert::outbox::Outbox;
+use crate::alert::{AlertManager, AlertState};
 use crate::config::Config;
 use crate::model::{LineVerdict, VerdictLevel};
+use crate::privacy::Pseudonymizer;
 use anyhow::Context;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -56,6 +61,14 @@ pub struct Shared<E: PacketEngine> {
     started: Instant,
     live: bool,
     capture_desc: String,
+    outbox: Arc<Outbox>,
+    delivery: Mutex<Option<Delivery>>,
+    /// Alerts made, by state (raised, updated, cleared).
+    alerts_made: [AtomicU64; 3],
+    alerts_open: AtomicU64,
+    alert_evictions: AtomicU64,
+    /// Alerts the outbox could not store.
+    alert_store_errors: AtomicU64,
 }
 
 /// Lines whose latest verdict is remembered (beyond it the oldest-updated normal line goes).
@@ -233,6 +246,87 @@ impl<E: PacketEngine> Shared<E> {
             "Remembered line verdicts evicted to stay within the cap.",
             load(&self.verdicts_evicted),
         );
+        let made = |i: usize| {
+            self.alerts_made
+                .get(i)
+                .map_or(0.0, |a| a.load(Ordering::Relaxed) as f64)
+        };
+        m.family(
+            "simboxd_alerts_total",
+            Kind::Counter,
+            "Alert records made, by state.",
+            vec![
+                (vec![("state", "raised".into())], made(0)),
+                (vec![("state", "updated".into())], made(1)),
+                (vec![("state", "cleared".into())], made(2)),
+            ],
+        );
+        m.single(
+            "simboxd_alerts_open",
+            Kind::Gauge,
+            "Lines with an open (raised, not cleared) alert.",
+            load(&self.alerts_open),
+        );
+        m.single(
+            "simboxd_alert_evictions_total",
+            Kind::Counter,
+            "Open alert episodes evicted because [alert] max_open was reached.",
+            load(&self.alert_evictions),
+        );
+        m.single(
+            "simboxd_alert_store_errors_total",
+            Kind::Counter,
+            "Alerts the outbox could not store.",
+            load(&self.alert_store_errors),
+        );
+        m.single(
+            "simboxd_outbox_alerts",
+            Kind::Gauge,
+            "Alert records in the outbox.",
+            self.outbox.len().unwrap_or(0) as f64,
+        );
+        m.single(
+            "simboxd_outbox_dropped_pending_total",
+            Kind::Counter,
+            "Undelivered alerts dropped from the outbox to stay within [storage] max_alerts.",
+            self.outbox.dropped_pending().unwrap_or(0) as f64,
+        );
+        let status = self
+            .delivery
+            .lock()
+            .ok()
+            .and_then(|d| d.as_ref().map(|d| d.status()))
+            .unwrap_or_default();
+        let per_target = |f: &dyn Fn(&crate::alert::delivery::TargetStatus) -> f64| -> Vec<Sample> {
+            status
+                .iter()
+                .map(|t| (vec![("target", t.target.clone())], f(t)))
+                .collect()
+        };
+        m.family(
+            "simboxd_delivery_backlog",
+            Kind::Gauge,
+            "Alerts not yet accepted by a target, by target.",
+            per_target(&|t| t.pending as f64),
+        );
+        m.family(
+            "simboxd_delivery_delivered_total",
+            Kind::Counter,
+            "Alerts accepted by a target, by target.",
+            per_target(&|t| t.delivered as f64),
+        );
+        m.family(
+            "simboxd_delivery_failures_total",
+            Kind::Counter,
+            "Failed delivery attempts, by target.",
+            per_target(&|t| t.failures as f64),
+        );
+        m.family(
+            "simboxd_delivery_up",
+            Kind::Gauge,
+            "1 when the last delivery attempt to a target succeeded.",
+            per_target(&|t| f64::from(u8::from(t.up))),
+        );
         m.family(
             "simboxd_config_reloads_total",
             Kind::Counter,
@@ -310,8 +404,27 @@ fn level_rank(v: &serde_json::Value) -> u8 {
 }
 
 impl<E: PacketEngine> ApiSource for Shared<E> {
-    fn alerts(&self, _limit: usize, _state: Option<&str>) -> serde_json::Value {
-        serde_json::json!({ "alerts": [], "total": 0 })
+    fn alerts(&self, limit: usize, state: Option<&str>) -> serde_json::Value {
+        // The outbox lists newest first; a state filter looks at up to its listing cap.
+        let scan = if state.is_some() { 1000 } else { limit };
+        let entries = match self.outbox.list(scan) {
+            Ok(e) => e,
+            Err(e) => return serde_json::json!({ "alerts": [], "error": e.to_string() }),
+        };
+        let alerts: Vec<serde_json::Value> = entries
+            .into_iter()
+            .filter(|e| state.is_none_or(|s| e.alert.state.as_str() == s))
+            .take(limit)
+            .map(|e| {
+                let mut v = serde_json::to_value(&e.alert).unwrap_or_default();
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("pending".into(), serde_json::json!(e.pending));
+                }
+                v
+            })
+            .collect();
+        let total = self.outbox.len().unwrap_or(0);
+        serde_json::json!({ "alerts": alerts, "total": total })
     }
 
     fn lines(&self, limit: usize) -> serde_json::Value {
@@ -368,6 +481,9 @@ pub fn run(config_path: PathBuf, cfg: Config) -> anyhow::Result<()> {
             "no [http] token configured: the API answers 401 to everything but /healthz"
         );
     }
+    let privacy = Pseudonymizer::from_config(&cfg.privacy).context("[privacy]")?;
+
+    // Everything that may need root happens before the drop: capture, API port, storage.
     let source = Source::open(&cfg.capture).context("opening the capture")?;
     let live = source.is_live();
     let capture_desc = source.describe();
@@ -379,6 +495,17 @@ pub fn run(config_path: PathBuf, cfg: Config) -> anyhow::Result<()> {
     } else {
         None
     };
+    let targets = targets_from_config(&cfg, Duration::from_secs(10))
+        .context("setting up [syslog]/[webhook] targets")?;
+    let names: Vec<String> = targets.iter().map(|t| t.name()).collect();
+    let outbox = Arc::new(
+        Outbox::open(&cfg.storage, names.clone())
+            .with_context(|| format!("opening the outbox {}", cfg.storage.path.display()))?,
+    );
+    let state_path = StateFile::path_for(&cfg.storage.path);
+    let mut state_file = StateFile::open(&state_path)
+        .with_context(|| format!("opening {}", state_path.display()))?;
+
     match drop_privileges(&cfg.daemon.user, &cfg.daemon.group)? {
         Dropped::To { uid, gid } => {
             tracing::info!(uid, gid, user = %cfg.daemon.user, "dropped privileges")
@@ -393,6 +520,43 @@ pub fn run(config_path: PathBuf, cfg: Config) -> anyhow::Result<()> {
     let engines: Vec<Arc<Mutex<EngineWorker>>> = (0..workers)
         .map(|_| Arc::new(Mutex::new(EngineWorker::new(&cfg))))
         .collect();
+    let mut manager = AlertManager::new(cfg.alert.clone());
+    match state_file.load() {
+        Ok(Some(saved)) => {
+            let mut lines = 0;
+            if saved.workers.len() == engines.len() {
+                for (eng, st) in engines.iter().zip(saved.workers) {
+                    if let Ok(mut e) = eng.lock() {
+                        match e.restore_state(st) {
+                            Ok(n) => lines += n,
+                            Err(why) => tracing::warn!(%why, "line profiles not restored"),
+                        }
+                    }
+                }
+            } else {
+                tracing::warn!(
+                    saved = saved.workers.len(),
+                    now = engines.len(),
+                    "worker count changed: line profiles start empty"
+                );
+            }
+            if let Some(mut m) = saved.alerts {
+                m.set_config(cfg.alert.clone());
+                manager = m;
+            }
+            tracing::info!(
+                lines,
+                open_alerts = manager.open_count(),
+                file = %state_file.path().display(),
+                "restored saved state"
+            );
+        }
+        Ok(None) => {}
+        Err(why) => {
+            tracing::warn!(%why, file = %state_file.path().display(), "saved state ignored")
+        }
+    }
+
     let stats = Arc::new(PipelineStats::default());
     let shared = Arc::new(Shared {
         config_path,
@@ -406,6 +570,12 @@ pub fn run(config_path: PathBuf, cfg: Config) -> anyhow::Result<()> {
         started: Instant::now(),
         live,
         capture_desc: capture_desc.clone(),
+        outbox: outbox.clone(),
+        delivery: Mutex::new(None),
+        alerts_made: Default::default(),
+        alerts_open: AtomicU64::new(manager.open_count() as u64),
+        alert_evictions: AtomicU64::new(0),
+        alert_store_errors: AtomicU64::new(0),
     });
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -413,23 +583,165 @@ pub fn run(config_path: PathBuf, cfg: Config) -> anyhow::Result<()> {
         .enable_all()
         .thread_name("simboxd-io")
         .build()?;
-    rt.block_on(serve(shared, cfg, source, listener, token))
+    let parts = Parts {
+        source,
+        listener,
+        token,
+        targets,
+        manager,
+        privacy,
+        state_file,
+    };
+    rt.block_on(serve(shared, cfg, parts))
+}
+
+/// What `run` opened before dropping privileges, handed to the async side.
+struct Parts {
+    source: Source,
+    listener: Option<std::net::TcpListener>,
+    token: Option<String>,
+    targets: Vec<crate::alert::delivery::Target>,
+    manager: AlertManager,
+    privacy: Pseudonymizer,
+    state_file: StateFile,
+}
+
+/// Packet time "now" for alert expiry: the newest packet, or the wall clock on a quiet live tap.
+fn packet_now(stats: &PipelineStats, live: bool) -> Option<crate::model::Timestamp> {
+    let last = stats.last_packet_us.load(Ordering::Relaxed);
+    let last = (last > 0).then(|| crate::model::Timestamp::from_micros(last as i64));
+    if live {
+        let wall = pipeline::wall_clock();
+        Some(last.map_or(wall, |t| t.max(wall)))
+    } else {
+        last
+    }
+}
+
+/// Verdicts -> alert lifecycle -> outbox -> delivery workers. Returns the manager at the end so
+/// its open episodes can be saved.
+async fn alert_loop<E: PacketEngine>(
+    shared: Arc<Shared<E>>,
+    mut vrx: tokio::sync::mpsc::Receiver<LineVerdict>,
+    mut manager: AlertManager,
+    privacy: Pseudonymizer,
+    tick_secs: f64,
+) -> AlertManager {
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(tick_secs.max(0.05)));
+    let mut last_purge = Instant::now();
+    let mut alert_cfg = shared
+        .config
+        .read()
+        .map(|c| c.alert.clone())
+        .unwrap_or_default();
+    loop {
+        let alerts = tokio::select! {
+            v = vrx.recv() => {
+                let Some(v) = v else { break };
+                if v.verdict >= VerdictLevel::Suspect {
+                    tracing::info!(line = %v.line, verdict = level_name(v.verdict), score = v.score, "line verdict");
+                }
+                shared.record_verdict(&v);
+                manager.on_verdict_with(&v, &privacy)
+            }
+            _ = tick.tick() => {
+                // A reload may have changed [alert]; the episodes stay.
+                if let Ok(c) = shared.config.read() {
+                    if c.alert != alert_cfg {
+                        alert_cfg = c.alert.clone();
+                        manager.set_config(alert_cfg.clone());
+                    }
+                }
+                if last_purge.elapsed() >= Duration::from_secs(3600) {
+                    last_purge = Instant::now();
+                    if let Some(now) = packet_now(&shared.stats, shared.live) {
+                        let ob = shared.outbox.clone();
+                        let _ = tokio::task::spawn_blocking(move || ob.purge(now)).await;
+                    }
+                }
+                match packet_now(&shared.stats, shared.live) {
+                    Some(now) => manager.expire(now),
+                    None => Vec::new(),
+                }
+            }
+        };
+        shared
+            .alerts_open
+            .store(manager.open_count() as u64, Ordering::Relaxed);
+        shared
+            .alert_evictions
+            .store(manager.evictions(), Ordering::Relaxed);
+        for a in alerts {
+            let idx = match a.state {
+                AlertState::Raised => 0,
+                AlertState::Updated => 1,
+                AlertState::Cleared => 2,
+            };
+            if let Some(c) = shared.alerts_made.get(idx) {
+                c.fetch_add(1, Ordering::Relaxed);
+            }
+            tracing::warn!(
+                id = %a.id,
+                state = a.state.as_str(),
+                severity = a.severity.as_str(),
+                line = %a.line,
+                score = a.score,
+                "alert"
+            );
+            let ob = shared.outbox.clone();
+            let stored = tokio::task::spawn_blocking(move || ob.enqueue(&a)).await;
+            match stored {
+                Ok(Ok(_)) => {
+                    if let Ok(d) = shared.delivery.lock() {
+                        if let Some(d) = d.as_ref() {
+                            d.wake();
+                        }
+                    }
+                }
+                Ok(Err(e)) => {
+                    shared.alert_store_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(error = %e, "alert not stored");
+                }
+                Err(e) => {
+                    shared.alert_store_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(error = %e, "alert store task failed");
+                }
+            }
+        }
+    }
+    manager
 }
 
 async fn serve<E: PacketEngine>(
     shared: Arc<Shared<E>>,
     cfg: Config,
-    source: Source,
-    listener: Option<std::net::TcpListener>,
-    token: Option<String>,
+    parts: Parts,
 ) -> anyhow::Result<()> {
+    let Parts {
+        source,
+        listener,
+        token,
+        targets,
+        manager,
+        privacy,
+        mut state_file,
+    } = parts;
     let notifier = Arc::new(Notifier::from_env());
     let stop = Arc::new(AtomicBool::new(false));
     let live = shared.live;
     let stats = shared.stats.clone();
 
+    // Alert delivery first, so that nothing raised waits for it.
+    if let Ok(mut d) = shared.delivery.lock() {
+        *d = Some(Delivery::start(
+            shared.outbox.clone(),
+            targets,
+            Backoff::default(),
+        ));
+    }
+
     // Engines and capture.
-    let (vtx, mut vrx) = tokio::sync::mpsc::channel::<LineVerdict>(VERDICT_QUEUE);
+    let (vtx, vrx) = tokio::sync::mpsc::channel::<LineVerdict>(VERDICT_QUEUE);
     let per_worker = (cfg.daemon.queue_packets / pipeline::BATCH_PACKETS).max(1);
     let mut senders = Vec::new();
     let mut worker_threads = Vec::new();
@@ -452,18 +764,13 @@ async fn serve<E: PacketEngine>(
             .spawn(move || pipeline::capture_loop(source, senders, home, stats, stop))?
     };
 
-    // Verdicts -> alerts.
-    let verdict_task = {
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            while let Some(v) = vrx.recv().await {
-                if v.verdict >= VerdictLevel::Suspect {
-                    tracing::info!(line = %v.line, verdict = level_name(v.verdict), score = v.score, "line verdict changed");
-                }
-                shared.record_verdict(&v);
-            }
-        })
-    };
+    let alert_task = tokio::spawn(alert_loop(
+        shared.clone(),
+        vrx,
+        manager,
+        privacy,
+        cfg.daemon.tick_secs,
+    ));
 
     // HTTP API.
     let api = Arc::new(Api {
@@ -530,7 +837,8 @@ async fn serve<E: PacketEngine>(
         }
     }
 
-    // Shutdown: stop reading, let the engines drain, then close the API.
+    // Shutdown: stop reading, let the engines drain, raise what they concluded, give delivery
+    // a moment, save profiles, close the API.
     notifier.stopping();
     stop.store(true, Ordering::SeqCst);
     let joined = tokio::task::spawn_blocking(move || {
@@ -542,7 +850,22 @@ async fn serve<E: PacketEngine>(
     if tokio::time::timeout(SHUTDOWN_GRACE, joined).await.is_err() {
         tracing::warn!("engine threads did not stop in time");
     }
-    let _ = tokio::time::timeout(SHUTDOWN_GRACE, verdict_task).await;
+    let manager = match tokio::time::timeout(SHUTDOWN_GRACE, alert_task).await {
+        Ok(Ok(m)) => Some(m),
+        _ => {
+            tracing::warn!("alert side did not stop in time: open alerts not saved");
+            None
+        }
+    };
+    let delivery = shared.delivery.lock().ok().and_then(|mut d| d.take());
+    if let Some(d) = delivery {
+        let t0 = Instant::now();
+        while t0.elapsed() < DELIVERY_GRACE && d.status().iter().any(|t| t.pending > 0 && t.up) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        d.shutdown(Duration::from_secs(2)).await;
+    }
+    save_state(&shared, manager, &mut state_file);
     http_stop.notify_waiters();
     if let Some(t) = http_task {
         let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
@@ -552,6 +875,37 @@ async fn serve<E: PacketEngine>(
         "stopped"
     );
     Ok(())
+}
+
+/// Longest wait at shutdown for targets that are up to take what is pending.
+const DELIVERY_GRACE: Duration = Duration::from_secs(3);
+
+fn save_state<E: PacketEngine>(
+    shared: &Shared<E>,
+    alerts: Option<AlertManager>,
+    file: &mut StateFile,
+) {
+    let workers: Vec<serde_json::Value> = shared
+        .engines
+        .iter()
+        .map(|e| {
+            e.lock()
+                .ok()
+                .and_then(|eng| eng.save_state())
+                .unwrap_or(serde_json::Value::Null)
+        })
+        .collect();
+    let state = SavedState {
+        version: STATE_VERSION,
+        workers,
+        alerts,
+    };
+    match file.save(&state) {
+        Ok(bytes) => {
+            tracing::info!(bytes, file = %file.path().display(), "saved line profiles and open alerts")
+        }
+        Err(why) => tracing::error!(%why, file = %file.path().display(), "saving state failed"),
+    }
 }
 
 /// SIGHUP: re-read the config; apply what can change without a restart, keep the rest.
@@ -590,6 +944,12 @@ fn reload<E: PacketEngine>(shared: &Shared<E>, api: &Api) {
         }
         if cur.http.listen != new.http.listen || cur.http.enabled != new.http.enabled {
             restart.push("[http] listen/enabled");
+        }
+        if cur.syslog != new.syslog || cur.webhook != new.webhook || cur.storage != new.storage {
+            restart.push("[syslog]/[webhook]/[storage]");
+        }
+        if serde_json::to_value(&cur.privacy).ok() != serde_json::to_value(&new.privacy).ok() {
+            restart.push("[privacy]");
         }
         if !restart.is_empty() {
             tracing::warn!(sections = %restart.join(", "), "changed settings need a restart to apply");
