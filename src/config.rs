@@ -30,6 +30,8 @@ pub struct Config {
     pub capture: CaptureConfig,
     pub network: NetworkConfig,
     pub limits: LimitsConfig,
+    /// Line profiles, signal weights and verdict thresholds (see `detect::DetectionConfig`).
+    pub detection: crate::detect::DetectionConfig,
     pub alert: crate::alert::AlertConfig,
     pub syslog: crate::alert::syslog::SyslogConfig,
     pub webhook: crate::alert::webhook::WebhookConfig,
@@ -222,6 +224,20 @@ impl Config {
                 });
             }
         }
+        if let Err((key, message)) = self.detection.validate() {
+            let last = key.rsplit('.').next().unwrap_or(&key);
+            let section = match key.rsplit_once('.') {
+                Some((sub, _)) => format!("detection.{sub}"),
+                None => "detection".to_string(),
+            };
+            let (line, column) = key_position(text, &section, last);
+            return Err(ConfigError::Invalid {
+                file: file.to_string(),
+                line,
+                column,
+                message: format!("detection.{key}: {message}"),
+            });
+        }
         let sections = [
             ("alert", self.alert.validate()),
             ("webhook", self.webhook.validate()),
@@ -310,6 +326,22 @@ mod tests {
     fn bad_cidr_is_located() {
         let err = Config::parse("[network]\nhome = [\"10.0.0.0/33\"]\n", "n.toml").unwrap_err();
         assert!(err.to_string().starts_with("n.toml:2:"), "{err}");
+    }
+
+    #[test]
+    fn detection_section_is_parsed_and_validated() {
+        let c = Config::parse(
+            "[detection]\nmax_lines = 10\n[detection.weights]\nsite = 0.2\n",
+            "d.toml",
+        )
+        .unwrap();
+        assert_eq!(c.detection.max_lines, 10);
+        assert_eq!(c.detection.weights.site, 0.2);
+        let err = Config::parse("[detection.weights]\n\nsite = 2.0\n", "d.toml").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "d.toml:3:1: detection.weights.site: must be within 0..1"
+        );
     }
 
     #[test]

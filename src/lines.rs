@@ -1,1 +1,1362 @@
-//! lines (being implemented).
+//! Line profiles: bounded per-line behaviour state built from the call/media event stream.
+//!
+//! Contract: a [`Profile`] takes the events of one line in capture order (`on_*`), keeps only
+//! fixed-size state (bucket rings, histograms, small sketches; the two growable lists are capped
+//! and empty when the line is idle) and never panics on any input. Every figure is windowed or
+//! decayed by packet time, never the wall clock. Scoring lives in `detect`, which reads profiles
+//! through the accessors here; the table of all lines (`LineTable`) lives there too and is
+//! re-exported here for convenience.
+
+use crate::config::NetworkConfig;
+use crate::model::{
+    CallRecord, Direction, MediaFlowRecord, Outcome, RegOutcome, RegistrationRecord, Timestamp,
+};
+use serde::{Deserialize, Serialize};
+use std::net::{IpAddr, SocketAddr};
+
+pub use crate::detect::{LineSummary, LineTable};
+
+const US: i64 = 1_000_000;
+
+/// Counters kept per time bucket (saturating).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bucket {
+    /// SIP calls into the line.
+    pub calls_in: u16,
+    /// SIP calls out of the line (to a peer outside the home networks).
+    pub calls_out: u16,
+    /// SIP calls inside the home networks.
+    pub calls_internal: u16,
+    /// Inbound SIP calls whose peer is not domestic.
+    pub in_foreign: u16,
+    /// Inbound SIP calls that ended in this bucket, and how many of them were answered.
+    pub in_ended: u16,
+    pub in_answered: u16,
+    /// Voice-shaped media flows without readable SIP (no call id), and with it.
+    pub opaque_flows: u16,
+    pub sip_flows: u16,
+}
+
+impl Bucket {
+    fn add(&mut self, o: &Bucket) {
+        self.calls_in = self.calls_in.saturating_add(o.calls_in);
+        self.calls_out = self.calls_out.saturating_add(o.calls_out);
+        self.calls_internal = self.calls_internal.saturating_add(o.calls_internal);
+        self.in_foreign = self.in_foreign.saturating_add(o.in_foreign);
+        self.in_ended = self.in_ended.saturating_add(o.in_ended);
+        self.in_answered = self.in_answered.saturating_add(o.in_answered);
+        self.opaque_flows = self.opaque_flows.saturating_add(o.opaque_flows);
+        self.sip_flows = self.sip_flows.saturating_add(o.sip_flows);
+    }
+    /// All SIP calls started.
+    pub fn calls(&self) -> u32 {
+        u32::from(self.calls_in) + u32::from(self.calls_out) + u32::from(self.calls_internal)
+    }
+}
+
+/// A ring of time buckets over a slice: `newest` is the bucket index (time / width) of the newest.
+fn ring_slot<'a>(
+    ring: &'a mut [Bucket],
+    newest: &mut i64,
+    t: i64,
+    width: i64,
+) -> Option<&'a mut Bucket> {
+    let n = ring.len() as i64;
+    if n == 0 || width <= 0 {
+        return None;
+    }
+    let idx = t.div_euclid(width);
+    if idx > *newest {
+        let steps = (idx - *newest).min(n);
+        for k in 0..steps {
+            let i = (idx - k).rem_euclid(n) as usize;
+            if let Some(b) = ring.get_mut(i) {
+                *b = Bucket::default();
+            }
+        }
+        *newest = idx;
+    } else if idx <= *newest - n {
+        return None; // older than the ring
+    }
+    ring.get_mut(idx.rem_euclid(n) as usize)
+}
+
+/// Sum of the buckets covering `(now - window, now]` (whole buckets).
+fn ring_sum(ring: &[Bucket], newest: i64, now: i64, width: i64) -> Bucket {
+    let mut s = Bucket::default();
+    let n = ring.len() as i64;
+    if n == 0 || width <= 0 {
+        return s;
+    }
+    let now_idx = now.div_euclid(width).max(newest);
+    for idx in (now_idx - n + 1)..=now_idx {
+        if idx > newest || idx <= newest - n {
+            continue;
+        }
+        if let Some(b) = ring.get(idx.rem_euclid(n) as usize) {
+            s.add(b);
+        }
+    }
+    s
+}
+
+/// Upper edges (seconds) of the duration histogram bins; the last bin is open.
+pub const DURATION_EDGES: [f64; 9] = [10.0, 30.0, 60.0, 90.0, 120.0, 180.0, 300.0, 600.0, 1200.0];
+
+/// Log-spaced histogram of durations (seconds), decayed by halving.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DurationHist(pub [u16; 10]);
+
+impl DurationHist {
+    pub fn add(&mut self, secs: f64) {
+        let i = DURATION_EDGES
+            .iter()
+            .position(|&e| secs < e)
+            .unwrap_or(DURATION_EDGES.len());
+        if let Some(c) = self.0.get_mut(i) {
+            *c = c.saturating_add(1);
+        }
+    }
+    pub fn count(&self) -> u32 {
+        self.0.iter().map(|&c| u32::from(c)).sum()
+    }
+    /// Quantile `q` (0..1) by linear interpolation inside the bin; `None` when empty.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        let total = self.count();
+        if total == 0 {
+            return None;
+        }
+        let target = q.clamp(0.0, 1.0) * f64::from(total);
+        let mut acc = 0.0;
+        let mut lo = 0.0;
+        for (i, &c) in self.0.iter().enumerate() {
+            let hi = DURATION_EDGES.get(i).copied().unwrap_or(2400.0);
+            let c = f64::from(c);
+            if c > 0.0 && acc + c >= target {
+                return Some(lo + (hi - lo) * ((target - acc) / c).clamp(0.0, 1.0));
+            }
+            acc += c;
+            lo = hi;
+        }
+        Some(lo)
+    }
+    fn halve(&mut self) {
+        for c in &mut self.0 {
+            *c /= 2;
+        }
+    }
+}
+
+/// 64-register HyperLogLog (6-bit registers packed 8 per word), about 13 % standard error.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hll64(pub [u64; 8]);
+
+impl Hll64 {
+    fn reg(&self, i: usize) -> u8 {
+        let w = self.0.get(i / 8).copied().unwrap_or(0);
+        ((w >> ((i % 8) * 8)) & 0xff) as u8
+    }
+    fn set_reg(&mut self, i: usize, v: u8) {
+        if let Some(w) = self.0.get_mut(i / 8) {
+            let shift = (i % 8) * 8;
+            *w = (*w & !(0xffu64 << shift)) | (u64::from(v) << shift);
+        }
+    }
+    pub fn insert(&mut self, h: u64) {
+        let i = (h & 63) as usize;
+        let rank = ((h >> 6).leading_zeros().saturating_sub(6) + 1).min(58) as u8;
+        if rank > self.reg(i) {
+            self.set_reg(i, rank);
+        }
+    }
+    pub fn merge(&self, o: &Hll64) -> Hll64 {
+        let mut r = *self;
+        for i in 0..64 {
+            let v = o.reg(i);
+            if v > r.reg(i) {
+                r.set_reg(i, v);
+            }
+        }
+        r
+    }
+    pub fn estimate(&self) -> f64 {
+        let m = 64.0;
+        let mut sum = 0.0;
+        let mut zeros = 0u32;
+        for i in 0..64 {
+            let r = self.reg(i);
+            if r == 0 {
+                zeros += 1;
+            }
+            sum += 2f64.powi(-i32::from(r));
+        }
+        let e = 0.709 * m * m / sum;
+        if e <= 2.5 * m && zeros > 0 {
+            m * (m / f64::from(zeros)).ln()
+        } else {
+            e
+        }
+    }
+}
+
+/// 64-bit FNV-1a with a final mix: stable across runs, so saved profiles stay valid.
+pub fn hash_bytes(b: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &x in b {
+        h ^= u64::from(x);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
+fn hash_ip(ip: IpAddr) -> u32 {
+    match ip {
+        IpAddr::V4(a) => hash_bytes(&a.octets()) as u32,
+        IpAddr::V6(a) => hash_bytes(&a.octets()) as u32,
+    }
+}
+
+/// A called number reduced to (number key, block key). Numbers in different formats
+/// (`138...`, `+86138...`, `0086138...`) share their last nine digits; a DID block shares all but
+/// the last three of those. Short or non-numeric users (extensions, names) all fall in one block.
+pub fn called_keys(user: &str) -> (u32, u32) {
+    let digits: Vec<u8> = user
+        .bytes()
+        .take(64)
+        .filter(|b| b.is_ascii_digit())
+        .collect();
+    if digits.len() >= 7 {
+        let tail = digits
+            .get(digits.len().saturating_sub(9)..)
+            .unwrap_or(&digits);
+        let block = tail.get(..tail.len().saturating_sub(3)).unwrap_or(tail);
+        (hash_bytes(tail) as u32, hash_bytes(block) as u32 | 1)
+    } else {
+        let lower: Vec<u8> = user
+            .bytes()
+            .take(64)
+            .map(|b| b.to_ascii_lowercase())
+            .collect();
+        (hash_bytes(&lower) as u32, 1)
+    }
+}
+
+/// Which field a fingerprint matched in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FpField {
+    UserAgent,
+    Server,
+    Allow,
+    SdpOrigin,
+    SdpSession,
+}
+
+impl FpField {
+    pub fn label(self) -> &'static str {
+        match self {
+            FpField::UserAgent => "User-Agent",
+            FpField::Server => "Server",
+            FpField::Allow => "Allow",
+            FpField::SdpOrigin => "SDP o=",
+            FpField::SdpSession => "SDP s=",
+        }
+    }
+}
+
+/// Gateway fingerprint patterns, lower-cased. A pattern starting with `=` must equal the whole
+/// (trimmed) value; otherwise it is a substring. Allow sets compare as sorted method sets.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FingerprintSet {
+    pub agents: Vec<String>,
+    pub sdp: Vec<String>,
+    pub allow_sets: Vec<Vec<String>>,
+}
+
+impl FingerprintSet {
+    pub fn new(agents: &[String], sdp: &[String], allow_sets: &[String]) -> Self {
+        FingerprintSet {
+            agents: agents
+                .iter()
+                .map(|s| s.trim().to_ascii_lowercase())
+                .collect(),
+            sdp: sdp.iter().map(|s| s.trim().to_ascii_lowercase()).collect(),
+            allow_sets: allow_sets.iter().map(|s| method_set(s)).collect(),
+        }
+    }
+    fn text_match(patterns: &[String], value: &str) -> Option<usize> {
+        let v = value.trim().to_ascii_lowercase();
+        patterns.iter().position(|p| match p.strip_prefix('=') {
+            Some(exact) => v == exact,
+            None => !p.is_empty() && v.contains(p.as_str()),
+        })
+    }
+    /// The first pattern matching `value` in `field`, as its text.
+    pub fn matches(&self, field: FpField, value: &str) -> Option<String> {
+        match field {
+            FpField::UserAgent | FpField::Server => {
+                Self::text_match(&self.agents, value).and_then(|i| self.agents.get(i).cloned())
+            }
+            FpField::SdpOrigin | FpField::SdpSession => {
+                Self::text_match(&self.sdp, value).and_then(|i| self.sdp.get(i).cloned())
+            }
+            FpField::Allow => {
+                let set = method_set(value);
+                self.allow_sets
+                    .iter()
+                    .find(|s| !s.is_empty() && **s == set)
+                    .map(|s| s.join(","))
+            }
+        }
+    }
+}
+
+fn method_set(s: &str) -> Vec<String> {
+    let mut v: Vec<String> = s
+        .split(',')
+        .map(|m| m.trim().to_ascii_uppercase())
+        .filter(|m| !m.is_empty())
+        .take(32)
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// What a profile needs from configuration while ingesting.
+#[derive(Clone, Debug)]
+pub struct ProfileParams {
+    /// Medium window (signals), 12 buckets.
+    pub window_us: i64,
+    /// Long window (summary, activity), 24 buckets.
+    pub long_window_us: i64,
+    /// Calls and flows tracked as open at once per line (concurrency), beyond which they are
+    /// not tracked (counted in `open_overflow`).
+    pub max_open: usize,
+    /// Registered accounts remembered per line.
+    pub max_accounts: usize,
+    /// A call starting this soon after another ended re-seizes its channel (gap statistic).
+    pub refill_us: i64,
+    pub network: NetworkConfig,
+    pub fingerprints: FingerprintSet,
+}
+
+impl Default for ProfileParams {
+    fn default() -> Self {
+        ProfileParams {
+            window_us: 3600 * US,
+            long_window_us: 86400 * US,
+            max_open: 64,
+            max_accounts: 32,
+            refill_us: 30 * US,
+            network: NetworkConfig::default(),
+            fingerprints: FingerprintSet::default(),
+        }
+    }
+}
+
+impl ProfileParams {
+    fn medium_width(&self) -> i64 {
+        (self.window_us / MEDIUM_BUCKETS as i64).max(US)
+    }
+    fn long_width(&self) -> i64 {
+        (self.long_window_us / LONG_BUCKETS as i64).max(US)
+    }
+}
+
+pub const MEDIUM_BUCKETS: usize = 12;
+pub const LONG_BUCKETS: usize = 24;
+/// Concurrency levels tracked in the time-at-level histogram (the last one is "this or more").
+pub const LEVELS: usize = 32;
+
+/// A remote peer of the line, kept with space-saving counts (the least used is replaced).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerStat {
+    pub ip: IpAddr,
+    pub calls_in: u16,
+    pub calls_out: u16,
+    /// Voice-shaped flows without readable SIP to this peer.
+    pub opaque_flows: u16,
+    pub domestic: bool,
+}
+
+impl PeerStat {
+    pub fn weight(&self) -> u32 {
+        u32::from(self.calls_in) + u32::from(self.calls_out) + u32::from(self.opaque_flows)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+enum SessionKind {
+    Call,
+    Opaque,
+}
+
+/// A call or an opaque voice flow in progress.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct OpenSession {
+    key: u32,
+    remote: u32,
+    kind: SessionKind,
+}
+
+/// One registered account (hashes only) and when its binding lapses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Account {
+    account: u32,
+    registrar: u32,
+    until: i64,
+}
+
+/// The first fingerprint seen on the line.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fingerprint {
+    pub field: FpField,
+    pub value: String,
+    pub pattern: String,
+}
+
+/// Codec names tracked in `codecs` (bit i = `CODECS[i]`, the last bit is "other").
+pub const CODECS: [&str; 11] = [
+    "PCMU", "PCMA", "G729", "G722", "G723", "GSM", "iLBC", "opus", "AMR", "AMR-WB", "other",
+];
+
+fn codec_bit(name: &str) -> u16 {
+    let i = CODECS
+        .iter()
+        .position(|c| c.eq_ignore_ascii_case(name.trim()))
+        .unwrap_or(CODECS.len() - 1);
+    1 << i
+}
+
+/// Welford statistics with decay (halving the weight keeps mean and variance).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunningStats {
+    pub n: f32,
+    pub mean: f32,
+    pub m2: f32,
+}
+
+impl RunningStats {
+    pub fn add(&mut self, x: f32) {
+        self.n += 1.0;
+        let d = x - self.mean;
+        self.mean += d / self.n;
+        self.m2 += d * (x - self.mean);
+    }
+    pub fn sd(&self) -> f32 {
+        if self.n < 2.0 {
+            0.0
+        } else {
+            (self.m2 / (self.n - 1.0)).max(0.0).sqrt()
+        }
+    }
+    fn halve(&mut self) {
+        self.n /= 2.0;
+        self.m2 /= 2.0;
+    }
+}
+
+/// Per-line behaviour profile. Fixed size apart from two capped lists that are empty when the
+/// line is idle (open sessions, registered accounts) and one optional fingerprint.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Profile {
+    pub first_seen: i64,
+    pub last_seen: i64,
+    /// Medium-window ring (12 buckets) and long-window ring (24 buckets).
+    medium: [Bucket; MEDIUM_BUCKETS],
+    medium_newest: i64,
+    long: [Bucket; LONG_BUCKETS],
+    long_newest: i64,
+    /// Lifetime totals (saturating).
+    pub calls_total: u64,
+    pub opaque_total: u64,
+    pub other_flows: u32,
+    pub max_concurrent: u32,
+    /// Time (0.1 s units) spent at each concurrency level of calls + opaque flows.
+    level_time: [u32; LEVELS],
+    level_since: i64,
+    open: Vec<OpenSession>,
+    pub open_overflow: u32,
+    /// Most opaque flows to one peer at once (since the last decay).
+    pub opaque_peak_same_peer: u16,
+    /// Talk time of answered inbound calls; durations of opaque flows.
+    pub talk: DurationHist,
+    pub opaque_durations: DurationHist,
+    /// Gap between a session end and the next inbound/opaque start that re-seized the channel.
+    pub gaps: RunningStats,
+    pending_ends: [i64; 8],
+    /// Called numbers of the last 16 inbound calls: (number key << 32 | block key), 0 = empty.
+    recent_called: [u64; 16],
+    recent_pos: u8,
+    /// Distinct called numbers over the medium window: current and previous half-window sketch.
+    called_hll: [Hll64; 2],
+    called_epoch: i64,
+    pub peers: [Option<PeerStat>; 4],
+    /// New peers admitted (an upper estimate of distinct peers).
+    pub peers_seen: u32,
+    accounts: Vec<Account>,
+    /// Registrar with the most accounts from this line, and the shortest Expires seen.
+    pub top_registrar: Option<SocketAddr>,
+    pub min_expires: Option<u32>,
+    pub registrations_total: u32,
+    ua_hashes: [u32; 4],
+    pub user_agents_seen: u8,
+    pub fingerprint: Option<Box<Fingerprint>>,
+    /// Records (calls/registrations) that matched a fingerprint, of records with any UA/SDP.
+    pub fingerprint_hits: u16,
+    pub fingerprint_checked: u16,
+    pub codecs: u16,
+    pub g729_calls: u16,
+    /// Session starts by UTC hour of day (decayed).
+    pub hours: [u16; 24],
+    last_decay: i64,
+}
+
+impl Profile {
+    pub fn new(ts: Timestamp) -> Self {
+        Profile {
+            first_seen: ts.0,
+            last_seen: ts.0,
+            medium: [Bucket::default(); MEDIUM_BUCKETS],
+            medium_newest: i64::MIN / 2,
+            long: [Bucket::default(); LONG_BUCKETS],
+            long_newest: i64::MIN / 2,
+            calls_total: 0,
+            opaque_total: 0,
+            other_flows: 0,
+            max_concurrent: 0,
+            level_time: [0; LEVELS],
+            level_since: ts.0,
+            open: Vec::new(),
+            open_overflow: 0,
+            opaque_peak_same_peer: 0,
+            talk: DurationHist::default(),
+            opaque_durations: DurationHist::default(),
+            gaps: RunningStats::default(),
+            pending_ends: [0; 8],
+            recent_called: [0; 16],
+            recent_pos: 0,
+            called_hll: [Hll64::default(); 2],
+            called_epoch: i64::MIN / 2,
+            peers: [None; 4],
+            peers_seen: 0,
+            accounts: Vec::new(),
+            top_registrar: None,
+            min_expires: None,
+            registrations_total: 0,
+            ua_hashes: [0; 4],
+            user_agents_seen: 0,
+            fingerprint: None,
+            fingerprint_hits: 0,
+            fingerprint_checked: 0,
+            codecs: 0,
+            g729_calls: 0,
+            hours: [0; 24],
+            last_decay: ts.0,
+        }
+    }
+
+    fn touch(&mut self, ts: i64, p: &ProfileParams) {
+        if ts > self.last_seen {
+            self.last_seen = ts;
+        }
+        // Histograms and sketches without buckets decay by halving once per medium window.
+        if ts.saturating_sub(self.last_decay) >= p.window_us {
+            self.last_decay = ts;
+            self.talk.halve();
+            self.opaque_durations.halve();
+            self.gaps.halve();
+            for t in &mut self.level_time {
+                *t /= 2;
+            }
+            for h in &mut self.hours {
+                *h /= 2;
+            }
+            for peer in self.peers.iter_mut().flatten() {
+                peer.calls_in /= 2;
+                peer.calls_out /= 2;
+                peer.opaque_flows /= 2;
+            }
+            self.opaque_peak_same_peer = self.opaque_same_peer_now();
+            self.fingerprint_hits /= 2;
+            self.fingerprint_checked /= 2;
+        }
+    }
+
+    fn bump(&mut self, ts: i64, p: &ProfileParams, f: impl Fn(&mut Bucket)) {
+        let (mw, lw) = (p.medium_width(), p.long_width());
+        if let Some(b) = ring_slot(&mut self.medium, &mut self.medium_newest, ts, mw) {
+            f(b);
+        }
+        if let Some(b) = ring_slot(&mut self.long, &mut self.long_newest, ts, lw) {
+            f(b);
+        }
+    }
+
+    /// Window sums at `now`: the medium window (signals) and the long window.
+    pub fn window(&self, now: Timestamp, p: &ProfileParams) -> Bucket {
+        ring_sum(&self.medium, self.medium_newest, now.0, p.medium_width())
+    }
+    pub fn long_window(&self, now: Timestamp, p: &ProfileParams) -> Bucket {
+        ring_sum(&self.long, self.long_newest, now.0, p.long_width())
+    }
+    /// The last medium bucket (the short window, window/12: 5 min by default).
+    pub fn short_window(&self, now: Timestamp, p: &ProfileParams) -> Bucket {
+        let w = p.medium_width();
+        let idx = now.0.div_euclid(w);
+        if idx == self.medium_newest {
+            self.medium
+                .get(idx.rem_euclid(MEDIUM_BUCKETS as i64) as usize)
+                .copied()
+                .unwrap_or_default()
+        } else {
+            Bucket::default()
+        }
+    }
+    /// Seconds of history the medium window covers at `now` (less for a new line).
+    pub fn window_span_secs(&self, now: Timestamp, p: &ProfileParams) -> f64 {
+        let span = now.0.saturating_sub(self.first_seen).clamp(0, p.window_us);
+        span as f64 / 1e6
+    }
+
+    fn level(&self) -> usize {
+        self.open.len()
+    }
+
+    fn account_level(&mut self, ts: i64) {
+        let dt = ts.saturating_sub(self.level_since);
+        if dt > 0 {
+            let lvl = self.level().min(LEVELS - 1);
+            if let Some(t) = self.level_time.get_mut(lvl) {
+                *t = t.saturating_add((dt / 100_000).min(u32::MAX as i64) as u32);
+            }
+            self.level_since = ts;
+        }
+    }
+
+    /// Time (seconds) at each concurrency level, including the current level up to `now`.
+    pub fn level_seconds(&self, now: Timestamp) -> [f64; LEVELS] {
+        let mut out = [0.0; LEVELS];
+        for (o, &t) in out.iter_mut().zip(self.level_time.iter()) {
+            *o = f64::from(t) / 10.0;
+        }
+        let dt = now.0.saturating_sub(self.level_since);
+        if dt > 0 {
+            if let Some(o) = out.get_mut(self.level().min(LEVELS - 1)) {
+                *o += dt as f64 / 1e6;
+            }
+        }
+        out
+    }
+
+    pub fn open_sessions(&self) -> usize {
+        self.open.len()
+    }
+
+    fn opaque_same_peer_now(&self) -> u16 {
+        let mut best = 0u16;
+        for s in self.open.iter().filter(|s| s.kind == SessionKind::Opaque) {
+            let n = self
+                .open
+                .iter()
+                .filter(|o| o.kind == SessionKind::Opaque && o.remote == s.remote)
+                .count();
+            best = best.max(n.min(u16::MAX as usize) as u16);
+        }
+        best
+    }
+
+    fn open_session(
+        &mut self,
+        key: u32,
+        remote: u32,
+        kind: SessionKind,
+        ts: i64,
+        p: &ProfileParams,
+    ) {
+        if self.open.iter().any(|s| s.key == key) {
+            return;
+        }
+        if self.open.len() >= p.max_open {
+            self.open_overflow = self.open_overflow.saturating_add(1);
+            return;
+        }
+        self.account_level(ts);
+        self.open.push(OpenSession { key, remote, kind });
+        self.max_concurrent = self.max_concurrent.max(self.open.len() as u32);
+        if kind == SessionKind::Opaque {
+            let n = self.opaque_same_peer_now();
+            self.opaque_peak_same_peer = self.opaque_peak_same_peer.max(n);
+        }
+    }
+
+    /// Closes an open session; `true` when it was open.
+    fn close_session(&mut self, key: u32, ts: i64) -> bool {
+        let Some(i) = self.open.iter().position(|s| s.key == key) else {
+            return false;
+        };
+        self.account_level(ts.max(self.level_since));
+        self.open.swap_remove(i);
+        if self.open.is_empty() {
+            self.open = Vec::new(); // release capacity on idle lines
+        }
+        true
+    }
+
+    fn note_start_for_gap(&mut self, ts: i64, p: &ProfileParams) {
+        // The oldest pending end within the refill gap is the channel this start re-seizes.
+        let mut best: Option<(usize, i64)> = None;
+        for (i, slot) in self.pending_ends.iter_mut().enumerate() {
+            let e = *slot;
+            if e == 0 || e > ts {
+                continue;
+            }
+            if ts.saturating_sub(e) > p.refill_us {
+                *slot = 0; // too old to be re-seized by anything later
+                continue;
+            }
+            if best.is_none_or(|(_, b)| e < b) {
+                best = Some((i, e));
+            }
+        }
+        let best = best.map(|(i, _)| i);
+        if let Some(i) = best {
+            if let Some(slot) = self.pending_ends.get_mut(i) {
+                let gap = ts.saturating_sub(*slot) as f64 / 1e6;
+                *slot = 0;
+                self.gaps.add(gap as f32);
+            }
+        }
+    }
+
+    fn note_end_for_gap(&mut self, ts: i64) {
+        // Replace an empty slot, else the oldest end.
+        let mut idx = 0;
+        let mut oldest = i64::MAX;
+        for (i, &e) in self.pending_ends.iter().enumerate() {
+            if e == 0 {
+                idx = i;
+                break;
+            }
+            if e < oldest {
+                oldest = e;
+                idx = i;
+            }
+        }
+        if let Some(slot) = self.pending_ends.get_mut(idx) {
+            *slot = ts.max(1);
+        }
+    }
+
+    fn note_peer(&mut self, ip: IpAddr, p: &ProfileParams, f: impl Fn(&mut PeerStat)) {
+        if let Some(peer) = self.peers.iter_mut().flatten().find(|x| x.ip == ip) {
+            f(peer);
+            return;
+        }
+        self.peers_seen = self.peers_seen.saturating_add(1);
+        let mut fresh = PeerStat {
+            ip,
+            calls_in: 0,
+            calls_out: 0,
+            opaque_flows: 0,
+            domestic: p.network.is_domestic(ip),
+        };
+        let slot = match self.peers.iter().position(|x| x.is_none()) {
+            Some(i) => i,
+            None => {
+                // Space-saving: the least used peer makes room and the newcomer inherits its
+                // count floor (halved, so a steady peer is not pushed out by one-off ones).
+                let (i, w) = self
+                    .peers
+                    .iter()
+                    .enumerate()
+                    .map(|(i, x)| (i, x.map_or(0, |x| x.weight())))
+                    .min_by_key(|&(_, w)| w)
+                    .unwrap_or((0, 0));
+                let floor = (w / 2).min(u32::from(u16::MAX)) as u16;
+                fresh.calls_in = floor;
+                i
+            }
+        };
+        f(&mut fresh);
+        if let Some(s) = self.peers.get_mut(slot) {
+            *s = Some(fresh);
+        }
+    }
+
+    /// The peer carrying the most inbound calls and opaque flows.
+    pub fn top_peer(&self) -> Option<PeerStat> {
+        self.peers
+            .iter()
+            .flatten()
+            .filter(|x| x.calls_in > 0 || x.opaque_flows > 0)
+            .max_by_key(|x| u32::from(x.calls_in) + u32::from(x.opaque_flows))
+            .copied()
+    }
+
+    fn count_hour(&mut self, ts: i64) {
+        let h = ts.div_euclid(3600 * US).rem_euclid(24) as usize;
+        if let Some(c) = self.hours.get_mut(h) {
+            *c = c.saturating_add(1);
+        }
+    }
+
+    fn start_call(
+        &mut self,
+        key: u32,
+        direction: Direction,
+        peer: Option<SocketAddr>,
+        ts: i64,
+        p: &ProfileParams,
+    ) {
+        let foreign = peer.is_some_and(|a| !p.network.is_domestic(a.ip()));
+        self.calls_total = self.calls_total.saturating_add(1);
+        self.bump(ts, p, |b| match direction {
+            Direction::Inbound => {
+                b.calls_in = b.calls_in.saturating_add(1);
+                if foreign {
+                    b.in_foreign = b.in_foreign.saturating_add(1);
+                }
+            }
+            Direction::Outbound => b.calls_out = b.calls_out.saturating_add(1),
+            Direction::Internal | Direction::Transit => {
+                b.calls_internal = b.calls_internal.saturating_add(1)
+            }
+        });
+        if let Some(a) = peer {
+            self.note_peer(a.ip(), p, |x| match direction {
+                Direction::Inbound => x.calls_in = x.calls_in.saturating_add(1),
+                _ => x.calls_out = x.calls_out.saturating_add(1),
+            });
+        }
+        if direction == Direction::Inbound {
+            self.note_start_for_gap(ts, p);
+        }
+        self.count_hour(ts);
+        let remote = peer.map_or(0, |a| hash_ip(a.ip()));
+        self.open_session(key, remote, SessionKind::Call, ts, p);
+    }
+
+    /// First INVITE of a dialog on this line.
+    pub fn on_call_started(
+        &mut self,
+        call_id: &str,
+        direction: Direction,
+        peer: Option<SocketAddr>,
+        ts: Timestamp,
+        p: &ProfileParams,
+    ) {
+        self.touch(ts.0, p);
+        self.start_call(
+            hash_bytes(call_id.as_bytes()) as u32,
+            direction,
+            peer,
+            ts.0,
+            p,
+        );
+    }
+
+    fn check_fingerprint(
+        &mut self,
+        field: FpField,
+        value: Option<&str>,
+        p: &ProfileParams,
+    ) -> bool {
+        let Some(v) = value.filter(|v| !v.trim().is_empty()) else {
+            return false;
+        };
+        let Some(pattern) = p.fingerprints.matches(field, v) else {
+            return false;
+        };
+        if self.fingerprint.is_none() {
+            self.fingerprint = Some(Box::new(Fingerprint {
+                field,
+                value: v.chars().take(64).collect(),
+                pattern,
+            }));
+        }
+        true
+    }
+
+    fn note_agent(&mut self, ua: &str) {
+        let h = (hash_bytes(ua.trim().as_bytes()) as u32) | 1;
+        if self.ua_hashes.contains(&h) {
+            return;
+        }
+        self.user_agents_seen = self.user_agents_seen.saturating_add(1);
+        if let Some(slot) = self.ua_hashes.iter_mut().find(|x| **x == 0) {
+            *slot = h;
+        }
+    }
+
+    fn fingerprints_of(&mut self, items: &[(FpField, Option<&str>)], p: &ProfileParams) {
+        if items.iter().all(|(_, v)| v.is_none()) {
+            return;
+        }
+        let mut hit = false;
+        for &(field, v) in items {
+            hit |= self.check_fingerprint(field, v, p);
+        }
+        self.fingerprint_checked = self.fingerprint_checked.saturating_add(1);
+        if hit {
+            self.fingerprint_hits = self.fingerprint_hits.saturating_add(1);
+        }
+    }
+
+    /// A dialog ended (or was closed at the end of the capture).
+    pub fn on_call_ended(&mut self, r: &CallRecord, p: &ProfileParams) {
+        let end = r.end.unwrap_or(r.start).max(r.start);
+        self.touch(end.0, p);
+        let key = hash_bytes(r.call_id.as_bytes()) as u32;
+        if !self.close_session(key, end.0) {
+            // The start was not seen (line restored or table evicted): count it now.
+            self.start_call(key, r.direction, r.peer, r.start.0, p);
+            self.close_session(key, end.0);
+        }
+        let inbound = r.direction == Direction::Inbound;
+        if inbound {
+            let answered = r.outcome == Outcome::Answered;
+            self.bump(end.0, p, |b| {
+                b.in_ended = b.in_ended.saturating_add(1);
+                if answered {
+                    b.in_answered = b.in_answered.saturating_add(1);
+                }
+            });
+            if answered {
+                if let Some(t) = r.talk_secs() {
+                    self.talk.add(t.max(0.0));
+                }
+            }
+            self.note_end_for_gap(end.0);
+            let called = r
+                .request_uri
+                .as_deref()
+                .filter(|s| !s.is_empty())
+                .or(r.to.as_deref());
+            if let Some(user) = called {
+                self.note_called(user, r.start.0, p);
+            }
+        }
+        for ua in [r.user_agent.as_deref(), r.server.as_deref()]
+            .into_iter()
+            .flatten()
+        {
+            self.note_agent(ua);
+        }
+        self.fingerprints_of(
+            &[
+                (FpField::UserAgent, r.user_agent.as_deref()),
+                (FpField::Server, r.server.as_deref()),
+                (FpField::Allow, r.allow.as_deref()),
+                (FpField::SdpOrigin, r.sdp_origin.as_deref()),
+                (FpField::SdpSession, r.sdp_session.as_deref()),
+            ],
+            p,
+        );
+        if let Some(c) = r.codec.as_deref() {
+            self.codecs |= codec_bit(c);
+            if c.eq_ignore_ascii_case("G729") {
+                self.g729_calls = self.g729_calls.saturating_add(1);
+            }
+        }
+    }
+
+    fn note_called(&mut self, user: &str, ts: i64, p: &ProfileParams) {
+        let (num, block) = called_keys(user);
+        let slot = usize::from(self.recent_pos) % self.recent_called.len();
+        if let Some(s) = self.recent_called.get_mut(slot) {
+            *s = (u64::from(num) << 32) | u64::from(block);
+        }
+        self.recent_pos = ((slot + 1) % self.recent_called.len()) as u8;
+        let half = (p.window_us / 2).max(US);
+        let epoch = ts.div_euclid(half);
+        if epoch > self.called_epoch {
+            let [cur, prev] = &mut self.called_hll;
+            if epoch == self.called_epoch + 1 {
+                *prev = *cur;
+            } else {
+                *prev = Hll64::default();
+            }
+            *cur = Hll64::default();
+            self.called_epoch = epoch;
+        }
+        if epoch >= self.called_epoch - 1 {
+            let i = if epoch == self.called_epoch { 0 } else { 1 };
+            if let Some(h) = self.called_hll.get_mut(i) {
+                h.insert(hash_bytes(&num.to_le_bytes()));
+            }
+        }
+    }
+
+    /// Distinct called numbers and distinct number blocks among the last (up to 16) inbound
+    /// calls, and how many calls that is.
+    pub fn recent_called(&self) -> (usize, usize, usize) {
+        let filled: Vec<u64> = self
+            .recent_called
+            .iter()
+            .copied()
+            .filter(|&x| x != 0)
+            .collect();
+        let mut nums: Vec<u32> = filled.iter().map(|x| (x >> 32) as u32).collect();
+        let mut blocks: Vec<u32> = filled.iter().map(|&x| x as u32).collect();
+        nums.sort_unstable();
+        nums.dedup();
+        blocks.sort_unstable();
+        blocks.dedup();
+        (nums.len(), blocks.len(), filled.len())
+    }
+
+    /// Estimated distinct called numbers over the medium window at `now`.
+    pub fn distinct_called(&self, now: Timestamp, p: &ProfileParams) -> f64 {
+        let half = (p.window_us / 2).max(US);
+        let epoch = now.0.div_euclid(half);
+        let [cur, prev] = &self.called_hll;
+        let h = if epoch == self.called_epoch {
+            cur.merge(prev)
+        } else if epoch == self.called_epoch + 1 {
+            *cur
+        } else {
+            Hll64::default()
+        };
+        h.estimate()
+    }
+
+    /// A REGISTER transaction from this line.
+    pub fn on_registration(&mut self, r: &RegistrationRecord, p: &ProfileParams) {
+        let ts = r.time.0;
+        self.touch(ts, p);
+        self.registrations_total = self.registrations_total.saturating_add(1);
+        if let Some(ua) = r.user_agent.as_deref() {
+            self.note_agent(ua);
+        }
+        self.fingerprints_of(&[(FpField::UserAgent, r.user_agent.as_deref())], p);
+        let account = hash_bytes(r.account.trim().to_ascii_lowercase().as_bytes()) as u32;
+        let registrar = hash_ip(r.registrar.ip());
+        self.accounts.retain(|a| a.until > ts);
+        match r.outcome {
+            RegOutcome::Registered => {
+                let expires = r.expires.unwrap_or(3600).min(86400);
+                if expires > 0 {
+                    self.min_expires = Some(self.min_expires.map_or(expires, |m| m.min(expires)));
+                }
+                // A binding lives until it expires, plus a grace period for late refreshes.
+                let until = ts.saturating_add(i64::from(expires.max(60)) * US * 2);
+                if let Some(a) = self
+                    .accounts
+                    .iter_mut()
+                    .find(|a| a.account == account && a.registrar == registrar)
+                {
+                    a.until = until;
+                } else if self.accounts.len() < p.max_accounts {
+                    self.accounts.push(Account {
+                        account,
+                        registrar,
+                        until,
+                    });
+                }
+                let (top, _) = self.accounts_per_registrar(Timestamp(ts));
+                if top == registrar {
+                    self.top_registrar = Some(r.registrar);
+                }
+            }
+            RegOutcome::Unregistered => {
+                self.accounts
+                    .retain(|a| !(a.account == account && a.registrar == registrar));
+            }
+            _ => {}
+        }
+        if self.accounts.is_empty() {
+            self.accounts = Vec::new();
+        }
+    }
+
+    /// (registrar hash, accounts) for the registrar with most live accounts at `now`.
+    fn accounts_per_registrar(&self, now: Timestamp) -> (u32, usize) {
+        let live = || self.accounts.iter().filter(|a| a.until > now.0);
+        live()
+            .map(|a| {
+                (
+                    a.registrar,
+                    live().filter(|b| b.registrar == a.registrar).count(),
+                )
+            })
+            .max_by_key(|&(_, n)| n)
+            .unwrap_or((0, 0))
+    }
+
+    /// Most live accounts registered to one registrar at `now`.
+    pub fn max_accounts_one_registrar(&self, now: Timestamp) -> usize {
+        self.accounts_per_registrar(now).1
+    }
+
+    /// A voice-shaped flow started.
+    pub fn on_media_started(
+        &mut self,
+        local: SocketAddr,
+        remote: SocketAddr,
+        call_id: Option<&str>,
+        ts: Timestamp,
+        p: &ProfileParams,
+    ) {
+        self.touch(ts.0, p);
+        if call_id.is_some() {
+            self.bump(ts.0, p, |b| b.sip_flows = b.sip_flows.saturating_add(1));
+            return;
+        }
+        self.start_opaque(flow_key(local, remote), remote.ip(), ts.0, p);
+    }
+
+    fn start_opaque(&mut self, key: u32, remote: IpAddr, ts: i64, p: &ProfileParams) {
+        self.opaque_total = self.opaque_total.saturating_add(1);
+        self.bump(ts, p, |b| b.opaque_flows = b.opaque_flows.saturating_add(1));
+        self.note_peer(remote, p, |x| {
+            x.opaque_flows = x.opaque_flows.saturating_add(1)
+        });
+        self.note_start_for_gap(ts, p);
+        self.count_hour(ts);
+        self.open_session(key, hash_ip(remote), SessionKind::Opaque, ts, p);
+    }
+
+    /// A media flow ended (any shape).
+    pub fn on_media_ended(&mut self, r: &MediaFlowRecord, p: &ProfileParams) {
+        let end = r.last.max(r.first);
+        self.touch(end.0, p);
+        if !r.voice_like {
+            self.other_flows = self.other_flows.saturating_add(1);
+            return;
+        }
+        if r.call_id.is_some() {
+            return;
+        }
+        let key = flow_key(r.local, r.remote);
+        if !self.close_session(key, end.0) {
+            self.start_opaque(key, r.remote.ip(), r.first.0, p);
+            self.close_session(key, end.0);
+        }
+        self.opaque_durations.add(end.secs_since(r.first).max(0.0));
+        self.note_end_for_gap(end.0);
+    }
+
+    /// Codec names seen on the line's calls.
+    pub fn codec_names(&self) -> Vec<&'static str> {
+        CODECS
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.codecs & (1 << i) != 0)
+            .map(|(_, c)| *c)
+            .collect()
+    }
+
+    /// UTC hours of the day with activity (after decay).
+    pub fn active_hours(&self) -> Vec<u8> {
+        (0u8..24)
+            .filter(|&h| self.hours.get(usize::from(h)).is_some_and(|&c| c > 0))
+            .collect()
+    }
+}
+
+fn flow_key(local: SocketAddr, remote: SocketAddr) -> u32 {
+    let s = format!("{local}>{remote}");
+    hash_bytes(s.as_bytes()) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p() -> ProfileParams {
+        ProfileParams {
+            network: NetworkConfig {
+                domestic: vec!["198.51.100.0/24".parse().unwrap()],
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+    fn t(s: f64) -> Timestamp {
+        Timestamp::from_secs_f64(1_800_000_000.0 + s)
+    }
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn ring_counts_within_window_only() {
+        let p = p();
+        let mut pr = Profile::new(t(0.0));
+        for i in 0..10 {
+            pr.on_call_started(
+                &format!("c{i}"),
+                Direction::Inbound,
+                Some(sa("203.0.113.9:5060")),
+                t(f64::from(i) * 60.0),
+                &p,
+            );
+        }
+        let w = pr.window(t(600.0), &p);
+        assert_eq!(w.calls_in, 10);
+        assert_eq!(w.in_foreign, 10);
+        // Two hours later the medium window is empty but the long one still has them.
+        assert_eq!(pr.window(t(7800.0), &p).calls_in, 0);
+        assert_eq!(pr.long_window(t(7800.0), &p).calls_in, 10);
+        assert_eq!(pr.calls_total, 10);
+    }
+
+    #[test]
+    fn ring_slot_rejects_too_old_and_survives_extremes() {
+        let mut ring = [Bucket::default(); 4];
+        let mut newest = i64::MIN / 2;
+        assert!(ring_slot(&mut ring, &mut newest, 100, 10).is_some());
+        assert!(ring_slot(&mut ring, &mut newest, 50, 10).is_none());
+        assert!(ring_slot(&mut ring, &mut newest, i64::MAX, 10).is_some());
+        assert!(ring_slot(&mut ring, &mut newest, i64::MIN, 10).is_none());
+        assert!(ring_slot(&mut ring, &mut newest, 5, 0).is_none());
+    }
+
+    #[test]
+    fn concurrency_and_time_at_level() {
+        let p = p();
+        let mut pr = Profile::new(t(0.0));
+        for i in 0..4 {
+            pr.on_call_started(
+                &format!("c{i}"),
+                Direction::Inbound,
+                None,
+                t(f64::from(i)),
+                &p,
+            );
+        }
+        assert_eq!(pr.max_concurrent, 4);
+        let secs = pr.level_seconds(t(103.0));
+        assert!((secs[4] - 100.0).abs() < 0.01, "{secs:?}");
+        assert!((secs[1] - 1.0).abs() < 0.01);
+    }
+
+    #[test]
+    fn called_keys_normalise_formats_and_blocks() {
+        let a = called_keys("13812345678");
+        let b = called_keys("+8613812345678");
+        let c = called_keys("008613812345678");
+        assert_eq!(a.0, b.0);
+        assert_eq!(b.0, c.0);
+        let d1 = called_keys("+31205550101");
+        let d2 = called_keys("+31205550177");
+        assert_ne!(d1.0, d2.0);
+        assert_eq!(d1.1, d2.1, "same DID block");
+        assert_eq!(called_keys("alice").1, called_keys("201").1);
+    }
+
+    #[test]
+    fn hll_estimates_distinct_counts() {
+        let mut h = Hll64::default();
+        for i in 0..200u32 {
+            h.insert(hash_bytes(&i.to_le_bytes()));
+            h.insert(hash_bytes(&i.to_le_bytes()));
+        }
+        let e = h.estimate();
+        assert!((140.0..260.0).contains(&e), "{e}");
+        assert!(Hll64::default().estimate() < 0.5);
+    }
+
+    #[test]
+    fn duration_quantile() {
+        let mut d = DurationHist::default();
+        for s in [20.0, 40.0, 45.0, 50.0, 70.0] {
+            d.add(s);
+        }
+        let m = d.quantile(0.5).unwrap();
+        assert!((30.0..60.0).contains(&m), "{m}");
+        assert_eq!(DurationHist::default().quantile(0.5), None);
+    }
+
+    #[test]
+    fn fingerprint_patterns() {
+        let f = FingerprintSet::new(
+            &["goip".into(), "=h".into()],
+            &["dbl".into()],
+            &["INVITE, ACK, BYE".into()],
+        );
+        assert_eq!(
+            f.matches(FpField::UserAgent, "DBL GoIP-8 v1"),
+            Some("goip".into())
+        );
+        assert_eq!(f.matches(FpField::UserAgent, "H"), Some("=h".into()));
+        assert_eq!(f.matches(FpField::UserAgent, "Hello phone"), None);
+        assert!(f.matches(FpField::Allow, "bye,INVITE , ack").is_some());
+        assert!(f.matches(FpField::Allow, "INVITE,ACK,BYE,CANCEL").is_none());
+        assert!(f.matches(FpField::SdpOrigin, "DBL").is_some());
+    }
+
+    #[test]
+    fn registrations_count_live_accounts_per_registrar() {
+        let p = p();
+        let mut pr = Profile::new(t(0.0));
+        for i in 0..6 {
+            let r = RegistrationRecord {
+                account: format!("port{i}@sw.example"),
+                registrar: sa("203.0.113.5:5060"),
+                source: sa("10.0.0.9:5060"),
+                line: Some("10.0.0.9".parse().unwrap()),
+                contact: None,
+                expires: Some(60),
+                outcome: RegOutcome::Registered,
+                status_code: Some(200),
+                user_agent: Some("GoIP".into()),
+                time: t(f64::from(i)),
+            };
+            pr.on_registration(&r, &p);
+        }
+        assert_eq!(pr.max_accounts_one_registrar(t(10.0)), 6);
+        assert_eq!(pr.top_registrar, Some(sa("203.0.113.5:5060")));
+        assert_eq!(pr.min_expires, Some(60));
+        assert_eq!(
+            pr.max_accounts_one_registrar(t(1000.0)),
+            0,
+            "bindings lapse"
+        );
+    }
+
+    #[test]
+    fn open_sessions_are_capped() {
+        let mut p = p();
+        p.max_open = 3;
+        let mut pr = Profile::new(t(0.0));
+        for i in 0..10 {
+            pr.on_call_started(&format!("c{i}"), Direction::Inbound, None, t(0.0), &p);
+        }
+        assert_eq!(pr.open_sessions(), 3);
+        assert_eq!(pr.open_overflow, 7);
+    }
+
+    #[test]
+    fn peers_are_bounded_and_keep_the_heavy_one() {
+        let p = p();
+        let mut pr = Profile::new(t(0.0));
+        for i in 0..50 {
+            pr.on_call_started(
+                &format!("a{i}"),
+                Direction::Inbound,
+                Some(sa("203.0.113.10:5060")),
+                t(f64::from(i)),
+                &p,
+            );
+            let other = format!("192.0.2.{}:5060", i + 1);
+            pr.on_call_started(
+                &format!("b{i}"),
+                Direction::Outbound,
+                Some(sa(&other)),
+                t(f64::from(i)),
+                &p,
+            );
+        }
+        let top = pr.top_peer().unwrap();
+        assert_eq!(top.ip, "203.0.113.10".parse::<IpAddr>().unwrap());
+        assert!(!top.domestic);
+        assert_eq!(pr.peers.iter().flatten().count(), 4);
+    }
+}

@@ -1,0 +1,385 @@
+//! Scenarios: which populations of lines to simulate, for how long, from when.
+//!
+//! TOML with `deny_unknown_fields`; errors name the file, line and column. Every per-population
+//! key except `kind` is optional: what is not given is drawn per line from realistic ranges (and
+//! recorded in the labels' `params`).
+
+use super::SimError;
+use crate::model::Timestamp;
+use serde::{Deserialize, Serialize};
+
+/// Default capture start: a Monday morning.
+pub const DEFAULT_START: &str = "2026-01-05T08:00:00Z";
+
+/// What a simulated line is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    Gateway,
+    GatewayScrambled,
+    GatewayOpaque,
+    Household,
+    OfficePbx,
+    CallCentre,
+    HelpDesk,
+    ExpatVoip,
+    AppCalls,
+    Gaming,
+    Video,
+}
+
+impl Kind {
+    pub fn is_gateway(self) -> bool {
+        matches!(
+            self,
+            Kind::Gateway | Kind::GatewayScrambled | Kind::GatewayOpaque
+        )
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Gateway => "gateway",
+            Kind::GatewayScrambled => "gateway-scrambled",
+            Kind::GatewayOpaque => "gateway-opaque",
+            Kind::Household => "household",
+            Kind::OfficePbx => "office-pbx",
+            Kind::CallCentre => "call-centre",
+            Kind::HelpDesk => "help-desk",
+            Kind::ExpatVoip => "expat-voip",
+            Kind::AppCalls => "app-calls",
+            Kind::Gaming => "gaming",
+            Kind::Video => "video",
+        }
+    }
+}
+
+/// How a gateway's SIM ports reach the softswitch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RegMode {
+    /// One REGISTER account per SIM port.
+    PerPort,
+    /// No registration: the softswitch sends to the box's address.
+    Trunk,
+}
+
+/// Which User-Agent/Server string a line shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UaMode {
+    Vendor,
+    Softphone,
+    None,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum CodecName {
+    G729,
+    Pcmu,
+    Pcma,
+}
+
+/// One group of lines of the same kind.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Population {
+    pub kind: Kind,
+    /// Lines in this group (multiplied by the scenario's scale, at least 1).
+    #[serde(default = "one")]
+    pub count: u32,
+    /// Site name: lines of one site share a softswitch (gateways).
+    #[serde(default)]
+    pub site: Option<String>,
+    /// Gateway channels (1, 4, 8, 16, 32) or PBX/dialer/help-desk trunk channels.
+    #[serde(default)]
+    pub channels: Option<u32>,
+    #[serde(default)]
+    pub ua: Option<UaMode>,
+    #[serde(default)]
+    pub registration: Option<RegMode>,
+    #[serde(default)]
+    pub codec: Option<CodecName>,
+    /// Packetisation time in ms (20 or 30).
+    #[serde(default)]
+    pub ptime: Option<u32>,
+    /// Shift pattern: "always" or "ON/OFF" durations, e.g. "8h/16h".
+    #[serde(default)]
+    pub shift: Option<String>,
+    /// Share of answered attempts (0..1).
+    #[serde(default)]
+    pub answer_ratio: Option<f64>,
+    /// Call (or session) attempts per hour for lines with random arrivals.
+    #[serde(default)]
+    pub calls_per_hour: Option<f64>,
+    /// IPv6 line (fd00::/8) talking to IPv6 peers.
+    #[serde(default)]
+    pub ipv6: Option<bool>,
+    /// Share of lines of this group whose SIP goes over TCP.
+    #[serde(default)]
+    pub tcp_share: Option<f64>,
+    /// Share of lines of this group whose frames carry an 802.1Q tag.
+    #[serde(default)]
+    pub vlan_share: Option<f64>,
+    /// Share of INVITEs that are large (and so IP-fragmented over UDP/IPv4).
+    #[serde(default)]
+    pub big_invite_share: Option<f64>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn default_scale() -> f64 {
+    1.0
+}
+
+fn default_duration() -> u64 {
+    1800
+}
+
+fn default_start() -> Timestamp {
+    Timestamp::parse_rfc3339(DEFAULT_START).unwrap_or_default()
+}
+
+/// A simulation: duration, scale, start and populations.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Simulated seconds (TOML `duration = "30m"`: `90s`, `30m`, `2h` or plain seconds).
+    #[serde(
+        rename = "duration",
+        default = "default_duration",
+        deserialize_with = "de_duration"
+    )]
+    pub duration_secs: u64,
+    /// Multiplies every population's line count.
+    #[serde(default = "default_scale")]
+    pub scale: f64,
+    /// Capture start (RFC 3339 string).
+    #[serde(default = "default_start")]
+    pub start: Timestamp,
+    #[serde(default, rename = "population")]
+    pub populations: Vec<Population>,
+}
+
+fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Dur {
+        Secs(u64),
+        Text(String),
+    }
+    match Dur::deserialize(d)? {
+        Dur::Secs(s) => Ok(s),
+        Dur::Text(t) => parse_duration(&t).map_err(serde::de::Error::custom),
+    }
+}
+
+/// Parses `90s`, `30m`, `2h`, `1d` or plain seconds.
+pub fn parse_duration(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, 's')) => (s.get(..i).unwrap_or(""), 1),
+        Some((i, 'm')) => (s.get(..i).unwrap_or(""), 60),
+        Some((i, 'h')) => (s.get(..i).unwrap_or(""), 3600),
+        Some((i, 'd')) => (s.get(..i).unwrap_or(""), 86400),
+        _ => (s, 1),
+    };
+    let n: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("not a duration: {s:?} (use e.g. 90s, 30m, 2h)"))?;
+    if !(n.is_finite() && n >= 0.0) {
+        return Err(format!("not a duration: {s:?}"));
+    }
+    Ok((n * mult as f64).round() as u64)
+}
+
+/// A shift pattern in seconds: on for `on`, off for `off`, repeating.
+pub fn parse_shift(s: &str) -> Result<Option<(u64, u64)>, String> {
+    if s.trim() == "always" {
+        return Ok(None);
+    }
+    let (on, off) = s.split_once('/').ok_or_else(|| {
+        format!("shift must be \"always\" or \"ON/OFF\" (e.g. \"8h/16h\"), not {s:?}")
+    })?;
+    let on = parse_duration(on)?;
+    let off = parse_duration(off)?;
+    if on == 0 {
+        return Err("shift on-time must be > 0".to_string());
+    }
+    Ok(Some((on, off)))
+}
+
+impl Scenario {
+    /// The built-in mix with every population.
+    pub fn builtin() -> Scenario {
+        let text = include_str!("builtin.toml");
+        // The built-in text is tested to parse; fall back to an empty mix rather than panic.
+        Scenario::from_toml(text, "builtin.toml").unwrap_or(Scenario {
+            duration_secs: default_duration(),
+            scale: 1.0,
+            start: default_start(),
+            populations: Vec::new(),
+        })
+    }
+
+    /// Parses and validates scenario text; `file` names it in errors.
+    pub fn from_toml(text: &str, file: &str) -> Result<Scenario, SimError> {
+        let sc: Scenario = toml::from_str(text).map_err(|e| {
+            let (line, column) = e
+                .span()
+                .map(|s| crate::config::line_col(text, s.start))
+                .unwrap_or((1, 1));
+            SimError::Scenario {
+                file: file.to_string(),
+                line,
+                column,
+                message: e.message().trim().to_string(),
+            }
+        })?;
+        sc.validate().map_err(|(idx, message)| {
+            let (line, column) = population_position(text, idx);
+            SimError::Scenario {
+                file: file.to_string(),
+                line,
+                column,
+                message,
+            }
+        })?;
+        Ok(sc)
+    }
+
+    /// Checks ranges; the error names the population index (`usize::MAX` for the top level).
+    pub fn validate(&self) -> Result<(), (usize, String)> {
+        if !(self.scale.is_finite() && self.scale > 0.0 && self.scale <= 1000.0) {
+            return Err((
+                usize::MAX,
+                format!("scale must be in (0, 1000], not {}", self.scale),
+            ));
+        }
+        if self.duration_secs == 0 || self.duration_secs > 31 * 86400 {
+            return Err((
+                usize::MAX,
+                "duration must be between 1s and 31d".to_string(),
+            ));
+        }
+        for (i, p) in self.populations.iter().enumerate() {
+            if p.count > 10_000 {
+                return Err((i, "count must be <= 10000".to_string()));
+            }
+            if let Some(c) = p.channels {
+                if c == 0 || c > 256 {
+                    return Err((i, "channels must be 1..=256".to_string()));
+                }
+            }
+            for (name, v) in [
+                ("answer_ratio", p.answer_ratio),
+                ("tcp_share", p.tcp_share),
+                ("vlan_share", p.vlan_share),
+                ("big_invite_share", p.big_invite_share),
+            ] {
+                if let Some(v) = v {
+                    if !(0.0..=1.0).contains(&v) {
+                        return Err((i, format!("{name} must be in 0..=1")));
+                    }
+                }
+            }
+            if let Some(r) = p.calls_per_hour {
+                if !(r.is_finite() && r > 0.0 && r <= 100_000.0) {
+                    return Err((i, "calls_per_hour must be in (0, 100000]".to_string()));
+                }
+            }
+            if let Some(pt) = p.ptime {
+                if pt != 20 && pt != 30 {
+                    return Err((i, "ptime must be 20 or 30".to_string()));
+                }
+            }
+            if let Some(s) = &p.shift {
+                parse_shift(s).map_err(|e| (i, e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Line count of population `p` after scaling.
+    pub fn scaled_count(&self, p: &Population) -> u32 {
+        if p.count == 0 {
+            return 0;
+        }
+        ((f64::from(p.count) * self.scale).round() as u32).max(1)
+    }
+}
+
+/// Position of the `idx`-th `[[population]]` header (1-based line, column 1).
+fn population_position(text: &str, idx: usize) -> (usize, usize) {
+    let mut n = 0;
+    for (i, l) in text.lines().enumerate() {
+        if l.trim().starts_with("[[population]]") {
+            if n == idx {
+                return (i + 1, 1);
+            }
+            n += 1;
+        }
+    }
+    (1, 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s"), Ok(90));
+        assert_eq!(parse_duration("30m"), Ok(1800));
+        assert_eq!(parse_duration("2h"), Ok(7200));
+        assert_eq!(parse_duration("45"), Ok(45));
+        assert!(parse_duration("abc").is_err());
+        assert!(parse_duration("-3m").is_err());
+        assert_eq!(parse_shift("8h/16h"), Ok(Some((28800, 57600))));
+        assert_eq!(parse_shift("always"), Ok(None));
+        assert!(parse_shift("8h").is_err());
+    }
+
+    #[test]
+    fn builtin_parses_and_has_every_kind() {
+        let text = include_str!("builtin.toml");
+        let sc = Scenario::from_toml(text, "builtin.toml").unwrap();
+        for k in [
+            Kind::Gateway,
+            Kind::GatewayScrambled,
+            Kind::GatewayOpaque,
+            Kind::Household,
+            Kind::OfficePbx,
+            Kind::CallCentre,
+            Kind::HelpDesk,
+            Kind::ExpatVoip,
+            Kind::AppCalls,
+            Kind::Gaming,
+            Kind::Video,
+        ] {
+            assert!(sc.populations.iter().any(|p| p.kind == k), "{k:?}");
+        }
+        assert_eq!(sc.duration_secs, 1800);
+    }
+
+    #[test]
+    fn unknown_key_is_located() {
+        let t = "duration = \"5m\"\n[[population]]\nkind = \"household\"\ncolour = 3\n";
+        let e = Scenario::from_toml(t, "s.toml").unwrap_err().to_string();
+        assert!(e.starts_with("s.toml:4:1: "), "{e}");
+        assert!(e.contains("colour"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_located() {
+        let t = "[[population]]\nkind = \"gateway\"\n[[population]]\nkind = \"gateway\"\nanswer_ratio = 3.0\n";
+        let e = Scenario::from_toml(t, "s.toml").unwrap_err().to_string();
+        assert!(e.starts_with("s.toml:3:1: answer_ratio"), "{e}");
+        let e = Scenario::from_toml("[[population]]\nkind = \"sheep\"\n", "s.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("s.toml:2:"), "{e}");
+    }
+}
