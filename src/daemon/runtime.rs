@@ -518,7 +518,7 @@ pub fn run(config_path: PathBuf, cfg: Config) -> anyhow::Result<()> {
 
     let workers = cfg.daemon.workers.max(1);
     let engines: Vec<Arc<Mutex<EngineWorker>>> = (0..workers)
-        .map(|_| Arc::new(Mutex::new(EngineWorker::new(&cfg))))
+        .map(|_| Arc::new(Mutex::new(EngineWorker::new(&cfg, privacy.clone()))))
         .collect();
     let mut manager = AlertManager::new(cfg.alert.clone());
     match state_file.load() {
