@@ -393,7 +393,7 @@ impl<W: Write> Engine<W> {
                 let mut next = None;
                 if step.coalesce {
                     if let Some(n) = ex.script.get(ex.pos).copied() {
-                        if n.msg.from_caller() == step.msg.from_caller() {
+                        if n.msg.sent_by_caller() == step.msg.sent_by_caller() {
                             ex.pos += 1;
                             next = Some(n.msg);
                         }
@@ -445,10 +445,14 @@ impl<W: Write> Engine<W> {
                 let len = min as usize + (s.rng.next() % span) as usize;
                 self.buf.resize(len, 0);
                 s.rng.fill(&mut self.buf);
+                // Encrypted-transport shape (first byte 01xxxxxx like a QUIC short header): never
+                // RTP version 2, and keeps tshark's heuristic dissectors from claiming noise.
                 if let Some(b) = self.buf.first_mut() {
-                    // Never looks like RTP version 2.
-                    if *b & 0xc0 == 0x80 {
-                        *b ^= 0x40;
+                    *b = 0x40 | (*b & 0x3f);
+                }
+                if let Some(b) = self.buf.get_mut(1) {
+                    if *b >> 4 == 4 {
+                        *b ^= 0x80;
                     }
                 }
             }
@@ -476,7 +480,7 @@ impl<W: Write> Engine<W> {
             d.render(m2, &mut self.buf2);
             self.buf.extend_from_slice(&self.buf2);
         }
-        let from_line = msg.from_caller() == ex.line_is_caller;
+        let from_line = msg.sent_by_caller() == ex.line_is_caller;
         let (line_party, peer_party) = if ex.line_is_caller {
             (&d.caller, &d.callee)
         } else {

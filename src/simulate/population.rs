@@ -840,9 +840,9 @@ impl Line {
                 }
             }
             _ => {
-                let t = start
-                    + (exponential(&mut r, 3600.0 / self.cfg.calls_per_hour.max(0.01)) * 1e6)
-                        as i64;
+                // The first arrival comes early so every population shows even in short runs.
+                let mean_gap = 3600.0 / self.cfg.calls_per_hour.max(0.01);
+                let t = start + (uniform(&mut r, 0.0, mean_gap.min(120.0)) * 1e6) as i64;
                 v.push((t, Task::Arrivals { line }));
             }
         }

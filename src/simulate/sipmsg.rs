@@ -113,7 +113,7 @@ pub enum Msg {
 
 impl Msg {
     /// Whether the caller (INVITE/REGISTER sender) sends this message.
-    pub fn from_caller(self) -> bool {
+    pub fn sent_by_caller(self) -> bool {
         match self {
             Msg::Invite | Msg::AckOk | Msg::AckFail(_) | Msg::Cancel | Msg::Register { .. } => true,
             Msg::Bye { by_caller } => by_caller,
@@ -231,7 +231,7 @@ impl Dialog {
         );
     }
 
-    fn from_to(&self, out: &mut String, to_tag: bool) {
+    fn write_from_to(&self, out: &mut String, to_tag: bool) {
         let c = &self.caller;
         let e = &self.callee;
         let _ = write!(
@@ -249,7 +249,7 @@ impl Dialog {
     }
 
     /// From/To as seen on an in-dialog request sent by the callee (swapped).
-    fn from_to_reverse(&self, out: &mut String) {
+    fn write_from_to_reversed(&self, out: &mut String) {
         let c = &self.caller;
         let e = &self.callee;
         let _ = write!(
@@ -300,7 +300,7 @@ impl Dialog {
                 );
                 self.via(c, &self.branch, &mut h);
                 let _ = write!(h, "Max-Forwards: {}\r\n", self.max_forwards);
-                self.from_to(&mut h, false);
+                self.write_from_to(&mut h, false);
                 let _ = write!(h, "Call-ID: {}\r\nCSeq: 1 INVITE\r\n", self.call_id);
                 self.contact(c, &mut h);
                 Self::ua(c, false, &mut h);
@@ -350,7 +350,7 @@ impl Dialog {
                 };
                 let _ = write!(h, "SIP/2.0 {code} {}\r\n", reason(code));
                 self.via(c, &self.branch, &mut h);
-                self.from_to(&mut h, code != 100);
+                self.write_from_to(&mut h, code != 100);
                 let _ = write!(h, "Call-ID: {}\r\nCSeq: {cseq}\r\n", self.call_id);
                 if matches!(code, 180 | 183 | 200) && cseq == "1 INVITE" {
                     self.contact(e, &mut h);
@@ -374,7 +374,7 @@ impl Dialog {
                 );
                 self.via(c, &self.branch, &mut h);
                 let _ = write!(h, "Max-Forwards: {}\r\n", self.max_forwards);
-                self.from_to(&mut h, method == "ACK");
+                self.write_from_to(&mut h, method == "ACK");
                 let _ = write!(h, "Call-ID: {}\r\nCSeq: 1 {method}\r\n", self.call_id);
                 Self::ua(c, false, &mut h);
             }
@@ -397,7 +397,7 @@ impl Dialog {
                 };
                 self.via(c, &br, &mut h);
                 let _ = write!(h, "Max-Forwards: {}\r\n", self.max_forwards);
-                self.from_to(&mut h, true);
+                self.write_from_to(&mut h, true);
                 let _ = write!(h, "Call-ID: {}\r\nCSeq: {cseq} {method}\r\n", self.call_id);
                 Self::ua(c, false, &mut h);
             }
@@ -410,7 +410,7 @@ impl Dialog {
                 );
                 self.via(e, &format!("{}e", self.branch2), &mut h);
                 let _ = write!(h, "Max-Forwards: {}\r\n", self.max_forwards);
-                self.from_to_reverse(&mut h);
+                self.write_from_to_reversed(&mut h);
                 let _ = write!(h, "Call-ID: {}\r\nCSeq: 1 BYE\r\n", self.call_id);
                 Self::ua(e, false, &mut h);
             }
@@ -418,12 +418,12 @@ impl Dialog {
                 h.push_str("SIP/2.0 200 OK\r\n");
                 if by_caller {
                     self.via(c, &format!("{}b", self.branch2), &mut h);
-                    self.from_to(&mut h, true);
+                    self.write_from_to(&mut h, true);
                     let _ = write!(h, "Call-ID: {}\r\nCSeq: 2 BYE\r\n", self.call_id);
                     Self::ua(e, true, &mut h);
                 } else {
                     self.via(e, &format!("{}e", self.branch2), &mut h);
-                    self.from_to_reverse(&mut h);
+                    self.write_from_to_reversed(&mut h);
                     let _ = write!(h, "Call-ID: {}\r\nCSeq: 1 BYE\r\n", self.call_id);
                     Self::ua(c, true, &mut h);
                 }
@@ -432,7 +432,7 @@ impl Dialog {
                 let _ = write!(h, "REGISTER sip:{} SIP/2.0\r\n", uri_host(&e.domain));
                 self.via(c, &format!("{}{cseq}", self.branch), &mut h);
                 let _ = write!(h, "Max-Forwards: {}\r\n", self.max_forwards);
-                self.from_to(&mut h, false);
+                self.write_from_to(&mut h, false);
                 let _ = write!(h, "Call-ID: {}\r\nCSeq: {cseq} REGISTER\r\n", self.call_id);
                 self.contact(c, &mut h);
                 if auth {
@@ -463,7 +463,7 @@ impl Dialog {
                 };
                 let _ = write!(h, "SIP/2.0 {code} {}\r\n", reason(code));
                 self.via(c, &format!("{}{cseq}", self.branch), &mut h);
-                self.from_to(&mut h, true);
+                self.write_from_to(&mut h, true);
                 let _ = write!(h, "Call-ID: {}\r\nCSeq: {cseq} REGISTER\r\n", self.call_id);
                 if code == 401 {
                     let _ = write!(
@@ -572,7 +572,7 @@ mod tests {
         assert!(t.starts_with("BYE sip:8613800000000@203.0.113.10:5060 SIP/2.0\r\n"));
         assert!(t.contains("From: <sip:13812345678@100.64.1.2>;tag=t2\r\n"));
         assert!(t.contains("CSeq: 1 BYE\r\n"));
-        assert!(Msg::Bye { by_caller: false }.from_caller() == false);
-        assert!(Msg::OkBye { by_caller: false }.from_caller());
+        assert!(!Msg::Bye { by_caller: false }.sent_by_caller());
+        assert!(Msg::OkBye { by_caller: false }.sent_by_caller());
     }
 }
