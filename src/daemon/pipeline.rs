@@ -19,8 +19,10 @@ use std::time::{Duration, Instant};
 pub const BATCH_PACKETS: usize = 256;
 /// A partly filled batch waits at most this long before it is sent.
 const FLUSH_AFTER: Duration = Duration::from_millis(50);
-/// libpcap read timeout for live captures (bounds how long a stop or flush waits).
+/// libpcap read timeout for live captures (kernel block timeout when not in immediate mode).
 const READ_TIMEOUT_MS: i32 = 100;
+/// Pause of the non-blocking live reader when the kernel has nothing for it.
+const IDLE_NAP: Duration = Duration::from_millis(2);
 
 /// What the daemon needs from one single-threaded engine.
 pub trait PacketEngine: Send + 'static {
@@ -111,6 +113,11 @@ impl Source {
             .buffer_size(buffer)
             .timeout(READ_TIMEOUT_MS)
             .open()
+            .map_err(open_err)?
+            // libpcap's read timeout is not honoured in immediate mode on Linux (poll blocks
+            // until a packet matches), which would stall flushes and shutdown on a quiet tap:
+            // read non-blocking and nap briefly when nothing is there.
+            .setnonblock()
             .map_err(open_err)?;
         set_filter(&mut cap, &cfg.filter)?;
         Ok(Source::Live {
@@ -367,7 +374,7 @@ pub fn capture_loop(
                     }
                 }
             }
-            Err(pcap::Error::TimeoutExpired) => {}
+            Err(pcap::Error::TimeoutExpired) => std::thread::sleep(IDLE_NAP),
             Err(pcap::Error::NoMorePackets) => break,
             Err(e) => {
                 stats.capture_errors.fetch_add(1, Ordering::Relaxed);
