@@ -191,7 +191,7 @@ pub fn analyze_file(path: &Path, cfg: &Config, progress: bool) -> anyhow::Result
         n += 1;
         if n % 65536 == 0 {
             if let Some(b) = &bar {
-                b.set_position(cap.bytes_read());
+                b.set_position(cap.bytes_consumed());
             }
         }
     }

@@ -159,7 +159,7 @@ impl Default for LimitsConfig {
             fragment_bytes: 16 << 20,
             fragment_timeout_secs: 30,
             tcp_streams: 8192,
-            tcp_stream_bytes: 64 << 10,
+            tcp_stream_bytes: 256 << 10,
             tcp_total_bytes: 64 << 20,
             tcp_timeout_secs: 600,
             dialogs: 200_000,
@@ -169,7 +169,7 @@ impl Default for LimitsConfig {
             media_timeout_secs: 30,
             registrations: 100_000,
             registration_timeout_secs: 64,
-            max_sip_message: 65535,
+            max_sip_message: 256 << 10,
             max_sip_headers: 96,
         }
     }

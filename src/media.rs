@@ -1,1 +1,920 @@
-//! media (being implemented).
+//! Media: a bounded table of UDP media flows, announced by SDP or recognised by shape.
+//!
+//! Contract: a flow is keyed by its unordered address pair. Capacity `limits.media_flows`, idle
+//! timeout `limits.media_timeout_secs`; when full the least recently seen flow is evicted and
+//! counted (`media_flows`). SDP endpoints (`expect`) tie flows to a call. Unannounced flows are
+//! kept only when their packets look like RTP or are voice-shaped. A flow that is kept (announced,
+//! RTP or voice-like) is reported once as `Event::MediaEnded` when idle or at `finish`;
+//! `Event::MediaStarted` is pushed once it is voice-like in both directions. Packet time only.
+
+use crate::config::{Config, NetworkConfig};
+use crate::model::{Counters, Datagram, Event, MediaFlowRecord, RtpStreamStats, Timestamp};
+use crate::rtp::{self, StreamStats};
+use std::collections::{BTreeMap, HashMap};
+use std::hash::Hash;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+// ---------------------------------------------------------------------------------------------
+// A bounded map ordered by deadline.
+
+/// A map with a capacity whose entries carry a deadline. `insert` into a full table evicts the
+/// entry with the earliest deadline (for idle timeouts that is the least recently seen).
+#[derive(Debug)]
+pub struct TimedTable<K, V> {
+    map: HashMap<K, (V, (i64, u64))>,
+    order: BTreeMap<(i64, u64), K>,
+    next: u64,
+    cap: usize,
+}
+
+impl<K: Hash + Eq + Clone, V> TimedTable<K, V> {
+    pub fn new(cap: usize) -> Self {
+        TimedTable {
+            map: HashMap::new(),
+            order: BTreeMap::new(),
+            next: 0,
+            cap: cap.max(1),
+        }
+    }
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+    pub fn capacity(&self) -> usize {
+        self.cap
+    }
+    pub fn contains(&self, k: &K) -> bool {
+        self.map.contains_key(k)
+    }
+    pub fn get(&self, k: &K) -> Option<&V> {
+        self.map.get(k).map(|e| &e.0)
+    }
+    pub fn get_mut(&mut self, k: &K) -> Option<&mut V> {
+        self.map.get_mut(k).map(|e| &mut e.0)
+    }
+    /// Current deadline of `k`.
+    pub fn deadline(&self, k: &K) -> Option<Timestamp> {
+        self.map.get(k).map(|e| Timestamp((e.1).0))
+    }
+    /// Inserts (or replaces) `k`; returns the entry evicted to make room, if any.
+    pub fn insert(&mut self, k: K, v: V, deadline: Timestamp) -> Option<(K, V)> {
+        let mut evicted = None;
+        if let Some(old) = self.map.remove(&k) {
+            self.order.remove(&old.1);
+        } else if self.map.len() >= self.cap {
+            evicted = self.pop_first();
+        }
+        let slot = (deadline.micros(), self.next);
+        self.next += 1;
+        self.order.insert(slot, k.clone());
+        self.map.insert(k, (v, slot));
+        evicted
+    }
+    /// Moves `k`'s deadline.
+    pub fn set_deadline(&mut self, k: &K, deadline: Timestamp) {
+        if let Some(e) = self.map.get_mut(k) {
+            if (e.1).0 == deadline.micros() {
+                return;
+            }
+            self.order.remove(&e.1);
+            let slot = (deadline.micros(), self.next);
+            self.next += 1;
+            e.1 = slot;
+            self.order.insert(slot, k.clone());
+        }
+    }
+    pub fn remove(&mut self, k: &K) -> Option<V> {
+        let (v, slot) = self.map.remove(k)?;
+        self.order.remove(&slot);
+        Some(v)
+    }
+    /// Removes the entry with the earliest deadline.
+    pub fn pop_first(&mut self) -> Option<(K, V)> {
+        let (_, k) = self.order.pop_first()?;
+        let (v, _) = self.map.remove(&k)?;
+        Some((k, v))
+    }
+    /// The key with the earliest deadline if that deadline is at or before `now`.
+    pub fn first_due(&self, now: Timestamp) -> Option<K> {
+        let (slot, k) = self.order.first_key_value()?;
+        (slot.0 <= now.micros()).then(|| k.clone())
+    }
+    pub fn values(&self) -> impl Iterator<Item = &V> {
+        self.map.values().map(|e| &e.0)
+    }
+    /// Removes everything, in deadline order.
+    pub fn drain_ordered(&mut self) -> Vec<(K, V)> {
+        let mut out = Vec::with_capacity(self.map.len());
+        while let Some(e) = self.pop_first() {
+            out.push(e);
+        }
+        out
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shape thresholds.
+
+/// Largest IP packet of a "small" voice datagram (G.711 at 50 ms is 440 bytes).
+const VOICE_MAX_IP_LEN: f64 = 480.0;
+/// Packet rate band of voice (10-50 ms packetisation, with slack).
+const VOICE_MIN_PPS: f64 = 18.0;
+const VOICE_MAX_PPS: f64 = 65.0;
+/// Packets and seconds each way before a flow can be called voice-like.
+const VOICE_MIN_PACKETS: u64 = 40;
+const VOICE_MIN_SECS: f64 = 1.0;
+/// Inter-packet gaps that count as paced voice (10-60 ms packetisation, with slack).
+const VOICE_MIN_GAP_US: i64 = 8_000;
+const VOICE_MAX_GAP_US: i64 = 80_000;
+/// An unannounced flow that is neither RTP nor voice-like after this long stops being tracked.
+const CANDIDATE_SECS: f64 = 10.0;
+/// Sequence-continuous RTP packets needed before a flow counts as RTP.
+const RTP_MIN_CONTINUOUS: u64 = 3;
+/// Most SSRC streams kept per flow (both directions together).
+const MAX_STREAMS_PER_FLOW: usize = 16;
+/// Most clock-rate hints kept per expectation.
+const MAX_RATE_HINTS: usize = 16;
+/// Deadlines move only when they advance at least this much (saves index updates per packet;
+/// idle expiry re-checks the real last-seen time).
+const TOUCH_GRANULARITY_US: i64 = 100_000;
+
+/// (payload type, clock rate) pairs from SDP rtpmaps.
+type RateHints = Vec<(u8, u32)>;
+
+/// Unordered address pair: lower address first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowKey(pub SocketAddr, pub SocketAddr);
+
+impl FlowKey {
+    pub fn new(a: SocketAddr, b: SocketAddr) -> Self {
+        if a <= b {
+            FlowKey(a, b)
+        } else {
+            FlowKey(b, a)
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct DirStats {
+    packets: u64,
+    bytes: u64,
+    first: Timestamp,
+    last: Timestamp,
+    /// Last RTP header seen this way: (ssrc, seq, timestamp).
+    rtp_last: Option<(u32, u16, u32)>,
+    /// Packets continuing the previous one's SSRC with seq + 1 and a small timestamp step.
+    rtp_continuous: u64,
+    /// Arrival of the previous packet, and how many gaps were voice-like (8-80 ms).
+    prev: Timestamp,
+    voice_gaps: u64,
+}
+
+impl DirStats {
+    fn add(&mut self, ts: Timestamp, ip_len: u64) {
+        if self.packets == 0 {
+            self.first = ts;
+        } else {
+            let gap = ts.micros().saturating_sub(self.prev.micros());
+            if (VOICE_MIN_GAP_US..=VOICE_MAX_GAP_US).contains(&gap) {
+                self.voice_gaps += 1;
+            }
+        }
+        self.prev = ts;
+        self.packets += 1;
+        self.bytes = self.bytes.saturating_add(ip_len);
+        if ts > self.last {
+            self.last = ts;
+        }
+    }
+    fn pps(&self) -> f64 {
+        let span = self.last.secs_since(self.first);
+        if span <= 0.0 || self.packets < 2 {
+            return 0.0;
+        }
+        (self.packets - 1) as f64 / span
+    }
+    fn voice_shaped(&self) -> bool {
+        if self.packets < VOICE_MIN_PACKETS || self.last.secs_since(self.first) < VOICE_MIN_SECS {
+            return false;
+        }
+        let pps = self.pps();
+        let mean = self.bytes as f64 / self.packets as f64;
+        // Packetised voice is paced: most gaps sit near the packet time. Request/response
+        // bursts (SNMP walks, DNS) reach voice-like averages with gaps of a few ms.
+        let paced = self.voice_gaps.saturating_mul(10) >= (self.packets - 1).saturating_mul(6);
+        (VOICE_MIN_PPS..=VOICE_MAX_PPS).contains(&pps) && mean <= VOICE_MAX_IP_LEN && paced
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FlowState {
+    /// Unannounced, under observation.
+    Candidate,
+    /// Announced, RTP or voice-like: reported when it ends.
+    Kept,
+    /// Unannounced and neither RTP nor voice-like: only its last-seen time is kept.
+    Rejected,
+}
+
+#[derive(Debug)]
+struct Flow {
+    /// The end inside the home networks when there is one, else the lower address.
+    local: SocketAddr,
+    remote: SocketAddr,
+    line: Option<IpAddr>,
+    call_id: Option<Arc<str>>,
+    first: Timestamp,
+    last: Timestamp,
+    /// [from local, to local].
+    dir: [DirStats; 2],
+    streams: Vec<StreamStats>,
+    rates: Vec<(u8, u32)>,
+    state: FlowState,
+    started: bool,
+    voice_like: bool,
+}
+
+impl Flow {
+    fn rtp(&self) -> bool {
+        let cont = self.dir[0].rtp_continuous + self.dir[1].rtp_continuous;
+        let total = self.dir[0].packets + self.dir[1].packets;
+        cont >= RTP_MIN_CONTINUOUS && cont.saturating_mul(4) >= total
+    }
+
+    fn record(&self) -> MediaFlowRecord {
+        let packets = self.dir[0].packets + self.dir[1].packets;
+        let bytes = self.dir[0].bytes.saturating_add(self.dir[1].bytes);
+        // Streams of unannounced flows must have passed RFC 3550 probation (not noise).
+        let streams = self
+            .streams
+            .iter()
+            .filter(|s| self.call_id.is_some() || s.expected() > 0)
+            .map(StreamStats::to_record)
+            .collect();
+        MediaFlowRecord {
+            local: self.local,
+            remote: self.remote,
+            line: self.line,
+            call_id: self.call_id.as_deref().map(str::to_string),
+            first: self.first,
+            last: self.last,
+            packets_out: self.dir[0].packets,
+            packets_in: self.dir[1].packets,
+            bytes_out: self.dir[0].bytes,
+            bytes_in: self.dir[1].bytes,
+            mean_ip_len: if packets == 0 {
+                0.0
+            } else {
+                bytes as f64 / packets as f64
+            },
+            rtp: self.rtp(),
+            voice_like: self.voice_like,
+            streams,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Expectation {
+    call_id: Arc<str>,
+    rates: Vec<(u8, u32)>,
+}
+
+/// Counts kept by the media table.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MediaStats {
+    /// Flows created (announced or candidate).
+    pub flows: u64,
+    /// Flows reported with `MediaEnded`.
+    pub reported: u64,
+    /// Reported flows that were voice-like.
+    pub voice_like: u64,
+    /// UDP datagrams not tracked (first packet large and not RTP).
+    pub ignored: u64,
+    /// RTP streams and their packets in reported flows.
+    pub rtp_streams: u64,
+    pub rtp_packets: u64,
+    /// RTCP datagrams seen in tracked flows.
+    pub rtcp_packets: u64,
+}
+
+/// The bounded table of UDP media flows and of SDP-announced endpoints.
+pub struct MediaTable {
+    flows: TimedTable<FlowKey, Flow>,
+    expected: TimedTable<SocketAddr, Expectation>,
+    /// Flows tied to each call, for the call record's RTP figures.
+    by_call: HashMap<Arc<str>, Vec<FlowKey>>,
+    network: NetworkConfig,
+    timeout_us: i64,
+    expect_timeout_us: i64,
+    evictions: Counters,
+    stats: MediaStats,
+}
+
+impl MediaTable {
+    pub fn new(cfg: &Config) -> Self {
+        let l = &cfg.limits;
+        MediaTable {
+            flows: TimedTable::new(l.media_flows),
+            expected: TimedTable::new(l.media_flows),
+            by_call: HashMap::new(),
+            network: cfg.network.clone(),
+            timeout_us: i64::from(l.media_timeout_secs.max(1)) * 1_000_000,
+            // An announced endpoint lives as long as a call may (the tracker removes it at the
+            // call's end); the capacity bounds it meanwhile.
+            expect_timeout_us: i64::from(l.dialog_timeout_secs.max(l.dialog_setup_timeout_secs))
+                * 1_000_000,
+            evictions: Counters::default(),
+            stats: MediaStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> &MediaStats {
+        &self.stats
+    }
+    pub fn evictions(&self) -> &Counters {
+        &self.evictions
+    }
+    pub fn flow_count(&self) -> usize {
+        self.flows.len()
+    }
+    pub fn expectation_count(&self) -> usize {
+        self.expected.len()
+    }
+
+    /// SDP announced that `endpoint` receives the media of `call_id`.
+    pub fn expect(&mut self, endpoint: SocketAddr, call_id: &str, ts: Timestamp) {
+        self.expect_with_rates(endpoint, call_id, &[], ts);
+    }
+
+    /// Like `expect`, with (payload type, clock rate) pairs from the SDP's rtpmaps.
+    pub fn expect_with_rates(
+        &mut self,
+        endpoint: SocketAddr,
+        call_id: &str,
+        rates: &[(u8, u32)],
+        ts: Timestamp,
+    ) {
+        if endpoint.port() == 0 || endpoint.ip().is_unspecified() {
+            return;
+        }
+        let call_id: Arc<str> = match self.expected.get(&endpoint) {
+            Some(e) if &*e.call_id == call_id => e.call_id.clone(),
+            _ => Arc::from(call_id),
+        };
+        let rates = rates.iter().copied().take(MAX_RATE_HINTS).collect();
+        let deadline = ts.plus_secs(self.expect_timeout_us as f64 / 1e6);
+        if self
+            .expected
+            .insert(endpoint, Expectation { call_id, rates }, deadline)
+            .is_some()
+        {
+            self.evictions.add("media_expectations", 1);
+        }
+    }
+
+    /// Forgets `endpoint` if it is still announced for `call_id`.
+    pub fn unexpect(&mut self, endpoint: SocketAddr, call_id: &str) {
+        if self
+            .expected
+            .get(&endpoint)
+            .is_some_and(|e| &*e.call_id == call_id)
+        {
+            self.expected.remove(&endpoint);
+        }
+    }
+
+    /// Current RTP figures of the live flows tied to `call_id`.
+    pub fn streams_for(&self, call_id: &str) -> Vec<RtpStreamStats> {
+        let mut out = Vec::new();
+        if let Some(keys) = self.by_call.get(call_id) {
+            for k in keys {
+                if let Some(f) = self.flows.get(k) {
+                    out.extend(f.streams.iter().map(StreamStats::to_record));
+                }
+            }
+        }
+        out
+    }
+
+    fn orient(&self, a: SocketAddr, b: SocketAddr) -> (SocketAddr, SocketAddr, Option<IpAddr>) {
+        let ha = self.network.is_home(a.ip());
+        let hb = self.network.is_home(b.ip());
+        match (ha, hb) {
+            (true, false) => (a, b, Some(a.ip())),
+            (false, true) => (b, a, Some(b.ip())),
+            (true, true) => {
+                let (l, r) = if a <= b { (a, b) } else { (b, a) };
+                (l, r, Some(l.ip()))
+            }
+            (false, false) => {
+                let (l, r) = if a <= b { (a, b) } else { (b, a) };
+                (l, r, None)
+            }
+        }
+    }
+
+    fn lookup_expectation(&self, d: &Datagram<'_>) -> Option<(Arc<str>, RateHints)> {
+        if self.expected.is_empty() {
+            return None;
+        }
+        let e = self
+            .expected
+            .get(&d.dst)
+            .or_else(|| self.expected.get(&d.src))?;
+        Some((e.call_id.clone(), e.rates.clone()))
+    }
+
+    fn tie(&mut self, key: FlowKey, call_id: Arc<str>) {
+        let keys = self.by_call.entry(call_id).or_default();
+        // A call rarely has more than a few flows; beyond that the figures are partial.
+        if keys.len() < MAX_STREAMS_PER_FLOW && !keys.contains(&key) {
+            keys.push(key);
+        }
+    }
+
+    fn untie(&mut self, key: &FlowKey, call_id: Option<&Arc<str>>) {
+        if let Some(c) = call_id {
+            if let Some(keys) = self.by_call.get_mut(c) {
+                keys.retain(|k| k != key);
+                if keys.is_empty() {
+                    self.by_call.remove(c);
+                }
+            }
+        }
+    }
+
+    /// Offers one UDP datagram that is not SIP. Returns whether a flow tracks it.
+    pub fn on_datagram(&mut self, d: &Datagram<'_>, events: &mut Vec<Event>) -> bool {
+        let key = FlowKey::new(d.src, d.dst);
+        let ip_len = if d.ip_len > 0 {
+            u64::from(d.ip_len)
+        } else {
+            d.payload.len() as u64 + 28
+        };
+        let rtcp = rtp::is_rtcp(d.payload);
+        let header = if rtcp {
+            None
+        } else {
+            rtp::parse(d.payload)
+                .ok()
+                .filter(|_| rtp::looks_like_rtp(d.payload))
+        };
+
+        if !self.flows.contains(&key) {
+            let announced = self.lookup_expectation(d);
+            if announced.is_none() && header.is_none() && ip_len as f64 > VOICE_MAX_IP_LEN {
+                self.stats.ignored += 1;
+                return false;
+            }
+            let (local, remote, line) = self.orient(d.src, d.dst);
+            let (call_id, rates, state) = match announced {
+                Some((c, r)) => (Some(c), r, FlowState::Kept),
+                None => (None, Vec::new(), FlowState::Candidate),
+            };
+            let flow = Flow {
+                local,
+                remote,
+                line,
+                call_id: call_id.clone(),
+                first: d.ts,
+                last: d.ts,
+                dir: [DirStats::default(); 2],
+                streams: Vec::new(),
+                rates,
+                state,
+                started: false,
+                voice_like: false,
+            };
+            let deadline = Timestamp(d.ts.micros().saturating_add(self.timeout_us));
+            if let Some((k, old)) = self.flows.insert(key, flow, deadline) {
+                self.evictions.add("media_flows", 1);
+                self.close(k, old, events);
+            }
+            self.stats.flows += 1;
+            if let Some(c) = call_id {
+                self.tie(key, c);
+            }
+        }
+
+        // Tie a live flow once its endpoint gets announced (SDP can follow early media).
+        let needs_tie = self
+            .flows
+            .get(&key)
+            .is_some_and(|f| f.call_id.is_none() && f.state != FlowState::Rejected);
+        if needs_tie {
+            if let Some((c, rates)) = self.lookup_expectation(d) {
+                if let Some(f) = self.flows.get_mut(&key) {
+                    f.call_id = Some(c.clone());
+                    f.rates = rates;
+                    f.state = FlowState::Kept;
+                    for s in &mut f.streams {
+                        if let Some(&(_, r)) = f.rates.iter().find(|(pt, _)| *pt == s.payload_type)
+                        {
+                            s.set_clock_rate(r);
+                        }
+                    }
+                }
+                self.tie(key, c);
+            }
+        }
+
+        let Some(f) = self.flows.get_mut(&key) else {
+            return false;
+        };
+        if d.ts > f.last {
+            f.last = d.ts;
+        }
+        if f.state == FlowState::Rejected {
+            self.touch(key, d.ts);
+            return true;
+        }
+        let out = d.src == f.local;
+        let di = if out { 0 } else { 1 };
+        if let Some(ds) = f.dir.get_mut(di) {
+            ds.add(d.ts, ip_len);
+        }
+        if rtcp {
+            self.stats.rtcp_packets += 1;
+        }
+        let mut stream_overflow = false;
+        if let Some(h) = header {
+            if let Some(ds) = f.dir.get_mut(di) {
+                if let Some((ssrc, seq, ts)) = ds.rtp_last {
+                    let step = h.timestamp.wrapping_sub(ts);
+                    if h.ssrc == ssrc && h.seq == seq.wrapping_add(1) && step <= 48_000 {
+                        ds.rtp_continuous += 1;
+                    }
+                }
+                ds.rtp_last = Some((h.ssrc, h.seq, h.timestamp));
+            }
+            let pos = f
+                .streams
+                .iter()
+                .position(|s| s.ssrc == h.ssrc && s.src == d.src && s.dst == d.dst);
+            let idx = match pos {
+                Some(i) => Some(i),
+                None if f.streams.len() < MAX_STREAMS_PER_FLOW => {
+                    let hint = f
+                        .rates
+                        .iter()
+                        .find(|(pt, _)| *pt == h.payload_type)
+                        .map(|&(_, r)| r);
+                    let rate = rtp::clock_rate(h.payload_type, hint);
+                    f.streams
+                        .push(StreamStats::new(d.src, d.dst, &h, d.ts, rate));
+                    Some(f.streams.len() - 1)
+                }
+                None => {
+                    stream_overflow = true;
+                    None
+                }
+            };
+            if let Some(s) = idx.and_then(|i| f.streams.get_mut(i)) {
+                s.update(&h, d.ts, d.payload.len());
+            }
+        }
+
+        if !f.voice_like && f.dir[0].voice_shaped() && f.dir[1].voice_shaped() {
+            f.voice_like = true;
+        }
+        if f.state == FlowState::Candidate {
+            if f.voice_like || f.rtp() {
+                f.state = FlowState::Kept;
+            } else if f.last.secs_since(f.first) >= CANDIDATE_SECS {
+                f.state = FlowState::Rejected;
+                f.streams = Vec::new();
+            }
+        }
+        if f.voice_like && !f.started {
+            f.started = true;
+            events.push(Event::MediaStarted {
+                local: f.local,
+                remote: f.remote,
+                line: f.line,
+                call_id: f.call_id.as_deref().map(str::to_string),
+                ts: d.ts,
+            });
+        }
+        if stream_overflow {
+            self.evictions.add("media_streams", 1);
+        }
+        self.touch(key, d.ts);
+        true
+    }
+
+    fn touch(&mut self, key: FlowKey, ts: Timestamp) {
+        let want = ts.micros().saturating_add(self.timeout_us);
+        if let Some(cur) = self.flows.deadline(&key) {
+            if want - cur.micros() >= TOUCH_GRANULARITY_US {
+                self.flows.set_deadline(&key, Timestamp(want));
+            }
+        }
+    }
+
+    fn close(&mut self, key: FlowKey, f: Flow, events: &mut Vec<Event>) {
+        self.untie(&key, f.call_id.as_ref());
+        if f.state != FlowState::Kept {
+            return;
+        }
+        let rec = f.record();
+        self.stats.reported += 1;
+        if rec.voice_like {
+            self.stats.voice_like += 1;
+        }
+        self.stats.rtp_streams += rec.streams.len() as u64;
+        self.stats.rtp_packets += rec.streams.iter().map(|s| s.packets).sum::<u64>();
+        events.push(Event::MediaEnded(Box::new(rec)));
+    }
+
+    /// Reports and removes flows idle for the media timeout at `now`; drops stale expectations.
+    pub fn expire(&mut self, now: Timestamp, events: &mut Vec<Event>) {
+        while let Some(key) = self.flows.first_due(now) {
+            // The deadline may trail the last packet by up to the touch granularity.
+            let real = self
+                .flows
+                .get(&key)
+                .map(|f| f.last.micros().saturating_add(self.timeout_us));
+            match real {
+                Some(r) if r > now.micros() => self.flows.set_deadline(&key, Timestamp(r)),
+                _ => {
+                    if let Some(f) = self.flows.remove(&key) {
+                        self.close(key, f, events);
+                    }
+                }
+            }
+        }
+        while let Some(ep) = self.expected.first_due(now) {
+            self.expected.remove(&ep);
+        }
+    }
+
+    /// End of input: reports every open flow, in order of first packet.
+    pub fn finish(&mut self, _now: Timestamp, events: &mut Vec<Event>) {
+        let mut all = self.flows.drain_ordered();
+        all.sort_by_key(|(k, f)| (f.first, *k));
+        for (k, f) in all {
+            self.close(k, f, events);
+        }
+        self.expected.drain_ordered();
+        self.by_call.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    fn rtp_pkt(pt: u8, seq: u16, ts: u32, ssrc: u32, payload: usize) -> Vec<u8> {
+        let mut v = vec![0x80, pt];
+        v.extend_from_slice(&seq.to_be_bytes());
+        v.extend_from_slice(&ts.to_be_bytes());
+        v.extend_from_slice(&ssrc.to_be_bytes());
+        v.extend(std::iter::repeat_n(0x55u8, payload));
+        v
+    }
+
+    fn dg<'a>(src: &str, dst: &str, us: i64, payload: &'a [u8]) -> Datagram<'a> {
+        Datagram {
+            ts: Timestamp(us),
+            src: addr(src),
+            dst: addr(dst),
+            transport: crate::model::Transport::Udp,
+            payload,
+            ip_len: payload.len() as u32 + 28,
+        }
+    }
+
+    const LINE: &str = "192.168.1.10:4000";
+    const PEER: &str = "203.0.113.5:30000";
+
+    /// Two-way G.729-shaped RTP for `secs` seconds at 50 pps.
+    fn two_way_rtp(t: &mut MediaTable, start_us: i64, secs: i64, ev: &mut Vec<Event>) {
+        for i in 0..(secs * 50) {
+            let at = start_us + i * 20_000;
+            let a = rtp_pkt(18, 1000 + i as u16, 160 * i as u32, 0xaaaa, 20);
+            t.on_datagram(&dg(LINE, PEER, at, &a), ev);
+            let b = rtp_pkt(18, 5000 + i as u16, 160 * i as u32, 0xbbbb, 20);
+            t.on_datagram(&dg(PEER, LINE, at + 3_000, &b), ev);
+        }
+    }
+
+    #[test]
+    fn timed_table_evicts_earliest_deadline() {
+        let mut t: TimedTable<u32, &str> = TimedTable::new(2);
+        assert!(t.insert(1, "a", Timestamp(10)).is_none());
+        assert!(t.insert(2, "b", Timestamp(5)).is_none());
+        t.set_deadline(&2, Timestamp(20));
+        assert_eq!(t.insert(3, "c", Timestamp(30)), Some((1, "a")));
+        assert_eq!(t.first_due(Timestamp(19)), None);
+        assert_eq!(t.first_due(Timestamp(20)), Some(2));
+        assert_eq!(t.remove(&2), Some("b"));
+        assert_eq!(t.drain_ordered(), vec![(3, "c")]);
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn announced_rtp_flow_is_reported_with_call_and_streams() {
+        let mut t = MediaTable::new(&Config::default());
+        let mut ev = Vec::new();
+        t.expect_with_rates(addr(PEER), "call-1", &[(18, 8000)], Timestamp(0));
+        two_way_rtp(&mut t, 1_000_000, 3, &mut ev);
+        // MediaStarted once both directions passed 40 packets over >= 1 s.
+        let started: Vec<_> = ev
+            .iter()
+            .filter(|e| matches!(e, Event::MediaStarted { .. }))
+            .collect();
+        assert_eq!(started.len(), 1);
+        match started[0] {
+            Event::MediaStarted {
+                local,
+                line,
+                call_id,
+                ..
+            } => {
+                assert_eq!(*local, addr(LINE));
+                assert_eq!(*line, Some(addr(LINE).ip()));
+                assert_eq!(call_id.as_deref(), Some("call-1"));
+            }
+            _ => unreachable!(),
+        }
+        assert_eq!(t.streams_for("call-1").len(), 2);
+        // Idle for 30 s after the last packet -> reported.
+        t.expire(Timestamp(4_000_000 + 29_000_000), &mut ev);
+        assert!(!ev.iter().any(|e| matches!(e, Event::MediaEnded(_))));
+        t.expire(Timestamp(4_100_000 + 30_000_000), &mut ev);
+        let ended: Vec<_> = ev
+            .iter()
+            .filter_map(|e| match e {
+                Event::MediaEnded(r) => Some(r),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(ended.len(), 1);
+        let r = ended[0];
+        assert_eq!(r.call_id.as_deref(), Some("call-1"));
+        assert_eq!(r.packets_out, 150);
+        assert_eq!(r.packets_in, 150);
+        assert_eq!(r.bytes_out, 150 * 60);
+        assert_eq!(r.mean_ip_len, 60.0);
+        assert!(r.rtp && r.voice_like);
+        assert_eq!(r.streams.len(), 2);
+        let s = r.streams.iter().find(|s| s.ssrc == 0xaaaa).unwrap();
+        assert_eq!(s.packets, 150);
+        assert_eq!(s.lost, 0);
+        assert_eq!(s.jitter_ms, 0.0);
+        assert_eq!(s.src, addr(LINE));
+        assert_eq!(t.flow_count(), 0);
+        assert_eq!(t.stats().rtp_packets, 300);
+        assert_eq!(t.stats().rtp_streams, 2);
+    }
+
+    #[test]
+    fn voice_shaped_flow_without_rtp_header_is_kept() {
+        // Scrambled payload: first byte 0x00 (version 0), 60-byte IP packets, 50 pps each way.
+        let mut t = MediaTable::new(&Config::default());
+        let mut ev = Vec::new();
+        let payload = [0u8; 32];
+        for i in 0..150i64 {
+            t.on_datagram(&dg(LINE, PEER, i * 20_000, &payload), &mut ev);
+            t.on_datagram(&dg(PEER, LINE, i * 20_000 + 5_000, &payload), &mut ev);
+        }
+        assert!(ev.iter().any(|e| matches!(e, Event::MediaStarted { .. })));
+        t.finish(Timestamp(10_000_000), &mut ev);
+        let r = ev
+            .iter()
+            .find_map(|e| match e {
+                Event::MediaEnded(r) => Some(r),
+                _ => None,
+            })
+            .unwrap();
+        assert!(r.voice_like);
+        assert!(!r.rtp);
+        assert!(r.streams.is_empty());
+        assert_eq!(r.call_id, None);
+        assert_eq!(r.mean_ip_len, 60.0);
+    }
+
+    #[test]
+    fn non_voice_udp_is_not_reported() {
+        let mut t = MediaTable::new(&Config::default());
+        let mut ev = Vec::new();
+        // Large first packet, not RTP: not tracked at all.
+        let big = [0u8; 1200];
+        assert!(!t.on_datagram(&dg(LINE, PEER, 0, &big), &mut ev));
+        assert_eq!(t.stats().ignored, 1);
+        // Small packets at 5 pps for 20 s: candidate, then rejected, never reported.
+        let small = [1u8; 40];
+        for i in 0..100i64 {
+            t.on_datagram(
+                &dg("192.168.1.10:53000", "8.8.8.8:53", i * 200_000, &small),
+                &mut ev,
+            );
+        }
+        t.finish(Timestamp(30_000_000), &mut ev);
+        assert!(ev.is_empty(), "{ev:?}");
+        assert_eq!(t.stats().reported, 0);
+    }
+
+    #[test]
+    fn request_response_bursts_are_not_voice_like() {
+        // An SNMP-walk-like exchange: 100 small request/response pairs 5 ms apart, then a
+        // quiet 2.5 s, three times: 300 packets each way in 6.5 s (46 pps on average, a voice
+        // rate), but no gap is paced like voice.
+        let mut t = MediaTable::new(&Config::default());
+        let mut ev = Vec::new();
+        let (q, a) = ([0x30u8; 60], [0x30u8; 50]);
+        for burst in 0..3i64 {
+            for i in 0..100i64 {
+                let at = burst * 3_000_000 + i * 5_000;
+                t.on_datagram(
+                    &dg("192.168.1.10:1161", "198.51.100.9:161", at, &q),
+                    &mut ev,
+                );
+                t.on_datagram(
+                    &dg("198.51.100.9:161", "192.168.1.10:1161", at + 2_000, &a),
+                    &mut ev,
+                );
+            }
+        }
+        t.finish(Timestamp(20_000_000), &mut ev);
+        assert!(ev.is_empty(), "{ev:?}");
+    }
+
+    #[test]
+    fn unannounced_rtp_one_way_is_rtp_not_voice_like() {
+        let mut t = MediaTable::new(&Config::default());
+        let mut ev = Vec::new();
+        for i in 0..100i64 {
+            let p = rtp_pkt(0, i as u16, 160 * i as u32, 7, 160);
+            t.on_datagram(&dg(PEER, LINE, i * 20_000, &p), &mut ev);
+        }
+        t.finish(Timestamp(3_000_000), &mut ev);
+        assert_eq!(ev.len(), 1);
+        let Event::MediaEnded(r) = &ev[0] else {
+            panic!("{ev:?}")
+        };
+        assert!(r.rtp);
+        assert!(!r.voice_like);
+        assert_eq!(r.packets_in, 100);
+        assert_eq!(r.packets_out, 0);
+        assert_eq!(r.streams.len(), 1);
+        assert_eq!(r.streams[0].packets, 100);
+        assert_eq!(r.line, Some(addr(LINE).ip()));
+    }
+
+    #[test]
+    fn full_table_evicts_least_recently_seen_and_counts() {
+        let mut cfg = Config::default();
+        cfg.limits.media_flows = 2;
+        let mut t = MediaTable::new(&cfg);
+        let mut ev = Vec::new();
+        let p = |seq: u16| rtp_pkt(8, seq, u32::from(seq) * 160, 1, 160);
+        for seq in 0..5u16 {
+            t.on_datagram(
+                &dg("192.168.1.1:1000", PEER, i64::from(seq) * 20_000, &p(seq)),
+                &mut ev,
+            );
+        }
+        t.on_datagram(&dg("192.168.1.2:1000", PEER, 500_000, &p(0)), &mut ev);
+        // Flow 1 was seen last at 80 ms, flow 2 at 500 ms: flow 1 goes when flow 3 arrives.
+        t.on_datagram(&dg("192.168.1.3:1000", PEER, 900_000, &p(0)), &mut ev);
+        assert_eq!(t.flow_count(), 2);
+        assert_eq!(t.evictions().get("media_flows"), 1);
+        // Flow 1 was RTP (continuous sequence), so it is reported on eviction.
+        let Some(Event::MediaEnded(r)) = ev.first() else {
+            panic!("{ev:?}")
+        };
+        assert_eq!(r.local, addr("192.168.1.1:1000"));
+        assert_eq!(r.packets_out, 5);
+    }
+
+    #[test]
+    fn rtcp_is_counted_not_streamed_and_unexpect_unties() {
+        let mut t = MediaTable::new(&Config::default());
+        let mut ev = Vec::new();
+        t.expect(addr(PEER), "c", Timestamp(0));
+        let rr = [0x80, 201, 0, 1, 0, 0, 0, 9];
+        t.on_datagram(&dg(LINE, PEER, 1, &rr), &mut ev);
+        assert_eq!(t.stats().rtcp_packets, 1);
+        assert!(t.streams_for("c").is_empty());
+        t.unexpect(addr(PEER), "other");
+        assert_eq!(t.expectation_count(), 1);
+        t.unexpect(addr(PEER), "c");
+        assert_eq!(t.expectation_count(), 0);
+        t.finish(Timestamp(2), &mut ev);
+        let Some(Event::MediaEnded(r)) = ev.first() else {
+            panic!("{ev:?}")
+        };
+        assert_eq!(r.call_id.as_deref(), Some("c"));
+        assert!(r.streams.is_empty());
+    }
+}

@@ -6,7 +6,7 @@
 //! pseudonym across runs (so an analyst can still follow one number), a different key a different
 //! one. When off, numbers pass through unchanged.
 
-use crate::model::CallRecord;
+use crate::model::{CallRecord, RegistrationRecord};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
@@ -193,6 +193,15 @@ impl Pseudonymizer {
         call.request_uri = call.request_uri.as_deref().map(|u| self.uri(u));
     }
 
+    /// Pseudonymises the account (`user@host`) and contact of a registration in place.
+    pub fn registration(&self, reg: &mut RegistrationRecord) {
+        if self.key.is_none() {
+            return;
+        }
+        reg.account = self.uri(&reg.account);
+        reg.contact = reg.contact.as_deref().map(|c| self.uri(c));
+    }
+
     /// Pseudonymises the user part of a SIP URI (`sip:USER@host`), or the whole value if it has
     /// no `@`.
     pub fn uri(&self, uri: &str) -> String {
@@ -290,6 +299,19 @@ mod tests {
         let p = Pseudonymizer::from_config(&c).unwrap();
         let q = Pseudonymizer::with_key(b"0123456789abcdefXYZ").unwrap();
         assert_eq!(p.number("12345678"), q.number("12345678"));
+    }
+
+    #[test]
+    fn account_user_part_only() {
+        let p = Pseudonymizer::with_key(KEY).unwrap();
+        assert_eq!(
+            p.uri("8613800001111@sip.example.net"),
+            format!("{}@sip.example.net", p.number("8613800001111"))
+        );
+        assert_eq!(
+            Pseudonymizer::disabled().uri("8613800001111@h"),
+            "8613800001111@h"
+        );
     }
 
     proptest::proptest! {

@@ -1,1 +1,1565 @@
-//! sip (being implemented).
+//! SIP message parser (RFC 3261): pure, zero-copy functions over `&[u8]`, no state.
+//!
+//! Contract: `parse` never panics and runs in time linear in the input. It rejects hostile sizes
+//! (`Limits`) before scanning, keeps at most `MAX_HEADERS` headers in a fixed array (no heap), and
+//! returns borrowed views (`&str` into the input). Every rejection is a `SipError` whose `kind()` is
+//! a stable counter key. Accessors never allocate.
+//!
+//! Leniency (a tap must keep what still has a clear meaning): bare LF line ends are accepted,
+//! leading CRLF keep-alives are skipped, a missing empty line after the headers means an empty
+//! body, and a header line that is not UTF-8 is skipped and counted in `SipMessage::skipped_headers`
+//! instead of failing the whole message. Folded (continuation) header values keep their inner line
+//! breaks; every accessor treats CR/LF/HT as white space.
+
+use crate::config::LimitsConfig;
+use std::net::IpAddr;
+
+/// Capacity of the fixed header array; `Limits::max_headers` above this is clamped to it.
+pub const MAX_HEADERS: usize = 128;
+
+/// Size caps applied before and during scanning.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest message accepted, in bytes.
+    pub max_message: usize,
+    /// Most headers accepted (clamped to `MAX_HEADERS`).
+    pub max_headers: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        let l = LimitsConfig::default();
+        Limits {
+            max_message: l.max_sip_message,
+            max_headers: l.max_sip_headers,
+        }
+    }
+}
+
+impl From<&LimitsConfig> for Limits {
+    fn from(l: &LimitsConfig) -> Self {
+        Limits {
+            max_message: l.max_sip_message,
+            max_headers: l.max_sip_headers,
+        }
+    }
+}
+
+/// Why a payload was not accepted as a SIP message.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SipError {
+    #[error("message of {len} bytes exceeds the limit of {max}")]
+    TooLarge { len: usize, max: usize },
+    #[error("more than {max} headers")]
+    TooManyHeaders { max: usize },
+    #[error("empty message")]
+    Empty,
+    #[error("malformed start line")]
+    BadStartLine,
+    #[error("unsupported SIP version")]
+    BadVersion,
+    #[error("malformed status code")]
+    BadStatus,
+    #[error("malformed header line")]
+    BadHeader,
+    #[error("malformed or conflicting Content-Length")]
+    BadContentLength,
+    #[error("body shorter than Content-Length ({have} < {want})")]
+    Truncated { have: usize, want: usize },
+    #[error("start line is not UTF-8")]
+    NotUtf8,
+}
+
+impl SipError {
+    /// Stable counter key.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SipError::TooLarge { .. } => "too_large",
+            SipError::TooManyHeaders { .. } => "too_many_headers",
+            SipError::Empty => "empty",
+            SipError::BadStartLine => "bad_start_line",
+            SipError::BadVersion => "bad_version",
+            SipError::BadStatus => "bad_status",
+            SipError::BadHeader => "bad_header",
+            SipError::BadContentLength => "bad_content_length",
+            SipError::Truncated { .. } => "truncated",
+            SipError::NotUtf8 => "not_utf8",
+        }
+    }
+}
+
+/// Request method. Methods are case-sensitive (RFC 3261 7.1): `invite` is `Other("invite")`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Method<'a> {
+    Invite,
+    Ack,
+    Bye,
+    Cancel,
+    Register,
+    Options,
+    Info,
+    Update,
+    Prack,
+    Subscribe,
+    Notify,
+    Refer,
+    Message,
+    Publish,
+    Other(&'a str),
+}
+
+impl<'a> Method<'a> {
+    /// Maps a method token (exact case) to a `Method`.
+    pub fn from_token(s: &'a str) -> Method<'a> {
+        match s {
+            "INVITE" => Method::Invite,
+            "ACK" => Method::Ack,
+            "BYE" => Method::Bye,
+            "CANCEL" => Method::Cancel,
+            "REGISTER" => Method::Register,
+            "OPTIONS" => Method::Options,
+            "INFO" => Method::Info,
+            "UPDATE" => Method::Update,
+            "PRACK" => Method::Prack,
+            "SUBSCRIBE" => Method::Subscribe,
+            "NOTIFY" => Method::Notify,
+            "REFER" => Method::Refer,
+            "MESSAGE" => Method::Message,
+            "PUBLISH" => Method::Publish,
+            other => Method::Other(other),
+        }
+    }
+
+    pub fn as_str(&self) -> &'a str {
+        match self {
+            Method::Invite => "INVITE",
+            Method::Ack => "ACK",
+            Method::Bye => "BYE",
+            Method::Cancel => "CANCEL",
+            Method::Register => "REGISTER",
+            Method::Options => "OPTIONS",
+            Method::Info => "INFO",
+            Method::Update => "UPDATE",
+            Method::Prack => "PRACK",
+            Method::Subscribe => "SUBSCRIBE",
+            Method::Notify => "NOTIFY",
+            Method::Refer => "REFER",
+            Method::Message => "MESSAGE",
+            Method::Publish => "PUBLISH",
+            Method::Other(s) => s,
+        }
+    }
+}
+
+impl std::fmt::Display for Method<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartLine<'a> {
+    Request { method: Method<'a>, uri: &'a str },
+    Response { code: u16, reason: &'a str },
+}
+
+/// One header line as written (name not normalised; value trimmed, folds kept).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header<'a> {
+    pub name: &'a str,
+    pub value: &'a str,
+}
+
+impl Header<'_> {
+    /// Whether this header is `name` (case-insensitive, compact forms equal their long forms).
+    pub fn is(&self, name: &str) -> bool {
+        same_header(self.name, name)
+    }
+}
+
+/// A parsed SIP message borrowing its input.
+#[derive(Clone, Debug)]
+pub struct SipMessage<'a> {
+    pub start: StartLine<'a>,
+    pub headers: heapless::Vec<Header<'a>, MAX_HEADERS>,
+    pub body: &'a [u8],
+    /// Header lines dropped because they were not UTF-8.
+    pub skipped_headers: u16,
+    /// Bytes after the body that Content-Length did not cover (ignored, per RFC 3261 18.3).
+    pub trailing: usize,
+    /// Set only by `parse_lenient`: the body is shorter than Content-Length said.
+    pub body_truncated: bool,
+}
+
+/// URI scheme understood by `parse_uri`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Scheme {
+    Sip,
+    Sips,
+    Tel,
+}
+
+/// A `;name=value;flag` parameter list (leading `;` optional), read lazily.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Params<'a>(pub &'a str);
+
+impl<'a> Params<'a> {
+    /// Each parameter as (name, value); a flag has value `""`. Names keep their case.
+    pub fn iter(&self) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+        split_outside(self.0, b';', false).filter_map(|p| {
+            let p = trim(p);
+            if p.is_empty() {
+                return None;
+            }
+            Some(match p.split_once('=') {
+                Some((n, v)) => (trim(n), trim(v)),
+                None => (p, ""),
+            })
+        })
+    }
+    /// Value of parameter `name` (case-insensitive); `Some("")` for a flag.
+    pub fn get(&self, name: &str) -> Option<&'a str> {
+        self.iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    }
+    pub fn has(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.iter().next().is_none()
+    }
+}
+
+/// A SIP/SIPS or tel URI.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Uri<'a> {
+    pub scheme: Scheme,
+    /// User part as written, including user parameters (`+1-555;npdi`); for tel: the number.
+    pub user: Option<&'a str>,
+    pub password: Option<&'a str>,
+    /// Host without IPv6 brackets; empty for tel: URIs.
+    pub host: &'a str,
+    pub port: Option<u16>,
+    /// URI parameters (`;transport=udp;user=phone`; for tel: `;phone-context=...`).
+    pub params: Params<'a>,
+    /// Text after `?`, when present.
+    pub headers: Option<&'a str>,
+}
+
+impl<'a> Uri<'a> {
+    /// The user part without user parameters (`+1-212-555;npdi` -> `+1-212-555`).
+    pub fn number(&self) -> Option<&'a str> {
+        let u = self.user?;
+        let n = u.split(';').next().unwrap_or(u);
+        (!n.is_empty()).then_some(n)
+    }
+    pub fn host_ip(&self) -> Option<IpAddr> {
+        self.host.parse().ok()
+    }
+}
+
+/// A From/To/Contact value: `"Display" <uri>;params` or `uri;params`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NameAddr<'a> {
+    /// Display name without surrounding quotes (escapes kept).
+    pub display: Option<&'a str>,
+    /// The URI as written (`*` for a wildcard Contact).
+    pub uri: &'a str,
+    pub user: Option<&'a str>,
+    pub host: Option<&'a str>,
+    pub port: Option<u16>,
+    pub tag: Option<&'a str>,
+    /// Header parameters (after `>`, or after the URI in the addr-spec form).
+    pub params: Params<'a>,
+}
+
+impl<'a> NameAddr<'a> {
+    /// The URI, parsed (None for unknown schemes or malformed URIs).
+    pub fn parsed_uri(&self) -> Option<Uri<'a>> {
+        parse_uri(self.uri)
+    }
+    /// `expires=` header parameter (Contact).
+    pub fn expires(&self) -> Option<u32> {
+        parse_u32_sat(self.params.get("expires")?)
+    }
+}
+
+/// One Via value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Via<'a> {
+    /// `UDP`, `TCP`, `TLS`, `WS`, ... as written.
+    pub transport: &'a str,
+    /// Sent-by host without IPv6 brackets.
+    pub host: &'a str,
+    pub port: Option<u16>,
+    pub branch: Option<&'a str>,
+    pub received: Option<&'a str>,
+    /// `rport=N` value (a bare `rport` flag gives None; see `params`).
+    pub rport: Option<u16>,
+    pub params: Params<'a>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Detection and parsing
+
+/// Cheap check: does `payload` start (after optional CRLF keep-alives) with a SIP request line
+/// (`METHOD SP uri SP SIP/2.0`) or status line (`SIP/2.0 NNN`)?
+pub fn looks_like_sip(payload: &[u8]) -> bool {
+    let p = skip_leading_crlf(payload);
+    // A start line longer than this is not something a tap should bother with.
+    let head = p.get(..p.len().min(2048)).unwrap_or(&[]);
+    let line = match head.iter().position(|&b| b == b'\n') {
+        Some(i) => head.get(..i).unwrap_or(&[]),
+        None => head,
+    };
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if let Some(rest) = strip_prefix_ci(line, b"SIP/2.0 ") {
+        return rest.len() >= 3 && rest.iter().take(3).all(u8::is_ascii_digit);
+    }
+    let Some(sp) = line.iter().position(|&b| b == b' ') else {
+        return false;
+    };
+    let method = line.get(..sp).unwrap_or(&[]);
+    if method.is_empty() || !method.iter().all(|&b| is_token_byte(b)) {
+        return false;
+    }
+    let Some(rest) = line.get(sp + 1..) else {
+        return false;
+    };
+    match rest.iter().rposition(|&b| b == b' ') {
+        Some(i) if i > 0 => rest
+            .get(i + 1..)
+            .is_some_and(|v| v.eq_ignore_ascii_case(b"SIP/2.0")),
+        _ => false,
+    }
+}
+
+/// Parses one complete SIP message (a UDP datagram or a message framed from TCP).
+pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Result<SipMessage<'a>, SipError> {
+    parse_inner(buf, limits, false)
+}
+
+/// Like `parse`, but a body shorter than Content-Length (snaplen cut, lost fragment) is kept as
+/// far as it goes and flagged in `body_truncated` instead of failing: the headers still tell
+/// the call tracker what happened. Callers should still count it (`truncated`).
+pub fn parse_lenient<'a>(buf: &'a [u8], limits: &Limits) -> Result<SipMessage<'a>, SipError> {
+    parse_inner(buf, limits, true)
+}
+
+fn parse_inner<'a>(
+    buf: &'a [u8],
+    limits: &Limits,
+    allow_short: bool,
+) -> Result<SipMessage<'a>, SipError> {
+    if buf.len() > limits.max_message {
+        return Err(SipError::TooLarge {
+            len: buf.len(),
+            max: limits.max_message,
+        });
+    }
+    let max_headers = limits.max_headers.min(MAX_HEADERS);
+    let input = skip_leading_crlf(buf);
+    if input.is_empty() {
+        return Err(SipError::Empty);
+    }
+    let mut lines = Lines { buf: input, pos: 0 };
+    let first = lines.next_line().ok_or(SipError::Empty)?;
+    let first = std::str::from_utf8(first).map_err(|_| SipError::NotUtf8)?;
+    let start = parse_start_line(first)?;
+
+    let mut headers: heapless::Vec<Header<'a>, MAX_HEADERS> = heapless::Vec::new();
+    let mut skipped_headers: u16 = 0;
+    let mut body_start = input.len();
+    loop {
+        let line_start = lines.pos;
+        let Some(line) = lines.next_line() else {
+            break; // no empty line: lenient, empty body
+        };
+        if line.is_empty() {
+            body_start = lines.pos;
+            break;
+        }
+        if line.first().is_some_and(|&b| b == b' ' || b == b'\t') {
+            // A continuation with no header before it.
+            return Err(SipError::BadHeader);
+        }
+        // Absorb folded continuation lines into this header.
+        let mut end = lines.pos;
+        while lines.peek_byte().is_some_and(|b| b == b' ' || b == b'\t') {
+            let _ = lines.next_line();
+            end = lines.pos;
+        }
+        let raw = input.get(line_start..end).unwrap_or(&[]);
+        let Ok(text) = std::str::from_utf8(raw) else {
+            skipped_headers = skipped_headers.saturating_add(1);
+            continue;
+        };
+        let (name, value) = text.split_once(':').ok_or(SipError::BadHeader)?;
+        let name = name.trim_end_matches([' ', '\t']);
+        if name.is_empty() || !name.bytes().all(is_token_byte) {
+            return Err(SipError::BadHeader);
+        }
+        if headers.len() >= max_headers {
+            return Err(SipError::TooManyHeaders { max: max_headers });
+        }
+        let h = Header {
+            name,
+            value: trim(value),
+        };
+        if headers.push(h).is_err() {
+            return Err(SipError::TooManyHeaders { max: max_headers });
+        }
+    }
+
+    let rest = input.get(body_start..).unwrap_or(&[]);
+    let mut content_length: Option<usize> = None;
+    for h in headers.iter().filter(|h| h.is("content-length")) {
+        let n = match parse_usize(h.value) {
+            Some(n) => n,
+            // Lenient (a tap, over UDP): an unreadable Content-Length is ignored and the body is
+            // the rest of the datagram, as if the header were absent.
+            None if allow_short => continue,
+            None => return Err(SipError::BadContentLength),
+        };
+        match content_length {
+            Some(prev) if prev != n && !allow_short => return Err(SipError::BadContentLength),
+            Some(_) => {}
+            None => content_length = Some(n),
+        }
+    }
+    let mut body_truncated = false;
+    let (body, trailing) = match content_length {
+        Some(n) => match rest.get(..n) {
+            Some(b) => (b, rest.len() - n),
+            None if allow_short => {
+                body_truncated = true;
+                (rest, 0)
+            }
+            None => {
+                return Err(SipError::Truncated {
+                    have: rest.len(),
+                    want: n,
+                })
+            }
+        },
+        None => (rest, 0),
+    };
+    Ok(SipMessage {
+        start,
+        headers,
+        body,
+        skipped_headers,
+        trailing,
+        body_truncated,
+    })
+}
+
+/// TCP framing: the length of the first message in `buf` (headers + Content-Length body), or
+/// `Ok(None)` when the header block is not complete yet. Leading CRLF keep-alives count in the
+/// length. A missing Content-Length means no body (RFC 3261 18.3 makes it mandatory on TCP).
+pub fn frame_len(buf: &[u8], limits: &Limits) -> Result<Option<usize>, SipError> {
+    let lead = buf.len() - skip_leading_crlf(buf).len();
+    let input = buf.get(lead..).unwrap_or(&[]);
+    let mut lines = Lines { buf: input, pos: 0 };
+    let mut header_end = None;
+    let mut content_length: Option<usize> = None;
+    let mut first = true;
+    while let Some(line) = lines.next_line() {
+        if !lines.ended_with_newline() {
+            break; // partial last line
+        }
+        if line.is_empty() {
+            header_end = Some(lines.pos);
+            break;
+        }
+        if !first {
+            if let Some(i) = line.iter().position(|&b| b == b':') {
+                let name = line.get(..i).unwrap_or(&[]);
+                let name = trim_bytes(name);
+                if name.eq_ignore_ascii_case(b"content-length") || name.eq_ignore_ascii_case(b"l") {
+                    let v = std::str::from_utf8(line.get(i + 1..).unwrap_or(&[]))
+                        .ok()
+                        .and_then(|s| parse_usize(trim(s)))
+                        .ok_or(SipError::BadContentLength)?;
+                    content_length = Some(v);
+                }
+            }
+        }
+        first = false;
+        if lead + lines.pos > limits.max_message {
+            break;
+        }
+    }
+    let Some(h) = header_end else {
+        if buf.len() > limits.max_message {
+            return Err(SipError::TooLarge {
+                len: buf.len(),
+                max: limits.max_message,
+            });
+        }
+        return Ok(None);
+    };
+    let total = lead
+        .checked_add(h)
+        .and_then(|t| t.checked_add(content_length.unwrap_or(0)))
+        .ok_or(SipError::BadContentLength)?;
+    if total > limits.max_message {
+        return Err(SipError::TooLarge {
+            len: total,
+            max: limits.max_message,
+        });
+    }
+    Ok(Some(total))
+}
+
+fn parse_start_line(line: &str) -> Result<StartLine<'_>, SipError> {
+    if line.len() >= 4
+        && line
+            .get(..4)
+            .is_some_and(|p| p.eq_ignore_ascii_case("SIP/"))
+    {
+        let (version, rest) = line.split_once(' ').ok_or(SipError::BadStartLine)?;
+        if !version.eq_ignore_ascii_case("SIP/2.0") {
+            return Err(SipError::BadVersion);
+        }
+        let rest = rest.trim_start_matches(' ');
+        let (code, reason) = match rest.split_once(' ') {
+            Some((c, r)) => (c, r),
+            None => (rest, ""),
+        };
+        if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(SipError::BadStatus);
+        }
+        let code: u16 = code.parse().map_err(|_| SipError::BadStatus)?;
+        if !(100..=699).contains(&code) {
+            return Err(SipError::BadStatus);
+        }
+        return Ok(StartLine::Response {
+            code,
+            reason: trim(reason),
+        });
+    }
+    let (method, rest) = line.split_once(' ').ok_or(SipError::BadStartLine)?;
+    if method.is_empty() || !method.bytes().all(is_token_byte) {
+        return Err(SipError::BadStartLine);
+    }
+    let (uri, version) = rest.rsplit_once(' ').ok_or(SipError::BadStartLine)?;
+    if !version.eq_ignore_ascii_case("SIP/2.0") {
+        if version.len() >= 4
+            && version
+                .get(..4)
+                .is_some_and(|p| p.eq_ignore_ascii_case("SIP/"))
+        {
+            return Err(SipError::BadVersion);
+        }
+        return Err(SipError::BadStartLine);
+    }
+    // Exactly one SP on each side of the Request-URI (RFC 3261 25.1: no LWS inside it).
+    if uri.is_empty() || uri.bytes().any(|b| b == b' ' || b == b'\t') {
+        return Err(SipError::BadStartLine);
+    }
+    Ok(StartLine::Request {
+        method: Method::from_token(method),
+        uri,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Accessors
+
+impl<'a> SipMessage<'a> {
+    pub fn is_request(&self) -> bool {
+        matches!(self.start, StartLine::Request { .. })
+    }
+    /// Status code of a response.
+    pub fn status(&self) -> Option<u16> {
+        match self.start {
+            StartLine::Response { code, .. } => Some(code),
+            StartLine::Request { .. } => None,
+        }
+    }
+    /// Reason phrase of a response.
+    pub fn reason(&self) -> Option<&'a str> {
+        match self.start {
+            StartLine::Response { reason, .. } => Some(reason),
+            StartLine::Request { .. } => None,
+        }
+    }
+    /// Method of a request (for a response, see `cseq()`).
+    pub fn method(&self) -> Option<Method<'a>> {
+        match self.start {
+            StartLine::Request { method, .. } => Some(method),
+            StartLine::Response { .. } => None,
+        }
+    }
+    /// The Request-URI as written.
+    pub fn request_uri_str(&self) -> Option<&'a str> {
+        match self.start {
+            StartLine::Request { uri, .. } => Some(uri),
+            StartLine::Response { .. } => None,
+        }
+    }
+    /// The Request-URI parsed (None for responses and unknown schemes).
+    pub fn request_uri(&self) -> Option<Uri<'a>> {
+        parse_uri(self.request_uri_str()?)
+    }
+
+    /// Whole value of the first `name` header (trimmed; compact forms and case folded).
+    pub fn header(&self, name: &str) -> Option<&'a str> {
+        self.headers.iter().find(|h| h.is(name)).map(|h| h.value)
+    }
+    /// All values of `name`: every such header, each split on commas outside quotes and `<...>`.
+    /// Only meaningful for list headers (Via, Contact, Allow, Supported, ...).
+    pub fn header_values<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'a str> + 's {
+        self.headers
+            .iter()
+            .filter(move |h| h.is(name))
+            .flat_map(|h| split_outside(h.value, b',', true))
+            .map(trim)
+            .filter(|v| !v.is_empty())
+    }
+    pub fn call_id(&self) -> Option<&'a str> {
+        self.header("call-id").filter(|v| !v.is_empty())
+    }
+    /// CSeq number and method.
+    pub fn cseq(&self) -> Option<(u32, Method<'a>)> {
+        let v = self.header("cseq")?;
+        let mut it = v.split([' ', '\t', '\r', '\n']).filter(|s| !s.is_empty());
+        let n = it.next()?;
+        if n.is_empty() || n.len() > 10 || !n.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let n: u32 = n.parse().ok()?;
+        let m = it.next()?;
+        if !m.bytes().all(is_token_byte) || it.next().is_some() {
+            return None;
+        }
+        Some((n, Method::from_token(m)))
+    }
+    pub fn from(&self) -> Option<NameAddr<'a>> {
+        parse_name_addr(self.header("from")?)
+    }
+    pub fn to(&self) -> Option<NameAddr<'a>> {
+        parse_name_addr(self.header("to")?)
+    }
+    /// First Contact value.
+    pub fn contact(&self) -> Option<NameAddr<'a>> {
+        parse_name_addr(self.header_values("contact").next()?)
+    }
+    /// Every Contact value (REGISTER may carry several).
+    pub fn contacts<'s>(&'s self) -> impl Iterator<Item = NameAddr<'a>> + 's {
+        self.header_values("contact").filter_map(parse_name_addr)
+    }
+    /// `expires=` of the first Contact.
+    pub fn contact_expires(&self) -> Option<u32> {
+        self.contact()?.expires()
+    }
+    pub fn top_via(&self) -> Option<Via<'a>> {
+        parse_via(self.header_values("via").next()?)
+    }
+    pub fn vias<'s>(&'s self) -> impl Iterator<Item = Via<'a>> + 's {
+        self.header_values("via").filter_map(parse_via)
+    }
+    pub fn user_agent(&self) -> Option<&'a str> {
+        self.header("user-agent")
+    }
+    pub fn server(&self) -> Option<&'a str> {
+        self.header("server")
+    }
+    /// The Allow header as written (first occurrence).
+    pub fn allow(&self) -> Option<&'a str> {
+        self.header("allow")
+    }
+    /// The Expires header (delta-seconds; values beyond u32 saturate).
+    pub fn expires(&self) -> Option<u32> {
+        parse_u32_sat(self.header("expires")?)
+    }
+    pub fn content_type(&self) -> Option<&'a str> {
+        self.header("content-type")
+    }
+    /// Whether the body is SDP (Content-Type `application/sdp`, parameters ignored).
+    pub fn has_sdp(&self) -> bool {
+        !self.body.is_empty()
+            && self.content_type().is_some_and(|c| {
+                trim(c.split(';').next().unwrap_or(c)).eq_ignore_ascii_case("application/sdp")
+            })
+    }
+    pub fn content_length(&self) -> Option<usize> {
+        parse_usize(self.header("content-length")?)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Value parsers
+
+/// Parses a `sip:`, `sips:` or `tel:` URI. Other schemes, an empty host or a bad port give None.
+pub fn parse_uri(s: &str) -> Option<Uri<'_>> {
+    let s = trim(s);
+    let (scheme, rest) = s.split_once(':')?;
+    let scheme = if scheme.eq_ignore_ascii_case("sip") {
+        Scheme::Sip
+    } else if scheme.eq_ignore_ascii_case("sips") {
+        Scheme::Sips
+    } else if scheme.eq_ignore_ascii_case("tel") {
+        Scheme::Tel
+    } else {
+        return None;
+    };
+    if scheme == Scheme::Tel {
+        let (number, params) = match rest.split_once(';') {
+            Some((n, p)) => (n, p),
+            None => (rest, ""),
+        };
+        let number = trim(number);
+        if number.is_empty() {
+            return None;
+        }
+        return Some(Uri {
+            scheme,
+            user: Some(number),
+            password: None,
+            host: "",
+            port: None,
+            params: Params(params),
+            headers: None,
+        });
+    }
+    // The user part may hold `?`, `;` and `:` (RFC 3261 25.1 user-unreserved), so the `@` is
+    // found first and `?headers` only looked for after it.
+    let (userinfo, hostpart) = match rest.split_once('@') {
+        Some((u, h)) => (Some(u), h),
+        None => (None, rest),
+    };
+    let (hostpart, headers) = match hostpart.split_once('?') {
+        Some((m, h)) => (m, Some(h)),
+        None => (hostpart, None),
+    };
+    let (user, password) = match userinfo {
+        Some(u) => match u.split_once(':') {
+            Some((u, p)) => (Some(u), Some(p)),
+            None => (Some(u), None),
+        },
+        None => (None, None),
+    };
+    let (hostport, params) = match hostpart.split_once(';') {
+        Some((h, p)) => (h, p),
+        None => (hostpart, ""),
+    };
+    let (host, port) = split_host_port(hostport)?;
+    if host.is_empty() {
+        return None;
+    }
+    Some(Uri {
+        scheme,
+        user: user.filter(|u| !u.is_empty()),
+        password,
+        host,
+        port,
+        params: Params(params),
+        headers,
+    })
+}
+
+/// Parses a From/To/Contact value.
+pub fn parse_name_addr(s: &str) -> Option<NameAddr<'_>> {
+    let s = trim(s);
+    if s.is_empty() || !quotes_balanced(s) {
+        return None;
+    }
+    let (display, uri, params) = match find_outside_quotes(s, b'<') {
+        Some(lt) => {
+            let before = s.get(..lt)?;
+            let after = s.get(lt + 1..)?;
+            let (uri, params) = after.split_once('>')?;
+            let d = trim(before);
+            let d = d
+                .strip_prefix('"')
+                .and_then(|x| x.strip_suffix('"'))
+                .unwrap_or(d);
+            ((!d.is_empty()).then_some(d), trim(uri), params)
+        }
+        None => {
+            // addr-spec form: parameters after the URI belong to the header (RFC 3261 20.10).
+            match s.split_once(';') {
+                Some((u, p)) => (None, trim(u), p),
+                None => (None, s, ""),
+            }
+        }
+    };
+    if uri.is_empty() {
+        return None;
+    }
+    let parsed = parse_uri(uri);
+    let params = Params(params);
+    Some(NameAddr {
+        display,
+        uri,
+        user: parsed.and_then(|u| u.user),
+        host: parsed.map(|u| u.host),
+        port: parsed.and_then(|u| u.port),
+        tag: params.get("tag").filter(|t| !t.is_empty()),
+        params,
+    })
+}
+
+/// Parses one Via value (`SIP/2.0/UDP host:port;branch=...`; LWS around `/` allowed).
+pub fn parse_via(s: &str) -> Option<Via<'_>> {
+    let s = trim(s);
+    let (name, rest) = s.split_once('/')?;
+    if !trim(name).eq_ignore_ascii_case("SIP") {
+        return None;
+    }
+    let (_version, rest) = rest.split_once('/')?;
+    let rest = trim_start(rest);
+    let tend = rest
+        .find(|c: char| c.is_ascii_whitespace() || c == ';')
+        .unwrap_or(rest.len());
+    let (transport, rest) = rest.split_at_checked(tend)?;
+    if transport.is_empty() {
+        return None;
+    }
+    let rest = trim_start(rest);
+    let (sent_by, params) = match rest.split_once(';') {
+        Some((h, p)) => (h, p),
+        None => (rest, ""),
+    };
+    // LWS is allowed around the `:` of sent-by; a `(comment)` after it is dropped.
+    let sent_by = trim(sent_by.split('(').next().unwrap_or(sent_by));
+    let (host, port) = split_host_port(sent_by)?;
+    if host.is_empty() {
+        return None;
+    }
+    let params = Params(params);
+    Some(Via {
+        transport,
+        host,
+        port,
+        branch: params.get("branch").filter(|b| !b.is_empty()),
+        received: params.get("received").filter(|r| !r.is_empty()),
+        rport: params.get("rport").and_then(|r| r.parse().ok()),
+        params,
+    })
+}
+
+/// Removes visual separators (`-`, `.`, `(`, `)`, spaces) and user parameters from a phone
+/// number user part, keeping a leading `+`: `+1-(212)-555.1212;npdi` -> `+12125551212`.
+pub fn phone_digits(user: &str) -> String {
+    let n = user.split(';').next().unwrap_or(user);
+    n.chars()
+        .filter(|c| !matches!(c, '-' | '.' | '(' | ')' | ' '))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+/// Long name for a compact header form (RFC 3261 7.3.3 and later extensions).
+fn expand_compact(name: &str) -> &str {
+    let b = name.as_bytes();
+    if b.len() != 1 {
+        return name;
+    }
+    match b.first().map(u8::to_ascii_lowercase) {
+        Some(b'i') => "call-id",
+        Some(b'f') => "from",
+        Some(b't') => "to",
+        Some(b'v') => "via",
+        Some(b'm') => "contact",
+        Some(b'l') => "content-length",
+        Some(b'c') => "content-type",
+        Some(b'k') => "supported",
+        Some(b's') => "subject",
+        Some(b'e') => "content-encoding",
+        Some(b'o') => "event",
+        Some(b'r') => "refer-to",
+        Some(b'b') => "referred-by",
+        Some(b'u') => "allow-events",
+        Some(b'x') => "session-expires",
+        Some(b'a') => "accept-contact",
+        Some(b'j') => "reject-contact",
+        Some(b'd') => "request-disposition",
+        Some(b'y') => "identity",
+        Some(b'n') => "identity-info",
+        _ => name,
+    }
+}
+
+/// Whether two header names denote the same header.
+pub fn same_header(a: &str, b: &str) -> bool {
+    expand_compact(a).eq_ignore_ascii_case(expand_compact(b))
+}
+
+fn is_ws(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\r' | '\n')
+}
+
+fn trim(s: &str) -> &str {
+    s.trim_matches(is_ws)
+}
+
+fn trim_start(s: &str) -> &str {
+    s.trim_start_matches(is_ws)
+}
+
+fn trim_bytes(b: &[u8]) -> &[u8] {
+    let start = b
+        .iter()
+        .position(|c| !c.is_ascii_whitespace())
+        .unwrap_or(b.len());
+    let end = b
+        .iter()
+        .rposition(|c| !c.is_ascii_whitespace())
+        .map_or(start, |i| i + 1);
+    b.get(start..end).unwrap_or(&[])
+}
+
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b)
+}
+
+fn skip_leading_crlf(b: &[u8]) -> &[u8] {
+    let n = b
+        .iter()
+        .position(|&c| c != b'\r' && c != b'\n')
+        .unwrap_or(b.len());
+    b.get(n..).unwrap_or(&[])
+}
+
+fn strip_prefix_ci<'b>(s: &'b [u8], p: &[u8]) -> Option<&'b [u8]> {
+    let head = s.get(..p.len())?;
+    head.eq_ignore_ascii_case(p).then(|| s.get(p.len()..))?
+}
+
+/// Decimal digits only (after trimming); at most 19 digits so it cannot overflow.
+fn parse_usize(s: &str) -> Option<usize> {
+    let s = trim(s);
+    if s.is_empty() || s.len() > 19 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// Decimal digits, saturating at u32::MAX (RFC 3261 allows Expires up to 2**32-1 and says larger
+/// values mean that).
+fn parse_u32_sat(s: &str) -> Option<u32> {
+    let s = trim(s);
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let mut v: u32 = 0;
+    for b in s.bytes() {
+        v = v.saturating_mul(10).saturating_add(u32::from(b - b'0'));
+    }
+    Some(v)
+}
+
+/// `host`, `host:port`, `[v6]`, `[v6]:port`. A bad port gives None.
+fn split_host_port(s: &str) -> Option<(&str, Option<u16>)> {
+    let s = trim(s);
+    if let Some(rest) = s.strip_prefix('[') {
+        let (host, after) = rest.split_once(']')?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => Some(parse_port(p)?),
+            None if after.is_empty() => None,
+            None => return None,
+        };
+        return Some((host, port));
+    }
+    match s.split_once(':') {
+        Some((h, p)) => Some((trim(h), Some(parse_port(p)?))),
+        None => Some((s, None)),
+    }
+}
+
+fn parse_port(p: &str) -> Option<u16> {
+    let p = trim(p);
+    if p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    p.parse().ok()
+}
+
+/// Whether every quoted string is closed.
+fn quotes_balanced(s: &str) -> bool {
+    let mut in_q = false;
+    let mut esc = false;
+    for b in s.bytes() {
+        if in_q {
+            if esc {
+                esc = false;
+            } else if b == b'\\' {
+                esc = true;
+            } else if b == b'"' {
+                in_q = false;
+            }
+        } else if b == b'"' {
+            in_q = true;
+        }
+    }
+    !in_q
+}
+
+/// Position of the first `c` outside a quoted string.
+fn find_outside_quotes(s: &str, c: u8) -> Option<usize> {
+    let mut in_q = false;
+    let mut esc = false;
+    for (i, b) in s.bytes().enumerate() {
+        if in_q {
+            if esc {
+                esc = false;
+            } else if b == b'\\' {
+                esc = true;
+            } else if b == b'"' {
+                in_q = false;
+            }
+        } else if b == b'"' {
+            in_q = true;
+        } else if b == c {
+            return Some(i);
+        }
+    }
+    None
+}
+
+/// Splits `s` on `sep` outside quoted strings (and outside `<...>` when `angles`).
+fn split_outside(s: &str, sep: u8, angles: bool) -> SplitOutside<'_> {
+    SplitOutside {
+        s,
+        pos: 0,
+        sep,
+        angles,
+        done: false,
+    }
+}
+
+struct SplitOutside<'a> {
+    s: &'a str,
+    pos: usize,
+    sep: u8,
+    angles: bool,
+    done: bool,
+}
+
+impl<'a> Iterator for SplitOutside<'a> {
+    type Item = &'a str;
+    fn next(&mut self) -> Option<&'a str> {
+        if self.done {
+            return None;
+        }
+        let rest = self.s.get(self.pos..)?;
+        let (mut in_q, mut esc, mut angle) = (false, false, false);
+        for (i, b) in rest.bytes().enumerate() {
+            if in_q {
+                if esc {
+                    esc = false;
+                } else if b == b'\\' {
+                    esc = true;
+                } else if b == b'"' {
+                    in_q = false;
+                }
+            } else if b == b'"' {
+                in_q = true;
+            } else if self.angles && b == b'<' {
+                angle = true;
+            } else if self.angles && b == b'>' {
+                angle = false;
+            } else if b == self.sep && !angle {
+                // `sep` is ASCII, so `i` and `i + 1` are char boundaries.
+                let item = rest.get(..i)?;
+                self.pos += i + 1;
+                return Some(item);
+            }
+        }
+        self.done = true;
+        Some(rest)
+    }
+}
+
+/// Line reader accepting CRLF and bare LF.
+struct Lines<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Lines<'a> {
+    /// Next line without its line end; None at the end of the buffer.
+    fn next_line(&mut self) -> Option<&'a [u8]> {
+        let rest = self.buf.get(self.pos..)?;
+        if rest.is_empty() {
+            return None;
+        }
+        let (line, adv) = match rest.iter().position(|&b| b == b'\n') {
+            Some(i) => (rest.get(..i).unwrap_or(&[]), i + 1),
+            None => (rest, rest.len()),
+        };
+        self.pos += adv;
+        Some(line.strip_suffix(b"\r").unwrap_or(line))
+    }
+    fn peek_byte(&self) -> Option<u8> {
+        self.buf.get(self.pos).copied()
+    }
+    fn ended_with_newline(&self) -> bool {
+        self.pos > 0 && self.buf.get(self.pos - 1) == Some(&b'\n')
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INVITE: &[u8] = b"INVITE sip:+8613812345678@198.51.100.7:5060;user=phone SIP/2.0\r\n\
+Via: SIP/2.0/UDP 203.0.113.10:5060;branch=z9hG4bK776asdhds;rport\r\n\
+Max-Forwards: 70\r\n\
+To: <sip:+8613812345678@198.51.100.7>\r\n\
+From: \"Alice\" <sip:alice@203.0.113.10>;tag=1928301774\r\n\
+Call-ID: a84b4c76e66710@pc33.example.com\r\n\
+CSeq: 314159 INVITE\r\n\
+Contact: <sip:alice@203.0.113.10:5070>\r\n\
+User-Agent: DBL GoIP\r\n\
+Allow: INVITE, ACK, BYE, CANCEL\r\n\
+Content-Type: application/sdp\r\n\
+Content-Length: 4\r\n\
+\r\n\
+v=0\n";
+
+    fn p(b: &[u8]) -> Result<SipMessage<'_>, SipError> {
+        parse(b, &Limits::default())
+    }
+
+    #[test]
+    fn parses_invite() {
+        let m = p(INVITE).unwrap();
+        assert!(m.is_request());
+        assert_eq!(m.method(), Some(Method::Invite));
+        assert_eq!(m.status(), None);
+        assert_eq!(m.call_id(), Some("a84b4c76e66710@pc33.example.com"));
+        assert_eq!(m.cseq(), Some((314159, Method::Invite)));
+        assert_eq!(m.body, b"v=0\n");
+        assert_eq!(m.content_length(), Some(4));
+        assert_eq!(m.user_agent(), Some("DBL GoIP"));
+        assert_eq!(m.allow(), Some("INVITE, ACK, BYE, CANCEL"));
+        assert_eq!(
+            m.header_values("allow").collect::<Vec<_>>(),
+            ["INVITE", "ACK", "BYE", "CANCEL"]
+        );
+        let ru = m.request_uri().unwrap();
+        assert_eq!(ru.scheme, Scheme::Sip);
+        assert_eq!(ru.user, Some("+8613812345678"));
+        assert_eq!(ru.host, "198.51.100.7");
+        assert_eq!(ru.port, Some(5060));
+        assert_eq!(ru.params.get("user"), Some("phone"));
+        let from = m.from().unwrap();
+        assert_eq!(from.display, Some("Alice"));
+        assert_eq!(from.user, Some("alice"));
+        assert_eq!(from.tag, Some("1928301774"));
+        let to = m.to().unwrap();
+        assert_eq!(to.user, Some("+8613812345678"));
+        assert_eq!(to.tag, None);
+        let c = m.contact().unwrap();
+        assert_eq!((c.host, c.port), (Some("203.0.113.10"), Some(5070)));
+        let via = m.top_via().unwrap();
+        assert_eq!(via.transport, "UDP");
+        assert_eq!(via.host, "203.0.113.10");
+        assert_eq!(via.port, Some(5060));
+        assert_eq!(via.branch, Some("z9hG4bK776asdhds"));
+        assert_eq!(via.rport, None);
+        assert!(via.params.has("rport"));
+        assert!(m.has_sdp());
+        assert!(looks_like_sip(INVITE));
+    }
+
+    #[test]
+    fn parses_response() {
+        let m = p(b"SIP/2.0 486 Busy Here\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKx;received=192.0.2.9;rport=6000\r\nCall-ID: x@y\r\nCSeq: 2 INVITE\r\nServer: Dinstar\r\nContent-Length: 0\r\n\r\n").unwrap();
+        assert!(!m.is_request());
+        assert_eq!(m.status(), Some(486));
+        assert_eq!(m.reason(), Some("Busy Here"));
+        assert_eq!(m.method(), None);
+        assert_eq!(m.cseq(), Some((2, Method::Invite)));
+        assert_eq!(m.server(), Some("Dinstar"));
+        let v = m.top_via().unwrap();
+        assert_eq!(v.received, Some("192.0.2.9"));
+        assert_eq!(v.rport, Some(6000));
+        assert!(m.body.is_empty());
+        assert!(!m.has_sdp());
+    }
+
+    #[test]
+    fn compact_forms_equal_long_forms() {
+        let m = p(b"BYE sip:a@b SIP/2.0\r\nv: SIP/2.0/TCP h:5061;branch=z9hG4bK1\r\ni: cid-1\r\nf: <sip:a@b>;tag=1\r\nt: <sip:c@d>;tag=2\r\nm: <sip:a@10.1.1.1>\r\nc: text/plain\r\nk: timer\r\ns: hi\r\ne: gzip\r\nl: 2\r\n\r\nok").unwrap();
+        assert_eq!(m.call_id(), Some("cid-1"));
+        assert_eq!(m.header("Call-ID"), Some("cid-1"));
+        assert_eq!(m.header("CALL-ID"), Some("cid-1"));
+        assert_eq!(m.from().unwrap().tag, Some("1"));
+        assert_eq!(m.to().unwrap().tag, Some("2"));
+        assert_eq!(m.contact().unwrap().host, Some("10.1.1.1"));
+        assert_eq!(m.top_via().unwrap().transport, "TCP");
+        assert_eq!(m.content_type(), Some("text/plain"));
+        assert_eq!(m.header("supported"), Some("timer"));
+        assert_eq!(m.header("subject"), Some("hi"));
+        assert_eq!(m.header("content-encoding"), Some("gzip"));
+        assert_eq!(m.header("l"), Some("2"));
+        assert_eq!(m.body, b"ok");
+        // A long-form query finds the compact header and vice versa.
+        assert!(same_header("i", "call-id"));
+        assert!(same_header("Content-Length", "L"));
+        assert!(!same_header("x", "call-id"));
+    }
+
+    #[test]
+    fn header_names_case_insensitive_and_space_before_colon() {
+        let m =
+            p(b"OPTIONS sip:a@b SIP/2.0\r\nUSER-agent : Foo 1.0\r\ncall-id:abc\r\n\r\n").unwrap();
+        assert_eq!(m.user_agent(), Some("Foo 1.0"));
+        assert_eq!(m.call_id(), Some("abc"));
+    }
+
+    #[test]
+    fn folded_lines_belong_to_previous_header() {
+        let m = p(b"OPTIONS sip:a@b SIP/2.0\r\nSubject: I know you're there,\r\n  pick up the phone\r\n\tand talk to me!\r\nVia: SIP/2.0/UDP a.example.com;branch=z9hG4bK1,\r\n SIP/2.0/UDP b.example.com:5070;branch=z9hG4bK2\r\nCall-ID: c\r\n\r\n").unwrap();
+        assert_eq!(m.headers.len(), 3);
+        let subj = m.header("subject").unwrap();
+        assert!(subj.starts_with("I know you're there,"));
+        assert!(subj.ends_with("and talk to me!"));
+        let words: Vec<&str> = subj.split_whitespace().collect();
+        assert_eq!(
+            words.join(" "),
+            "I know you're there, pick up the phone and talk to me!"
+        );
+        let vias: Vec<_> = m.vias().collect();
+        assert_eq!(vias.len(), 2);
+        assert_eq!(vias[1].host, "b.example.com");
+        assert_eq!(vias[1].port, Some(5070));
+        assert_eq!(m.call_id(), Some("c"));
+    }
+
+    #[test]
+    fn continuation_without_header_is_bad_header() {
+        let e = p(b"OPTIONS sip:a@b SIP/2.0\r\n folded\r\n\r\n").unwrap_err();
+        assert_eq!(e.kind(), "bad_header");
+        let e = p(b"OPTIONS sip:a@b SIP/2.0\r\nno colon here\r\n\r\n").unwrap_err();
+        assert_eq!(e.kind(), "bad_header");
+        let e = p(b"OPTIONS sip:a@b SIP/2.0\r\nBad Name: x\r\n\r\n").unwrap_err();
+        assert_eq!(e.kind(), "bad_header");
+    }
+
+    #[test]
+    fn multi_value_headers_split_outside_quotes_and_angles() {
+        let m = p(b"REGISTER sip:r SIP/2.0\r\nContact: \"Smith, J\" <sip:j@h1;a=1,2>;expires=60, <sip:j@h2>;q=0.5\r\nContact: sip:j@h3;expires=0\r\nExpires: 3600\r\n\r\n").unwrap();
+        let cs: Vec<_> = m.contacts().collect();
+        assert_eq!(cs.len(), 3);
+        assert_eq!(cs[0].display, Some("Smith, J"));
+        assert_eq!(cs[0].uri, "sip:j@h1;a=1,2");
+        assert_eq!(cs[0].expires(), Some(60));
+        assert_eq!(cs[1].host, Some("h2"));
+        assert_eq!(cs[1].params.get("q"), Some("0.5"));
+        // addr-spec form: ;expires belongs to the header, not the URI.
+        assert_eq!(cs[2].uri, "sip:j@h3");
+        assert_eq!(cs[2].expires(), Some(0));
+        assert_eq!(m.contact_expires(), Some(60));
+        assert_eq!(m.expires(), Some(3600));
+    }
+
+    #[test]
+    fn content_length_cases() {
+        // Shorter body than Content-Length: truncated.
+        let e = p(b"MESSAGE sip:a@b SIP/2.0\r\nContent-Length: 10\r\n\r\nabc").unwrap_err();
+        assert_eq!(e.kind(), "truncated");
+        // ... unless lenient: then kept and flagged.
+        let m = parse_lenient(
+            b"MESSAGE sip:a@b SIP/2.0\r\nContent-Length: 10\r\n\r\nabc",
+            &Limits::default(),
+        )
+        .unwrap();
+        assert!(m.body_truncated);
+        assert_eq!(m.body, b"abc");
+        // Longer datagram: body cut at Content-Length, rest counted as trailing.
+        let m = p(b"MESSAGE sip:a@b SIP/2.0\r\nContent-Length: 2\r\n\r\nabcdef").unwrap();
+        assert_eq!(
+            (m.body, m.trailing, m.body_truncated),
+            (&b"ab"[..], 4, false)
+        );
+        // No Content-Length over UDP: the rest of the datagram.
+        let m = p(b"MESSAGE sip:a@b SIP/2.0\r\nCall-ID: x\r\n\r\nabcdef").unwrap();
+        assert_eq!(m.body, b"abcdef");
+        assert_eq!(m.content_length(), None);
+        for bad in [&b"-1"[..], b"abc", b"1 2", b"99999999999999999999999", b""] {
+            let mut msg = b"MESSAGE sip:a@b SIP/2.0\r\nContent-Length: ".to_vec();
+            msg.extend_from_slice(bad);
+            msg.extend_from_slice(b"\r\n\r\n");
+            assert_eq!(p(&msg).unwrap_err().kind(), "bad_content_length", "{bad:?}");
+        }
+        // Two equal values are fine; two different ones are not.
+        assert!(p(b"MESSAGE sip:a@b SIP/2.0\r\nl: 1\r\nContent-Length: 1\r\n\r\nx").is_ok());
+        assert_eq!(
+            p(b"MESSAGE sip:a@b SIP/2.0\r\nl: 1\r\nContent-Length: 2\r\n\r\nxy")
+                .unwrap_err()
+                .kind(),
+            "bad_content_length"
+        );
+        // Content-Length with surrounding white space.
+        let m = p(b"MESSAGE sip:a@b SIP/2.0\r\nContent-Length:   3  \r\n\r\nxyz").unwrap();
+        assert_eq!(m.body, b"xyz");
+    }
+
+    #[test]
+    fn lf_only_and_leading_crlf_accepted() {
+        let m = p(b"\r\n\r\nSIP/2.0 200 OK\nCall-ID: lf\nContent-Length: 2\n\nhi").unwrap();
+        assert_eq!(m.status(), Some(200));
+        assert_eq!(m.call_id(), Some("lf"));
+        assert_eq!(m.body, b"hi");
+        assert!(looks_like_sip(b"\r\nSIP/2.0 200 OK\n"));
+    }
+
+    #[test]
+    fn missing_blank_line_means_empty_body() {
+        let m = p(b"OPTIONS sip:a@b SIP/2.0\r\nCall-ID: x\r\n").unwrap();
+        assert_eq!(m.call_id(), Some("x"));
+        assert!(m.body.is_empty());
+        let m = p(b"OPTIONS sip:a@b SIP/2.0\r\nCall-ID: x").unwrap();
+        assert_eq!(m.call_id(), Some("x"));
+    }
+
+    #[test]
+    fn start_line_errors() {
+        let k = |b: &[u8]| p(b).unwrap_err().kind();
+        assert_eq!(k(b""), "empty");
+        assert_eq!(k(b"\r\n\r\n"), "empty");
+        assert_eq!(k(b"INVITE sip:a@b SIP/3.0\r\n\r\n"), "bad_version");
+        assert_eq!(k(b"SIP/1.0 200 OK\r\n\r\n"), "bad_version");
+        assert_eq!(k(b"SIP/2.0 20 OK\r\n\r\n"), "bad_status");
+        assert_eq!(k(b"SIP/2.0 099 Low\r\n\r\n"), "bad_status");
+        assert_eq!(k(b"SIP/2.0 4294967301 Big\r\n\r\n"), "bad_status");
+        assert_eq!(k(b"INVITE  sip:a@b SIP/2.0\r\n\r\n"), "bad_start_line");
+        assert_eq!(k(b"INVITE sip:a@b SIP/2.0 \r\n\r\n"), "bad_start_line");
+        assert_eq!(k(b"INVITE sip:a@b\r\n\r\n"), "bad_start_line");
+        assert_eq!(k(b"GET / HTTP/1.1\r\n\r\n"), "bad_start_line");
+        assert_eq!(k(b"IN<VITE sip:a@b SIP/2.0\r\n\r\n"), "bad_start_line");
+        assert_eq!(k(b"INVITE sip:\xff@b SIP/2.0\r\n\r\n"), "not_utf8");
+    }
+
+    #[test]
+    fn methods_are_case_sensitive() {
+        let m = p(b"invite sip:a@b SIP/2.0\r\n\r\n").unwrap();
+        assert_eq!(m.method(), Some(Method::Other("invite")));
+        for (tok, m) in [
+            ("INVITE", Method::Invite),
+            ("ACK", Method::Ack),
+            ("BYE", Method::Bye),
+            ("CANCEL", Method::Cancel),
+            ("REGISTER", Method::Register),
+            ("OPTIONS", Method::Options),
+            ("INFO", Method::Info),
+            ("UPDATE", Method::Update),
+            ("PRACK", Method::Prack),
+            ("SUBSCRIBE", Method::Subscribe),
+            ("NOTIFY", Method::Notify),
+            ("REFER", Method::Refer),
+            ("MESSAGE", Method::Message),
+            ("PUBLISH", Method::Publish),
+        ] {
+            assert_eq!(Method::from_token(tok), m);
+            assert_eq!(m.as_str(), tok);
+        }
+    }
+
+    #[test]
+    fn limits_enforced() {
+        let lim = Limits {
+            max_message: 40,
+            max_headers: 8,
+        };
+        let e = parse(INVITE, &lim).unwrap_err();
+        assert_eq!(e.kind(), "too_large");
+        let mut msg = b"OPTIONS sip:a@b SIP/2.0\r\n".to_vec();
+        for i in 0..9 {
+            msg.extend_from_slice(format!("X-H{i}: v\r\n").as_bytes());
+        }
+        msg.extend_from_slice(b"\r\n");
+        let lim = Limits {
+            max_message: 65535,
+            max_headers: 8,
+        };
+        assert_eq!(parse(&msg, &lim).unwrap_err().kind(), "too_many_headers");
+        // A huge configured limit is clamped to the array capacity.
+        let mut msg = b"OPTIONS sip:a@b SIP/2.0\r\n".to_vec();
+        for i in 0..(MAX_HEADERS + 1) {
+            msg.extend_from_slice(format!("X-H{i}: v\r\n").as_bytes());
+        }
+        let lim = Limits {
+            max_message: 1 << 20,
+            max_headers: 10_000,
+        };
+        assert_eq!(parse(&msg, &lim).unwrap_err().kind(), "too_many_headers");
+        let from_cfg = Limits::from(&LimitsConfig::default());
+        assert_eq!(from_cfg, Limits::default());
+    }
+
+    #[test]
+    fn non_utf8_header_skipped_and_counted() {
+        let m = p(
+            b"INVITE sip:a@b SIP/2.0\r\nFrom: \"M\xfcller\" <sip:m@h>;tag=1\r\nCall-ID: ok\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(m.skipped_headers, 1);
+        assert_eq!(m.from(), None);
+        assert_eq!(m.call_id(), Some("ok"));
+    }
+
+    #[test]
+    fn tel_and_phone_uris() {
+        let u = parse_uri("tel:+1-212-555-0100;phone-context=example.com").unwrap();
+        assert_eq!(u.scheme, Scheme::Tel);
+        assert_eq!(u.user, Some("+1-212-555-0100"));
+        assert_eq!(u.host, "");
+        assert_eq!(u.params.get("phone-context"), Some("example.com"));
+        assert_eq!(phone_digits(u.user.unwrap()), "+12125550100");
+        let u = parse_uri("sip:+1-212-555-1212;npdi;rn=+1-212-555-1111@gw.example.com;user=phone")
+            .unwrap();
+        assert_eq!(u.user, Some("+1-212-555-1212;npdi;rn=+1-212-555-1111"));
+        assert_eq!(u.number(), Some("+1-212-555-1212"));
+        assert_eq!(u.host, "gw.example.com");
+        assert_eq!(u.params.get("user"), Some("phone"));
+        assert_eq!(phone_digits("0086 (138) 1234.5678"), "008613812345678");
+        let m =
+            p(b"INVITE tel:+8613812345678 SIP/2.0\r\nTo: <tel:+8613812345678>\r\n\r\n").unwrap();
+        assert_eq!(m.request_uri().unwrap().user, Some("+8613812345678"));
+        assert_eq!(m.to().unwrap().user, Some("+8613812345678"));
+        assert_eq!(m.to().unwrap().host, Some(""));
+    }
+
+    #[test]
+    fn uri_forms() {
+        let u = parse_uri("sips:alice:secret@[2001:db8::1]:5061;transport=tls?subject=x").unwrap();
+        assert_eq!(u.scheme, Scheme::Sips);
+        assert_eq!(u.user, Some("alice"));
+        assert_eq!(u.password, Some("secret"));
+        assert_eq!(u.host, "2001:db8::1");
+        assert_eq!(u.host_ip(), Some("2001:db8::1".parse().unwrap()));
+        assert_eq!(u.port, Some(5061));
+        assert_eq!(u.params.get("TRANSPORT"), Some("tls"));
+        assert_eq!(u.headers, Some("subject=x"));
+        let u = parse_uri("SIP:example.com").unwrap();
+        assert_eq!((u.user, u.host, u.port), (None, "example.com", None));
+        assert_eq!(parse_uri("sip:a@h:99999"), None);
+        assert_eq!(parse_uri("sip:a@"), None);
+        assert_eq!(parse_uri("http://x"), None);
+        assert_eq!(parse_uri("mailto:a@b"), None);
+        assert_eq!(parse_uri("tel:"), None);
+    }
+
+    #[test]
+    fn name_addr_forms() {
+        let n = parse_name_addr("sip:caller@example.net;tag=134161461246").unwrap();
+        assert_eq!(n.display, None);
+        assert_eq!(n.uri, "sip:caller@example.net");
+        assert_eq!(n.tag, Some("134161461246"));
+        let n = parse_name_addr("Bob <sip:bob@biloxi.com>").unwrap();
+        assert_eq!(n.display, Some("Bob"));
+        let n = parse_name_addr("\"A <b>\" <sip:x@y>;tag=t").unwrap();
+        assert_eq!(n.display, Some("A <b>"));
+        assert_eq!(n.user, Some("x"));
+        assert_eq!(parse_name_addr("\"unbalanced <sip:x@y>"), None);
+        assert_eq!(parse_name_addr("<sip:x@y"), None);
+        let n = parse_name_addr("*").unwrap();
+        assert_eq!((n.uri, n.host), ("*", None));
+        // Unknown scheme: kept as written, no user/host.
+        let n = parse_name_addr("<name:John_Smith>").unwrap();
+        assert_eq!((n.uri, n.user, n.host), ("name:John_Smith", None, None));
+    }
+
+    #[test]
+    fn via_forms() {
+        let v = parse_via("SIP / 2.0 / UDP first.example.com: 4000;ttl=16;maddr=224.2.0.1 ;branch=z9hG4bKa7c6a8dlze.1").unwrap();
+        assert_eq!(v.transport, "UDP");
+        assert_eq!(v.host, "first.example.com");
+        assert_eq!(v.port, Some(4000));
+        assert_eq!(v.branch, Some("z9hG4bKa7c6a8dlze.1"));
+        let v = parse_via("SIP/2.0/TCP [2001:db8::9]:5062;branch=z9hG4bK3").unwrap();
+        assert_eq!((v.host, v.port), ("2001:db8::9", Some(5062)));
+        assert_eq!(parse_via("HTTP/1.1/TCP x"), None);
+        assert_eq!(parse_via("SIP/2.0/UDP"), None);
+    }
+
+    #[test]
+    fn cseq_edge_cases() {
+        let c = |v: &str| {
+            let msg = format!("OPTIONS sip:a@b SIP/2.0\r\nCSeq: {v}\r\n\r\n");
+            let m = parse(msg.as_bytes(), &Limits::default()).unwrap();
+            m.cseq().map(|(n, m)| (n, m.as_str().to_string()))
+        };
+        assert_eq!(c("1 OPTIONS"), Some((1, "OPTIONS".into())));
+        assert_eq!(c("  7   REGISTER "), Some((7, "REGISTER".into())));
+        assert_eq!(c("36893488147419103232 REGISTER"), None);
+        assert_eq!(c("x INVITE"), None);
+        assert_eq!(c("1"), None);
+        assert_eq!(c("1 INVITE extra"), None);
+    }
+
+    #[test]
+    fn expires_saturates_and_rejects_garbage() {
+        let e = |v: &str| {
+            let msg = format!("REGISTER sip:a SIP/2.0\r\nExpires: {v}\r\n\r\n");
+            let m = parse(msg.as_bytes(), &Limits::default()).unwrap();
+            m.expires()
+        };
+        assert_eq!(e("60"), Some(60));
+        assert_eq!(e("100000000000000000000"), Some(u32::MAX));
+        assert_eq!(e("Thu, 01 Dec 1994"), None);
+    }
+
+    #[test]
+    fn looks_like_sip_cases() {
+        assert!(looks_like_sip(b"OPTIONS sip:a@b SIP/2.0\r\n"));
+        assert!(looks_like_sip(b"SIP/2.0 180 Ringing\r\n"));
+        assert!(looks_like_sip(b"FOO sip:a SIP/2.0"));
+        assert!(!looks_like_sip(b"GET / HTTP/1.1\r\n"));
+        assert!(!looks_like_sip(b"HTTP/1.1 200 OK\r\n"));
+        assert!(!looks_like_sip(b"SIP/2.0 OK\r\n"));
+        assert!(!looks_like_sip(b"\x80\x08\x00\x01rtp"));
+        assert!(!looks_like_sip(b""));
+        assert!(!looks_like_sip(b"INVITE SIP/2.0\r\n"));
+    }
+
+    #[test]
+    fn frame_len_for_tcp() {
+        let lim = Limits::default();
+        let two =
+            b"OPTIONS sip:a SIP/2.0\r\nl: 3\r\n\r\nabcSIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n";
+        let n = frame_len(two, &lim).unwrap().unwrap();
+        assert_eq!(&two[n - 3..n], b"abc");
+        assert_eq!(frame_len(&two[n..], &lim).unwrap(), Some(two.len() - n));
+        // Header block incomplete.
+        assert_eq!(
+            frame_len(b"OPTIONS sip:a SIP/2.0\r\nCall-I", &lim).unwrap(),
+            None
+        );
+        // Body incomplete: the length is known, the caller waits for it.
+        assert_eq!(
+            frame_len(b"SIP/2.0 200 OK\r\nContent-Length: 10\r\n\r\nab", &lim).unwrap(),
+            Some(48)
+        );
+        // Leading keep-alive CRLFs are part of the frame.
+        assert_eq!(
+            frame_len(b"\r\n\r\nSIP/2.0 200 OK\r\n\r\n", &lim).unwrap(),
+            Some(22)
+        );
+        let small = Limits {
+            max_message: 30,
+            max_headers: 8,
+        };
+        assert_eq!(
+            frame_len(b"SIP/2.0 200 OK\r\nContent-Length: 100\r\n\r\n", &small)
+                .unwrap_err()
+                .kind(),
+            "too_large"
+        );
+        assert_eq!(
+            frame_len(b"SIP/2.0 200 OK\r\nContent-Length: x\r\n\r\n", &lim)
+                .unwrap_err()
+                .kind(),
+            "bad_content_length"
+        );
+    }
+}

@@ -10,8 +10,10 @@
 use super::outbox::{Outbox, OutboxError};
 use super::syslog::{SendError, SyslogFormatter, SyslogProto, SyslogSender, SyslogTarget};
 use super::webhook::WebhookSender;
-use super::Alert;
+use super::{Alert, AlertManager};
 use crate::config::Config;
+use crate::model::{LineVerdict, Timestamp};
+use crate::privacy::Pseudonymizer;
 use rand::Rng;
 use serde::Serialize;
 use std::path::Path;
@@ -54,6 +56,15 @@ impl Default for Backoff {
 }
 
 impl Backoff {
+    /// Retry timing from `[alert]` (`retry_initial_ms`, `retry_max_secs`).
+    pub fn from_config(cfg: &super::AlertConfig) -> Backoff {
+        Backoff {
+            initial: Duration::from_millis(u64::from(cfg.retry_initial_ms)),
+            max: Duration::from_secs(u64::from(cfg.retry_max_secs)),
+            ..Backoff::default()
+        }
+    }
+
     /// Delay before retry number `attempt` (0-based): doubling, capped, with +-25 % jitter.
     pub fn delay(&self, attempt: u32) -> Duration {
         let base = self
@@ -334,6 +345,58 @@ impl Delivery {
                 abort.abort();
             }
         }
+    }
+}
+
+impl Delivery {
+    /// Opens the outbox at `[storage] path` and starts a worker for every configured target.
+    /// Needs a tokio runtime.
+    pub fn from_config(cfg: &Config) -> Result<Delivery, DeliveryError> {
+        let backoff = Backoff::from_config(&cfg.alert);
+        let targets = targets_from_config(cfg, backoff.timeout)?;
+        let names = targets.iter().map(Target::name).collect();
+        let outbox = Arc::new(Outbox::open(&cfg.storage, names)?);
+        Ok(Delivery::start(outbox, targets, backoff))
+    }
+}
+
+/// What the daemon feeds verdicts into: the lifecycle manager, the pseudonymizer and delivery.
+/// Every alert it returns is already committed to the outbox.
+pub struct AlertSink {
+    pub manager: AlertManager,
+    privacy: Pseudonymizer,
+    delivery: Arc<Delivery>,
+}
+
+impl AlertSink {
+    pub fn new(manager: AlertManager, privacy: Pseudonymizer, delivery: Arc<Delivery>) -> Self {
+        AlertSink {
+            manager,
+            privacy,
+            delivery,
+        }
+    }
+
+    pub fn delivery(&self) -> &Arc<Delivery> {
+        &self.delivery
+    }
+
+    /// Feeds one verdict; commits and returns the alerts it causes. Blocking (redb commit).
+    pub fn on_verdict(&mut self, v: &LineVerdict) -> Result<Vec<Alert>, OutboxError> {
+        let alerts = self.manager.on_verdict_with(v, &self.privacy);
+        for a in &alerts {
+            self.delivery.submit(a)?;
+        }
+        Ok(alerts)
+    }
+
+    /// Clears quiet lines as of packet time `now`; commits and returns the clears.
+    pub fn tick(&mut self, now: Timestamp) -> Result<Vec<Alert>, OutboxError> {
+        let alerts = self.manager.expire(now);
+        for a in &alerts {
+            self.delivery.submit(a)?;
+        }
+        Ok(alerts)
     }
 }
 

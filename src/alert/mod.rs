@@ -33,6 +33,9 @@ pub struct AlertConfig {
     pub max_open: usize,
     /// Most reasons carried in one alert (strongest first).
     pub max_reasons: usize,
+    /// First delivery retry delay; doubles per failure (jittered) up to `retry_max_secs`.
+    pub retry_initial_ms: u32,
+    pub retry_max_secs: u32,
 }
 
 impl Default for AlertConfig {
@@ -42,6 +45,8 @@ impl Default for AlertConfig {
             score_step: 0.1,
             max_open: 100_000,
             max_reasons: 8,
+            retry_initial_ms: 500,
+            retry_max_secs: 60,
         }
     }
 }
@@ -62,6 +67,20 @@ impl AlertConfig {
         }
         if self.max_reasons == 0 || self.max_reasons > 64 {
             return Err(("max_reasons", "alert.max_reasons must be in 1..=64".into()));
+        }
+        if self.retry_initial_ms == 0 {
+            return Err((
+                "retry_initial_ms",
+                "alert.retry_initial_ms must be > 0".into(),
+            ));
+        }
+        if self.retry_max_secs == 0
+            || u64::from(self.retry_max_secs) * 1000 < u64::from(self.retry_initial_ms)
+        {
+            return Err((
+                "retry_max_secs",
+                "alert.retry_max_secs must be > 0 and not below retry_initial_ms".into(),
+            ));
         }
         Ok(())
     }

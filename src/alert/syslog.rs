@@ -260,14 +260,15 @@ fn header_field(s: &str, max: usize) -> String {
     }
 }
 
-/// RFC 5424 section 6.3.3: `"`, `\` and `]` are escaped with a backslash.
+/// RFC 5424 section 6.3.3: `"`, `\` and `]` are escaped with a backslash. Control characters
+/// become spaces so that a value can never break a receiver's line framing.
 pub fn escape_sd_value(v: &str) -> String {
     let mut out = String::with_capacity(v.len());
     for c in v.chars() {
         if matches!(c, '"' | '\\' | ']') {
             out.push('\\');
         }
-        out.push(c);
+        out.push(if c.is_control() { ' ' } else { c });
     }
     out
 }
@@ -545,6 +546,8 @@ mod tests {
         assert!(m.contains(r#" signals="inbound_many_numbers"]"#), "{m}");
         assert!(m.ends_with("] updated line 10.0.0.7 gateway score 0.92 site cottage \"A\" [x]\\y: inbound_many_numbers (212 calls to 198 numbers)"), "{m}");
         assert!(!m.contains('\n'));
+        // Regression (found by the property test): a CR/LF inside an SD value broke the line.
+        assert_eq!(escape_sd_value("a\r\n\"]"), "a  \\\"\\]");
     }
 
     #[test]
@@ -592,5 +595,42 @@ mod tests {
         let s = "é".repeat(5000);
         let t = truncate(s, MAX_MESSAGE);
         assert!(t.len() <= MAX_MESSAGE && t.is_char_boundary(t.len()));
+    }
+
+    /// Reads the value of SD-PARAM `name` back, undoing RFC 5424 escaping.
+    fn sd_param(msg: &str, name: &str) -> Option<String> {
+        let start = msg.find(&format!(" {name}=\""))? + name.len() + 3;
+        let mut out = String::new();
+        let mut chars = msg.get(start..)?.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => out.push(chars.next()?),
+                '"' => return Some(out),
+                ']' => return None, // an unescaped ']' inside a value would end the SD early
+                c => out.push(c),
+            }
+        }
+        None
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn sd_values_round_trip_and_messages_stay_one_line(site in ".{0,60}", detail in ".{0,120}", host in ".{0,40}") {
+            let mut a = alert();
+            a.site = Some(site.clone());
+            a.reasons[0].detail = detail;
+            for m in [
+                format_rfc5424(&a, Facility::Local7, &host, 1),
+                format_rfc3164(&a, Facility::Local7, &host, 1),
+            ] {
+                proptest::prop_assert!(!m.contains('\n') && !m.contains('\r'));
+            }
+            let m = format_rfc5424(&a, Facility::Local7, &host, 1);
+            proptest::prop_assert_eq!(sd_param(&m, "site"), Some(one_line(&site)));
+            proptest::prop_assert_eq!(sd_param(&m, "line"), Some("10.0.0.7".to_string()));
+            // HOSTNAME stays one printable token.
+            let host_field = m.split(' ').nth(2).unwrap_or("");
+            proptest::prop_assert!(!host_field.is_empty() && host_field.chars().all(|c| c.is_ascii_graphic()));
+        }
     }
 }

@@ -335,4 +335,20 @@ mod tests {
         assert!(AuthHeader::try_from("bad name: x".to_string()).is_err());
         assert!(AuthHeader::try_from("X-Key: a\u{7}b".to_string()).is_err());
     }
+
+    proptest::proptest! {
+        #[test]
+        fn url_parsers_never_panic(s in ".{0,80}") {
+            let _ = s.parse::<WebhookUrl>();
+            let _ = s.parse::<crate::alert::syslog::SyslogTarget>();
+            let _ = AuthHeader::try_from(s.clone());
+        }
+
+        #[test]
+        fn parsed_urls_print_and_parse_back(host in "[a-z][a-z0-9.-]{0,20}", port in 1u16.., path in "(/[a-z0-9]{0,8}){0,3}") {
+            let u: WebhookUrl = format!("https://{host}:{port}{path}").parse().unwrap();
+            let back: WebhookUrl = u.to_string().parse().unwrap();
+            proptest::prop_assert_eq!(back, u);
+        }
+    }
 }

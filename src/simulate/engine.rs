@@ -391,7 +391,9 @@ impl<W: Write> Engine<W> {
             if step.t <= t {
                 ex.pos += 1;
                 let mut next = None;
-                if step.coalesce {
+                // Only a byte stream can carry two messages in one packet.
+                let tcp = ex.dialog.as_ref().is_some_and(|d| d.tcp);
+                if step.coalesce && tcp {
                     if let Some(n) = ex.script.get(ex.pos).copied() {
                         if n.msg.sent_by_caller() == step.msg.sent_by_caller() {
                             ex.pos += 1;

@@ -1148,7 +1148,16 @@ impl Line {
         let u: f64 = self.rng.random();
         let gw = self.kind.is_gateway() || self.kind == Kind::CallCentre;
         let early = self.rng.random_bool(self.cfg.early_media.clamp(0.0, 1.0));
-        let tp = t + callee_delay + (uniform(&mut self.rng, 0.3, 2.5) * 1e6) as i64;
+        // Over TCP a provider often sends 100 and 180/183 back to back in one segment.
+        let back_to_back = d.tcp && self.rng.random_bool(0.4);
+        let tp = if back_to_back {
+            if let Some(first) = s.last_mut() {
+                first.coalesce = true;
+            }
+            t + callee_delay
+        } else {
+            t + callee_delay + (uniform(&mut self.rng, 0.3, 2.5) * 1e6) as i64
+        };
         let mut early_from = None;
         let end;
         let mut streams = Vec::new();

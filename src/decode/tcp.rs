@@ -1,0 +1,791 @@
+//! SIP over TCP: per-direction stream reassembly and message framing by Content-Length.
+//!
+//! Contract: a stream (one direction of a 4-tuple) is tracked once a segment's payload starts like
+//! a SIP message, on any port. Bytes are put in sequence order (a small bounded out-of-order
+//! buffer; beyond it the stream resynchronises on the next segment that starts a message), and
+//! each complete message (headers plus Content-Length body; no Content-Length means no body) is
+//! emitted once as a `Datagram`. A message larger than `tcp_stream_bytes` is dropped and counted,
+//! and the stream resynchronises. FIN removes the direction, RST both. Idle streams expire; a full
+//! table or a full byte budget evicts the least recently used stream.
+
+use crate::model::{Counters, Datagram, Timestamp, Transport};
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+
+/// Out-of-order segments held per stream.
+const MAX_OOO: usize = 8;
+
+pub(crate) const ERR_TCP_OVERSIZE: &str = "tcp_oversize";
+pub(crate) const ERR_TCP_GAP: &str = "tcp_gap";
+pub(crate) const ERR_TCP_FRAMING: &str = "tcp_framing";
+pub(crate) const ERR_TCP_TOTAL: &str = "tcp_total";
+pub(crate) const EVICT_TCP_STREAMS: &str = "tcp_streams";
+
+/// Request methods that open a SIP message (RFC 3261 and its extensions).
+const METHODS: [&[u8]; 14] = [
+    b"INVITE",
+    b"ACK",
+    b"BYE",
+    b"CANCEL",
+    b"REGISTER",
+    b"OPTIONS",
+    b"PRACK",
+    b"SUBSCRIBE",
+    b"NOTIFY",
+    b"PUBLISH",
+    b"INFO",
+    b"REFER",
+    b"MESSAGE",
+    b"UPDATE",
+];
+const STATUS_PREFIX: &[u8] = b"SIP/2.0 ";
+
+#[derive(Debug, PartialEq, Eq)]
+enum Start {
+    Yes,
+    /// Too short to tell: a proper prefix of a start.
+    Maybe,
+    No,
+}
+
+fn sip_start(p: &[u8]) -> Start {
+    let mut maybe = false;
+    let candidates = METHODS
+        .iter()
+        .map(|m| (*m, true))
+        .chain([(STATUS_PREFIX, false)]);
+    for (token, needs_space) in candidates {
+        let want = token.len() + usize::from(needs_space);
+        let n = p.len().min(want);
+        let head = p.get(..n).unwrap_or_default();
+        let matches = head
+            .iter()
+            .zip(token.iter().chain(b" "))
+            .all(|(a, b)| a == b);
+        if matches {
+            if n < want {
+                maybe = true;
+            } else if !needs_space || request_line_ok(p) {
+                return Start::Yes;
+            }
+        }
+    }
+    if maybe {
+        Start::Maybe
+    } else {
+        Start::No
+    }
+}
+
+/// A request line, once complete, ends with the SIP version (this rejects SSDP `NOTIFY * HTTP/1.1`).
+fn request_line_ok(p: &[u8]) -> bool {
+    match p.iter().position(|&b| b == b'\n') {
+        Some(nl) => {
+            let line = p.get(..nl).unwrap_or_default();
+            line.strip_suffix(b"\r")
+                .unwrap_or(line)
+                .ends_with(b" SIP/2.0")
+        }
+        None => true,
+    }
+}
+
+/// Whether `payload` starts with a SIP start line: a request method followed by a space (and,
+/// when the line is complete, ending in ` SIP/2.0`), or `SIP/2.0 ` (leading CR/LF keep-alives
+/// are skipped).
+pub fn starts_like_sip(payload: &[u8]) -> bool {
+    sip_start(skip_crlf(payload)) == Start::Yes
+}
+
+fn skip_crlf(p: &[u8]) -> &[u8] {
+    let n = p.iter().take_while(|&&b| b == b'\r' || b == b'\n').count();
+    p.get(n..).unwrap_or_default()
+}
+
+/// Offset just past the blank line that ends the header block.
+fn header_end(b: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while let Some(off) = b.get(i..)?.iter().position(|&c| c == b'\n') {
+        let nl = i + off;
+        match b.get(nl + 1) {
+            Some(b'\n') => return Some(nl + 2),
+            Some(b'\r') if b.get(nl + 2) == Some(&b'\n') => return Some(nl + 3),
+            _ => {}
+        }
+        i = nl + 1;
+    }
+    None
+}
+
+/// Content-Length from a header block (name case-insensitive, compact form `l`); 0 when absent.
+fn content_length(headers: &[u8]) -> Result<usize, ()> {
+    for line in headers.split(|&b| b == b'\n').skip(1) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            break;
+        }
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        let name = line.get(..colon).unwrap_or_default().trim_ascii();
+        if !(name.eq_ignore_ascii_case(b"content-length") || name.eq_ignore_ascii_case(b"l")) {
+            continue;
+        }
+        let value = line.get(colon + 1..).unwrap_or_default().trim_ascii();
+        if value.is_empty() || value.len() > 9 || !value.iter().all(u8::is_ascii_digit) {
+            return Err(());
+        }
+        return Ok(value
+            .iter()
+            .fold(0usize, |n, d| n * 10 + usize::from(d - b'0')));
+    }
+    Ok(0)
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Frame {
+    Complete(usize),
+    Incomplete,
+    Oversize,
+    Invalid,
+}
+
+/// Frames the message at the start of `b` (which starts at a message boundary).
+fn frame(b: &[u8], max: usize) -> Frame {
+    match sip_start(b) {
+        Start::No => return Frame::Invalid,
+        Start::Maybe => return Frame::Incomplete,
+        Start::Yes => {}
+    }
+    let search = b.get(..b.len().min(max)).unwrap_or_default();
+    let Some(hdr) = header_end(search) else {
+        return if b.len() > max {
+            Frame::Oversize
+        } else {
+            Frame::Incomplete
+        };
+    };
+    let Ok(cl) = content_length(search.get(..hdr).unwrap_or_default()) else {
+        return Frame::Invalid;
+    };
+    match hdr.checked_add(cl) {
+        Some(total) if total <= max => {
+            if b.len() >= total {
+                Frame::Complete(total)
+            } else {
+                Frame::Incomplete
+            }
+        }
+        _ => Frame::Oversize,
+    }
+}
+
+/// Why framing stopped before the end of the data.
+enum Stop {
+    Oversize,
+    Invalid,
+}
+
+/// Emits every complete message in `data`; returns the bytes consumed and why it stopped early.
+fn frame_all(data: &[u8], max: usize, emit: &mut dyn FnMut(&[u8])) -> (usize, Option<Stop>) {
+    let mut pos = 0;
+    loop {
+        pos += data
+            .get(pos..)
+            .unwrap_or_default()
+            .iter()
+            .take_while(|&&b| b == b'\r' || b == b'\n')
+            .count();
+        let rest = data.get(pos..).unwrap_or_default();
+        if rest.is_empty() {
+            return (pos, None);
+        }
+        match frame(rest, max) {
+            Frame::Complete(n) => {
+                emit(rest.get(..n).unwrap_or_default());
+                pos += n;
+            }
+            Frame::Incomplete => return (pos, None),
+            Frame::Oversize => return (pos, Some(Stop::Oversize)),
+            Frame::Invalid => return (pos, Some(Stop::Invalid)),
+        }
+    }
+}
+
+/// One TCP segment as seen by the stream table.
+pub(crate) struct Segment<'a> {
+    pub ts: Timestamp,
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    pub seq: u32,
+    pub syn: bool,
+    pub fin: bool,
+    pub rst: bool,
+    pub payload: &'a [u8],
+    pub ip_len: u32,
+}
+
+type Key = (SocketAddr, SocketAddr);
+
+struct Stream {
+    next_seq: u32,
+    /// Bytes in order, not yet framed (starts at a message boundary).
+    buf: Vec<u8>,
+    ooo: Vec<(u32, Vec<u8>)>,
+    ooo_bytes: usize,
+    last_ts: Timestamp,
+    lru: u64,
+    /// Lost sync: waiting for a segment that starts a message.
+    resync: bool,
+}
+
+impl Stream {
+    fn bytes(&self) -> usize {
+        self.buf.len() + self.ooo_bytes
+    }
+    fn clear(&mut self) {
+        self.buf.clear();
+        self.ooo.clear();
+        self.ooo_bytes = 0;
+    }
+    fn lose_sync(&mut self) {
+        self.clear();
+        self.resync = true;
+    }
+}
+
+pub(crate) struct TcpTable {
+    map: HashMap<Key, Stream>,
+    lru: BTreeMap<u64, Key>,
+    next_lru: u64,
+    /// Bytes buffered by streams in `map`.
+    total: usize,
+    cap: usize,
+    stream_cap: usize,
+    total_cap: usize,
+    timeout_us: i64,
+}
+
+/// Emission context for one segment.
+struct Emit<'a, 'b> {
+    seg: &'a Segment<'a>,
+    out: &'a mut dyn FnMut(&Datagram<'_>),
+    errors: &'b mut Counters,
+}
+
+impl Emit<'_, '_> {
+    fn message(&mut self, payload: &[u8]) {
+        (self.out)(&Datagram {
+            ts: self.seg.ts,
+            src: self.seg.src,
+            dst: self.seg.dst,
+            transport: Transport::Tcp,
+            payload,
+            ip_len: self.seg.ip_len,
+        });
+    }
+}
+
+impl TcpTable {
+    pub fn new(cap: usize, stream_cap: usize, total_cap: usize, timeout_secs: u32) -> Self {
+        TcpTable {
+            map: HashMap::new(),
+            lru: BTreeMap::new(),
+            next_lru: 0,
+            total: 0,
+            cap: cap.max(1),
+            stream_cap: stream_cap.max(1),
+            total_cap,
+            timeout_us: i64::from(timeout_secs).saturating_mul(1_000_000),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.total
+    }
+
+    /// Removes a stream and returns its bytes to the budget.
+    fn take(&mut self, key: &Key) -> Option<Stream> {
+        let st = self.checkout(key)?;
+        self.release(st.bytes());
+        Some(st)
+    }
+
+    /// Removes a stream for processing; its bytes stay counted in `total` while it is out.
+    fn checkout(&mut self, key: &Key) -> Option<Stream> {
+        let st = self.map.remove(key)?;
+        self.lru.remove(&st.lru);
+        Some(st)
+    }
+
+    /// Puts a checked-out stream back as the most recently used.
+    fn checkin(&mut self, key: Key, mut st: Stream) {
+        st.lru = self.next_lru;
+        self.next_lru += 1;
+        self.lru.insert(st.lru, key);
+        self.map.insert(key, st);
+    }
+
+    fn evict_lru(&mut self, evictions: &mut Counters) -> bool {
+        let Some((_, key)) = self.lru.first_key_value() else {
+            return false;
+        };
+        let key = *key;
+        self.take(&key);
+        evictions.add(EVICT_TCP_STREAMS, 1);
+        true
+    }
+
+    /// Removes streams idle for the timeout at `now`.
+    pub fn expire(&mut self, now: Timestamp) {
+        let idle: Vec<Key> = self
+            .map
+            .iter()
+            .filter(|(_, s)| now.micros().saturating_sub(s.last_ts.micros()) >= self.timeout_us)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in idle {
+            self.take(&k);
+        }
+    }
+
+    /// Takes one segment; emits every SIP message it completes.
+    pub fn segment(
+        &mut self,
+        seg: &Segment<'_>,
+        errors: &mut Counters,
+        evictions: &mut Counters,
+        out: &mut dyn FnMut(&Datagram<'_>),
+    ) {
+        let key = (seg.src, seg.dst);
+        if seg.rst {
+            self.take(&key);
+            self.take(&(seg.dst, seg.src));
+            return;
+        }
+        let st = match self.checkout(&key) {
+            Some(st) if !seg.syn => Some(st),
+            // A SYN on a tracked tuple is a new connection: forget the old one.
+            Some(old) => {
+                self.release(old.bytes());
+                None
+            }
+            None => None,
+        };
+        let mut st = match st {
+            Some(st) => st,
+            None => {
+                if seg.syn || !starts_like_sip(seg.payload) {
+                    return;
+                }
+                while self.map.len() >= self.cap {
+                    if !self.evict_lru(evictions) {
+                        break;
+                    }
+                }
+                Stream {
+                    next_seq: seg.seq,
+                    buf: Vec::new(),
+                    ooo: Vec::new(),
+                    ooo_bytes: 0,
+                    last_ts: seg.ts,
+                    lru: 0,
+                    resync: false,
+                }
+            }
+        };
+        st.last_ts = seg.ts;
+        let mut em = Emit { seg, out, errors };
+        self.process(&mut st, &mut em, evictions);
+        if seg.fin {
+            self.release(st.bytes());
+            return;
+        }
+        self.checkin(key, st);
+    }
+
+    fn process(&mut self, st: &mut Stream, em: &mut Emit<'_, '_>, evictions: &mut Counters) {
+        let seg = em.seg;
+        let payload = seg.payload;
+        if payload.is_empty() {
+            return;
+        }
+        if st.resync {
+            if !starts_like_sip(payload) {
+                return;
+            }
+            st.clear();
+            st.resync = false;
+            st.next_seq = seg.seq;
+        }
+        let rel = seg.seq.wrapping_sub(st.next_seq) as i32;
+        if rel > 0 {
+            // A hole before this segment: hold it if there is room, else lose sync.
+            let n = payload.len();
+            let fits = st.ooo.len() < MAX_OOO
+                && (rel as usize) < self.stream_cap
+                && st.bytes() + n <= self.stream_cap
+                && self.make_room(n, evictions);
+            if fits {
+                st.ooo.push((seg.seq, payload.to_vec()));
+                st.ooo_bytes += n;
+                self.total += n;
+                return;
+            }
+            em.errors.add(ERR_TCP_GAP, 1);
+            self.release(st.bytes());
+            st.lose_sync();
+            if starts_like_sip(payload) {
+                st.resync = false;
+                st.next_seq = seg.seq;
+                self.feed(st, payload, em, evictions);
+            }
+            return;
+        }
+        // Drop bytes already seen (retransmission or overlap).
+        let skip = rel.unsigned_abs() as usize;
+        let Some(data) = payload.get(skip..).filter(|d| !d.is_empty()) else {
+            return;
+        };
+        self.feed(st, data, em, evictions);
+        // Segments held out of order that now follow on.
+        while !st.resync {
+            let next = st.next_seq;
+            let Some(i) = st
+                .ooo
+                .iter()
+                .position(|(s, _)| s.wrapping_sub(next) as i32 <= 0)
+            else {
+                break;
+            };
+            let (s, d) = st.ooo.swap_remove(i);
+            st.ooo_bytes -= d.len();
+            self.release(d.len());
+            let skip = next.wrapping_sub(s) as usize;
+            if let Some(rest) = d.get(skip..).filter(|r| !r.is_empty()) {
+                self.feed(st, rest, em, evictions);
+            }
+        }
+    }
+
+    /// Releases `n` bytes of the budget held by the stream being processed.
+    fn release(&mut self, n: usize) {
+        self.total = self.total.saturating_sub(n);
+    }
+
+    /// Makes room for `n` more buffered bytes in the total budget, evicting other streams.
+    fn make_room(&mut self, n: usize, evictions: &mut Counters) -> bool {
+        while self.total.saturating_add(n) > self.total_cap {
+            if !self.evict_lru(evictions) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Appends in-order bytes and frames what is complete.
+    fn feed(
+        &mut self,
+        st: &mut Stream,
+        data: &[u8],
+        em: &mut Emit<'_, '_>,
+        evictions: &mut Counters,
+    ) {
+        st.next_seq = st.next_seq.wrapping_add(data.len() as u32);
+        let max = self.stream_cap;
+        let stop = if st.buf.is_empty() {
+            // Fast path: frame straight from the segment, buffer only the tail.
+            let (used, stop) = frame_all(data, max, &mut |m| em.message(m));
+            if stop.is_none() {
+                let rest = data.get(used..).unwrap_or_default();
+                if !rest.is_empty() {
+                    if !self.make_room(rest.len(), evictions) {
+                        em.errors.add(ERR_TCP_TOTAL, 1);
+                        self.release(st.bytes());
+                        st.lose_sync();
+                        return;
+                    }
+                    st.buf.extend_from_slice(rest);
+                    self.total += rest.len();
+                }
+            }
+            stop
+        } else {
+            if !self.make_room(data.len(), evictions) {
+                em.errors.add(ERR_TCP_TOTAL, 1);
+                self.release(st.bytes());
+                st.lose_sync();
+                return;
+            }
+            st.buf.extend_from_slice(data);
+            self.total += data.len();
+            let buf = std::mem::take(&mut st.buf);
+            let (used, stop) = frame_all(&buf, max, &mut |m| em.message(m));
+            let mut buf = buf;
+            buf.drain(..used.min(buf.len()));
+            self.release(used);
+            st.buf = buf;
+            stop
+        };
+        match stop {
+            Some(Stop::Oversize) => em.errors.add(ERR_TCP_OVERSIZE, 1),
+            Some(Stop::Invalid) => em.errors.add(ERR_TCP_FRAMING, 1),
+            None => return,
+        }
+        self.release(st.bytes());
+        st.lose_sync();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INVITE: &[u8] = b"INVITE sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/TCP h\r\nContent-Length: 4\r\n\r\nv=0\n";
+    const OK: &[u8] = b"SIP/2.0 200 OK\r\nl: 0\r\n\r\n";
+
+    struct Rig {
+        t: TcpTable,
+        errors: Counters,
+        evictions: Counters,
+        got: Vec<Vec<u8>>,
+    }
+
+    impl Rig {
+        fn new(stream_cap: usize) -> Rig {
+            Rig {
+                t: TcpTable::new(4, stream_cap, 1 << 20, 60),
+                errors: Counters::default(),
+                evictions: Counters::default(),
+                got: Vec::new(),
+            }
+        }
+        fn seg_from(&mut self, port: u16, seq: u32, payload: &[u8], flags: (bool, bool, bool)) {
+            let seg = Segment {
+                ts: Timestamp::from_micros(i64::from(seq)),
+                src: SocketAddr::from(([10, 0, 0, 1], port)),
+                dst: "10.0.0.2:5060".parse().unwrap(),
+                seq,
+                syn: flags.0,
+                fin: flags.1,
+                rst: flags.2,
+                payload,
+                ip_len: 40 + payload.len() as u32,
+            };
+            let got = &mut self.got;
+            self.t
+                .segment(&seg, &mut self.errors, &mut self.evictions, &mut |d| {
+                    assert_eq!(d.transport, Transport::Tcp);
+                    got.push(d.payload.to_vec())
+                });
+        }
+        fn seg(&mut self, seq: u32, payload: &[u8]) {
+            self.seg_from(40000, seq, payload, (false, false, false));
+        }
+    }
+
+    #[test]
+    fn start_detection() {
+        assert!(starts_like_sip(b"INVITE sip:x SIP/2.0"));
+        assert!(starts_like_sip(b"\r\n\r\nSIP/2.0 180 Ringing"));
+        assert!(!starts_like_sip(b"INVITEX sip:x"));
+        assert!(!starts_like_sip(b"GET / HTTP/1.1"));
+        assert!(!starts_like_sip(b"invite sip:x"));
+        assert_eq!(sip_start(b"REG"), Start::Maybe);
+        assert_eq!(sip_start(b"SIP/2"), Start::Maybe);
+        assert_eq!(sip_start(b""), Start::Maybe);
+        assert_eq!(sip_start(b"HTTP"), Start::No);
+    }
+
+    #[test]
+    fn content_length_forms() {
+        assert_eq!(content_length(b"X\r\nContent-Length: 12\r\n\r\n"), Ok(12));
+        assert_eq!(content_length(b"X\r\ncontent-length:7\r\n\r\n"), Ok(7));
+        assert_eq!(content_length(b"X\r\nl : 3\r\n\r\n"), Ok(3));
+        assert_eq!(content_length(b"X\r\nVia: a\r\n\r\n"), Ok(0));
+        assert_eq!(content_length(b"X\r\nContent-Length: -1\r\n\r\n"), Err(()));
+        assert_eq!(
+            content_length(b"X\r\nContent-Length: 99999999999\r\n\r\n"),
+            Err(())
+        );
+        // the start line is not a header even if it looks like one
+        assert_eq!(content_length(b"l: 5\r\n\r\n"), Ok(0));
+    }
+
+    #[test]
+    fn two_messages_in_one_segment() {
+        let mut r = Rig::new(4096);
+        let both = [INVITE, OK].concat();
+        r.seg(1000, &both);
+        assert_eq!(r.got, vec![INVITE.to_vec(), OK.to_vec()]);
+        assert_eq!(r.t.bytes(), 0);
+    }
+
+    #[test]
+    fn one_message_over_three_segments_and_body_split() {
+        let mut r = Rig::new(4096);
+        // header split, then body split across the last two segments
+        let cuts = [0, 20, INVITE.len() - 2, INVITE.len()];
+        for w in cuts.windows(2) {
+            r.seg(500 + w[0] as u32, &INVITE[w[0]..w[1]]);
+        }
+        assert_eq!(r.got, vec![INVITE.to_vec()]);
+        assert_eq!(r.errors, Counters::default());
+        assert_eq!(r.t.bytes(), 0);
+    }
+
+    #[test]
+    fn keepalive_crlf_between_messages() {
+        let mut r = Rig::new(4096);
+        let s = [OK, b"\r\n\r\n", OK].concat();
+        r.seg(1, &s);
+        assert_eq!(r.got.len(), 2);
+    }
+
+    #[test]
+    fn out_of_order_is_reordered() {
+        let mut r = Rig::new(4096);
+        let s = [INVITE, OK].concat();
+        let a = 30;
+        let b = INVITE.len() + 5;
+        r.seg(100, &s[..a]);
+        r.seg(100 + b as u32, &s[b..]);
+        assert!(r.got.is_empty());
+        r.seg(100 + a as u32, &s[a..b]);
+        assert_eq!(r.got, vec![INVITE.to_vec(), OK.to_vec()]);
+        assert_eq!(r.t.bytes(), 0);
+    }
+
+    #[test]
+    fn retransmission_not_emitted_twice() {
+        let mut r = Rig::new(4096);
+        r.seg(7, INVITE);
+        r.seg(7, INVITE);
+        // partial overlap: old bytes plus the next message
+        let s = [&INVITE[10..], OK].concat();
+        r.seg(17, &s);
+        assert_eq!(r.got, vec![INVITE.to_vec(), OK.to_vec()]);
+    }
+
+    #[test]
+    fn oversize_dropped_then_resync() {
+        let mut r = Rig::new(1024);
+        let big = format!(
+            "MESSAGE sip:a SIP/2.0\r\nContent-Length: 2000\r\n\r\n{}",
+            "x".repeat(2000)
+        );
+        let big = big.as_bytes();
+        let mut seq = 1u32;
+        for chunk in big.chunks(500) {
+            r.seg(seq, chunk);
+            seq += chunk.len() as u32;
+        }
+        assert!(r.got.is_empty());
+        assert_eq!(r.errors.get(ERR_TCP_OVERSIZE), 1);
+        r.seg(seq, OK);
+        assert_eq!(r.got, vec![OK.to_vec()]);
+        // headers that never end also count
+        let mut r = Rig::new(1024);
+        let endless = format!("OPTIONS sip:a SIP/2.0\r\n{}", "X-A: b\r\n".repeat(200));
+        r.seg(1, endless.as_bytes());
+        assert_eq!(r.errors.get(ERR_TCP_OVERSIZE), 1);
+        assert_eq!(r.t.bytes(), 0);
+    }
+
+    #[test]
+    fn non_sip_is_ignored_and_garbage_resyncs() {
+        let mut r = Rig::new(4096);
+        r.seg(1, b"GET / HTTP/1.1\r\n\r\n");
+        assert_eq!(r.t.len(), 0);
+        r.seg(100, OK);
+        let junk = b"\x00\x01garbage";
+        r.seg(100 + OK.len() as u32, junk);
+        assert_eq!(r.errors.get(ERR_TCP_FRAMING), 1);
+        r.seg(100 + (OK.len() + junk.len()) as u32, INVITE);
+        assert_eq!(r.got, vec![OK.to_vec(), INVITE.to_vec()]);
+    }
+
+    #[test]
+    fn gap_beyond_buffer_resyncs_on_next_message() {
+        let mut r = Rig::new(4096);
+        r.seg(1, &INVITE[..10]);
+        // nine segments after a hole: the ninth overflows the out-of-order buffer
+        for i in 0..9u32 {
+            r.seg(1000 + i * 10, b"0123456789");
+        }
+        assert_eq!(r.errors.get(ERR_TCP_GAP), 1);
+        r.seg(5000, OK);
+        assert_eq!(r.got, vec![OK.to_vec()]);
+    }
+
+    #[test]
+    fn fin_and_rst_remove_streams_and_table_is_capped() {
+        let mut r = Rig::new(4096);
+        r.seg_from(1, 1, &OK[..10], (false, false, false));
+        r.seg_from(2, 1, &OK[..10], (false, false, false));
+        assert_eq!(r.t.len(), 2);
+        r.seg_from(1, 11, &OK[10..], (false, true, false));
+        assert_eq!(r.got.len(), 1);
+        r.seg_from(2, 11, b"", (false, false, true));
+        assert_eq!(r.t.len(), 0);
+        assert_eq!(r.t.bytes(), 0);
+        for p in 10..16 {
+            r.seg_from(p, 1, &OK[..10], (false, false, false));
+        }
+        assert_eq!(r.t.len(), 4);
+        assert_eq!(r.evictions.get(EVICT_TCP_STREAMS), 2);
+        assert_eq!(r.t.bytes(), 40);
+        r.t.expire(Timestamp::from_micros(61_000_001));
+        assert_eq!(r.t.len(), 0);
+        assert_eq!(r.t.bytes(), 0);
+    }
+
+    #[test]
+    fn total_budget_evicts_others() {
+        let mut r = Rig::new(4096);
+        r.t = TcpTable::new(100, 4096, 12, 60);
+        r.seg_from(1, 1, &INVITE[..8], (false, false, false));
+        r.seg_from(2, 1, &INVITE[..8], (false, false, false));
+        assert_eq!(r.evictions.get(EVICT_TCP_STREAMS), 1);
+        assert!(r.t.bytes() <= 12);
+        // alone too big for the budget
+        r.seg_from(3, 1, &INVITE[..20], (false, false, false));
+        assert_eq!(r.errors.get(ERR_TCP_TOTAL), 1);
+        assert!(r.t.bytes() <= 12);
+    }
+
+    proptest::proptest! {
+        /// Any cut of a message sequence into segments yields the same messages, in order.
+        #[test]
+        fn any_segmentation_frames_the_same(cuts in proptest::collection::vec(1usize..60, 0..20)) {
+            let stream = [INVITE, OK, b"\r\n", INVITE, OK].concat();
+            let mut r = Rig::new(4096);
+            // The first segment must show a start line for the stream to be picked up.
+            r.seg(1, &stream[..10]);
+            let mut pos = 10usize;
+            for c in cuts {
+                let end = (pos + c).min(stream.len());
+                if end > pos {
+                    r.seg(1 + pos as u32, &stream[pos..end]);
+                }
+                pos = end;
+            }
+            if pos < stream.len() {
+                r.seg(1 + pos as u32, &stream[pos..]);
+            }
+            proptest::prop_assert_eq!(r.got, vec![INVITE.to_vec(), OK.to_vec(), INVITE.to_vec(), OK.to_vec()]);
+            proptest::prop_assert_eq!(r.t.bytes(), 0);
+        }
+
+        #[test]
+        fn framing_never_panics(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300), max in 1usize..400) {
+            let _ = frame_all(&data, max, &mut |m| assert!(m.len() <= max));
+            let _ = content_length(&data);
+            let _ = header_end(&data);
+        }
+    }
+}
