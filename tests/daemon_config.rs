@@ -57,7 +57,20 @@ fn example_config_shows_every_key_of_its_sections() {
             text.contains(&format!("[{section}]")),
             "section [{section}] missing from the example"
         );
-        for key in keys.as_object().unwrap().keys() {
+        for (key, value) in keys.as_object().unwrap() {
+            if let Some(sub) = value.as_object() {
+                assert!(
+                    text.contains(&format!("[{section}.{key}]")),
+                    "table [{section}.{key}] missing from the example"
+                );
+                for k in sub.keys() {
+                    assert!(
+                        text.contains(&format!("\n{k} = ")),
+                        "{section}.{key}.{k} missing"
+                    );
+                }
+                continue;
+            }
             let set = format!("\n{key} = ");
             let commented = format!("\n# {key} = ");
             assert!(

@@ -7,6 +7,7 @@
 //! deterministic. Packet time drives the engines; only an idle live capture ticks them with the
 //! wall clock, which is packet time's clock there.
 
+use crate::capture::link_type_from_dlt;
 use crate::config::{CaptureConfig, NetworkConfig};
 use crate::model::{LineVerdict, LinkType, RawPacket, Timestamp};
 use std::net::IpAddr;
@@ -139,8 +140,8 @@ impl Source {
 
     fn link(&self) -> LinkType {
         match self {
-            Source::Live { cap, .. } => LinkType(cap.get_datalink().0),
-            Source::File { cap, .. } => LinkType(cap.get_datalink().0),
+            Source::Live { cap, .. } => link_type_from_dlt(cap.get_datalink().0),
+            Source::File { cap, .. } => link_type_from_dlt(cap.get_datalink().0),
         }
     }
 

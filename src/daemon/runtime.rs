@@ -736,7 +736,7 @@ async fn serve<E: PacketEngine>(
         *d = Some(Delivery::start(
             shared.outbox.clone(),
             targets,
-            Backoff::default(),
+            Backoff::from_config(&cfg.alert),
         ));
     }
 
