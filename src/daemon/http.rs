@@ -203,33 +203,52 @@ fn limit(api: &Api, q: &ListQuery) -> usize {
         .clamp(1, api.max_list.max(1))
 }
 
+/// Runs a source call on the blocking pool: sources lock engine tables and read the outbox.
+async fn off_runtime<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    tokio::task::spawn_blocking(f).await.ok()
+}
+
+fn internal() -> Response {
+    error(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+}
+
 async fn alerts(State(api): State<Arc<Api>>, Query(q): Query<ListQuery>) -> Response {
     let n = limit(&api, &q);
-    Json(api.source.alerts(n, q.state.as_deref())).into_response()
+    match off_runtime(move || api.source.alerts(n, q.state.as_deref())).await {
+        Some(v) => Json(v).into_response(),
+        None => internal(),
+    }
 }
 
 async fn lines(State(api): State<Arc<Api>>, Query(q): Query<ListQuery>) -> Response {
     let n = limit(&api, &q);
-    Json(api.source.lines(n)).into_response()
+    match off_runtime(move || api.source.lines(n)).await {
+        Some(v) => Json(v).into_response(),
+        None => internal(),
+    }
 }
 
 async fn line(State(api): State<Arc<Api>>, Path(addr): Path<String>) -> Response {
     let Ok(ip) = addr.parse::<IpAddr>() else {
         return error(StatusCode::BAD_REQUEST, "not an IP address");
     };
-    match api.source.line(ip) {
-        Some(v) => Json(v).into_response(),
-        None => error(StatusCode::NOT_FOUND, "no such line"),
+    match off_runtime(move || api.source.line(ip)).await {
+        Some(Some(v)) => Json(v).into_response(),
+        Some(None) => error(StatusCode::NOT_FOUND, "no such line"),
+        None => internal(),
     }
 }
 
 async fn metrics(State(api): State<Arc<Api>>) -> Response {
+    let Some(text) = off_runtime(move || api.source.metrics()).await else {
+        return internal();
+    };
     (
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
         )],
-        api.source.metrics(),
+        text,
     )
         .into_response()
 }
