@@ -30,13 +30,13 @@ pub struct Config {
     pub capture: CaptureConfig,
     pub network: NetworkConfig,
     pub limits: LimitsConfig,
-    /// Line profiles, signal weights and verdict thresholds (see `detect::DetectionConfig`).
-    pub detection: crate::detect::DetectionConfig,
     pub alert: crate::alert::AlertConfig,
     pub syslog: crate::alert::syslog::SyslogConfig,
     pub webhook: crate::alert::webhook::WebhookConfig,
     pub storage: crate::alert::outbox::StorageConfig,
     pub privacy: crate::privacy::PrivacyConfig,
+    /// Line profiles, signal weights and verdict thresholds (see `detect::DetectionConfig`).
+    pub detection: crate::detect::DetectionConfig,
     pub daemon: crate::daemon::DaemonConfig,
     pub http: crate::daemon::http::HttpConfig,
 }
@@ -224,20 +224,6 @@ impl Config {
                 });
             }
         }
-        if let Err((key, message)) = self.detection.validate() {
-            let last = key.rsplit('.').next().unwrap_or(&key);
-            let section = match key.rsplit_once('.') {
-                Some((sub, _)) => format!("detection.{sub}"),
-                None => "detection".to_string(),
-            };
-            let (line, column) = key_position(text, &section, last);
-            return Err(ConfigError::Invalid {
-                file: file.to_string(),
-                line,
-                column,
-                message: format!("detection.{key}: {message}"),
-            });
-        }
         let sections = [
             ("alert", self.alert.validate()),
             ("webhook", self.webhook.validate()),
@@ -254,6 +240,20 @@ impl Config {
                     message,
                 });
             }
+        }
+        if let Err((key, message)) = self.detection.validate() {
+            let last = key.rsplit('.').next().unwrap_or(&key);
+            let section = match key.rsplit_once('.') {
+                Some((sub, _)) => format!("detection.{sub}"),
+                None => "detection".to_string(),
+            };
+            let (line, column) = key_position(text, &section, last);
+            return Err(ConfigError::Invalid {
+                file: file.to_string(),
+                line,
+                column,
+                message: format!("detection.{key}: {message}"),
+            });
         }
         if let Some((section, key, message)) = crate::daemon::check_sections(self) {
             let (line, column) = key_position(text, section, key);

@@ -17,6 +17,7 @@ pub mod daemon;
 pub mod decode;
 pub mod detect;
 pub mod engine;
+pub mod eval;
 pub mod evidence;
 pub mod lines;
 pub mod media;

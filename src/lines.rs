@@ -467,6 +467,8 @@ impl RunningStats {
 pub struct Profile {
     pub first_seen: i64,
     pub last_seen: i64,
+    /// Start of the first call or voice flow (time-to-detect is measured from it).
+    pub first_call: Option<i64>,
     /// Medium-window ring (12 buckets) and long-window ring (24 buckets).
     medium: [Bucket; MEDIUM_BUCKETS],
     medium_newest: i64,
@@ -522,6 +524,7 @@ impl Profile {
         Profile {
             first_seen: ts.0,
             last_seen: ts.0,
+            first_call: None,
             medium: [Bucket::default(); MEDIUM_BUCKETS],
             medium_newest: i64::MIN / 2,
             long: [Bucket::default(); LONG_BUCKETS],
@@ -800,6 +803,7 @@ impl Profile {
     }
 
     fn count_hour(&mut self, ts: i64) {
+        self.first_call = Some(self.first_call.map_or(ts, |f| f.min(ts)));
         let h = ts.div_euclid(3600 * US).rem_euclid(24) as usize;
         if let Some(c) = self.hours.get_mut(h) {
             *c = c.saturating_add(1);

@@ -590,6 +590,8 @@ pub struct LineSummary {
     pub line: IpAddr,
     pub first_seen: Timestamp,
     pub last_seen: Timestamp,
+    /// Start of the first call or voice flow.
+    pub first_call: Option<Timestamp>,
     pub calls: u64,
     pub calls_in: u32,
     pub calls_out: u32,
@@ -1124,6 +1126,7 @@ impl LineTable {
             line: ip,
             first_seen: Timestamp(p.first_seen),
             last_seen: Timestamp(p.last_seen),
+            first_call: p.first_call.map(Timestamp),
             calls: p.calls_total + p.opaque_total,
             calls_in: w.calls_in.into(),
             calls_out: w.calls_out.into(),
