@@ -304,36 +304,77 @@ fn ip_pair(link: LinkType, data: &[u8]) -> Option<(IpAddr, IpAddr)> {
     }
 }
 
-/// Runs the capture loop on the current thread until `stop` is set or the file ends.
-/// Dropping the senders at the end tells the workers that input is over.
-pub fn capture_loop(
-    mut src: Source,
-    senders: Vec<SyncSender<PacketBatch>>,
+/// Batches packets per worker and hands full (or stale) batches over. A live dispatcher never
+/// waits: a batch that does not fit in a full queue is dropped and counted; a replay waits.
+pub struct Dispatcher {
+    link: LinkType,
+    live: bool,
     home: NetworkConfig,
+    senders: Vec<SyncSender<PacketBatch>>,
+    pending: Vec<PacketBatch>,
     stats: Arc<PipelineStats>,
-    stop: Arc<AtomicBool>,
-) {
-    let live = src.is_live();
-    let link = src.link();
-    let workers = senders.len().max(1);
-    let mut pending: Vec<PacketBatch> = (0..workers).map(|_| PacketBatch::new(link)).collect();
-    let mut last_flush = Instant::now();
-    let mut last_stats = Instant::now();
-    let mut consecutive_errors = 0u32;
-    stats.capture_running.store(true, Ordering::SeqCst);
+}
 
-    let flush = |pending: &mut Vec<PacketBatch>, i: usize| {
-        let Some(slot) = pending.get_mut(i) else {
+impl Dispatcher {
+    pub fn new(
+        link: LinkType,
+        live: bool,
+        home: NetworkConfig,
+        senders: Vec<SyncSender<PacketBatch>>,
+        stats: Arc<PipelineStats>,
+    ) -> Self {
+        let pending = (0..senders.len().max(1))
+            .map(|_| PacketBatch::new(link))
+            .collect();
+        Dispatcher {
+            link,
+            live,
+            home,
+            senders,
+            pending,
+            stats,
+        }
+    }
+
+    /// Adds one packet to its worker's batch, sending the batch when it is full.
+    pub fn push(&mut self, ts: Timestamp, wire_len: u32, data: &[u8]) {
+        let i = shard_for(self.link, data, &self.home, self.pending.len());
+        let Some(b) = self.pending.get_mut(i) else {
+            return;
+        };
+        b.push(ts, wire_len, data);
+        self.stats.captured_packets.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .captured_bytes
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
+        if b.len() >= BATCH_PACKETS {
+            self.flush(i);
+        }
+    }
+
+    /// Sends every non-empty batch.
+    pub fn flush_all(&mut self) {
+        for i in 0..self.pending.len() {
+            self.flush(i);
+        }
+    }
+
+    fn flush(&mut self, i: usize) {
+        let Some(slot) = self.pending.get_mut(i) else {
             return;
         };
         if slot.is_empty() {
             return;
         }
-        let batch = std::mem::replace(slot, PacketBatch::new(link));
+        let batch = std::mem::replace(slot, PacketBatch::new(self.link));
         let n = batch.len() as u64;
-        let Some(tx) = senders.get(i) else { return };
+        let stats = &self.stats;
+        let Some(tx) = self.senders.get(i) else {
+            stats.dropped_worker_gone.fetch_add(n, Ordering::Relaxed);
+            return;
+        };
         stats.queued_packets.fetch_add(n, Ordering::Relaxed);
-        let res = if live {
+        let res = if self.live {
             tx.try_send(batch)
         } else {
             tx.send(batch).map_err(|e| TrySendError::Disconnected(e.0))
@@ -349,7 +390,24 @@ pub fn capture_loop(
                 stats.dropped_worker_gone.fetch_add(n, Ordering::Relaxed);
             }
         }
-    };
+    }
+}
+
+/// Runs the capture loop on the current thread until `stop` is set or the file ends.
+/// Dropping the senders at the end tells the workers that input is over.
+pub fn capture_loop(
+    mut src: Source,
+    senders: Vec<SyncSender<PacketBatch>>,
+    home: NetworkConfig,
+    stats: Arc<PipelineStats>,
+    stop: Arc<AtomicBool>,
+) {
+    let live = src.is_live();
+    let mut out = Dispatcher::new(src.link(), live, home, senders, stats.clone());
+    let mut last_flush = Instant::now();
+    let mut last_stats = Instant::now();
+    let mut consecutive_errors = 0u32;
+    stats.capture_running.store(true, Ordering::SeqCst);
 
     while !stop.load(Ordering::Relaxed) {
         match src.next() {
@@ -362,18 +420,7 @@ pub fn capture_loop(
                         .saturating_mul(1_000_000)
                         .saturating_add(p.header.ts.tv_usec),
                 );
-                let data = p.data;
-                let i = shard_for(link, data, &home, workers);
-                if let Some(b) = pending.get_mut(i) {
-                    b.push(ts, p.header.len, data);
-                    stats.captured_packets.fetch_add(1, Ordering::Relaxed);
-                    stats
-                        .captured_bytes
-                        .fetch_add(data.len() as u64, Ordering::Relaxed);
-                    if b.len() >= BATCH_PACKETS {
-                        flush(&mut pending, i);
-                    }
-                }
+                out.push(ts, p.header.len, p.data);
             }
             Err(pcap::Error::TimeoutExpired) => std::thread::sleep(IDLE_NAP),
             Err(pcap::Error::NoMorePackets) => break,
@@ -391,34 +438,17 @@ pub fn capture_loop(
             }
         }
         if last_flush.elapsed() >= FLUSH_AFTER {
-            for i in 0..workers {
-                flush(&mut pending, i);
-            }
+            out.flush_all();
             last_flush = Instant::now();
         }
         if live && last_stats.elapsed() >= Duration::from_secs(1) {
-            if let Some(s) = src.kernel_stats() {
-                stats
-                    .kernel_dropped
-                    .store(u64::from(s.dropped), Ordering::Relaxed);
-                stats
-                    .interface_dropped
-                    .store(u64::from(s.if_dropped), Ordering::Relaxed);
-            }
+            store_kernel_stats(&mut src, &stats);
             last_stats = Instant::now();
         }
     }
-    for i in 0..workers {
-        flush(&mut pending, i);
-    }
-    if let Some(s) = src.kernel_stats() {
-        stats
-            .kernel_dropped
-            .store(u64::from(s.dropped), Ordering::Relaxed);
-        stats
-            .interface_dropped
-            .store(u64::from(s.if_dropped), Ordering::Relaxed);
-    }
+    out.flush_all();
+    drop(out);
+    store_kernel_stats(&mut src, &stats);
     if !live {
         stats.capture_done.store(true, Ordering::SeqCst);
     }
@@ -428,6 +458,17 @@ pub fn capture_loop(
         source = %src.describe(),
         "capture ended"
     );
+}
+
+fn store_kernel_stats(src: &mut Source, stats: &PipelineStats) {
+    if let Some(s) = src.kernel_stats() {
+        stats
+            .kernel_dropped
+            .store(u64::from(s.dropped), Ordering::Relaxed);
+        stats
+            .interface_dropped
+            .store(u64::from(s.if_dropped), Ordering::Relaxed);
+    }
 }
 
 /// Runs one engine until its queue closes. Verdict changes go to `verdicts` (blocking: they are
@@ -578,6 +619,107 @@ mod tests {
         }
         assert_eq!(shard_for(LinkType(147), &[0x45; 40], &home, 3), 0);
         assert_eq!(shard_for(LinkType::RAW, &[0x75; 40], &home, 3), 0);
+    }
+
+    fn raw_ipv4(src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
+        let mut ip = vec![0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0];
+        ip.extend_from_slice(&src);
+        ip.extend_from_slice(&dst);
+        ip.extend_from_slice(&[0u8; 8]);
+        ip
+    }
+
+    #[test]
+    fn live_dispatch_drops_and_counts_when_a_queue_is_full() {
+        let stats = Arc::new(PipelineStats::default());
+        // One batch of room, and nobody draining it.
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let home = NetworkConfig {
+            home: vec!["10.0.0.0/8".parse().unwrap()],
+            domestic: vec![],
+        };
+        let mut d = Dispatcher::new(LinkType::RAW, true, home, vec![tx], stats.clone());
+        let pkt = raw_ipv4([10, 0, 0, 1], [192, 0, 2, 1]);
+        let total = BATCH_PACKETS * 3 + 10;
+        for i in 0..total {
+            d.push(Timestamp(i as i64), 28, &pkt);
+        }
+        d.flush_all();
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        assert_eq!(load(&stats.captured_packets), total as u64);
+        let first = rx.try_recv().expect("the first batch fits");
+        assert_eq!(first.len(), BATCH_PACKETS);
+        assert!(rx.try_recv().is_err(), "nothing else fitted");
+        assert_eq!(
+            load(&stats.dropped_queue_full),
+            (total - BATCH_PACKETS) as u64
+        );
+        assert_eq!(load(&stats.queued_packets), BATCH_PACKETS as u64);
+        // A worker that went away: counted separately.
+        drop(rx);
+        d.push(Timestamp(0), 28, &pkt);
+        d.flush_all();
+        assert_eq!(load(&stats.dropped_worker_gone), 1);
+    }
+
+    #[test]
+    fn replay_dispatch_waits_instead_of_dropping_and_shards_by_line() {
+        let stats = Arc::new(PipelineStats::default());
+        let home = NetworkConfig {
+            home: vec!["10.0.0.0/8".parse().unwrap()],
+            domestic: vec![],
+        };
+        let mut txs = Vec::new();
+        let mut rxs = Vec::new();
+        for _ in 0..3 {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<PacketBatch>(1);
+            txs.push(tx);
+            rxs.push(rx);
+        }
+        let counter = std::thread::spawn(move || {
+            // Drain slowly: the dispatcher must wait, not drop.
+            let mut per_line: Vec<std::collections::BTreeMap<Vec<u8>, usize>> =
+                vec![Default::default(); 3];
+            let mut open: Vec<bool> = vec![true; 3];
+            while open.iter().any(|o| *o) {
+                for (w, rx) in rxs.iter().enumerate() {
+                    match rx.recv_timeout(Duration::from_millis(5)) {
+                        Ok(b) => {
+                            for p in b.packets() {
+                                let line = p.data.get(12..16).unwrap().to_vec();
+                                *per_line[w].entry(line).or_default() += 1;
+                            }
+                        }
+                        Err(RecvTimeoutError::Disconnected) => open[w] = false,
+                        Err(RecvTimeoutError::Timeout) => {}
+                    }
+                }
+            }
+            per_line
+        });
+        let mut d = Dispatcher::new(LinkType::RAW, false, home, txs, stats.clone());
+        for i in 0..4000u32 {
+            let line = [10, 0, (i % 50) as u8, 1];
+            let pkt = raw_ipv4(line, [198, 51, 100, 7]);
+            d.push(Timestamp(i64::from(i)), 28, &pkt);
+        }
+        d.flush_all();
+        drop(d);
+        let per_line = counter.join().unwrap();
+        assert_eq!(stats.dropped_queue_full.load(Ordering::Relaxed), 0);
+        let got: usize = per_line.iter().flat_map(|m| m.values()).sum();
+        assert_eq!(got, 4000);
+        // Each line went to exactly one worker.
+        let mut owners = std::collections::BTreeMap::new();
+        for (w, m) in per_line.iter().enumerate() {
+            for line in m.keys() {
+                assert!(
+                    owners.insert(line.clone(), w).is_none(),
+                    "line split over workers"
+                );
+            }
+        }
+        assert_eq!(owners.len(), 50);
     }
 
     #[test]
