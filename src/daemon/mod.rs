@@ -28,7 +28,8 @@ pub struct DaemonConfig {
     pub user: String,
     /// Group to switch to; empty: the user's primary group.
     pub group: String,
-    /// Engine threads; packets are sharded over them by line address.
+    /// Engine threads; packets are sharded over them by line address. Sites are only formed
+    /// among the lines of one thread.
     pub workers: usize,
     /// Packets queued per worker before a live capture drops (counted as `queue_full`).
     pub queue_packets: usize,
