@@ -207,3 +207,41 @@ fn bad_syslog_target_is_rejected_with_position() {
         "4:11: syslog target \"udp://127.0.0.1:99999\": bad host or port",
     );
 }
+
+#[test]
+fn unreadable_ca_and_key_files_fail_validate() {
+    assert_rejected(
+        "[capture]\ninterface = \"lo\"\n[webhook]\nurl = \"https://x.example/h\"\nca_file = \"/nonexistent/ca.pem\"\n",
+        "5:1: CA file /nonexistent/ca.pem: No such file or directory (os error 2)",
+    );
+    assert_rejected(
+        "[capture]\ninterface = \"lo\"\n[privacy]\npseudonymize = true\nkey_file = \"/nonexistent/k\"\n",
+        "5:1: cannot read privacy key file /nonexistent/k: No such file or directory (os error 2)",
+    );
+}
+
+#[test]
+fn token_file_is_read_and_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let tok = write(dir.path(), "token", "short\n");
+    let p = write(
+        dir.path(),
+        "t.toml",
+        &format!(
+            "[capture]\ninterface = \"lo\"\n[http]\ntoken_file = {:?}\n",
+            tok.display().to_string()
+        ),
+    );
+    let (code, _, stderr) = validate(&p);
+    assert_eq!(code, 1);
+    assert_eq!(
+        stderr.trim_end(),
+        format!(
+            "{}:4:1: {}: token must be at least 16 characters",
+            p.display(),
+            tok.display()
+        )
+    );
+    std::fs::write(&tok, "0123456789abcdefXYZ\n").unwrap();
+    assert_eq!(validate(&p).0, 0);
+}

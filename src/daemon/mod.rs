@@ -162,6 +162,28 @@ pub fn load_run_config(path: &Path) -> Result<Config, ConfigError> {
     if let Err(why) = cfg.http.resolve_token() {
         return Err(invalid("http", "token_file", why));
     }
+    if let Err(e) = crate::privacy::Pseudonymizer::from_config(&cfg.privacy) {
+        return Err(invalid("privacy", "key_file", e.to_string()));
+    }
+    // CA files are read here, so an unreadable one fails `validate`, not the start.
+    if let Err(e) =
+        crate::alert::delivery::targets_from_config(&cfg, std::time::Duration::from_secs(1))
+    {
+        let webhook_ca = cfg
+            .webhook
+            .ca_file
+            .as_ref()
+            .map(|p| p.display().to_string());
+        let section = match &e {
+            crate::alert::delivery::DeliveryError::CaFile { path, .. }
+                if Some(path) == webhook_ca.as_ref() =>
+            {
+                "webhook"
+            }
+            _ => "syslog",
+        };
+        return Err(invalid(section, "ca_file", e.to_string()));
+    }
     Ok(cfg)
 }
 
