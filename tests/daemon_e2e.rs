@@ -176,6 +176,13 @@ fn config(dir: &Path, api: SocketAddr, syslog_port: u16, hook: SocketAddr) -> Pa
     let p = dir.join("simboxd.toml");
     let state = dir.join("state");
     std::fs::create_dir_all(&state).unwrap();
+    // As installed: the daemon, once it is `nobody`, owns its state directory.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711)).unwrap();
+    let nobody = nix::unistd::User::from_name("nobody")
+        .unwrap()
+        .expect("user nobody");
+    nix::unistd::chown(&state, Some(nobody.uid), Some(nobody.gid)).unwrap();
     std::fs::write(
         &p,
         format!(
@@ -427,11 +434,21 @@ fn gateway_line_alert_reaches_syslog_webhook_and_api_normal_line_stays_quiet() {
         }
     }
 
-    // Graceful stop saves the profiles (through the handle opened before the drop).
+    // Graceful stop saves the profiles, as `nobody`, into its state directory.
     let st = daemon
         .stop(Duration::from_secs(20))
         .expect("simboxd stops on SIGTERM");
     assert!(st.success(), "exit {st}\n{}", daemon.log_text());
+    use std::os::unix::fs::MetadataExt;
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    for f in ["state/alerts.redb", "state/profiles.json"] {
+        let owner = std::fs::metadata(d.join(f)).unwrap().uid();
+        assert_eq!(
+            owner,
+            nobody.uid.as_raw(),
+            "{f} belongs to uid {owner}, not nobody"
+        );
+    }
     let saved = std::fs::read_to_string(d.join("state/profiles.json")).unwrap();
     assert!(
         saved.contains(GATEWAY),

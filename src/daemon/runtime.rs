@@ -483,7 +483,7 @@ pub fn run(config_path: PathBuf, cfg: Config) -> anyhow::Result<()> {
     }
     let privacy = Pseudonymizer::from_config(&cfg.privacy).context("[privacy]")?;
 
-    // Everything that may need root happens before the drop: capture, API port, storage.
+    // What needs root happens before the drop: the capture and a privileged API port.
     let source = Source::open(&cfg.capture).context("opening the capture")?;
     let live = source.is_live();
     let capture_desc = source.describe();
@@ -498,14 +498,6 @@ pub fn run(config_path: PathBuf, cfg: Config) -> anyhow::Result<()> {
     let targets = targets_from_config(&cfg, Duration::from_secs(10))
         .context("setting up [syslog]/[webhook] targets")?;
     let names: Vec<String> = targets.iter().map(|t| t.name()).collect();
-    let outbox = Arc::new(
-        Outbox::open(&cfg.storage, names.clone())
-            .with_context(|| format!("opening the outbox {}", cfg.storage.path.display()))?,
-    );
-    let state_path = StateFile::path_for(&cfg.storage.path);
-    let mut state_file = StateFile::open(&state_path)
-        .with_context(|| format!("opening {}", state_path.display()))?;
-
     match drop_privileges(&cfg.daemon.user, &cfg.daemon.group)? {
         Dropped::To { uid, gid } => {
             tracing::info!(uid, gid, user = %cfg.daemon.user, "dropped privileges")
@@ -515,6 +507,15 @@ pub fn run(config_path: PathBuf, cfg: Config) -> anyhow::Result<()> {
         }
         Dropped::Disabled => tracing::info!("daemon.user is empty: keeping the current user"),
     }
+    // Storage is opened as the daemon user, so that its files belong to it (the unit gives root
+    // no CAP_DAC_OVERRIDE: root could not write into the simboxd-owned state directory anyway).
+    let outbox = Arc::new(
+        Outbox::open(&cfg.storage, names.clone())
+            .with_context(|| format!("opening the outbox {}", cfg.storage.path.display()))?,
+    );
+    let state_path = StateFile::path_for(&cfg.storage.path);
+    let mut state_file = StateFile::open(&state_path)
+        .with_context(|| format!("opening {}", state_path.display()))?;
 
     let workers = cfg.daemon.workers.max(1);
     let engines: Vec<Arc<Mutex<EngineWorker>>> = (0..workers)

@@ -1,9 +1,9 @@
 //! Line profiles and open alert episodes kept across restarts (`profiles.json` beside the
 //! outbox in `[storage] path`'s directory).
 //!
-//! Contract: the file is opened (created) before privileges are dropped and kept open, so a
-//! root-owned state directory still works; SIGTERM rewrites it through that handle. A file that
-//! does not parse is logged and ignored (the daemon starts empty rather than not at all).
+//! Contract: the file is opened (created) at start, as the daemon user, and kept open; SIGTERM
+//! rewrites it through that handle. A file that does not parse is logged and ignored (the daemon
+//! starts empty rather than not at all).
 
 use crate::alert::AlertManager;
 use serde::{Deserialize, Serialize};
