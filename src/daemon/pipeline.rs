@@ -408,6 +408,7 @@ pub fn capture_loop(
     let mut last_stats = Instant::now();
     let mut consecutive_errors = 0u32;
     stats.capture_running.store(true, Ordering::SeqCst);
+    let _running = CaptureRunning(stats.clone());
 
     while !stop.load(Ordering::Relaxed) {
         match src.next() {
@@ -452,7 +453,6 @@ pub fn capture_loop(
     if !live {
         stats.capture_done.store(true, Ordering::SeqCst);
     }
-    stats.capture_running.store(false, Ordering::SeqCst);
     tracing::info!(
         packets = stats.captured_packets.load(Ordering::Relaxed),
         source = %src.describe(),
@@ -483,6 +483,9 @@ pub fn worker_loop<E: PacketEngine>(
     tick_secs: f64,
 ) {
     stats.workers_running.fetch_add(1, Ordering::SeqCst);
+    // Decrements on every exit, a panic in a stage included, so `/healthz` and the watchdog
+    // see a dead engine thread.
+    let _running = WorkerRunning(stats.clone());
     let mut last_ts: Option<Timestamp> = None;
     let mut next_tick: Option<Timestamp> = None;
     let mut idle_since = Instant::now();
@@ -555,7 +558,23 @@ pub fn worker_loop<E: PacketEngine>(
         };
         send(changes);
     }
-    stats.workers_running.fetch_sub(1, Ordering::SeqCst);
+}
+
+/// Clears `capture_running` however the capture thread ends.
+struct CaptureRunning(Arc<PipelineStats>);
+
+impl Drop for CaptureRunning {
+    fn drop(&mut self) {
+        self.0.capture_running.store(false, Ordering::SeqCst);
+    }
+}
+
+struct WorkerRunning(Arc<PipelineStats>);
+
+impl Drop for WorkerRunning {
+    fn drop(&mut self) {
+        self.0.workers_running.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// The wall clock as packet time (the daemon is the only place that reads it).
