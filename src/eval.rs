@@ -86,27 +86,12 @@ pub fn parse_seeds(s: &str) -> Result<Vec<u64>, String> {
 pub fn detect_capture(path: &Path, cfg: &Config) -> anyhow::Result<LineTable> {
     let mut cap = Capture::open_file(path)?;
     let mut engine = Engine::new(cfg);
-    let mut table = LineTable::new(&cfg.detection, &cfg.network);
-    let every = f64::from(cfg.detection.evaluate_every_secs.max(1));
-    let mut next: Option<Timestamp> = None;
     while let Some(pkt) = cap.next_packet()? {
         engine.process(&pkt);
-        for ev in engine.drain_events() {
-            table.on_event(&ev);
-        }
-        let now = engine.now();
-        let due = *next.get_or_insert(now.plus_secs(every));
-        if now >= due {
-            table.evaluate(now);
-            next = Some(now.plus_secs(every));
-        }
+        engine.drain_events().for_each(drop);
     }
     engine.finish();
-    for ev in engine.drain_events() {
-        table.on_event(&ev);
-    }
-    table.evaluate(engine.now());
-    Ok(table)
+    Ok(engine.into_lines())
 }
 
 /// The simulator's network prefixes as a `[network]` section.
