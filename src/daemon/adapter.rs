@@ -1,10 +1,9 @@
-//! The engine as one daemon worker sees it: `engine::Engine` feeding a `detect::LineTable`,
-//! plus a small bounded store of recent calls per line for the API.
+//! The engine as one daemon worker sees it: `engine::Engine` (with its line table and
+//! detection) plus a small bounded store of recent calls per line for the API.
 //!
-//! Contract: events are drained after every packet, so the engine's buffer stays small. Lines
-//! are re-evaluated every `[detection] evaluate_every_secs` of packet time (and at the end of a
-//! replay); what changed is handed out by `take_verdict_changes`. Phone numbers shown by the API
-//! pass through the `[privacy]` pseudonymizer.
+//! Contract: events are drained after every packet, so the engine's buffer stays small; they are
+//! counted by kind and ended calls remembered per line. Phone numbers shown by the API pass
+//! through the `[privacy]` pseudonymizer.
 
 use super::pipeline::PacketEngine;
 use crate::config::Config;
@@ -22,35 +21,25 @@ pub const RECENT_CALL_LINES: usize = 4096;
 
 pub struct EngineWorker {
     engine: Engine,
-    lines: LineTable,
     network: crate::config::NetworkConfig,
     privacy: Pseudonymizer,
     /// Events by kind (`call_started`, `call_ended`, ...).
     events: Counters,
-    verdicts: Vec<LineVerdict>,
     recent: HashMap<IpAddr, VecDeque<serde_json::Value>>,
     recent_last: HashMap<IpAddr, Timestamp>,
     recent_evictions: u64,
-    evaluate_every: f64,
-    next_eval: Option<Timestamp>,
-    now: Timestamp,
 }
 
 impl EngineWorker {
     pub fn new(cfg: &Config, privacy: Pseudonymizer) -> Self {
         EngineWorker {
             engine: Engine::new(cfg),
-            lines: LineTable::new(&cfg.detection, &cfg.network),
             network: cfg.network.clone(),
             privacy,
             events: Counters::default(),
-            verdicts: Vec::new(),
             recent: HashMap::new(),
             recent_last: HashMap::new(),
             recent_evictions: 0,
-            evaluate_every: f64::from(cfg.detection.evaluate_every_secs.max(1)),
-            next_eval: None,
-            now: Timestamp::default(),
         }
     }
 
@@ -66,7 +55,6 @@ impl EngineWorker {
                 Event::MediaEnded(_) => "media_ended",
             };
             self.events.add(kind, 1);
-            self.lines.on_event(ev);
             if let Event::CallEnded(c) = ev {
                 self.remember_call(c);
             }
@@ -111,43 +99,26 @@ impl EngineWorker {
         ring.push_back(summary);
         self.recent_last.insert(line, c.end.unwrap_or(c.start));
     }
-
-    fn maybe_evaluate(&mut self, now: Timestamp, force: bool) {
-        if now > self.now {
-            self.now = now;
-        }
-        if force || self.next_eval.is_none_or(|t| self.now >= t) {
-            let changed = self.lines.evaluate(self.now);
-            self.verdicts.extend(changed);
-            self.next_eval = Some(self.now.plus_secs(self.evaluate_every));
-        }
-    }
 }
 
 impl PacketEngine for EngineWorker {
     fn process(&mut self, pkt: &RawPacket<'_>) {
         self.engine.process(pkt);
         self.drain();
-        if pkt.ts > self.now {
-            self.now = pkt.ts;
-        }
     }
 
     fn tick(&mut self, now: Timestamp) {
         self.engine.tick(now);
         self.drain();
-        self.maybe_evaluate(now, false);
     }
 
     fn finish(&mut self) {
         self.engine.finish();
         self.drain();
-        let now = self.engine.now();
-        self.maybe_evaluate(now, true);
     }
 
     fn take_verdict_changes(&mut self) -> Vec<LineVerdict> {
-        std::mem::take(&mut self.verdicts)
+        self.engine.take_verdict_changes()
     }
 
     fn stats_json(&self) -> serde_json::Value {
@@ -157,14 +128,13 @@ impl PacketEngine for EngineWorker {
                 obj.insert("events".to_string(), ev);
             }
             if let Some(t) = obj.get_mut("tables").and_then(|t| t.as_object_mut()) {
-                t.insert("lines".into(), self.lines.len().into());
                 t.insert("recent_call_lines".into(), self.recent.len().into());
             }
             if let Some(e) = obj.get_mut("evictions").and_then(|t| t.as_object_mut()) {
-                e.insert("lines".into(), self.lines.evictions().into());
+                e.insert("lines".into(), self.engine.lines().evictions().into());
                 e.insert("recent_call_lines".into(), self.recent_evictions.into());
             }
-            if let Ok(c) = serde_json::to_value(self.lines.counters()) {
+            if let Ok(c) = serde_json::to_value(self.engine.lines().counters()) {
                 obj.insert("lines".to_string(), c);
             }
         }
@@ -172,7 +142,8 @@ impl PacketEngine for EngineWorker {
     }
 
     fn lines_json(&self) -> Vec<serde_json::Value> {
-        self.lines
+        self.engine
+            .lines()
             .verdicts()
             .into_iter()
             .filter_map(|v| serde_json::to_value(v).ok())
@@ -180,8 +151,9 @@ impl PacketEngine for EngineWorker {
     }
 
     fn line_json(&self, addr: IpAddr) -> Option<serde_json::Value> {
-        let summary = self.lines.line_summary(addr)?;
-        let verdict = self.lines.verdicts().into_iter().find(|v| v.line == addr);
+        let lines = self.engine.lines();
+        let summary = lines.line_summary(addr)?;
+        let verdict = lines.verdicts().into_iter().find(|v| v.line == addr);
         let calls: Vec<&serde_json::Value> = self
             .recent
             .get(&addr)
@@ -196,7 +168,7 @@ impl PacketEngine for EngineWorker {
     }
 
     fn save_state(&self) -> Option<serde_json::Value> {
-        serde_json::to_value(&self.lines).ok()
+        serde_json::to_value(self.engine.lines()).ok()
     }
 
     fn restore_state(&mut self, state: serde_json::Value) -> Result<usize, String> {
@@ -204,16 +176,20 @@ impl PacketEngine for EngineWorker {
             return Ok(0);
         }
         let mut t: LineTable = serde_json::from_value(state).map_err(|e| e.to_string())?;
-        let cfg = self.lines.config().clone();
+        let cfg = self.engine.lines().config().clone();
         // The saved table carries its config; the running one wins.
         t.reconfigure(&cfg, &self.network);
-        self.lines = t;
-        Ok(self.lines.len())
+        let n = t.len();
+        *self.engine.lines_mut() = t;
+        Ok(n)
     }
 
     fn reload(&mut self, cfg: &Config) {
-        self.lines.reconfigure(&cfg.detection, &cfg.network);
+        // Thresholds, weights and home/domestic nets apply at the next evaluation; the
+        // evaluation period and the decode/calls limits stay until a restart.
+        self.engine
+            .lines_mut()
+            .reconfigure(&cfg.detection, &cfg.network);
         self.network = cfg.network.clone();
-        self.evaluate_every = f64::from(cfg.detection.evaluate_every_secs.max(1));
     }
 }
