@@ -504,12 +504,13 @@ impl<W: Write> Engine<W> {
 }
 
 /// Gives an opaque payload the head of an encrypted transport: the first eight bytes in
-/// 0x40..=0x7f (first byte `01xxxxxx` like a QUIC short header). Never RTP/RTCP version 2, and
-/// none of the high magic values (0x80-0xff) that tshark's heuristic dissectors (RTCP on odd
-/// ports, Thrift, Pathport, CLTP...) key on, so random bytes are not claimed as malformed packets.
+/// 0x50..=0x7f (first byte `01xxxxxx` like a QUIC short header). Never RTP/RTCP version 2, and
+/// none of the values tshark's heuristic dissectors key on (0x80-0xff magic for RTCP on odd
+/// ports, Thrift, Pathport; 0x4x TPDU codes for CLTP/GOOSE), so noise is not claimed as a
+/// malformed packet of some other protocol.
 pub fn shape_opaque_head(buf: &mut [u8]) {
     for b in buf.iter_mut().take(8) {
-        *b = 0x40 | (*b & 0x3f);
+        *b = 0x50 + *b % 0x30;
     }
 }
 

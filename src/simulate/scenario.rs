@@ -3,6 +3,30 @@
 //! TOML with `deny_unknown_fields`; errors name the file, line and column. Every per-population
 //! key except `kind` is optional: what is not given is drawn per line from realistic ranges (and
 //! recorded in the labels' `params`).
+//!
+//! ```toml
+//! duration = "30m"                  # 90s, 30m, 2h, or seconds
+//! scale = 1.0                       # multiplies every count (at least 1 line per group)
+//! start = "2026-01-05T08:00:00Z"
+//! [[population]]
+//! kind = "gateway"                  # gateway, gateway-scrambled, gateway-opaque, household,
+//!                                   # office-pbx, call-centre, help-desk, expat-voip,
+//!                                   # app-calls, gaming, video
+//! count = 1
+//! site = "site-1"                   # lines of one site share a softswitch
+//! channels = 8                      # gateways 1/4/8/16/32; trunk size for PBX/dialer/help desk
+//! registration = "per-port"         # or "trunk" (gateways)
+//! ua = "vendor"                     # or "softphone" (spoofed) or "none" (gateways)
+//! codec = "G729"                    # or "PCMU", "PCMA"
+//! ptime = 20                        # or 30
+//! shift = "8h/16h"                  # or "always"
+//! answer_ratio = 0.35
+//! calls_per_hour = 4.0              # lines with random arrivals (not gateways/dialers)
+//! ipv6 = false
+//! tcp_share = 0.2                   # share of lines with SIP over TCP (household/expat/office)
+//! vlan_share = 0.2                  # share of lines whose frames carry an 802.1Q tag
+//! big_invite_share = 0.05           # share of INVITEs padded past the MTU (IP-fragmented)
+//! ```
 
 use super::SimError;
 use crate::model::Timestamp;
