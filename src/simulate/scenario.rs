@@ -182,8 +182,8 @@ pub struct Scenario {
     /// Multiplies every population's line count.
     #[serde(default = "default_scale")]
     pub scale: f64,
-    /// Capture start (RFC 3339 string).
-    #[serde(default = "default_start")]
+    /// Capture start (RFC 3339, quoted or as a TOML datetime).
+    #[serde(default = "default_start", deserialize_with = "de_start")]
     pub start: Timestamp,
     #[serde(default, rename = "population")]
     pub populations: Vec<Population>,
@@ -200,6 +200,24 @@ fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> 
         Dur::Secs(s) => Ok(s),
         Dur::Text(t) => parse_duration(&t).map_err(serde::de::Error::custom),
     }
+}
+
+fn de_start<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Timestamp, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Start {
+        Text(String),
+        Toml(toml::value::Datetime),
+    }
+    let text = match Start::deserialize(d)? {
+        Start::Text(t) => t,
+        Start::Toml(t) => t.to_string(),
+    };
+    Timestamp::parse_rfc3339(&text).ok_or_else(|| {
+        serde::de::Error::custom(format!(
+            "start must be an RFC 3339 time with offset, not {text:?}"
+        ))
+    })
 }
 
 /// Parses `90s`, `30m`, `2h`, `1d` or plain seconds.
@@ -446,6 +464,18 @@ mod tests {
         let mut sc = Scenario::builtin();
         sc.scale = 0.0;
         assert!(crate::simulate::generate(&sc, 1, &mut std::io::sink()).is_err());
+    }
+
+    #[test]
+    fn start_accepts_quoted_and_toml_datetimes() {
+        let a = Scenario::from_toml("start = \"2026-03-01T10:00:00Z\"\n", "s").unwrap();
+        let b = Scenario::from_toml("start = 2026-03-01T10:00:00Z\n", "s").unwrap();
+        assert_eq!(a.start, b.start);
+        assert_eq!(a.start.to_rfc3339(), "2026-03-01T10:00:00.000000Z");
+        let e = Scenario::from_toml("\nstart = 2026-03-01\n", "s")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("s:2:"), "{e}");
     }
 
     #[test]
