@@ -608,6 +608,26 @@ impl Profile {
     pub fn long_window(&self, now: Timestamp, p: &ProfileParams) -> Bucket {
         ring_sum(&self.long, self.long_newest, now.0, p.long_width())
     }
+    /// Sum of the last `k` medium buckets (window/12 each: 5 min by default).
+    pub fn recent(&self, now: Timestamp, p: &ProfileParams, k: usize) -> Bucket {
+        let w = p.medium_width();
+        let k = k.clamp(1, MEDIUM_BUCKETS) as i64;
+        let now_idx = now.0.div_euclid(w).max(self.medium_newest);
+        let mut s = Bucket::default();
+        for idx in (now_idx - k + 1)..=now_idx {
+            if idx > self.medium_newest || idx <= self.medium_newest - MEDIUM_BUCKETS as i64 {
+                continue;
+            }
+            if let Some(b) = self
+                .medium
+                .get(idx.rem_euclid(MEDIUM_BUCKETS as i64) as usize)
+            {
+                s.add(b);
+            }
+        }
+        s
+    }
+
     /// The last medium bucket (the short window, window/12: 5 min by default).
     pub fn short_window(&self, now: Timestamp, p: &ProfileParams) -> Bucket {
         let w = p.medium_width();

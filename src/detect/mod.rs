@@ -246,11 +246,8 @@ pub fn foreign_inbound(p: &Profile, c: &Ctx) -> Signal {
     } else {
         0.0
     };
-    let volume = ramp(
-        f64::from(w.in_foreign),
-        f64::from(c.cfg.min_calls) - 1.0,
-        f64::from(c.cfg.min_calls) + 5.0,
-    );
+    let min = f64::from(c.cfg.min_calls);
+    let volume = ramp(f64::from(w.in_foreign), min - 1.0, min + 3.0);
     let peer = p
         .top_peer()
         .filter(|x| !x.domestic)
@@ -280,11 +277,8 @@ pub fn distinct_called(p: &Profile, c: &Ctx) -> Signal {
     let w = p.window(c.now, c.params);
     let est = p.distinct_called(c.now, c.params);
     let span = minutes(p.window_span_secs(c.now, c.params));
-    let volume = ramp(
-        n as f64,
-        f64::from(c.cfg.min_calls),
-        f64::from(c.cfg.min_calls) + 6.0,
-    );
+    let min = f64::from(c.cfg.min_calls);
+    let volume = ramp(n as f64, min - 1.0, min + 3.0);
     let did_block = n >= 4 && blocks <= 2 && nums > blocks;
     let (strength, detail) = if did_block {
         (
@@ -370,7 +364,7 @@ pub fn machine_rhythm(p: &Profile, c: &Ctx) -> Signal {
         let median = p.talk.quantile(0.5);
         let short = median.map_or(0.0, |m| 1.0 - ramp(m, 60.0, 180.0));
         let low_asr = 1.0 - ramp(asr, 0.55, 0.85);
-        let strength = ramp(sip_n, min, min + 7.0)
+        let strength = ramp(sip_n, min - 1.0, min + 4.0)
             * (0.6 * short + 0.4 * low_asr).min(1.0)
             * if median.is_some() { 1.0 } else { 0.5 };
         Signal {
@@ -387,7 +381,7 @@ pub fn machine_rhythm(p: &Profile, c: &Ctx) -> Signal {
         }
     } else {
         let median = p.opaque_durations.quantile(0.5).unwrap_or(0.0);
-        let strength = ramp(opaque_n, min, min + 4.0) * (1.0 - ramp(median, 90.0, 240.0));
+        let strength = ramp(opaque_n, min - 1.0, min + 2.0) * (1.0 - ramp(median, 90.0, 240.0));
         Signal {
             name: "machine_rhythm",
             value: median,
@@ -480,9 +474,12 @@ pub fn fingerprint(p: &Profile, _c: &Ctx) -> Signal {
 pub fn opaque_media(p: &Profile, c: &Ctx) -> Signal {
     let peak = f64::from(p.opaque_peak_same_peer);
     let w = p.window(c.now, c.params);
-    let flows = f64::from(w.opaque_flows);
+    // Flows started in the last two buckets (10 min by default): a gateway starts dozens, a
+    // household on app calls one or two. Concurrency is read when flows start, so a flow that
+    // ended less than the media timeout ago may still count: hence the rate gate.
+    let recent = f64::from(p.recent(c.now, c.params, 2).opaque_flows);
     let min = f64::from(c.cfg.min_calls);
-    let strength = ramp(peak, 2.0, 4.0) * ramp(flows, min, min + 5.0);
+    let strength = ramp(peak, 1.5, 3.5) * ramp(recent, min - 1.0, min + 2.0);
     let peer = p
         .top_peer()
         .filter(|x| x.opaque_flows > 0)
@@ -494,11 +491,13 @@ pub fn opaque_media(p: &Profile, c: &Ctx) -> Signal {
         value: peak,
         strength,
         detail: format!(
-            "up to {} concurrent voice-shaped flows to {} without readable SIP; {} such flows in {}",
+            "up to {} concurrent voice-shaped flows to {} without readable SIP; {} such flows in {} ({:.0} in the last {})",
             p.opaque_peak_same_peer,
             peer,
             w.opaque_flows,
-            minutes(p.window_span_secs(c.now, c.params))
+            minutes(p.window_span_secs(c.now, c.params)),
+            recent,
+            minutes(f64::from(c.cfg.window_secs) / 6.0)
         ),
     }
 }
