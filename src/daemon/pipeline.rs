@@ -653,6 +653,59 @@ mod tests {
         assert_eq!(owners.len(), 50);
     }
 
+    /// An engine whose stage panics on the first packet (a bug in some stage).
+    struct PanickingEngine;
+
+    impl PacketEngine for PanickingEngine {
+        fn process(&mut self, _pkt: &RawPacket<'_>) {
+            panic!("stage bug"); // ok: test double for the running-flag guard
+        }
+        fn tick(&mut self, _now: Timestamp) {}
+        fn finish(&mut self) {}
+        fn take_verdict_changes(&mut self) -> Vec<LineVerdict> {
+            Vec::new()
+        }
+        fn stats_json(&self) -> serde_json::Value {
+            serde_json::Value::Null
+        }
+        fn lines_json(&self) -> Vec<serde_json::Value> {
+            Vec::new()
+        }
+        fn line_json(&self, _addr: IpAddr) -> Option<serde_json::Value> {
+            None
+        }
+        fn save_state(&self) -> Option<serde_json::Value> {
+            None
+        }
+        fn restore_state(&mut self, _state: serde_json::Value) -> Result<usize, String> {
+            Ok(0)
+        }
+        fn reload(&mut self, _cfg: &crate::config::Config) {}
+    }
+
+    #[test]
+    fn a_panicking_engine_thread_no_longer_counts_as_running() {
+        let stats = Arc::new(PipelineStats::default());
+        let (tx, rx) = std::sync::mpsc::sync_channel(4);
+        let (vtx, _vrx) = tokio::sync::mpsc::channel(4);
+        let eng = Arc::new(Mutex::new(PanickingEngine));
+        let st = stats.clone();
+        let t = std::thread::spawn(move || worker_loop(eng, rx, vtx, st, true, 1.0));
+        let t0 = Instant::now();
+        while stats.workers_running.load(Ordering::SeqCst) == 0 {
+            assert!(
+                t0.elapsed() < Duration::from_secs(5),
+                "worker never started"
+            );
+            std::thread::yield_now();
+        }
+        let mut b = PacketBatch::new(LinkType::RAW);
+        b.push(Timestamp(1), 20, &[0x45; 20]);
+        tx.send(b).unwrap();
+        assert!(t.join().is_err(), "the stage panic ends the thread");
+        assert_eq!(stats.workers_running.load(Ordering::SeqCst), 0);
+    }
+
     #[test]
     fn batch_keeps_packets_apart() {
         let mut b = PacketBatch::new(LinkType::RAW);
