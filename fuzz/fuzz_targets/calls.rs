@@ -35,7 +35,11 @@ fuzz_target!(|data: &[u8]| {
             ts: Timestamp(now),
             src,
             dst,
-            transport: if sel & 0x80 != 0 { Transport::Tcp } else { Transport::Udp },
+            transport: if sel & 0x80 != 0 {
+                Transport::Tcp
+            } else {
+                Transport::Udp
+            },
             payload,
             ip_len: n as u32 + 28,
         };
