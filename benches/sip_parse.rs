@@ -5,7 +5,8 @@ use simboxd::{sdp, sip};
 use std::hint::black_box;
 use std::time::Instant;
 
-const INVITE: &[u8] = b"INVITE sip:+8613812345678@198.51.100.7:5060;user=phone SIP/2.0\r\n\
+/// INVITE headers; Content-Length and the SDP are appended in `main`.
+const INVITE_HEAD: &str = "INVITE sip:+8613812345678@198.51.100.7:5060;user=phone SIP/2.0\r\n\
 Via: SIP/2.0/UDP 203.0.113.10:5060;branch=z9hG4bK776asdhds;rport\r\n\
 Max-Forwards: 70\r\n\
 To: <sip:+8613812345678@198.51.100.7>\r\n\
@@ -15,10 +16,9 @@ CSeq: 1 INVITE\r\n\
 Contact: <sip:8613900000000@203.0.113.10:5060>\r\n\
 User-Agent: VOS3000\r\n\
 Allow: INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE\r\n\
-Content-Type: application/sdp\r\n\
-Content-Length: 187\r\n\
-\r\n\
-v=0\r\n\
+Content-Type: application/sdp\r\n";
+
+const SDP: &str = "v=0\r\n\
 o=VOS3000 1 1 IN IP4 203.0.113.10\r\n\
 s=SIP Call\r\n\
 c=IN IP4 203.0.113.10\r\n\
@@ -68,6 +68,13 @@ fn run(name: &str, msg: &[u8], iters: u32, f: impl Fn(&[u8]) -> usize) {
 fn main() {
     let lim = sip::Limits::default();
     let iters = 200_000;
+    let invite = format!("{INVITE_HEAD}Content-Length: {}\r\n\r\n{SDP}", SDP.len());
+    let invite = invite.as_bytes();
+    // Every message must parse, or the figures would time the error path.
+    for m in [invite, OK, REGISTER] {
+        let parsed = sip::parse(m, &lim);
+        assert!(parsed.is_ok_and(|m| m.trailing == 0 && m.call_id().is_some()));
+    }
     let full = |b: &[u8]| -> usize {
         let Ok(m) = sip::parse(b, &lim) else { return 0 };
         let mut n = m.call_id().map_or(0, str::len);
@@ -83,19 +90,16 @@ fn main() {
         }
         n
     };
-    run("looks_like_sip INVITE", INVITE, iters, |b| {
+    run("looks_like_sip INVITE", invite, iters, |b| {
         usize::from(sip::looks_like_sip(b))
     });
-    run("parse INVITE", INVITE, iters, |b| {
+    run("parse INVITE", invite, iters, |b| {
         sip::parse(b, &lim).map_or(0, |m| m.headers.len())
     });
-    run("parse+accessors+SDP INVITE", INVITE, iters, full);
+    run("parse+accessors+SDP INVITE", invite, iters, full);
     run("parse+accessors 200 OK", OK, iters, full);
     run("parse+accessors REGISTER", REGISTER, iters, full);
-    let body = sip::parse(INVITE, &lim).map(|m| m.body).unwrap_or_default();
-    assert_eq!(body.len(), 187, "INVITE Content-Length must match its SDP");
-    assert!(sip::parse(INVITE, &lim).is_ok_and(|m| m.trailing == 0 && m.has_sdp()));
-    run("sdp::parse", body, iters, |b| {
+    run("sdp::parse", SDP.as_bytes(), iters, |b| {
         sdp::parse(b).map_or(0, |s| s.media.len())
     });
 }

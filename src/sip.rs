@@ -632,14 +632,19 @@ impl<'a> SipMessage<'a> {
 
     /// Whole value of the first `name` header (trimmed; compact forms and case folded).
     pub fn header(&self, name: &str) -> Option<&'a str> {
-        self.headers.iter().find(|h| h.is(name)).map(|h| h.value)
+        let want = expand_compact(name);
+        self.headers
+            .iter()
+            .find(|h| expand_compact(h.name).eq_ignore_ascii_case(want))
+            .map(|h| h.value)
     }
     /// All values of `name`: every such header, each split on commas outside quotes and `<...>`.
     /// Only meaningful for list headers (Via, Contact, Allow, Supported, ...).
     pub fn header_values<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'a str> + 's {
+        let want = expand_compact(name);
         self.headers
             .iter()
-            .filter(move |h| h.is(name))
+            .filter(move |h| expand_compact(h.name).eq_ignore_ascii_case(want))
             .flat_map(|h| split_outside(h.value, b',', true))
             .map(trim)
             .filter(|v| !v.is_empty())
@@ -990,6 +995,10 @@ fn split_host_port(s: &str) -> Option<(&str, Option<u16>)> {
             None => return None,
         };
         return Some((host, port));
+    }
+    // A bare IPv6 address (no brackets: invalid, but seen) is a host without port.
+    if s.bytes().filter(|&b| b == b':').count() > 1 && s.parse::<std::net::Ipv6Addr>().is_ok() {
+        return Some((s, None));
     }
     match s.split_once(':') {
         Some((h, p)) => Some((trim(h), Some(parse_port(p)?))),
@@ -1527,8 +1536,23 @@ v=0\n";
         assert_eq!(v.branch, Some("z9hG4bKa7c6a8dlze.1"));
         let v = parse_via("SIP/2.0/TCP [2001:db8::9]:5062;branch=z9hG4bK3").unwrap();
         assert_eq!((v.host, v.port), ("2001:db8::9", Some(5062)));
+        let v = parse_via("SIP/2.0/UDP 2001:db8::9;branch=z9hG4bK4").unwrap();
+        assert_eq!((v.host, v.port), ("2001:db8::9", None));
         assert_eq!(parse_via("HTTP/1.1/TCP x"), None);
         assert_eq!(parse_via("SIP/2.0/UDP"), None);
+    }
+
+    #[test]
+    fn params_respect_quotes() {
+        let p = Params(";cause=16;text=\"a;b=c\" ; Flag ;x = 1");
+        assert_eq!(p.get("text"), Some("\"a;b=c\""));
+        assert_eq!(p.get("cause"), Some("16"));
+        assert_eq!(p.get("flag"), Some(""));
+        assert_eq!(p.get("x"), Some("1"));
+        assert_eq!(p.get("b"), None);
+        assert!(!p.is_empty());
+        assert!(Params(" ; ;").is_empty());
+        assert_eq!(p.iter().count(), 4);
     }
 
     #[test]

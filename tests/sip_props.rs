@@ -152,11 +152,20 @@ fn render(g: &Gen) -> Vec<u8> {
         }
     };
     let headers = [
-        format!(
-            "{}: SIP/2.0/UDP {hostport};branch={}",
-            n("Via", "v"),
-            g.branch
-        ),
+        if g.fold {
+            // A folded value: the continuation lines belong to Via.
+            format!(
+                "{}: SIP/2.0/UDP{eol}\t {hostport}{eol} ;branch={}",
+                n("Via", "v"),
+                g.branch
+            )
+        } else {
+            format!(
+                "{}: SIP/2.0/UDP {hostport};branch={}",
+                n("Via", "v"),
+                g.branch
+            )
+        },
         format!("{}: <sip:{}@{hostport}>", n("To", "t"), g.user),
         format!(
             "{}: \"Caller, X\" <sip:caller@example.org>;tag={}",
