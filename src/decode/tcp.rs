@@ -819,6 +819,20 @@ mod tests {
     }
 
     #[test]
+    fn expiry_removes_only_idle_streams() {
+        let mut r = Rig::new(4096);
+        // Rig packet time is the sequence number in microseconds.
+        r.seg_from(1, 1, &OK[..10], (false, false, false));
+        r.seg_from(2, 100_000_000, &OK[..10], (false, false, false));
+        r.t.expire(Timestamp::from_micros(100_000_000));
+        assert_eq!(r.t.len(), 1);
+        assert_eq!(r.t.bytes(), 10);
+        // the survivor is port 2: its message still completes
+        r.seg_from(2, 100_000_010, &OK[10..], (false, false, false));
+        assert_eq!(r.got, vec![OK.to_vec()]);
+    }
+
+    #[test]
     fn total_budget_evicts_others() {
         let mut r = Rig::new(4096);
         r.t = TcpTable::new(100, 4096, 12, 60);
