@@ -6,6 +6,8 @@
 //! GTP-U on UDP 2152) are opened and their inner packets decoded like outer ones, up to
 //! `MAX_DEPTH` encapsulations. Nothing panics on any input; every stop is counted in
 //! `errors()` under the layer that stopped it, and every table is bounded by `LimitsConfig`.
+//! `Datagram::ip_len` is the (reassembled) IP length for UDP, and for a TCP message the IP length
+//! of the segment that completed it. Inner packets of tunnels carry the inner addresses.
 //!
 //! Error keys: `link`, `link_type` (unsupported link type), `vlan`, `mpls`, `pppoe`, `ppp`, `gre`,
 //! `erspan`, `gtp`, `ip` (neither v4 nor v6), `ipv4`, `ipv6`, `udp`, `tcp` (malformed headers);
