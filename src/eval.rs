@@ -86,6 +86,8 @@ pub struct Driver {
     table: LineTable,
     every: f64,
     next: Option<Timestamp>,
+    /// Print every reported change of this line's verdict to stderr (tuning aid).
+    pub trace: Option<IpAddr>,
 }
 
 impl Driver {
@@ -95,6 +97,9 @@ impl Driver {
             table: LineTable::new(&cfg.detection, &cfg.network),
             every: f64::from(cfg.detection.evaluate_every_secs.max(1)),
             next: None,
+            trace: std::env::var("SIMBOXD_TRACE_LINE")
+                .ok()
+                .and_then(|s| s.parse().ok()),
         }
     }
 
@@ -106,8 +111,19 @@ impl Driver {
         let now = self.engine.now();
         let due = *self.next.get_or_insert(now.plus_secs(self.every));
         if now >= due {
-            self.table.evaluate(now);
+            let changed = self.table.evaluate(now);
+            self.trace_changes(&changed);
             self.next = Some(now.plus_secs(self.every));
+        }
+    }
+
+    fn trace_changes(&self, changed: &[crate::model::LineVerdict]) {
+        let Some(ip) = self.trace else { return };
+        for v in changed.iter().filter(|v| v.line == ip) {
+            eprintln!("{} {:?} {:.2}", v.updated, v.verdict, v.score);
+            for r in &v.reasons {
+                eprintln!("    {} {:.2}: {}", r.signal, r.strength, r.detail);
+            }
         }
     }
 
