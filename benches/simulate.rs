@@ -31,14 +31,28 @@ fn main() {
 
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("bench.pcap");
+    file_run("builtin mix", &sc, seed, &path);
+
+    // A gateway-heavy mix (mostly 90-byte G.729 frames), 4x the sample site for 5 minutes.
+    let mut site = Scenario::from_toml(
+        include_str!("../config/scenario-site.toml"),
+        "config/scenario-site.toml",
+    )
+    .expect("site scenario");
+    site.scale = 4.0;
+    site.duration_secs = sc.duration_secs;
+    file_run("site x4", &site, seed, &path);
+}
+
+fn file_run(name: &str, sc: &Scenario, seed: u64, path: &std::path::Path) {
     let t = Instant::now();
-    let mut f = std::fs::File::create(&path).expect("create");
-    let labels = generate(&sc, seed, &mut f).expect("generate");
+    let mut f = std::fs::File::create(path).expect("create");
+    let labels = generate(sc, seed, &mut f).expect("generate");
     drop(f);
     let dt = t.elapsed().as_secs_f64();
-    let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    let bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     println!(
-        "simulate -> file: {} packets, {:.1} MB in {:.2} s = {:.2} M packets/s, {:.0} MB/s",
+        "simulate {name} -> file: {} packets, {:.1} MB in {:.2} s = {:.2} M packets/s, {:.0} MB/s",
         labels.packets,
         bytes as f64 / 1e6,
         dt,

@@ -203,7 +203,10 @@ pub fn analyze_file(path: &Path, cfg: &Config, progress: bool) -> anyhow::Result
         b.finish_and_clear();
     }
     let st = engine.stats();
-    Ok(build(path, sha256, size, st, col, cfg))
+    let verdicts = engine.lines().verdicts();
+    let mut a = build(path, sha256, size, st, col, cfg);
+    apply_verdicts(&mut a.lines, &verdicts, engine.lines());
+    Ok(a)
 }
 
 fn build(
@@ -325,6 +328,45 @@ fn line_entries(
         }
     }
     by.into_values().collect()
+}
+
+/// Adds detection's verdicts to the per-line entries (lines only detection saw get an entry too)
+/// and orders them flagged first, then by score.
+fn apply_verdicts(
+    lines: &mut Vec<LineEntry>,
+    verdicts: &[crate::model::LineVerdict],
+    table: &crate::detect::LineTable,
+) {
+    for v in verdicts {
+        let idx = match lines.iter().position(|l| l.line == Some(v.line)) {
+            Some(i) => i,
+            None => {
+                lines.push(LineEntry {
+                    line: Some(v.line),
+                    ..Default::default()
+                });
+                lines.len() - 1
+            }
+        };
+        let Some(e) = lines.get_mut(idx) else {
+            continue;
+        };
+        e.verdict = Some(v.verdict);
+        e.score = Some(v.score);
+        e.flagged_at = v.flagged_at;
+        e.site = v.site.clone();
+        e.reasons = v.reasons.clone();
+        e.max_concurrent_calls = e.max_concurrent_calls.max(v.max_concurrent_calls);
+        if let Some(sum) = table.line_summary(v.line) {
+            e.voice_flows_without_sip = e.voice_flows_without_sip.max(sum.voice_flows_opaque);
+        }
+    }
+    lines.sort_by(|a, b| {
+        b.verdict
+            .cmp(&a.verdict)
+            .then(b.score.unwrap_or(0.0).total_cmp(&a.score.unwrap_or(0.0)))
+            .then(a.line.cmp(&b.line))
+    });
 }
 
 /// Builds the run's config from `--config` and the network flags.

@@ -334,6 +334,11 @@ fn is_private_host(host: &str) -> bool {
     }
 }
 
+fn same_ip(host: &str, ip: IpAddr) -> bool {
+    let h = host.trim_start_matches('[').trim_end_matches(']');
+    h.parse::<IpAddr>().is_ok_and(|h| h == ip)
+}
+
 /// User part without user parameters.
 fn user_of(na: Option<sip::NameAddr<'_>>) -> Option<String> {
     let u = na?.user?;
@@ -373,19 +378,18 @@ impl Tracker {
             Some(_) => {}
         }
         if sip::looks_like_sip(d.payload) {
-            let parsed = match sip::parse(d.payload, &self.sip_limits) {
-                // Over UDP a bad or too large Content-Length still leaves readable headers: count
-                // the anomaly and use what is there, as a tap must.
-                Err(e @ (sip::SipError::BadContentLength | sip::SipError::Truncated { .. }))
-                    if d.transport == Transport::Udp =>
-                {
-                    self.errors.add(&format!("sip.{}", e.kind()), 1);
-                    sip::parse_lenient(d.payload, &self.sip_limits)
+            // A body cut short (snaplen, lost fragment) still leaves headers worth tracking.
+            match sip::parse_lenient(d.payload, &self.sip_limits) {
+                Ok(msg) => {
+                    if msg.body_truncated {
+                        self.errors.add("sip.truncated", 1);
+                    }
+                    // An unreadable Content-Length over UDP: read as far as the datagram goes.
+                    if msg.header("content-length").is_some() && msg.content_length().is_none() {
+                        self.errors.add("sip.bad_content_length", 1);
+                    }
+                    self.on_sip(&msg, d, events);
                 }
-                r => r,
-            };
-            match parsed {
-                Ok(msg) => self.on_sip(&msg, d, events),
                 Err(e) => self.errors.add(&format!("sip.{}", e.kind()), 1),
             }
         } else if d.transport == Transport::Udp && d.payload.len() >= MIN_MEDIA_PAYLOAD {
@@ -765,19 +769,18 @@ impl Tracker {
             if dl.allow.is_none() {
                 dl.allow = msg.allow().map(short);
             }
-            if msg
-                .contact()
-                .and_then(|c| c.host)
-                .is_some_and(is_private_host)
-            {
+            // A private address other than the one the packet came from: the device sits
+            // behind a NAT on the line (a CGNAT line's own 100.64/10 address is not that).
+            let behind_nat = |host: &str| is_private_host(host) && !same_ip(host, d.src.ip());
+            if msg.contact().and_then(|c| c.host).is_some_and(behind_nat) {
                 dl.private_contact = true;
             }
             // Responses carry the requester's Via, so only requests tell about the line.
-            if msg.is_request() && msg.top_via().is_some_and(|v| is_private_host(v.host)) {
+            if msg.is_request() && msg.top_via().is_some_and(|v| behind_nat(v.host)) {
                 dl.private_contact = true;
             }
         }
-        if !msg.has_sdp() {
+        if !msg.has_sdp() || msg.body_truncated {
             return;
         }
         let sdp = match sdp::parse(msg.body) {
@@ -1326,7 +1329,7 @@ mod tests {
         let phone_hdrs = [
             ("User-Agent", "dble"),
             ("Allow", "INVITE, ACK, BYE, CANCEL"),
-            ("Contact", "<sip:goip@192.168.1.10:5060>"),
+            ("Contact", "<sip:goip@10.0.0.2:5060>"),
         ];
         r.sip(&c, true, 0, &c.invite(1, &offer));
         r.sip(&c, false, 10, &c.resp(100, 1, "INVITE", &[], ""));
@@ -1429,6 +1432,42 @@ mod tests {
         );
         assert_eq!(negotiated_codec(Some(&o), None).as_deref(), Some("PCMU"));
         assert_eq!(negotiated_codec(None, None), None);
+    }
+
+    #[test]
+    fn private_contact_means_behind_a_nat() {
+        // The phone's own address is private (a CGNAT or test range): a Contact naming that
+        // address is not behind a NAT; a Contact naming another private address is.
+        let c = INBOUND;
+        let mut r = Run::new();
+        let own = [("Contact", "<sip:goip@192.168.1.10:5060>")];
+        r.sip(&c, true, 0, &c.invite(1, ""));
+        r.sip(&c, false, 100, &c.resp(200, 1, "INVITE", &own, ""));
+        let d = Call {
+            id: "nat",
+            ..INBOUND
+        };
+        let lan = [("Contact", "<sip:goip@10.9.8.7:5060>")];
+        r.sip(&d, true, 0, &d.invite(1, ""));
+        r.sip(&d, false, 100, &d.resp(200, 1, "INVITE", &lan, ""));
+        r.finish(1000);
+        let calls = r.calls();
+        assert!(
+            !calls
+                .iter()
+                .find(|k| k.call_id == c.id)
+                .unwrap()
+                .private_contact
+        );
+        assert!(
+            calls
+                .iter()
+                .find(|k| k.call_id == "nat")
+                .unwrap()
+                .private_contact
+        );
+        assert!(is_private_host("100.64.3.4") && is_private_host("[fd00::1]"));
+        assert!(!is_private_host("203.0.113.5") && !is_private_host("example.com"));
     }
 
     #[test]
@@ -1839,9 +1878,16 @@ mod tests {
             &msg("OPTIONS sip:a@b SIP/2.0", &[("CSeq", "1 OPTIONS")], ""),
         );
         assert_eq!(r.t.errors().get("sip.truncated"), 1);
-        // The truncated INVITE is read leniently (UDP) and then lacks a Call-ID, like the OPTIONS.
         assert_eq!(r.t.errors().get("sip.no_call_id"), 2);
         assert_eq!(r.t.stats().calls, 0);
+        // A body cut short: the call is still tracked (counted as truncated), its SDP is not used.
+        let c = INBOUND;
+        let mut inv = c.invite(1, &sdp(SWITCH_RTP, "o", "s", "18"));
+        inv.truncate(inv.len() - 20);
+        r.sip(&c, true, 10, &inv);
+        assert_eq!(r.t.errors().get("sip.truncated"), 2);
+        assert_eq!(r.t.stats().calls, 1);
+        assert_eq!(r.t.table_sizes()[3], ("media_expectations", 0));
     }
 
     #[test]
@@ -1880,6 +1926,35 @@ mod tests {
     }
 
     proptest! {
+        /// Hostile input: call messages with random bytes overwritten and random datagrams on
+        /// the signalling and media addresses never panic, every call started is reported by
+        /// `finish`, and `finish` leaves no table entry behind.
+        #[test]
+        fn mutated_messages_never_panic(
+            edits in proptest::collection::vec((0usize..14, 0usize..2000, any::<u8>()), 0..30),
+            junk in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..20),
+        ) {
+            let msgs = call_messages();
+            let mut r = Run::new();
+            for (i, (k, at, byte)) in edits.iter().enumerate() {
+                let (up, m) = &msgs[*k];
+                let mut m = m.clone();
+                let n = m.len().max(1);
+                if let Some(b) = m.get_mut(*at % n) {
+                    *b = *byte;
+                }
+                r.sip(&INBOUND, *up, i as i64 * 30, &m);
+            }
+            for (i, j) in junk.iter().enumerate() {
+                r.send(SWITCH_RTP, PHONE_RTP, 1000 + i as i64 * 20, j);
+                r.send(SWITCH, PHONE, 1000 + i as i64 * 20, j);
+            }
+            r.finish(200_000);
+            prop_assert_eq!(r.calls().len(), r.count(started));
+            prop_assert_eq!(r.t.table_sizes()[0], ("dialogs", 0));
+            prop_assert_eq!(r.t.table_sizes()[2], ("media_flows", 0));
+        }
+
         #[test]
         fn interleavings_never_count_two_calls(order in proptest::collection::vec(0usize..14, 0..40)) {
             let msgs = call_messages();

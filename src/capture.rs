@@ -1,14 +1,18 @@
 //! Capture: reads packets from a pcap/pcapng file or a live interface with libpcap.
 //!
 //! Contract: yields `RawPacket`s in capture order with packet time; never interprets bytes.
-//! `read()` returns `Next::Packet`, `Next::Timeout` (live only: the read timeout expired with no
-//! packet, so the caller can tick) or `Next::End` (file exhausted). `next_packet()` folds the last
+//! `read()` returns `Next::Packet`, `Next::Timeout` (live only: no packet within
+//! `LIVE_READ_TIMEOUT_MS`, so the caller can tick; call `read` again) or `Next::End` (file
+//! exhausted). Live captures run in non-blocking mode and wait with poll(2) on the capture
+//! descriptor: libpcap's own read timeout never fires on Linux when no packet arrives at all. `next_packet()` folds the last
 //! two into `Ok(None)`; on a live capture `None` therefore means "nothing yet", never an end.
 //! Live captures report libpcap/kernel drop counters through `stats()`; files report their size
 //! and the bytes consumed so far for progress display.
 
 use crate::config::CaptureConfig;
 use crate::model::{LinkType, RawPacket, Timestamp};
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
 /// Read timeout of a live capture: the longest the daemon waits before it can tick.
@@ -77,9 +81,23 @@ enum Handle {
     Live(pcap::Capture<pcap::Active>),
 }
 
+/// A duplicate of the live capture's descriptor, to wait on while the handle is borrowed.
+struct Waiter(OwnedFd);
+
+impl Waiter {
+    /// Waits until the capture has data or the read timeout passes.
+    fn wait(&self) {
+        let mut fds = [PollFd::new(self.0.as_fd(), PollFlags::POLLIN)];
+        let timeout = PollTimeout::from(LIVE_READ_TIMEOUT_MS.unsigned_abs() as u16);
+        // EINTR or any other failure: the caller just reads again.
+        let _ = nix::poll::poll(&mut fds, timeout);
+    }
+}
+
 /// An open packet source.
 pub struct Capture {
     handle: Handle,
+    waiter: Option<Waiter>,
     name: String,
     link: LinkType,
     file_size: Option<u64>,
@@ -118,6 +136,7 @@ impl Capture {
         let pcapng = is_pcapng(path);
         Ok(Capture {
             handle: Handle::File(handle),
+            waiter: None,
             name,
             link,
             file_size,
@@ -160,9 +179,23 @@ impl Capture {
                     source,
                 })?;
         }
+        let handle = handle
+            .setnonblock()
+            .map_err(|source| CaptureError::OpenLive {
+                interface: interface.clone(),
+                source,
+            })?;
+        let fd = handle
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| CaptureError::OpenLive {
+                interface: interface.clone(),
+                source: pcap::Error::IoError(e.kind()),
+            })?;
         let link = link_type_from_dlt(handle.get_datalink().0);
         Ok(Capture {
             handle: Handle::Live(handle),
+            waiter: Some(Waiter(fd)),
             name: interface,
             link,
             file_size: None,
@@ -215,7 +248,14 @@ impl Capture {
                     wire_len: p.header.len,
                 }))
             }
-            Err(pcap::Error::TimeoutExpired) => Ok(Next::Timeout),
+            Err(pcap::Error::TimeoutExpired) => {
+                // Non-blocking: nothing ready. Wait for data (or the timeout) so that the
+                // caller's next read finds it, and let the caller tick meanwhile.
+                if let Some(w) = &self.waiter {
+                    w.wait();
+                }
+                Ok(Next::Timeout)
+            }
             Err(pcap::Error::NoMorePackets) => {
                 self.ended = true;
                 if let Some(size) = self.file_size {

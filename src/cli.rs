@@ -21,6 +21,10 @@ pub enum Command {
     Simulate(crate::simulate::SimulateArgs),
     /// Detection quality on simulated populations (precision, recall, time to detect).
     Eval(crate::eval::EvalArgs),
+    /// Capture live (or replay a file), detect, alert and serve the HTTP API until stopped.
+    Run(crate::daemon::RunArgs),
+    /// Check a daemon config file; exit 1 with `FILE:LINE:COL: reason` on error.
+    Validate(crate::daemon::ValidateArgs),
 }
 
 pub fn main() -> anyhow::Result<()> {
@@ -29,5 +33,7 @@ pub fn main() -> anyhow::Result<()> {
         Command::Analyze(a) => crate::analyze::cli_main(a),
         Command::Simulate(a) => crate::simulate::cli_main(a),
         Command::Eval(a) => crate::eval::cli_main(a),
+        Command::Run(a) => crate::daemon::run_main(a),
+        Command::Validate(a) => crate::daemon::validate_main(a),
     }
 }

@@ -37,6 +37,8 @@ pub struct Config {
     pub privacy: crate::privacy::PrivacyConfig,
     /// Line profiles, signal weights and verdict thresholds (see `detect::DetectionConfig`).
     pub detection: crate::detect::DetectionConfig,
+    pub daemon: crate::daemon::DaemonConfig,
+    pub http: crate::daemon::http::HttpConfig,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -54,9 +56,12 @@ pub struct CaptureConfig {
     pub immediate: bool,
 }
 
-/// Keeps all UDP/TCP plus IPv4 and IPv6 fragments and VLAN-tagged frames.
+/// Keeps all UDP/TCP plus IPv4 and IPv6 fragments, MPLS, PPPoE and VLAN-tagged frames.
+/// `vlan` comes last and MPLS/PPPoE are matched by ethertype: libpcap's `vlan`, `mpls` and
+/// `pppoes` keywords shift the offsets of everything after them ("unsupported protocol over
+/// mpls"). Ethernet-only: files with other link types are replayed unfiltered by the daemon.
 pub const DEFAULT_FILTER: &str =
-    "udp or tcp or (ip[6:2] & 0x1fff != 0) or ip6 or vlan or mpls or pppoes";
+    "udp or tcp or (ip[6:2] & 0x1fff != 0) or ip6 or ether proto 0x8847 or ether proto 0x8864 or vlan";
 
 impl Default for CaptureConfig {
     fn default() -> Self {
@@ -248,6 +253,15 @@ impl Config {
                 line,
                 column,
                 message: format!("detection.{key}: {message}"),
+            });
+        }
+        if let Some((section, key, message)) = crate::daemon::check_sections(self) {
+            let (line, column) = key_position(text, section, key);
+            return Err(ConfigError::Invalid {
+                file: file.to_string(),
+                line,
+                column,
+                message,
             });
         }
         Ok(())

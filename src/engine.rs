@@ -2,14 +2,21 @@
 //!
 //! Contract: `process` takes packets in capture order; packet time is the only clock (the
 //! latest packet time seen is "now" for expiry, so a capture with a few out-of-order stamps does
-//! not expire state early). Every stage's events are buffered until `drain_events`; callers drain
-//! after each batch so the buffer stays small. The same `Engine` serves `analyze` and the daemon.
+//! not expire state early). Every stage's events feed the line table (detection) as they happen
+//! and are also buffered until `drain_events`; callers drain after each batch so the buffer stays
+//! small. Lines are re-scored every `detection.evaluate_every_secs` of packet time, so verdicts
+//! (and `flagged_at`) come while the capture is read. The same `Engine` serves `analyze`, `eval`
+//! and the daemon's workers.
 
 use crate::calls::{Tracker, TrackerStats};
 use crate::config::Config;
 use crate::decode::Decoder;
-use crate::model::{Counters, Event, RawPacket, Timestamp};
+use crate::detect::LineTable;
+use crate::model::{Counters, Event, LineVerdict, RawPacket, Timestamp};
 use serde::Serialize;
+
+/// Changed verdicts held for `take_verdict_changes`; beyond it they are counted, not kept.
+const MAX_PENDING_VERDICTS: usize = 100_000;
 
 /// How often (packet time) stages expire idle state.
 const HOUSEKEEPING_MICROS: i64 = 1_000_000;
@@ -36,7 +43,13 @@ pub struct EngineStats {
 pub struct Engine {
     decoder: Decoder,
     tracker: Tracker,
+    lines: LineTable,
     events: Vec<Event>,
+    /// Verdicts that changed since `take_verdict_changes`, bounded by `MAX_PENDING_VERDICTS`.
+    verdict_changes: Vec<LineVerdict>,
+    verdicts_dropped: u64,
+    evaluate_every: f64,
+    next_evaluation: Option<Timestamp>,
     packets: u64,
     bytes: u64,
     datagrams: u64,
@@ -51,7 +64,12 @@ impl Engine {
         Engine {
             decoder: Decoder::new(&cfg.limits),
             tracker: Tracker::new(cfg),
+            lines: LineTable::new(&cfg.detection, &cfg.network),
             events: Vec::with_capacity(64),
+            verdict_changes: Vec::new(),
+            verdicts_dropped: 0,
+            evaluate_every: f64::from(cfg.detection.evaluate_every_secs.max(1)),
+            next_evaluation: None,
             packets: 0,
             bytes: 0,
             datagrams: 0,
@@ -73,6 +91,7 @@ impl Engine {
         if pkt.ts > self.now {
             self.now = pkt.ts;
         }
+        let seen = self.events.len();
         let tracker = &mut self.tracker;
         let events = &mut self.events;
         let mut datagrams = 0u64;
@@ -81,8 +100,34 @@ impl Engine {
             tracker.on_datagram(d, events);
         });
         self.datagrams += datagrams;
+        self.feed_lines(seen);
         if self.now >= self.next_housekeeping {
             self.tick(self.now);
+        }
+    }
+
+    /// Hands events from index `from` on to the line table.
+    fn feed_lines(&mut self, from: usize) {
+        for ev in self.events.get(from..).unwrap_or(&[]) {
+            self.lines.on_event(ev);
+        }
+    }
+
+    /// Re-scores lines when the evaluation period has passed (or always, with `force`).
+    fn evaluate(&mut self, force: bool) {
+        let due = *self
+            .next_evaluation
+            .get_or_insert(self.now.plus_secs(self.evaluate_every));
+        if !force && self.now < due {
+            return;
+        }
+        self.next_evaluation = Some(self.now.plus_secs(self.evaluate_every));
+        for v in self.lines.evaluate(self.now) {
+            if self.verdict_changes.len() < MAX_PENDING_VERDICTS {
+                self.verdict_changes.push(v);
+            } else {
+                self.verdicts_dropped += 1;
+            }
         }
     }
 
@@ -92,7 +137,10 @@ impl Engine {
             self.now = now;
         }
         self.decoder.expire(self.now);
+        let seen = self.events.len();
         self.tracker.expire(self.now, &mut self.events);
+        self.feed_lines(seen);
+        self.evaluate(false);
         self.next_housekeeping = self.now.plus_secs(HOUSEKEEPING_MICROS as f64 / 1e6);
     }
 
@@ -103,7 +151,30 @@ impl Engine {
         }
         self.finished = true;
         self.decoder.expire(self.now);
+        let seen = self.events.len();
         self.tracker.finish(self.now, &mut self.events);
+        self.feed_lines(seen);
+        self.evaluate(true);
+    }
+
+    /// Verdicts that changed since the last call (for alerting), in evaluation order.
+    pub fn take_verdict_changes(&mut self) -> Vec<LineVerdict> {
+        std::mem::take(&mut self.verdict_changes)
+    }
+
+    /// The line profiles and their verdicts.
+    pub fn lines(&self) -> &LineTable {
+        &self.lines
+    }
+
+    /// The line table, once the run is over.
+    pub fn into_lines(self) -> LineTable {
+        self.lines
+    }
+
+    /// For a config reload or restoring saved profiles.
+    pub fn lines_mut(&mut self) -> &mut LineTable {
+        &mut self.lines
     }
 
     /// Events produced since the last drain, in capture order.
@@ -121,11 +192,18 @@ impl Engine {
         decode_errors.merge(self.tracker.errors());
         let mut evictions = self.decoder.evictions().clone();
         evictions.merge(self.tracker.evictions());
+        if self.lines.evictions() > 0 {
+            evictions.add("lines", self.lines.evictions());
+        }
+        if self.verdicts_dropped > 0 {
+            evictions.add("verdict_changes", self.verdicts_dropped);
+        }
         let tables = self
             .decoder
             .table_sizes()
             .into_iter()
             .chain(self.tracker.table_sizes())
+            .chain([("lines", self.lines.len())])
             .map(|(k, v)| (k.to_string(), v))
             .collect();
         EngineStats {

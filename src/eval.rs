@@ -79,14 +79,12 @@ pub fn parse_seeds(s: &str) -> Result<Vec<u64>, String> {
     Ok(out)
 }
 
-/// The engine and the line table driven together as the daemon does: events go to the table
-/// as they are produced, and the table is evaluated every `evaluate_every_secs` of packet time.
+/// The engine (which holds the line table and evaluates it every `evaluate_every_secs` of packet
+/// time, exactly as in the daemon) fed packet by packet; events are not kept.
 pub struct Driver {
     engine: Engine,
-    table: LineTable,
-    every: f64,
-    next: Option<Timestamp>,
-    /// Print every reported change of this line's verdict to stderr (tuning aid).
+    /// Print every reported change of this line's verdict to stderr (tuning aid; set from
+    /// `SIMBOXD_TRACE_LINE`).
     pub trace: Option<IpAddr>,
 }
 
@@ -94,9 +92,6 @@ impl Driver {
     pub fn new(cfg: &Config) -> Self {
         Driver {
             engine: Engine::new(cfg),
-            table: LineTable::new(&cfg.detection, &cfg.network),
-            every: f64::from(cfg.detection.evaluate_every_secs.max(1)),
-            next: None,
             trace: std::env::var("SIMBOXD_TRACE_LINE")
                 .ok()
                 .and_then(|s| s.parse().ok()),
@@ -105,19 +100,12 @@ impl Driver {
 
     pub fn packet(&mut self, pkt: &RawPacket<'_>) {
         self.engine.process(pkt);
-        for ev in self.engine.drain_events() {
-            self.table.on_event(&ev);
-        }
-        let now = self.engine.now();
-        let due = *self.next.get_or_insert(now.plus_secs(self.every));
-        if now >= due {
-            let changed = self.table.evaluate(now);
-            self.trace_changes(&changed);
-            self.next = Some(now.plus_secs(self.every));
-        }
+        self.engine.drain_events().for_each(drop);
+        self.trace_changes();
     }
 
-    fn trace_changes(&self, changed: &[crate::model::LineVerdict]) {
+    fn trace_changes(&mut self) {
+        let changed = self.engine.take_verdict_changes();
         let Some(ip) = self.trace else { return };
         for v in changed.iter().filter(|v| v.line == ip) {
             eprintln!("{} {:?} {:.2}", v.updated, v.verdict, v.score);
@@ -129,11 +117,9 @@ impl Driver {
 
     pub fn finish(mut self) -> LineTable {
         self.engine.finish();
-        for ev in self.engine.drain_events() {
-            self.table.on_event(&ev);
-        }
-        self.table.evaluate(self.engine.now());
-        self.table
+        self.engine.drain_events().for_each(drop);
+        self.trace_changes();
+        self.engine.into_lines()
     }
 }
 

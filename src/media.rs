@@ -120,9 +120,11 @@ impl<K: Hash + Eq + Clone, V> TimedTable<K, V> {
 
 /// Largest IP packet of a "small" voice datagram (G.711 at 50 ms is 440 bytes).
 const VOICE_MAX_IP_LEN: f64 = 480.0;
-/// Packet rate band of voice (10-50 ms packetisation, with slack).
+/// Packet rate band of voice (20-50 ms packetisation, with slack).
 const VOICE_MIN_PPS: f64 = 18.0;
-const VOICE_MAX_PPS: f64 = 65.0;
+const VOICE_MAX_PPS: f64 = 56.0;
+/// Byte difference between consecutive packets that still counts as the same frame size.
+const VOICE_SIZE_SLACK: u64 = 8;
 /// Packets and seconds each way before a flow can be called voice-like.
 const VOICE_MIN_PACKETS: u64 = 40;
 const VOICE_MIN_SECS: f64 = 1.0;
@@ -171,6 +173,9 @@ struct DirStats {
     /// Arrival of the previous packet, and how many gaps were voice-like (8-80 ms).
     prev: Timestamp,
     voice_gaps: u64,
+    /// IP length of the previous packet, and how many packets kept within a few bytes of it.
+    prev_len: u64,
+    steady_sizes: u64,
 }
 
 impl DirStats {
@@ -182,8 +187,12 @@ impl DirStats {
             if (VOICE_MIN_GAP_US..=VOICE_MAX_GAP_US).contains(&gap) {
                 self.voice_gaps += 1;
             }
+            if ip_len.abs_diff(self.prev_len) <= VOICE_SIZE_SLACK {
+                self.steady_sizes += 1;
+            }
         }
         self.prev = ts;
+        self.prev_len = ip_len;
         self.packets += 1;
         self.bytes = self.bytes.saturating_add(ip_len);
         if ts > self.last {
@@ -206,7 +215,13 @@ impl DirStats {
         // Packetised voice is paced: most gaps sit near the packet time. Request/response
         // bursts (SNMP walks, DNS) reach voice-like averages with gaps of a few ms.
         let paced = self.voice_gaps.saturating_mul(10) >= (self.packets - 1).saturating_mul(6);
-        (VOICE_MIN_PPS..=VOICE_MAX_PPS).contains(&pps) && mean <= VOICE_MAX_IP_LEN && paced
+        // Gateway codecs (G.711, G.729, G.723) are constant-rate: frame sizes hardly change.
+        // Game state and variable-rate app audio wander over tens of bytes from packet to packet.
+        let steady = self.steady_sizes.saturating_mul(10) >= (self.packets - 1).saturating_mul(7);
+        (VOICE_MIN_PPS..=VOICE_MAX_PPS).contains(&pps)
+            && mean <= VOICE_MAX_IP_LEN
+            && paced
+            && steady
     }
 }
 
@@ -429,6 +444,21 @@ impl MediaTable {
         Some((e.call_id.clone(), e.rates.clone()))
     }
 
+    /// `Some(key)` when flow `key` belongs to a call but neither end is announced for that call
+    /// any more while one end is announced for another.
+    fn announced_elsewhere(&self, key: &FlowKey, d: &Datagram<'_>) -> Option<FlowKey> {
+        if self.expected.is_empty() {
+            return None;
+        }
+        let cur = self.flows.get(key)?.call_id.as_deref()?;
+        let a = self.expected.get(&d.dst).map(|e| &*e.call_id);
+        let b = self.expected.get(&d.src).map(|e| &*e.call_id);
+        if a == Some(cur) || b == Some(cur) || (a.is_none() && b.is_none()) {
+            return None;
+        }
+        Some(*key)
+    }
+
     fn tie(&mut self, key: FlowKey, call_id: Arc<str>) {
         let keys = self.by_call.entry(call_id).or_default();
         // A call rarely has more than a few flows; beyond that the figures are partial.
@@ -460,11 +490,16 @@ impl MediaTable {
         let header = if rtcp {
             None
         } else {
-            rtp::parse(d.payload)
-                .ok()
-                .filter(|_| rtp::looks_like_rtp(d.payload))
+            rtp::parse(d.payload).ok().filter(rtp::plausible)
         };
 
+        // Ports reused by the next call before the flow went idle: the old call's media ends
+        // here and a new flow starts for the call that announced the endpoint now.
+        if let Some(old) = self.announced_elsewhere(&key, d) {
+            if let Some(f) = self.flows.remove(&key) {
+                self.close(old, f, events);
+            }
+        }
         if !self.flows.contains(&key) {
             let announced = self.lookup_expectation(d);
             if announced.is_none() && header.is_none() && ip_len as f64 > VOICE_MAX_IP_LEN {
@@ -559,6 +594,15 @@ impl MediaTable {
             let idx = match pos {
                 Some(i) => Some(i),
                 None if f.streams.len() < MAX_STREAMS_PER_FLOW => {
+                    // A new SSRC often follows a re-INVITE: take the rtpmaps announced now.
+                    let current = self
+                        .expected
+                        .get(&d.dst)
+                        .or_else(|| self.expected.get(&d.src))
+                        .filter(|e| f.call_id.as_ref() == Some(&e.call_id));
+                    if let Some(e) = current {
+                        f.rates.clone_from(&e.rates);
+                    }
                     let hint = f
                         .rates
                         .iter()
@@ -778,6 +822,73 @@ mod tests {
     }
 
     #[test]
+    fn reused_ports_split_flows_between_calls() {
+        let mut t = MediaTable::new(&Config::default());
+        let mut ev = Vec::new();
+        t.expect(addr(LINE), "call-1", Timestamp(0));
+        t.expect(addr(PEER), "call-1", Timestamp(0));
+        two_way_rtp(&mut t, 0, 2, &mut ev);
+        // The next call reuses both ports at once; call 1's endpoints were released.
+        t.unexpect(addr(LINE), "call-1");
+        t.expect(addr(PEER), "call-2", Timestamp(2_100_000));
+        // Call 2 only announced the peer so far; call 1 is not announced anywhere any more.
+        two_way_rtp(&mut t, 2_200_000, 1, &mut ev);
+        t.finish(Timestamp(10_000_000), &mut ev);
+        let ended: Vec<_> = ev
+            .iter()
+            .filter_map(|e| match e {
+                Event::MediaEnded(r) => Some(r),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(ended.len(), 2);
+        assert_eq!(ended[0].call_id.as_deref(), Some("call-1"));
+        assert_eq!(ended[0].packets_out + ended[0].packets_in, 200);
+        assert_eq!(ended[1].call_id.as_deref(), Some("call-2"));
+        assert_eq!(ended[1].packets_out + ended[1].packets_in, 100);
+        // While one end is still announced for the flow's call, nothing splits.
+        let mut t = MediaTable::new(&Config::default());
+        let mut ev = Vec::new();
+        t.expect(addr(LINE), "a", Timestamp(0));
+        t.expect(addr(PEER), "b", Timestamp(0));
+        two_way_rtp(&mut t, 0, 1, &mut ev);
+        t.finish(Timestamp(5_000_000), &mut ev);
+        assert_eq!(
+            ev.iter()
+                .filter(|e| matches!(e, Event::MediaEnded(_)))
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn new_ssrc_after_reinvite_uses_the_new_clock_rate() {
+        // PCMU first, then a re-INVITE to opus/48000 on the same ports with a new SSRC.
+        let mut t = MediaTable::new(&Config::default());
+        let mut ev = Vec::new();
+        t.expect_with_rates(addr(PEER), "c", &[(0, 8000)], Timestamp(0));
+        for i in 0..50u16 {
+            let p = rtp_pkt(0, i, u32::from(i) * 160, 1, 160);
+            t.on_datagram(&dg(LINE, PEER, i64::from(i) * 20_000, &p), &mut ev);
+        }
+        t.expect_with_rates(addr(PEER), "c", &[(96, 48000)], Timestamp(1_000_000));
+        for i in 0..50u16 {
+            // 20 ms at 48 kHz is 960 units; 2 ms of arrival noise every other packet.
+            let at = 1_100_000 + i64::from(i) * 20_000 + if i % 2 == 1 { 2_000 } else { 0 };
+            let p = rtp_pkt(96, 1000 + i, u32::from(i) * 960, 2, 60);
+            t.on_datagram(&dg(LINE, PEER, at, &p), &mut ev);
+        }
+        let s = t.streams_for("c");
+        let opus = s.iter().find(|s| s.ssrc == 2).unwrap();
+        // |D| is 2 ms = 96 units on every packet; J approaches 96 units = 2 ms (never above).
+        assert!(
+            opus.jitter_ms > 1.8 && opus.jitter_ms <= 2.0,
+            "{}",
+            opus.jitter_ms
+        );
+    }
+
+    #[test]
     fn voice_shaped_flow_without_rtp_header_is_kept() {
         // Scrambled payload: first byte 0x00 (version 0), 60-byte IP packets, 50 pps each way.
         let mut t = MediaTable::new(&Config::default());
@@ -846,6 +957,63 @@ mod tests {
             }
         }
         t.finish(Timestamp(20_000_000), &mut ev);
+        assert!(ev.is_empty(), "{ev:?}");
+    }
+
+    #[test]
+    fn game_like_flows_are_not_voice_like() {
+        // Small UDP both ways at voice-like gaps, but sizes wander (state updates) or the
+        // server ticks at 64 Hz: never voice-like.
+        let mut t = MediaTable::new(&Config::default());
+        let mut ev = Vec::new();
+        let mut x = 7u64;
+        let mut len = |lo: u64, hi: u64| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (lo + (x >> 33) % (hi - lo + 1)) as usize
+        };
+        for i in 0..600i64 {
+            let up = vec![0x41u8; len(60, 140)];
+            let down = vec![0x41u8; len(100, 300)];
+            let at = i * 33_333;
+            t.on_datagram(
+                &dg("192.168.1.10:40000", "198.51.100.200:30000", at, &up),
+                &mut ev,
+            );
+            t.on_datagram(
+                &dg(
+                    "198.51.100.200:30000",
+                    "192.168.1.10:40000",
+                    at + 9_000,
+                    &down,
+                ),
+                &mut ev,
+            );
+        }
+        for i in 0..1200i64 {
+            // Steady sizes, but 64 packets/s.
+            let down = [0x41u8; 120];
+            t.on_datagram(
+                &dg(
+                    "198.51.100.200:30001",
+                    "192.168.1.10:40001",
+                    i * 15_625,
+                    &down,
+                ),
+                &mut ev,
+            );
+            t.on_datagram(
+                &dg(
+                    "192.168.1.10:40001",
+                    "198.51.100.200:30001",
+                    i * 15_625 + 3_000,
+                    &down,
+                ),
+                &mut ev,
+            );
+        }
+        t.finish(Timestamp(30_000_000), &mut ev);
         assert!(ev.is_empty(), "{ev:?}");
     }
 

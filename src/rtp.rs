@@ -191,15 +191,12 @@ pub fn is_rtcp(buf: &[u8]) -> bool {
 /// 0-34 or dynamic 96-127; 72-76 with the marker are RTCP), a header that fits and a non-empty
 /// payload. One packet proves little; callers confirm with sequence/SSRC continuity.
 pub fn looks_like_rtp(buf: &[u8]) -> bool {
-    if is_rtcp(buf) {
-        return false;
-    }
-    match parse(buf) {
-        Ok(h) => {
-            (h.payload_type <= 34 || (96..=127).contains(&h.payload_type)) && h.payload_len > 0
-        }
-        Err(_) => false,
-    }
+    !is_rtcp(buf) && parse(buf).is_ok_and(|h| plausible(&h))
+}
+
+/// Whether a parsed header has a media payload type and a payload (see `looks_like_rtp`).
+pub fn plausible(h: &RtpHeader) -> bool {
+    (h.payload_type <= 34 || (96..=127).contains(&h.payload_type)) && h.payload_len > 0
 }
 
 /// RTP clock rate of a payload type: the rtpmap rate when known, else RFC 3551 static values,

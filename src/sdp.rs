@@ -3,7 +3,9 @@
 //! Contract: `parse` never panics, runs in linear time and holds at most `MAX_MEDIA` media
 //! sections with at most `MAX_PAYLOAD_TYPES` formats and rtpmaps each (fixed arrays, no heap);
 //! what exceeds them, and lines that do not parse, are counted in `Sdp` and otherwise ignored.
-//! CRLF and bare LF line ends are both accepted.
+//! CRLF and bare LF line ends are both accepted. A `c=` with a host name instead of an address
+//! (legal, rare) is counted in `bad_lines` and leaves the connection unset: nothing here resolves
+//! names.
 
 use std::net::{IpAddr, SocketAddr};
 

@@ -6,10 +6,14 @@
 //! a stable counter key. Accessors never allocate.
 //!
 //! Leniency (a tap must keep what still has a clear meaning): bare LF line ends are accepted,
-//! leading CRLF keep-alives are skipped, a missing empty line after the headers means an empty
-//! body, and a header line that is not UTF-8 is skipped and counted in `SipMessage::skipped_headers`
-//! instead of failing the whole message. Folded (continuation) header values keep their inner line
-//! breaks; every accessor treats CR/LF/HT as white space.
+//! leading CRLF keep-alives are skipped, complete header lines with no empty line after them mean
+//! an empty body, and a header line that is not UTF-8 is skipped and counted in
+//! `SipMessage::skipped_headers` instead of failing the whole message. Folded (continuation)
+//! header values keep their inner line breaks; every accessor treats CR/LF/HT as white space.
+//! A message cut short (inside its headers, or before Content-Length bytes of body) is
+//! `truncated` for `parse`; `parse_lenient` keeps its complete lines and flags `body_truncated`.
+//! Only the first message of a datagram is read; bytes after its body are counted in `trailing`.
+//! `frame_len` finds message boundaries in a TCP byte stream.
 
 use crate::config::LimitsConfig;
 use std::net::IpAddr;
@@ -66,6 +70,8 @@ pub enum SipError {
     BadContentLength,
     #[error("body shorter than Content-Length ({have} < {want})")]
     Truncated { have: usize, want: usize },
+    #[error("message ends inside its header block ({have} bytes)")]
+    TruncatedHeaders { have: usize },
     #[error("start line is not UTF-8")]
     NotUtf8,
 }
@@ -82,7 +88,7 @@ impl SipError {
             SipError::BadStatus => "bad_status",
             SipError::BadHeader => "bad_header",
             SipError::BadContentLength => "bad_content_length",
-            SipError::Truncated { .. } => "truncated",
+            SipError::Truncated { .. } | SipError::TruncatedHeaders { .. } => "truncated",
             SipError::NotUtf8 => "not_utf8",
         }
     }
@@ -187,7 +193,8 @@ pub struct SipMessage<'a> {
     pub skipped_headers: u16,
     /// Bytes after the body that Content-Length did not cover (ignored, per RFC 3261 18.3).
     pub trailing: usize,
-    /// Set only by `parse_lenient`: the body is shorter than Content-Length said.
+    /// Set only by `parse_lenient`: the message ended early, inside the header block (the
+    /// partial last line is dropped) or before Content-Length bytes of body.
     pub body_truncated: bool,
 }
 
@@ -309,6 +316,15 @@ pub fn looks_like_sip(payload: &[u8]) -> bool {
     let p = skip_leading_crlf(payload);
     // A start line longer than this is not something a tap should bother with.
     let head = p.get(..p.len().min(2048)).unwrap_or(&[]);
+    // The method token (or `SIP/2.0`) comes first and ends in SP: media and other binary
+    // payloads, the bulk of the traffic, fail here within a byte or two.
+    let tok = head
+        .iter()
+        .position(|&b| !(is_token_byte(b) || b == b'/'))
+        .unwrap_or(head.len());
+    if tok == 0 || head.get(tok) != Some(&b' ') {
+        return false;
+    }
     let line = match head.iter().position(|&b| b == b'\n') {
         Some(i) => head.get(..i).unwrap_or(&[]),
         None => head,
@@ -371,10 +387,14 @@ fn parse_inner<'a>(
     let mut headers: heapless::Vec<Header<'a>, MAX_HEADERS> = heapless::Vec::new();
     let mut skipped_headers: u16 = 0;
     let mut body_start = input.len();
+    let mut cut_in_headers = !lines.ended_with_newline();
     loop {
+        if cut_in_headers {
+            break;
+        }
         let line_start = lines.pos;
         let Some(line) = lines.next_line() else {
-            break; // no empty line: lenient, empty body
+            break; // no empty line but complete lines: lenient, empty body
         };
         if line.is_empty() {
             body_start = lines.pos;
@@ -389,6 +409,15 @@ fn parse_inner<'a>(
         while lines.peek_byte().is_some_and(|b| b == b' ' || b == b'\t') {
             let _ = lines.next_line();
             end = lines.pos;
+        }
+        if !lines.ended_with_newline() {
+            // The buffer ends inside this header line (snaplen, lost fragment): its value
+            // may be cut. Strict parsing rejects the message; lenient parsing drops the line.
+            cut_in_headers = true;
+            if !allow_short {
+                return Err(SipError::TruncatedHeaders { have: input.len() });
+            }
+            break;
         }
         let raw = input.get(line_start..end).unwrap_or(&[]);
         let Ok(text) = std::str::from_utf8(raw) else {
@@ -428,7 +457,10 @@ fn parse_inner<'a>(
             None => content_length = Some(n),
         }
     }
-    let mut body_truncated = false;
+    if cut_in_headers && !allow_short {
+        return Err(SipError::TruncatedHeaders { have: input.len() });
+    }
+    let mut body_truncated = cut_in_headers;
     let (body, trailing) = match content_length {
         Some(n) => match rest.get(..n) {
             Some(b) => (b, rest.len() - n),
@@ -607,14 +639,19 @@ impl<'a> SipMessage<'a> {
 
     /// Whole value of the first `name` header (trimmed; compact forms and case folded).
     pub fn header(&self, name: &str) -> Option<&'a str> {
-        self.headers.iter().find(|h| h.is(name)).map(|h| h.value)
+        let want = expand_compact(name);
+        self.headers
+            .iter()
+            .find(|h| expand_compact(h.name).eq_ignore_ascii_case(want))
+            .map(|h| h.value)
     }
     /// All values of `name`: every such header, each split on commas outside quotes and `<...>`.
     /// Only meaningful for list headers (Via, Contact, Allow, Supported, ...).
     pub fn header_values<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'a str> + 's {
+        let want = expand_compact(name);
         self.headers
             .iter()
-            .filter(move |h| h.is(name))
+            .filter(move |h| expand_compact(h.name).eq_ignore_ascii_case(want))
             .flat_map(|h| split_outside(h.value, b',', true))
             .map(trim)
             .filter(|v| !v.is_empty())
@@ -965,6 +1002,10 @@ fn split_host_port(s: &str) -> Option<(&str, Option<u16>)> {
             None => return None,
         };
         return Some((host, port));
+    }
+    // A bare IPv6 address (no brackets: invalid, but seen) is a host without port.
+    if s.bytes().filter(|&b| b == b':').count() > 1 && s.parse::<std::net::Ipv6Addr>().is_ok() {
+        return Some((s, None));
     }
     match s.split_once(':') {
         Some((h, p)) => Some((trim(h), Some(parse_port(p)?))),
@@ -1317,8 +1358,32 @@ v=0\n";
         let m = p(b"OPTIONS sip:a@b SIP/2.0\r\nCall-ID: x\r\n").unwrap();
         assert_eq!(m.call_id(), Some("x"));
         assert!(m.body.is_empty());
-        let m = p(b"OPTIONS sip:a@b SIP/2.0\r\nCall-ID: x").unwrap();
+        assert!(!m.body_truncated);
+    }
+
+    #[test]
+    fn cut_inside_headers_is_truncated() {
+        let lim = Limits::default();
+        // Cut inside a header line (a real capture ends at "Content-Lengt").
+        let cut = b"BYE sip:a@b SIP/2.0\r\nCall-ID: x\r\nContent-Lengt";
+        assert_eq!(p(cut).unwrap_err().kind(), "truncated");
+        let m = parse_lenient(cut, &lim).unwrap();
         assert_eq!(m.call_id(), Some("x"));
+        assert_eq!(m.headers.len(), 1);
+        assert!(m.body_truncated);
+        // Cut inside a value: the partial value is not trusted.
+        let cut = b"BYE sip:a@b SIP/2.0\r\nCSeq: 1 BYE\r\nCall-ID: abc";
+        assert_eq!(p(cut).unwrap_err().kind(), "truncated");
+        let m = parse_lenient(cut, &lim).unwrap();
+        assert_eq!((m.call_id(), m.cseq()), (None, Some((1, Method::Bye))));
+        // Cut inside the start line.
+        assert_eq!(
+            p(b"INVITE sip:a@b SIP/2.0").unwrap_err().kind(),
+            "truncated"
+        );
+        let m = parse_lenient(b"INVITE sip:a@b SIP/2.0", &lim).unwrap();
+        assert_eq!(m.method(), Some(Method::Invite));
+        assert!(m.body_truncated);
     }
 
     #[test]
@@ -1478,8 +1543,23 @@ v=0\n";
         assert_eq!(v.branch, Some("z9hG4bKa7c6a8dlze.1"));
         let v = parse_via("SIP/2.0/TCP [2001:db8::9]:5062;branch=z9hG4bK3").unwrap();
         assert_eq!((v.host, v.port), ("2001:db8::9", Some(5062)));
+        let v = parse_via("SIP/2.0/UDP 2001:db8::9;branch=z9hG4bK4").unwrap();
+        assert_eq!((v.host, v.port), ("2001:db8::9", None));
         assert_eq!(parse_via("HTTP/1.1/TCP x"), None);
         assert_eq!(parse_via("SIP/2.0/UDP"), None);
+    }
+
+    #[test]
+    fn params_respect_quotes() {
+        let p = Params(";cause=16;text=\"a;b=c\" ; Flag ;x = 1");
+        assert_eq!(p.get("text"), Some("\"a;b=c\""));
+        assert_eq!(p.get("cause"), Some("16"));
+        assert_eq!(p.get("flag"), Some(""));
+        assert_eq!(p.get("x"), Some("1"));
+        assert_eq!(p.get("b"), None);
+        assert!(!p.is_empty());
+        assert!(Params(" ; ;").is_empty());
+        assert_eq!(p.iter().count(), 4);
     }
 
     #[test]

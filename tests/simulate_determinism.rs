@@ -115,16 +115,39 @@ fn labels_json_has_the_contract_names() {
 }
 
 #[test]
-fn shipped_sample_matches_its_documented_command() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("captures");
-    let shipped = std::fs::read(dir.join("sample-site.pcap")).expect("captures/sample-site.pcap");
-    assert!(shipped.len() < 5 << 20, "samples stay under 5 MB");
-    let (fresh, labels) = run(&site_scenario(), 1);
-    assert!(
-        fresh == shipped,
-        "regenerate with the command in captures/README.md"
-    );
-    let text = std::fs::read_to_string(dir.join("sample-site.labels.json")).unwrap();
-    let shipped_labels: Labels = serde_json::from_str(&text).unwrap();
-    assert_eq!(shipped_labels, labels);
+fn shipped_samples_match_their_documented_commands() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for name in ["site", "negatives"] {
+        let text =
+            std::fs::read_to_string(root.join(format!("config/scenario-{name}.toml"))).unwrap();
+        let sc = Scenario::from_toml(&text, name).unwrap();
+        let pcap = root.join(format!("captures/sample-{name}.pcap"));
+        let shipped = std::fs::read(&pcap).expect("shipped sample");
+        assert!(
+            shipped.len() < 5 << 20,
+            "samples stay under 5 MB: {}",
+            pcap.display()
+        );
+        let (fresh, labels) = run(&sc, 1);
+        assert!(
+            fresh == shipped,
+            "regenerate {} with the command in captures/README.md",
+            pcap.display()
+        );
+        let text =
+            std::fs::read_to_string(root.join(format!("captures/sample-{name}.labels.json")))
+                .unwrap();
+        let shipped_labels: Labels = serde_json::from_str(&text).unwrap();
+        assert_eq!(shipped_labels, labels);
+    }
+}
+
+#[test]
+fn builtin_mix_is_the_shipped_builtin_scenario_file() {
+    let text = include_str!("../config/scenario-builtin.toml");
+    let file = Scenario::from_toml(text, "builtin").unwrap();
+    let b = Scenario::builtin();
+    assert_eq!(b.populations.len(), file.populations.len());
+    assert_eq!(b.duration_secs, 1800);
+    assert!(b.populations.len() >= 11);
 }

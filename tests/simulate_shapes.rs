@@ -32,6 +32,10 @@ kind = "gateway"
 channels = 4
 ipv6 = true
 [[population]]
+kind = "gateway"
+channels = 2
+shift = "100s/120s"
+[[population]]
 kind = "gateway-scrambled"
 site = "site-1"
 channels = 2
@@ -52,8 +56,8 @@ calls_per_hour = 40.0
 tcp_share = 1.0
 [[population]]
 kind = "office-pbx"
-channels = 4
-calls_per_hour = 120.0
+channels = 6
+calls_per_hour = 200.0
 big_invite_share = 1.0
 tcp_share = 0.0
 [[population]]
@@ -89,7 +93,12 @@ fn world() -> &'static World {
     W.get_or_init(|| {
         let sc = Scenario::from_toml(SCENARIO, "shapes.toml").unwrap();
         let mut out = Vec::new();
-        let labels = generate(&sc, 11, &mut out).unwrap();
+        // SIMBOXD_SIM_SEED runs the same checks on other draws.
+        let seed = std::env::var("SIMBOXD_SIM_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(11);
+        let labels = generate(&sc, seed, &mut out).unwrap();
         let cap = read(&out);
         assert_eq!(cap.frames, labels.packets);
         World { labels, cap }
@@ -335,7 +344,7 @@ fn scrambled_gateways_hide_signalling_but_keep_rtp_headers() {
 
 #[test]
 fn opaque_gateways_have_no_rtp_header_but_voice_shaped_flows() {
-    for (line, _) in lines_of("gateway-opaque") {
+    for (line, params) in lines_of("gateway-opaque") {
         let pk: Vec<_> = world()
             .cap
             .pkts
@@ -344,8 +353,12 @@ fn opaque_gateways_have_no_rtp_header_but_voice_shaped_flows() {
             .collect();
         assert!(pk.len() > 100);
         assert!(pk.iter().all(|p| !looks_like_sip(&p.payload)));
-        let media: Vec<_> = pk.iter().filter(|p| p.payload.len() == 32).collect();
-        assert!(media.len() * 2 > pk.len(), "mostly G.729-sized packets");
+        // Codec-sized frames (12 header-sized bytes + 20 ms of G.729 or G.711), no RTP header.
+        let frame = 12
+            + params["ptime"].as_u64().unwrap() as usize / 10
+                * if params["codec"] == "G729" { 10 } else { 80 };
+        let media: Vec<_> = pk.iter().filter(|p| p.payload.len() == frame).collect();
+        assert!(media.len() * 2 > pk.len(), "mostly {frame}-byte frames");
         assert!(media.iter().all(|p| rtp_header(&p.payload).is_none()));
     }
 }
@@ -474,4 +487,34 @@ fn app_game_and_video_lines_carry_no_sip_and_flow_both_ways() {
             }
         }
     }
+}
+
+#[test]
+fn shift_gateways_only_start_calls_on_shift() {
+    let start = world().labels.start.micros();
+    let mut checked = 0;
+    for (line, params) in lines_of("gateway") {
+        let Some(shift) = params["shift"].as_object() else {
+            continue;
+        };
+        let on = shift["on_secs"].as_i64().unwrap() * 1_000_000;
+        let off = shift["off_secs"].as_i64().unwrap() * 1_000_000;
+        let after = shift["starts_after_secs"].as_i64().unwrap() * 1_000_000;
+        let d = dialogs(line);
+        assert!(!d.is_empty());
+        for (_, _, _, t, _) in d.values() {
+            let pos = (t - start - after).rem_euclid(on + off);
+            assert!(
+                pos < on,
+                "{line}: INVITE {} s into an off period",
+                (pos - on) / 1_000_000
+            );
+        }
+        // When the run opens in an off period, no call starts before the shift does.
+        if after <= off {
+            assert!(d.values().all(|v| v.3 >= start + after));
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, 1);
 }

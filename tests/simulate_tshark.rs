@@ -185,17 +185,19 @@ fn tshark_finds_nothing_malformed_and_no_rtp_sequence_errors() {
 }
 
 #[test]
-fn shipped_sample_passes_tshark() {
+fn shipped_samples_pass_tshark() {
     if !tshark_available() {
         return;
     }
-    let f = Path::new(env!("CARGO_MANIFEST_DIR")).join("captures/sample-site.pcap");
-    let f = f.to_string_lossy();
-    let bad = tshark(&[
-        "-r",
-        &f,
-        "-Y",
-        "_ws.malformed || _ws.expert.severity >= warning",
-    ]);
-    assert!(bad.trim().is_empty(), "{bad}");
+    for name in ["sample-site", "sample-negatives"] {
+        let f = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("captures/{name}.pcap"));
+        let f = f.to_string_lossy();
+        let bad = tshark(&[
+            "-r",
+            &f,
+            "-Y",
+            "_ws.malformed || _ws.expert.severity >= warning",
+        ]);
+        assert!(bad.trim().is_empty(), "{name}: {bad}");
+    }
 }

@@ -81,6 +81,7 @@ struct Gen {
     compact: bool,
     case_mask: u64,
     lf_only: bool,
+    fold: bool,
     order: Vec<usize>,
 }
 
@@ -100,6 +101,7 @@ fn gen() -> impl Strategy<Value = Gen> {
             any::<bool>(),
             any::<u64>(),
             any::<bool>(),
+            any::<bool>(),
             Just((0..8).collect::<Vec<usize>>()).prop_shuffle(),
         ),
     )
@@ -115,7 +117,7 @@ fn gen() -> impl Strategy<Value = Gen> {
                 branch,
                 ua,
                 body,
-                (compact, case_mask, lf_only, order),
+                (compact, case_mask, lf_only, fold, order),
             )| Gen {
                 method,
                 user,
@@ -130,6 +132,7 @@ fn gen() -> impl Strategy<Value = Gen> {
                 compact,
                 case_mask,
                 lf_only,
+                fold,
                 order,
             },
         )
@@ -149,11 +152,20 @@ fn render(g: &Gen) -> Vec<u8> {
         }
     };
     let headers = [
-        format!(
-            "{}: SIP/2.0/UDP {hostport};branch={}",
-            n("Via", "v"),
-            g.branch
-        ),
+        if g.fold {
+            // A folded value: the continuation lines belong to Via.
+            format!(
+                "{}: SIP/2.0/UDP{eol}\t {hostport}{eol} ;branch={}",
+                n("Via", "v"),
+                g.branch
+            )
+        } else {
+            format!(
+                "{}: SIP/2.0/UDP {hostport};branch={}",
+                n("Via", "v"),
+                g.branch
+            )
+        },
         format!("{}: <sip:{}@{hostport}>", n("To", "t"), g.user),
         format!(
             "{}: \"Caller, X\" <sip:caller@example.org>;tag={}",

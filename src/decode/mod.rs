@@ -221,7 +221,11 @@ impl Decoder {
             return self.errors.add(ERR_IPV4, 1);
         };
         let hl = h.slice().len();
-        let total = usize::from(h.total_len());
+        // Zero: left unset by segmentation offload on the capturing host; use the captured size.
+        let total = match usize::from(h.total_len()) {
+            0 => data.len(),
+            n => n,
+        };
         if total < hl {
             return self.errors.add(ERR_IPV4, 1);
         }

@@ -145,7 +145,8 @@ fn content_length(headers: &[u8]) -> Result<usize, ()> {
 #[derive(Debug, PartialEq, Eq)]
 enum Frame {
     Complete(usize),
-    Incomplete,
+    /// More bytes needed; the message's total length once its headers are complete.
+    Incomplete(Option<usize>),
     Oversize,
     Invalid,
 }
@@ -154,7 +155,7 @@ enum Frame {
 fn frame(b: &[u8], max: usize) -> Frame {
     match sip_start(b) {
         Start::No => return Frame::Invalid,
-        Start::Maybe => return Frame::Incomplete,
+        Start::Maybe => return Frame::Incomplete(None),
         Start::Yes => {}
     }
     let search = b.get(..b.len().min(max)).unwrap_or_default();
@@ -162,7 +163,7 @@ fn frame(b: &[u8], max: usize) -> Frame {
         return if b.len() > max {
             Frame::Oversize
         } else {
-            Frame::Incomplete
+            Frame::Incomplete(None)
         };
     };
     let Ok(cl) = content_length(search.get(..hdr).unwrap_or_default()) else {
@@ -173,7 +174,7 @@ fn frame(b: &[u8], max: usize) -> Frame {
             if b.len() >= total {
                 Frame::Complete(total)
             } else {
-                Frame::Incomplete
+                Frame::Incomplete(Some(total))
             }
         }
         _ => Frame::Oversize,
@@ -186,8 +187,23 @@ enum Stop {
     Invalid,
 }
 
-/// Emits every complete message in `data`; returns the bytes consumed and why it stopped early.
-fn frame_all(data: &[u8], max: usize, emit: &mut dyn FnMut(&[u8])) -> (usize, Option<Stop>) {
+/// How framing a run of bytes ended.
+struct Framed {
+    /// Bytes consumed (complete messages and keep-alives).
+    used: usize,
+    /// Why it stopped before the end of the data, if it did.
+    stop: Option<Stop>,
+    /// Total length of the incomplete message left over, when its headers are complete.
+    pending: Option<usize>,
+}
+
+/// Emits every complete message in `data`.
+fn frame_all(data: &[u8], max: usize, emit: &mut dyn FnMut(&[u8])) -> Framed {
+    let done = |used, stop, pending| Framed {
+        used,
+        stop,
+        pending,
+    };
     let mut pos = 0;
     loop {
         pos += data
@@ -198,16 +214,16 @@ fn frame_all(data: &[u8], max: usize, emit: &mut dyn FnMut(&[u8])) -> (usize, Op
             .count();
         let rest = data.get(pos..).unwrap_or_default();
         if rest.is_empty() {
-            return (pos, None);
+            return done(pos, None, None);
         }
         match frame(rest, max) {
             Frame::Complete(n) => {
                 emit(rest.get(..n).unwrap_or_default());
                 pos += n;
             }
-            Frame::Incomplete => return (pos, None),
-            Frame::Oversize => return (pos, Some(Stop::Oversize)),
-            Frame::Invalid => return (pos, Some(Stop::Invalid)),
+            Frame::Incomplete(total) => return done(pos, None, total),
+            Frame::Oversize => return done(pos, Some(Stop::Oversize), None),
+            Frame::Invalid => return done(pos, Some(Stop::Invalid), None),
         }
     }
 }
@@ -237,6 +253,11 @@ struct Stream {
     lru: u64,
     /// Lost sync: waiting for a segment that starts a message.
     resync: bool,
+    /// Total length of the message at the start of `buf`, once its headers are complete.
+    pending: Option<usize>,
+    /// Bytes of `buf` already searched for the end of the headers, so that a message arriving
+    /// in many small segments is not rescanned from its start each time.
+    scanned: usize,
 }
 
 impl Stream {
@@ -244,6 +265,8 @@ impl Stream {
         self.buf.len() + self.ooo_bytes
     }
     fn clear(&mut self) {
+        self.pending = None;
+        self.scanned = 0;
         self.buf.clear();
         self.ooo.clear();
         self.ooo_bytes = 0;
@@ -395,6 +418,8 @@ impl TcpTable {
                     last_ts: seg.ts,
                     lru: 0,
                     resync: false,
+                    pending: None,
+                    scanned: 0,
                 }
             }
         };
@@ -499,9 +524,9 @@ impl TcpTable {
         let max = self.stream_cap;
         let stop = if st.buf.is_empty() {
             // Fast path: frame straight from the segment, buffer only the tail.
-            let (used, stop) = frame_all(data, max, &mut |m| em.message(m));
-            if stop.is_none() {
-                let rest = data.get(used..).unwrap_or_default();
+            let f = frame_all(data, max, &mut |m| em.message(m));
+            if f.stop.is_none() {
+                let rest = data.get(f.used..).unwrap_or_default();
                 if !rest.is_empty() {
                     if !self.make_room(rest.len(), evictions) {
                         em.errors.add(ERR_TCP_TOTAL, 1);
@@ -511,9 +536,11 @@ impl TcpTable {
                     }
                     st.buf.extend_from_slice(rest);
                     self.total += rest.len();
+                    st.pending = f.pending;
+                    st.scanned = if f.pending.is_some() { 0 } else { rest.len() };
                 }
             }
-            stop
+            f.stop
         } else {
             if !self.make_room(data.len(), evictions) {
                 em.errors.add(ERR_TCP_TOTAL, 1);
@@ -523,13 +550,23 @@ impl TcpTable {
             }
             st.buf.extend_from_slice(data);
             self.total += data.len();
-            let buf = std::mem::take(&mut st.buf);
-            let (used, stop) = frame_all(&buf, max, &mut |m| em.message(m));
-            let mut buf = buf;
-            buf.drain(..used.min(buf.len()));
-            self.release(used);
+            if !self.worth_framing(st) {
+                if st.buf.len() <= max {
+                    return;
+                }
+                em.errors.add(ERR_TCP_OVERSIZE, 1);
+                self.release(st.bytes());
+                st.lose_sync();
+                return;
+            }
+            let mut buf = std::mem::take(&mut st.buf);
+            let f = frame_all(&buf, max, &mut |m| em.message(m));
+            buf.drain(..f.used.min(buf.len()));
+            self.release(f.used);
             st.buf = buf;
-            stop
+            st.pending = f.pending;
+            st.scanned = if f.pending.is_some() { 0 } else { st.buf.len() };
+            f.stop
         };
         match stop {
             Some(Stop::Oversize) => em.errors.add(ERR_TCP_OVERSIZE, 1),
@@ -538,6 +575,21 @@ impl TcpTable {
         }
         self.release(st.bytes());
         st.lose_sync();
+    }
+
+    /// Whether the buffered message may now be complete (cheap checks before framing).
+    fn worth_framing(&self, st: &mut Stream) -> bool {
+        if let Some(total) = st.pending {
+            return st.buf.len() >= total;
+        }
+        // Resume the search for the blank line where the last one stopped (minus the three
+        // bytes of a terminator that may straddle the boundary).
+        let from = st.scanned.saturating_sub(3);
+        let found = st.buf.get(from..).and_then(header_end).is_some();
+        if !found {
+            st.scanned = st.buf.len();
+        }
+        found || st.buf.len() < 16
     }
 }
 
@@ -634,6 +686,21 @@ mod tests {
             r.seg(500 + w[0] as u32, &INVITE[w[0]..w[1]]);
         }
         assert_eq!(r.got, vec![INVITE.to_vec()]);
+        assert_eq!(r.errors, Counters::default());
+        assert_eq!(r.t.bytes(), 0);
+    }
+
+    #[test]
+    fn byte_by_byte_delivery() {
+        let mut r = Rig::new(8192);
+        let body = "x".repeat(3000);
+        let msg = format!("MESSAGE sip:a SIP/2.0\r\nl: 3000\r\n\r\n{body}");
+        let stream = [msg.as_bytes(), OK].concat();
+        r.seg(1, &stream[..10]);
+        for (i, b) in stream.iter().enumerate().skip(10) {
+            r.seg(1 + i as u32, &[*b]);
+        }
+        assert_eq!(r.got, vec![msg.into_bytes(), OK.to_vec()]);
         assert_eq!(r.errors, Counters::default());
         assert_eq!(r.t.bytes(), 0);
     }

@@ -243,6 +243,13 @@ fn ethernet_padding_is_trimmed_and_snaplen_cut_is_lax() {
     assert_eq!(got[0].payload, b"hi");
     assert_eq!(got[0].ip_len, 30);
     assert_eq!(errs, Counters::default());
+    // IPv4 total length left 0 by segmentation offload: the captured length is used
+    let mut tso = udp4(SRC4, DST4, 5060, 5080, SIP);
+    tso[2] = 0;
+    tso[3] = 0;
+    let (got, errs) = decode_one(LinkType::RAW, &tso);
+    assert_sip_udp4(&got);
+    assert_eq!(errs, Counters::default());
     // RTP-sized packet cut by a 64-byte snap length: emitted with what is there
     let rtp = [0x80u8; 172];
     let ip = udp4(SRC4, DST4, 4000, 4002, &rtp);

@@ -499,6 +499,13 @@ impl<W: Write> Engine<W> {
         };
         if let Some(key) = l.scramble {
             numbers::scramble(key, l.calls ^ u64::from(l.ip_id), &mut self.buf);
+            // Scrambled boxes put a non-RTP first byte (their own framing): on odd ports a
+            // version-2 first byte would read as RTCP to tshark's heuristics.
+            if let Some(b) = self.buf.first_mut() {
+                if *b & 0xc0 == 0x80 {
+                    *b ^= 0x40;
+                }
+            }
         }
         if tcp {
             let split = l.tcp_split(self.buf.len());
@@ -605,4 +612,50 @@ fn send_tcp<W: Write>(
     }
     l.tcp = Some(c);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_in_bounds_and_streams_stay_in_order() {
+        let mut x = Xs::new(5);
+        for _ in 0..10_000 {
+            let j = x.jitter(9_999);
+            assert!((-9_999..=9_999).contains(&j));
+        }
+        let a: SocketAddr = "100.64.1.2:10000".parse().unwrap();
+        let b: SocketAddr = "203.0.113.1:20000".parse().unwrap();
+        let kind = StreamKind::Rtp {
+            ssrc: 1,
+            seq: 65534,
+            ts: u32::MAX - 100,
+            ts_step: 160,
+            pt: 18,
+            payload: 20,
+            marker: true,
+        };
+        // Asked for more jitter than half the interval: clamped so packets never reorder.
+        let mut s = Stream::new(true, a, b, 0, 1_000_000, 20_000, 50_000, kind, 9);
+        let mut last = -1;
+        let mut n = 0;
+        while s.live() {
+            assert!(s.next > last, "{} after {}", s.next, last);
+            last = s.next;
+            s.advance();
+            n += 1;
+        }
+        assert!((49..=51).contains(&n), "{n} packets in 1 s at 20 ms");
+        match s.kind {
+            StreamKind::Rtp {
+                seq, ts, marker, ..
+            } => {
+                assert_eq!(seq, 65534u16.wrapping_add(n as u16));
+                assert_eq!(ts, (u32::MAX - 100).wrapping_add(160 * n as u32));
+                assert!(!marker);
+            }
+            StreamKind::Opaque { .. } => unreachable!(),
+        }
+    }
 }

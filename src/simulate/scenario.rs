@@ -8,6 +8,9 @@ use super::SimError;
 use crate::model::Timestamp;
 use serde::{Deserialize, Serialize};
 
+/// Most lines in one run (addresses are drawn from one /10 without reuse).
+pub const MAX_LINES: u64 = 50_000;
+
 /// Default capture start: a Monday morning.
 pub const DEFAULT_START: &str = "2026-01-05T08:00:00Z";
 
@@ -214,7 +217,7 @@ pub fn parse_shift(s: &str) -> Result<Option<(u64, u64)>, String> {
 impl Scenario {
     /// The built-in mix with every population.
     pub fn builtin() -> Scenario {
-        let text = include_str!("builtin.toml");
+        let text = include_str!("../../config/scenario-builtin.toml");
         // The built-in text is tested to parse; fall back to an empty mix rather than panic.
         Scenario::from_toml(text, "builtin.toml").unwrap_or(Scenario {
             duration_secs: default_duration(),
@@ -264,6 +267,25 @@ impl Scenario {
                 "duration must be between 1s and 31d".to_string(),
             ));
         }
+        // pcap seconds are u32: keep the whole run inside 1970..2106.
+        let end = self.start.micros() / 1_000_000 + self.duration_secs as i64;
+        if self.start.micros() < 0 || end > i64::from(u32::MAX) {
+            return Err((
+                usize::MAX,
+                "start must be between 1970 and 2106".to_string(),
+            ));
+        }
+        let lines: u64 = self
+            .populations
+            .iter()
+            .map(|p| u64::from(self.scaled_count(p)))
+            .sum();
+        if lines > MAX_LINES {
+            return Err((
+                usize::MAX,
+                format!("{lines} lines after scaling; at most {MAX_LINES}"),
+            ));
+        }
         for (i, p) in self.populations.iter().enumerate() {
             if p.count > 10_000 {
                 return Err((i, "count must be <= 10000".to_string()));
@@ -307,7 +329,8 @@ impl Scenario {
         if p.count == 0 {
             return 0;
         }
-        ((f64::from(p.count) * self.scale).round() as u32).max(1)
+        let n = (f64::from(p.count) * self.scale).round();
+        (n.min(f64::from(u32::MAX)) as u32).max(1)
     }
 }
 
@@ -329,6 +352,31 @@ fn population_position(text: &str, idx: usize) -> (usize, usize) {
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        #[test]
+        fn any_text_parses_or_fails_cleanly(text in "\\PC{0,200}") {
+            let _ = Scenario::from_toml(&text, "p.toml");
+            let _ = parse_duration(&text);
+            let _ = parse_shift(&text);
+        }
+
+        #[test]
+        fn scenario_like_text_never_panics(
+            dur in "[0-9]{0,6}[smhdx]?",
+            kind in "(gateway|household|video|sheep)",
+            ch in 0u32..400,
+            ratio in -1.0f64..2.0,
+        ) {
+            let t = format!(
+                "duration = \"{dur}\"\n[[population]]\nkind = \"{kind}\"\nchannels = {ch}\nanswer_ratio = {ratio}\n"
+            );
+            if let Ok(sc) = Scenario::from_toml(&t, "p.toml") {
+                proptest::prop_assert!(sc.validate().is_ok());
+                proptest::prop_assert!(sc.duration_secs > 0);
+            }
+        }
+    }
+
     #[test]
     fn durations() {
         assert_eq!(parse_duration("90s"), Ok(90));
@@ -344,7 +392,7 @@ mod tests {
 
     #[test]
     fn builtin_parses_and_has_every_kind() {
-        let text = include_str!("builtin.toml");
+        let text = include_str!("../../config/scenario-builtin.toml");
         let sc = Scenario::from_toml(text, "builtin.toml").unwrap();
         for k in [
             Kind::Gateway,
@@ -362,6 +410,18 @@ mod tests {
             assert!(sc.populations.iter().any(|p| p.kind == k), "{k:?}");
         }
         assert_eq!(sc.duration_secs, 1800);
+    }
+
+    #[test]
+    fn too_many_lines_or_times_out_of_range_are_rejected() {
+        let t = "scale = 100.0\n[[population]]\nkind = \"household\"\ncount = 1000\n";
+        let e = Scenario::from_toml(t, "s.toml").unwrap_err().to_string();
+        assert!(e.contains("100000 lines"), "{e}");
+        let t = "start = \"1960-01-01T00:00:00Z\"\n";
+        assert!(Scenario::from_toml(t, "s.toml").is_err());
+        let mut sc = Scenario::builtin();
+        sc.scale = 0.0;
+        assert!(crate::simulate::generate(&sc, 1, &mut std::io::sink()).is_err());
     }
 
     #[test]

@@ -1,0 +1,131 @@
+//! Throughput of `analyze` against libpcap's own read speed.
+//!
+//! Generates (once) a mixed SIP+RTP capture of at least 1 M packets with the simulator under
+//! `target/bench/`, then prints packets/s for:
+//! - the engine alone, single-threaded (decode -> SIP/RTP -> calls -> lines -> detection),
+//! - the whole `analyze_file` (SHA-256 of the file + engine + records),
+//! - `tcpdump -r F -w /dev/null` on the same file (the reference read time).
+//!
+//! Target: engine single-threaded <= 2x tcpdump's read time. Run: `cargo bench --bench analyze`.
+//! `SIMBOXD_BENCH_PCAP=F` benchmarks another file instead.
+
+use simboxd::capture::Capture;
+use simboxd::config::Config;
+use simboxd::engine::Engine;
+use simboxd::simulate::{generate, Scenario};
+use std::path::PathBuf;
+use std::time::Instant;
+
+const MIN_PACKETS: u64 = 1_000_000;
+
+fn bench_file() -> PathBuf {
+    if let Some(p) = std::env::var_os("SIMBOXD_BENCH_PCAP") {
+        return PathBuf::from(p);
+    }
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench");
+    std::fs::create_dir_all(&dir).expect("bench dir");
+    let path = dir.join("mixed.pcap");
+    let ok = path.exists()
+        && Capture::open_file(&path).is_ok()
+        && std::fs::metadata(dir.join("mixed.packets"))
+            .ok()
+            .and_then(|_| std::fs::read_to_string(dir.join("mixed.packets")).ok())
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .is_some_and(|n| n >= MIN_PACKETS);
+    if !ok {
+        let mut sc = Scenario::builtin();
+        sc.duration_secs = 600;
+        loop {
+            let mut f = std::io::BufWriter::new(std::fs::File::create(&path).expect("create"));
+            let labels = generate(&sc, 7, &mut f).expect("generate");
+            drop(f);
+            if labels.packets >= MIN_PACKETS {
+                std::fs::write(dir.join("mixed.packets"), labels.packets.to_string())
+                    .expect("write count");
+                break;
+            }
+            sc.duration_secs *= 2;
+        }
+    }
+    path
+}
+
+fn engine_only(path: &std::path::Path, cfg: &Config) -> (u64, f64) {
+    let mut cap = Capture::open_file(path).expect("open");
+    let mut engine = Engine::new(cfg);
+    let t = Instant::now();
+    let mut events = 0u64;
+    while let Some(pkt) = cap.next_packet().expect("read") {
+        engine.process(&pkt);
+        events += engine.drain_events().count() as u64;
+    }
+    engine.finish();
+    events += engine.drain_events().count() as u64;
+    let dt = t.elapsed().as_secs_f64();
+    std::hint::black_box(events);
+    (engine.stats().packets, dt)
+}
+
+fn best_of<F: FnMut() -> f64>(n: usize, mut f: F) -> f64 {
+    (0..n).map(|_| f()).fold(f64::INFINITY, f64::min)
+}
+
+fn main() {
+    let path = bench_file();
+    let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    let mut cfg = Config::default();
+    cfg.network.domestic = vec!["198.18.0.0/15".parse().expect("cidr")];
+
+    // Warm the page cache.
+    let _ = engine_only(&path, &cfg);
+
+    let mut packets = 0;
+    let engine_s = best_of(3, || {
+        let (n, dt) = engine_only(&path, &cfg);
+        packets = n;
+        dt
+    });
+    let analyze_s = best_of(3, || {
+        let t = Instant::now();
+        let a = simboxd::analyze::analyze_file(&path, &cfg, false).expect("analyze");
+        std::hint::black_box(a.calls.len());
+        t.elapsed().as_secs_f64()
+    });
+    let tcpdump_s = best_of(3, || {
+        let t = Instant::now();
+        let st = std::process::Command::new("tcpdump")
+            .args(["-q", "-r"])
+            .arg(&path)
+            .args(["-w", "/dev/null"])
+            .stderr(std::process::Stdio::null())
+            .status();
+        match st {
+            Ok(s) if s.success() => t.elapsed().as_secs_f64(),
+            _ => f64::NAN,
+        }
+    });
+    println!(
+        "file: {} ({} packets, {:.1} MB)",
+        path.display(),
+        packets,
+        size as f64 / 1e6
+    );
+    let pps = |s: f64| packets as f64 / s / 1e6;
+    println!(
+        "engine (single thread): {engine_s:.3} s = {:.2} M packets/s",
+        pps(engine_s)
+    );
+    println!(
+        "analyze_file (sha256 + engine + records): {analyze_s:.3} s = {:.2} M packets/s",
+        pps(analyze_s)
+    );
+    println!(
+        "tcpdump -r F -w /dev/null: {tcpdump_s:.3} s = {:.2} M packets/s",
+        pps(tcpdump_s)
+    );
+    println!(
+        "ratio engine/tcpdump: {:.2} (target <= 2.0); analyze/tcpdump: {:.2}",
+        engine_s / tcpdump_s,
+        analyze_s / tcpdump_s
+    );
+}

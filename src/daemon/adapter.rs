@@ -1,0 +1,195 @@
+//! The engine as one daemon worker sees it: `engine::Engine` (with its line table and
+//! detection) plus a small bounded store of recent calls per line for the API.
+//!
+//! Contract: events are drained after every packet, so the engine's buffer stays small; they are
+//! counted by kind and ended calls remembered per line. Phone numbers shown by the API pass
+//! through the `[privacy]` pseudonymizer.
+
+use super::pipeline::PacketEngine;
+use crate::config::Config;
+use crate::detect::LineTable;
+use crate::engine::Engine;
+use crate::model::{CallRecord, Counters, Event, LineVerdict, RawPacket, Timestamp};
+use crate::privacy::Pseudonymizer;
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+
+/// Recent calls kept per line for `/api/v1/lines/{addr}`.
+pub const RECENT_CALLS_PER_LINE: usize = 20;
+/// Lines whose recent calls are kept; beyond it the line whose last call is oldest goes.
+pub const RECENT_CALL_LINES: usize = 4096;
+
+pub struct EngineWorker {
+    engine: Engine,
+    network: crate::config::NetworkConfig,
+    privacy: Pseudonymizer,
+    /// Events by kind (`call_started`, `call_ended`, ...).
+    events: Counters,
+    recent: HashMap<IpAddr, VecDeque<serde_json::Value>>,
+    recent_last: HashMap<IpAddr, Timestamp>,
+    recent_evictions: u64,
+}
+
+impl EngineWorker {
+    pub fn new(cfg: &Config, privacy: Pseudonymizer) -> Self {
+        EngineWorker {
+            engine: Engine::new(cfg),
+            network: cfg.network.clone(),
+            privacy,
+            events: Counters::default(),
+            recent: HashMap::new(),
+            recent_last: HashMap::new(),
+            recent_evictions: 0,
+        }
+    }
+
+    fn drain(&mut self) {
+        let events: Vec<Event> = self.engine.drain_events().collect();
+        for ev in &events {
+            let kind = match ev {
+                Event::CallStarted { .. } => "call_started",
+                Event::CallAnswered { .. } => "call_answered",
+                Event::CallEnded(_) => "call_ended",
+                Event::Registration(_) => "registration",
+                Event::MediaStarted { .. } => "media_started",
+                Event::MediaEnded(_) => "media_ended",
+            };
+            self.events.add(kind, 1);
+            if let Event::CallEnded(c) = ev {
+                self.remember_call(c);
+            }
+        }
+    }
+
+    fn remember_call(&mut self, c: &CallRecord) {
+        let Some(line) = c.line else { return };
+        if !self.recent.contains_key(&line) && self.recent.len() >= RECENT_CALL_LINES {
+            let oldest = self
+                .recent_last
+                .iter()
+                .min_by_key(|(_, t)| **t)
+                .map(|(ip, _)| *ip);
+            if let Some(ip) = oldest {
+                self.recent.remove(&ip);
+                self.recent_last.remove(&ip);
+                self.recent_evictions += 1;
+            }
+        }
+        let p = &self.privacy;
+        let summary = serde_json::json!({
+            "call_id": c.call_id,
+            "direction": c.direction,
+            "peer": c.peer,
+            "from": p.opt(&c.from),
+            "to": p.opt(&c.to),
+            "request_uri": c.request_uri.as_deref().map(|u| p.uri(u)),
+            "user_agent": c.user_agent,
+            "codec": c.codec,
+            "start": c.start,
+            "answer": c.answer,
+            "end": c.end,
+            "outcome": c.outcome,
+            "status_code": c.status_code,
+            "talk_secs": c.talk_secs(),
+        });
+        let ring = self.recent.entry(line).or_default();
+        if ring.len() >= RECENT_CALLS_PER_LINE {
+            ring.pop_front();
+        }
+        ring.push_back(summary);
+        self.recent_last.insert(line, c.end.unwrap_or(c.start));
+    }
+}
+
+impl PacketEngine for EngineWorker {
+    fn process(&mut self, pkt: &RawPacket<'_>) {
+        self.engine.process(pkt);
+        self.drain();
+    }
+
+    fn tick(&mut self, now: Timestamp) {
+        self.engine.tick(now);
+        self.drain();
+    }
+
+    fn finish(&mut self) {
+        self.engine.finish();
+        self.drain();
+    }
+
+    fn take_verdict_changes(&mut self) -> Vec<LineVerdict> {
+        self.engine.take_verdict_changes()
+    }
+
+    fn stats_json(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self.engine.stats()).unwrap_or_default();
+        if let Some(obj) = v.as_object_mut() {
+            if let Ok(ev) = serde_json::to_value(&self.events) {
+                obj.insert("events".to_string(), ev);
+            }
+            if let Some(t) = obj.get_mut("tables").and_then(|t| t.as_object_mut()) {
+                t.insert("recent_call_lines".into(), self.recent.len().into());
+            }
+            if let Some(e) = obj.get_mut("evictions").and_then(|t| t.as_object_mut()) {
+                e.insert("lines".into(), self.engine.lines().evictions().into());
+                e.insert("recent_call_lines".into(), self.recent_evictions.into());
+            }
+            if let Ok(c) = serde_json::to_value(self.engine.lines().counters()) {
+                obj.insert("lines".to_string(), c);
+            }
+        }
+        v
+    }
+
+    fn lines_json(&self) -> Vec<serde_json::Value> {
+        self.engine
+            .lines()
+            .verdicts()
+            .into_iter()
+            .filter_map(|v| serde_json::to_value(v).ok())
+            .collect()
+    }
+
+    fn line_json(&self, addr: IpAddr) -> Option<serde_json::Value> {
+        let lines = self.engine.lines();
+        let summary = lines.line_summary(addr)?;
+        let verdict = lines.verdicts().into_iter().find(|v| v.line == addr);
+        let calls: Vec<&serde_json::Value> = self
+            .recent
+            .get(&addr)
+            .map(|r| r.iter().rev().collect())
+            .unwrap_or_default();
+        Some(serde_json::json!({
+            "line": addr,
+            "verdict": verdict,
+            "profile": summary,
+            "recent_calls": calls,
+        }))
+    }
+
+    fn save_state(&self) -> Option<serde_json::Value> {
+        serde_json::to_value(self.engine.lines()).ok()
+    }
+
+    fn restore_state(&mut self, state: serde_json::Value) -> Result<usize, String> {
+        if state.is_null() {
+            return Ok(0);
+        }
+        let mut t: LineTable = serde_json::from_value(state).map_err(|e| e.to_string())?;
+        let cfg = self.engine.lines().config().clone();
+        // The saved table carries its config; the running one wins.
+        t.reconfigure(&cfg, &self.network);
+        let n = t.len();
+        *self.engine.lines_mut() = t;
+        Ok(n)
+    }
+
+    fn reload(&mut self, cfg: &Config) {
+        // Thresholds, weights and home/domestic nets apply at the next evaluation; the
+        // evaluation period and the decode/calls limits stay until a restart.
+        self.engine
+            .lines_mut()
+            .reconfigure(&cfg.detection, &cfg.network);
+        self.network = cfg.network.clone();
+    }
+}

@@ -1,0 +1,306 @@
+//! HTTP API of the daemon: alerts, lines, health and Prometheus metrics.
+//!
+//! Contract: `/healthz` is open; everything else needs `Authorization: Bearer <token>` matching
+//! `[http] token` (or the file named by `token_file`), compared in constant time. Without a
+//! configured token every protected route answers 401, so the API is closed by default. The
+//! routes only read what an `ApiSource` hands them; they never touch the pipeline directly.
+
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+/// `[http]`: where the API listens and the token it requires.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Serve the API at all.
+    pub enabled: bool,
+    /// Listen address; loopback by default.
+    pub listen: SocketAddr,
+    /// Bearer token for `/api/v1/*` and `/metrics` (at least 16 characters).
+    pub token: Option<String>,
+    /// File holding the token (first line), e.g. a systemd credential; instead of `token`.
+    pub token_file: Option<PathBuf>,
+    /// Most entries one listing returns (`?limit=` is capped to this).
+    pub max_list: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            token: None,
+            token_file: None,
+            max_list: 1000,
+        }
+    }
+}
+
+/// Shortest token accepted.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+impl HttpConfig {
+    /// Checks values serde cannot: returns the offending key and the reason.
+    pub fn check(&self) -> Option<(&'static str, String)> {
+        if let Some(t) = &self.token {
+            if let Err(why) = check_token(t) {
+                return Some(("token", format!("http.token {why}")));
+            }
+            if self.token_file.is_some() {
+                return Some((
+                    "token_file",
+                    "http.token and http.token_file are mutually exclusive".to_string(),
+                ));
+            }
+        }
+        if self.max_list == 0 {
+            return Some(("max_list", "http.max_list must be at least 1".to_string()));
+        }
+        None
+    }
+
+    /// The token to require: from `token`, else the first line of `token_file`.
+    pub fn resolve_token(&self) -> Result<Option<String>, String> {
+        if let Some(t) = &self.token {
+            return Ok(Some(t.clone()));
+        }
+        let Some(path) = &self.token_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("{}: cannot read http.token_file: {e}", path.display()))?;
+        let t = text.lines().next().unwrap_or("").trim().to_string();
+        check_token(&t).map_err(|why| format!("{}: token {why}", path.display()))?;
+        Ok(Some(t))
+    }
+}
+
+fn check_token(t: &str) -> Result<(), String> {
+    if t.chars().count() < MIN_TOKEN_LEN {
+        return Err(format!("must be at least {MIN_TOKEN_LEN} characters"));
+    }
+    if t.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("must not contain whitespace or control characters".to_string());
+    }
+    Ok(())
+}
+
+/// What the API shows, supplied by the running daemon (or a test).
+pub trait ApiSource: Send + Sync + 'static {
+    /// Recent alerts, newest first, at most `limit`, optionally only those in `state`.
+    fn alerts(&self, limit: usize, state: Option<&str>) -> serde_json::Value;
+    /// Lines, flagged (highest verdict, then score) first, at most `limit`.
+    fn lines(&self, limit: usize) -> serde_json::Value;
+    /// One line's profile, verdict, signals and recent calls; `None` when unknown.
+    fn line(&self, addr: IpAddr) -> Option<serde_json::Value>;
+    /// Prometheus text exposition.
+    fn metrics(&self) -> String;
+    /// `Err(reason)` when the daemon is not healthy (capture thread dead, engine stuck).
+    fn health(&self) -> Result<(), String>;
+}
+
+/// The token as its SHA-256, so that the comparison is constant-time whatever the lengths.
+#[derive(Clone, Default)]
+pub struct TokenCheck(Option<[u8; 32]>);
+
+impl TokenCheck {
+    pub fn new(token: Option<&str>) -> Self {
+        TokenCheck(token.map(|t| Sha256::digest(t.as_bytes()).into()))
+    }
+    pub fn is_set(&self) -> bool {
+        self.0.is_some()
+    }
+    /// Whether `presented` is the token. Always false when no token is configured.
+    pub fn accepts(&self, presented: &str) -> bool {
+        let Some(want) = &self.0 else { return false };
+        let got: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        let diff = want
+            .iter()
+            .zip(got.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        diff == 0
+    }
+}
+
+/// State shared by the routes. The token can be swapped on reload.
+pub struct Api {
+    pub token: RwLock<TokenCheck>,
+    pub max_list: usize,
+    pub source: Arc<dyn ApiSource>,
+}
+
+pub fn router(api: Arc<Api>) -> Router {
+    let protected = Router::new()
+        .route("/api/v1/alerts", get(alerts))
+        .route("/api/v1/lines", get(lines))
+        .route("/api/v1/lines/{addr}", get(line))
+        .route("/metrics", get(metrics))
+        .route_layer(middleware::from_fn_with_state(api.clone(), require_token));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .merge(protected)
+        .fallback(not_found)
+        .with_state(api)
+}
+
+fn error(status: StatusCode, message: &str) -> Response {
+    (status, Json(serde_json::json!({ "error": message }))).into_response()
+}
+
+async fn require_token(State(api): State<Arc<Api>>, req: Request, next: Next) -> Response {
+    let presented = bearer(req.headers());
+    let ok = match (presented, api.token.read()) {
+        (Some(p), Ok(check)) => check.accepts(p),
+        _ => false,
+    };
+    if ok {
+        return next.run(req).await;
+    }
+    let mut resp = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+    resp.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"simboxd\""),
+    );
+    resp
+}
+
+/// The token after `Bearer ` (scheme case-insensitive, RFC 6750).
+fn bearer(h: &HeaderMap) -> Option<&str> {
+    let v = h.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, rest) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+}
+
+async fn healthz(State(api): State<Arc<Api>>) -> Response {
+    match api.source.health() {
+        Ok(()) => (StatusCode::OK, "ok\n").into_response(),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("unhealthy: {why}\n"),
+        )
+            .into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    limit: Option<usize>,
+    state: Option<String>,
+}
+
+fn limit(api: &Api, q: &ListQuery) -> usize {
+    q.limit
+        .unwrap_or(api.max_list)
+        .clamp(1, api.max_list.max(1))
+}
+
+/// Runs a source call on the blocking pool: sources lock engine tables and read the outbox.
+async fn off_runtime<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    tokio::task::spawn_blocking(f).await.ok()
+}
+
+fn internal() -> Response {
+    error(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+}
+
+async fn alerts(State(api): State<Arc<Api>>, Query(q): Query<ListQuery>) -> Response {
+    let n = limit(&api, &q);
+    match off_runtime(move || api.source.alerts(n, q.state.as_deref())).await {
+        Some(v) => Json(v).into_response(),
+        None => internal(),
+    }
+}
+
+async fn lines(State(api): State<Arc<Api>>, Query(q): Query<ListQuery>) -> Response {
+    let n = limit(&api, &q);
+    match off_runtime(move || api.source.lines(n)).await {
+        Some(v) => Json(v).into_response(),
+        None => internal(),
+    }
+}
+
+async fn line(State(api): State<Arc<Api>>, Path(addr): Path<String>) -> Response {
+    let Ok(ip) = addr.parse::<IpAddr>() else {
+        return error(StatusCode::BAD_REQUEST, "not an IP address");
+    };
+    match off_runtime(move || api.source.line(ip)).await {
+        Some(Some(v)) => Json(v).into_response(),
+        Some(None) => error(StatusCode::NOT_FOUND, "no such line"),
+        None => internal(),
+    }
+}
+
+async fn metrics(State(api): State<Arc<Api>>) -> Response {
+    let Some(text) = off_runtime(move || api.source.metrics()).await else {
+        return internal();
+    };
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        text,
+    )
+        .into_response()
+}
+
+async fn not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "no such route")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_check_is_exact() {
+        let t = TokenCheck::new(Some("0123456789abcdef"));
+        assert!(t.accepts("0123456789abcdef"));
+        assert!(!t.accepts("0123456789abcdeF"));
+        assert!(!t.accepts("0123456789abcdef "));
+        assert!(!t.accepts(""));
+        let none = TokenCheck::new(None);
+        assert!(!none.accepts(""));
+        assert!(!none.is_set());
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("bearer abc"),
+        );
+        assert_eq!(bearer(&h), Some("abc"));
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
+        assert_eq!(bearer(&h), None);
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer"));
+        assert_eq!(bearer(&h), None);
+    }
+
+    #[test]
+    fn short_or_spaced_tokens_are_rejected() {
+        let mut c = HttpConfig {
+            token: Some("short".into()),
+            ..HttpConfig::default()
+        };
+        assert_eq!(
+            c.check().map(|(k, _)| k),
+            Some("token"),
+            "a 5-character token must be rejected"
+        );
+        c.token = Some("0123456789 abcdef".into());
+        assert!(c.check().is_some());
+        c.token = Some("0123456789abcdef".into());
+        assert_eq!(c.check(), None);
+    }
+}

@@ -1,0 +1,261 @@
+//! The daemon: `simboxd run` captures live (or replays a file), runs the engine on worker
+//! threads, serves the HTTP API and talks to systemd; `simboxd validate` checks a config.
+//!
+//! Contract: this is the only module that reads the wall clock, spawns threads or opens
+//! sockets. Order at start: load config -> open capture -> bind API -> drop privileges ->
+//! start threads -> READY=1. SIGHUP re-reads the config without touching the engines' state
+//! (RELOADING=1 ... READY=1); SIGTERM/SIGINT stop the capture, let the workers drain and exit
+//! (STOPPING=1). Whatever is dropped anywhere is counted and exported in `/metrics`.
+
+pub mod adapter;
+pub mod http;
+pub mod metrics;
+pub mod notify;
+pub mod pipeline;
+pub mod privdrop;
+pub mod runtime;
+pub mod state;
+
+use crate::config::{key_position, Config, ConfigError};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// `[daemon]`: process settings of `simboxd run`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DaemonConfig {
+    /// User to switch to once the capture is open (as root). Empty: keep the current user.
+    pub user: String,
+    /// Group to switch to; empty: the user's primary group.
+    pub group: String,
+    /// Engine threads; packets are sharded over them by line address. Sites are only formed
+    /// among the lines of one thread.
+    pub workers: usize,
+    /// Packets queued per worker before a live capture drops (counted as `queue_full`).
+    pub queue_packets: usize,
+    /// Seconds of packet time between housekeeping ticks (expiry, re-evaluation).
+    pub tick_secs: f64,
+    /// Log level when `RUST_LOG` is not set: error, warn, info, debug, trace.
+    pub log_level: String,
+    /// `text` (journald-friendly lines) or `json` (one object per line).
+    pub log_format: String,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            user: "simboxd".to_string(),
+            group: "simboxd".to_string(),
+            workers: 1,
+            queue_packets: 65536,
+            tick_secs: 1.0,
+            log_level: "info".to_string(),
+            log_format: "text".to_string(),
+        }
+    }
+}
+
+/// Most worker threads accepted.
+pub const MAX_WORKERS: usize = 64;
+
+/// Value checks of the daemon's sections, called by `Config::validate`: the section, key and
+/// reason of the first bad value.
+pub fn check_sections(cfg: &Config) -> Option<(&'static str, &'static str, String)> {
+    let d = &cfg.daemon;
+    if d.workers == 0 || d.workers > MAX_WORKERS {
+        return Some((
+            "daemon",
+            "workers",
+            format!("daemon.workers must be between 1 and {MAX_WORKERS}"),
+        ));
+    }
+    if d.queue_packets < pipeline::BATCH_PACKETS {
+        return Some((
+            "daemon",
+            "queue_packets",
+            format!(
+                "daemon.queue_packets must be at least {}",
+                pipeline::BATCH_PACKETS
+            ),
+        ));
+    }
+    if !(d.tick_secs.is_finite() && (0.05..=60.0).contains(&d.tick_secs)) {
+        return Some((
+            "daemon",
+            "tick_secs",
+            "daemon.tick_secs must be between 0.05 and 60".to_string(),
+        ));
+    }
+    if !matches!(
+        d.log_level.as_str(),
+        "error" | "warn" | "info" | "debug" | "trace"
+    ) {
+        return Some((
+            "daemon",
+            "log_level",
+            format!(
+                "daemon.log_level {:?} is not one of error, warn, info, debug, trace",
+                d.log_level
+            ),
+        ));
+    }
+    if !matches!(d.log_format.as_str(), "text" | "json") {
+        return Some((
+            "daemon",
+            "log_format",
+            format!("daemon.log_format {:?} is not text or json", d.log_format),
+        ));
+    }
+    if d.group.is_empty() && d.user.is_empty() {
+        // fine: no drop at all
+    } else if d.user.is_empty() {
+        return Some((
+            "daemon",
+            "group",
+            "daemon.group needs daemon.user".to_string(),
+        ));
+    }
+    cfg.http.check().map(|(k, m)| ("http", k, m))
+}
+
+/// Loads `path` as a config for `run`: `Config::load` plus what only a running daemon needs
+/// (a capture source, a readable token file). Errors read `FILE:LINE:COL: reason`.
+pub fn load_run_config(path: &Path) -> Result<Config, ConfigError> {
+    let cfg = Config::load(path)?;
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let invalid = |section: &str, key: &str, message: String| {
+        let (line, column) = key_position(&text, section, key);
+        ConfigError::Invalid {
+            file: file.clone(),
+            line,
+            column,
+            message,
+        }
+    };
+    match (&cfg.capture.interface, &cfg.capture.file) {
+        (None, None) => {
+            return Err(invalid(
+                "capture",
+                "interface",
+                "capture.interface or capture.file is required".to_string(),
+            ))
+        }
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "capture",
+                "file",
+                "capture.interface and capture.file are mutually exclusive".to_string(),
+            ))
+        }
+        _ => {}
+    }
+    if let Some(f) = &cfg.capture.file {
+        if !f.is_file() {
+            return Err(invalid(
+                "capture",
+                "file",
+                format!("capture.file {} does not exist", f.display()),
+            ));
+        }
+    }
+    if let Err(why) = cfg.http.resolve_token() {
+        return Err(invalid("http", "token_file", why));
+    }
+    if let Err(e) = crate::privacy::Pseudonymizer::from_config(&cfg.privacy) {
+        return Err(invalid("privacy", "key_file", e.to_string()));
+    }
+    // CA files are read here, so an unreadable one fails `validate`, not the start.
+    if let Err(e) =
+        crate::alert::delivery::targets_from_config(&cfg, std::time::Duration::from_secs(1))
+    {
+        let webhook_ca = cfg
+            .webhook
+            .ca_file
+            .as_ref()
+            .map(|p| p.display().to_string());
+        let section = match &e {
+            crate::alert::delivery::DeliveryError::CaFile { path, .. }
+                if Some(path) == webhook_ca.as_ref() =>
+            {
+                "webhook"
+            }
+            _ => "syslog",
+        };
+        return Err(invalid(section, "ca_file", e.to_string()));
+    }
+    Ok(cfg)
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// Config file (TOML).
+    #[arg(long, short, default_value = "/etc/simboxd/simboxd.toml")]
+    pub config: PathBuf,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ValidateArgs {
+    /// Config file (TOML).
+    #[arg(long, short, default_value = "/etc/simboxd/simboxd.toml")]
+    pub config: PathBuf,
+}
+
+/// `simboxd validate`: prints `FILE: ok` and exits 0, or the error (`FILE:LINE:COL: reason`) on
+/// stderr and exits 1.
+pub fn validate_main(args: ValidateArgs) -> anyhow::Result<()> {
+    match load_run_config(&args.config) {
+        Ok(_) => {
+            println!("{}: ok", args.config.display());
+            Ok(())
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// `simboxd run`.
+pub fn run_main(args: RunArgs) -> anyhow::Result<()> {
+    let cfg = match load_run_config(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(1);
+        }
+    };
+    runtime::init_logging(&cfg.daemon);
+    runtime::run(args.config, cfg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn daemon_and_http_defaults_are_valid() {
+        let c = Config::parse("", "t.toml").unwrap();
+        assert_eq!(c.http.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.daemon.user, "simboxd");
+        assert_eq!(check_sections(&c), None);
+    }
+
+    #[test]
+    fn zero_workers_is_located() {
+        let e = Config::parse("[daemon]\nworkers = 0\n", "d.toml").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "d.toml:2:1: daemon.workers must be between 1 and 64"
+        );
+    }
+
+    #[test]
+    fn short_token_is_located() {
+        let e = Config::parse("[http]\n\n token = \"abc\"\n", "h.toml").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "h.toml:3:2: http.token must be at least 16 characters"
+        );
+    }
+}

@@ -1,0 +1,763 @@
+//! Live pipeline: one capture thread feeding `workers` engine threads over bounded queues.
+//!
+//! Contract: packets travel in batches (one buffer per batch); a packet goes to the worker chosen
+//! by a hash of its line address (the end inside the home networks), so one line's calls and media
+//! meet in one engine. A live capture never waits for the engines: a batch that does not fit in
+//! a full queue is dropped and counted (`queue_full`); a file replay waits instead, so replays are
+//! deterministic. Packet time drives the engines; only an idle live capture ticks them with the
+//! wall clock, which is packet time's clock there.
+
+use crate::capture::link_type_from_dlt;
+use crate::config::{CaptureConfig, NetworkConfig};
+use crate::model::{LineVerdict, LinkType, RawPacket, Timestamp};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Packets per batch handed to a worker.
+pub const BATCH_PACKETS: usize = 256;
+/// A partly filled batch waits at most this long before it is sent.
+const FLUSH_AFTER: Duration = Duration::from_millis(50);
+/// libpcap read timeout for live captures (kernel block timeout when not in immediate mode).
+const READ_TIMEOUT_MS: i32 = 100;
+/// Pause of the non-blocking live reader when the kernel has nothing for it.
+const IDLE_NAP: Duration = Duration::from_millis(2);
+
+/// What the daemon needs from one single-threaded engine.
+pub trait PacketEngine: Send + 'static {
+    fn process(&mut self, pkt: &RawPacket<'_>);
+    /// Expires idle state and re-evaluates lines at packet time `now`.
+    fn tick(&mut self, now: Timestamp);
+    /// End of input: closes what is still open.
+    fn finish(&mut self);
+    /// Verdicts that changed since the last call.
+    fn take_verdict_changes(&mut self) -> Vec<LineVerdict>;
+    /// Figures for `/metrics` (engine stats as JSON: numbers, and maps of numbers by name).
+    fn stats_json(&self) -> serde_json::Value;
+    /// Every line this engine knows, as API objects with at least `line`, `verdict`, `score`.
+    fn lines_json(&self) -> Vec<serde_json::Value>;
+    /// One line's profile, signals and recent calls.
+    fn line_json(&self, addr: IpAddr) -> Option<serde_json::Value>;
+    /// Line profiles to keep across restarts (`None`: nothing to save).
+    fn save_state(&self) -> Option<serde_json::Value>;
+    /// Restores what `save_state` returned; returns how many lines came back.
+    fn restore_state(&mut self, state: serde_json::Value) -> Result<usize, String>;
+    /// Applies a reloaded config where that is possible without losing state.
+    fn reload(&mut self, cfg: &crate::config::Config);
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error("[capture] needs `interface` or `file`")]
+    NoSource,
+    #[error("opening {what}: {source}")]
+    Open {
+        what: String,
+        #[source]
+        source: pcap::Error,
+    },
+    #[error("capture filter {filter:?}: {source}")]
+    Filter {
+        filter: String,
+        #[source]
+        source: pcap::Error,
+    },
+}
+
+/// An opened packet source. Opened before privileges are dropped.
+pub enum Source {
+    Live {
+        cap: pcap::Capture<pcap::Active>,
+        interface: String,
+    },
+    File {
+        cap: pcap::Capture<pcap::Offline>,
+        path: std::path::PathBuf,
+    },
+}
+
+impl Source {
+    pub fn open(cfg: &CaptureConfig) -> Result<Source, CaptureError> {
+        if let Some(path) = &cfg.file {
+            let mut cap = pcap::Capture::from_file(path).map_err(|source| CaptureError::Open {
+                what: path.display().to_string(),
+                source,
+            })?;
+            if let Err(e) = set_filter(&mut cap, &cfg.filter) {
+                // The default filter is Ethernet-only; a file needs no filter to be read whole.
+                if cfg.filter != crate::config::DEFAULT_FILTER {
+                    return Err(e);
+                }
+                tracing::info!(error = %e, "default filter does not fit this file: replaying unfiltered");
+            }
+            return Ok(Source::File {
+                cap,
+                path: path.clone(),
+            });
+        }
+        let Some(iface) = &cfg.interface else {
+            return Err(CaptureError::NoSource);
+        };
+        let open_err = |source| CaptureError::Open {
+            what: format!("interface {iface}"),
+            source,
+        };
+        let buffer = i32::try_from(u64::from(cfg.buffer_mib) << 20).unwrap_or(i32::MAX);
+        let snaplen = i32::try_from(cfg.snaplen).unwrap_or(i32::MAX);
+        let mut cap = pcap::Capture::from_device(iface.as_str())
+            .map_err(open_err)?
+            .promisc(cfg.promiscuous)
+            .immediate_mode(cfg.immediate)
+            .snaplen(snaplen)
+            .buffer_size(buffer)
+            .timeout(READ_TIMEOUT_MS)
+            .open()
+            .map_err(open_err)?
+            // libpcap's read timeout is not honoured in immediate mode on Linux (poll blocks
+            // until a packet matches), which would stall flushes and shutdown on a quiet tap:
+            // read non-blocking and nap briefly when nothing is there.
+            .setnonblock()
+            .map_err(open_err)?;
+        set_filter(&mut cap, &cfg.filter)?;
+        Ok(Source::Live {
+            cap,
+            interface: iface.clone(),
+        })
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Source::Live { interface, .. } => format!("interface {interface}"),
+            Source::File { path, .. } => format!("file {}", path.display()),
+        }
+    }
+
+    pub fn is_live(&self) -> bool {
+        matches!(self, Source::Live { .. })
+    }
+
+    fn link(&self) -> LinkType {
+        match self {
+            Source::Live { cap, .. } => link_type_from_dlt(cap.get_datalink().0),
+            Source::File { cap, .. } => link_type_from_dlt(cap.get_datalink().0),
+        }
+    }
+
+    fn next(&mut self) -> Result<pcap::Packet<'_>, pcap::Error> {
+        match self {
+            Source::Live { cap, .. } => cap.next_packet(),
+            Source::File { cap, .. } => cap.next_packet(),
+        }
+    }
+
+    /// Kernel/libpcap counters (received, dropped, dropped by the interface), live only.
+    fn kernel_stats(&mut self) -> Option<pcap::Stat> {
+        match self {
+            Source::Live { cap, .. } => cap.stats().ok(),
+            Source::File { .. } => None,
+        }
+    }
+}
+
+fn set_filter<T: pcap::Activated + ?Sized>(
+    cap: &mut pcap::Capture<T>,
+    filter: &str,
+) -> Result<(), CaptureError> {
+    if filter.trim().is_empty() {
+        return Ok(());
+    }
+    cap.filter(filter, true)
+        .map_err(|source| CaptureError::Filter {
+            filter: filter.to_string(),
+            source,
+        })
+}
+
+/// Packets of one capture, copied into one buffer.
+pub struct PacketBatch {
+    link: LinkType,
+    data: Vec<u8>,
+    meta: Vec<(Timestamp, u32, usize, usize)>,
+}
+
+impl PacketBatch {
+    fn new(link: LinkType) -> Self {
+        PacketBatch {
+            link,
+            data: Vec::new(),
+            meta: Vec::with_capacity(BATCH_PACKETS),
+        }
+    }
+    fn push(&mut self, ts: Timestamp, wire_len: u32, bytes: &[u8]) {
+        let start = self.data.len();
+        self.data.extend_from_slice(bytes);
+        self.meta.push((ts, wire_len, start, self.data.len()));
+    }
+    pub fn len(&self) -> usize {
+        self.meta.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.meta.is_empty()
+    }
+    pub fn packets(&self) -> impl Iterator<Item = RawPacket<'_>> {
+        self.meta.iter().map(|&(ts, wire_len, a, b)| RawPacket {
+            ts,
+            link: self.link,
+            data: self.data.get(a..b).unwrap_or(&[]),
+            wire_len,
+        })
+    }
+}
+
+/// Counters shared by the pipeline threads and read by the API.
+#[derive(Default)]
+pub struct PipelineStats {
+    pub captured_packets: AtomicU64,
+    pub captured_bytes: AtomicU64,
+    pub processed_packets: AtomicU64,
+    /// Packets dropped because a worker queue was full.
+    pub dropped_queue_full: AtomicU64,
+    /// Packets dropped because a worker had stopped.
+    pub dropped_worker_gone: AtomicU64,
+    /// libpcap's `ps_drop` and `ps_ifdrop` (live only; absolute values).
+    pub kernel_dropped: AtomicU64,
+    pub interface_dropped: AtomicU64,
+    pub capture_errors: AtomicU64,
+    /// Verdict changes the alert side could not take.
+    pub dropped_verdicts: AtomicU64,
+    /// Packets in flight in the worker queues.
+    pub queued_packets: AtomicU64,
+    pub capture_running: AtomicBool,
+    /// The file replay reached its end.
+    pub capture_done: AtomicBool,
+    pub workers_running: AtomicU64,
+    /// Packet time of the newest packet processed (µs), for the API.
+    pub last_packet_us: AtomicU64,
+}
+
+/// Worker index for a packet: hash of its line address (or of the lower address when no end, or
+/// both ends, are inside the home networks). Packets whose addresses cannot be found go to worker 0.
+pub fn shard_for(link: LinkType, data: &[u8], home: &NetworkConfig, workers: usize) -> usize {
+    if workers <= 1 {
+        return 0;
+    }
+    let Some((a, b)) = ip_pair(link, data) else {
+        return 0;
+    };
+    let key = match (home.is_home(a), home.is_home(b)) {
+        (true, false) => a,
+        (false, true) => b,
+        _ => a.min(b),
+    };
+    let h = match key {
+        IpAddr::V4(v) => u64::from(u32::from(v)),
+        IpAddr::V6(v) => {
+            let x = u128::from(v);
+            (x as u64) ^ ((x >> 64) as u64)
+        }
+    };
+    // Fibonacci hashing spreads consecutive subscriber addresses.
+    let mixed = h.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
+    (mixed % workers as u64) as usize
+}
+
+/// Outer source and destination addresses, after the link header and any VLAN tags.
+fn ip_pair(link: LinkType, data: &[u8]) -> Option<(IpAddr, IpAddr)> {
+    let be16 =
+        |i: usize| -> Option<u16> { Some(u16::from_be_bytes([*data.get(i)?, *data.get(i + 1)?])) };
+    let ip_at = match link {
+        LinkType::ETHERNET => {
+            let mut off = 12;
+            let mut ethertype = be16(off)?;
+            let mut tags = 0;
+            while matches!(ethertype, 0x8100 | 0x88a8 | 0x9100) && tags < 4 {
+                off += 4;
+                tags += 1;
+                ethertype = be16(off)?;
+            }
+            match ethertype {
+                0x0800 | 0x86dd => off + 2,
+                _ => return None,
+            }
+        }
+        LinkType::LINUX_SLL => 16,
+        LinkType::LINUX_SLL2 => 20,
+        LinkType::NULL | LinkType::LOOP => 4,
+        LinkType::RAW | LinkType::IPV4 | LinkType::IPV6 => 0,
+        _ => return None,
+    };
+    let ip = data.get(ip_at..)?;
+    match ip.first()? >> 4 {
+        4 => {
+            let s: [u8; 4] = ip.get(12..16)?.try_into().ok()?;
+            let d: [u8; 4] = ip.get(16..20)?.try_into().ok()?;
+            Some((IpAddr::from(s), IpAddr::from(d)))
+        }
+        6 => {
+            let s: [u8; 16] = ip.get(8..24)?.try_into().ok()?;
+            let d: [u8; 16] = ip.get(24..40)?.try_into().ok()?;
+            Some((IpAddr::from(s), IpAddr::from(d)))
+        }
+        _ => None,
+    }
+}
+
+/// Batches packets per worker and hands full (or stale) batches over. A live dispatcher never
+/// waits: a batch that does not fit in a full queue is dropped and counted; a replay waits.
+pub struct Dispatcher {
+    link: LinkType,
+    live: bool,
+    home: NetworkConfig,
+    senders: Vec<SyncSender<PacketBatch>>,
+    pending: Vec<PacketBatch>,
+    stats: Arc<PipelineStats>,
+}
+
+impl Dispatcher {
+    pub fn new(
+        link: LinkType,
+        live: bool,
+        home: NetworkConfig,
+        senders: Vec<SyncSender<PacketBatch>>,
+        stats: Arc<PipelineStats>,
+    ) -> Self {
+        let pending = (0..senders.len().max(1))
+            .map(|_| PacketBatch::new(link))
+            .collect();
+        Dispatcher {
+            link,
+            live,
+            home,
+            senders,
+            pending,
+            stats,
+        }
+    }
+
+    /// Adds one packet to its worker's batch, sending the batch when it is full.
+    pub fn push(&mut self, ts: Timestamp, wire_len: u32, data: &[u8]) {
+        let i = shard_for(self.link, data, &self.home, self.pending.len());
+        let Some(b) = self.pending.get_mut(i) else {
+            return;
+        };
+        b.push(ts, wire_len, data);
+        self.stats.captured_packets.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .captured_bytes
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
+        if b.len() >= BATCH_PACKETS {
+            self.flush(i);
+        }
+    }
+
+    /// Sends every non-empty batch.
+    pub fn flush_all(&mut self) {
+        for i in 0..self.pending.len() {
+            self.flush(i);
+        }
+    }
+
+    fn flush(&mut self, i: usize) {
+        let Some(slot) = self.pending.get_mut(i) else {
+            return;
+        };
+        if slot.is_empty() {
+            return;
+        }
+        let batch = std::mem::replace(slot, PacketBatch::new(self.link));
+        let n = batch.len() as u64;
+        let stats = &self.stats;
+        let Some(tx) = self.senders.get(i) else {
+            stats.dropped_worker_gone.fetch_add(n, Ordering::Relaxed);
+            return;
+        };
+        stats.queued_packets.fetch_add(n, Ordering::Relaxed);
+        let res = if self.live {
+            tx.try_send(batch)
+        } else {
+            tx.send(batch).map_err(|e| TrySendError::Disconnected(e.0))
+        };
+        match res {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                stats.queued_packets.fetch_sub(n, Ordering::Relaxed);
+                stats.dropped_queue_full.fetch_add(n, Ordering::Relaxed);
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                stats.queued_packets.fetch_sub(n, Ordering::Relaxed);
+                stats.dropped_worker_gone.fetch_add(n, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Runs the capture loop on the current thread until `stop` is set or the file ends.
+/// Dropping the senders at the end tells the workers that input is over.
+pub fn capture_loop(
+    mut src: Source,
+    senders: Vec<SyncSender<PacketBatch>>,
+    home: NetworkConfig,
+    stats: Arc<PipelineStats>,
+    stop: Arc<AtomicBool>,
+) {
+    let live = src.is_live();
+    let mut out = Dispatcher::new(src.link(), live, home, senders, stats.clone());
+    let mut last_flush = Instant::now();
+    let mut last_stats = Instant::now();
+    let mut consecutive_errors = 0u32;
+    stats.capture_running.store(true, Ordering::SeqCst);
+    let _running = CaptureRunning(stats.clone());
+
+    while !stop.load(Ordering::Relaxed) {
+        match src.next() {
+            Ok(p) => {
+                consecutive_errors = 0;
+                let ts = Timestamp::from_micros(
+                    p.header
+                        .ts
+                        .tv_sec
+                        .saturating_mul(1_000_000)
+                        .saturating_add(p.header.ts.tv_usec),
+                );
+                out.push(ts, p.header.len, p.data);
+            }
+            Err(pcap::Error::TimeoutExpired) => std::thread::sleep(IDLE_NAP),
+            Err(pcap::Error::NoMorePackets) => break,
+            Err(e) => {
+                stats.capture_errors.fetch_add(1, Ordering::Relaxed);
+                consecutive_errors += 1;
+                if consecutive_errors == 1 {
+                    tracing::warn!(error = %e, "capture read failed");
+                }
+                if !live || consecutive_errors > 100 {
+                    tracing::error!(error = %e, "capture stopped after repeated read errors");
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        if last_flush.elapsed() >= FLUSH_AFTER {
+            out.flush_all();
+            last_flush = Instant::now();
+        }
+        if live && last_stats.elapsed() >= Duration::from_secs(1) {
+            store_kernel_stats(&mut src, &stats);
+            last_stats = Instant::now();
+        }
+    }
+    out.flush_all();
+    drop(out);
+    store_kernel_stats(&mut src, &stats);
+    if !live {
+        stats.capture_done.store(true, Ordering::SeqCst);
+    }
+    tracing::info!(
+        packets = stats.captured_packets.load(Ordering::Relaxed),
+        source = %src.describe(),
+        "capture ended"
+    );
+}
+
+fn store_kernel_stats(src: &mut Source, stats: &PipelineStats) {
+    if let Some(s) = src.kernel_stats() {
+        stats
+            .kernel_dropped
+            .store(u64::from(s.dropped), Ordering::Relaxed);
+        stats
+            .interface_dropped
+            .store(u64::from(s.if_dropped), Ordering::Relaxed);
+    }
+}
+
+/// Runs one engine until its queue closes. Verdict changes go to `verdicts` (blocking: they are
+/// few and must not be lost). When the input ended (file replay) the engine is finished, so that
+/// open calls are closed and the final verdicts are out.
+pub fn worker_loop<E: PacketEngine>(
+    engine: Arc<Mutex<E>>,
+    rx: Receiver<PacketBatch>,
+    verdicts: tokio::sync::mpsc::Sender<LineVerdict>,
+    stats: Arc<PipelineStats>,
+    live: bool,
+    tick_secs: f64,
+) {
+    stats.workers_running.fetch_add(1, Ordering::SeqCst);
+    // Decrements on every exit, a panic in a stage included, so `/healthz` and the watchdog
+    // see a dead engine thread.
+    let _running = WorkerRunning(stats.clone());
+    let mut last_ts: Option<Timestamp> = None;
+    let mut next_tick: Option<Timestamp> = None;
+    let mut idle_since = Instant::now();
+    let send = |changes: Vec<LineVerdict>| {
+        for v in changes {
+            if verdicts.blocking_send(v).is_err() {
+                stats.dropped_verdicts.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    };
+    let finished_by_eof = loop {
+        match rx.recv_timeout(Duration::from_millis(250)) {
+            Ok(batch) => {
+                let n = batch.len() as u64;
+                let changes = {
+                    let Ok(mut eng) = engine.lock() else {
+                        break false;
+                    };
+                    for p in batch.packets() {
+                        eng.process(&p);
+                        last_ts = Some(last_ts.map_or(p.ts, |t| t.max(p.ts)));
+                        if let Some(now) = last_ts {
+                            if next_tick.is_none_or(|t| now >= t) {
+                                eng.tick(now);
+                                next_tick = Some(now.plus_secs(tick_secs));
+                            }
+                        }
+                    }
+                    eng.take_verdict_changes()
+                };
+                stats.queued_packets.fetch_sub(n, Ordering::Relaxed);
+                stats.processed_packets.fetch_add(n, Ordering::Relaxed);
+                if let Some(t) = last_ts {
+                    stats
+                        .last_packet_us
+                        .fetch_max(t.micros().max(0) as u64, Ordering::Relaxed);
+                }
+                send(changes);
+                idle_since = Instant::now();
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                // Live: time passes on the wire even when nothing arrives, so calls still expire.
+                if live && idle_since.elapsed().as_secs_f64() >= tick_secs {
+                    let now = wall_clock();
+                    let now = last_ts.map_or(now, |t| t.max(now));
+                    let changes = {
+                        let Ok(mut eng) = engine.lock() else {
+                            break false;
+                        };
+                        eng.tick(now);
+                        eng.take_verdict_changes()
+                    };
+                    send(changes);
+                    idle_since = Instant::now();
+                }
+            }
+            Err(RecvTimeoutError::Disconnected) => break !live,
+        }
+    };
+    if finished_by_eof {
+        let changes = match engine.lock() {
+            Ok(mut eng) => {
+                if let Some(t) = last_ts {
+                    eng.tick(t);
+                }
+                eng.finish();
+                eng.take_verdict_changes()
+            }
+            Err(_) => Vec::new(),
+        };
+        send(changes);
+    }
+}
+
+/// Clears `capture_running` however the capture thread ends.
+struct CaptureRunning(Arc<PipelineStats>);
+
+impl Drop for CaptureRunning {
+    fn drop(&mut self) {
+        self.0.capture_running.store(false, Ordering::SeqCst);
+    }
+}
+
+struct WorkerRunning(Arc<PipelineStats>);
+
+impl Drop for WorkerRunning {
+    fn drop(&mut self) {
+        self.0.workers_running.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The wall clock as packet time (the daemon is the only place that reads it).
+pub fn wall_clock() -> Timestamp {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Timestamp::from_micros(i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn eth_ipv4(src: [u8; 4], dst: [u8; 4], vlan: bool) -> Vec<u8> {
+        let mut f = vec![0u8; 12];
+        if vlan {
+            f.extend_from_slice(&[0x81, 0x00, 0x00, 0x2a]);
+        }
+        f.extend_from_slice(&[0x08, 0x00]);
+        let mut ip = vec![0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0];
+        ip.extend_from_slice(&src);
+        ip.extend_from_slice(&dst);
+        f.extend_from_slice(&ip);
+        f
+    }
+
+    #[test]
+    fn both_directions_of_a_line_share_a_worker() {
+        let home = NetworkConfig {
+            home: vec!["10.0.0.0/8".parse().unwrap()],
+            domestic: vec![],
+        };
+        let mut seen = std::collections::BTreeSet::new();
+        for last in 1..=64u8 {
+            let line = [10, 1, 2, last];
+            let peer = [203, 0, 113, last.wrapping_mul(7)];
+            let out = shard_for(LinkType::ETHERNET, &eth_ipv4(line, peer, false), &home, 4);
+            let back = shard_for(LinkType::ETHERNET, &eth_ipv4(peer, line, true), &home, 4);
+            let other = shard_for(
+                LinkType::ETHERNET,
+                &eth_ipv4(line, [8, 8, 8, 8], false),
+                &home,
+                4,
+            );
+            assert_eq!(out, back);
+            assert_eq!(out, other, "the peer must not change the worker");
+            assert!(out < 4);
+            seen.insert(out);
+        }
+        assert_eq!(seen.len(), 4, "64 lines should spread over all 4 workers");
+    }
+
+    #[test]
+    fn truncated_or_odd_frames_go_to_worker_zero() {
+        let home = NetworkConfig::default();
+        for len in 0..34 {
+            let f = eth_ipv4([10, 0, 0, 1], [1, 1, 1, 1], false);
+            let cut = f.get(..len).unwrap();
+            assert!(shard_for(LinkType::ETHERNET, cut, &home, 3) < 3);
+        }
+        assert_eq!(shard_for(LinkType(147), &[0x45; 40], &home, 3), 0);
+        assert_eq!(shard_for(LinkType::RAW, &[0x75; 40], &home, 3), 0);
+    }
+
+    fn raw_ipv4(src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
+        let mut ip = vec![0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0];
+        ip.extend_from_slice(&src);
+        ip.extend_from_slice(&dst);
+        ip.extend_from_slice(&[0u8; 8]);
+        ip
+    }
+
+    #[test]
+    fn live_dispatch_drops_and_counts_when_a_queue_is_full() {
+        let stats = Arc::new(PipelineStats::default());
+        // One batch of room, and nobody draining it.
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let home = NetworkConfig {
+            home: vec!["10.0.0.0/8".parse().unwrap()],
+            domestic: vec![],
+        };
+        let mut d = Dispatcher::new(LinkType::RAW, true, home, vec![tx], stats.clone());
+        let pkt = raw_ipv4([10, 0, 0, 1], [192, 0, 2, 1]);
+        let total = BATCH_PACKETS * 3 + 10;
+        for i in 0..total {
+            d.push(Timestamp(i as i64), 28, &pkt);
+        }
+        d.flush_all();
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        assert_eq!(load(&stats.captured_packets), total as u64);
+        let first = rx.try_recv().expect("the first batch fits");
+        assert_eq!(first.len(), BATCH_PACKETS);
+        assert!(rx.try_recv().is_err(), "nothing else fitted");
+        assert_eq!(
+            load(&stats.dropped_queue_full),
+            (total - BATCH_PACKETS) as u64
+        );
+        assert_eq!(load(&stats.queued_packets), BATCH_PACKETS as u64);
+        // A worker that went away: counted separately.
+        drop(rx);
+        d.push(Timestamp(0), 28, &pkt);
+        d.flush_all();
+        assert_eq!(load(&stats.dropped_worker_gone), 1);
+    }
+
+    #[test]
+    fn replay_dispatch_waits_instead_of_dropping_and_shards_by_line() {
+        let stats = Arc::new(PipelineStats::default());
+        let home = NetworkConfig {
+            home: vec!["10.0.0.0/8".parse().unwrap()],
+            domestic: vec![],
+        };
+        let mut txs = Vec::new();
+        let mut rxs = Vec::new();
+        for _ in 0..3 {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<PacketBatch>(1);
+            txs.push(tx);
+            rxs.push(rx);
+        }
+        let counter = std::thread::spawn(move || {
+            // Drain slowly: the dispatcher must wait, not drop.
+            let mut per_line: Vec<std::collections::BTreeMap<Vec<u8>, usize>> =
+                vec![Default::default(); 3];
+            let mut open: Vec<bool> = vec![true; 3];
+            while open.iter().any(|o| *o) {
+                for (w, rx) in rxs.iter().enumerate() {
+                    match rx.recv_timeout(Duration::from_millis(5)) {
+                        Ok(b) => {
+                            for p in b.packets() {
+                                let line = p.data.get(12..16).unwrap().to_vec();
+                                *per_line[w].entry(line).or_default() += 1;
+                            }
+                        }
+                        Err(RecvTimeoutError::Disconnected) => open[w] = false,
+                        Err(RecvTimeoutError::Timeout) => {}
+                    }
+                }
+            }
+            per_line
+        });
+        let mut d = Dispatcher::new(LinkType::RAW, false, home, txs, stats.clone());
+        for i in 0..4000u32 {
+            let line = [10, 0, (i % 50) as u8, 1];
+            let pkt = raw_ipv4(line, [198, 51, 100, 7]);
+            d.push(Timestamp(i64::from(i)), 28, &pkt);
+        }
+        d.flush_all();
+        drop(d);
+        let per_line = counter.join().unwrap();
+        assert_eq!(stats.dropped_queue_full.load(Ordering::Relaxed), 0);
+        let got: usize = per_line.iter().flat_map(|m| m.values()).sum();
+        assert_eq!(got, 4000);
+        // Each line went to exactly one worker.
+        let mut owners = std::collections::BTreeMap::new();
+        for (w, m) in per_line.iter().enumerate() {
+            for line in m.keys() {
+                assert!(
+                    owners.insert(line.clone(), w).is_none(),
+                    "line split over workers"
+                );
+            }
+        }
+        assert_eq!(owners.len(), 50);
+    }
+
+    #[test]
+    fn batch_keeps_packets_apart() {
+        let mut b = PacketBatch::new(LinkType::RAW);
+        b.push(Timestamp(1), 10, b"abc");
+        b.push(Timestamp(2), 2, b"");
+        b.push(Timestamp(3), 4, b"defg");
+        let got: Vec<_> = b
+            .packets()
+            .map(|p| (p.ts.0, p.wire_len, p.data.to_vec()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (1, 10, b"abc".to_vec()),
+                (2, 2, vec![]),
+                (3, 4, b"defg".to_vec())
+            ]
+        );
+    }
+}

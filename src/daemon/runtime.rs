@@ -1,0 +1,962 @@
+//! Wiring of the running daemon: threads, the tokio side (API, verdicts, signals, watchdog)
+//! and the shared view the API reads.
+
+use super::adapter::EngineWorker;
+use super::http::{Api, ApiSource, TokenCheck};
+use super::metrics::{Exposition, Kind, Sample};
+use super::notify::{watchdog_interval, Notifier};
+use super::pipeline::{self, PacketEngine, PipelineStats, Source};
+use super::privdrop::{drop_privileges, Dropped};
+use super::state::{SavedState, StateFile, STATE_VERSION};
+use super::{load_run_config, DaemonConfig};
+use crate::alert::delivery::{targets_from_config, Backoff, Delivery};
+use crate::alert::outbox::Outbox;
+use crate::alert::{AlertManager, AlertState};
+use crate::config::Config;
+use crate::model::{LineVerdict, VerdictLevel};
+use crate::privacy::Pseudonymizer;
+use anyhow::Context;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+/// Verdict changes queued from the workers to the alert side.
+const VERDICT_QUEUE: usize = 4096;
+/// Longest wait for the workers and the alert side at shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Sets up `tracing`: under journald (`$JOURNAL_STREAM`) plain lines without time or colour.
+pub fn init_logging(d: &DaemonConfig) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&d.log_level));
+    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false);
+    let res = match (d.log_format.as_str(), journald) {
+        ("json", _) => builder.json().try_init(),
+        (_, true) => builder.without_time().try_init(),
+        _ => builder.try_init(),
+    };
+    if res.is_err() {
+        eprintln!("simboxd: logging was already initialised");
+    }
+}
+
+/// What the API and the signal handlers share.
+pub struct Shared<E: PacketEngine> {
+    config_path: PathBuf,
+    config: RwLock<Config>,
+    engines: Vec<Arc<Mutex<E>>>,
+    stats: Arc<PipelineStats>,
+    /// Latest verdict of every line that has had one.
+    verdicts: Mutex<BTreeMap<IpAddr, LineVerdict>>,
+    verdicts_evicted: AtomicU64,
+    reloads_ok: AtomicU64,
+    reloads_failed: AtomicU64,
+    started: Instant,
+    live: bool,
+    capture_desc: String,
+    outbox: Arc<Outbox>,
+    delivery: Mutex<Option<Delivery>>,
+    /// Alerts made, by state (raised, updated, cleared).
+    alerts_made: [AtomicU64; 3],
+    alerts_open: AtomicU64,
+    alert_evictions: AtomicU64,
+    /// Alerts the outbox could not store.
+    alert_store_errors: AtomicU64,
+}
+
+/// Lines whose latest verdict is remembered (beyond it the oldest-updated normal line goes).
+const MAX_VERDICTS: usize = 1_000_000;
+
+impl<E: PacketEngine> Shared<E> {
+    fn record_verdict(&self, v: &LineVerdict) {
+        let Ok(mut map) = self.verdicts.lock() else {
+            return;
+        };
+        if map.len() >= MAX_VERDICTS && !map.contains_key(&v.line) {
+            let victim = map
+                .iter()
+                .min_by_key(|(_, x)| (x.verdict, x.updated))
+                .map(|(k, _)| *k);
+            if let Some(k) = victim {
+                map.remove(&k);
+                self.verdicts_evicted.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        map.insert(v.line, v.clone());
+    }
+
+    fn merged_engine_stats(&self) -> BTreeMap<(String, String, String), f64> {
+        // (family, label name, label value) -> summed value over workers
+        let mut out = BTreeMap::new();
+        for e in &self.engines {
+            let Ok(eng) = e.lock() else { continue };
+            let v = eng.stats_json();
+            let Some(obj) = v.as_object() else { continue };
+            for (k, val) in obj {
+                match val {
+                    serde_json::Value::Number(n) => {
+                        let key = (k.clone(), String::new(), String::new());
+                        *out.entry(key).or_insert(0.0) += n.as_f64().unwrap_or(0.0);
+                    }
+                    serde_json::Value::Object(m) => {
+                        for (name, x) in m {
+                            if let Some(f) = x.as_f64() {
+                                let key = (k.clone(), "name".to_string(), name.clone());
+                                *out.entry(key).or_insert(0.0) += f;
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        out
+    }
+
+    fn render_metrics(&self) -> String {
+        let s = &self.stats;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
+        let mut m = Exposition::new();
+        m.single("simboxd_up", Kind::Gauge, "1 while the daemon runs.", 1.0);
+        m.single(
+            "simboxd_uptime_seconds",
+            Kind::Gauge,
+            "Seconds since start.",
+            self.started.elapsed().as_secs_f64(),
+        );
+        m.single(
+            "simboxd_capture_running",
+            Kind::Gauge,
+            "1 while the capture thread reads packets.",
+            f64::from(u8::from(s.capture_running.load(Ordering::Relaxed))),
+        );
+        m.single(
+            "simboxd_workers_running",
+            Kind::Gauge,
+            "Engine threads running.",
+            load(&s.workers_running),
+        );
+        m.single(
+            "simboxd_packets_captured_total",
+            Kind::Counter,
+            "Packets read from the capture.",
+            load(&s.captured_packets),
+        );
+        m.single(
+            "simboxd_bytes_captured_total",
+            Kind::Counter,
+            "Bytes read from the capture (captured length).",
+            load(&s.captured_bytes),
+        );
+        m.single(
+            "simboxd_packets_processed_total",
+            Kind::Counter,
+            "Packets run through an engine.",
+            load(&s.processed_packets),
+        );
+        m.single(
+            "simboxd_queue_packets",
+            Kind::Gauge,
+            "Packets waiting in the worker queues.",
+            load(&s.queued_packets),
+        );
+        m.family(
+            "simboxd_packets_dropped_total",
+            Kind::Counter,
+            "Packets lost before an engine saw them, by reason.",
+            vec![
+                (
+                    vec![("reason", "queue_full".into())],
+                    load(&s.dropped_queue_full),
+                ),
+                (
+                    vec![("reason", "worker_gone".into())],
+                    load(&s.dropped_worker_gone),
+                ),
+                (vec![("reason", "kernel".into())], load(&s.kernel_dropped)),
+                (
+                    vec![("reason", "interface".into())],
+                    load(&s.interface_dropped),
+                ),
+            ],
+        );
+        m.single(
+            "simboxd_capture_errors_total",
+            Kind::Counter,
+            "Capture read errors.",
+            load(&s.capture_errors),
+        );
+        m.single(
+            "simboxd_verdicts_dropped_total",
+            Kind::Counter,
+            "Verdict changes the alert side could not take.",
+            load(&s.dropped_verdicts),
+        );
+
+        let merged = self.merged_engine_stats();
+        let mut families: BTreeMap<String, (Kind, String, Vec<Sample>)> = BTreeMap::new();
+        // The keyed families exist even while empty, so dashboards and alerts find them.
+        for k in ["decode_errors", "evictions", "tables", "events"] {
+            let (name, kind, help, _) = engine_family(k, false);
+            families.insert(name, (kind, help, Vec::new()));
+        }
+        for ((k, _, label), v) in &merged {
+            let (name, kind, help, label_name) = engine_family(k, !label.is_empty());
+            let labels = if label_name.is_empty() {
+                Vec::new()
+            } else {
+                vec![(label_name, label.clone())]
+            };
+            families
+                .entry(name)
+                .or_insert_with(|| (kind, help, Vec::new()))
+                .2
+                .push((labels, *v));
+        }
+        for (name, (kind, help, samples)) in families {
+            m.family(&name, kind, &help, samples);
+        }
+
+        let mut by_level: BTreeMap<&str, f64> =
+            [("normal", 0.0), ("suspect", 0.0), ("gateway", 0.0)].into();
+        if let Ok(map) = self.verdicts.lock() {
+            for v in map.values() {
+                *by_level.entry(level_name(v.verdict)).or_insert(0.0) += 1.0;
+            }
+        }
+        m.family(
+            "simboxd_lines",
+            Kind::Gauge,
+            "Lines with a verdict, by verdict.",
+            by_level
+                .into_iter()
+                .map(|(k, v)| (vec![("verdict", k.to_string())], v))
+                .collect(),
+        );
+        m.single(
+            "simboxd_verdicts_evicted_total",
+            Kind::Counter,
+            "Remembered line verdicts evicted to stay within the cap.",
+            load(&self.verdicts_evicted),
+        );
+        let made = |i: usize| {
+            self.alerts_made
+                .get(i)
+                .map_or(0.0, |a| a.load(Ordering::Relaxed) as f64)
+        };
+        m.family(
+            "simboxd_alerts_total",
+            Kind::Counter,
+            "Alert records made, by state.",
+            vec![
+                (vec![("state", "raised".into())], made(0)),
+                (vec![("state", "updated".into())], made(1)),
+                (vec![("state", "cleared".into())], made(2)),
+            ],
+        );
+        m.single(
+            "simboxd_alerts_open",
+            Kind::Gauge,
+            "Lines with an open (raised, not cleared) alert.",
+            load(&self.alerts_open),
+        );
+        m.single(
+            "simboxd_alert_evictions_total",
+            Kind::Counter,
+            "Open alert episodes evicted because [alert] max_open was reached.",
+            load(&self.alert_evictions),
+        );
+        m.single(
+            "simboxd_alert_store_errors_total",
+            Kind::Counter,
+            "Alerts the outbox could not store.",
+            load(&self.alert_store_errors),
+        );
+        m.single(
+            "simboxd_outbox_alerts",
+            Kind::Gauge,
+            "Alert records in the outbox.",
+            self.outbox.len().unwrap_or(0) as f64,
+        );
+        m.single(
+            "simboxd_outbox_dropped_pending_total",
+            Kind::Counter,
+            "Undelivered alerts dropped from the outbox to stay within [storage] max_alerts.",
+            self.outbox.dropped_pending().unwrap_or(0) as f64,
+        );
+        let status = self
+            .delivery
+            .lock()
+            .ok()
+            .and_then(|d| d.as_ref().map(|d| d.status()))
+            .unwrap_or_default();
+        let per_target = |f: &dyn Fn(&crate::alert::delivery::TargetStatus) -> f64| -> Vec<Sample> {
+            status
+                .iter()
+                .map(|t| (vec![("target", t.target.clone())], f(t)))
+                .collect()
+        };
+        m.family(
+            "simboxd_delivery_backlog",
+            Kind::Gauge,
+            "Alerts not yet accepted by a target, by target.",
+            per_target(&|t| t.pending as f64),
+        );
+        m.family(
+            "simboxd_delivery_delivered_total",
+            Kind::Counter,
+            "Alerts accepted by a target, by target.",
+            per_target(&|t| t.delivered as f64),
+        );
+        m.family(
+            "simboxd_delivery_failures_total",
+            Kind::Counter,
+            "Failed delivery attempts, by target.",
+            per_target(&|t| t.failures as f64),
+        );
+        m.family(
+            "simboxd_delivery_up",
+            Kind::Gauge,
+            "1 when the last delivery attempt to a target succeeded.",
+            per_target(&|t| f64::from(u8::from(t.up))),
+        );
+        m.family(
+            "simboxd_config_reloads_total",
+            Kind::Counter,
+            "Config reloads (SIGHUP), by result.",
+            vec![
+                (vec![("result", "ok".into())], load(&self.reloads_ok)),
+                (
+                    vec![("result", "failed".into())],
+                    load(&self.reloads_failed),
+                ),
+            ],
+        );
+        m.finish()
+    }
+}
+
+/// Metric family for an engine stats key: name, kind, help and label name.
+fn engine_family(key: &str, labelled: bool) -> (String, Kind, String, &'static str) {
+    let known =
+        |name: &str, kind, help: &str, label| (name.to_string(), kind, help.to_string(), label);
+    match key {
+        "decode_errors" => known(
+            "simboxd_decode_errors_total",
+            Kind::Counter,
+            "Decode and parse stops, by layer and reason.",
+            "reason",
+        ),
+        "evictions" => known(
+            "simboxd_evictions_total",
+            Kind::Counter,
+            "Entries evicted from full tables, by table.",
+            "table",
+        ),
+        "tables" => known(
+            "simboxd_table_entries",
+            Kind::Gauge,
+            "Current entries, by table.",
+            "table",
+        ),
+        "events" => known(
+            "simboxd_events_total",
+            Kind::Counter,
+            "Pipeline events, by kind.",
+            "kind",
+        ),
+        other if !labelled => (
+            format!("simboxd_engine_{other}_total"),
+            Kind::Counter,
+            format!("Engine total `{other}`."),
+            "",
+        ),
+        other => (
+            format!("simboxd_engine_{other}"),
+            Kind::Gauge,
+            format!("Engine figure `{other}`, by name."),
+            "name",
+        ),
+    }
+}
+
+fn level_name(l: VerdictLevel) -> &'static str {
+    match l {
+        VerdictLevel::Normal => "normal",
+        VerdictLevel::Suspect => "suspect",
+        VerdictLevel::Gateway => "gateway",
+    }
+}
+
+fn level_rank(v: &serde_json::Value) -> u8 {
+    match v.get("verdict").and_then(|x| x.as_str()) {
+        Some("gateway") => 2,
+        Some("suspect") => 1,
+        _ => 0,
+    }
+}
+
+impl<E: PacketEngine> ApiSource for Shared<E> {
+    fn alerts(&self, limit: usize, state: Option<&str>) -> serde_json::Value {
+        // The outbox lists newest first; a state filter looks at up to its listing cap.
+        let scan = if state.is_some() { 1000 } else { limit };
+        let entries = match self.outbox.list(scan) {
+            Ok(e) => e,
+            Err(e) => return serde_json::json!({ "alerts": [], "error": e.to_string() }),
+        };
+        let alerts: Vec<serde_json::Value> = entries
+            .into_iter()
+            .filter(|e| state.is_none_or(|s| e.alert.state.as_str() == s))
+            .take(limit)
+            .map(|e| {
+                let mut v = serde_json::to_value(&e.alert).unwrap_or_default();
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("pending".into(), serde_json::json!(e.pending));
+                }
+                v
+            })
+            .collect();
+        let total = self.outbox.len().unwrap_or(0);
+        serde_json::json!({ "alerts": alerts, "total": total })
+    }
+
+    fn lines(&self, limit: usize) -> serde_json::Value {
+        let mut all: Vec<serde_json::Value> = Vec::new();
+        for e in &self.engines {
+            if let Ok(eng) = e.lock() {
+                all.extend(eng.lines_json());
+            }
+        }
+        let total = all.len();
+        all.sort_by(|a, b| {
+            let sa = a.get("score").and_then(|x| x.as_f64()).unwrap_or(0.0);
+            let sb = b.get("score").and_then(|x| x.as_f64()).unwrap_or(0.0);
+            level_rank(b).cmp(&level_rank(a)).then(sb.total_cmp(&sa))
+        });
+        all.truncate(limit);
+        serde_json::json!({ "lines": all, "total": total })
+    }
+
+    fn line(&self, addr: IpAddr) -> Option<serde_json::Value> {
+        self.engines
+            .iter()
+            .find_map(|e| e.lock().ok().and_then(|eng| eng.line_json(addr)))
+    }
+
+    fn metrics(&self) -> String {
+        self.render_metrics()
+    }
+
+    fn health(&self) -> Result<(), String> {
+        let s = &self.stats;
+        let capture_ok = s.capture_running.load(Ordering::Relaxed)
+            || (!self.live && s.capture_done.load(Ordering::Relaxed));
+        if !capture_ok {
+            return Err(format!("capture on {} is not running", self.capture_desc));
+        }
+        let expected = self.engines.len() as u64;
+        let running = s.workers_running.load(Ordering::Relaxed);
+        if self.live && running < expected {
+            return Err(format!("{running} of {expected} engine threads running"));
+        }
+        Ok(())
+    }
+}
+
+/// Runs the daemon until SIGTERM/SIGINT.
+pub fn run(config_path: PathBuf, cfg: Config) -> anyhow::Result<()> {
+    let token = cfg
+        .http
+        .resolve_token()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if token.is_none() && cfg.http.enabled {
+        tracing::warn!(
+            "no [http] token configured: the API answers 401 to everything but /healthz"
+        );
+    }
+    let privacy = Pseudonymizer::from_config(&cfg.privacy).context("[privacy]")?;
+
+    // What needs root happens before the drop: the capture and a privileged API port.
+    let source = Source::open(&cfg.capture).context("opening the capture")?;
+    let live = source.is_live();
+    let capture_desc = source.describe();
+    let listener = if cfg.http.enabled {
+        let l = std::net::TcpListener::bind(cfg.http.listen)
+            .with_context(|| format!("binding the API to {}", cfg.http.listen))?;
+        l.set_nonblocking(true)?;
+        Some(l)
+    } else {
+        None
+    };
+    let targets = targets_from_config(&cfg, Duration::from_secs(10))
+        .context("setting up [syslog]/[webhook] targets")?;
+    let names: Vec<String> = targets.iter().map(|t| t.name()).collect();
+    match drop_privileges(&cfg.daemon.user, &cfg.daemon.group)? {
+        Dropped::To { uid, gid } => {
+            tracing::info!(uid, gid, user = %cfg.daemon.user, "dropped privileges")
+        }
+        Dropped::NotRoot { uid } => {
+            tracing::info!(uid, "not running as root: keeping the current user")
+        }
+        Dropped::Disabled => tracing::info!("daemon.user is empty: keeping the current user"),
+    }
+    // Storage is opened as the daemon user, so that its files belong to it (the unit gives root
+    // no CAP_DAC_OVERRIDE: root could not write into the simboxd-owned state directory anyway).
+    let outbox = Arc::new(
+        Outbox::open(&cfg.storage, names.clone())
+            .with_context(|| format!("opening the outbox {}", cfg.storage.path.display()))?,
+    );
+    let state_path = StateFile::path_for(&cfg.storage.path);
+    let mut state_file = StateFile::open(&state_path)
+        .with_context(|| format!("opening {}", state_path.display()))?;
+
+    let workers = cfg.daemon.workers.max(1);
+    let engines: Vec<Arc<Mutex<EngineWorker>>> = (0..workers)
+        .map(|_| Arc::new(Mutex::new(EngineWorker::new(&cfg, privacy.clone()))))
+        .collect();
+    let mut manager = AlertManager::new(cfg.alert.clone());
+    match state_file.load() {
+        Ok(Some(saved)) => {
+            let mut lines = 0;
+            if saved.workers.len() == engines.len() {
+                for (eng, st) in engines.iter().zip(saved.workers) {
+                    if let Ok(mut e) = eng.lock() {
+                        match e.restore_state(st) {
+                            Ok(n) => lines += n,
+                            Err(why) => tracing::warn!(%why, "line profiles not restored"),
+                        }
+                    }
+                }
+            } else {
+                tracing::warn!(
+                    saved = saved.workers.len(),
+                    now = engines.len(),
+                    "worker count changed: line profiles start empty"
+                );
+            }
+            if let Some(mut m) = saved.alerts {
+                m.set_config(cfg.alert.clone());
+                manager = m;
+            }
+            tracing::info!(
+                lines,
+                open_alerts = manager.open_count(),
+                file = %state_file.path().display(),
+                "restored saved state"
+            );
+        }
+        Ok(None) => {}
+        Err(why) => {
+            tracing::warn!(%why, file = %state_file.path().display(), "saved state ignored")
+        }
+    }
+
+    let stats = Arc::new(PipelineStats::default());
+    let shared = Arc::new(Shared {
+        config_path,
+        config: RwLock::new(cfg.clone()),
+        engines,
+        stats: stats.clone(),
+        verdicts: Mutex::new(BTreeMap::new()),
+        verdicts_evicted: AtomicU64::new(0),
+        reloads_ok: AtomicU64::new(0),
+        reloads_failed: AtomicU64::new(0),
+        started: Instant::now(),
+        live,
+        capture_desc: capture_desc.clone(),
+        outbox: outbox.clone(),
+        delivery: Mutex::new(None),
+        alerts_made: Default::default(),
+        alerts_open: AtomicU64::new(manager.open_count() as u64),
+        alert_evictions: AtomicU64::new(0),
+        alert_store_errors: AtomicU64::new(0),
+    });
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("simboxd-io")
+        .build()?;
+    let parts = Parts {
+        source,
+        listener,
+        token,
+        targets,
+        manager,
+        privacy,
+        state_file,
+    };
+    rt.block_on(serve(shared, cfg, parts))
+}
+
+/// What `run` opened before dropping privileges, handed to the async side.
+struct Parts {
+    source: Source,
+    listener: Option<std::net::TcpListener>,
+    token: Option<String>,
+    targets: Vec<crate::alert::delivery::Target>,
+    manager: AlertManager,
+    privacy: Pseudonymizer,
+    state_file: StateFile,
+}
+
+/// Packet time "now" for alert expiry: the newest packet, or the wall clock on a quiet live tap.
+fn packet_now(stats: &PipelineStats, live: bool) -> Option<crate::model::Timestamp> {
+    let last = stats.last_packet_us.load(Ordering::Relaxed);
+    let last = (last > 0).then(|| crate::model::Timestamp::from_micros(last as i64));
+    if live {
+        let wall = pipeline::wall_clock();
+        Some(last.map_or(wall, |t| t.max(wall)))
+    } else {
+        last
+    }
+}
+
+/// Verdicts -> alert lifecycle -> outbox -> delivery workers. Returns the manager at the end so
+/// its open episodes can be saved.
+async fn alert_loop<E: PacketEngine>(
+    shared: Arc<Shared<E>>,
+    mut vrx: tokio::sync::mpsc::Receiver<LineVerdict>,
+    mut manager: AlertManager,
+    privacy: Pseudonymizer,
+    tick_secs: f64,
+) -> AlertManager {
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(tick_secs.max(0.05)));
+    let mut last_purge = Instant::now();
+    let mut alert_cfg = shared
+        .config
+        .read()
+        .map(|c| c.alert.clone())
+        .unwrap_or_default();
+    loop {
+        let alerts = tokio::select! {
+            v = vrx.recv() => {
+                let Some(v) = v else { break };
+                if v.verdict >= VerdictLevel::Suspect {
+                    tracing::info!(line = %v.line, verdict = level_name(v.verdict), score = v.score, "line verdict");
+                }
+                shared.record_verdict(&v);
+                manager.on_verdict_with(&v, &privacy)
+            }
+            _ = tick.tick() => {
+                // A reload may have changed [alert]; the episodes stay.
+                if let Ok(c) = shared.config.read() {
+                    if c.alert != alert_cfg {
+                        alert_cfg = c.alert.clone();
+                        manager.set_config(alert_cfg.clone());
+                    }
+                }
+                if last_purge.elapsed() >= Duration::from_secs(3600) {
+                    last_purge = Instant::now();
+                    if let Some(now) = packet_now(&shared.stats, shared.live) {
+                        let ob = shared.outbox.clone();
+                        let _ = tokio::task::spawn_blocking(move || ob.purge(now)).await;
+                    }
+                }
+                match packet_now(&shared.stats, shared.live) {
+                    Some(now) => manager.expire(now),
+                    None => Vec::new(),
+                }
+            }
+        };
+        shared
+            .alerts_open
+            .store(manager.open_count() as u64, Ordering::Relaxed);
+        shared
+            .alert_evictions
+            .store(manager.evictions(), Ordering::Relaxed);
+        for a in alerts {
+            let idx = match a.state {
+                AlertState::Raised => 0,
+                AlertState::Updated => 1,
+                AlertState::Cleared => 2,
+            };
+            if let Some(c) = shared.alerts_made.get(idx) {
+                c.fetch_add(1, Ordering::Relaxed);
+            }
+            tracing::warn!(
+                id = %a.id,
+                state = a.state.as_str(),
+                severity = a.severity.as_str(),
+                line = %a.line,
+                score = a.score,
+                "alert"
+            );
+            let ob = shared.outbox.clone();
+            let stored = tokio::task::spawn_blocking(move || ob.enqueue(&a)).await;
+            match stored {
+                Ok(Ok(_)) => {
+                    if let Ok(d) = shared.delivery.lock() {
+                        if let Some(d) = d.as_ref() {
+                            d.wake();
+                        }
+                    }
+                }
+                Ok(Err(e)) => {
+                    shared.alert_store_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(error = %e, "alert not stored");
+                }
+                Err(e) => {
+                    shared.alert_store_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(error = %e, "alert store task failed");
+                }
+            }
+        }
+    }
+    manager
+}
+
+async fn serve<E: PacketEngine>(
+    shared: Arc<Shared<E>>,
+    cfg: Config,
+    parts: Parts,
+) -> anyhow::Result<()> {
+    let Parts {
+        source,
+        listener,
+        token,
+        targets,
+        manager,
+        privacy,
+        mut state_file,
+    } = parts;
+    let notifier = Arc::new(Notifier::from_env());
+    let stop = Arc::new(AtomicBool::new(false));
+    let live = shared.live;
+    let stats = shared.stats.clone();
+
+    // Alert delivery first, so that nothing raised waits for it.
+    if let Ok(mut d) = shared.delivery.lock() {
+        *d = Some(Delivery::start(
+            shared.outbox.clone(),
+            targets,
+            Backoff::from_config(&cfg.alert),
+        ));
+    }
+
+    // Engines and capture.
+    let (vtx, vrx) = tokio::sync::mpsc::channel::<LineVerdict>(VERDICT_QUEUE);
+    let per_worker = (cfg.daemon.queue_packets / pipeline::BATCH_PACKETS).max(1);
+    let mut senders = Vec::new();
+    let mut worker_threads = Vec::new();
+    for (i, eng) in shared.engines.iter().enumerate() {
+        let (tx, rx) = std::sync::mpsc::sync_channel(per_worker);
+        senders.push(tx);
+        let (eng, vtx, stats) = (eng.clone(), vtx.clone(), stats.clone());
+        let tick = cfg.daemon.tick_secs;
+        worker_threads.push(
+            std::thread::Builder::new()
+                .name(format!("simboxd-engine-{i}"))
+                .spawn(move || pipeline::worker_loop(eng, rx, vtx, stats, live, tick))?,
+        );
+    }
+    drop(vtx);
+    let capture_thread = {
+        let (home, stats, stop) = (cfg.network.clone(), stats.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("simboxd-capture".into())
+            .spawn(move || pipeline::capture_loop(source, senders, home, stats, stop))?
+    };
+
+    let alert_task = tokio::spawn(alert_loop(
+        shared.clone(),
+        vrx,
+        manager,
+        privacy,
+        cfg.daemon.tick_secs,
+    ));
+
+    // HTTP API.
+    let api = Arc::new(Api {
+        token: RwLock::new(TokenCheck::new(token.as_deref())),
+        max_list: cfg.http.max_list,
+        source: shared.clone(),
+    });
+    let http_stop = Arc::new(tokio::sync::Notify::new());
+    let http_task = match listener {
+        Some(l) => {
+            let l = tokio::net::TcpListener::from_std(l)?;
+            tracing::info!(listen = %l.local_addr()?, "HTTP API listening");
+            let app = super::http::router(api.clone());
+            let stop = http_stop.clone();
+            Some(tokio::spawn(async move {
+                let res = axum::serve(l, app)
+                    .with_graceful_shutdown(async move { stop.notified().await })
+                    .await;
+                if let Err(e) = res {
+                    tracing::error!(error = %e, "HTTP API failed");
+                }
+            }))
+        }
+        None => None,
+    };
+
+    // Watchdog: only a healthy daemon pets it, so systemd restarts a wedged one.
+    if let Some(every) = watchdog_interval() {
+        let (shared, notifier) = (shared.clone(), notifier.clone());
+        tokio::spawn(async move {
+            let mut t = tokio::time::interval(every);
+            loop {
+                t.tick().await;
+                match shared.health() {
+                    Ok(()) => notifier.watchdog(),
+                    Err(why) => tracing::warn!(%why, "unhealthy: not petting the watchdog"),
+                }
+            }
+        });
+    }
+
+    let status = format!(
+        "capturing from {} with {} engine thread(s)",
+        shared.capture_desc,
+        shared.engines.len()
+    );
+    tracing::info!(%status, "ready");
+    notifier.ready(&status);
+
+    // Signals.
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break; }
+            _ = int.recv() => { tracing::info!("SIGINT: stopping"); break; }
+            _ = hup.recv() => {
+                notifier.reloading();
+                reload(&shared, &api);
+                notifier.ready(&status);
+            }
+        }
+    }
+
+    // Shutdown: stop reading, let the engines drain, raise what they concluded, give delivery
+    // a moment, save profiles, close the API.
+    notifier.stopping();
+    stop.store(true, Ordering::SeqCst);
+    let joined = tokio::task::spawn_blocking(move || {
+        let _ = capture_thread.join();
+        for t in worker_threads {
+            let _ = t.join();
+        }
+    });
+    if tokio::time::timeout(SHUTDOWN_GRACE, joined).await.is_err() {
+        tracing::warn!("engine threads did not stop in time");
+    }
+    let manager = match tokio::time::timeout(SHUTDOWN_GRACE, alert_task).await {
+        Ok(Ok(m)) => Some(m),
+        _ => {
+            tracing::warn!("alert side did not stop in time: open alerts not saved");
+            None
+        }
+    };
+    let delivery = shared.delivery.lock().ok().and_then(|mut d| d.take());
+    if let Some(d) = delivery {
+        let t0 = Instant::now();
+        while t0.elapsed() < DELIVERY_GRACE && d.status().iter().any(|t| t.pending > 0 && t.up) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        d.shutdown(Duration::from_secs(2)).await;
+    }
+    save_state(&shared, manager, &mut state_file);
+    http_stop.notify_waiters();
+    if let Some(t) = http_task {
+        let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
+    }
+    tracing::info!(
+        packets = stats.captured_packets.load(Ordering::Relaxed),
+        "stopped"
+    );
+    Ok(())
+}
+
+/// Longest wait at shutdown for targets that are up to take what is pending.
+const DELIVERY_GRACE: Duration = Duration::from_secs(3);
+
+fn save_state<E: PacketEngine>(
+    shared: &Shared<E>,
+    alerts: Option<AlertManager>,
+    file: &mut StateFile,
+) {
+    let workers: Vec<serde_json::Value> = shared
+        .engines
+        .iter()
+        .map(|e| {
+            e.lock()
+                .ok()
+                .and_then(|eng| eng.save_state())
+                .unwrap_or(serde_json::Value::Null)
+        })
+        .collect();
+    let state = SavedState {
+        version: STATE_VERSION,
+        workers,
+        alerts,
+    };
+    match file.save(&state) {
+        Ok(bytes) => {
+            tracing::info!(bytes, file = %file.path().display(), "saved line profiles and open alerts")
+        }
+        Err(why) => tracing::error!(%why, file = %file.path().display(), "saving state failed"),
+    }
+}
+
+/// SIGHUP: re-read the config; apply what can change without a restart, keep the rest.
+fn reload<E: PacketEngine>(shared: &Shared<E>, api: &Api) {
+    let new = match load_run_config(&shared.config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            shared.reloads_failed.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(error = %e, "reload failed: keeping the running config");
+            return;
+        }
+    };
+    let token = match new.http.resolve_token() {
+        Ok(t) => t,
+        Err(e) => {
+            shared.reloads_failed.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(error = %e, "reload failed: keeping the running config");
+            return;
+        }
+    };
+    if let Ok(mut t) = api.token.write() {
+        *t = TokenCheck::new(token.as_deref());
+    }
+    for e in &shared.engines {
+        if let Ok(mut eng) = e.lock() {
+            eng.reload(&new);
+        }
+    }
+    if let Ok(mut cur) = shared.config.write() {
+        let mut restart = Vec::new();
+        if serde_json::to_value(&cur.capture).ok() != serde_json::to_value(&new.capture).ok() {
+            restart.push("[capture]");
+        }
+        if cur.daemon != new.daemon {
+            restart.push("[daemon]");
+        }
+        if cur.http.listen != new.http.listen || cur.http.enabled != new.http.enabled {
+            restart.push("[http] listen/enabled");
+        }
+        if cur.syslog != new.syslog || cur.webhook != new.webhook || cur.storage != new.storage {
+            restart.push("[syslog]/[webhook]/[storage]");
+        }
+        if serde_json::to_value(&cur.privacy).ok() != serde_json::to_value(&new.privacy).ok() {
+            restart.push("[privacy]");
+        }
+        if !restart.is_empty() {
+            tracing::warn!(sections = %restart.join(", "), "changed settings need a restart to apply");
+        }
+        *cur = new;
+    }
+    shared.reloads_ok.fetch_add(1, Ordering::Relaxed);
+    tracing::info!(config = %shared.config_path.display(), "config reloaded");
+}
