@@ -83,23 +83,42 @@ pub fn parse_seeds(s: &str) -> Result<Vec<u64>, String> {
 /// time, exactly as in the daemon) fed packet by packet; events are not kept.
 pub struct Driver {
     engine: Engine,
+    /// Print every reported change of this line's verdict to stderr (tuning aid; set from
+    /// `SIMBOXD_TRACE_LINE`).
+    pub trace: Option<IpAddr>,
 }
 
 impl Driver {
     pub fn new(cfg: &Config) -> Self {
         Driver {
             engine: Engine::new(cfg),
+            trace: std::env::var("SIMBOXD_TRACE_LINE")
+                .ok()
+                .and_then(|s| s.parse().ok()),
         }
     }
 
     pub fn packet(&mut self, pkt: &RawPacket<'_>) {
         self.engine.process(pkt);
         self.engine.drain_events().for_each(drop);
+        self.trace_changes();
+    }
+
+    fn trace_changes(&mut self) {
+        let changed = self.engine.take_verdict_changes();
+        let Some(ip) = self.trace else { return };
+        for v in changed.iter().filter(|v| v.line == ip) {
+            eprintln!("{} {:?} {:.2}", v.updated, v.verdict, v.score);
+            for r in &v.reasons {
+                eprintln!("    {} {:.2}: {}", r.signal, r.strength, r.detail);
+            }
+        }
     }
 
     pub fn finish(mut self) -> LineTable {
         self.engine.finish();
         self.engine.drain_events().for_each(drop);
+        self.trace_changes();
         self.engine.into_lines()
     }
 }

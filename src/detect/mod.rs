@@ -23,7 +23,7 @@ use std::net::IpAddr;
 pub struct Weights {
     /// Share of calls that come into the line from foreign peers. Default 0.35.
     pub foreign_inbound: f64,
-    /// Distinct called numbers per inbound call (DID blocks excepted). Default 0.6.
+    /// Distinct called numbers per inbound call (DID blocks excepted). Default 0.65.
     pub distinct_called: f64,
     /// Concurrency pinned at a ceiling. Default 0.35.
     pub concurrency_ceiling: f64,
@@ -45,7 +45,7 @@ impl Default for Weights {
     fn default() -> Self {
         Weights {
             foreign_inbound: 0.35,
-            distinct_called: 0.6,
+            distinct_called: 0.65,
             concurrency_ceiling: 0.35,
             machine_rhythm: 0.45,
             gap_regularity: 0.3,
@@ -247,7 +247,7 @@ pub fn foreign_inbound(p: &Profile, c: &Ctx) -> Signal {
         0.0
     };
     let min = f64::from(c.cfg.min_calls);
-    let volume = ramp(f64::from(w.in_foreign), min - 1.0, min + 3.0);
+    let volume = ramp(f64::from(w.in_foreign), min - 1.0, min + 2.0);
     let peer = p
         .top_peer()
         .filter(|x| !x.domestic)
@@ -278,7 +278,8 @@ pub fn distinct_called(p: &Profile, c: &Ctx) -> Signal {
     let est = p.distinct_called(c.now, c.params);
     let span = minutes(p.window_span_secs(c.now, c.params));
     let min = f64::from(c.cfg.min_calls);
-    let volume = ramp(n as f64, min - 1.0, min + 3.0);
+    // The ring keeps the last 16 whenever they were: only calls ended inside the window count.
+    let volume = ramp((n as f64).min(f64::from(w.in_ended)), min - 1.0, min + 2.0);
     let did_block = n >= 4 && blocks <= 2 && nums > blocks;
     let (strength, detail) = if did_block {
         (
@@ -354,7 +355,8 @@ pub fn machine_rhythm(p: &Profile, c: &Ctx) -> Signal {
     let w = p.window(c.now, c.params);
     let min = f64::from(c.cfg.min_calls);
     let sip_n = f64::from(w.in_ended);
-    let opaque_n = f64::from(p.opaque_durations.count());
+    // Durations decay slowly; only as many as ended inside the window count.
+    let opaque_n = f64::from(p.opaque_durations.count()).min(f64::from(w.opaque_flows));
     if sip_n >= opaque_n || opaque_n == 0.0 {
         let asr = if sip_n > 0.0 {
             f64::from(w.in_answered) / sip_n
@@ -399,7 +401,9 @@ pub fn machine_rhythm(p: &Profile, c: &Ctx) -> Signal {
 /// re-seizing the channel is short and regular on a gateway fed by a softswitch.
 pub fn gap_regularity(p: &Profile, c: &Ctx) -> Signal {
     let g = &p.gaps;
-    let n = f64::from(g.n);
+    // Gap statistics decay slowly; only as many as sessions started inside the window count.
+    let w = p.window(c.now, c.params);
+    let n = f64::from(g.n).min(f64::from(w.calls_in) + f64::from(w.opaque_flows));
     let mean = f64::from(g.mean);
     let cv = if mean > 0.0 {
         f64::from(g.sd()) / mean
@@ -479,7 +483,7 @@ pub fn opaque_media(p: &Profile, c: &Ctx) -> Signal {
     // ended less than the media timeout ago may still count: hence the rate gate.
     let recent = f64::from(p.recent(c.now, c.params, 2).opaque_flows);
     let min = f64::from(c.cfg.min_calls);
-    let strength = ramp(peak, 1.5, 3.5) * ramp(recent, min - 1.0, min + 2.0);
+    let strength = ramp(peak, 1.5, 3.0) * ramp(recent, min - 1.0, min + 2.0);
     let peer = p
         .top_peer()
         .filter(|x| x.opaque_flows > 0)
@@ -829,6 +833,12 @@ impl LineTable {
                 i
             }
             None => {
+                if self.slots.len() == self.slots.capacity() {
+                    // Grow by a quarter (not double): at a million lines the slack is the
+                    // largest memory cost after the profiles themselves.
+                    let room = self.cfg.max_lines.saturating_sub(self.slots.len());
+                    self.slots.reserve_exact((self.slots.len() / 4).clamp(64, room.max(1)));
+                }
                 self.slots.push(Slot {
                     entry: Some(entry),
                     prev: NIL,
