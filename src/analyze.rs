@@ -165,7 +165,11 @@ fn push_bounded<T>(v: &mut Vec<T>, x: T, dropped: &mut u64) {
 
 /// Runs the whole engine over a capture file.
 pub fn analyze_file(path: &Path, cfg: &Config, progress: bool) -> anyhow::Result<Analysis> {
-    let sha256 = sha256_file(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    // The file's hash is computed on a second thread while the engine reads it.
+    let hasher = {
+        let p = path.to_path_buf();
+        std::thread::spawn(move || sha256_file(&p))
+    };
     let mut cap = Capture::open_file(path)?;
     let size = cap.file_size().unwrap_or(0);
     let bar = if progress {
@@ -202,6 +206,10 @@ pub fn analyze_file(path: &Path, cfg: &Config, progress: bool) -> anyhow::Result
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
+    let sha256 = hasher
+        .join()
+        .map_err(|_| anyhow::anyhow!("hashing thread panicked"))?
+        .with_context(|| format!("{}: cannot read", path.display()))?;
     let st = engine.stats();
     let verdicts = engine.lines().verdicts();
     let mut a = build(path, sha256, size, st, col, cfg);

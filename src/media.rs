@@ -11,7 +11,7 @@ use crate::config::{Config, NetworkConfig};
 use crate::model::{Counters, Datagram, Event, MediaFlowRecord, RtpStreamStats, Timestamp};
 use crate::rtp::{self, StreamStats};
 use std::borrow::Borrow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::hash::Hash;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -23,7 +23,7 @@ use std::sync::Arc;
 /// entry with the earliest deadline (for idle timeouts that is the least recently seen).
 #[derive(Debug)]
 pub struct TimedTable<K, V> {
-    map: HashMap<K, (V, (i64, u64))>,
+    map: crate::model::FastMap<K, (V, (i64, u64))>,
     order: BTreeMap<(i64, u64), K>,
     next: u64,
     cap: usize,
@@ -32,7 +32,7 @@ pub struct TimedTable<K, V> {
 impl<K: Hash + Eq + Clone, V> TimedTable<K, V> {
     pub fn new(cap: usize) -> Self {
         TimedTable {
-            map: HashMap::new(),
+            map: crate::model::FastMap::default(),
             order: BTreeMap::new(),
             next: 0,
             cap: cap.max(1),
@@ -64,6 +64,16 @@ impl<K: Hash + Eq + Clone, V> TimedTable<K, V> {
         K: Borrow<Q>,
     {
         self.map.get_mut(k).map(|e| &mut e.0)
+    }
+    /// The value and its deadline in one lookup.
+    pub fn get_mut_with_deadline<Q: Hash + Eq + ?Sized>(
+        &mut self,
+        k: &Q,
+    ) -> Option<(&mut V, Timestamp)>
+    where
+        K: Borrow<Q>,
+    {
+        self.map.get_mut(k).map(|e| (&mut e.0, Timestamp((e.1).0)))
     }
     /// Current deadline of `k`.
     pub fn deadline<Q: Hash + Eq + ?Sized>(&self, k: &Q) -> Option<Timestamp>
@@ -161,7 +171,7 @@ const MAX_STREAMS_PER_FLOW: usize = 16;
 const MAX_RATE_HINTS: usize = 16;
 /// Deadlines move only when they advance at least this much (saves index updates per packet;
 /// idle expiry re-checks the real last-seen time).
-const TOUCH_GRANULARITY_US: i64 = 100_000;
+const TOUCH_GRANULARITY_US: i64 = 1_000_000;
 
 /// (payload type, clock rate) pairs from SDP rtpmaps.
 type RateHints = Vec<(u8, u32)>;
@@ -271,6 +281,8 @@ struct Flow {
     state: FlowState,
     started: bool,
     voice_like: bool,
+    /// `MediaTable::expect_gen` when this flow was last checked for reused ports.
+    checked_gen: u64,
 }
 
 impl Flow {
@@ -341,8 +353,11 @@ pub struct MediaStats {
 pub struct MediaTable {
     flows: TimedTable<FlowKey, Flow>,
     expected: TimedTable<SocketAddr, Expectation>,
+    /// Bumped whenever an expectation appears, changes call or goes: flows re-check for reused
+    /// ports only after a change, not on every packet.
+    expect_gen: u64,
     /// Flows tied to each call, for the call record's RTP figures.
-    by_call: HashMap<Arc<str>, Vec<FlowKey>>,
+    by_call: crate::model::FastMap<Arc<str>, Vec<FlowKey>>,
     network: NetworkConfig,
     timeout_us: i64,
     expect_timeout_us: i64,
@@ -356,7 +371,8 @@ impl MediaTable {
         MediaTable {
             flows: TimedTable::new(l.media_flows),
             expected: TimedTable::new(l.media_flows),
-            by_call: HashMap::new(),
+            expect_gen: 0,
+            by_call: crate::model::FastMap::default(),
             network: cfg.network.clone(),
             timeout_us: i64::from(l.media_timeout_secs.max(1)) * 1_000_000,
             // An announced endpoint lives as long as a call may (the tracker removes it at the
@@ -399,7 +415,10 @@ impl MediaTable {
         }
         let call_id: Arc<str> = match self.expected.get(&endpoint) {
             Some(e) if &*e.call_id == call_id => e.call_id.clone(),
-            _ => Arc::from(call_id),
+            _ => {
+                self.expect_gen += 1;
+                Arc::from(call_id)
+            }
         };
         let rates = rates.iter().copied().take(MAX_RATE_HINTS).collect();
         let deadline = ts.plus_secs(self.expect_timeout_us as f64 / 1e6);
@@ -420,6 +439,7 @@ impl MediaTable {
             .is_some_and(|e| &*e.call_id == call_id)
         {
             self.expected.remove(&endpoint);
+            self.expect_gen += 1;
         }
     }
 
@@ -513,14 +533,25 @@ impl MediaTable {
             rtp::parse(d.payload).ok().filter(rtp::plausible)
         };
 
+        // One probe of the flow table: does the flow exist, does it still wait to be tied to a
+        // call, and is this packet's RTP stream one it already has?
+        let gen = self.expect_gen;
+        let mut probe = self.flows.get(&key).map(|f| {
+            let untied = f.call_id.is_none() && f.state != FlowState::Rejected;
+            (untied, f.checked_gen == gen)
+        });
         // Ports reused by the next call before the flow went idle: the old call's media ends
-        // here and a new flow starts for the call that announced the endpoint now.
-        if let Some(old) = self.announced_elsewhere(&key, d) {
-            if let Some(f) = self.flows.remove(&key) {
-                self.close(old, f, events);
+        // here and a new flow starts for the call that announced the endpoint now. Only a change
+        // of the announced endpoints can bring that about, so a flow re-checks only after one.
+        if probe.is_some_and(|(_, checked)| !checked) {
+            if let Some(old) = self.announced_elsewhere(&key, d) {
+                if let Some(f) = self.flows.remove(&key) {
+                    self.close(old, f, events);
+                }
+                probe = None;
             }
         }
-        if !self.flows.contains(&key) {
+        if probe.is_none() {
             let announced = self.lookup_expectation(d);
             if announced.is_none() && header.is_none() && ip_len as f64 > VOICE_MAX_IP_LEN {
                 self.stats.ignored += 1;
@@ -544,6 +575,7 @@ impl MediaTable {
                 state,
                 started: false,
                 voice_like: false,
+                checked_gen: self.expect_gen,
             };
             let deadline = Timestamp(d.ts.micros().saturating_add(self.timeout_us));
             if let Some((k, old)) = self.flows.insert(key, flow, deadline) {
@@ -556,11 +588,9 @@ impl MediaTable {
             }
         }
 
-        // Tie a live flow once its endpoint gets announced (SDP can follow early media).
-        let needs_tie = self
-            .flows
-            .get(&key)
-            .is_some_and(|f| f.call_id.is_none() && f.state != FlowState::Rejected);
+        // Tie a live flow once its endpoint gets announced (SDP can follow early media). A flow
+        // created just now has already been looked up.
+        let needs_tie = probe.is_some_and(|(untied, _)| untied);
         if needs_tie {
             if let Some((c, rates)) = self.lookup_expectation(d) {
                 if let Some(f) = self.flows.get_mut(&key) {
@@ -578,14 +608,19 @@ impl MediaTable {
             }
         }
 
-        let Some(f) = self.flows.get_mut(&key) else {
+        let want = d.ts.micros().saturating_add(self.timeout_us);
+        let Some((f, deadline)) = self.flows.get_mut_with_deadline(&key) else {
             return false;
         };
+        let touch = want - deadline.micros() >= TOUCH_GRANULARITY_US;
+        f.checked_gen = gen;
         if d.ts > f.last {
             f.last = d.ts;
         }
         if f.state == FlowState::Rejected {
-            self.touch(key, d.ts);
+            if touch {
+                self.flows.set_deadline(&key, Timestamp(want));
+            }
             return true;
         }
         let out = d.src == f.local;
@@ -667,17 +702,11 @@ impl MediaTable {
         if stream_overflow {
             self.evictions.add("media_streams", 1);
         }
-        self.touch(key, d.ts);
-        true
-    }
-
-    fn touch(&mut self, key: FlowKey, ts: Timestamp) {
-        let want = ts.micros().saturating_add(self.timeout_us);
-        if let Some(cur) = self.flows.deadline(&key) {
-            if want - cur.micros() >= TOUCH_GRANULARITY_US {
-                self.flows.set_deadline(&key, Timestamp(want));
-            }
+        // The deadline moves in steps, not on every packet: the order index is a BTreeMap.
+        if touch {
+            self.flows.set_deadline(&key, Timestamp(want));
         }
+        true
     }
 
     fn close(&mut self, key: FlowKey, f: Flow, events: &mut Vec<Event>) {
@@ -714,6 +743,7 @@ impl MediaTable {
         }
         while let Some(ep) = self.expected.first_due(now) {
             self.expected.remove(&ep);
+            self.expect_gen += 1;
         }
     }
 

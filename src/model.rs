@@ -7,6 +7,11 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
+/// Hash map for the per-packet tables (flows, streams, fragments, dialogs, lines): aHash is several
+/// times cheaper than SipHash on small keys such as socket addresses and, keyed at random per
+/// process, still resists crafted collisions (HashDoS) from hostile traffic.
+pub type FastMap<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;
+
 /// Capture time in microseconds since the Unix epoch (UTC).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Timestamp(pub i64);

@@ -6,7 +6,7 @@
 //! ignored. A full table evicts the oldest reassembly. Buffers are recycled through a small pool.
 
 use crate::model::{Counters, Timestamp};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 /// Largest reassembled payload: the IP length fields cannot describe more.
@@ -56,7 +56,7 @@ struct Entry {
 }
 
 pub(crate) struct FragTable {
-    map: HashMap<FragKey, Entry>,
+    map: crate::model::FastMap<FragKey, Entry>,
     /// Creation order -> key, oldest first.
     order: BTreeMap<u64, FragKey>,
     next_order: u64,
@@ -75,7 +75,7 @@ pub(crate) const EVICT_FRAGMENTS: &str = "fragments";
 impl FragTable {
     pub fn new(cap: usize, cap_bytes: usize, timeout_secs: u32) -> Self {
         FragTable {
-            map: HashMap::new(),
+            map: crate::model::FastMap::default(),
             order: BTreeMap::new(),
             next_order: 0,
             bytes: 0,

@@ -9,7 +9,7 @@
 //! table or a full byte budget evicts the least recently used stream.
 
 use crate::model::{Counters, Datagram, Timestamp, Transport};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 /// Out-of-order segments held per stream.
@@ -278,7 +278,7 @@ impl Stream {
 }
 
 pub(crate) struct TcpTable {
-    map: HashMap<Key, Stream>,
+    map: crate::model::FastMap<Key, Stream>,
     lru: BTreeMap<u64, Key>,
     next_lru: u64,
     /// Bytes buffered by streams in `map`.
@@ -312,7 +312,7 @@ impl Emit<'_, '_> {
 impl TcpTable {
     pub fn new(cap: usize, stream_cap: usize, total_cap: usize, timeout_secs: u32) -> Self {
         TcpTable {
-            map: HashMap::new(),
+            map: crate::model::FastMap::default(),
             lru: BTreeMap::new(),
             next_lru: 0,
             total: 0,

@@ -13,7 +13,7 @@ use crate::config::NetworkConfig;
 use crate::lines::{FingerprintSet, Profile, ProfileParams, LEVELS};
 use crate::model::{Event, LineVerdict, Reason, Timestamp, VerdictLevel};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
@@ -671,7 +671,7 @@ struct Slot {
 pub struct LineTable {
     cfg: DetectionConfig,
     params: ProfileParams,
-    index: HashMap<IpAddr, u32>,
+    index: crate::model::FastMap<IpAddr, u32>,
     slots: Vec<Slot>,
     free: Vec<u32>,
     /// Most recently used and least recently used slots.
@@ -691,7 +691,7 @@ impl LineTable {
         LineTable {
             cfg: cfg.clone(),
             params: cfg.profile_params(net),
-            index: HashMap::new(),
+            index: crate::model::FastMap::default(),
             slots: Vec::new(),
             free: Vec::new(),
             head: NIL,
