@@ -837,7 +837,8 @@ impl LineTable {
                     // Grow by a quarter (not double): at a million lines the slack is the
                     // largest memory cost after the profiles themselves.
                     let room = self.cfg.max_lines.saturating_sub(self.slots.len());
-                    self.slots.reserve_exact((self.slots.len() / 4).clamp(64, room.max(1)));
+                    self.slots
+                        .reserve_exact((self.slots.len() / 4).max(64).min(room.max(1)));
                 }
                 self.slots.push(Slot {
                     entry: Some(entry),
