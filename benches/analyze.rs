@@ -33,7 +33,11 @@ fn bench_file() -> PathBuf {
             .and_then(|s| s.trim().parse::<u64>().ok())
             .is_some_and(|n| n >= MIN_PACKETS);
     if !ok {
-        let mut sc = Scenario::builtin();
+        // SIP and RTP as a tap at an ISP sees them: the site mix (gateways, households, office,
+        // call centre, app calls), scaled up, without the bulk video of the built-in mix.
+        let text = include_str!("../config/scenario-site.toml");
+        let mut sc = Scenario::from_toml(text, "config/scenario-site.toml").expect("scenario");
+        sc.scale = 4.0;
         sc.duration_secs = 600;
         loop {
             let mut f = std::io::BufWriter::new(std::fs::File::create(&path).expect("create"));
@@ -71,6 +75,15 @@ fn best_of<F: FnMut() -> f64>(n: usize, mut f: F) -> f64 {
 }
 
 fn main() {
+    // `cargo test --all-targets` runs bench binaries without `--bench`: a quick smoke run on the
+    // shipped sample instead of the full benchmark.
+    if !std::env::args().any(|a| a == "--bench") {
+        let sample = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("captures/sample-site.pcap");
+        let (n, dt) = engine_only(&sample, &Config::default());
+        println!("smoke: {n} packets in {dt:.3} s (run `cargo bench --bench analyze` for figures)");
+        assert!(n > 0);
+        return;
+    }
     let path = bench_file();
     let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
     let mut cfg = Config::default();

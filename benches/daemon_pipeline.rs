@@ -7,6 +7,7 @@
 //! all of them counted. Run: `cargo bench --bench daemon_pipeline`. The capture is
 //! `SIMBOXD_BENCH_PCAP`, else `target/bench/mixed.pcap` (made by `cargo bench --bench analyze`),
 //! else a 10-minute simulation of the built-in scenario written to `target/bench/daemon.pcap`.
+//! Under `cargo test` (no `--bench` argument) it only smoke-runs on `captures/sample-site.pcap`.
 
 use simboxd::capture::Capture;
 use simboxd::config::Config;
@@ -23,6 +24,11 @@ use std::time::Instant;
 fn bench_file() -> PathBuf {
     if let Some(p) = std::env::var_os("SIMBOXD_BENCH_PCAP") {
         return PathBuf::from(p);
+    }
+    // `cargo test --all-targets` runs this without `--bench`: a quick smoke run on the shipped
+    // sample instead of generating a large capture.
+    if !std::env::args().any(|a| a == "--bench") {
+        return PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("captures/sample-site.pcap");
     }
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench");
     let mixed = dir.join("mixed.pcap");

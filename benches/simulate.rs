@@ -6,10 +6,13 @@ use std::time::Instant;
 
 fn main() {
     let mut sc = Scenario::builtin();
+    // `cargo bench` passes --bench; `cargo test --all-targets` runs this binary without it, in
+    // debug: then a short smoke run keeps the test suite fast.
+    let full = std::env::args().any(|a| a == "--bench");
     sc.duration_secs = std::env::var("SIM_BENCH_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(300);
+        .unwrap_or(if full { 300 } else { 5 });
     let seed = 42;
 
     // Warm-up (page cache, allocator).

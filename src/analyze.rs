@@ -219,7 +219,7 @@ fn build(
 ) -> Analysis {
     let mut calls = col.calls;
     calls.sort_by(|a, b| a.start.cmp(&b.start).then(a.call_id.cmp(&b.call_id)));
-    let lines = line_entries(&calls, &col.registrations, &col.media);
+    let lines = line_entries(&calls, &col.registrations, &col.media, st.last);
     Analysis {
         capture: CaptureInfo {
             file: path.display().to_string(),
@@ -256,6 +256,7 @@ fn line_entries(
     calls: &[CallRecord],
     regs: &[RegistrationRecord],
     media: &[MediaFlowRecord],
+    capture_end: Option<Timestamp>,
 ) -> Vec<LineEntry> {
     let mut by: BTreeMap<IpAddr, LineEntry> = BTreeMap::new();
     let mut numbers: BTreeMap<IpAddr, std::collections::BTreeSet<&str>> = BTreeMap::new();
@@ -284,7 +285,8 @@ fn line_entries(
         if let Some(p) = c.peer {
             peers.entry(line).or_default().insert(p.ip().to_string());
         }
-        let end = c.end.unwrap_or(c.start);
+        // A call still open when the capture ends lasts until the end.
+        let end = c.end.or(capture_end).unwrap_or(c.start);
         let s = spans.entry(line).or_default();
         s.push((c.start, 1));
         s.push((end, -1));

@@ -733,7 +733,7 @@ impl Tracker {
         }
     }
 
-    fn reschedule(&mut self, key: &String) {
+    fn reschedule(&mut self, key: &str) {
         if let Some(dl) = self.dialogs.get(key) {
             let t = dl.deadline(&self.limits);
             self.dialogs.set_deadline(key, t);
@@ -753,7 +753,7 @@ impl Tracker {
     }
 
     /// Takes fingerprints and SDP from a message of dialog `key`.
-    fn absorb_message(&mut self, key: &String, msg: &SipMessage<'_>, d: &Datagram<'_>) {
+    fn absorb_message(&mut self, key: &str, msg: &SipMessage<'_>, d: &Datagram<'_>) {
         let Some(dl) = self.dialogs.get_mut(key) else {
             return;
         };
@@ -830,9 +830,9 @@ impl Tracker {
         d: &Datagram<'_>,
         events: &mut Vec<Event>,
     ) {
-        let key = call_id.to_string();
+        let key = call_id;
         let from_tag = msg.from().and_then(|f| f.tag);
-        let Some(dl) = self.dialogs.get_mut(&key) else {
+        let Some(dl) = self.dialogs.get_mut(key) else {
             return;
         };
         if dl.phase == Phase::Closed {
@@ -857,7 +857,7 @@ impl Tracker {
                         dl.phase = Phase::Answered;
                         self.stats.calls_answered += 1;
                         events.push(Event::CallAnswered {
-                            call_id: key.clone(),
+                            call_id: key.to_string(),
                             line: dl.line,
                             ts: d.ts,
                         });
@@ -876,8 +876,8 @@ impl Tracker {
             }
         }
         // Responses to re-INVITEs only matter for their SDP and fingerprints.
-        self.absorb_message(&key, msg, d);
-        self.reschedule(&key);
+        self.absorb_message(key, msg, d);
+        self.reschedule(key);
     }
 
     fn on_in_dialog_request(
@@ -887,8 +887,8 @@ impl Tracker {
         call_id: &str,
         d: &Datagram<'_>,
     ) {
-        let key = call_id.to_string();
-        let Some(dl) = self.dialogs.get_mut(&key) else {
+        let key = call_id;
+        let Some(dl) = self.dialogs.get_mut(key) else {
             return;
         };
         if dl.phase == Phase::Closed {
@@ -912,25 +912,25 @@ impl Tracker {
             }
             _ => {}
         }
-        self.absorb_message(&key, msg, d);
-        self.reschedule(&key);
+        self.absorb_message(key, msg, d);
+        self.reschedule(key);
     }
 
     fn on_other_response(&mut self, msg: &SipMessage<'_>, call_id: &str, d: &Datagram<'_>) {
-        let key = call_id.to_string();
-        let Some(dl) = self.dialogs.get_mut(&key) else {
+        let key = call_id;
+        let Some(dl) = self.dialogs.get_mut(key) else {
             return;
         };
         if dl.phase == Phase::Closed {
             return;
         }
         dl.last = d.ts;
-        self.absorb_message(&key, msg, d);
-        self.reschedule(&key);
+        self.absorb_message(key, msg, d);
+        self.reschedule(key);
     }
 
     /// Reports dialog `key` (if not yet reported) and leaves a tombstone.
-    fn report(&mut self, key: &String, now: Timestamp, events: &mut Vec<Event>) {
+    fn report(&mut self, key: &str, now: Timestamp, events: &mut Vec<Event>) {
         let Some(dl) = self.dialogs.get_mut(key) else {
             return;
         };
@@ -1046,8 +1046,8 @@ impl Tracker {
         d: &Datagram<'_>,
         events: &mut Vec<Event>,
     ) {
-        let key = call_id.to_string();
-        let Some(p) = self.regs.get_mut(&key) else {
+        let key = call_id;
+        let Some(p) = self.regs.get_mut(key) else {
             return;
         };
         if p.cseq != cseq || code < 200 {
@@ -1058,12 +1058,12 @@ impl Tracker {
             401 | 407 => {
                 p.challenged = true;
                 let deadline = d.ts.plus_secs(self.limits.registration_secs);
-                self.regs.set_deadline(&key, deadline);
+                self.regs.set_deadline(key, deadline);
             }
             200..=299 => {
                 // The registrar's granted expiry, when it says, else what was asked for.
                 let granted = msg.contact_expires().or_else(|| msg.expires());
-                if let Some(mut r) = self.regs.remove(&key) {
+                if let Some(mut r) = self.regs.remove(key) {
                     let asked_zero = r.expires == Some(0);
                     r.expires = granted.or(r.expires);
                     let outcome = if asked_zero || r.expires == Some(0) {
@@ -1075,7 +1075,7 @@ impl Tracker {
                 }
             }
             _ => {
-                if let Some(r) = self.regs.remove(&key) {
+                if let Some(r) = self.regs.remove(key) {
                     self.emit_reg(&r, RegOutcome::Failed, events);
                 }
             }

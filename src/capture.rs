@@ -430,6 +430,13 @@ mod tests {
     }
 
     #[test]
+    fn capture_and_decoder_can_move_to_a_capture_thread() {
+        fn send<T: Send>() {}
+        send::<Capture>();
+        send::<crate::decode::Decoder>();
+    }
+
+    #[test]
     fn live_without_interface_is_an_error() {
         let err = Capture::open_live(&CaptureConfig::default()).err().unwrap();
         assert!(matches!(err, CaptureError::NoInterface { .. }));

@@ -10,6 +10,7 @@
 use crate::config::{Config, NetworkConfig};
 use crate::model::{Counters, Datagram, Event, MediaFlowRecord, RtpStreamStats, Timestamp};
 use crate::rtp::{self, StreamStats};
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
 use std::net::{IpAddr, SocketAddr};
@@ -46,17 +47,29 @@ impl<K: Hash + Eq + Clone, V> TimedTable<K, V> {
     pub fn capacity(&self) -> usize {
         self.cap
     }
-    pub fn contains(&self, k: &K) -> bool {
+    pub fn contains<Q: Hash + Eq + ?Sized>(&self, k: &Q) -> bool
+    where
+        K: Borrow<Q>,
+    {
         self.map.contains_key(k)
     }
-    pub fn get(&self, k: &K) -> Option<&V> {
+    pub fn get<Q: Hash + Eq + ?Sized>(&self, k: &Q) -> Option<&V>
+    where
+        K: Borrow<Q>,
+    {
         self.map.get(k).map(|e| &e.0)
     }
-    pub fn get_mut(&mut self, k: &K) -> Option<&mut V> {
+    pub fn get_mut<Q: Hash + Eq + ?Sized>(&mut self, k: &Q) -> Option<&mut V>
+    where
+        K: Borrow<Q>,
+    {
         self.map.get_mut(k).map(|e| &mut e.0)
     }
     /// Current deadline of `k`.
-    pub fn deadline(&self, k: &K) -> Option<Timestamp> {
+    pub fn deadline<Q: Hash + Eq + ?Sized>(&self, k: &Q) -> Option<Timestamp>
+    where
+        K: Borrow<Q>,
+    {
         self.map.get(k).map(|e| Timestamp((e.1).0))
     }
     /// Inserts (or replaces) `k`; returns the entry evicted to make room, if any.
@@ -74,19 +87,26 @@ impl<K: Hash + Eq + Clone, V> TimedTable<K, V> {
         evicted
     }
     /// Moves `k`'s deadline.
-    pub fn set_deadline(&mut self, k: &K, deadline: Timestamp) {
+    pub fn set_deadline<Q: Hash + Eq + ?Sized>(&mut self, k: &Q, deadline: Timestamp)
+    where
+        K: Borrow<Q>,
+    {
         if let Some(e) = self.map.get_mut(k) {
             if (e.1).0 == deadline.micros() {
                 return;
             }
-            self.order.remove(&e.1);
-            let slot = (deadline.micros(), self.next);
-            self.next += 1;
-            e.1 = slot;
-            self.order.insert(slot, k.clone());
+            if let Some(key) = self.order.remove(&e.1) {
+                let slot = (deadline.micros(), self.next);
+                self.next += 1;
+                e.1 = slot;
+                self.order.insert(slot, key);
+            }
         }
     }
-    pub fn remove(&mut self, k: &K) -> Option<V> {
+    pub fn remove<Q: Hash + Eq + ?Sized>(&mut self, k: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+    {
         let (v, slot) = self.map.remove(k)?;
         self.order.remove(&slot);
         Some(v)

@@ -209,7 +209,7 @@ fn charts(h: &mut String, a: &Analysis) {
     let span = t1.secs_since(t0).max(1.0);
     for line in charted_lines(a) {
         let calls: Vec<&CallRecord> = a.calls.iter().filter(|c| c.line == Some(line)).collect();
-        concurrency_chart(h, line, &calls, t0, span);
+        concurrency_chart(h, line, &calls, t0, t1, span);
     }
     per_minute_chart(h, a, t0, span);
     duration_histogram(h, a);
@@ -221,12 +221,14 @@ fn concurrency_chart(
     line: IpAddr,
     calls: &[&CallRecord],
     t0: Timestamp,
+    t1: Timestamp,
     span: f64,
 ) {
     let mut steps: Vec<(f64, i32)> = Vec::with_capacity(calls.len() * 2);
     for c in calls {
         let s = c.start.secs_since(t0);
-        let e = c.end.unwrap_or(c.start).secs_since(t0);
+        // A call still open when the capture ends lasts until the end.
+        let e = c.end.unwrap_or(t1).secs_since(t0);
         steps.push((s, 1));
         steps.push((e, -1));
     }
@@ -341,7 +343,10 @@ fn per_minute_chart(h: &mut String, a: &Analysis, t0: Timestamp, span: f64) {
         })
         .collect();
     let labels: Vec<String> = (0..minutes)
-        .map(|i| format!("{}m", (i as f64 * per / 60.0) as u64))
+        .map(|i| {
+            let secs = (i as f64 * per) as u64;
+            format!("{}:{:02}", secs / 60, secs % 60)
+        })
         .collect();
     let legend: Vec<String> = OUTCOMES
         .iter()

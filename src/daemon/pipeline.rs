@@ -7,7 +7,7 @@
 //! deterministic. Packet time drives the engines; only an idle live capture ticks them with the
 //! wall clock, which is packet time's clock there.
 
-use crate::capture::link_type_from_dlt;
+use crate::capture::{Capture, CaptureError, Next};
 use crate::config::{CaptureConfig, NetworkConfig};
 use crate::model::{LineVerdict, LinkType, RawPacket, Timestamp};
 use std::net::IpAddr;
@@ -20,10 +20,6 @@ use std::time::{Duration, Instant};
 pub const BATCH_PACKETS: usize = 256;
 /// A partly filled batch waits at most this long before it is sent.
 const FLUSH_AFTER: Duration = Duration::from_millis(50);
-/// libpcap read timeout for live captures (kernel block timeout when not in immediate mode).
-const READ_TIMEOUT_MS: i32 = 100;
-/// Pause of the non-blocking live reader when the kernel has nothing for it.
-const IDLE_NAP: Duration = Duration::from_millis(2);
 
 /// What the daemon needs from one single-threaded engine.
 pub trait PacketEngine: Send + 'static {
@@ -48,131 +44,55 @@ pub trait PacketEngine: Send + 'static {
     fn reload(&mut self, cfg: &crate::config::Config);
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum CaptureError {
-    #[error("[capture] needs `interface` or `file`")]
-    NoSource,
-    #[error("opening {what}: {source}")]
-    Open {
-        what: String,
-        #[source]
-        source: pcap::Error,
-    },
-    #[error("capture filter {filter:?}: {source}")]
-    Filter {
-        filter: String,
-        #[source]
-        source: pcap::Error,
-    },
-}
-
-/// An opened packet source. Opened before privileges are dropped.
-pub enum Source {
-    Live {
-        cap: pcap::Capture<pcap::Active>,
-        interface: String,
-    },
-    File {
-        cap: pcap::Capture<pcap::Offline>,
-        path: std::path::PathBuf,
-    },
+/// An opened packet source (`capture::Capture`, live or file). Opened before privileges are
+/// dropped.
+pub struct Source {
+    cap: Capture,
+    desc: String,
 }
 
 impl Source {
     pub fn open(cfg: &CaptureConfig) -> Result<Source, CaptureError> {
         if let Some(path) = &cfg.file {
-            let mut cap = pcap::Capture::from_file(path).map_err(|source| CaptureError::Open {
-                what: path.display().to_string(),
-                source,
-            })?;
-            if let Err(e) = set_filter(&mut cap, &cfg.filter) {
-                // The default filter is Ethernet-only; a file needs no filter to be read whole.
-                if cfg.filter != crate::config::DEFAULT_FILTER {
-                    return Err(e);
+            let mut cap = Capture::open_file(path)?;
+            if !cfg.filter.trim().is_empty() {
+                if let Err(e) = cap.set_filter(&cfg.filter) {
+                    // The default filter is Ethernet-only; a file needs no filter to be read whole.
+                    if cfg.filter != crate::config::DEFAULT_FILTER {
+                        return Err(e);
+                    }
+                    tracing::info!(error = %e, "default filter does not fit this file: replaying unfiltered");
                 }
-                tracing::info!(error = %e, "default filter does not fit this file: replaying unfiltered");
             }
-            return Ok(Source::File {
+            return Ok(Source {
                 cap,
-                path: path.clone(),
+                desc: format!("file {}", path.display()),
             });
         }
-        let Some(iface) = &cfg.interface else {
-            return Err(CaptureError::NoSource);
-        };
-        let open_err = |source| CaptureError::Open {
-            what: format!("interface {iface}"),
-            source,
-        };
-        let buffer = i32::try_from(u64::from(cfg.buffer_mib) << 20).unwrap_or(i32::MAX);
-        let snaplen = i32::try_from(cfg.snaplen).unwrap_or(i32::MAX);
-        let mut cap = pcap::Capture::from_device(iface.as_str())
-            .map_err(open_err)?
-            .promisc(cfg.promiscuous)
-            .immediate_mode(cfg.immediate)
-            .snaplen(snaplen)
-            .buffer_size(buffer)
-            .timeout(READ_TIMEOUT_MS)
-            .open()
-            .map_err(open_err)?
-            // libpcap's read timeout is not honoured in immediate mode on Linux (poll blocks
-            // until a packet matches), which would stall flushes and shutdown on a quiet tap:
-            // read non-blocking and nap briefly when nothing is there.
-            .setnonblock()
-            .map_err(open_err)?;
-        set_filter(&mut cap, &cfg.filter)?;
-        Ok(Source::Live {
-            cap,
-            interface: iface.clone(),
-        })
+        let cap = Capture::open_live(cfg)?;
+        let desc = format!("interface {}", cap.name());
+        Ok(Source { cap, desc })
     }
 
     pub fn describe(&self) -> String {
-        match self {
-            Source::Live { interface, .. } => format!("interface {interface}"),
-            Source::File { path, .. } => format!("file {}", path.display()),
-        }
+        self.desc.clone()
     }
 
     pub fn is_live(&self) -> bool {
-        matches!(self, Source::Live { .. })
+        self.cap.is_live()
     }
 
     fn link(&self) -> LinkType {
-        match self {
-            Source::Live { cap, .. } => link_type_from_dlt(cap.get_datalink().0),
-            Source::File { cap, .. } => link_type_from_dlt(cap.get_datalink().0),
-        }
-    }
-
-    fn next(&mut self) -> Result<pcap::Packet<'_>, pcap::Error> {
-        match self {
-            Source::Live { cap, .. } => cap.next_packet(),
-            Source::File { cap, .. } => cap.next_packet(),
-        }
+        self.cap.link_type()
     }
 
     /// Kernel/libpcap counters (received, dropped, dropped by the interface), live only.
-    fn kernel_stats(&mut self) -> Option<pcap::Stat> {
-        match self {
-            Source::Live { cap, .. } => cap.stats().ok(),
-            Source::File { .. } => None,
+    fn kernel_stats(&mut self) -> Option<crate::capture::CaptureStats> {
+        if !self.cap.is_live() {
+            return None;
         }
+        self.cap.stats().ok()
     }
-}
-
-fn set_filter<T: pcap::Activated + ?Sized>(
-    cap: &mut pcap::Capture<T>,
-    filter: &str,
-) -> Result<(), CaptureError> {
-    if filter.trim().is_empty() {
-        return Ok(());
-    }
-    cap.filter(filter, true)
-        .map_err(|source| CaptureError::Filter {
-            filter: filter.to_string(),
-            source,
-        })
 }
 
 /// Packets of one capture, copied into one buffer.
@@ -411,20 +331,14 @@ pub fn capture_loop(
     let _running = CaptureRunning(stats.clone());
 
     while !stop.load(Ordering::Relaxed) {
-        match src.next() {
-            Ok(p) => {
+        match src.cap.read() {
+            Ok(Next::Packet(p)) => {
                 consecutive_errors = 0;
-                let ts = Timestamp::from_micros(
-                    p.header
-                        .ts
-                        .tv_sec
-                        .saturating_mul(1_000_000)
-                        .saturating_add(p.header.ts.tv_usec),
-                );
-                out.push(ts, p.header.len, p.data);
+                out.push(p.ts, p.wire_len, p.data);
             }
-            Err(pcap::Error::TimeoutExpired) => std::thread::sleep(IDLE_NAP),
-            Err(pcap::Error::NoMorePackets) => break,
+            // Live and quiet: `read` already waited (poll) up to its timeout.
+            Ok(Next::Timeout) => consecutive_errors = 0,
+            Ok(Next::End) => break,
             Err(e) => {
                 stats.capture_errors.fetch_add(1, Ordering::Relaxed);
                 consecutive_errors += 1;
@@ -462,12 +376,10 @@ pub fn capture_loop(
 
 fn store_kernel_stats(src: &mut Source, stats: &PipelineStats) {
     if let Some(s) = src.kernel_stats() {
-        stats
-            .kernel_dropped
-            .store(u64::from(s.dropped), Ordering::Relaxed);
+        stats.kernel_dropped.store(s.dropped, Ordering::Relaxed);
         stats
             .interface_dropped
-            .store(u64::from(s.if_dropped), Ordering::Relaxed);
+            .store(s.if_dropped, Ordering::Relaxed);
     }
 }
 
@@ -739,6 +651,59 @@ mod tests {
             }
         }
         assert_eq!(owners.len(), 50);
+    }
+
+    /// An engine whose stage panics on the first packet (a bug in some stage).
+    struct PanickingEngine;
+
+    impl PacketEngine for PanickingEngine {
+        fn process(&mut self, _pkt: &RawPacket<'_>) {
+            panic!("stage bug"); // ok: test double for the running-flag guard
+        }
+        fn tick(&mut self, _now: Timestamp) {}
+        fn finish(&mut self) {}
+        fn take_verdict_changes(&mut self) -> Vec<LineVerdict> {
+            Vec::new()
+        }
+        fn stats_json(&self) -> serde_json::Value {
+            serde_json::Value::Null
+        }
+        fn lines_json(&self) -> Vec<serde_json::Value> {
+            Vec::new()
+        }
+        fn line_json(&self, _addr: IpAddr) -> Option<serde_json::Value> {
+            None
+        }
+        fn save_state(&self) -> Option<serde_json::Value> {
+            None
+        }
+        fn restore_state(&mut self, _state: serde_json::Value) -> Result<usize, String> {
+            Ok(0)
+        }
+        fn reload(&mut self, _cfg: &crate::config::Config) {}
+    }
+
+    #[test]
+    fn a_panicking_engine_thread_no_longer_counts_as_running() {
+        let stats = Arc::new(PipelineStats::default());
+        let (tx, rx) = std::sync::mpsc::sync_channel(4);
+        let (vtx, _vrx) = tokio::sync::mpsc::channel(4);
+        let eng = Arc::new(Mutex::new(PanickingEngine));
+        let st = stats.clone();
+        let t = std::thread::spawn(move || worker_loop(eng, rx, vtx, st, true, 1.0));
+        let t0 = Instant::now();
+        while stats.workers_running.load(Ordering::SeqCst) == 0 {
+            assert!(
+                t0.elapsed() < Duration::from_secs(5),
+                "worker never started"
+            );
+            std::thread::yield_now();
+        }
+        let mut b = PacketBatch::new(LinkType::RAW);
+        b.push(Timestamp(1), 20, &[0x45; 20]);
+        tx.send(b).unwrap();
+        assert!(t.join().is_err(), "the stage panic ends the thread");
+        assert_eq!(stats.workers_running.load(Ordering::SeqCst), 0);
     }
 
     #[test]

@@ -116,9 +116,14 @@ impl FragTable {
     }
 
     fn evict_oldest_except(&mut self, keep: Option<&FragKey>, evictions: &mut Counters) -> bool {
-        let victim = self.order.values().find(|k| Some(*k) != keep).copied();
+        let victim = self
+            .order
+            .iter()
+            .find(|(_, k)| Some(*k) != keep)
+            .map(|(o, k)| (*o, *k));
         match victim {
-            Some(k) => {
+            Some((order, k)) => {
+                self.order.remove(&order);
                 self.discard(&k);
                 evictions.add(EVICT_FRAGMENTS, 1);
                 true
@@ -137,7 +142,13 @@ impl FragTable {
             if !stale {
                 break;
             }
-            self.discard(&key);
+            match self.remove(&key) {
+                Some(e) => self.recycle(e.buf),
+                // Out of step with the map (never expected): drop the index entry.
+                None => {
+                    self.order.pop_first();
+                }
+            }
             errors.add(ERR_FRAGMENT_TIMEOUT, 1);
         }
     }

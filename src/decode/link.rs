@@ -245,10 +245,11 @@ fn erspan3(data: &[u8]) -> Layer<'_> {
     }
 }
 
-/// VXLAN (RFC 7348): the inner Ethernet frame when the VNI flag is set.
+/// VXLAN (RFC 7348): the inner Ethernet frame when the header is one: the VNI flag set, the
+/// other flag bits clear (the group-policy bit 0x80 allowed) and the last reserved byte zero.
 pub(crate) fn vxlan(data: &[u8]) -> Option<&[u8]> {
-    match data.first() {
-        Some(f) if f & 0x08 != 0 && data.len() >= 8 => Some(tail(data, 8)),
+    match (data.first(), data.get(7)) {
+        (Some(f), Some(0)) if f & 0x08 != 0 && f & 0x77 == 0 => Some(tail(data, 8)),
         _ => None,
     }
 }
@@ -447,6 +448,10 @@ mod tests {
     #[test]
     fn vxlan_header() {
         assert_eq!(vxlan(&[0x08, 0, 0, 0, 0, 0, 1, 0, 0xAA]), Some(&[0xAA][..]));
+        assert_eq!(vxlan(&[0x88, 0, 0, 5, 0, 0, 1, 0, 0xAA]), Some(&[0xAA][..]));
+        // text that happens to have the 0x08 bit: "OPTIONS "
+        assert_eq!(vxlan(b"OPTIONS sip:x"), None);
+        assert_eq!(vxlan(&[0x08, 0, 0, 0, 0, 0, 1, 9, 0xAA]), None);
         assert_eq!(vxlan(&[0x00, 0, 0, 0, 0, 0, 1, 0, 0xAA]), None);
         assert_eq!(vxlan(&[0x08, 0, 0]), None);
     }

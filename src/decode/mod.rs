@@ -6,9 +6,11 @@
 //! GTP-U on UDP 2152) are opened and their inner packets decoded like outer ones, up to
 //! `MAX_DEPTH` encapsulations. Nothing panics on any input; every stop is counted in
 //! `errors()` under the layer that stopped it, and every table is bounded by `LimitsConfig`.
+//! `Datagram::ip_len` is the (reassembled) IP length for UDP, and for a TCP message the IP length
+//! of the segment that completed it. Inner packets of tunnels carry the inner addresses.
 //!
 //! Error keys: `link`, `link_type` (unsupported link type), `vlan`, `mpls`, `pppoe`, `ppp`, `gre`,
-//! `erspan`, `gtp`, `ip` (neither v4 nor v6), `ipv4`, `ipv6`, `udp`, `tcp` (malformed headers);
+//! `erspan`, `gtp`, `vxlan` (a datagram to 4789 without a VXLAN header: still emitted as UDP), `ip` (neither v4 nor v6), `ipv4`, `ipv6`, `udp`, `tcp` (malformed headers);
 //! `not_ip` (well-formed frames without IP: ARP, LLDP, PPP control...), `ip_proto` (IP payloads
 //! other than UDP/TCP/tunnels), `depth` (too many encapsulations or tags), `truncated` (payload
 //! cut by the snap length: UDP is still emitted, TCP is not used); `fragment` (overlapping,
@@ -51,6 +53,7 @@ const ERR_NOT_IP: &str = "not_ip";
 const ERR_IP_PROTO: &str = "ip_proto";
 const ERR_DEPTH: &str = "depth";
 const ERR_TRUNCATED: &str = "truncated";
+const ERR_VXLAN: &str = "vxlan";
 
 pub struct Decoder {
     errors: Counters,
@@ -417,6 +420,8 @@ impl Decoder {
                     }
                     return;
                 }
+                // Not a VXLAN header after all: counted, and passed on as plain UDP.
+                self.errors.add(ERR_VXLAN, 1);
             }
             if dport == GTPU_PORT {
                 match link::gtpu(body) {

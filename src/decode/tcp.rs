@@ -354,25 +354,32 @@ impl TcpTable {
     }
 
     fn evict_lru(&mut self, evictions: &mut Counters) -> bool {
-        let Some((_, key)) = self.lru.first_key_value() else {
+        let Some((_, key)) = self.lru.pop_first() else {
             return false;
         };
-        let key = *key;
-        self.take(&key);
+        if let Some(st) = self.map.remove(&key) {
+            self.release(st.bytes());
+        }
         evictions.add(EVICT_TCP_STREAMS, 1);
         true
     }
 
-    /// Removes streams idle for the timeout at `now`.
+    /// Removes streams idle for the timeout at `now`, least recently used first (touch order
+    /// follows packet time, so the walk stops at the first stream still active).
     pub fn expire(&mut self, now: Timestamp) {
-        let idle: Vec<Key> = self
-            .map
-            .iter()
-            .filter(|(_, s)| now.micros().saturating_sub(s.last_ts.micros()) >= self.timeout_us)
-            .map(|(k, _)| *k)
-            .collect();
-        for k in idle {
-            self.take(&k);
+        while let Some((_, key)) = self.lru.first_key_value() {
+            let key = *key;
+            let idle = self
+                .map
+                .get(&key)
+                .is_none_or(|s| now.micros().saturating_sub(s.last_ts.micros()) >= self.timeout_us);
+            if !idle {
+                break;
+            }
+            if self.take(&key).is_none() {
+                // Out of step with the map (never expected): drop the index entry.
+                self.lru.pop_first();
+            }
         }
     }
 
@@ -809,6 +816,20 @@ mod tests {
         r.t.expire(Timestamp::from_micros(61_000_001));
         assert_eq!(r.t.len(), 0);
         assert_eq!(r.t.bytes(), 0);
+    }
+
+    #[test]
+    fn expiry_removes_only_idle_streams() {
+        let mut r = Rig::new(4096);
+        // Rig packet time is the sequence number in microseconds.
+        r.seg_from(1, 1, &OK[..10], (false, false, false));
+        r.seg_from(2, 100_000_000, &OK[..10], (false, false, false));
+        r.t.expire(Timestamp::from_micros(100_000_000));
+        assert_eq!(r.t.len(), 1);
+        assert_eq!(r.t.bytes(), 10);
+        // the survivor is port 2: its message still completes
+        r.seg_from(2, 100_000_010, &OK[10..], (false, false, false));
+        assert_eq!(r.got, vec![OK.to_vec()]);
     }
 
     #[test]

@@ -363,6 +363,12 @@ fn vxlan_ipip_gtp() {
     let vx = [&[0x08, 0, 0, 0, 0, 0, 0x2A, 0][..], &eth(0x0800, &ip)].concat();
     let frame = outer(17, &udp_raw(49152, 4789, &vx));
     assert_sip_udp4(&decode_one(LinkType::RAW, &frame).0);
+    // A datagram to 4789 without the VXLAN flag: counted, passed on as plain UDP
+    let frame = outer(17, &udp_raw(49152, 4789, SIP));
+    let (got, errs) = decode_one(LinkType::RAW, &frame);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].payload, SIP);
+    assert_eq!(errs.get("vxlan"), 1);
     // IPv4 in IPv4
     assert_sip_udp4(&decode_one(LinkType::RAW, &outer(4, &ip)).0);
     // IPv6 in IPv4 (protocol 41)

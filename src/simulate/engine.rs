@@ -447,16 +447,7 @@ impl<W: Write> Engine<W> {
                 let len = min as usize + (s.rng.next() % span) as usize;
                 self.buf.resize(len, 0);
                 s.rng.fill(&mut self.buf);
-                // Encrypted-transport shape (first byte 01xxxxxx like a QUIC short header): never
-                // RTP version 2, and keeps tshark's heuristic dissectors from claiming noise.
-                if let Some(b) = self.buf.first_mut() {
-                    *b = 0x40 | (*b & 0x3f);
-                }
-                if let Some(b) = self.buf.get_mut(1) {
-                    if *b >> 4 == 4 {
-                        *b ^= 0x80;
-                    }
-                }
+                shape_opaque_head(&mut self.buf);
             }
         }
         let (id, ttl) = l.ip_id_ttl(s.from_line);
@@ -499,13 +490,7 @@ impl<W: Write> Engine<W> {
         };
         if let Some(key) = l.scramble {
             numbers::scramble(key, l.calls ^ u64::from(l.ip_id), &mut self.buf);
-            // Scrambled boxes put a non-RTP first byte (their own framing): on odd ports a
-            // version-2 first byte would read as RTCP to tshark's heuristics.
-            if let Some(b) = self.buf.first_mut() {
-                if *b & 0xc0 == 0x80 {
-                    *b ^= 0x40;
-                }
-            }
+            shape_opaque_head(&mut self.buf);
         }
         if tcp {
             let split = l.tcp_split(self.buf.len());
@@ -515,6 +500,17 @@ impl<W: Write> Engine<W> {
             let l2 = l.l2;
             self.w.udp(t, &l2, from_line, src, dst, id, ttl, &self.buf)
         }
+    }
+}
+
+/// Gives an opaque payload the head of an encrypted transport: the first eight bytes in
+/// 0x50..=0x7f (first byte `01xxxxxx` like a QUIC short header). Never RTP/RTCP version 2, and
+/// none of the values tshark's heuristic dissectors key on (0x80-0xff magic for RTCP on odd
+/// ports, Thrift, Pathport; 0x4x TPDU codes for CLTP/GOOSE), so noise is not claimed as a
+/// malformed packet of some other protocol.
+pub fn shape_opaque_head(buf: &mut [u8]) {
+    for b in buf.iter_mut().take(8) {
+        *b = 0x50 + *b % 0x30;
     }
 }
 

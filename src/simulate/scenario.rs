@@ -3,6 +3,30 @@
 //! TOML with `deny_unknown_fields`; errors name the file, line and column. Every per-population
 //! key except `kind` is optional: what is not given is drawn per line from realistic ranges (and
 //! recorded in the labels' `params`).
+//!
+//! ```toml
+//! duration = "30m"                  # 90s, 30m, 2h, or seconds
+//! scale = 1.0                       # multiplies every count (at least 1 line per group)
+//! start = "2026-01-05T08:00:00Z"
+//! [[population]]
+//! kind = "gateway"                  # gateway, gateway-scrambled, gateway-opaque, household,
+//!                                   # office-pbx, call-centre, help-desk, expat-voip,
+//!                                   # app-calls, gaming, video
+//! count = 1
+//! site = "site-1"                   # lines of one site share a softswitch
+//! channels = 8                      # gateways 1/4/8/16/32; trunk size for PBX/dialer/help desk
+//! registration = "per-port"         # or "trunk" (gateways)
+//! ua = "vendor"                     # or "softphone" (spoofed) or "none" (gateways)
+//! codec = "G729"                    # or "PCMU", "PCMA"
+//! ptime = 20                        # or 30
+//! shift = "8h/16h"                  # or "always"
+//! answer_ratio = 0.35
+//! calls_per_hour = 4.0              # lines with random arrivals (not gateways/dialers)
+//! ipv6 = false
+//! tcp_share = 0.2                   # share of lines with SIP over TCP (household/expat/office)
+//! vlan_share = 0.2                  # share of lines whose frames carry an 802.1Q tag
+//! big_invite_share = 0.05           # share of INVITEs padded past the MTU (IP-fragmented)
+//! ```
 
 use super::SimError;
 use crate::model::Timestamp;
@@ -158,8 +182,8 @@ pub struct Scenario {
     /// Multiplies every population's line count.
     #[serde(default = "default_scale")]
     pub scale: f64,
-    /// Capture start (RFC 3339 string).
-    #[serde(default = "default_start")]
+    /// Capture start (RFC 3339, quoted or as a TOML datetime).
+    #[serde(default = "default_start", deserialize_with = "de_start")]
     pub start: Timestamp,
     #[serde(default, rename = "population")]
     pub populations: Vec<Population>,
@@ -176,6 +200,24 @@ fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> 
         Dur::Secs(s) => Ok(s),
         Dur::Text(t) => parse_duration(&t).map_err(serde::de::Error::custom),
     }
+}
+
+fn de_start<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Timestamp, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Start {
+        Text(String),
+        Toml(toml::value::Datetime),
+    }
+    let text = match Start::deserialize(d)? {
+        Start::Text(t) => t,
+        Start::Toml(t) => t.to_string(),
+    };
+    Timestamp::parse_rfc3339(&text).ok_or_else(|| {
+        serde::de::Error::custom(format!(
+            "start must be an RFC 3339 time with offset, not {text:?}"
+        ))
+    })
 }
 
 /// Parses `90s`, `30m`, `2h`, `1d` or plain seconds.
@@ -422,6 +464,18 @@ mod tests {
         let mut sc = Scenario::builtin();
         sc.scale = 0.0;
         assert!(crate::simulate::generate(&sc, 1, &mut std::io::sink()).is_err());
+    }
+
+    #[test]
+    fn start_accepts_quoted_and_toml_datetimes() {
+        let a = Scenario::from_toml("start = \"2026-03-01T10:00:00Z\"\n", "s").unwrap();
+        let b = Scenario::from_toml("start = 2026-03-01T10:00:00Z\n", "s").unwrap();
+        assert_eq!(a.start, b.start);
+        assert_eq!(a.start.to_rfc3339(), "2026-03-01T10:00:00.000000Z");
+        let e = Scenario::from_toml("\nstart = 2026-03-01\n", "s")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("s:2:"), "{e}");
     }
 
     #[test]
