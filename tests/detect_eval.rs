@@ -168,3 +168,10 @@ fn analyze_text_lists_flagged_lines_first_with_reasons() {
         );
     }
 }
+
+#[test]
+fn example_config_documents_the_detection_defaults() {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/simboxd.toml");
+    let c = Config::load(&p).unwrap();
+    assert_eq!(c.detection, simboxd::detect::DetectionConfig::default());
+}
