@@ -279,7 +279,7 @@ pub fn distinct_called(p: &Profile, c: &Ctx) -> Signal {
     let span = minutes(p.window_span_secs(c.now, c.params));
     let min = f64::from(c.cfg.min_calls);
     // The ring keeps the last 16 whenever they were: only calls ended inside the window count.
-    let volume = ramp((n as f64).min(f64::from(w.in_ended)), min - 1.0, min + 2.0);
+    let volume = ramp((n as f64).min(f64::from(w.in_ended)), min - 1.0, min + 1.0);
     let did_block = n >= 4 && blocks <= 2 && nums > blocks;
     let (strength, detail) = if did_block {
         (
