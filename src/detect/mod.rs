@@ -483,7 +483,11 @@ pub fn opaque_media(p: &Profile, c: &Ctx) -> Signal {
     // ended less than the media timeout ago may still count: hence the rate gate.
     let recent = f64::from(p.recent(c.now, c.params, 2).opaque_flows);
     let min = f64::from(c.cfg.min_calls);
-    let strength = ramp(peak, 1.5, 3.0) * ramp(recent, min - 1.0, min + 2.0);
+    // Verified concurrency (read when flows end) counts from 3; the unverified count taken
+    // when flows start, which a just-ended flow can inflate by one, only from 4.
+    let verified = f64::from(p.opaque_verified_peak);
+    let conc = ramp(verified, 1.5, 3.0).max(ramp(peak, 2.5, 4.0));
+    let strength = conc * ramp(recent, min - 1.0, min + 2.0);
     let peer = p
         .top_peer()
         .filter(|x| x.opaque_flows > 0)
@@ -495,8 +499,9 @@ pub fn opaque_media(p: &Profile, c: &Ctx) -> Signal {
         value: peak,
         strength,
         detail: format!(
-            "up to {} concurrent voice-shaped flows to {} without readable SIP; {} such flows in {} ({:.0} in the last {})",
+            "up to {} concurrent voice-shaped flows ({} confirmed) to {} without readable SIP; {} such flows in {} ({:.0} in the last {})",
             p.opaque_peak_same_peer,
+            p.opaque_verified_peak,
             peer,
             w.opaque_flows,
             minutes(p.window_span_secs(c.now, c.params)),
