@@ -478,8 +478,33 @@ pub fn write_text(out: &mut dyn Write, a: &Analysis) -> std::io::Result<()> {
     }
     writeln!(out)?;
     writeln!(out, "lines ({}):", a.lines.len())?;
-    for l in &a.lines {
+    // Flagged lines first (gateway, then suspect, by score), each with the evidence behind it.
+    let mut order: Vec<&LineEntry> = a.lines.iter().collect();
+    order.sort_by(|x, y| {
+        y.verdict
+            .cmp(&x.verdict)
+            .then(y.score.unwrap_or(0.0).total_cmp(&x.score.unwrap_or(0.0)))
+    });
+    for l in order {
         let line = l.line.map_or_else(|| "-".to_string(), |ip| ip.to_string());
+        if let Some(v) = l.verdict.filter(|v| *v != VerdictLevel::Normal) {
+            writeln!(
+                out,
+                "  {line:<40} {} score {:.2}{}{}",
+                format!("{v:?}").to_uppercase(),
+                l.score.unwrap_or(0.0),
+                l.flagged_at
+                    .map_or(String::new(), |t| format!(", flagged at {t}")),
+                l.site.as_ref().map_or(String::new(), |s| format!(", {s}"))
+            )?;
+            for r in &l.reasons {
+                writeln!(
+                    out,
+                    "      {:<20} {:.2}  {}",
+                    r.signal, r.strength, r.detail
+                )?;
+            }
+        }
         writeln!(
             out,
             "  {line:<40} calls {:>5} (in {} / out {}, answered {}), max concurrent {}, {} distinct called, {} registrations, {} media flows ({} voice without SIP)",

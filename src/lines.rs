@@ -402,6 +402,8 @@ struct OpenSession {
     key: u32,
     remote: u32,
     kind: SessionKind,
+    /// When the start was reported (microseconds).
+    start: i64,
 }
 
 /// One registered account (hashes only) and when its binding lapses.
@@ -484,8 +486,13 @@ pub struct Profile {
     level_since: i64,
     open: Vec<OpenSession>,
     pub open_overflow: u32,
-    /// Most opaque flows to one peer at once (since the last decay).
+    /// Most opaque flows to one peer at once (since the last decay), counted when flows start:
+    /// a flow that ended less than the media timeout before may still be counted.
     pub opaque_peak_same_peer: u16,
+    /// The same, verified when flows end (their true start is known then).
+    pub opaque_verified_peak: u16,
+    /// Recently ended opaque flows (start, end, remote hash) while others are still open.
+    closed_opaque: Vec<(i64, i64, u32)>,
     /// Talk time of answered inbound calls; durations of opaque flows.
     pub talk: DurationHist,
     pub opaque_durations: DurationHist,
@@ -538,6 +545,8 @@ impl Profile {
             open: Vec::new(),
             open_overflow: 0,
             opaque_peak_same_peer: 0,
+            opaque_verified_peak: 0,
+            closed_opaque: Vec::new(),
             talk: DurationHist::default(),
             opaque_durations: DurationHist::default(),
             gaps: RunningStats::default(),
@@ -586,6 +595,7 @@ impl Profile {
                 peer.opaque_flows /= 2;
             }
             self.opaque_peak_same_peer = self.opaque_same_peer_now();
+            self.opaque_verified_peak = 0;
             self.fingerprint_hits /= 2;
             self.fingerprint_checked /= 2;
         }
@@ -710,7 +720,12 @@ impl Profile {
             return;
         }
         self.account_level(ts);
-        self.open.push(OpenSession { key, remote, kind });
+        self.open.push(OpenSession {
+            key,
+            remote,
+            kind,
+            start: ts,
+        });
         self.max_concurrent = self.max_concurrent.max(self.open.len() as u32);
         if kind == SessionKind::Opaque {
             let n = self.opaque_same_peer_now();
@@ -1162,8 +1177,36 @@ impl Profile {
             self.start_opaque(key, r.remote.ip(), r.first.0, p);
             self.close_session(key, end.0);
         }
+        self.verify_opaque(hash_ip(r.remote.ip()), r.first.0, end.0);
         self.opaque_durations.add(end.secs_since(r.first).max(0.0));
         self.note_end_for_gap(end.0);
+    }
+
+    /// Concurrency at the true start of an opaque flow that just ended: flows to the same peer
+    /// still open that were reported before it (still running now, so running then) plus
+    /// recently ended ones whose span covers it.
+    fn verify_opaque(&mut self, remote: u32, start: i64, end: i64) {
+        let open = self
+            .open
+            .iter()
+            .filter(|s| s.kind == SessionKind::Opaque && s.remote == remote && s.start <= start)
+            .count();
+        let closed = self
+            .closed_opaque
+            .iter()
+            .filter(|&&(s, e, r)| r == remote && s <= start && start <= e)
+            .count();
+        let n = (1 + open + closed).min(usize::from(u16::MAX)) as u16;
+        self.opaque_verified_peak = self.opaque_verified_peak.max(n);
+        if self.open.iter().any(|s| s.kind == SessionKind::Opaque) {
+            if self.closed_opaque.len() >= 16 {
+                self.closed_opaque.remove(0);
+            }
+            self.closed_opaque.push((start, end, remote));
+        } else {
+            // Nothing open: any later flow starts after all of these ended.
+            self.closed_opaque = Vec::new();
+        }
     }
 
     /// Codec names seen on the line's calls.
@@ -1343,6 +1386,45 @@ mod tests {
             0,
             "bindings lapse"
         );
+    }
+
+    fn flow_ended(local: &str, remote: &str, first: f64, last: f64) -> MediaFlowRecord {
+        MediaFlowRecord {
+            local: sa(local),
+            remote: sa(remote),
+            line: Some("10.0.0.9".parse().unwrap()),
+            call_id: None,
+            first: t(first),
+            last: t(last),
+            packets_out: 1000,
+            packets_in: 1000,
+            bytes_out: 72_000,
+            bytes_in: 72_000,
+            mean_ip_len: 72.0,
+            rtp: false,
+            voice_like: true,
+            streams: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn opaque_concurrency_is_verified_when_flows_end() {
+        // A and B overlap; A ends at 60 s but is reported 30 s later, after C started at 70 s.
+        let p = p();
+        let mut pr = Profile::new(t(0.0));
+        let r = "203.0.113.9:4000";
+        pr.on_media_started(sa("10.0.0.9:1000"), sa(r), None, t(0.0), &p);
+        pr.on_media_started(sa("10.0.0.9:1002"), sa(r), None, t(10.0), &p);
+        pr.on_media_started(sa("10.0.0.9:1004"), sa(r), None, t(70.0), &p);
+        assert_eq!(
+            pr.opaque_peak_same_peer, 3,
+            "counted at start: A is still open"
+        );
+        pr.on_media_ended(&flow_ended("10.0.0.9:1000", r, 0.0, 60.0), &p);
+        pr.on_media_ended(&flow_ended("10.0.0.9:1004", r, 70.0, 100.0), &p);
+        pr.on_media_ended(&flow_ended("10.0.0.9:1002", r, 10.0, 120.0), &p);
+        assert_eq!(pr.opaque_verified_peak, 2, "A had ended before C started");
+        assert_eq!(pr.open_sessions(), 0);
     }
 
     #[test]

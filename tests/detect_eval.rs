@@ -118,3 +118,60 @@ kind = "office-pbx"
         "{text}"
     );
 }
+
+#[test]
+fn analyze_text_lists_flagged_lines_first_with_reasons() {
+    let (pcap, _) = sample();
+    let a = simboxd::analyze::analyze_file(&pcap, &cfg(), false).unwrap();
+    let flagged = a
+        .lines
+        .iter()
+        .filter(|l| l.verdict == Some(VerdictLevel::Gateway))
+        .count();
+    assert!(flagged >= 2);
+    let mut buf = Vec::new();
+    simboxd::analyze::write_text(&mut buf, &a).unwrap();
+    let text = String::from_utf8(buf).unwrap();
+    let section: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("lines ("))
+        .skip(1)
+        .collect();
+    assert!(section[0].contains("GATEWAY score"), "{text}");
+    assert!(
+        section[1].trim_start().starts_with("foreign_inbound")
+            || section[1].contains("distinct_called"),
+        "{text}"
+    );
+    // The first addresses listed are the gateway lines, each followed by its reasons.
+    let mut seen: Vec<&str> = Vec::new();
+    for l in &section {
+        if let Some(addr) = l
+            .strip_prefix("  ")
+            .and_then(|r| r.split_whitespace().next())
+        {
+            if !l.starts_with("      ") && !seen.contains(&addr) {
+                seen.push(addr);
+            }
+        }
+    }
+    let gateways: Vec<String> = a
+        .lines
+        .iter()
+        .filter(|l| l.verdict == Some(VerdictLevel::Gateway))
+        .filter_map(|l| l.line.map(|ip| ip.to_string()))
+        .collect();
+    for addr in &seen[..flagged] {
+        assert!(
+            gateways.iter().any(|g| g == addr),
+            "{addr} listed before a gateway\n{text}"
+        );
+    }
+}
+
+#[test]
+fn example_config_documents_the_detection_defaults() {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/simboxd.toml");
+    let c = Config::load(&p).unwrap();
+    assert_eq!(c.detection, simboxd::detect::DetectionConfig::default());
+}

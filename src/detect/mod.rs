@@ -279,7 +279,7 @@ pub fn distinct_called(p: &Profile, c: &Ctx) -> Signal {
     let span = minutes(p.window_span_secs(c.now, c.params));
     let min = f64::from(c.cfg.min_calls);
     // The ring keeps the last 16 whenever they were: only calls ended inside the window count.
-    let volume = ramp((n as f64).min(f64::from(w.in_ended)), min - 1.0, min + 2.0);
+    let volume = ramp((n as f64).min(f64::from(w.in_ended)), min - 1.0, min + 1.0);
     let did_block = n >= 4 && blocks <= 2 && nums > blocks;
     let (strength, detail) = if did_block {
         (
@@ -483,7 +483,11 @@ pub fn opaque_media(p: &Profile, c: &Ctx) -> Signal {
     // ended less than the media timeout ago may still count: hence the rate gate.
     let recent = f64::from(p.recent(c.now, c.params, 2).opaque_flows);
     let min = f64::from(c.cfg.min_calls);
-    let strength = ramp(peak, 1.5, 3.0) * ramp(recent, min - 1.0, min + 2.0);
+    // Verified concurrency (read when flows end) counts from 3; the unverified count taken
+    // when flows start, which a just-ended flow can inflate by one, only from 4.
+    let verified = f64::from(p.opaque_verified_peak);
+    let conc = ramp(verified, 1.5, 3.0).max(ramp(peak, 2.5, 4.0));
+    let strength = conc * ramp(recent, min - 1.0, min + 2.0);
     let peer = p
         .top_peer()
         .filter(|x| x.opaque_flows > 0)
@@ -495,8 +499,9 @@ pub fn opaque_media(p: &Profile, c: &Ctx) -> Signal {
         value: peak,
         strength,
         detail: format!(
-            "up to {} concurrent voice-shaped flows to {} without readable SIP; {} such flows in {} ({:.0} in the last {})",
+            "up to {} concurrent voice-shaped flows ({} confirmed) to {} without readable SIP; {} such flows in {} ({:.0} in the last {})",
             p.opaque_peak_same_peer,
+            p.opaque_verified_peak,
             peer,
             w.opaque_flows,
             minutes(p.window_span_secs(c.now, c.params)),
@@ -838,7 +843,7 @@ impl LineTable {
                     // largest memory cost after the profiles themselves.
                     let room = self.cfg.max_lines.saturating_sub(self.slots.len());
                     self.slots
-                        .reserve_exact((self.slots.len() / 4).clamp(64, room.max(1)));
+                        .reserve_exact((self.slots.len() / 4).max(64).min(room.max(1)));
                 }
                 self.slots.push(Slot {
                     entry: Some(entry),
