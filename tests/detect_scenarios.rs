@@ -198,7 +198,7 @@ fn app_calls_and_gaming_stay_normal() {
 }
 
 #[test]
-#[ignore]
+#[ignore = "diagnostic: prints every synthetic kind's verdict and reasons"]
 fn print_all() {
     let kinds: Vec<(&str, Vec<Event>)> = vec![
         (
