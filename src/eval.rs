@@ -540,20 +540,7 @@ pub fn cli_main(args: EvalArgs) -> anyhow::Result<()> {
         all.extend(score_seed(labels.seed, &labels, &table));
     } else {
         seeds = parse_seeds(&args.seeds).map_err(|e| anyhow::anyhow!("--seeds: {e}"))?;
-        let mut sc = match &args.scenario {
-            Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .with_context(|| format!("reading {}", p.display()))?;
-                Scenario::from_toml(&text, &p.display().to_string())?
-            }
-            None => Scenario::builtin(),
-        };
-        if let Some(d) = args.duration {
-            sc.duration_secs = d;
-        }
-        if let Some(s) = args.scale {
-            sc.scale = s;
-        }
+        let sc = simulate::load_scenario(args.scenario.as_deref(), args.duration, args.scale)?;
         for &seed in &seeds {
             eprintln!("eval: seed {seed} ...");
             let (labels, table) = simulate_and_detect(&sc, seed, &cfg)?;

@@ -36,28 +36,6 @@ pub struct Manifest {
     pub files: Vec<ManifestFile>,
 }
 
-/// True when a payload begins like a SIP request or status line.
-fn starts_like_sip(p: &[u8]) -> bool {
-    const STARTS: [&[u8]; 15] = [
-        b"SIP/2.0 ",
-        b"INVITE ",
-        b"ACK ",
-        b"BYE ",
-        b"CANCEL ",
-        b"REGISTER ",
-        b"OPTIONS ",
-        b"INFO ",
-        b"UPDATE ",
-        b"PRACK ",
-        b"SUBSCRIBE ",
-        b"NOTIFY ",
-        b"REFER ",
-        b"MESSAGE ",
-        b"PUBLISH ",
-    ];
-    STARTS.iter().any(|s| p.starts_with(s))
-}
-
 fn file_name(line: IpAddr) -> String {
     format!("line-{}.pcap", line.to_string().replace(':', "_"))
 }
@@ -103,7 +81,7 @@ pub fn export(
     while let Some(pkt) = cap.next_packet()? {
         hits.clear();
         decoder.decode(&pkt, &mut |d| {
-            let sip = starts_like_sip(d.payload);
+            let sip = crate::sip::looks_like_sip(d.payload);
             if !sip && d.transport != Transport::Udp {
                 return;
             }
@@ -181,14 +159,6 @@ fn libc_timeval(us: i64) -> libc::timeval {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sip_start_lines_are_recognised() {
-        assert!(starts_like_sip(b"INVITE sip:1@x SIP/2.0\r\n"));
-        assert!(starts_like_sip(b"SIP/2.0 200 OK\r\n"));
-        assert!(!starts_like_sip(b"\x80\x12\x00\x01"));
-        assert!(!starts_like_sip(b"GET / HTTP/1.1\r\n"));
-    }
 
     #[test]
     fn ipv6_file_names_have_no_colons() {

@@ -3,6 +3,9 @@
 //! RFC 3164, TLS (RFC 5425) against rsyslog's gtls driver with a CA made here by openssl, and a
 //! TCP reconnect after rsyslog restarts.
 
+mod common;
+use common::make_certs;
+
 use simboxd::alert::delivery::{syslog_target, Backoff, Delivery};
 use simboxd::alert::outbox::{Outbox, StorageConfig};
 use simboxd::alert::syslog::{Facility, SyslogFormat, SyslogFormatter, SyslogTarget};
@@ -371,82 +374,6 @@ async fn tcp_reconnects_after_rsyslog_restart() {
     assert_eq!(keys, vec![true, true], "{got:#?}");
     assert_eq!(got.len(), 2, "{got:#?}");
     delivery.shutdown(Duration::from_secs(2)).await;
-}
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let st = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("run openssl");
-    assert!(st.success(), "openssl {args:?} failed");
-}
-
-/// A CA and a server certificate for 127.0.0.1 / localhost, made by openssl.
-fn make_certs(dir: &Path) {
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    let mut ca = vec!["req", "-x509"];
-    ca.extend(ec);
-    ca.extend([
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-subj",
-        "/CN=simboxd-test-ca",
-        "-days",
-        "2",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign",
-    ]);
-    openssl(dir, &ca);
-    let mut csr = vec!["req"];
-    csr.extend(ec);
-    csr.extend([
-        "-keyout",
-        "srv.key",
-        "-out",
-        "srv.csr",
-        "-subj",
-        "/CN=localhost",
-    ]);
-    openssl(dir, &csr);
-    std::fs::write(
-        dir.join("ext.cnf"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
-         keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "srv.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "srv.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "ext.cnf",
-        ],
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

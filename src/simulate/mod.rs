@@ -149,8 +149,14 @@ pub fn default_labels_path(pcap: &std::path::Path) -> PathBuf {
     pcap.with_file_name(format!("{stem}.labels.json"))
 }
 
-pub fn cli_main(args: SimulateArgs) -> anyhow::Result<()> {
-    let mut sc = match &args.scenario {
+/// The scenario a command asked for: a TOML file or the built-in mix, with `--duration` and
+/// `--scale` applied on top.
+pub fn load_scenario(
+    file: Option<&std::path::Path>,
+    duration: Option<u64>,
+    scale: Option<f64>,
+) -> anyhow::Result<Scenario> {
+    let mut sc = match file {
         Some(p) => {
             let text = std::fs::read_to_string(p)
                 .with_context(|| format!("reading scenario {}", p.display()))?;
@@ -158,12 +164,17 @@ pub fn cli_main(args: SimulateArgs) -> anyhow::Result<()> {
         }
         None => Scenario::builtin(),
     };
-    if let Some(d) = args.duration {
+    if let Some(d) = duration {
         sc.duration_secs = d;
     }
-    if let Some(s) = args.scale {
+    if let Some(s) = scale {
         sc.scale = s;
     }
+    Ok(sc)
+}
+
+pub fn cli_main(args: SimulateArgs) -> anyhow::Result<()> {
+    let mut sc = load_scenario(args.scenario.as_deref(), args.duration, args.scale)?;
     if let Some(s) = &args.start {
         sc.start = Timestamp::parse_rfc3339(s)
             .with_context(|| format!("--start {s:?} is not an RFC 3339 time"))?;
