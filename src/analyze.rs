@@ -214,6 +214,11 @@ pub fn analyze_file(path: &Path, cfg: &Config, progress: bool) -> anyhow::Result
     let verdicts = engine.lines().verdicts();
     let mut a = build(path, sha256, size, st, col, cfg);
     apply_verdicts(&mut a.lines, &verdicts, engine.lines());
+    let privacy = crate::privacy::Pseudonymizer::from_config(&cfg.privacy)
+        .map_err(|e| anyhow::anyhow!("[privacy]: {e}"))?;
+    if privacy.enabled() {
+        pseudonymize(&mut a, &privacy);
+    }
     Ok(a)
 }
 
@@ -340,6 +345,36 @@ fn line_entries(
     by.into_values().collect()
 }
 
+/// Replaces phone numbers (call parties, accounts, numbers quoted in reasons) by their keyed
+/// pseudonyms, before anything is printed or written.
+fn pseudonymize(a: &mut Analysis, p: &crate::privacy::Pseudonymizer) {
+    for c in &mut a.calls {
+        p.call(c);
+    }
+    for r in &mut a.registrations {
+        p.registration(r);
+    }
+    for l in &mut a.lines {
+        for r in &mut l.reasons {
+            r.detail = p.text(&r.detail);
+        }
+    }
+}
+
+/// The configuration as the report shows it: secrets (privacy key, API token, webhook
+/// authorization) replaced by a marker.
+pub fn redacted_config_toml(cfg: &Config) -> String {
+    let mut c = cfg.clone();
+    if c.privacy.key.is_some() {
+        c.privacy.key = Some("<redacted>".into());
+    }
+    if c.http.token.is_some() {
+        c.http.token = Some("<redacted>".into());
+    }
+    c.webhook.auth_header = None;
+    toml::to_string(&c).unwrap_or_default()
+}
+
 /// Adds detection's verdicts to the per-line entries (lines only detection saw get an entry too)
 /// and orders them flagged first, then by score.
 fn apply_verdicts(
@@ -401,7 +436,7 @@ pub fn cli_main(args: AnalyzeArgs) -> anyhow::Result<()> {
     let a = analyze_file(&args.capture, &cfg, progress)?;
     if let Some(path) = &args.report {
         let prov = crate::report::Provenance {
-            config_toml: toml::to_string(&cfg).unwrap_or_default(),
+            config_toml: redacted_config_toml(&cfg),
             generated: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         };
         std::fs::write(path, crate::report::render(&a, &prov))
