@@ -7,7 +7,7 @@ use simboxd::config::DEFAULT_FILTER;
 use std::path::PathBuf;
 
 /// (all packets, non-first IPv4 fragments) in `f`, optionally through a BPF filter.
-fn count(f: &PathBuf, filter: Option<&str>) -> (u64, u64) {
+fn count(f: &std::path::Path, filter: Option<&str>) -> (u64, u64) {
     let mut cap = Capture::open_file(f).expect("open");
     if let Some(flt) = filter {
         cap.set_filter(flt).expect("filter compiles");
