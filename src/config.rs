@@ -84,6 +84,42 @@ pub struct NetworkConfig {
     pub home: Vec<IpNet>,
     /// Prefixes counted as domestic peers (national providers).
     pub domestic: Vec<IpNet>,
+    /// MaxMind-format country database (GeoLite2-Country or GeoIP2-Country `.mmdb`). With
+    /// `home_country`, a peer the database places in that country counts as domestic too.
+    pub geoip_db: Option<PathBuf>,
+    /// ISO 3166-1 alpha-2 code of the home country (e.g. "DE"), used with `geoip_db`.
+    pub home_country: Option<String>,
+    /// The opened `geoip_db` (loaded by `Config::parse` or `NetworkConfig::open_geoip`).
+    #[serde(skip)]
+    pub geoip: Option<std::sync::Arc<GeoIp>>,
+}
+
+/// A country database opened once and shared (lookups are read-only).
+pub struct GeoIp(maxminddb::Reader<Vec<u8>>);
+
+impl std::fmt::Debug for GeoIp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GeoIp")
+    }
+}
+
+impl GeoIp {
+    pub fn open(path: &Path) -> Result<GeoIp, String> {
+        maxminddb::Reader::open_readfile(path)
+            .map(GeoIp)
+            .map_err(|e| format!("cannot open {}: {e}", path.display()))
+    }
+
+    /// Whether the database places `ip` in country `iso` (ISO 3166-1 alpha-2).
+    pub fn in_country(&self, ip: std::net::IpAddr, iso: &str) -> bool {
+        let Ok(found) = self.0.lookup(ip) else {
+            return false;
+        };
+        matches!(
+            found.decode::<maxminddb::geoip2::Country>(),
+            Ok(Some(c)) if c.country.iso_code.is_some_and(|c| c.eq_ignore_ascii_case(iso))
+        )
+    }
 }
 
 pub fn default_home_nets() -> Vec<IpNet> {
@@ -104,6 +140,9 @@ impl Default for NetworkConfig {
         NetworkConfig {
             home: default_home_nets(),
             domestic: Vec::new(),
+            geoip_db: None,
+            home_country: None,
+            geoip: None,
         }
     }
 }
@@ -113,7 +152,30 @@ impl NetworkConfig {
         self.home.iter().any(|n| n.contains(&ip))
     }
     pub fn is_domestic(&self, ip: std::net::IpAddr) -> bool {
-        self.is_home(ip) || self.domestic.iter().any(|n| n.contains(&ip))
+        self.is_home(ip)
+            || self.domestic.iter().any(|n| n.contains(&ip))
+            || match (&self.geoip, &self.home_country) {
+                (Some(g), Some(home)) => g.in_country(ip, home),
+                _ => false,
+            }
+    }
+
+    /// Opens `geoip_db` (checking `home_country`); a message saying what is wrong otherwise.
+    pub fn open_geoip(&mut self) -> Result<(), String> {
+        let Some(path) = &self.geoip_db else {
+            return Ok(());
+        };
+        match &self.home_country {
+            Some(c) if c.len() == 2 && c.bytes().all(|b| b.is_ascii_alphabetic()) => {}
+            Some(c) => {
+                return Err(format!(
+                    "home_country {c:?} is not an ISO 3166-1 alpha-2 code"
+                ))
+            }
+            None => return Err("geoip_db needs home_country (ISO 3166-1 alpha-2)".into()),
+        }
+        self.geoip = Some(std::sync::Arc::new(GeoIp::open(path)?));
+        Ok(())
     }
 }
 
@@ -198,6 +260,16 @@ impl Config {
             }
         })?;
         cfg.validate(text, file)?;
+        let mut cfg = cfg;
+        cfg.network.open_geoip().map_err(|message| {
+            let (line, column) = key_position(text, "network", "geoip_db");
+            ConfigError::Invalid {
+                file: file.to_string(),
+                line,
+                column,
+                message: format!("network.{message}"),
+            }
+        })?;
         Ok(cfg)
     }
 

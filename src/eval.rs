@@ -197,6 +197,7 @@ pub fn sim_network() -> crate::config::NetworkConfig {
             .iter()
             .filter_map(|s| s.parse().ok())
             .collect(),
+        ..Default::default()
     }
 }
 

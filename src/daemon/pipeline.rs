@@ -519,6 +519,7 @@ mod tests {
         let home = NetworkConfig {
             home: vec!["10.0.0.0/8".parse().unwrap()],
             domestic: vec![],
+            ..Default::default()
         };
         let mut seen = std::collections::BTreeSet::new();
         for last in 1..=64u8 {
@@ -568,6 +569,7 @@ mod tests {
         let home = NetworkConfig {
             home: vec!["10.0.0.0/8".parse().unwrap()],
             domestic: vec![],
+            ..Default::default()
         };
         let mut d = Dispatcher::new(LinkType::RAW, true, home, vec![tx], stats.clone());
         let pkt = raw_ipv4([10, 0, 0, 1], [192, 0, 2, 1]);
@@ -599,6 +601,7 @@ mod tests {
         let home = NetworkConfig {
             home: vec!["10.0.0.0/8".parse().unwrap()],
             domestic: vec![],
+            ..Default::default()
         };
         let mut txs = Vec::new();
         let mut rxs = Vec::new();
