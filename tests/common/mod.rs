@@ -1,5 +1,8 @@
 //! Helpers shared by the integration tests.
 
+// Each test binary includes this module and uses only some of it.
+#![allow(dead_code)]
+
 use std::path::Path;
 
 /// Runs `openssl` in `dir` and asserts it succeeded.
@@ -81,7 +84,6 @@ pub fn make_certs(dir: &Path) {
 
 /// Writes a minimal MaxMind DB (format 2.0, IPv4 tree, 24-bit records) mapping IPv4 prefixes to
 /// `{country: {iso_code}}`, as GeoLite2-Country does, so GeoIP tests need no download.
-#[allow(dead_code)] // not every test binary that includes this module writes a database
 pub fn write_country_mmdb(path: &Path, nets: &[(&str, &str)]) {
     fn string(out: &mut Vec<u8>, s: &str) {
         assert!(s.len() < 29);
