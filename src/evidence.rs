@@ -36,6 +36,28 @@ pub struct Manifest {
     pub files: Vec<ManifestFile>,
 }
 
+/// Source and destination of an IP fragment on an Ethernet or raw-IP link (outer header only).
+fn fragment_addrs(link: crate::model::LinkType, data: &[u8]) -> Option<(IpAddr, IpAddr)> {
+    use crate::model::LinkType;
+    use etherparse::{LaxNetSlice, LaxSlicedPacket};
+    let p = match link {
+        LinkType::ETHERNET => LaxSlicedPacket::from_ethernet(data).ok()?,
+        LinkType::RAW | LinkType::IPV4 | LinkType::IPV6 => LaxSlicedPacket::from_ip(data).ok()?,
+        _ => return None,
+    };
+    match p.net? {
+        LaxNetSlice::Ipv4(v4) if v4.is_payload_fragmented() => {
+            let h = v4.header();
+            Some((h.source_addr().into(), h.destination_addr().into()))
+        }
+        LaxNetSlice::Ipv6(v6) if v6.is_payload_fragmented() => {
+            let h = v6.header();
+            Some((h.source_addr().into(), h.destination_addr().into()))
+        }
+        _ => None,
+    }
+}
+
 fn file_name(line: IpAddr) -> String {
     format!("line-{}.pcap", line.to_string().replace(':', "_"))
 }
@@ -91,6 +113,18 @@ pub fn export(
                 }
             }
         });
+        // A fragment of a datagram still being reassembled yields nothing yet: keep fragments of
+        // the exported lines as signalling (large INVITEs are what gets fragmented), so the
+        // evidence holds every piece of the message, not only the last.
+        if hits.is_empty() {
+            if let Some((a, b)) = fragment_addrs(pkt.link, pkt.data) {
+                for ip in [a, b] {
+                    if outs.contains_key(&ip) && !hits.contains(&(ip, true)) {
+                        hits.push((ip, true));
+                    }
+                }
+            }
+        }
         let mut written: Vec<IpAddr> = Vec::new();
         for &(ip, sip) in &hits {
             if written.contains(&ip) {

@@ -206,3 +206,59 @@ fn evidence_pcaps_are_valid_and_match_the_manifest() {
         );
     }
 }
+
+/// An IP-fragmented INVITE is exported whole: every fragment, so tshark reassembles the message
+/// from the evidence pcap alone.
+#[test]
+fn evidence_keeps_every_fragment_of_a_fragmented_invite() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let ev = dir.path().join("ev");
+    // In the negatives sample the call centre (100.64.1.15) sends one INVITE in two fragments.
+    let sample = root().join("captures/sample-negatives.pcap");
+    let out = Command::new(env!("CARGO_BIN_EXE_simboxd"))
+        .arg("analyze")
+        .arg(&sample)
+        .args([
+            "--format",
+            "json",
+            "--quiet",
+            "--evidence-line",
+            "100.64.1.15",
+            "--evidence",
+        ])
+        .arg(&ev)
+        .output()
+        .expect("run simboxd");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pcap = ev.join("line-100.64.1.15.pcap");
+    let count = |filter: &str| -> usize {
+        let o = Command::new("tshark")
+            .arg("-r")
+            .arg(&pcap)
+            .args(["-Y", filter])
+            .output()
+            .expect("tshark");
+        assert!(o.status.success());
+        String::from_utf8_lossy(&o.stdout).lines().count()
+    };
+    let fragments = count("ip.flags.mf == 1 || ip.frag_offset > 0");
+    assert_eq!(fragments, 2, "both fragments of the INVITE");
+    let in_source = {
+        let o = Command::new("tshark")
+            .arg("-r")
+            .arg(&sample)
+            .args(["-Y", "ip.src == 100.64.1.15 && sip.Method == \"INVITE\""])
+            .output()
+            .expect("tshark");
+        String::from_utf8_lossy(&o.stdout).lines().count()
+    };
+    assert_eq!(
+        count("sip.Method == \"INVITE\""),
+        in_source,
+        "every INVITE of the line"
+    );
+}
