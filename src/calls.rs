@@ -385,7 +385,7 @@ impl Tracker {
                         self.errors.add("sip.truncated", 1);
                     }
                     // An unreadable Content-Length over UDP: read as far as the datagram goes.
-                    if msg.header("content-length").is_some() && msg.content_length().is_none() {
+                    if msg.content_length_ignored {
                         self.errors.add("sip.bad_content_length", 1);
                     }
                     self.on_sip(&msg, d, events);

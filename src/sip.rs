@@ -196,6 +196,9 @@ pub struct SipMessage<'a> {
     /// Set only by `parse_lenient`: the message ended early, inside the header block (the
     /// partial last line is dropped) or before Content-Length bytes of body.
     pub body_truncated: bool,
+    /// Set only by `parse_lenient`: a Content-Length header could not be read (or disagreed with
+    /// another) and was ignored; the body is the rest of the datagram.
+    pub content_length_ignored: bool,
 }
 
 /// URI scheme understood by `parse_uri`.
@@ -443,16 +446,21 @@ fn parse_inner<'a>(
 
     let rest = input.get(body_start..).unwrap_or(&[]);
     let mut content_length: Option<usize> = None;
+    let mut content_length_ignored = false;
     for h in headers.iter().filter(|h| h.is("content-length")) {
         let n = match parse_usize(h.value) {
             Some(n) => n,
             // Lenient (a tap, over UDP): an unreadable Content-Length is ignored and the body is
             // the rest of the datagram, as if the header were absent.
-            None if allow_short => continue,
+            None if allow_short => {
+                content_length_ignored = true;
+                continue;
+            }
             None => return Err(SipError::BadContentLength),
         };
         match content_length {
             Some(prev) if prev != n && !allow_short => return Err(SipError::BadContentLength),
+            Some(prev) if prev != n => content_length_ignored = true,
             Some(_) => {}
             None => content_length = Some(n),
         }
@@ -484,6 +492,7 @@ fn parse_inner<'a>(
         skipped_headers,
         trailing,
         body_truncated,
+        content_length_ignored,
     })
 }
 
