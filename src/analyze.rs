@@ -213,7 +213,7 @@ pub fn analyze_file(path: &Path, cfg: &Config, progress: bool) -> anyhow::Result
     let st = engine.stats();
     let verdicts = engine.lines().verdicts();
     let mut a = build(path, sha256, size, st, col, cfg);
-    apply_verdicts(&mut a.lines, &verdicts, engine.lines());
+    apply_verdicts(&mut a.lines, &verdicts);
     let privacy = crate::privacy::Pseudonymizer::from_config(&cfg.privacy)
         .map_err(|e| anyhow::anyhow!("[privacy]: {e}"))?;
     if privacy.enabled() {
@@ -376,12 +376,9 @@ pub fn redacted_config_toml(cfg: &Config) -> String {
 }
 
 /// Adds detection's verdicts to the per-line entries (lines only detection saw get an entry too)
-/// and orders them flagged first, then by score.
-fn apply_verdicts(
-    lines: &mut Vec<LineEntry>,
-    verdicts: &[crate::model::LineVerdict],
-    table: &crate::detect::LineTable,
-) {
+/// and orders them flagged first, then by score. The counters stay those of the records, which
+/// offline analysis has in full (the same figures the report's charts draw).
+fn apply_verdicts(lines: &mut Vec<LineEntry>, verdicts: &[crate::model::LineVerdict]) {
     for v in verdicts {
         let idx = match lines.iter().position(|l| l.line == Some(v.line)) {
             Some(i) => i,
@@ -401,10 +398,6 @@ fn apply_verdicts(
         e.flagged_at = v.flagged_at;
         e.site = v.site.clone();
         e.reasons = v.reasons.clone();
-        e.max_concurrent_calls = e.max_concurrent_calls.max(v.max_concurrent_calls);
-        if let Some(sum) = table.line_summary(v.line) {
-            e.voice_flows_without_sip = e.voice_flows_without_sip.max(sum.voice_flows_opaque);
-        }
     }
     lines.sort_by(|a, b| {
         b.verdict

@@ -100,6 +100,7 @@ pub fn export(
     let mut decoder = Decoder::new(&cfg.limits);
     // (line, is_sip) hits of the current packet; small and reused.
     let mut hits: Vec<(IpAddr, bool)> = Vec::with_capacity(4);
+    let mut written: Vec<IpAddr> = Vec::with_capacity(4);
     while let Some(pkt) = cap.next_packet()? {
         hits.clear();
         decoder.decode(&pkt, &mut |d| {
@@ -125,7 +126,7 @@ pub fn export(
                 }
             }
         }
-        let mut written: Vec<IpAddr> = Vec::new();
+        written.clear();
         for &(ip, sip) in &hits {
             if written.contains(&ip) {
                 continue;
