@@ -393,13 +393,12 @@ fn serve_tls(
     certs: &Path,
 ) -> tokio::task::JoinHandle<()> {
     let pem = std::fs::read(certs.join("srv.pem")).unwrap();
-    let chain: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice())
+    use rustls::pki_types::pem::PemObject;
+    let chain: Vec<_> = rustls::pki_types::CertificateDer::pem_slice_iter(&pem)
         .map(|c| c.unwrap())
         .collect();
     let key_pem = std::fs::read(certs.join("srv.key")).unwrap();
-    let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
-        .unwrap()
-        .unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(&key_pem).unwrap();
     let server = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))

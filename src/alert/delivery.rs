@@ -187,7 +187,8 @@ pub fn tls_client_config(
         reason: e.to_string(),
     })?;
     let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+    use rustls::pki_types::pem::PemObject;
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
         let cert = cert.map_err(|e| DeliveryError::CaFile {
             path: shown.clone(),
             reason: e.to_string(),
