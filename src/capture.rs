@@ -147,10 +147,16 @@ impl Capture {
         })
     }
 
-    /// Opens the live interface named in `cfg.interface` with its snaplen, buffer size,
-    /// promiscuous and immediate modes, and compiles `cfg.filter` into it.
+    /// Opens the (first) live interface configured in `cfg`; see `open_live_on`.
     pub fn open_live(cfg: &CaptureConfig) -> Result<Capture, CaptureError> {
-        let interface = cfg.interface.clone().unwrap_or_default();
+        let first = cfg.interface_list().into_iter().next().unwrap_or_default();
+        Capture::open_live_on(cfg, &first)
+    }
+
+    /// Opens live interface `interface` with `cfg`'s snaplen, buffer size, promiscuous and
+    /// immediate modes, and compiles `cfg.filter` (narrowed by `filter_for_link`) into it.
+    pub fn open_live_on(cfg: &CaptureConfig, interface: &str) -> Result<Capture, CaptureError> {
+        let interface = interface.to_string();
         if interface.is_empty() {
             return Err(CaptureError::NoInterface { interface });
         }
@@ -170,12 +176,14 @@ impl Capture {
             .timeout(LIVE_READ_TIMEOUT_MS)
             .open()
             .map_err(open_err)?;
-        if !cfg.filter.trim().is_empty() {
+        let link = link_type_from_dlt(handle.get_datalink().0);
+        let filter = crate::config::filter_for_link(&cfg.filter, link);
+        if !filter.trim().is_empty() {
             handle
-                .filter(&cfg.filter, true)
+                .filter(filter, true)
                 .map_err(|source| CaptureError::Filter {
                     name: interface.clone(),
-                    filter: cfg.filter.clone(),
+                    filter: filter.to_string(),
                     source,
                 })?;
         }
@@ -192,7 +200,6 @@ impl Capture {
                 interface: interface.clone(),
                 source: pcap::Error::IoError(e.kind()),
             })?;
-        let link = link_type_from_dlt(handle.get_datalink().0);
         Ok(Capture {
             handle: Handle::Live(handle),
             waiter: Some(Waiter(fd)),

@@ -37,3 +37,43 @@ pub fn main() -> anyhow::Result<()> {
         Command::Validate(a) => crate::daemon::validate_main(a),
     }
 }
+
+/// An error and its causes on one line, `outer: cause: root`, each text once: a cause whose
+/// text the previous one already shows (`thiserror` messages that interpolate their `source`)
+/// is not repeated. Regression: every libpcap error was printed twice.
+pub fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    let mut last = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !last.is_empty() && last.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+        last = text;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn each_cause_is_printed_once() {
+        let pcap = pcap::Error::PcapError("eth9: No such device exists".into());
+        let e = anyhow::Error::new(crate::capture::CaptureError::OpenLive {
+            interface: "eth9".into(),
+            source: pcap,
+        })
+        .context("opening the capture");
+        assert_eq!(
+            super::error_chain(&e),
+            "opening the capture: eth9: cannot open interface: libpcap error: eth9: No such device exists"
+        );
+        assert_eq!(format!("{e:#}").matches("No such device").count(), 2);
+        let plain = anyhow::anyhow!("root").context("middle").context("top");
+        assert_eq!(super::error_chain(&plain), "top: middle: root");
+    }
+}

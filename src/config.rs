@@ -44,8 +44,11 @@ pub struct Config {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CaptureConfig {
-    /// Live interface to capture from.
+    /// Live interface to capture from (`any`: all of them, as Linux cooked frames).
     pub interface: Option<String>,
+    /// More live interfaces, each captured by its own thread (a tap often has one port per
+    /// direction). Used together with `interface` (or alone); not with `file`.
+    pub interfaces: Vec<String>,
     /// Capture file to replay instead of an interface.
     pub file: Option<PathBuf>,
     /// BPF filter; the default keeps IP fragments (non-first fragments carry no ports).
@@ -63,10 +66,39 @@ pub struct CaptureConfig {
 pub const DEFAULT_FILTER: &str =
     "udp or tcp or (ip[6:2] & 0x1fff != 0) or ip6 or ether proto 0x8847 or ether proto 0x8864 or vlan";
 
+/// What the default filter becomes on a link type that is not Ethernet (`any` gives Linux cooked
+/// frames, tunnels raw IP): libpcap has no `vlan` there ("no VLAN support for Linux cooked v1")
+/// and the kernel has already removed VLAN tags, MPLS and PPPoE headers are Ethernet-only.
+pub const DEFAULT_FILTER_NOT_ETHERNET: &str = "udp or tcp or (ip[6:2] & 0x1fff != 0) or ip6";
+
+/// The filter to compile on a capture of link type `link`: the configured one, except that the
+/// default filter is narrowed to what libpcap supports on non-Ethernet links.
+pub fn filter_for_link(filter: &str, link: crate::model::LinkType) -> &str {
+    if filter == DEFAULT_FILTER && link != crate::model::LinkType::ETHERNET {
+        DEFAULT_FILTER_NOT_ETHERNET
+    } else {
+        filter
+    }
+}
+
+impl CaptureConfig {
+    /// Every live interface configured: `interface` first, then `interfaces`, without repeats.
+    pub fn interface_list(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for name in self.interface.iter().chain(self.interfaces.iter()) {
+            if !out.contains(name) {
+                out.push(name.clone());
+            }
+        }
+        out
+    }
+}
+
 impl Default for CaptureConfig {
     fn default() -> Self {
         CaptureConfig {
             interface: None,
+            interfaces: Vec::new(),
             file: None,
             filter: DEFAULT_FILTER.to_string(),
             snaplen: 65535,

@@ -1,6 +1,6 @@
 fn main() {
     if let Err(e) = simboxd::cli::main() {
-        eprintln!("simboxd: {e:#}");
+        eprintln!("simboxd: {}", simboxd::cli::error_chain(&e));
         std::process::exit(1);
     }
 }

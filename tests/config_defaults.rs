@@ -68,7 +68,11 @@ fn every_key_set_in_the_shipped_file_has_the_default_value() {
     let defaults = defaults();
     let mut keys = Vec::new();
     flatten("", &file, &mut keys);
-    assert!(keys.len() > 50, "only {} keys in the shipped file", keys.len());
+    assert!(
+        keys.len() > 50,
+        "only {} keys in the shipped file",
+        keys.len()
+    );
     let mut wrong = Vec::new();
     for (key, value) in &keys {
         if EXAMPLES.contains(&key.as_str()) {
@@ -80,7 +84,11 @@ fn every_key_set_in_the_shipped_file_has_the_default_value() {
             None => wrong.push(format!("{key}: set in the file, unset (None) in the code")),
         }
     }
-    assert!(wrong.is_empty(), "shipped config differs:\n{}", wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "shipped config differs:\n{}",
+        wrong.join("\n")
+    );
 }
 
 #[test]
@@ -94,7 +102,10 @@ fn every_default_key_is_in_the_shipped_file() {
             missing.push(key.clone());
         }
     }
-    assert!(missing.is_empty(), "keys with a default missing from the file: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "keys with a default missing from the file: {missing:?}"
+    );
     // Keys without a default (None) are shown commented out in their section.
     for key in EXAMPLES {
         assert!(lookup(&file, key).is_some(), "{key}");

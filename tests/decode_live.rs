@@ -21,6 +21,7 @@ fn loopback_udp_round_trip() {
         promiscuous: false,
         immediate: true,
         file: None,
+        interfaces: Vec::new(),
     };
     let mut cap = match Capture::open_live(&cfg) {
         Ok(c) => c,

@@ -31,6 +31,10 @@ pub struct HttpConfig {
     pub token_file: Option<PathBuf>,
     /// Most entries one listing returns (`?limit=` is capped to this).
     pub max_list: usize,
+    /// PEM certificate chain: with `tls_key`, the API is served over TLS (see `http_tls`).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for HttpConfig {
@@ -41,6 +45,8 @@ impl Default for HttpConfig {
             token: None,
             token_file: None,
             max_list: 1000,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -65,19 +71,32 @@ impl HttpConfig {
         if self.max_list == 0 {
             return Some(("max_list", "http.max_list must be at least 1".to_string()));
         }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => {
+                return Some(("tls_cert", "http.tls_cert needs http.tls_key".into()))
+            }
+            (None, Some(_)) => return Some(("tls_key", "http.tls_key needs http.tls_cert".into())),
+            _ => {}
+        }
         None
     }
 
-    /// The token to require: from `token`, else the first line of `token_file`.
+    /// The token to require: from `token`, else the first line of `token_file`, else the
+    /// systemd credential `api-token` (`LoadCredential=api-token:...`, read from
+    /// `$CREDENTIALS_DIRECTORY`) when there is one. A file must be a regular file of at most
+    /// `validate::MAX_SECRET_FILE` bytes.
     pub fn resolve_token(&self) -> Result<Option<String>, String> {
         if let Some(t) = &self.token {
             return Ok(Some(t.clone()));
         }
-        let Some(path) = &self.token_file else {
+        let credential = std::env::var_os("CREDENTIALS_DIRECTORY")
+            .map(|d| PathBuf::from(d).join(super::validate::TOKEN_CREDENTIAL))
+            .filter(|p| p.exists());
+        let Some(path) = self.token_file.as_ref().or(credential.as_ref()) else {
             return Ok(None);
         };
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("{}: cannot read http.token_file: {e}", path.display()))?;
+        let text = super::validate::read_secret_file(path)
+            .map_err(|e| format!("cannot read http.token_file {e}"))?;
         let t = text.lines().next().unwrap_or("").trim().to_string();
         check_token(&t).map_err(|why| format!("{}: token {why}", path.display()))?;
         Ok(Some(t))

@@ -9,12 +9,14 @@
 
 pub mod adapter;
 pub mod http;
+pub mod http_tls;
 pub mod metrics;
 pub mod notify;
 pub mod pipeline;
 pub mod privdrop;
 pub mod runtime;
 pub mod state;
+pub mod validate;
 
 use crate::config::{key_position, Config, ConfigError};
 use serde::{Deserialize, Serialize};
@@ -133,7 +135,8 @@ pub fn load_run_config(path: &Path) -> Result<Config, ConfigError> {
             message,
         }
     };
-    match (&cfg.capture.interface, &cfg.capture.file) {
+    let interfaces = cfg.capture.interface_list();
+    match (interfaces.first(), &cfg.capture.file) {
         (None, None) => {
             return Err(invalid(
                 "capture",
@@ -161,6 +164,11 @@ pub fn load_run_config(path: &Path) -> Result<Config, ConfigError> {
     }
     if let Err(why) = cfg.http.resolve_token() {
         return Err(invalid("http", "token_file", why));
+    }
+    if let (Some(cert), Some(key)) = (&cfg.http.tls_cert, &cfg.http.tls_key) {
+        if let Err(why) = http_tls::server_config(cert, key) {
+            return Err(invalid("http", "tls_cert", why));
+        }
     }
     if let Err(e) = crate::privacy::Pseudonymizer::from_config(&cfg.privacy) {
         return Err(invalid("privacy", "key_file", e.to_string()));
@@ -201,11 +209,31 @@ pub struct ValidateArgs {
     pub config: PathBuf,
 }
 
-/// `simboxd validate`: prints `FILE: ok` and exits 0, or the error (`FILE:LINE:COL: reason`) on
-/// stderr and exits 1.
+/// Prints the host findings of `cfg` (`FILE:LINE:COL: reason`, warnings prefixed `warning: `)
+/// on stderr; true when there is an error among them.
+fn report_findings(path: &Path, cfg: &Config) -> bool {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let findings = validate::check_host(cfg);
+    for f in &findings {
+        let (line, column) = key_position(&text, f.section, f.key);
+        let level = match f.level {
+            validate::Level::Error => "",
+            validate::Level::Warning => "warning: ",
+        };
+        eprintln!("{}:{line}:{column}: {level}{}", path.display(), f.message);
+    }
+    findings.iter().any(|f| f.level == validate::Level::Error)
+}
+
+/// `simboxd validate`: the config (`load_run_config`) and what this host would refuse at start
+/// (`validate::check_host`). Prints `FILE: ok` and exits 0, or each error (`FILE:LINE:COL:
+/// reason`) on stderr and exits 1. Warnings go to stderr and do not fail.
 pub fn validate_main(args: ValidateArgs) -> anyhow::Result<()> {
     match load_run_config(&args.config) {
-        Ok(_) => {
+        Ok(cfg) => {
+            if report_findings(&args.config, &cfg) {
+                std::process::exit(1);
+            }
             println!("{}: ok", args.config.display());
             Ok(())
         }
@@ -216,7 +244,7 @@ pub fn validate_main(args: ValidateArgs) -> anyhow::Result<()> {
     }
 }
 
-/// `simboxd run`.
+/// `simboxd run`: refuses to start on what `validate` finds; then runs until stopped.
 pub fn run_main(args: RunArgs) -> anyhow::Result<()> {
     let cfg = match load_run_config(&args.config) {
         Ok(c) => c,
@@ -225,6 +253,9 @@ pub fn run_main(args: RunArgs) -> anyhow::Result<()> {
             std::process::exit(1);
         }
     };
+    if report_findings(&args.config, &cfg) {
+        std::process::exit(1);
+    }
     runtime::init_logging(&cfg.daemon);
     runtime::run(args.config, cfg)
 }

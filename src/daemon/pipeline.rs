@@ -49,6 +49,8 @@ pub trait PacketEngine: Send + 'static {
 pub struct Source {
     cap: Capture,
     desc: String,
+    /// Kernel counters already added to the shared stats (several sources add into them).
+    seen: crate::capture::CaptureStats,
 }
 
 impl Source {
@@ -67,11 +69,41 @@ impl Source {
             return Ok(Source {
                 cap,
                 desc: format!("file {}", path.display()),
+                seen: Default::default(),
             });
         }
         let cap = Capture::open_live(cfg)?;
         let desc = format!("interface {}", cap.name());
-        Ok(Source { cap, desc })
+        Ok(Source {
+            cap,
+            desc,
+            seen: Default::default(),
+        })
+    }
+
+    /// Opens every source `cfg` names: the file, or each live interface (one capture thread
+    /// each). Fails on the first that cannot be opened.
+    pub fn open_all(cfg: &CaptureConfig) -> Result<Vec<Source>, CaptureError> {
+        if cfg.file.is_some() {
+            return Ok(vec![Source::open(cfg)?]);
+        }
+        let names = cfg.interface_list();
+        if names.is_empty() {
+            return Err(CaptureError::NoInterface {
+                interface: String::new(),
+            });
+        }
+        names
+            .iter()
+            .map(|name| {
+                let cap = Capture::open_live_on(cfg, name)?;
+                Ok(Source {
+                    desc: format!("interface {}", cap.name()),
+                    cap,
+                    seen: Default::default(),
+                })
+            })
+            .collect()
     }
 
     pub fn describe(&self) -> String {
@@ -374,12 +406,18 @@ pub fn capture_loop(
     );
 }
 
+/// Adds what the kernel counted since the last call (several captures share the counters).
 fn store_kernel_stats(src: &mut Source, stats: &PipelineStats) {
     if let Some(s) = src.kernel_stats() {
-        stats.kernel_dropped.store(s.dropped, Ordering::Relaxed);
-        stats
-            .interface_dropped
-            .store(s.if_dropped, Ordering::Relaxed);
+        stats.kernel_dropped.fetch_add(
+            s.dropped.saturating_sub(src.seen.dropped),
+            Ordering::Relaxed,
+        );
+        stats.interface_dropped.fetch_add(
+            s.if_dropped.saturating_sub(src.seen.if_dropped),
+            Ordering::Relaxed,
+        );
+        src.seen = s;
     }
 }
 

@@ -484,9 +484,13 @@ pub fn run(config_path: PathBuf, cfg: Config) -> anyhow::Result<()> {
     let privacy = Pseudonymizer::from_config(&cfg.privacy).context("[privacy]")?;
 
     // What needs root happens before the drop: the capture and a privileged API port.
-    let source = Source::open(&cfg.capture).context("opening the capture")?;
-    let live = source.is_live();
-    let capture_desc = source.describe();
+    let sources = Source::open_all(&cfg.capture)?;
+    let live = sources.iter().any(Source::is_live);
+    let capture_desc = sources
+        .iter()
+        .map(Source::describe)
+        .collect::<Vec<_>>()
+        .join(", ");
     let listener = if cfg.http.enabled {
         let l = std::net::TcpListener::bind(cfg.http.listen)
             .with_context(|| format!("binding the API to {}", cfg.http.listen))?;
@@ -585,7 +589,7 @@ pub fn run(config_path: PathBuf, cfg: Config) -> anyhow::Result<()> {
         .thread_name("simboxd-io")
         .build()?;
     let parts = Parts {
-        source,
+        sources,
         listener,
         token,
         targets,
@@ -598,7 +602,7 @@ pub fn run(config_path: PathBuf, cfg: Config) -> anyhow::Result<()> {
 
 /// What `run` opened before dropping privileges, handed to the async side.
 struct Parts {
-    source: Source,
+    sources: Vec<Source>,
     listener: Option<std::net::TcpListener>,
     token: Option<String>,
     targets: Vec<crate::alert::delivery::Target>,
@@ -719,7 +723,7 @@ async fn serve<E: PacketEngine>(
     parts: Parts,
 ) -> anyhow::Result<()> {
     let Parts {
-        source,
+        sources,
         listener,
         token,
         targets,
@@ -758,12 +762,17 @@ async fn serve<E: PacketEngine>(
         );
     }
     drop(vtx);
-    let capture_thread = {
+    let mut capture_threads = Vec::new();
+    for (i, source) in sources.into_iter().enumerate() {
         let (home, stats, stop) = (cfg.network.clone(), stats.clone(), stop.clone());
-        std::thread::Builder::new()
-            .name("simboxd-capture".into())
-            .spawn(move || pipeline::capture_loop(source, senders, home, stats, stop))?
-    };
+        let senders = senders.clone();
+        capture_threads.push(
+            std::thread::Builder::new()
+                .name(format!("simboxd-capture-{i}"))
+                .spawn(move || pipeline::capture_loop(source, senders, home, stats, stop))?,
+        );
+    }
+    drop(senders);
 
     let alert_task = tokio::spawn(alert_loop(
         shared.clone(),
@@ -783,13 +792,33 @@ async fn serve<E: PacketEngine>(
     let http_task = match listener {
         Some(l) => {
             let l = tokio::net::TcpListener::from_std(l)?;
-            tracing::info!(listen = %l.local_addr()?, "HTTP API listening");
+            let addr = l.local_addr()?;
             let app = super::http::router(api.clone());
             let stop = http_stop.clone();
+            let tls = match (&cfg.http.tls_cert, &cfg.http.tls_key) {
+                (Some(c), Some(k)) => {
+                    Some(super::http_tls::server_config(c, k).map_err(anyhow::Error::msg)?)
+                }
+                _ => None,
+            };
+            if let Some(w) = super::http_tls::exposure_warning(&cfg.http) {
+                tracing::warn!("{w}");
+            }
+            tracing::info!(listen = %addr, tls = tls.is_some(), "HTTP API listening");
             Some(tokio::spawn(async move {
-                let res = axum::serve(l, app)
-                    .with_graceful_shutdown(async move { stop.notified().await })
-                    .await;
+                let res = match tls {
+                    Some(tls) => {
+                        let l = super::http_tls::TlsListener::new(l, tls);
+                        axum::serve(l, app)
+                            .with_graceful_shutdown(async move { stop.notified().await })
+                            .await
+                    }
+                    None => {
+                        axum::serve(l, app)
+                            .with_graceful_shutdown(async move { stop.notified().await })
+                            .await
+                    }
+                };
                 if let Err(e) = res {
                     tracing::error!(error = %e, "HTTP API failed");
                 }
@@ -843,7 +872,9 @@ async fn serve<E: PacketEngine>(
     notifier.stopping();
     stop.store(true, Ordering::SeqCst);
     let joined = tokio::task::spawn_blocking(move || {
-        let _ = capture_thread.join();
+        for t in capture_threads {
+            let _ = t.join();
+        }
         for t in worker_threads {
             let _ = t.join();
         }
