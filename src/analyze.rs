@@ -80,6 +80,8 @@ pub struct Stats {
     pub rtp_packets: u64,
     pub media_flows: u64,
     pub decode_errors: Counters,
+    /// Well-formed packets of protocols not analysed (ARP, STP, ICMP, ...), by kind: not errors.
+    pub decode_skipped: Counters,
     pub evictions: Counters,
     /// Records counted but not kept (beyond `MAX_RECORDS`).
     pub records_dropped: u64,
@@ -254,6 +256,7 @@ fn build(
             rtp_packets: st.calls.rtp_packets,
             media_flows: col.media.len() as u64,
             decode_errors: st.decode_errors,
+            decode_skipped: st.decode_skipped,
             evictions: st.evictions,
             records_dropped: col.dropped,
         },
@@ -489,6 +492,15 @@ pub fn write_text(out: &mut dyn Write, a: &Analysis) -> std::io::Result<()> {
     if !s.decode_errors.0.is_empty() {
         let list: Vec<String> = s
             .decode_errors
+            .0
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        writeln!(out, "errors   {}", list.join(" "))?;
+    }
+    if !s.decode_skipped.0.is_empty() {
+        let list: Vec<String> = s
+            .decode_skipped
             .0
             .iter()
             .map(|(k, v)| format!("{k}={v}"))

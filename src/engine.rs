@@ -34,6 +34,8 @@ pub struct EngineStats {
     pub calls: TrackerStats,
     /// Decode stops by layer, plus SIP/SDP/RTP parse errors (`sip.<kind>`, ...).
     pub decode_errors: Counters,
+    /// Well-formed packets of protocols not analysed (ARP, STP, ICMP, ...), by kind.
+    pub decode_skipped: Counters,
     /// Evictions by table.
     pub evictions: Counters,
     /// Current entries by table.
@@ -214,6 +216,7 @@ impl Engine {
             last: self.first.map(|_| self.now),
             calls: self.tracker.stats(),
             decode_errors,
+            decode_skipped: self.decoder.skipped().clone(),
             evictions,
             tables,
         }

@@ -21,6 +21,7 @@ pub mod eval;
 pub mod evidence;
 pub mod lines;
 pub mod media;
+pub mod metrics;
 pub mod model;
 pub mod privacy;
 pub mod report;

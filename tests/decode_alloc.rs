@@ -63,7 +63,7 @@ fn udp_hot_path_does_not_allocate() {
     };
     let start = allocs();
     pass(&mut dec);
-    // The first pass creates the `not_ip` counter key: proof that counting works.
+    // The first pass creates the skipped counter keys (ARP, ...): proof that counting works.
     assert!(allocs() > start);
     let before = allocs();
     pass(&mut dec);

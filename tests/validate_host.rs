@@ -167,36 +167,58 @@ fn missing_user_and_group_are_refused_as_root() {
 fn state_directory_must_exist_and_be_writable_by_the_daemon_user() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("s.toml");
+    // A regular file where a directory is needed.
+    std::fs::write(dir.path().join("plain"), "x").unwrap();
     std::fs::write(
         &p,
-        "[capture]\ninterface = \"lo\"\n[daemon]\nuser = \"\"\ngroup = \"\"\n[storage]\npath = \"/nonexistent/simboxd/alerts.redb\"\n",
+        format!(
+            "[capture]\ninterface = \"lo\"\n[daemon]\nuser = \"\"\ngroup = \"\"\n[storage]\npath = {:?}\n",
+            dir.path().join("plain/sub/alerts.redb").display().to_string()
+        ),
     )
     .unwrap();
     let (code, _, stderr) = validate(&p);
     assert_eq!(code, 1);
     assert!(
-        stderr.contains("7:1: storage.path: state directory /nonexistent/simboxd: No such file"),
+        stderr.contains(&format!(
+            "7:1: storage.path: {}/plain is not a directory",
+            dir.path().display()
+        )),
         "{stderr}"
+    );
+    // A missing directory the daemon can create is fine (the outbox creates it).
+    std::fs::write(
+        &p,
+        format!(
+            "[capture]\ninterface = \"lo\"\n[daemon]\nuser = \"\"\ngroup = \"\"\n[storage]\npath = {:?}\n",
+            dir.path().join("new/state/alerts.redb").display().to_string()
+        ),
+    )
+    .unwrap();
+    let (code, _, stderr) = validate(&p);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        !dir.path().join("new").exists(),
+        "validate created the directory"
     );
     if !is_root() {
         eprintln!("SKIP: the 'not writable by the daemon user' half needs root");
         return;
     }
     // Root-owned 0755 directory: root could write it, user nobody (the daemon after the drop)
-    // cannot.
+    // can neither write it nor create a directory in it.
     let state = dir.path().join("state");
     std::fs::create_dir(&state).unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::write(
-        &p,
+    let cfg = |path: &Path| {
         format!(
             "[capture]\ninterface = \"lo\"\n[daemon]\nuser = \"nobody\"\ngroup = \"\"\n[storage]\npath = {:?}\n",
-            state.join("alerts.redb").display().to_string()
-        ),
-    )
-    .unwrap();
+            path.display().to_string()
+        )
+    };
+    std::fs::write(&p, cfg(&state.join("alerts.redb"))).unwrap();
     let (code, _, stderr) = validate(&p);
     assert_eq!(code, 1, "{stderr}");
     assert!(
@@ -204,8 +226,16 @@ fn state_directory_must_exist_and_be_writable_by_the_daemon_user() {
             && stderr.contains("is not writable by user nobody"),
         "{stderr}"
     );
+    std::fs::write(&p, cfg(&state.join("sub/alerts.redb"))).unwrap();
+    let (code, _, stderr) = validate(&p);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("does not exist and user nobody cannot create it in"),
+        "{stderr}"
+    );
     let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
     nix::unistd::chown(&state, Some(nobody.uid), None).unwrap();
+    std::fs::write(&p, cfg(&state.join("alerts.redb"))).unwrap();
     let (code, _, stderr) = validate(&p);
     assert_eq!(code, 0, "{stderr}");
 }

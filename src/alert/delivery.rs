@@ -441,6 +441,7 @@ async fn run_worker(
     backoff: Backoff,
 ) {
     let mut attempt: u32 = 0;
+    let mut log = super::delivery_log::DeliveryLog::new(&name);
     loop {
         if *stop.borrow() {
             return;
@@ -449,7 +450,7 @@ async fn run_worker(
         let batch = match blocking(&outbox, move |ob| ob.pending(&n, BATCH)).await {
             Ok(b) => b,
             Err(e) => {
-                tracing::warn!(target: "simboxd::alert", %name, error = %e, "outbox read failed");
+                tracing::warn!(target: "simboxd::alert", delivery_target = %crate::metrics::target_label(&name), error = %e, "outbox read failed");
                 if pause(backoff.max, &mut stop, None).await {
                     return;
                 }
@@ -463,6 +464,7 @@ async fn run_worker(
             continue;
         }
         for alert in batch {
+            let taken = std::time::Instant::now();
             // Retry this alert until accepted: later alerts wait behind it to keep order.
             loop {
                 if *stop.borrow() {
@@ -472,6 +474,8 @@ async fn run_worker(
                     Ok(()) => {
                         stats.up.store(true, Ordering::Relaxed);
                         attempt = 0;
+                        log.delivered(std::time::Instant::now());
+                        crate::metrics::observe_delivery(&name, taken.elapsed().as_secs_f64());
                         let (n, k) = (name.clone(), alert.idempotency_key.clone());
                         match blocking(&outbox, move |ob| ob.mark_delivered(&n, &k)).await {
                             Ok(_) => {
@@ -479,7 +483,7 @@ async fn run_worker(
                             }
                             Err(e) => {
                                 // The receiver has it; a re-send carries the same idempotency key.
-                                tracing::warn!(target: "simboxd::alert", %name, error = %e, "cannot mark delivered");
+                                tracing::warn!(target: "simboxd::alert", delivery_target = %crate::metrics::target_label(&name), error = %e, "cannot mark delivered");
                             }
                         }
                         break;
@@ -492,7 +496,7 @@ async fn run_worker(
                         }
                         let d = backoff.delay(attempt);
                         attempt = attempt.saturating_add(1);
-                        tracing::debug!(target: "simboxd::alert", %name, error = %e, retry_in_ms = d.as_millis() as u64, "delivery failed");
+                        log.failed(std::time::Instant::now(), &e, d);
                         if pause(d, &mut stop, None).await {
                             return;
                         }

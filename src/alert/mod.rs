@@ -10,6 +10,7 @@
 //! [`delivery::Delivery`] workers (syslog, webhook) that mark them delivered per target.
 
 pub mod delivery;
+pub mod delivery_log;
 pub mod outbox;
 pub mod syslog;
 pub mod webhook;

@@ -96,11 +96,15 @@ pub struct OutboxEntry {
     pub number: u64,
     pub alert: Alert,
     pub pending: Vec<String>,
+    /// Targets that accepted it (absent in records written before it was kept).
+    #[serde(default)]
+    pub delivered: Vec<String>,
 }
 
 pub struct Outbox {
     db: Database,
-    targets: Vec<String>,
+    /// Swapped by `set_targets` when a reload changes `[syslog]`/`[webhook]`.
+    targets: std::sync::RwLock<Vec<String>>,
     config: StorageConfig,
 }
 
@@ -108,7 +112,7 @@ impl std::fmt::Debug for Outbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Outbox")
             .field("path", &self.config.path)
-            .field("targets", &self.targets)
+            .field("targets", &self.targets())
             .finish()
     }
 }
@@ -134,7 +138,7 @@ impl Outbox {
         txn.commit().map_err(db)?;
         Ok(Outbox {
             db: database,
-            targets,
+            targets: std::sync::RwLock::new(targets),
             config: config.clone(),
         })
     }
@@ -143,13 +147,21 @@ impl Outbox {
         &self.config.path
     }
 
-    pub fn targets(&self) -> &[String] {
-        &self.targets
+    pub fn targets(&self) -> Vec<String> {
+        self.targets.read().map(|t| t.clone()).unwrap_or_default()
+    }
+
+    /// Makes `targets` the ones new alerts are owed to (a reload changed them).
+    pub fn set_targets(&self, targets: Vec<String>) {
+        if let Ok(mut t) = self.targets.write() {
+            *t = targets;
+        }
     }
 
     /// Durably stores `alert` with a pending mark for every target, in one transaction. Returns
     /// `false` when an alert with the same idempotency key is already stored.
     pub fn enqueue(&self, alert: &Alert) -> Result<bool, OutboxError> {
+        let targets = self.targets();
         let txn = self.db.begin_write().map_err(db)?;
         {
             let mut keys = txn.open_table(KEYS).map_err(db)?;
@@ -166,7 +178,8 @@ impl Outbox {
             let entry = OutboxEntry {
                 number,
                 alert: alert.clone(),
-                pending: self.targets.clone(),
+                pending: targets.clone(),
+                delivered: Vec::new(),
             };
             let json = serde_json::to_vec(&entry)
                 .map_err(|e| OutboxError::Corrupt(number, e.to_string()))?;
@@ -175,7 +188,7 @@ impl Outbox {
             keys.insert(alert.idempotency_key.as_str(), number)
                 .map_err(db)?;
             let mut pending = txn.open_table(PENDING).map_err(db)?;
-            for t in &self.targets {
+            for t in &targets {
                 pending.insert((t.as_str(), number), ()).map_err(db)?;
             }
             // Bound the size: drop the oldest records, counting those still owed somewhere.
@@ -255,6 +268,9 @@ impl Outbox {
                 };
                 if let Some(mut e) = entry {
                     e.pending.retain(|t| t != target);
+                    if !e.delivered.iter().any(|t| t == target) {
+                        e.delivered.push(target.to_string());
+                    }
                     let json = serde_json::to_vec(&e)
                         .map_err(|x| OutboxError::Corrupt(n, x.to_string()))?;
                     alerts.insert(n, json.as_slice()).map_err(db)?;
@@ -267,7 +283,7 @@ impl Outbox {
 
     /// Pending deliveries per target (configured targets always appear, possibly with 0).
     pub fn backlog(&self) -> Result<BTreeMap<String, u64>, OutboxError> {
-        let mut out: BTreeMap<String, u64> = self.targets.iter().map(|t| (t.clone(), 0)).collect();
+        let mut out: BTreeMap<String, u64> = self.targets().into_iter().map(|t| (t, 0)).collect();
         let txn = self.db.begin_read().map_err(db)?;
         let pending = txn.open_table(PENDING).map_err(db)?;
         for item in pending.iter().map_err(db)? {
@@ -276,6 +292,55 @@ impl Outbox {
             *out.entry(t.to_string()).or_insert(0) += 1;
         }
         Ok(out)
+    }
+
+    /// Re-queues what is owed to targets no longer configured (removed, or renamed by a changed
+    /// URL). Rule: such an alert becomes owed to every configured target that neither already
+    /// accepted it nor is already owed it; the removed target's mark goes. An alert written
+    /// before accepted targets were recorded goes to every configured target it is not owed to
+    /// (a receiver may then see its idempotency key twice). Returns the alerts re-queued.
+    pub fn requeue_removed_targets(&self) -> Result<u64, OutboxError> {
+        let current = self.targets();
+        let txn = self.db.begin_write().map_err(db)?;
+        let mut requeued = 0u64;
+        {
+            let mut pending = txn.open_table(PENDING).map_err(db)?;
+            let mut orphans: Vec<(String, u64)> = Vec::new();
+            for item in pending.iter().map_err(db)? {
+                let (k, _) = item.map_err(db)?;
+                let (t, n) = k.value();
+                if !current.iter().any(|c| c == t) {
+                    orphans.push((t.to_string(), n));
+                }
+            }
+            let mut alerts = txn.open_table(ALERTS).map_err(db)?;
+            let mut numbers: Vec<u64> = orphans.iter().map(|(_, n)| *n).collect();
+            numbers.sort_unstable();
+            numbers.dedup();
+            for (t, n) in &orphans {
+                pending.remove((t.as_str(), *n)).map_err(db)?;
+            }
+            for n in numbers {
+                let entry = match alerts.get(n).map_err(db)? {
+                    Some(bytes) => decode(n, bytes.value())?,
+                    None => continue,
+                };
+                let mut e = entry;
+                e.pending.retain(|t| current.contains(t));
+                for c in &current {
+                    if !e.pending.contains(c) && !e.delivered.contains(c) {
+                        e.pending.push(c.clone());
+                        pending.insert((c.as_str(), n), ()).map_err(db)?;
+                    }
+                }
+                let json =
+                    serde_json::to_vec(&e).map_err(|x| OutboxError::Corrupt(n, x.to_string()))?;
+                alerts.insert(n, json.as_slice()).map_err(db)?;
+                requeued += 1;
+            }
+        }
+        txn.commit().map_err(db)?;
+        Ok(requeued)
     }
 
     /// The most recent alerts, newest first, at most `limit` (capped at 1000).

@@ -446,6 +446,8 @@ pub fn worker_loop<E: PacketEngine>(
             }
         }
     };
+    // Per-packet latency, sampled: timing every packet would cost more than some packets take.
+    let mut sample_countdown = 0u64;
     let finished_by_eof = loop {
         match rx.recv_timeout(Duration::from_millis(250)) {
             Ok(batch) => {
@@ -455,7 +457,17 @@ pub fn worker_loop<E: PacketEngine>(
                         break false;
                     };
                     for p in batch.packets() {
-                        eng.process(&p);
+                        if sample_countdown == 0 {
+                            sample_countdown = crate::metrics::ENGINE_SAMPLE_EVERY;
+                            let t0 = Instant::now();
+                            eng.process(&p);
+                            crate::metrics::HISTOGRAMS
+                                .engine_packet
+                                .observe(t0.elapsed().as_secs_f64());
+                        } else {
+                            eng.process(&p);
+                        }
+                        sample_countdown -= 1;
                         last_ts = Some(last_ts.map_or(p.ts, |t| t.max(p.ts)));
                         if let Some(now) = last_ts {
                             if next_tick.is_none_or(|t| now >= t) {

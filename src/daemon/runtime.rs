@@ -203,12 +203,22 @@ impl<E: PacketEngine> Shared<E> {
         let merged = self.merged_engine_stats();
         let mut families: BTreeMap<String, (Kind, String, Vec<Sample>)> = BTreeMap::new();
         // The keyed families exist even while empty, so dashboards and alerts find them.
-        for k in ["decode_errors", "evictions", "tables", "events"] {
-            let (name, kind, help, _) = engine_family(k, false);
-            families.insert(name, (kind, help, Vec::new()));
+        for k in [
+            "decode_errors",
+            "decode_skipped",
+            "evictions",
+            "tables",
+            "events",
+        ] {
+            if let Some((name, kind, help, _)) = engine_family(k, "", true) {
+                families.insert(name, (kind, help, Vec::new()));
+            }
         }
         for ((k, _, label), v) in &merged {
-            let (name, kind, help, label_name) = engine_family(k, !label.is_empty());
+            let Some((name, kind, help, label_name)) = engine_family(k, label, !label.is_empty())
+            else {
+                continue;
+            };
             let labels = if label_name.is_empty() {
                 Vec::new()
             } else {
@@ -223,6 +233,12 @@ impl<E: PacketEngine> Shared<E> {
         for (name, (kind, help, samples)) in families {
             m.family(&name, kind, &help, samples);
         }
+        m.single(
+            "simboxd_last_packet_timestamp_seconds",
+            Kind::Gauge,
+            "Packet time of the newest packet read (Unix seconds; 0 before the first).",
+            s.last_packet_us.load(Ordering::Relaxed) as f64 / 1e6,
+        );
 
         let mut by_level: BTreeMap<&str, f64> =
             [("normal", 0.0), ("suspect", 0.0), ("gateway", 0.0)].into();
@@ -300,7 +316,12 @@ impl<E: PacketEngine> Shared<E> {
         let per_target = |f: &dyn Fn(&crate::alert::delivery::TargetStatus) -> f64| -> Vec<Sample> {
             status
                 .iter()
-                .map(|t| (vec![("target", t.target.clone())], f(t)))
+                .map(|t| {
+                    (
+                        vec![("target", crate::metrics::target_label(&t.target))],
+                        f(t),
+                    )
+                })
                 .collect()
         };
         m.family(
@@ -343,21 +364,48 @@ impl<E: PacketEngine> Shared<E> {
     }
 }
 
-/// Metric family for an engine stats key: name, kind, help and label name.
-fn engine_family(key: &str, labelled: bool) -> (String, Kind, String, &'static str) {
-    let known =
-        |name: &str, kind, help: &str, label| (name.to_string(), kind, help.to_string(), label);
+/// Metric family for an engine stats key (and, for keyed figures, one of its labels): name,
+/// kind, help and label name; `None` for figures exported elsewhere (`packets` is
+/// `simboxd_packets_processed_total`, `lines.lines_evicted` is `evictions_total{table="lines"}`)
+/// or that are not counts (`first`).
+fn engine_family(
+    key: &str,
+    label: &str,
+    labelled: bool,
+) -> Option<(String, Kind, String, &'static str)> {
+    let known = |name: &str, kind, help: &str, label| {
+        Some((name.to_string(), kind, help.to_string(), label))
+    };
     match key {
+        "packets" | "first" | "last" => None,
+        "bytes" => known(
+            "simboxd_bytes_processed_total",
+            Kind::Counter,
+            "Bytes (captured length) run through an engine.",
+            "",
+        ),
         "decode_errors" => known(
             "simboxd_decode_errors_total",
             Kind::Counter,
-            "Decode and parse stops, by layer and reason.",
+            "Malformed or truncated input: decode and parse stops, by layer and reason.",
             "reason",
+        ),
+        "decode_skipped" => known(
+            "simboxd_decode_skipped_total",
+            Kind::Counter,
+            "Well-formed frames of protocols simboxd does not analyse (ARP, STP, ICMP, ...), by kind.",
+            "kind",
         ),
         "evictions" => known(
             "simboxd_evictions_total",
             Kind::Counter,
             "Entries evicted from full tables, by table.",
+            "table",
+        ),
+        "tables" if label.ends_with("bytes") => known(
+            "simboxd_table_bytes",
+            Kind::Gauge,
+            "Bytes currently held, by table.",
             "table",
         ),
         "tables" => known(
@@ -372,18 +420,25 @@ fn engine_family(key: &str, labelled: bool) -> (String, Kind, String, &'static s
             "Pipeline events, by kind.",
             "kind",
         ),
-        other if !labelled => (
+        "lines" if label == "lines_evicted" => None,
+        "lines" => known(
+            "simboxd_line_table_events_total",
+            Kind::Counter,
+            "Line table events (idle lines removed, events for no line), by kind.",
+            "kind",
+        ),
+        other if !labelled => Some((
             format!("simboxd_engine_{other}_total"),
             Kind::Counter,
             format!("Engine total `{other}`."),
             "",
-        ),
-        other => (
-            format!("simboxd_engine_{other}"),
-            Kind::Gauge,
-            format!("Engine figure `{other}`, by name."),
+        )),
+        other => Some((
+            format!("simboxd_engine_{other}_total"),
+            Kind::Counter,
+            format!("Engine count `{other}`, by name."),
             "name",
-        ),
+        )),
     }
 }
 
@@ -517,6 +572,15 @@ pub fn run(config_path: PathBuf, cfg: Config) -> anyhow::Result<()> {
         Outbox::open(&cfg.storage, names.clone())
             .with_context(|| format!("opening the outbox {}", cfg.storage.path.display()))?,
     );
+    // Alerts owed to targets removed (or renamed) while stopped go to the current targets.
+    match outbox.requeue_removed_targets() {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            requeued = n,
+            "alerts owed to targets no longer configured re-queued to the current targets"
+        ),
+        Err(e) => tracing::error!(error = %e, "re-queueing alerts of removed targets failed"),
+    }
     let state_path = StateFile::path_for(&cfg.storage.path);
     let mut state_file = StateFile::open(&state_path)
         .with_context(|| format!("opening {}", state_path.display()))?;
@@ -861,7 +925,7 @@ async fn serve<E: PacketEngine>(
             _ = int.recv() => { tracing::info!("SIGINT: stopping"); break; }
             _ = hup.recv() => {
                 notifier.reloading();
-                reload(&shared, &api);
+                reload(&shared, &api).await;
                 notifier.ready(&status);
             }
         }
@@ -940,8 +1004,38 @@ fn save_state<E: PacketEngine>(
     }
 }
 
+/// Replaces the delivery workers with ones for `new`'s targets: the old workers finish their
+/// current attempt, the outbox owes new alerts to the new targets, and what was owed to a
+/// target that is gone is re-queued to the current ones.
+async fn restart_delivery<E: PacketEngine>(shared: &Shared<E>, new: &Config) -> anyhow::Result<()> {
+    let targets = targets_from_config(new, Duration::from_secs(10))?;
+    let names: Vec<String> = targets.iter().map(|t| t.name()).collect();
+    let old = shared.delivery.lock().ok().and_then(|mut d| d.take());
+    if let Some(d) = old {
+        d.shutdown(Duration::from_secs(2)).await;
+    }
+    shared.outbox.set_targets(names.clone());
+    let ob = shared.outbox.clone();
+    let requeued = tokio::task::spawn_blocking(move || ob.requeue_removed_targets()).await??;
+    if let Ok(mut d) = shared.delivery.lock() {
+        *d = Some(Delivery::start(
+            shared.outbox.clone(),
+            targets,
+            Backoff::from_config(&new.alert),
+        ));
+    }
+    let shown: Vec<String> = names
+        .iter()
+        .map(|n| crate::metrics::target_label(n))
+        .collect();
+    tracing::info!(targets = %shown.join(", "), requeued, "alert targets changed");
+    Ok(())
+}
+
 /// SIGHUP: re-read the config; apply what can change without a restart, keep the rest.
-fn reload<E: PacketEngine>(shared: &Shared<E>, api: &Api) {
+/// `[syslog]`/`[webhook]` changes restart the delivery workers on the new targets, and what was
+/// owed to a removed target is re-queued to the current ones (`Outbox::requeue_removed_targets`).
+async fn reload<E: PacketEngine>(shared: &Shared<E>, api: &Api) {
     let new = match load_run_config(&shared.config_path) {
         Ok(c) => c,
         Err(e) => {
@@ -961,6 +1055,18 @@ fn reload<E: PacketEngine>(shared: &Shared<E>, api: &Api) {
     if let Ok(mut t) = api.token.write() {
         *t = TokenCheck::new(token.as_deref());
     }
+    let targets_changed = shared
+        .config
+        .read()
+        .map(|c| c.syslog != new.syslog || c.webhook != new.webhook || c.alert != new.alert)
+        .unwrap_or(false);
+    if targets_changed {
+        if let Err(e) = restart_delivery(shared, &new).await {
+            shared.reloads_failed.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(error = %e, "reload failed: keeping the running config");
+            return;
+        }
+    }
     for e in &shared.engines {
         if let Ok(mut eng) = e.lock() {
             eng.reload(&new);
@@ -974,11 +1080,15 @@ fn reload<E: PacketEngine>(shared: &Shared<E>, api: &Api) {
         if cur.daemon != new.daemon {
             restart.push("[daemon]");
         }
-        if cur.http.listen != new.http.listen || cur.http.enabled != new.http.enabled {
-            restart.push("[http] listen/enabled");
+        if cur.http.listen != new.http.listen
+            || cur.http.enabled != new.http.enabled
+            || cur.http.tls_cert != new.http.tls_cert
+            || cur.http.tls_key != new.http.tls_key
+        {
+            restart.push("[http] listen/enabled/tls_cert/tls_key");
         }
-        if cur.syslog != new.syslog || cur.webhook != new.webhook || cur.storage != new.storage {
-            restart.push("[syslog]/[webhook]/[storage]");
+        if cur.storage != new.storage {
+            restart.push("[storage]");
         }
         if serde_json::to_value(&cur.privacy).ok() != serde_json::to_value(&new.privacy).ok() {
             restart.push("[privacy]");

@@ -208,6 +208,8 @@ pub struct Identity {
     pub uid: u32,
     pub gids: Vec<u32>,
     pub name: String,
+    /// This process's own identity (no switch at start).
+    pub current: bool,
 }
 
 fn check_identity(cfg: &Config, out: &mut Vec<Finding>) -> Option<Identity> {
@@ -227,6 +229,7 @@ fn check_identity(cfg: &Config, out: &mut Vec<Finding>) -> Option<Identity> {
             .ok()
             .flatten()
             .map_or_else(|| Uid::effective().to_string(), |u| u.name),
+        current: true,
     };
     if d.user.is_empty() || !root {
         // Not root: `run` keeps the current identity (e.g. systemd's User= with ambient
@@ -290,6 +293,7 @@ fn check_identity(cfg: &Config, out: &mut Vec<Finding>) -> Option<Identity> {
         uid: user.uid.as_raw(),
         gids: vec![gid.as_raw()],
         name: user.name,
+        current: false,
     })
 }
 
@@ -316,13 +320,24 @@ fn check_state_dir(cfg: &Config, id: &Identity, out: &mut Vec<Finding>) {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => std::path::PathBuf::from("."),
     };
-    let meta = match std::fs::metadata(&dir) {
+    // The outbox creates missing directories: the nearest existing one must let it.
+    let mut existing = dir.clone();
+    while std::fs::symlink_metadata(&existing).is_err() {
+        match existing.parent() {
+            Some(p) if !p.as_os_str().is_empty() => existing = p.to_path_buf(),
+            _ => {
+                existing = std::path::PathBuf::from(".");
+                break;
+            }
+        }
+    }
+    let meta = match std::fs::metadata(&existing) {
         Ok(m) if m.is_dir() => m,
         Ok(_) => {
             out.push(Finding::error(
                 "storage",
                 "path",
-                format!("storage.path: {} is not a directory", dir.display()),
+                format!("storage.path: {} is not a directory", existing.display()),
             ));
             return;
         }
@@ -330,23 +345,31 @@ fn check_state_dir(cfg: &Config, id: &Identity, out: &mut Vec<Finding>) {
             out.push(Finding::error(
                 "storage",
                 "path",
-                format!(
-                    "storage.path: state directory {}: {e} (create it for user {}, or use systemd's StateDirectory=)",
-                    dir.display(),
-                    id.name
-                ),
+                format!("storage.path: {}: {e}", existing.display()),
             ));
             return;
         }
     };
-    if !allowed(id, &meta, 0o3) {
+    if !writable_dir(id, &existing, &meta) {
+        let what = if existing == dir {
+            format!(
+                "state directory {} is not writable by user {}",
+                dir.display(),
+                id.name
+            )
+        } else {
+            format!(
+                "state directory {} does not exist and user {} cannot create it in {}",
+                dir.display(),
+                id.name,
+                existing.display()
+            )
+        };
         out.push(Finding::error(
             "storage",
             "path",
             format!(
-                "storage.path: state directory {} is not writable by user {} (owner uid {}, gid {}, mode {:o})",
-                dir.display(),
-                id.name,
+                "storage.path: {what} (owner uid {}, gid {}, mode {:o}; create it for that user, or use systemd's StateDirectory=)",
                 meta.uid(),
                 meta.gid(),
                 meta.mode() & 0o7777
@@ -372,6 +395,17 @@ fn check_state_dir(cfg: &Config, id: &Identity, out: &mut Vec<Finding>) {
             }
         }
     }
+}
+
+/// Whether `id` may create files in directory `dir`: by `access(2)` when `id` is this process
+/// (which also sees read-only mounts such as systemd's `ProtectSystem=strict`), else by the
+/// mode bits.
+fn writable_dir(id: &Identity, dir: &Path, meta: &std::fs::Metadata) -> bool {
+    use nix::unistd::AccessFlags;
+    if id.current {
+        return nix::unistd::access(dir, AccessFlags::W_OK | AccessFlags::X_OK).is_ok();
+    }
+    allowed(id, meta, 0o3)
 }
 
 fn check_http(cfg: &Config, out: &mut Vec<Finding>) {
@@ -437,16 +471,19 @@ mod tests {
             uid: m.uid().max(1),
             gids: vec![],
             name: "o".into(),
+            current: false,
         };
         let other = Identity {
             uid: 4_000_000,
             gids: vec![4_000_000],
             name: "x".into(),
+            current: false,
         };
         let group = Identity {
             uid: 4_000_000,
             gids: vec![m.gid()],
             name: "g".into(),
+            current: false,
         };
         if m.uid() != 0 {
             assert!(allowed(&owner, &m, 0o3));

@@ -1,8 +1,9 @@
 //! Link layers, tags and tunnel headers: pure functions from bytes to the next layer.
 //!
 //! Contract: each function peels exactly one header and says what follows (`Layer`), or why it
-//! stopped (`Layer::NotIp` for well-formed frames that carry no IP, `Layer::Bad(key)` for
-//! malformed ones, `key` being the error counter). No function panics or allocates.
+//! stopped (`Layer::Other(kind)` for well-formed frames of a protocol simboxd does not analyse,
+//! `kind` being the skipped counter; `Layer::Bad(key)` for malformed ones, `key` being the error
+//! counter). No function panics or allocates.
 
 use crate::model::LinkType;
 
@@ -17,8 +18,36 @@ pub(crate) enum Layer<'a> {
     Ppp(&'a [u8]),
     /// An IPv4 or IPv6 packet.
     Ip(&'a [u8]),
-    NotIp,
+    /// A well-formed frame without IP (ARP, STP, LLDP, PPP control, ...), by kind.
+    Other(&'static str),
     Bad(&'static str),
+}
+
+/// Kind of a well-formed frame that carries no IP, by EtherType (skipped, not an error).
+pub(crate) fn ethertype_kind(t: u16) -> &'static str {
+    match t {
+        0x0806 => "arp",
+        0x8035 => "rarp",
+        0x88CC => "lldp",
+        0x8809 => "lacp",
+        0x888E => "eapol",
+        0x88F7 => "ptp",
+        0x8863 => "pppoe_discovery",
+        0x88E1 | 0x8912 => "homeplug",
+        0x9000 => "loopback_test",
+        0x22F0 | 0x22EA => "avtp",
+        _ => "other_ethertype",
+    }
+}
+
+/// Kind of an IEEE 802.3 frame (length field, then LLC): STP/RSTP (DSAP/SSAP 0x42), SNAP
+/// (0xAA: CDP, VTP, DTP...), or other LLC.
+fn llc_kind(llc: &[u8]) -> &'static str {
+    match llc.get(..2) {
+        Some([0x42, 0x42]) => "stp",
+        Some([0xAA, 0xAA]) => "snap",
+        _ => "llc",
+    }
 }
 
 pub(crate) const ERR_LINK: &str = "link";
@@ -70,7 +99,7 @@ fn loopback(link: LinkType, data: &[u8]) -> Layer<'_> {
     match family {
         // AF_INET; AF_INET6 on Linux, NetBSD/OpenBSD, FreeBSD, Darwin.
         2 | 10 | 24 | 28 | 30 => Layer::Ip(tail(data, 4)),
-        _ => Layer::NotIp,
+        _ => Layer::Other("loopback_other"),
     }
 }
 
@@ -78,7 +107,7 @@ fn loopback(link: LinkType, data: &[u8]) -> Layer<'_> {
 fn sll(data: &[u8]) -> Layer<'_> {
     match be16(data, 14) {
         Some(p) if p >= 0x0600 => Layer::EtherType(p, tail(data, 16)),
-        Some(_) => Layer::NotIp,
+        Some(_) => Layer::Other(llc_kind(tail(data, 16))),
         None => Layer::Bad(ERR_LINK),
     }
 }
@@ -90,7 +119,7 @@ fn sll2(data: &[u8]) -> Layer<'_> {
     }
     match be16(data, 0) {
         Some(p) if p >= 0x0600 => Layer::EtherType(p, tail(data, 20)),
-        _ => Layer::NotIp,
+        _ => Layer::Other(llc_kind(tail(data, 20))),
     }
 }
 
@@ -99,7 +128,7 @@ pub(crate) fn ethernet(data: &[u8]) -> Layer<'_> {
     match be16(data, 12) {
         Some(t) if t >= 0x0600 => Layer::EtherType(t, tail(data, 14)),
         // An 802.3 length field (LLC/SNAP: STP, CDP...).
-        Some(_) => Layer::NotIp,
+        Some(_) => Layer::Other(llc_kind(tail(data, 14))),
         None => Layer::Bad(ERR_LINK),
     }
 }
@@ -117,7 +146,7 @@ pub(crate) fn ethertype(t: u16, data: &[u8]) -> Layer<'_> {
         0x8864 => pppoe(data),
         0x6558 => Layer::Ether(data),
         0x880B => Layer::Ppp(data),
-        _ => Layer::NotIp,
+        other => Layer::Other(ethertype_kind(other)),
     }
 }
 
@@ -167,7 +196,7 @@ pub(crate) fn ppp(data: &[u8]) -> Layer<'_> {
     };
     match proto {
         0x0021 | 0x0057 => Layer::Ip(rest),
-        _ => Layer::NotIp,
+        _ => Layer::Other("ppp_control"),
     }
 }
 
@@ -241,7 +270,7 @@ fn erspan3(data: &[u8]) -> Layer<'_> {
     match (b10 >> 2) & 0x1F {
         0 => Layer::Ether(inner),
         2 => Layer::Ip(inner),
-        _ => Layer::NotIp,
+        _ => Layer::Other("erspan_other"),
     }
 }
 
@@ -325,11 +354,16 @@ mod tests {
         assert_eq!(ethertype(t, rest), Layer::EtherType(0x0800, &[0x45][..]));
         assert_eq!(ethertype(0x8100, &[0, 1]), Layer::Bad(ERR_VLAN));
         assert_eq!(ethernet(&[0; 13]), Layer::Bad(ERR_LINK));
-        assert_eq!(ethertype(0x0806, &[0; 28]), Layer::NotIp);
+        assert_eq!(ethertype(0x0806, &[0; 28]), Layer::Other("arp"));
         // 802.3 length field
         let mut llc = vec![0u8; 12];
         llc.extend_from_slice(&[0x00, 0x26]);
-        assert_eq!(ethernet(&llc), Layer::NotIp);
+        assert_eq!(ethernet(&llc), Layer::Other("llc"));
+        llc.extend_from_slice(&[0x42, 0x42, 0x03]);
+        assert_eq!(ethernet(&llc), Layer::Other("stp"));
+        llc.truncate(14);
+        llc.extend_from_slice(&[0xAA, 0xAA, 0x03]);
+        assert_eq!(ethernet(&llc), Layer::Other("snap"));
     }
 
     #[test]
@@ -353,7 +387,7 @@ mod tests {
         assert_eq!(pppoe(&[0x11, 0x09, 0, 0, 0, 0]), Layer::Bad(ERR_PPPOE));
         assert_eq!(ppp(&[0xFF, 0x03, 0x00, 0x57, 0x60]), Layer::Ip(&[0x60][..]));
         assert_eq!(ppp(&[0x21, 0x45]), Layer::Ip(&[0x45][..]));
-        assert_eq!(ppp(&[0xC0, 0x21, 1]), Layer::NotIp);
+        assert_eq!(ppp(&[0xC0, 0x21, 1]), Layer::Other("ppp_control"));
         assert_eq!(ppp(&[]), Layer::Bad(ERR_PPP));
     }
 
@@ -371,7 +405,10 @@ mod tests {
             link(LinkType::LOOP, &[0, 0, 0, 2, 0x45]),
             Layer::Ip(&[0x45][..])
         );
-        assert_eq!(link(LinkType::LOOP, &[0, 0, 0, 7, 0x45]), Layer::NotIp);
+        assert_eq!(
+            link(LinkType::LOOP, &[0, 0, 0, 7, 0x45]),
+            Layer::Other("loopback_other")
+        );
         assert_eq!(link(LinkType::NULL, &[2, 0]), Layer::Bad(ERR_LINK));
         let mut s = vec![0u8; 14];
         s.extend_from_slice(&[0x86, 0xDD, 0x60]);

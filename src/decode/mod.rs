@@ -11,12 +11,15 @@
 //!
 //! Error keys: `link`, `link_type` (unsupported link type), `vlan`, `mpls`, `pppoe`, `ppp`, `gre`,
 //! `erspan`, `gtp`, `vxlan` (a datagram to 4789 without a VXLAN header: still emitted as UDP), `ip` (neither v4 nor v6), `ipv4`, `ipv6`, `udp`, `tcp` (malformed headers);
-//! `not_ip` (well-formed frames without IP: ARP, LLDP, PPP control...), `ip_proto` (IP payloads
-//! other than UDP/TCP/tunnels), `depth` (too many encapsulations or tags), `truncated` (payload
+//! `depth` (too many encapsulations or tags), `truncated` (payload
 //! cut by the snap length: UDP is still emitted, TCP is not used); `fragment` (overlapping,
 //! inconsistent or oversized fragments), `fragment_timeout`; `tcp_gap` (lost bytes, stream
 //! resynchronised), `tcp_oversize`, `tcp_framing` (bad Content-Length or data that is not SIP),
 //! `tcp_total` (all-stream byte budget exhausted). Eviction keys: `fragments`, `tcp_streams`.
+//! Well-formed traffic of other protocols is not an error: `skipped()` counts it by kind (`arp`,
+//! `stp`, `snap`, `llc`, `lldp`, `lacp`, `ppp_control`, ... for frames without IP; `icmp`,
+//! `igmp`, `icmpv6`, `ospf`, `esp`, `pim`, `vrrp`, `sctp`, ... for IP payloads other than
+//! UDP/TCP/tunnels; `other_ethertype`, `other_ip_proto` for the rest).
 
 mod frag;
 mod link;
@@ -49,14 +52,33 @@ const ERR_IPV4: &str = "ipv4";
 const ERR_IPV6: &str = "ipv6";
 const ERR_UDP: &str = "udp";
 const ERR_TCP: &str = "tcp";
-const ERR_NOT_IP: &str = "not_ip";
-const ERR_IP_PROTO: &str = "ip_proto";
+
+/// Kind of an IP payload simboxd does not analyse, by IP protocol number (skipped, not an
+/// error).
+fn ip_proto_kind(proto: u8) -> &'static str {
+    match proto {
+        1 => "icmp",
+        2 => "igmp",
+        58 => "icmpv6",
+        89 => "ospf",
+        50 => "esp",
+        51 => "ah",
+        103 => "pim",
+        112 => "vrrp",
+        132 => "sctp",
+        88 => "eigrp",
+        59 => "ipv6_no_next",
+        _ => "other_ip_proto",
+    }
+}
 const ERR_DEPTH: &str = "depth";
 const ERR_TRUNCATED: &str = "truncated";
 const ERR_VXLAN: &str = "vxlan";
 
 pub struct Decoder {
     errors: Counters,
+    /// Well-formed frames of other protocols, by kind.
+    skipped: Counters,
     evictions: Counters,
     frags: FragTable,
     tcp: TcpTable,
@@ -133,6 +155,7 @@ impl Decoder {
     pub fn new(limits: &LimitsConfig) -> Self {
         Decoder {
             errors: Counters::default(),
+            skipped: Counters::default(),
             evictions: Counters::default(),
             frags: FragTable::new(
                 limits.fragments,
@@ -165,6 +188,11 @@ impl Decoder {
         &self.errors
     }
 
+    /// Well-formed packets of protocols simboxd does not analyse, by kind.
+    pub fn skipped(&self) -> &Counters {
+        &self.skipped
+    }
+
     /// Evictions by table (`fragments`, `tcp_streams`).
     pub fn evictions(&self) -> &Counters {
         &self.evictions
@@ -195,7 +223,7 @@ impl Decoder {
                 Layer::EtherType(t, d) => link::ethertype(t, d),
                 Layer::Ppp(d) => link::ppp(d),
                 Layer::Ip(d) => return self.ip(ts, d, depth, out),
-                Layer::NotIp => return self.errors.add(ERR_NOT_IP, 1),
+                Layer::Other(kind) => return self.skipped.add(kind, 1),
                 Layer::Bad(key) => return self.errors.add(key, 1),
             };
         }
@@ -387,7 +415,7 @@ impl Decoder {
                     self.layers(l4.ts, link::gre(payload), d, out);
                 }
             }
-            _ => self.errors.add(ERR_IP_PROTO, 1),
+            other => self.skipped.add(ip_proto_kind(other), 1),
         }
     }
 
