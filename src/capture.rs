@@ -9,11 +9,79 @@
 //! Live captures report libpcap/kernel drop counters through `stats()`; files report their size
 //! and the bytes consumed so far for progress display.
 
-use crate::config::CaptureConfig;
-use crate::model::{LinkType, RawPacket, Timestamp};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
+use serde::{Deserialize, Serialize};
+use simboxd_core::model::{LinkType, RawPacket, Timestamp};
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CaptureConfig {
+    /// Live interface to capture from (`any`: all of them, as Linux cooked frames).
+    pub interface: Option<String>,
+    /// More live interfaces, each captured by its own thread (a tap often has one port per
+    /// direction). Used together with `interface` (or alone); not with `file`.
+    pub interfaces: Vec<String>,
+    /// Capture file to replay instead of an interface.
+    pub file: Option<PathBuf>,
+    /// BPF filter; the default keeps IP fragments (non-first fragments carry no ports).
+    pub filter: String,
+    pub snaplen: u32,
+    pub buffer_mib: u32,
+    pub promiscuous: bool,
+    pub immediate: bool,
+}
+
+/// Keeps all UDP/TCP plus IPv4 and IPv6 fragments, MPLS, PPPoE and VLAN-tagged frames.
+/// `vlan` comes last and MPLS/PPPoE are matched by ethertype: libpcap's `vlan`, `mpls` and
+/// `pppoes` keywords shift the offsets of everything after them ("unsupported protocol over
+/// mpls"). Ethernet-only: files with other link types are replayed unfiltered by the daemon.
+pub const DEFAULT_FILTER: &str =
+    "udp or tcp or (ip[6:2] & 0x1fff != 0) or ip6 or ether proto 0x8847 or ether proto 0x8864 or vlan";
+
+/// What the default filter becomes on a link type that is not Ethernet (`any` gives Linux cooked
+/// frames, tunnels raw IP): libpcap has no `vlan` there ("no VLAN support for Linux cooked v1"),
+/// the kernel has already removed VLAN tags, and MPLS and PPPoE headers are Ethernet-only.
+pub const DEFAULT_FILTER_NOT_ETHERNET: &str = "udp or tcp or (ip[6:2] & 0x1fff != 0) or ip6";
+
+/// The filter to compile on a capture of link type `link`: the configured one, except that the
+/// default filter is narrowed to what libpcap supports on non-Ethernet links.
+pub fn filter_for_link(filter: &str, link: LinkType) -> &str {
+    if filter == DEFAULT_FILTER && link != LinkType::ETHERNET {
+        DEFAULT_FILTER_NOT_ETHERNET
+    } else {
+        filter
+    }
+}
+
+impl CaptureConfig {
+    /// Every live interface configured: `interface` first, then `interfaces`, without repeats.
+    pub fn interface_list(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for name in self.interface.iter().chain(self.interfaces.iter()) {
+            if !out.contains(name) {
+                out.push(name.clone());
+            }
+        }
+        out
+    }
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        CaptureConfig {
+            interface: None,
+            interfaces: Vec::new(),
+            file: None,
+            filter: DEFAULT_FILTER.to_string(),
+            snaplen: 65535,
+            buffer_mib: 64,
+            promiscuous: true,
+            immediate: true,
+        }
+    }
+}
 
 /// Read timeout of a live capture: the longest the daemon waits before it can tick.
 pub const LIVE_READ_TIMEOUT_MS: i32 = 250;
@@ -177,7 +245,7 @@ impl Capture {
             .open()
             .map_err(open_err)?;
         let link = link_type_from_dlt(handle.get_datalink().0);
-        let filter = crate::config::filter_for_link(&cfg.filter, link);
+        let filter = filter_for_link(&cfg.filter, link);
         if !filter.trim().is_empty() {
             handle
                 .filter(filter, true)
@@ -440,7 +508,7 @@ mod tests {
     fn capture_and_decoder_can_move_to_a_capture_thread() {
         fn send<T: Send>() {}
         send::<Capture>();
-        send::<crate::decode::Decoder>();
+        send::<simboxd_core::decode::Decoder>();
     }
 
     #[test]

@@ -6,9 +6,9 @@
 
 use crate::capture::Capture;
 use crate::config::Config;
-use crate::decode::Decoder;
-use crate::model::Transport;
 use serde::Serialize;
+use simboxd_core::decode::Decoder;
+use simboxd_core::model::Transport;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -37,9 +37,9 @@ pub struct Manifest {
 }
 
 /// Source and destination of an IP fragment on an Ethernet or raw-IP link (outer header only).
-fn fragment_addrs(link: crate::model::LinkType, data: &[u8]) -> Option<(IpAddr, IpAddr)> {
-    use crate::model::LinkType;
+fn fragment_addrs(link: simboxd_core::model::LinkType, data: &[u8]) -> Option<(IpAddr, IpAddr)> {
     use etherparse::{LaxNetSlice, LaxSlicedPacket};
+    use simboxd_core::model::LinkType;
     let p = match link {
         LinkType::ETHERNET => LaxSlicedPacket::from_ethernet(data).ok()?,
         LinkType::RAW | LinkType::IPV4 | LinkType::IPV6 => LaxSlicedPacket::from_ip(data).ok()?,
@@ -104,7 +104,7 @@ pub fn export(
     while let Some(pkt) = cap.next_packet()? {
         hits.clear();
         decoder.decode(&pkt, &mut |d| {
-            let sip = crate::sip::looks_like_sip(d.payload);
+            let sip = simboxd_core::sip::looks_like_sip(d.payload);
             if !sip && d.transport != Transport::Udp {
                 return;
             }

@@ -5,7 +5,7 @@
 //! line and chart points are capped, with the cap stated in the page).
 
 use crate::analyze::Analysis;
-use crate::model::{CallRecord, Direction, Outcome, Timestamp, VerdictLevel};
+use simboxd_core::model::{CallRecord, Direction, Outcome, Timestamp, VerdictLevel};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::IpAddr;

@@ -6,9 +6,10 @@
 //! naming the section and key it concerns. Warnings (world-readable token, API beyond loopback
 //! without TLS, ...) do not fail validation.
 
-use crate::config::{filter_for_link, Config};
-use crate::model::LinkType;
+use crate::capture::filter_for_link;
+use crate::config::Config;
 use nix::unistd::{Gid, Group, Uid, User};
+use simboxd_core::model::LinkType;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
@@ -145,7 +146,7 @@ fn check_capture(cfg: &Config, out: &mut Vec<Finding>) {
         match crate::capture::Capture::open_file(file) {
             Ok(cap) => {
                 let link = cap.link_type();
-                let own = c.filter != crate::config::DEFAULT_FILTER && !c.filter.trim().is_empty();
+                let own = c.filter != crate::capture::DEFAULT_FILTER && !c.filter.trim().is_empty();
                 if let (true, Err(e)) = (own, compile_filter(&c.filter, link)) {
                     out.push(Finding::error(
                         "capture",
@@ -429,7 +430,7 @@ mod tests {
 
     #[test]
     fn default_filter_compiles_on_every_link_type_it_is_narrowed_for() {
-        use crate::config::DEFAULT_FILTER;
+        use crate::capture::DEFAULT_FILTER;
         for link in [
             LinkType::ETHERNET,
             LinkType::LINUX_SLL,
