@@ -891,6 +891,13 @@ async fn serve<E: PacketEngine>(
         None => None,
     };
 
+    // Signals, before anything tells systemd (or a test) that we are up: a SIGHUP that
+    // arrived before the handlers would kill the process (default action).
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+
     // Watchdog: only a healthy daemon pets it, so systemd restarts a wedged one.
     if let Some(every) = watchdog_interval() {
         let (shared, notifier) = (shared.clone(), notifier.clone());
@@ -914,11 +921,6 @@ async fn serve<E: PacketEngine>(
     tracing::info!(%status, "ready");
     notifier.ready(&status);
 
-    // Signals.
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
     loop {
         tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break; }

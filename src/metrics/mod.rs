@@ -132,9 +132,13 @@ impl Collector for Snapshot {
             let mut me = encoder.encode_descriptor(name, &f.help, None, ty)?;
             for (labels, v) in &f.samples {
                 let fe = me.encode_family(labels)?;
-                match f.kind {
-                    Kind::Counter => ConstCounter::new(v.max(0.0)).encode(fe)?,
-                    Kind::Gauge => ConstGauge::new(*v).encode(fe)?,
+                // Whole numbers print as integers (`3`, not `3.0`).
+                let whole = v.fract() == 0.0 && v.abs() < 9.0e15;
+                match (f.kind, whole) {
+                    (Kind::Counter, true) => ConstCounter::new(v.max(0.0) as u64).encode(fe)?,
+                    (Kind::Counter, false) => ConstCounter::new(v.max(0.0)).encode(fe)?,
+                    (Kind::Gauge, true) => ConstGauge::new(*v as i64).encode(fe)?,
+                    (Kind::Gauge, false) => ConstGauge::new(*v).encode(fe)?,
                 }
             }
         }
