@@ -10,6 +10,7 @@
 pub mod adapter;
 pub mod http;
 pub mod http_tls;
+pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod pipeline;
@@ -252,7 +253,7 @@ pub fn run_main(args: RunArgs) -> anyhow::Result<()> {
     if report_findings(&args.config, &cfg) {
         std::process::exit(1);
     }
-    runtime::init_logging(&cfg.daemon);
+    logging::init(&cfg.daemon);
     runtime::run(args.config, cfg)
 }
 

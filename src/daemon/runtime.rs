@@ -3,12 +3,12 @@
 
 use super::adapter::EngineWorker;
 use super::http::{Api, ApiSource, TokenCheck};
+use super::load_run_config;
 use super::metrics::{Exposition, Kind, Sample};
 use super::notify::{watchdog_interval, Notifier};
 use super::pipeline::{self, PacketEngine, PipelineStats, Source};
 use super::privdrop::{drop_privileges, Dropped};
 use super::state::{SavedState, StateFile, STATE_VERSION};
-use super::{load_run_config, DaemonConfig};
 use crate::alert::delivery::{targets_from_config, Backoff, Delivery};
 use crate::alert::outbox::Outbox;
 use crate::alert::{AlertManager, AlertState};
@@ -27,25 +27,6 @@ use std::time::{Duration, Instant};
 const VERDICT_QUEUE: usize = 4096;
 /// Longest wait for the workers and the alert side at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-
-/// Sets up `tracing`: under journald (`$JOURNAL_STREAM`) plain lines without time or colour.
-pub fn init_logging(d: &DaemonConfig) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&d.log_level));
-    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(false);
-    let res = match (d.log_format.as_str(), journald) {
-        ("json", _) => builder.json().try_init(),
-        (_, true) => builder.without_time().try_init(),
-        _ => builder.try_init(),
-    };
-    if res.is_err() {
-        eprintln!("simboxd: logging was already initialised");
-    }
-}
 
 /// What the API and the signal handlers share.
 pub struct Shared<E: PacketEngine> {

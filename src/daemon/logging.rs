@@ -1,0 +1,115 @@
+//! Logging of `simboxd run`: journald-native when stderr is the journal (systemd sets
+//! `$JOURNAL_STREAM` to its device:inode), plain lines or JSON elsewhere.
+//!
+//! Contract: under journald every event goes to the journal through `tracing-journald` with its
+//! priority (error 3, warn 4, info 6, debug/trace 7) and its fields as journal fields
+//! (`DELIVERY_TARGET=`, `ERROR=`, ...), so `journalctl -p warning` and `journalctl
+//! DELIVERY_TARGET=...` work; when the journal socket cannot be opened, plain lines without
+//! time stamps (journald adds its own). `$JOURNAL_STREAM` inherited by a process whose stderr
+//! was redirected elsewhere is ignored.
+
+use super::DaemonConfig;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+/// Where log lines go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sink {
+    Journald,
+    Text,
+    Json,
+}
+
+/// Whether `$JOURNAL_STREAM` (`DEV:INODE`) names the file stderr is connected to.
+pub fn stderr_is_journal() -> bool {
+    let Some(v) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = v.to_str().and_then(|s| s.split_once(':')) else {
+        return false;
+    };
+    let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else {
+        return false;
+    };
+    match nix::sys::stat::fstat(std::io::stderr()) {
+        Ok(st) => st.st_dev == dev && st.st_ino == ino,
+        Err(_) => false,
+    }
+}
+
+/// The sink for `d` in this process's environment.
+pub fn choose(d: &DaemonConfig, journal: bool) -> Sink {
+    if journal {
+        Sink::Journald
+    } else if d.log_format == "json" {
+        Sink::Json
+    } else {
+        Sink::Text
+    }
+}
+
+/// Sets up `tracing` (see the module contract). Returns the sink used.
+pub fn init(d: &DaemonConfig) -> Sink {
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&d.log_level))
+    };
+    let journal = stderr_is_journal();
+    let mut sink = choose(d, journal);
+    if sink == Sink::Journald {
+        match tracing_journald::layer() {
+            Ok(layer) => {
+                let layer = layer.with_syslog_identifier("simboxd".to_string());
+                if tracing_subscriber::registry()
+                    .with(filter())
+                    .with(layer)
+                    .try_init()
+                    .is_ok()
+                {
+                    return sink;
+                }
+            }
+            Err(e) => eprintln!("simboxd: journald socket unavailable ({e}): logging to stderr"),
+        }
+        sink = Sink::Text;
+    }
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter())
+        .with_writer(std::io::stderr)
+        .with_ansi(false);
+    let res = match (sink, journal) {
+        (Sink::Json, _) => builder.json().try_init(),
+        (_, true) => builder.without_time().try_init(),
+        _ => builder.try_init(),
+    };
+    if res.is_err() {
+        eprintln!("simboxd: logging was already initialised");
+    }
+    sink
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn journal_only_when_stderr_is_the_named_stream() {
+        let d = DaemonConfig::default();
+        assert_eq!(choose(&d, true), Sink::Journald);
+        assert_eq!(choose(&d, false), Sink::Text);
+        let json = DaemonConfig {
+            log_format: "json".into(),
+            ..DaemonConfig::default()
+        };
+        assert_eq!(choose(&json, false), Sink::Json);
+        assert_eq!(choose(&json, true), Sink::Journald);
+        // The test harness's stderr is not the device:inode 1:1.
+        std::env::set_var("JOURNAL_STREAM", "1:1");
+        assert!(!stderr_is_journal());
+        let st = nix::sys::stat::fstat(std::io::stderr()).unwrap();
+        std::env::set_var("JOURNAL_STREAM", format!("{}:{}", st.st_dev, st.st_ino));
+        assert!(stderr_is_journal());
+        std::env::remove_var("JOURNAL_STREAM");
+        assert!(!stderr_is_journal());
+    }
+}
