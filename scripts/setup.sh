@@ -2,8 +2,10 @@
 # Installs what simboxd needs to build and test on a fresh Debian machine with Rust.
 # Idempotent: skips apt-get when every package is already present.
 set -euo pipefail
+# prometheus: promtool checks the live /metrics (tests/ops.rs; ~96 MB installed, the only
+# Debian package with promtool). util-linux: setpriv runs the daemon as the unit does.
 PKGS=(libpcap-dev pkg-config tshark tcpdump sip-tester rsyslog rsyslog-gnutls iproute2 chromium
-      systemd ca-certificates openssl)
+      systemd ca-certificates openssl prometheus util-linux)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

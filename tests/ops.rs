@@ -524,3 +524,133 @@ fn other_protocols_are_skipped_by_kind_not_decode_errors() {
         assert_eq!(skipped[kind], count, "{kind}: {skipped}");
     }
 }
+
+/// The unit's way of running, without systemd: the unprivileged user with only the ambient
+/// capabilities CAP_NET_RAW/CAP_NET_ADMIN (`setpriv`, as `User=` + `AmbientCapabilities=`), the
+/// token as a credential (`$CREDENTIALS_DIRECTORY/api-token`, as `LoadCredential=`), a state
+/// directory owned by that user (as `StateDirectory=`) and `UMask=0077`: validate passes, the
+/// live capture on loopback works, the API takes the credential's token, the outbox and saved
+/// profiles land in the state directory private to the user, and reload works.
+#[test]
+fn daemon_works_as_the_unit_runs_it_unprivileged_with_ambient_capabilities() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if !nix::unistd::Uid::effective().is_root() || !have("setpriv") {
+        eprintln!("SKIP: needs root and setpriv to start as user nobody with ambient capabilities");
+        return;
+    }
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o750)).unwrap();
+    nix::unistd::chown(&state, Some(nobody.uid), Some(nobody.gid)).unwrap();
+    let creds = dir.path().join("creds");
+    std::fs::create_dir(&creds).unwrap();
+    let token = "credential-token-0123456789";
+    std::fs::write(creds.join("api-token"), format!("{token}\n")).unwrap();
+    std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = dir.path().join("simboxd");
+    std::fs::copy(daemon_common::bin(), &bin).unwrap();
+    let api = api_addr();
+    let sip_port = free_port();
+    let cfg = dir.path().join("simboxd.toml");
+    // [daemon] user stays the shipped "simboxd": not root, so it is not used (a warning).
+    std::fs::write(
+        &cfg,
+        format!(
+            "[capture]\ninterface = \"lo\"\nfilter = \"udp port {sip_port}\"\npromiscuous = false\nbuffer_mib = 2\n\n\
+             [http]\nlisten = \"{api}\"\n\n[storage]\npath = {:?}\n",
+            state.join("alerts.redb").display().to_string()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let unit_like = |args: &[&str]| {
+        let mut c = Command::new("sh");
+        c.arg("-c")
+            .arg(
+                "umask 077; exec setpriv --reuid=\"$U\" --regid=\"$G\" --clear-groups \
+                 --inh-caps=-all,+net_raw,+net_admin --ambient-caps=-all,+net_raw,+net_admin \
+                 --bounding-set=-all,+net_raw,+net_admin --no-new-privs \"$@\"",
+            )
+            .arg("sh")
+            .arg(&bin)
+            .args(args)
+            .env("U", nobody.uid.to_string())
+            .env("G", nobody.gid.to_string())
+            .env("CREDENTIALS_DIRECTORY", &creds)
+            .env("RUST_LOG", "info");
+        c
+    };
+    let out = unit_like(&["validate", "--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "validate: {stderr}");
+    assert!(stderr.contains("ignored: not running as root"), "{stderr}");
+
+    let log = dir.path().join("log");
+    let f = std::fs::File::create(&log).unwrap();
+    let mut child = unit_like(&["run", "--config", cfg.to_str().unwrap()])
+        .stdout(std::process::Stdio::from(f.try_clone().unwrap()))
+        .stderr(std::process::Stdio::from(f))
+        .spawn()
+        .unwrap();
+    let logtext = || std::fs::read_to_string(&log).unwrap_or_default();
+    let t0 = Instant::now();
+    while http_get(api, "/healthz", None).map(|r| r.status).ok() != Some(200) {
+        assert!(child.try_wait().unwrap().is_none(), "exited: {}", logtext());
+        assert!(t0.elapsed() < Duration::from_secs(20), "{}", logtext());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        http_get(api, "/api/v1/lines", Some(TOKEN)).unwrap().status,
+        401
+    );
+    assert_eq!(
+        http_get(api, "/api/v1/lines", Some(token)).unwrap().status,
+        200
+    );
+    // Live capture as nobody: SIP datagrams on loopback are seen.
+    let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let msg = b"OPTIONS sip:a@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bKx\r\nFrom: <sip:b@127.0.0.1>;tag=1\r\nTo: <sip:a@127.0.0.1>\r\nCall-ID: unit@test\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+    let t0 = Instant::now();
+    loop {
+        tx.send_to(msg, ("127.0.0.1", sip_port)).unwrap();
+        let m = http_get(api, "/metrics", Some(token)).unwrap();
+        let s = parse_prometheus(&m.body).unwrap();
+        if sample(&s, "simboxd_packets_processed_total").unwrap_or(0.0) >= 3.0 {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "no packets captured\n{}",
+            logtext()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Reload.
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    let t0 = Instant::now();
+    loop {
+        let m = http_get(api, "/metrics", Some(token)).unwrap();
+        let s = parse_prometheus(&m.body).unwrap();
+        if sample(&s, "simboxd_config_reloads_total{result=\"ok\"}") == Some(1.0) {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "{}", logtext());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let st = child.wait().unwrap();
+    assert!(st.success(), "{}", logtext());
+    for f in ["alerts.redb", "profiles.json"] {
+        let m =
+            std::fs::metadata(state.join(f)).unwrap_or_else(|e| panic!("{f}: {e}\n{}", logtext()));
+        assert_eq!(m.uid(), nobody.uid.as_raw(), "{f} owner");
+        assert_eq!(m.mode() & 0o077, 0, "{f} mode {:o}", m.mode());
+    }
+    assert!(!logtext().contains("dropped privileges"), "{}", logtext());
+}
