@@ -122,22 +122,24 @@ pub use simboxd_core::config::line_col;
 
 /// Best-effort position of `key` inside `[section]` for errors found after parsing.
 pub fn key_position(text: &str, section: &str, key: &str) -> (usize, usize) {
-    let mut in_section = false;
-    for (i, raw) in text.lines().enumerate() {
-        let l = raw.trim();
-        if l.starts_with('[') {
-            in_section = l.trim_matches(|c| c == '[' || c == ']').trim() == section;
-            continue;
-        }
-        if in_section {
-            if let Some(rest) = l.strip_prefix(key) {
-                if rest.trim_start().starts_with('=') {
-                    return (i + 1, raw.len() - raw.trim_start().len() + 1);
-                }
-            }
+    // The key's span from toml's own parser (`section` may be dotted: `detection.weights`);
+    // 1:1 when the file does not set it (the value is a default, or the file is unparsable).
+    use toml::de::{DeTable, DeValue};
+    let Ok(root) = DeTable::parse(text) else {
+        return (1, 1);
+    };
+    let mut table = root.get_ref();
+    for part in section.split('.').filter(|p| !p.is_empty()) {
+        let found = table.iter().find(|(k, _)| k.get_ref().as_ref() == part);
+        match found.map(|(_, v)| v.get_ref()) {
+            Some(DeValue::Table(t)) => table = t,
+            _ => return (1, 1),
         }
     }
-    (1, 1)
+    table
+        .iter()
+        .find(|(k, _)| k.get_ref().as_ref() == key)
+        .map_or((1, 1), |(k, _)| line_col(text, k.span().start))
 }
 
 #[cfg(test)]
