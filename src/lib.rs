@@ -19,6 +19,7 @@ pub mod detect;
 pub mod engine;
 pub mod eval;
 pub mod evidence;
+pub mod figures;
 pub mod lines;
 pub mod media;
 pub mod model;
