@@ -2,7 +2,7 @@
 # Installs what simboxd needs to build and test on a fresh Debian machine with Rust.
 # Idempotent: skips apt-get when every package is already present.
 set -euo pipefail
-PKGS=(libpcap-dev pkg-config tshark tcpdump sip-tester rsyslog rsyslog-gnutls iproute2 chromium
+PKGS=(libpcap-dev pkg-config tshark tcpdump sip-tester rsyslog rsyslog-gnutls iproute2 chromium poppler-utils
       systemd ca-certificates openssl)
 missing=()
 for p in "${PKGS[@]}"; do

@@ -46,6 +46,12 @@ fn ts(clock: &Clock, t: Option<Timestamp>) -> String {
     t.map_or_else(|| "-".into(), |t| escape(&clock.full(t)))
 }
 
+/// "2026-01-05 09:00:05.744" (UTC), the call table's time format.
+pub fn utc_short(t: Timestamp) -> String {
+    chrono::DateTime::<chrono::Utc>::from_timestamp_micros(t.0)
+        .map_or_else(|| t.to_string(), |u| u.format("%Y-%m-%d %H:%M:%S%.3f").to_string())
+}
+
 fn verdict_name(v: Option<VerdictLevel>) -> &'static str {
     match v {
         Some(VerdictLevel::Gateway) => "gateway",
@@ -83,6 +89,7 @@ th{background:#f3f3f3;cursor:pointer}.gateway{background:#ffebee}.suspect{backgr
 .b-gateway{background:#c62828}.b-suspect{background:#ef6c00}.b-normal{background:#2e7d32}
 .mono,code{font-family:ui-monospace,monospace;font-size:12px}.note{color:#555;font-size:12px}
 pre{white-space:pre-wrap;overflow-wrap:anywhere;background:#fafafa;border:1px solid #eee;padding:8px}
+.t{white-space:nowrap}table.calls{font-size:12px}
 svg{max-width:100%;height:auto;border:1px solid #eee;margin:4px 0}figure{margin:8px 0}figcaption{font-size:12px;color:#555}
 @media print{@page{size:A4 landscape;margin:10mm}body{margin:0;max-width:none;font-size:10px}
 th{cursor:auto}thead{display:table-header-group}tr,figure,.verdict,.caveat{break-inside:avoid}h2,h3{break-after:avoid}
@@ -490,9 +497,9 @@ fn calls_table(h: &mut String, a: &Analysis, clock: &Clock) {
         for c in calls.iter().take(MAX_CALL_ROWS_PER_LINE) {
             let _ = write!(
                 h,
-                "<tr><td>{}</td>{}<td>{}</td><td class=\"mono\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                c.start,
-                if local { format!("<td>{}</td>", escape(&clock.axis(c.start, true))) } else { String::new() },
+                "<tr><td class=\"t\">{}</td>{}<td>{}</td><td class=\"mono\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                utc_short(c.start),
+                if local { format!("<td class=\"t\">{}</td>", escape(&clock.axis(c.start, true))) } else { String::new() },
                 direction_name(c.direction),
                 escape(&c.peer.map_or_else(|| "-".into(), |p| p.to_string())),
                 escape(c.from.as_deref().unwrap_or("-")),
