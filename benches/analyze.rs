@@ -11,8 +11,8 @@
 
 use simboxd::capture::Capture;
 use simboxd::config::Config;
-use simboxd::engine::Engine;
-use simboxd::simulate::{generate, Scenario};
+use simboxd_core::engine::Engine;
+use simboxd_sim::{generate, Scenario};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -56,7 +56,7 @@ fn bench_file() -> PathBuf {
 
 fn engine_only(path: &std::path::Path, cfg: &Config) -> (u64, f64) {
     let mut cap = Capture::open_file(path).expect("open");
-    let mut engine = Engine::new(cfg);
+    let mut engine = Engine::new(&cfg.engine());
     let t = Instant::now();
     let mut events = 0u64;
     while let Some(pkt) = cap.next_packet().expect("read") {

@@ -5,9 +5,9 @@
 //! - `flow flood`: 400k distinct unannounced RTP-looking flows into a 50k-flow table;
 //! - `invite flood`: 200k INVITEs with distinct Call-IDs into a 20k-dialog table.
 
-use simboxd::calls::Tracker;
 use simboxd::config::Config;
-use simboxd::model::{Datagram, Timestamp, Transport};
+use simboxd_core::calls::Tracker;
+use simboxd_core::model::{Datagram, Timestamp, Transport};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Instant;
 
@@ -146,7 +146,7 @@ fn main() {
     let cfg = Config::default();
 
     let pkts = call_traffic(100, 30);
-    let mut t = Tracker::new(&cfg);
+    let mut t = Tracker::new(&cfg.engine());
     let (secs, events) = feed(&mut t, &pkts);
     report("calls", &t, pkts.len(), secs, events);
 
@@ -166,7 +166,7 @@ fn main() {
             payload: rtp(i as u16, i, i),
         })
         .collect();
-    let mut t = Tracker::new(&cfg_small);
+    let mut t = Tracker::new(&cfg_small.engine());
     let (secs, events) = feed(&mut t, &flood);
     report("flow flood", &t, flood.len(), secs, events);
 
@@ -180,7 +180,7 @@ fn main() {
             payload: sip("INVITE sip:1@10.1.0.1 SIP/2.0", c, "1 INVITE", false, ""),
         })
         .collect();
-    let mut t = Tracker::new(&cfg_small);
+    let mut t = Tracker::new(&cfg_small.engine());
     let (secs, events) = feed(&mut t, &invites);
     report("invite flood", &t, invites.len(), secs, events);
 }

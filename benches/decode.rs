@@ -3,9 +3,9 @@
 //! (`SIMBOXD_CORPUS`). Target: well over 1 M packets/s per core on plain UDP SIP/RTP.
 
 use simboxd::capture::Capture;
-use simboxd::config::LimitsConfig;
-use simboxd::decode::Decoder;
-use simboxd::model::{LinkType, RawPacket, Timestamp};
+use simboxd_core::config::LimitsConfig;
+use simboxd_core::decode::Decoder;
+use simboxd_core::model::{LinkType, RawPacket, Timestamp};
 use std::time::{Duration, Instant};
 
 const FILES: [&str; 5] = [

@@ -3,10 +3,10 @@
 //! the figure includes the profiles, the LRU slab, the index and any per-line heap. Prints bytes
 //! per line and ingest/evaluate rates. `cargo bench --bench lines_memory [-- LINES]`.
 
-use simboxd::config::NetworkConfig;
-use simboxd::detect::synth::{at, Builder, CallSpec};
-use simboxd::detect::{DetectionConfig, LineTable};
-use simboxd::model::{Direction, Event, Outcome};
+use simboxd_core::config::NetworkConfig;
+use simboxd_core::detect::synth::{at, Builder, CallSpec};
+use simboxd_core::detect::{DetectionConfig, LineTable};
+use simboxd_core::model::{Direction, Event, Outcome};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -117,7 +117,7 @@ fn main() {
     );
     println!(
         "  size_of Profile {} bytes; ingest {:.2} s ({:.2} M events/s); final evaluate {:.2} s",
-        std::mem::size_of::<simboxd::lines::Profile>(),
+        std::mem::size_of::<simboxd_core::lines::Profile>(),
         ingest.as_secs_f64(),
         n_events as f64 / ingest.as_secs_f64() / 1e6,
         eval.as_secs_f64()

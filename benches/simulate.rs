@@ -1,7 +1,7 @@
 //! Generation speed of `simulate::generate`: packets per second written to `io::sink()` and to a
 //! temporary file. Target: >= 1 M packets/s in release (`cargo bench --bench simulate`).
 
-use simboxd::simulate::{generate, Scenario};
+use simboxd_sim::{generate, Scenario};
 use std::time::Instant;
 
 fn main() {

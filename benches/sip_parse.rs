@@ -1,7 +1,7 @@
 //! SIP/SDP parser throughput: `cargo bench --bench sip_parse`. Prints messages/s and MB/s for a
 //! typical INVITE with SDP, a 200 OK and a REGISTER, and the SDP parser alone.
 
-use simboxd::{sdp, sip};
+use simboxd_core::{sdp, sip};
 use std::hint::black_box;
 use std::time::Instant;
 

@@ -5,14 +5,14 @@
 
 use crate::capture::Capture;
 use crate::config::Config;
-use crate::engine::{Engine, EngineStats};
-use crate::model::{
-    CallRecord, Counters, Direction, Event, MediaFlowRecord, Outcome, Reason, RegistrationRecord,
-    Timestamp, VerdictLevel,
-};
 use anyhow::Context;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use simboxd_core::engine::{Engine, EngineStats};
+use simboxd_core::model::{
+    CallRecord, Counters, Direction, Event, MediaFlowRecord, Outcome, Reason, RegistrationRecord,
+    Timestamp, VerdictLevel,
+};
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Read, Write};
 use std::net::IpAddr;
@@ -126,7 +126,7 @@ pub struct LineEntry {
 pub struct Analysis {
     pub capture: CaptureInfo,
     /// The home and domestic prefixes the run used.
-    pub network: crate::config::NetworkConfig,
+    pub network: simboxd_core::config::NetworkConfig,
     pub stats: Stats,
     pub calls: Vec<CallRecord>,
     pub registrations: Vec<RegistrationRecord>,
@@ -198,7 +198,7 @@ pub fn analyze_file(path: &Path, cfg: &Config, progress: bool) -> anyhow::Result
     } else {
         None
     };
-    let mut engine = Engine::new(cfg);
+    let mut engine = Engine::new(&cfg.engine());
     let mut col = Collector::default();
     let mut n: u64 = 0;
     while let Some(pkt) = cap.next_packet()? {
@@ -387,7 +387,7 @@ pub fn redacted_config_toml(cfg: &Config) -> String {
 /// Adds detection's verdicts to the per-line entries (lines only detection saw get an entry too)
 /// and orders them flagged first, then by score. The counters stay those of the records, which
 /// offline analysis has in full (the same figures the report's charts draw).
-fn apply_verdicts(lines: &mut Vec<LineEntry>, verdicts: &[crate::model::LineVerdict]) {
+fn apply_verdicts(lines: &mut Vec<LineEntry>, verdicts: &[simboxd_core::model::LineVerdict]) {
     for v in verdicts {
         let idx = match lines.iter().position(|l| l.line == Some(v.line)) {
             Some(i) => i,

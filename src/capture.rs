@@ -9,11 +9,47 @@
 //! Live captures report libpcap/kernel drop counters through `stats()`; files report their size
 //! and the bytes consumed so far for progress display.
 
-use crate::config::CaptureConfig;
-use crate::model::{LinkType, RawPacket, Timestamp};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
+use serde::{Deserialize, Serialize};
+use simboxd_core::model::{LinkType, RawPacket, Timestamp};
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CaptureConfig {
+    /// Live interface to capture from.
+    pub interface: Option<String>,
+    /// Capture file to replay instead of an interface.
+    pub file: Option<PathBuf>,
+    /// BPF filter; the default keeps IP fragments (non-first fragments carry no ports).
+    pub filter: String,
+    pub snaplen: u32,
+    pub buffer_mib: u32,
+    pub promiscuous: bool,
+    pub immediate: bool,
+}
+
+/// Keeps all UDP/TCP plus IPv4 and IPv6 fragments, MPLS, PPPoE and VLAN-tagged frames.
+/// `vlan` comes last and MPLS/PPPoE are matched by ethertype: libpcap's `vlan`, `mpls` and
+/// `pppoes` keywords shift the offsets of everything after them ("unsupported protocol over
+/// mpls"). Ethernet-only: files with other link types are replayed unfiltered by the daemon.
+pub const DEFAULT_FILTER: &str =
+    "udp or tcp or (ip[6:2] & 0x1fff != 0) or ip6 or ether proto 0x8847 or ether proto 0x8864 or vlan";
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        CaptureConfig {
+            interface: None,
+            file: None,
+            filter: DEFAULT_FILTER.to_string(),
+            snaplen: 65535,
+            buffer_mib: 64,
+            promiscuous: true,
+            immediate: true,
+        }
+    }
+}
 
 /// Read timeout of a live capture: the longest the daemon waits before it can tick.
 pub const LIVE_READ_TIMEOUT_MS: i32 = 250;
@@ -433,7 +469,7 @@ mod tests {
     fn capture_and_decoder_can_move_to_a_capture_thread() {
         fn send<T: Send>() {}
         send::<Capture>();
-        send::<crate::decode::Decoder>();
+        send::<simboxd_core::decode::Decoder>();
     }
 
     #[test]

@@ -8,9 +8,9 @@
 
 use crate::capture::Capture;
 use crate::config::Config;
-use crate::decode::Decoder;
-use crate::model::Transport;
 use serde::Serialize;
+use simboxd_core::decode::Decoder;
+use simboxd_core::model::Transport;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -84,9 +84,9 @@ pub fn check_empty_dir(dir: &Path) -> anyhow::Result<()> {
 }
 
 /// Source and destination of an IP fragment on an Ethernet or raw-IP link (outer header only).
-fn fragment_addrs(link: crate::model::LinkType, data: &[u8]) -> Option<(IpAddr, IpAddr)> {
-    use crate::model::LinkType;
+fn fragment_addrs(link: simboxd_core::model::LinkType, data: &[u8]) -> Option<(IpAddr, IpAddr)> {
     use etherparse::{LaxNetSlice, LaxSlicedPacket};
+    use simboxd_core::model::LinkType;
     let p = match link {
         LinkType::ETHERNET => LaxSlicedPacket::from_ethernet(data).ok()?,
         LinkType::RAW | LinkType::IPV4 | LinkType::IPV6 => LaxSlicedPacket::from_ip(data).ok()?,
@@ -164,7 +164,7 @@ pub fn export_run(
     while let Some(pkt) = cap.next_packet()? {
         hits.clear();
         decoder.decode(&pkt, &mut |d| {
-            let sip = crate::sip::looks_like_sip(d.payload);
+            let sip = simboxd_core::sip::looks_like_sip(d.payload);
             if !sip && d.transport != Transport::Udp {
                 return;
             }

@@ -10,7 +10,7 @@
 //! - Figures here are counts over the records: exact. An estimate (a sketch's figure) is never
 //!   printed as one of these; where one is shown it carries its error (`Estimate`).
 
-use crate::model::Timestamp;
+use simboxd_core::model::Timestamp;
 use serde::Serialize;
 
 /// One call as concurrency sees it: start and end (`None`: still open at the end of the capture).

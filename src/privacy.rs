@@ -6,10 +6,10 @@
 //! pseudonym across runs (so an analyst can still follow one number), a different key a different
 //! one. When off, numbers pass through unchanged.
 
-use crate::model::{CallRecord, RegistrationRecord};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
+use simboxd_core::model::{CallRecord, RegistrationRecord};
 use std::path::PathBuf;
 
 /// `[privacy]` section.
@@ -25,20 +25,23 @@ pub struct PrivacyConfig {
 
 impl PrivacyConfig {
     /// Checks that cannot be expressed in the types: `(key, message)` on failure.
-    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+    pub fn validate(&self) -> Result<(), simboxd_core::config::Invalid> {
         if self.key.is_some() && self.key_file.is_some() {
-            return Err((
+            return Err(simboxd_core::config::Invalid::new(
                 "key_file",
                 "set either privacy.key or privacy.key_file, not both".into(),
             ));
         }
         if let Some(k) = &self.key {
             if k.len() < 16 {
-                return Err(("key", "privacy.key must be at least 16 bytes".into()));
+                return Err(simboxd_core::config::Invalid::new(
+                    "key",
+                    "privacy.key must be at least 16 bytes".into(),
+                ));
             }
         }
         if self.pseudonymize && self.key.is_none() && self.key_file.is_none() {
-            return Err((
+            return Err(simboxd_core::config::Invalid::new(
                 "pseudonymize",
                 "privacy.pseudonymize = true needs privacy.key or privacy.key_file".into(),
             ));
@@ -287,7 +290,7 @@ mod tests {
             pseudonymize: true,
             ..Default::default()
         };
-        assert_eq!(c.validate().unwrap_err().0, "pseudonymize");
+        assert_eq!(c.validate().unwrap_err().key, "pseudonymize");
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("k");
         std::fs::write(&f, "0123456789abcdefXYZ\n").unwrap();

@@ -13,7 +13,7 @@ use simboxd::alert::delivery::{targets_from_config, Backoff, Delivery};
 use simboxd::alert::outbox::Outbox;
 use simboxd::alert::{Alert, AlertConfig, AlertManager};
 use simboxd::config::Config;
-use simboxd::model::{LineVerdict, Reason, Timestamp, VerdictLevel};
+use simboxd_core::model::{LineVerdict, Reason, Timestamp, VerdictLevel};
 use std::collections::BTreeMap;
 use std::io::BufRead;
 use std::path::Path;

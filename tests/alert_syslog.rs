@@ -10,7 +10,7 @@ use simboxd::alert::delivery::{syslog_target, Backoff, Delivery};
 use simboxd::alert::outbox::{Outbox, StorageConfig};
 use simboxd::alert::syslog::{Facility, SyslogFormat, SyslogFormatter, SyslogTarget};
 use simboxd::alert::{Alert, AlertConfig, AlertManager};
-use simboxd::model::{LineVerdict, Reason, Timestamp, VerdictLevel};
+use simboxd_core::model::{LineVerdict, Reason, Timestamp, VerdictLevel};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;

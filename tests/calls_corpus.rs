@@ -3,11 +3,11 @@
 //! Each check runs the real tshark on the same file when it is installed (skips the comparison
 //! with a message otherwise) and states the command it runs.
 
-use simboxd::calls::{Tracker, TrackerStats};
 use simboxd::capture::Capture;
 use simboxd::config::Config;
-use simboxd::decode::Decoder;
-use simboxd::model::{CallRecord, Event, MediaFlowRecord, Outcome, Timestamp};
+use simboxd_core::calls::{Tracker, TrackerStats};
+use simboxd_core::decode::Decoder;
+use simboxd_core::model::{CallRecord, Event, MediaFlowRecord, Outcome, Timestamp};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -18,7 +18,7 @@ type Streams = BTreeMap<(String, String, u32), (u64, i64, f64)>;
 struct Run {
     events: Vec<Event>,
     stats: TrackerStats,
-    errors: simboxd::model::Counters,
+    errors: simboxd_core::model::Counters,
 }
 
 impl Run {
@@ -45,7 +45,7 @@ impl Run {
 fn run(path: &Path) -> Run {
     let cfg = Config::default();
     let mut dec = Decoder::new(&cfg.limits);
-    let mut tracker = Tracker::new(&cfg);
+    let mut tracker = Tracker::new(&cfg.engine());
     let mut cap = Capture::open_file(path).expect("capture opens");
     let mut events = Vec::new();
     let mut last = Timestamp(0);
@@ -506,7 +506,7 @@ fn aaa_auth_retries_are_one_call_each() {
     );
     assert!(calls
         .iter()
-        .all(|c| c.direction == simboxd::model::Direction::Outbound));
+        .all(|c| c.direction == simboxd_core::model::Direction::Outbound));
     assert!(calls
         .iter()
         .all(|c| c.line == Some("192.168.1.2".parse().unwrap())));

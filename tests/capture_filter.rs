@@ -3,7 +3,7 @@
 //! message it belongs to (DOMAIN.md). Checked with libpcap's own BPF on a simulated capture.
 
 use simboxd::capture::Capture;
-use simboxd::config::DEFAULT_FILTER;
+use simboxd::capture::DEFAULT_FILTER;
 use std::path::PathBuf;
 
 /// (all packets, non-first IPv4 fragments) in `f`, optionally through a BPF filter.

@@ -1,9 +1,9 @@
 //! The decoder's hot path does not allocate: once warmed up (counter keys created), decoding
 //! plain UDP traffic again performs no heap allocation at all.
 
-use simboxd::config::LimitsConfig;
-use simboxd::decode::Decoder;
-use simboxd::model::{LinkType, RawPacket, Timestamp};
+use simboxd_core::config::LimitsConfig;
+use simboxd_core::decode::Decoder;
+use simboxd_core::model::{LinkType, RawPacket, Timestamp};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 

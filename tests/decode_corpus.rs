@@ -2,9 +2,9 @@
 //! and several files must yield the SIP messages tshark finds in them.
 
 use simboxd::capture::Capture;
-use simboxd::config::LimitsConfig;
-use simboxd::decode::{starts_like_sip, Decoder};
-use simboxd::model::{Counters, Transport};
+use simboxd_core::config::LimitsConfig;
+use simboxd_core::decode::{starts_like_sip, Decoder};
+use simboxd_core::model::{Counters, Transport};
 use std::path::Path;
 
 #[derive(Debug, Default)]

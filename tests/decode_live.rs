@@ -2,10 +2,11 @@
 //! through libpcap (BPF filter, immediate mode, read timeouts) and decode into the same datagram.
 //! Skips with a message when the process may not capture (no CAP_NET_RAW).
 
+use simboxd::capture::CaptureConfig;
 use simboxd::capture::{Capture, Next};
-use simboxd::config::{CaptureConfig, LimitsConfig};
-use simboxd::decode::Decoder;
-use simboxd::model::{LinkType, Transport};
+use simboxd_core::config::LimitsConfig;
+use simboxd_core::decode::Decoder;
+use simboxd_core::model::{LinkType, Transport};
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 

@@ -3,8 +3,8 @@
 
 use simboxd::config::Config;
 use simboxd::eval::{self, LineOutcome};
-use simboxd::model::VerdictLevel;
-use simboxd::simulate::{Labels, Scenario};
+use simboxd_core::model::VerdictLevel;
+use simboxd_sim::{Labels, Scenario};
 use std::path::PathBuf;
 
 fn sample() -> (PathBuf, Labels) {
@@ -173,5 +173,8 @@ fn analyze_text_lists_flagged_lines_first_with_reasons() {
 fn example_config_documents_the_detection_defaults() {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/simboxd.toml");
     let c = Config::load(&p).unwrap();
-    assert_eq!(c.detection, simboxd::detect::DetectionConfig::default());
+    assert_eq!(
+        c.detection,
+        simboxd_core::detect::DetectionConfig::default()
+    );
 }

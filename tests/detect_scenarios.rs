@@ -1,10 +1,10 @@
 //! Hand-built lines of every kind through `LineTable`: gateways flagged quickly, hard negatives
 //! stay normal.
 
-use simboxd::config::NetworkConfig;
-use simboxd::detect::synth::{self, at, GatewaySpec};
-use simboxd::detect::{DetectionConfig, LineTable};
-use simboxd::model::{Event, LineVerdict, Timestamp, VerdictLevel};
+use simboxd_core::config::NetworkConfig;
+use simboxd_core::detect::synth::{self, at, GatewaySpec};
+use simboxd_core::detect::{DetectionConfig, LineTable};
+use simboxd_core::model::{Event, LineVerdict, Timestamp, VerdictLevel};
 use std::net::IpAddr;
 
 fn net() -> NetworkConfig {

@@ -110,7 +110,7 @@ fn a_requested_line_without_traffic_is_warned_and_recorded_and_the_run_is_in_the
     assert_eq!(m["source_sha256"], json["capture"]["sha256"]);
     let created = m["created"].as_str().expect("created");
     assert!(
-        simboxd::model::Timestamp::parse_rfc3339(created).is_some(),
+        simboxd_core::model::Timestamp::parse_rfc3339(created).is_some(),
         "{created}"
     );
     let cmd: Vec<&str> = m["command_line"]

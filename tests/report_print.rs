@@ -139,7 +139,7 @@ fn printed_report_keeps_every_call_row_and_no_secret() {
     assert!(calls.len() >= 20, "the sample has {} calls", calls.len());
     for c in calls {
         let start = c["start"].as_str().expect("start");
-        let t = simboxd::model::Timestamp::parse_rfc3339(start).expect("rfc3339");
+        let t = simboxd_core::model::Timestamp::parse_rfc3339(start).expect("rfc3339");
         let shown = simboxd::report::utc_short(t);
         assert!(text.contains(&shown), "call row starting {shown} not in the printed report");
     }

@@ -1,7 +1,7 @@
 //! `simulate`: same seed -> same bytes; different seed -> different traffic; the labels file
 //! keeps its contract; the shipped sample is what its documented command produces.
 
-use simboxd::simulate::{generate, Labels, Scenario};
+use simboxd_sim::{generate, Labels, Scenario};
 
 fn site_scenario() -> Scenario {
     let text = include_str!("../config/scenario-site.toml");

@@ -1,12 +1,12 @@
 //! Simulated traffic through the real pipeline (Capture -> Decoder -> Tracker): the call records
 //! and media flows it reports agree with the simulator's labels.
 
-use simboxd::calls::Tracker;
 use simboxd::capture::Capture;
 use simboxd::config::Config;
-use simboxd::decode::Decoder;
-use simboxd::model::{CallRecord, Direction, Event, MediaFlowRecord, Outcome, Timestamp};
-use simboxd::simulate::{generate, Labels, Scenario};
+use simboxd_core::calls::Tracker;
+use simboxd_core::decode::Decoder;
+use simboxd_core::model::{CallRecord, Direction, Event, MediaFlowRecord, Outcome, Timestamp};
+use simboxd_sim::{generate, Labels, Scenario};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
@@ -15,7 +15,7 @@ struct Run {
     calls: Vec<CallRecord>,
     media: Vec<MediaFlowRecord>,
     regs: u64,
-    decode_errors: simboxd::model::Counters,
+    decode_errors: simboxd_core::model::Counters,
 }
 
 fn run(scenario: &str, seed: u64) -> Run {
@@ -34,7 +34,7 @@ fn run(scenario: &str, seed: u64) -> Run {
         .map(|s| s.parse().unwrap())
         .collect();
     let mut dec = Decoder::new(&cfg.limits);
-    let mut tracker = Tracker::new(&cfg);
+    let mut tracker = Tracker::new(&cfg.engine());
     let mut cap = Capture::open_file(&path).expect("capture opens");
     let mut events = Vec::new();
     let mut last = Timestamp(0);

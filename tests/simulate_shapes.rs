@@ -3,7 +3,7 @@
 
 mod simulate_support;
 
-use simboxd::simulate::{generate, Labels, Scenario};
+use simboxd_sim::{generate, Labels, Scenario};
 use simulate_support::{looks_like_sip, parse_sip, read, rtp_header, Capture, Sip};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};

@@ -2,7 +2,7 @@
 //! warnings, and its RTP stream analysis reports no lost packets or sequence problems.
 //! Skips (with a message) when tshark is not installed, fails under CI=true.
 
-use simboxd::simulate::{generate, Scenario};
+use simboxd_sim::{generate, Scenario};
 use std::path::Path;
 use std::process::Command;
 

@@ -5,8 +5,8 @@
 //! Run with `SIMBOXD_CORPUS=/work/shared/captures/public` when the corpus is not beside the crate.
 
 use simboxd::corpus::{corpus_dir, files_under};
-use simboxd::sdp;
-use simboxd::sip::{self, Limits, Method, Scheme};
+use simboxd_core::sdp;
+use simboxd_core::sip::{self, Limits, Method, Scheme};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

@@ -1,7 +1,7 @@
 //! The SIP and SDP parsers and their accessors never touch the heap: a counting allocator sees no
 //! allocation on this thread while a full INVITE with SDP is parsed and read.
 
-use simboxd::{sdp, sip};
+use simboxd_core::{sdp, sip};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 

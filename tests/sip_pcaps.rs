@@ -5,8 +5,8 @@
 //! `decode` stage does the real work; this test only feeds real SIP payloads to the parser.
 
 use simboxd::corpus::{corpus_dir, files_under};
-use simboxd::sdp;
-use simboxd::sip::{self, Limits};
+use simboxd_core::sdp;
+use simboxd_core::sip::{self, Limits};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 

@@ -2,7 +2,7 @@
 //! messages parse back to the fields they were built from.
 
 use proptest::prelude::*;
-use simboxd::{sdp, sip};
+use simboxd_core::{sdp, sip};
 
 fn limits() -> sip::Limits {
     sip::Limits::default()

@@ -4,9 +4,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use simboxd::calls::Tracker;
-use simboxd::config::Config;
-use simboxd::model::{Datagram, Timestamp, Transport};
+use simboxd_core::calls::Tracker;
+use simboxd_core::config::EngineConfig as Config;
+use simboxd_core::model::{Datagram, Timestamp, Transport};
 use std::net::SocketAddr;
 
 fuzz_target!(|data: &[u8]| {

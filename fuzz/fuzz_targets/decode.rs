@@ -5,9 +5,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use simboxd::config::LimitsConfig;
-use simboxd::decode::Decoder;
-use simboxd::model::{LinkType, RawPacket, Timestamp};
+use simboxd_core::config::LimitsConfig;
+use simboxd_core::decode::Decoder;
+use simboxd_core::model::{LinkType, RawPacket, Timestamp};
 
 const LINKS: [i32; 11] = [0, 1, 12, 14, 101, 108, 113, 228, 229, 276, 147];
 

@@ -2,8 +2,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use simboxd::model::Timestamp;
-use simboxd::rtp;
+use simboxd_core::model::Timestamp;
+use simboxd_core::rtp;
 
 fuzz_target!(|data: &[u8]| {
     let _ = rtp::parse_rtcp(data);

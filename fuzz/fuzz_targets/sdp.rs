@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use simboxd::sdp;
+use simboxd_core::sdp;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(s) = sdp::parse(data) {

@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use simboxd::{sdp, sip};
+use simboxd_core::{sdp, sip};
 
 fuzz_target!(|data: &[u8]| {
     let lim = sip::Limits::default();

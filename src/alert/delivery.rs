@@ -12,10 +12,10 @@ use super::syslog::{SendError, SyslogFormatter, SyslogProto, SyslogSender, Syslo
 use super::webhook::WebhookSender;
 use super::{Alert, AlertManager};
 use crate::config::Config;
-use crate::model::{LineVerdict, Timestamp};
 use crate::privacy::Pseudonymizer;
 use rand::Rng;
 use serde::Serialize;
+use simboxd_core::model::{LineVerdict, Timestamp};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

@@ -14,10 +14,10 @@ pub mod outbox;
 pub mod syslog;
 pub mod webhook;
 
-use crate::model::{LineVerdict, Reason, Timestamp, VerdictLevel};
 use crate::privacy::Pseudonymizer;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use simboxd_core::model::{LineVerdict, Reason, Timestamp, VerdictLevel};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
@@ -52,24 +52,33 @@ impl Default for AlertConfig {
 }
 
 impl AlertConfig {
-    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+    pub fn validate(&self) -> Result<(), simboxd_core::config::Invalid> {
         if self.clear_after_secs == 0 {
-            return Err((
+            return Err(simboxd_core::config::Invalid::new(
                 "clear_after_secs",
                 "alert.clear_after_secs must be > 0".into(),
             ));
         }
         if !(self.score_step > 0.0 && self.score_step <= 1.0) {
-            return Err(("score_step", "alert.score_step must be in (0, 1]".into()));
+            return Err(simboxd_core::config::Invalid::new(
+                "score_step",
+                "alert.score_step must be in (0, 1]".into(),
+            ));
         }
         if self.max_open == 0 {
-            return Err(("max_open", "alert.max_open must be > 0".into()));
+            return Err(simboxd_core::config::Invalid::new(
+                "max_open",
+                "alert.max_open must be > 0".into(),
+            ));
         }
         if self.max_reasons == 0 || self.max_reasons > 64 {
-            return Err(("max_reasons", "alert.max_reasons must be in 1..=64".into()));
+            return Err(simboxd_core::config::Invalid::new(
+                "max_reasons",
+                "alert.max_reasons must be in 1..=64".into(),
+            ));
         }
         if self.retry_initial_ms == 0 {
-            return Err((
+            return Err(simboxd_core::config::Invalid::new(
                 "retry_initial_ms",
                 "alert.retry_initial_ms must be > 0".into(),
             ));
@@ -77,7 +86,7 @@ impl AlertConfig {
         if self.retry_max_secs == 0
             || u64::from(self.retry_max_secs) * 1000 < u64::from(self.retry_initial_ms)
         {
-            return Err((
+            return Err(simboxd_core::config::Invalid::new(
                 "retry_max_secs",
                 "alert.retry_max_secs must be > 0 and not below retry_initial_ms".into(),
             ));

@@ -10,9 +10,9 @@
 //! `retention_days`.
 
 use super::Alert;
-use crate::model::Timestamp;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
+use simboxd_core::model::Timestamp;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -39,18 +39,21 @@ impl Default for StorageConfig {
 }
 
 impl StorageConfig {
-    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+    pub fn validate(&self) -> Result<(), simboxd_core::config::Invalid> {
         if self.path.as_os_str().is_empty() {
-            return Err(("path", "storage.path must not be empty".into()));
+            return Err(simboxd_core::config::Invalid::new(
+                "path",
+                "storage.path must not be empty".into(),
+            ));
         }
         if self.retention_days == 0 {
-            return Err((
+            return Err(simboxd_core::config::Invalid::new(
                 "retention_days",
                 "storage.retention_days must be > 0".into(),
             ));
         }
         if self.max_alerts < 10 {
-            return Err((
+            return Err(simboxd_core::config::Invalid::new(
                 "max_alerts",
                 "storage.max_alerts must be at least 10".into(),
             ));
@@ -375,7 +378,7 @@ fn decode(n: u64, bytes: &[u8]) -> Result<OutboxEntry, OutboxError> {
 mod tests {
     use super::*;
     use crate::alert::{AlertState, Severity};
-    use crate::model::VerdictLevel;
+    use simboxd_core::model::VerdictLevel;
 
     pub(crate) fn sample(i: u32, created: i64) -> Alert {
         Alert {

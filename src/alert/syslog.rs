@@ -507,7 +507,7 @@ pub(crate) async fn peer_closed(s: &mut dyn Stream) -> bool {
 mod tests {
     use super::*;
     use crate::alert::{AlertState, Severity};
-    use crate::model::{Reason, Timestamp, VerdictLevel};
+    use simboxd_core::model::{Reason, Timestamp, VerdictLevel};
 
     fn alert() -> Alert {
         Alert {

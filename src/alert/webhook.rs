@@ -41,9 +41,9 @@ impl Default for WebhookConfig {
 }
 
 impl WebhookConfig {
-    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+    pub fn validate(&self) -> Result<(), simboxd_core::config::Invalid> {
         if self.timeout_secs == 0 || self.timeout_secs > 300 {
-            return Err((
+            return Err(simboxd_core::config::Invalid::new(
                 "timeout_secs",
                 "webhook.timeout_secs must be in 1..=300".into(),
             ));

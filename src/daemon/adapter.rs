@@ -7,10 +7,10 @@
 
 use super::pipeline::PacketEngine;
 use crate::config::Config;
-use crate::detect::LineTable;
-use crate::engine::Engine;
-use crate::model::{CallRecord, Counters, Event, LineVerdict, RawPacket, Timestamp};
 use crate::privacy::Pseudonymizer;
+use simboxd_core::detect::LineTable;
+use simboxd_core::engine::Engine;
+use simboxd_core::model::{CallRecord, Counters, Event, LineVerdict, RawPacket, Timestamp};
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 
@@ -21,7 +21,7 @@ pub const RECENT_CALL_LINES: usize = 4096;
 
 pub struct EngineWorker {
     engine: Engine,
-    network: crate::config::NetworkConfig,
+    network: simboxd_core::config::NetworkConfig,
     privacy: Pseudonymizer,
     /// Events by kind (`call_started`, `call_ended`, ...).
     events: Counters,
@@ -33,7 +33,7 @@ pub struct EngineWorker {
 impl EngineWorker {
     pub fn new(cfg: &Config, privacy: Pseudonymizer) -> Self {
         EngineWorker {
-            engine: Engine::new(cfg),
+            engine: Engine::new(&cfg.engine()),
             network: cfg.network.clone(),
             privacy,
             events: Counters::default(),

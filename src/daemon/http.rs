@@ -49,23 +49,27 @@ impl Default for HttpConfig {
 pub const MIN_TOKEN_LEN: usize = 16;
 
 impl HttpConfig {
-    /// Checks values serde cannot: returns the offending key and the reason.
-    pub fn check(&self) -> Option<(&'static str, String)> {
+    /// Checks values serde cannot: the offending key and the reason.
+    pub fn validate(&self) -> Result<(), simboxd_core::config::Invalid> {
+        use simboxd_core::config::Invalid;
         if let Some(t) = &self.token {
             if let Err(why) = check_token(t) {
-                return Some(("token", format!("http.token {why}")));
+                return Err(Invalid::new("token", format!("http.token {why}")));
             }
             if self.token_file.is_some() {
-                return Some((
+                return Err(Invalid::new(
                     "token_file",
                     "http.token and http.token_file are mutually exclusive".to_string(),
                 ));
             }
         }
         if self.max_list == 0 {
-            return Some(("max_list", "http.max_list must be at least 1".to_string()));
+            return Err(Invalid::new(
+                "max_list",
+                "http.max_list must be at least 1".to_string(),
+            ));
         }
-        None
+        Ok(())
     }
 
     /// The token to require: from `token`, else the first line of `token_file`.
@@ -294,13 +298,13 @@ mod tests {
             ..HttpConfig::default()
         };
         assert_eq!(
-            c.check().map(|(k, _)| k),
-            Some("token"),
+            c.validate().err().map(|e| e.key),
+            Some("token".to_string()),
             "a 5-character token must be rejected"
         );
         c.token = Some("0123456789 abcdef".into());
-        assert!(c.check().is_some());
+        assert!(c.validate().is_err());
         c.token = Some("0123456789abcdef".into());
-        assert_eq!(c.check(), None);
+        assert_eq!(c.validate(), Ok(()));
     }
 }

@@ -18,6 +18,7 @@ pub mod state;
 
 use crate::config::{key_position, Config, ConfigError};
 use serde::{Deserialize, Serialize};
+use simboxd_core::config::Invalid;
 use std::path::{Path, PathBuf};
 
 /// `[daemon]`: process settings of `simboxd run`.
@@ -58,64 +59,59 @@ impl Default for DaemonConfig {
 /// Most worker threads accepted.
 pub const MAX_WORKERS: usize = 64;
 
-/// Value checks of the daemon's sections, called by `Config::validate`: the section, key and
-/// reason of the first bad value.
-pub fn check_sections(cfg: &Config) -> Option<(&'static str, &'static str, String)> {
-    let d = &cfg.daemon;
-    if d.workers == 0 || d.workers > MAX_WORKERS {
-        return Some((
-            "daemon",
-            "workers",
-            format!("daemon.workers must be between 1 and {MAX_WORKERS}"),
-        ));
+impl DaemonConfig {
+    /// Values that parse but cannot work.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        let d = self;
+        if d.workers == 0 || d.workers > MAX_WORKERS {
+            return Err(Invalid::new(
+                "workers",
+                format!("daemon.workers must be between 1 and {MAX_WORKERS}"),
+            ));
+        }
+        if d.queue_packets < pipeline::BATCH_PACKETS {
+            return Err(Invalid::new(
+                "queue_packets",
+                format!(
+                    "daemon.queue_packets must be at least {}",
+                    pipeline::BATCH_PACKETS
+                ),
+            ));
+        }
+        if !(d.tick_secs.is_finite() && (0.05..=60.0).contains(&d.tick_secs)) {
+            return Err(Invalid::new(
+                "tick_secs",
+                "daemon.tick_secs must be between 0.05 and 60".to_string(),
+            ));
+        }
+        if !matches!(
+            d.log_level.as_str(),
+            "error" | "warn" | "info" | "debug" | "trace"
+        ) {
+            return Err(Invalid::new(
+                "log_level",
+                format!(
+                    "daemon.log_level {:?} is not one of error, warn, info, debug, trace",
+                    d.log_level
+                ),
+            ));
+        }
+        if !matches!(d.log_format.as_str(), "text" | "json") {
+            return Err(Invalid::new(
+                "log_format",
+                format!("daemon.log_format {:?} is not text or json", d.log_format),
+            ));
+        }
+        if d.group.is_empty() && d.user.is_empty() {
+            // fine: no drop at all
+        } else if d.user.is_empty() {
+            return Err(Invalid::new(
+                "group",
+                "daemon.group needs daemon.user".to_string(),
+            ));
+        }
+        Ok(())
     }
-    if d.queue_packets < pipeline::BATCH_PACKETS {
-        return Some((
-            "daemon",
-            "queue_packets",
-            format!(
-                "daemon.queue_packets must be at least {}",
-                pipeline::BATCH_PACKETS
-            ),
-        ));
-    }
-    if !(d.tick_secs.is_finite() && (0.05..=60.0).contains(&d.tick_secs)) {
-        return Some((
-            "daemon",
-            "tick_secs",
-            "daemon.tick_secs must be between 0.05 and 60".to_string(),
-        ));
-    }
-    if !matches!(
-        d.log_level.as_str(),
-        "error" | "warn" | "info" | "debug" | "trace"
-    ) {
-        return Some((
-            "daemon",
-            "log_level",
-            format!(
-                "daemon.log_level {:?} is not one of error, warn, info, debug, trace",
-                d.log_level
-            ),
-        ));
-    }
-    if !matches!(d.log_format.as_str(), "text" | "json") {
-        return Some((
-            "daemon",
-            "log_format",
-            format!("daemon.log_format {:?} is not text or json", d.log_format),
-        ));
-    }
-    if d.group.is_empty() && d.user.is_empty() {
-        // fine: no drop at all
-    } else if d.user.is_empty() {
-        return Some((
-            "daemon",
-            "group",
-            "daemon.group needs daemon.user".to_string(),
-        ));
-    }
-    cfg.http.check().map(|(k, m)| ("http", k, m))
 }
 
 /// Loads `path` as a config for `run`: `Config::load` plus what only a running daemon needs
@@ -238,7 +234,8 @@ mod tests {
         let c = Config::parse("", "t.toml").unwrap();
         assert_eq!(c.http.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(c.daemon.user, "simboxd");
-        assert_eq!(check_sections(&c), None);
+        assert_eq!(c.daemon.validate(), Ok(()));
+        assert_eq!(c.http.validate(), Ok(()));
     }
 
     #[test]

@@ -7,9 +7,10 @@
 //! deterministic. Packet time drives the engines; only an idle live capture ticks them with the
 //! wall clock, which is packet time's clock there.
 
+use crate::capture::CaptureConfig;
 use crate::capture::{Capture, CaptureError, Next};
-use crate::config::{CaptureConfig, NetworkConfig};
-use crate::model::{LineVerdict, LinkType, RawPacket, Timestamp};
+use simboxd_core::config::NetworkConfig;
+use simboxd_core::model::{LineVerdict, LinkType, RawPacket, Timestamp};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
@@ -58,7 +59,7 @@ impl Source {
             if !cfg.filter.trim().is_empty() {
                 if let Err(e) = cap.set_filter(&cfg.filter) {
                     // The default filter is Ethernet-only; a file needs no filter to be read whole.
-                    if cfg.filter != crate::config::DEFAULT_FILTER {
+                    if cfg.filter != crate::capture::DEFAULT_FILTER {
                         return Err(e);
                     }
                     tracing::info!(error = %e, "default filter does not fit this file: replaying unfiltered");

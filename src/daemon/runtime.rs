@@ -13,9 +13,9 @@ use crate::alert::delivery::{targets_from_config, Backoff, Delivery};
 use crate::alert::outbox::Outbox;
 use crate::alert::{AlertManager, AlertState};
 use crate::config::Config;
-use crate::model::{LineVerdict, VerdictLevel};
 use crate::privacy::Pseudonymizer;
 use anyhow::Context;
+use simboxd_core::model::{LineVerdict, VerdictLevel};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -608,9 +608,9 @@ struct Parts {
 }
 
 /// Packet time "now" for alert expiry: the newest packet, or the wall clock on a quiet live tap.
-fn packet_now(stats: &PipelineStats, live: bool) -> Option<crate::model::Timestamp> {
+fn packet_now(stats: &PipelineStats, live: bool) -> Option<simboxd_core::model::Timestamp> {
     let last = stats.last_packet_us.load(Ordering::Relaxed);
-    let last = (last > 0).then(|| crate::model::Timestamp::from_micros(last as i64));
+    let last = (last > 0).then(|| simboxd_core::model::Timestamp::from_micros(last as i64));
     if live {
         let wall = pipeline::wall_clock();
         Some(last.map_or(wall, |t| t.max(wall)))

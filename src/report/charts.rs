@@ -13,7 +13,7 @@
 
 use super::provenance::Clock;
 use crate::figures::{concurrency_steps, Span};
-use crate::model::{CallRecord, Outcome, Timestamp};
+use simboxd_core::model::{CallRecord, Outcome, Timestamp};
 use plotters::prelude::*;
 use std::fmt::Write as _;
 
@@ -444,7 +444,7 @@ mod tests {
         CallRecord {
             call_id: format!("c{start}"),
             line: None,
-            direction: crate::model::Direction::Inbound,
+            direction: simboxd_core::model::Direction::Inbound,
             peer: None,
             from: None,
             to: None,
@@ -454,7 +454,7 @@ mod tests {
             allow: None,
             sdp_origin: None,
             sdp_session: None,
-            transport: crate::model::Transport::Udp,
+            transport: simboxd_core::model::Transport::Udp,
             codec: None,
             codecs: Vec::new(),
             ptime: None,

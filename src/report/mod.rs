@@ -14,7 +14,7 @@ pub mod words;
 
 use crate::analyze::{Analysis, LineEntry};
 use crate::figures::Span;
-use crate::model::{CallRecord, Direction, Outcome, Timestamp, VerdictLevel};
+use simboxd_core::model::{CallRecord, Direction, Outcome, Timestamp, VerdictLevel};
 pub use provenance::{Clock, Provenance};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -578,7 +578,7 @@ fn user_agents(h: &mut String, a: &Analysis) {
 fn provenance(h: &mut String, a: &Analysis, prov: &Provenance) {
     let c = &a.capture;
     let s = &a.stats;
-    let list = |m: &crate::model::Counters| -> String {
+    let list = |m: &simboxd_core::model::Counters| -> String {
         if m.0.is_empty() {
             "none".to_string()
         } else {

@@ -3,7 +3,7 @@
 //! the file's own SHA-256 written beside it (`<file>.sha256`, sha256sum format).
 
 use crate::config::Config;
-use crate::model::Timestamp;
+use simboxd_core::model::Timestamp;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::io::Write as _;
@@ -173,9 +173,9 @@ pub fn used_config_toml(cfg: &Config) -> String {
     }
     #[derive(Serialize)]
     struct Used<'a> {
-        network: &'a crate::config::NetworkConfig,
-        limits: &'a crate::config::LimitsConfig,
-        detection: &'a crate::detect::DetectionConfig,
+        network: &'a simboxd_core::config::NetworkConfig,
+        limits: &'a simboxd_core::config::LimitsConfig,
+        detection: &'a simboxd_core::detect::DetectionConfig,
         privacy: Privacy,
     }
     let used = Used {

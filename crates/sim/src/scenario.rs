@@ -29,8 +29,8 @@
 //! ```
 
 use super::SimError;
-use crate::model::Timestamp;
 use serde::{Deserialize, Serialize};
+use simboxd_core::model::Timestamp;
 
 /// Most lines in one run (addresses are drawn from one /10 without reuse).
 pub const MAX_LINES: u64 = 50_000;
@@ -259,7 +259,7 @@ pub fn parse_shift(s: &str) -> Result<Option<(u64, u64)>, String> {
 impl Scenario {
     /// The built-in mix with every population.
     pub fn builtin() -> Scenario {
-        let text = include_str!("../../config/scenario-builtin.toml");
+        let text = include_str!("../../../config/scenario-builtin.toml");
         // The built-in text is tested to parse; fall back to an empty mix rather than panic.
         Scenario::from_toml(text, "builtin.toml").unwrap_or(Scenario {
             duration_secs: default_duration(),
@@ -274,7 +274,7 @@ impl Scenario {
         let sc: Scenario = toml::from_str(text).map_err(|e| {
             let (line, column) = e
                 .span()
-                .map(|s| crate::config::line_col(text, s.start))
+                .map(|s| simboxd_core::config::line_col(text, s.start))
                 .unwrap_or((1, 1));
             SimError::Scenario {
                 file: file.to_string(),
@@ -434,7 +434,7 @@ mod tests {
 
     #[test]
     fn builtin_parses_and_has_every_kind() {
-        let text = include_str!("../../config/scenario-builtin.toml");
+        let text = include_str!("../../../config/scenario-builtin.toml");
         let sc = Scenario::from_toml(text, "builtin.toml").unwrap();
         for k in [
             Kind::Gateway,
@@ -463,7 +463,7 @@ mod tests {
         assert!(Scenario::from_toml(t, "s.toml").is_err());
         let mut sc = Scenario::builtin();
         sc.scale = 0.0;
-        assert!(crate::simulate::generate(&sc, 1, &mut std::io::sink()).is_err());
+        assert!(crate::generate(&sc, 1, &mut std::io::sink()).is_err());
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! RTP or voice-like) is reported once as `Event::MediaEnded` when idle or at `finish`;
 //! `Event::MediaStarted` is pushed once it is voice-like in both directions. Packet time only.
 
-use crate::config::{Config, NetworkConfig};
+use crate::config::{EngineConfig, NetworkConfig};
 use crate::model::{Counters, Datagram, Event, MediaFlowRecord, RtpStreamStats, Timestamp};
 use crate::rtp::{self, StreamStats};
 use std::borrow::Borrow;
@@ -366,7 +366,7 @@ pub struct MediaTable {
 }
 
 impl MediaTable {
-    pub fn new(cfg: &Config) -> Self {
+    pub fn new(cfg: &EngineConfig) -> Self {
         let l = &cfg.limits;
         MediaTable {
             flows: TimedTable::new(l.media_flows),
@@ -817,7 +817,7 @@ mod tests {
 
     #[test]
     fn announced_rtp_flow_is_reported_with_call_and_streams() {
-        let mut t = MediaTable::new(&Config::default());
+        let mut t = MediaTable::new(&EngineConfig::default());
         let mut ev = Vec::new();
         t.expect_with_rates(addr(PEER), "call-1", &[(18, 8000)], Timestamp(0));
         two_way_rtp(&mut t, 1_000_000, 3, &mut ev);
@@ -873,7 +873,7 @@ mod tests {
 
     #[test]
     fn reused_ports_split_flows_between_calls() {
-        let mut t = MediaTable::new(&Config::default());
+        let mut t = MediaTable::new(&EngineConfig::default());
         let mut ev = Vec::new();
         t.expect(addr(LINE), "call-1", Timestamp(0));
         t.expect(addr(PEER), "call-1", Timestamp(0));
@@ -897,7 +897,7 @@ mod tests {
         assert_eq!(ended[1].call_id.as_deref(), Some("call-2"));
         assert_eq!(ended[1].packets_out + ended[1].packets_in, 100);
         // While one end is still announced for the flow's call, nothing splits.
-        let mut t = MediaTable::new(&Config::default());
+        let mut t = MediaTable::new(&EngineConfig::default());
         let mut ev = Vec::new();
         t.expect(addr(LINE), "a", Timestamp(0));
         t.expect(addr(PEER), "b", Timestamp(0));
@@ -914,7 +914,7 @@ mod tests {
     #[test]
     fn new_ssrc_after_reinvite_uses_the_new_clock_rate() {
         // PCMU first, then a re-INVITE to opus/48000 on the same ports with a new SSRC.
-        let mut t = MediaTable::new(&Config::default());
+        let mut t = MediaTable::new(&EngineConfig::default());
         let mut ev = Vec::new();
         t.expect_with_rates(addr(PEER), "c", &[(0, 8000)], Timestamp(0));
         for i in 0..50u16 {
@@ -941,7 +941,7 @@ mod tests {
     #[test]
     fn voice_shaped_flow_without_rtp_header_is_kept() {
         // Scrambled payload: first byte 0x00 (version 0), 60-byte IP packets, 50 pps each way.
-        let mut t = MediaTable::new(&Config::default());
+        let mut t = MediaTable::new(&EngineConfig::default());
         let mut ev = Vec::new();
         let payload = [0u8; 32];
         for i in 0..150i64 {
@@ -966,7 +966,7 @@ mod tests {
 
     #[test]
     fn non_voice_udp_is_not_reported() {
-        let mut t = MediaTable::new(&Config::default());
+        let mut t = MediaTable::new(&EngineConfig::default());
         let mut ev = Vec::new();
         // Large first packet, not RTP: not tracked at all.
         let big = [0u8; 1200];
@@ -990,7 +990,7 @@ mod tests {
         // An SNMP-walk-like exchange: 100 small request/response pairs 5 ms apart, then a
         // quiet 2.5 s, three times: 300 packets each way in 6.5 s (46 pps on average, a voice
         // rate), but no gap is paced like voice.
-        let mut t = MediaTable::new(&Config::default());
+        let mut t = MediaTable::new(&EngineConfig::default());
         let mut ev = Vec::new();
         let (q, a) = ([0x30u8; 60], [0x30u8; 50]);
         for burst in 0..3i64 {
@@ -1014,7 +1014,7 @@ mod tests {
     fn game_like_flows_are_not_voice_like() {
         // Small UDP both ways at voice-like gaps, but sizes wander (state updates) or the
         // server ticks at 64 Hz: never voice-like.
-        let mut t = MediaTable::new(&Config::default());
+        let mut t = MediaTable::new(&EngineConfig::default());
         let mut ev = Vec::new();
         let mut x = 7u64;
         let mut len = |lo: u64, hi: u64| {
@@ -1069,7 +1069,7 @@ mod tests {
 
     #[test]
     fn unannounced_rtp_one_way_is_rtp_not_voice_like() {
-        let mut t = MediaTable::new(&Config::default());
+        let mut t = MediaTable::new(&EngineConfig::default());
         let mut ev = Vec::new();
         for i in 0..100i64 {
             let p = rtp_pkt(0, i as u16, 160 * i as u32, 7, 160);
@@ -1091,7 +1091,7 @@ mod tests {
 
     #[test]
     fn full_table_evicts_least_recently_seen_and_counts() {
-        let mut cfg = Config::default();
+        let mut cfg = EngineConfig::default();
         cfg.limits.media_flows = 2;
         let mut t = MediaTable::new(&cfg);
         let mut ev = Vec::new();
@@ -1117,7 +1117,7 @@ mod tests {
 
     #[test]
     fn rtcp_is_counted_not_streamed_and_unexpect_unties() {
-        let mut t = MediaTable::new(&Config::default());
+        let mut t = MediaTable::new(&EngineConfig::default());
         let mut ev = Vec::new();
         t.expect(addr(PEER), "c", Timestamp(0));
         let rr = [0x80, 201, 0, 1, 0, 0, 0, 9];

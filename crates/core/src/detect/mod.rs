@@ -7,9 +7,10 @@
 //! and offices calling out never accumulate evidence. [`LineTable`] owns the profiles (LRU-capped,
 //! idle-evicted), is fed `model::Event`s in capture order and re-scores touched lines when asked.
 
+#[cfg(any(test, feature = "synth"))]
 pub mod synth;
 
-use crate::config::NetworkConfig;
+use crate::config::{Invalid, NetworkConfig};
 use crate::lines::{FingerprintSet, Profile, ProfileParams, LEVELS};
 use crate::model::{Event, LineVerdict, Reason, Timestamp, VerdictLevel};
 use serde::{Deserialize, Serialize};
@@ -140,8 +141,8 @@ impl Default for DetectionConfig {
 }
 
 impl DetectionConfig {
-    /// Checks values that parse but make no sense; `Err((key, reason))`.
-    pub fn validate(&self) -> Result<(), (String, String)> {
+    /// Checks values that parse but make no sense.
+    pub fn validate(&self) -> Result<(), Invalid> {
         let w = &self.weights;
         for (k, v) in [
             ("foreign_inbound", w.foreign_inbound),
@@ -155,10 +156,13 @@ impl DetectionConfig {
             ("site", w.site),
         ] {
             if !(0.0..=1.0).contains(&v) {
-                return Err((format!("weights.{k}"), "must be within 0..1".into()));
+                return Err(Invalid::new(
+                    format!("weights.{k}"),
+                    format!("detection.weights.{k}: must be within 0..1"),
+                ));
             }
         }
-        let bad = |k: &str, why: &str| Err((k.to_string(), why.to_string()));
+        let bad = |k: &str, why: &str| Err(Invalid::new(k, format!("detection.{k}: {why}")));
         if !(self.suspect_score > 0.0
             && self.suspect_score <= self.gateway_score
             && self.gateway_score <= 1.0)
@@ -1815,10 +1819,10 @@ mod tests {
             gateway_score: 0.3,
             ..cfg()
         };
-        assert_eq!(bad.validate().unwrap_err().0, "gateway_score");
+        assert_eq!(bad.validate().unwrap_err().key, "gateway_score");
         let mut bad = cfg();
         bad.weights.site = 1.5;
-        assert_eq!(bad.validate().unwrap_err().0, "weights.site");
+        assert_eq!(bad.validate().unwrap_err().key, "weights.site");
         let parsed: DetectionConfig =
             toml::from_str("gateway_score = 0.8\n[weights]\nsite = 0.1\n").unwrap();
         assert_eq!(parsed.gateway_score, 0.8);

@@ -8,7 +8,7 @@
 //! evicts the entry whose deadline comes first, counting it. Packet time only: `expire` is also
 //! run from `on_datagram` whenever packet time advances by a second.
 
-use crate::config::{Config, NetworkConfig};
+use crate::config::{EngineConfig, NetworkConfig};
 use crate::media::{MediaTable, TimedTable};
 use crate::model::{
     CallRecord, Counters, Datagram, Direction, Event, Outcome, RegOutcome, RegistrationRecord,
@@ -347,7 +347,7 @@ fn user_of(na: Option<sip::NameAddr<'_>>) -> Option<String> {
 }
 
 impl Tracker {
-    pub fn new(cfg: &Config) -> Self {
+    pub fn new(cfg: &EngineConfig) -> Self {
         let l = &cfg.limits;
         Tracker {
             network: cfg.network.clone(),
@@ -1243,9 +1243,9 @@ mod tests {
 
     impl Run {
         fn new() -> Self {
-            Self::with(Config::default())
+            Self::with(EngineConfig::default())
         }
-        fn with(cfg: Config) -> Self {
+        fn with(cfg: EngineConfig) -> Self {
             Run {
                 t: Tracker::new(&cfg),
                 ev: Vec::new(),
@@ -1513,7 +1513,7 @@ mod tests {
 
     #[test]
     fn no_answer_by_code_and_by_setup_timeout() {
-        let mut cfg = Config::default();
+        let mut cfg = EngineConfig::default();
         cfg.limits.dialog_setup_timeout_secs = 60;
         let mut r = Run::with(cfg);
         let a = Call { id: "a", ..INBOUND };
@@ -1666,7 +1666,7 @@ mod tests {
 
     #[test]
     fn answered_call_without_bye_times_out() {
-        let mut cfg = Config::default();
+        let mut cfg = EngineConfig::default();
         cfg.limits.dialog_timeout_secs = 120;
         let c = INBOUND;
         let mut r = Run::with(cfg);
@@ -1814,7 +1814,7 @@ mod tests {
 
     #[test]
     fn unregister_failure_challenge_and_silence() {
-        let mut cfg = Config::default();
+        let mut cfg = EngineConfig::default();
         cfg.limits.registration_timeout_secs = 32;
         let mut r = Run::with(cfg);
         r.send(GW, REGISTRAR, 0, &register("u", 5, "0", true));
@@ -1840,7 +1840,7 @@ mod tests {
 
     #[test]
     fn full_tables_evict_and_count() {
-        let mut cfg = Config::default();
+        let mut cfg = EngineConfig::default();
         cfg.limits.dialogs = 2;
         cfg.limits.registrations = 1;
         let mut r = Run::with(cfg);

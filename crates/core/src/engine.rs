@@ -9,7 +9,7 @@
 //! and the daemon's workers.
 
 use crate::calls::{Tracker, TrackerStats};
-use crate::config::Config;
+use crate::config::EngineConfig;
 use crate::decode::Decoder;
 use crate::detect::LineTable;
 use crate::model::{Counters, Event, LineVerdict, RawPacket, Timestamp};
@@ -60,7 +60,7 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(cfg: &Config) -> Engine {
+    pub fn new(cfg: &EngineConfig) -> Engine {
         Engine {
             decoder: Decoder::new(&cfg.limits),
             tracker: Tracker::new(cfg),

@@ -15,7 +15,6 @@
 //! Only the first message of a datagram is read; bytes after its body are counted in `trailing`.
 //! `frame_len` finds message boundaries in a TCP byte stream.
 
-use crate::config::LimitsConfig;
 use std::net::IpAddr;
 
 /// Capacity of the fixed header array; `Limits::max_headers` above this is clamped to it.
@@ -32,20 +31,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        let l = LimitsConfig::default();
-        Limits {
-            max_message: l.max_sip_message,
-            max_headers: l.max_sip_headers,
-        }
-    }
-}
-
-impl From<&LimitsConfig> for Limits {
-    fn from(l: &LimitsConfig) -> Self {
-        Limits {
-            max_message: l.max_sip_message,
-            max_headers: l.max_sip_headers,
-        }
+        Limits::from(&crate::config::LimitsConfig::default())
     }
 }
 
@@ -1466,7 +1452,7 @@ v=0\n";
             max_headers: 10_000,
         };
         assert_eq!(parse(&msg, &lim).unwrap_err().kind(), "too_many_headers");
-        let from_cfg = Limits::from(&LimitsConfig::default());
+        let from_cfg = Limits::from(&crate::config::LimitsConfig::default());
         assert_eq!(from_cfg, Limits::default());
     }
 

@@ -1,0 +1,200 @@
+//! Configuration sections owned by the core stages: `[network]` (which addresses are lines,
+//! which peers are domestic), `[limits]` (capacity and idle timeout of every table) and, in
+//! `detect`, `[detection]`. The application aggregates them with its own sections and maps
+//! [`Invalid`] to `file:line:column`.
+//!
+//! Contract: every section deserialises with defaults for missing keys and rejects unknown ones;
+//! `validate` is the one validation style, returning the offending key (dotted, relative to the
+//! section) and a message.
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// A configuration value that deserialised but is not acceptable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Invalid {
+    /// The key, relative to its section; dotted for subsections (`weights.site`).
+    pub key: String,
+    pub message: String,
+}
+
+impl Invalid {
+    pub fn new(key: impl Into<String>, message: String) -> Invalid {
+        Invalid {
+            key: key.into(),
+            message,
+        }
+    }
+}
+
+/// A country lookup (the application opens a MaxMind database and hands it in).
+pub trait CountryDb: std::fmt::Debug + Send + Sync {
+    /// Whether the database places `ip` in country `iso` (ISO 3166-1 alpha-2).
+    fn in_country(&self, ip: std::net::IpAddr, iso: &str) -> bool;
+}
+
+/// The sections the engine needs, taken from the application's config.
+#[derive(Clone, Debug, Default)]
+pub struct EngineConfig {
+    pub network: NetworkConfig,
+    pub limits: LimitsConfig,
+    pub detection: crate::detect::DetectionConfig,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetworkConfig {
+    /// Subscriber prefixes: an address inside them is a line.
+    pub home: Vec<IpNet>,
+    /// Prefixes counted as domestic peers (national providers).
+    pub domestic: Vec<IpNet>,
+    /// MaxMind-format country database (GeoLite2-Country or GeoIP2-Country `.mmdb`). With
+    /// `home_country`, a peer the database places in that country counts as domestic too.
+    pub geoip_db: Option<PathBuf>,
+    /// ISO 3166-1 alpha-2 code of the home country (e.g. "DE"), used with `geoip_db`.
+    pub home_country: Option<String>,
+    /// The opened `geoip_db`, set by the application (the core never opens files).
+    #[serde(skip)]
+    pub geoip: Option<std::sync::Arc<dyn CountryDb>>,
+}
+
+pub fn default_home_nets() -> Vec<IpNet> {
+    [
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "100.64.0.0/10",
+        "fc00::/7",
+    ]
+    .iter()
+    .filter_map(|s| s.parse().ok())
+    .collect()
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            home: default_home_nets(),
+            domestic: Vec::new(),
+            geoip_db: None,
+            home_country: None,
+            geoip: None,
+        }
+    }
+}
+
+impl NetworkConfig {
+    pub fn is_home(&self, ip: std::net::IpAddr) -> bool {
+        self.home.iter().any(|n| n.contains(&ip))
+    }
+    pub fn is_domestic(&self, ip: std::net::IpAddr) -> bool {
+        self.is_home(ip)
+            || self.domestic.iter().any(|n| n.contains(&ip))
+            || match (&self.geoip, &self.home_country) {
+                (Some(g), Some(home)) => g.in_country(ip, home),
+                _ => false,
+            }
+    }
+}
+
+/// Capacities and idle timeouts of every table. Each table evicts when full and counts it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// IP fragment reassemblies in progress.
+    pub fragments: usize,
+    /// Bytes held by all fragment reassemblies together.
+    pub fragment_bytes: usize,
+    pub fragment_timeout_secs: u32,
+    /// TCP streams carrying SIP that are being framed.
+    pub tcp_streams: usize,
+    /// Bytes buffered per TCP stream (a message larger than this is dropped and counted).
+    pub tcp_stream_bytes: usize,
+    /// Bytes buffered across all TCP streams.
+    pub tcp_total_bytes: usize,
+    pub tcp_timeout_secs: u32,
+    /// INVITE dialogs tracked at once.
+    pub dialogs: usize,
+    /// A dialog with no final response after this long is closed as incomplete.
+    pub dialog_setup_timeout_secs: u32,
+    /// An established dialog with no BYE after this long is closed.
+    pub dialog_timeout_secs: u32,
+    /// UDP media flows tracked at once.
+    pub media_flows: usize,
+    /// A media flow idle this long is reported and removed.
+    pub media_timeout_secs: u32,
+    /// REGISTER transactions awaiting a final response.
+    pub registrations: usize,
+    pub registration_timeout_secs: u32,
+    /// Largest SIP message accepted (bytes).
+    pub max_sip_message: usize,
+    /// Most headers parsed in one SIP message.
+    pub max_sip_headers: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            fragments: 4096,
+            fragment_bytes: 16 << 20,
+            fragment_timeout_secs: 30,
+            tcp_streams: 8192,
+            tcp_stream_bytes: 256 << 10,
+            tcp_total_bytes: 64 << 20,
+            tcp_timeout_secs: 600,
+            dialogs: 200_000,
+            dialog_setup_timeout_secs: 300,
+            dialog_timeout_secs: 4 * 3600,
+            media_flows: 200_000,
+            media_timeout_secs: 30,
+            registrations: 100_000,
+            registration_timeout_secs: 64,
+            max_sip_message: 256 << 10,
+            max_sip_headers: 96,
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// Capacities that cannot work are refused.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        let checks: [(&str, bool); 8] = [
+            ("fragments", self.fragments > 0),
+            ("tcp_streams", self.tcp_streams > 0),
+            ("tcp_stream_bytes", self.tcp_stream_bytes >= 1024),
+            ("dialogs", self.dialogs > 0),
+            ("media_flows", self.media_flows > 0),
+            ("registrations", self.registrations > 0),
+            ("max_sip_message", self.max_sip_message >= 512),
+            ("max_sip_headers", self.max_sip_headers >= 8),
+        ];
+        match checks.iter().find(|(_, ok)| !ok) {
+            Some((key, _)) => Err(Invalid::new(*key, format!("limits.{key} is too small"))),
+            None => Ok(()),
+        }
+    }
+}
+
+/// 1-based line and column of byte offset `pos` in `text`.
+pub fn line_col(text: &str, pos: usize) -> (usize, usize) {
+    let pos = pos.min(text.len());
+    let before = &text.as_bytes()[..pos];
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let col = pos
+        - before
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1)
+        + 1;
+    (line, col)
+}
+
+impl From<&LimitsConfig> for crate::sip::Limits {
+    fn from(l: &LimitsConfig) -> crate::sip::Limits {
+        crate::sip::Limits {
+            max_message: l.max_sip_message,
+            max_headers: l.max_sip_headers,
+        }
+    }
+}
