@@ -10,8 +10,8 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use simboxd_core::engine::{Engine, EngineStats};
 use simboxd_core::model::{
-    CallRecord, Counters, Direction, Event, MediaFlowRecord, Outcome, Reason, RegistrationRecord,
-    Timestamp, VerdictLevel,
+    CallRecord, Counters, Event, MediaFlowRecord, Outcome, Reason, RegistrationRecord, Timestamp,
+    VerdictLevel,
 };
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Read, Write};
@@ -296,19 +296,18 @@ fn line_entries(
             line: Some(line),
             ..Default::default()
         });
+        // The definitions are `figures`' (the daemon's live tally uses the same ones).
         e.calls += 1;
-        match c.direction {
-            Direction::Inbound => e.inbound_calls += 1,
-            Direction::Outbound | Direction::Internal => e.outbound_calls += 1,
-            Direction::Transit => {}
+        if crate::figures::is_inbound(c) {
+            e.inbound_calls += 1;
+        } else if crate::figures::is_outbound(c) {
+            e.outbound_calls += 1;
         }
         if c.outcome == Outcome::Answered {
             e.answered_calls += 1;
         }
-        if c.direction == Direction::Inbound {
-            if let Some(n) = c.to.as_deref().or(c.request_uri.as_deref()) {
-                numbers.entry(line).or_default().insert(n);
-            }
+        if let Some(n) = crate::figures::called_number(c) {
+            numbers.entry(line).or_default().insert(n);
         }
         if let Some(p) = c.peer {
             peers.entry(line).or_default().insert(p.ip().to_string());
@@ -316,10 +315,8 @@ fn line_entries(
         if c.end.is_none() {
             e.open_calls_at_end += 1;
         }
-        if c.direction == Direction::Inbound && c.outcome == Outcome::Answered {
-            if let Some(t) = c.talk_secs() {
-                talk.entry(line).or_default().push(t);
-            }
+        if let Some(t) = crate::figures::inbound_talk_secs(c) {
+            talk.entry(line).or_default().push(t);
         }
         spans.entry(line).or_default().push(crate::figures::Span {
             start: c.start,
@@ -444,12 +441,8 @@ pub fn cli_main(args: AnalyzeArgs) -> anyhow::Result<()> {
     let progress =
         !args.quiet && std::io::stderr().is_terminal() && std::io::stdout().is_terminal();
     let a = analyze_file(&args.capture, &cfg, progress)?;
-    let prov = crate::report::Provenance::of_run(
-        &cfg,
-        args.case.clone(),
-        args.examiner.clone(),
-        clock,
-    );
+    let prov =
+        crate::report::Provenance::of_run(&cfg, args.case.clone(), args.examiner.clone(), clock);
     let mut report_hash = None;
     if let Some(path) = &args.report {
         let html = crate::report::render(&a, &prov);
@@ -476,8 +469,9 @@ pub fn cli_main(args: AnalyzeArgs) -> anyhow::Result<()> {
             examiner: args.examiner.clone(),
             report: report_hash.map(|(file, sha256)| crate::evidence::ReportRef { file, sha256 }),
         };
-        let m = crate::evidence::export_run(&args.capture, &a.capture.sha256, &cfg, &lines, dir, &run)
-            .with_context(|| format!("{}: cannot write evidence", dir.display()))?;
+        let m =
+            crate::evidence::export_run(&args.capture, &a.capture.sha256, &cfg, &lines, dir, &run)
+                .with_context(|| format!("{}: cannot write evidence", dir.display()))?;
         for l in &m.lines_without_traffic {
             eprintln!(
                 "warning: --evidence-line {l}: no packet of this line in the capture; no file written (recorded in manifest.json)"

@@ -14,7 +14,13 @@ fn analyze(args: &[&std::ffi::OsStr], cwd: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_simboxd"))
         .arg("analyze")
         .arg(sample())
-        .args(["--format", "json", "--quiet", "--domestic-net", "198.18.0.0/15"])
+        .args([
+            "--format",
+            "json",
+            "--quiet",
+            "--domestic-net",
+            "198.18.0.0/15",
+        ])
         .args(args)
         .current_dir(cwd)
         .output()
@@ -32,7 +38,10 @@ fn a_folder_with_files_is_refused_and_left_alone() {
     std::fs::create_dir(&ev).expect("mkdir");
     std::fs::write(ev.join("line-100.64.1.10.pcap"), b"from an earlier run").expect("old file");
     let out = analyze(&[os("--evidence"), ev.as_os_str()], dir.path());
-    assert!(!out.status.success(), "a non-empty evidence folder must be refused");
+    assert!(
+        !out.status.success(),
+        "a non-empty evidence folder must be refused"
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("not empty"), "clear error: {err}");
     assert_eq!(
@@ -44,7 +53,11 @@ fn a_folder_with_files_is_refused_and_left_alone() {
     let empty = dir.path().join("empty");
     std::fs::create_dir(&empty).expect("mkdir");
     let ok = analyze(&[os("--evidence"), empty.as_os_str()], dir.path());
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     assert!(empty.join("manifest.json").exists());
 }
 
@@ -52,9 +65,15 @@ fn a_folder_with_files_is_refused_and_left_alone() {
 fn evidence_line_without_evidence_is_refused() {
     let dir = tempfile::tempdir().expect("tmp");
     let out = analyze(&[os("--evidence-line"), os("100.64.1.12")], dir.path());
-    assert!(!out.status.success(), "--evidence-line alone must be refused");
+    assert!(
+        !out.status.success(),
+        "--evidence-line alone must be refused"
+    );
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--evidence"), "names the missing option: {err}");
+    assert!(
+        err.contains("--evidence"),
+        "names the missing option: {err}"
+    );
     assert!(out.stdout.is_empty(), "no analysis printed");
 }
 
@@ -78,7 +97,11 @@ fn a_requested_line_without_traffic_is_warned_and_recorded_and_the_run_is_in_the
         ],
         dir.path(),
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("10.250.0.77") && err.contains("no packet"),
@@ -88,7 +111,10 @@ fn a_requested_line_without_traffic_is_warned_and_recorded_and_the_run_is_in_the
     let m: serde_json::Value =
         serde_json::from_slice(&std::fs::read(ev.join("manifest.json")).expect("manifest"))
             .expect("manifest JSON");
-    assert_eq!(m["lines_without_traffic"], serde_json::json!(["10.250.0.77"]));
+    assert_eq!(
+        m["lines_without_traffic"],
+        serde_json::json!(["10.250.0.77"])
+    );
     assert!(!ev.join("line-10.250.0.77.pcap").exists(), "no empty pcap");
     // The requested line with traffic (the scrambled-signalling gateway) has its file.
     let files = m["files"].as_array().expect("files");
@@ -119,7 +145,10 @@ fn a_requested_line_without_traffic_is_warned_and_recorded_and_the_run_is_in_the
         .iter()
         .filter_map(|a| a.as_str())
         .collect();
-    assert!(cmd.contains(&"analyze") && cmd.contains(&"--evidence-line"), "{cmd:?}");
+    assert!(
+        cmd.contains(&"analyze") && cmd.contains(&"--evidence-line"),
+        "{cmd:?}"
+    );
     assert_eq!(m["case"], "C-17");
     assert!(
         m["build"].as_str().expect("build").contains("(commit "),

@@ -141,10 +141,16 @@ fn printed_report_keeps_every_call_row_and_no_secret() {
         let start = c["start"].as_str().expect("start");
         let t = simboxd_core::model::Timestamp::parse_rfc3339(start).expect("rfc3339");
         let shown = simboxd::report::utc_short(t);
-        assert!(text.contains(&shown), "call row starting {shown} not in the printed report");
+        assert!(
+            text.contains(&shown),
+            "call row starting {shown} not in the printed report"
+        );
     }
     // Charts survive printing (their axis titles are text in the PDF).
-    assert!(text.contains("calls in progress"), "concurrency chart printed");
+    assert!(
+        text.contains("calls in progress"),
+        "concurrency chart printed"
+    );
     assert!(text.contains("channel row"), "call timeline printed");
     // Provenance and method are printed.
     for want in [
@@ -156,7 +162,10 @@ fn printed_report_keeps_every_call_row_and_no_secret() {
         "Asia/Manila",
         "sample-site.pcap",
     ] {
-        assert!(text.contains(want), "{want:?} missing from the printed report");
+        assert!(
+            text.contains(want),
+            "{want:?} missing from the printed report"
+        );
     }
     let commit = html
         .split("(commit ")
@@ -169,7 +178,10 @@ fn printed_report_keeps_every_call_row_and_no_secret() {
     );
     assert!(html.contains("--examiner"), "command line in provenance");
     // The local zone is shown beside UTC (Manila is UTC+8: 09:00 UTC is 17:00 local).
-    assert!(html.contains("2026-01-05 17:00:00.072"), "local first-packet time");
+    assert!(
+        html.contains("2026-01-05 17:00:00.072"),
+        "local first-packet time"
+    );
     // The configuration is pretty-printed (one key per line), with only analysis's sections.
     assert!(html.contains("[detection]\n"), "pretty TOML");
     assert!(!html.contains("[webhook]") && !html.contains("[syslog]") && !html.contains("[http]"));
@@ -178,5 +190,8 @@ fn printed_report_keeps_every_call_row_and_no_secret() {
         assert!(!text.contains(s), "secret {s:?} in the printed report");
     }
     // No collapsed sections that print would hide.
-    assert!(!html.contains("<details"), "collapsed section in the report");
+    assert!(
+        !html.contains("<details"),
+        "collapsed section in the report"
+    );
 }

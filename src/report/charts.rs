@@ -13,8 +13,8 @@
 
 use super::provenance::Clock;
 use crate::figures::{concurrency_steps, Span};
-use simboxd_core::model::{CallRecord, Outcome, Timestamp};
 use plotters::prelude::*;
+use simboxd_core::model::{CallRecord, Outcome, Timestamp};
 use std::fmt::Write as _;
 
 /// Buckets over the capture span at most.
@@ -190,7 +190,10 @@ fn svg_or_note(draw: impl FnOnce(&mut String) -> DrawResult) -> String {
     let mut svg = String::new();
     match draw(&mut svg) {
         Ok(()) => svg,
-        Err(e) => format!("<p class=\"note\">chart not drawn: {}</p>", super::escape(&e.to_string())),
+        Err(e) => format!(
+            "<p class=\"note\">chart not drawn: {}</p>",
+            super::escape(&e.to_string())
+        ),
     }
 }
 
@@ -283,7 +286,10 @@ pub fn timeline_svg(bars: &[Bar], f: &Frame, clock: &Clock) -> String {
         }))?;
         chart.draw_series(bars.iter().filter(|b| b.open).map(|b| {
             let y = f64::from(b.row);
-            Rectangle::new([(b.start, y + 0.15), (b.end, y + 0.85)], BLACK.stroke_width(1))
+            Rectangle::new(
+                [(b.start, y + 0.15), (b.end, y + 0.85)],
+                BLACK.stroke_width(1),
+            )
         }))?;
         root.present()?;
         Ok(())
@@ -295,7 +301,12 @@ pub fn starts_svg(series: &[[u64; 6]], f: &Frame, clock: &Clock) -> String {
     svg_or_note(|out| {
         let root = SVGBackend::with_string(out, (W, 230)).into_drawing_area();
         root.fill(&WHITE)?;
-        let ymax = series.iter().map(|r| r.iter().sum::<u64>()).max().unwrap_or(0) + 1;
+        let ymax = series
+            .iter()
+            .map(|r| r.iter().sum::<u64>())
+            .max()
+            .unwrap_or(0)
+            + 1;
         let mut chart = ChartBuilder::on(&root)
             .margin(10)
             .x_label_area_size(40)
@@ -360,7 +371,10 @@ pub fn category_svg(labels: &[String], counts: &[u64], x_desc: &str, y_desc: &st
         chart.draw_series(counts.iter().enumerate().map(|(i, c)| {
             let i = i as u32;
             let mut r = Rectangle::new(
-                [(SegmentValue::Exact(i), 0), (SegmentValue::Exact(i + 1), *c)],
+                [
+                    (SegmentValue::Exact(i), 0),
+                    (SegmentValue::Exact(i + 1), *c),
+                ],
                 RGBColor(0x15, 0x65, 0xc0).filled(),
             );
             r.set_margin(0, 0, 3, 3);

@@ -14,8 +14,8 @@ pub mod words;
 
 use crate::analyze::{Analysis, LineEntry};
 use crate::figures::Span;
-use simboxd_core::model::{CallRecord, Direction, Outcome, Timestamp, VerdictLevel};
 pub use provenance::{Clock, Provenance};
+use simboxd_core::model::{CallRecord, Direction, Outcome, Timestamp, VerdictLevel};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -48,8 +48,10 @@ fn ts(clock: &Clock, t: Option<Timestamp>) -> String {
 
 /// "2026-01-05 09:00:05.744" (UTC), the call table's time format.
 pub fn utc_short(t: Timestamp) -> String {
-    chrono::DateTime::<chrono::Utc>::from_timestamp_micros(t.0)
-        .map_or_else(|| t.to_string(), |u| u.format("%Y-%m-%d %H:%M:%S%.3f").to_string())
+    chrono::DateTime::<chrono::Utc>::from_timestamp_micros(t.0).map_or_else(
+        || t.to_string(),
+        |u| u.format("%Y-%m-%d %H:%M:%S%.3f").to_string(),
+    )
 }
 
 fn verdict_name(v: Option<VerdictLevel>) -> &'static str {
@@ -149,7 +151,11 @@ pub fn line_figures_text(l: &LineEntry) -> String {
         l.calls, l.inbound_calls, l.outbound_calls, l.answered_calls, l.max_concurrent_calls
     );
     if l.open_calls_at_end > 0 {
-        let _ = write!(s, " ({} still open when the capture ended)", l.open_calls_at_end);
+        let _ = write!(
+            s,
+            " ({} still open when the capture ended)",
+            l.open_calls_at_end
+        );
     }
     let _ = write!(
         s,
@@ -266,7 +272,11 @@ fn charted_lines(a: &Analysis) -> Vec<&LineEntry> {
         .iter()
         .filter(|l| l.line.is_some() && l.calls > 0)
         .collect();
-    ls.sort_by(|x, y| is_flagged(y).cmp(&is_flagged(x)).then(y.calls.cmp(&x.calls)));
+    ls.sort_by(|x, y| {
+        is_flagged(y)
+            .cmp(&is_flagged(x))
+            .then(y.calls.cmp(&x.calls))
+    });
     ls.truncate(MAX_CHARTED_LINES);
     ls
 }
@@ -363,14 +373,24 @@ fn talk_histogram(h: &mut String, a: &Analysis) {
         }
     }
     let labels: Vec<String> = [
-        "0-10 s", "10-20 s", "20-30 s", "30-60 s", "1-1.5 min", "1.5-2 min", "2-3 min", "3-5 min",
-        "5-10 min", ">= 10 min",
+        "0-10 s",
+        "10-20 s",
+        "20-30 s",
+        "30-60 s",
+        "1-1.5 min",
+        "1.5-2 min",
+        "2-3 min",
+        "3-5 min",
+        "5-10 min",
+        ">= 10 min",
     ]
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let median = crate::figures::median(&talk)
-        .map_or_else(|| "none answered".into(), |m| format!("exact median {m:.1} s"));
+    let median = crate::figures::median(&talk).map_or_else(
+        || "none answered".into(),
+        |m| format!("exact median {m:.1} s"),
+    );
     let _ = write!(
         h,
         "<figure>{}<figcaption>Talk time of the {} answered calls ({median}).</figcaption></figure>",
@@ -635,6 +655,10 @@ mod tests {
             "&lt;script&gt;alert(&#39;x&#39;)&amp;&quot;&lt;/script&gt;"
         );
         assert_eq!(escape("a\u{0}b"), "a\u{fffd}b");
-        assert_eq!(escape("a\nb"), "a\nb", "newlines kept for pre-formatted text");
+        assert_eq!(
+            escape("a\nb"),
+            "a\nb",
+            "newlines kept for pre-formatted text"
+        );
     }
 }

@@ -3,9 +3,9 @@
 //! the file's own SHA-256 written beside it (`<file>.sha256`, sha256sum format).
 
 use crate::config::Config;
-use simboxd_core::model::Timestamp;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use simboxd_core::model::Timestamp;
 use std::io::Write as _;
 use std::path::Path;
 
@@ -42,9 +42,8 @@ pub fn command_line_text(args: &[String]) -> String {
     args.iter()
         .map(|a| {
             if !a.is_empty()
-                && a.chars().all(|c| {
-                    c.is_ascii_alphanumeric() || "-_./:=,@+%".contains(c)
-                })
+                && a.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./:=,@+%".contains(c))
             {
                 a.clone()
             } else {

@@ -68,10 +68,7 @@ pub const SIGNALS: &[(&str, &str, &str, &str)] = &[
 
 /// The plain-language name of a signal code (the code itself when unknown).
 pub fn signal_name(code: &str) -> &str {
-    SIGNALS
-        .iter()
-        .find(|s| s.0 == code)
-        .map_or(code, |s| s.1)
+    SIGNALS.iter().find(|s| s.0 == code).map_or(code, |s| s.1)
 }
 
 #[cfg(test)]
