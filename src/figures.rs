@@ -215,7 +215,7 @@ pub const TALLY_MAX_TALK: usize = 1024;
 /// same definitions as the batch figures over records (`analyze`): exact while the line's
 /// activity fits the bounds above, then marked as estimates (or, for concurrency, as a lower
 /// bound) in `LiveFigures::estimated`.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct LineTally {
     calls: u64,
     inbound_calls: u64,
@@ -249,12 +249,28 @@ pub struct LiveFigures {
     pub estimated: std::collections::BTreeMap<&'static str, f64>,
 }
 
+impl Default for LineTally {
+    fn default() -> Self {
+        LineTally {
+            calls: 0,
+            inbound_calls: 0,
+            outbound_calls: 0,
+            answered_calls: 0,
+            open: Vec::new(),
+            pending: Vec::new(),
+            max_concurrent: 0,
+            concurrency_exact: true,
+            called: Kmv::default(),
+            talk: Vec::new(),
+            talk_seen: 0,
+            last_event: Timestamp::default(),
+        }
+    }
+}
+
 impl LineTally {
     pub fn new() -> Self {
-        LineTally {
-            concurrency_exact: true,
-            ..Default::default()
-        }
+        Self::default()
     }
 
     /// First INVITE of a dialog on the line.

@@ -97,9 +97,7 @@ impl EngineWorker {
                 self.tally_evictions += 1;
             }
         }
-        self.tallies
-            .entry(line)
-            .or_insert_with(crate::figures::LineTally::new)
+        self.tallies.entry(line).or_default()
     }
 
     /// The line's headline figures now (zero calls when none was tallied).
