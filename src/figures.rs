@@ -8,7 +8,8 @@
 //!   ends at the instant another starts does not overlap it (back-to-back calls on one channel).
 //! - **Medians** are exact, over the recorded durations (never interpolated in a histogram).
 //! - Figures here are counts over the records: exact. An estimate (a sketch's figure) is never
-//!   printed as one of these; where one is shown it carries its error (`Estimate`).
+//!   printed as one of these; where the daemon shows one it is listed with its error
+//!   (`LiveFigures::estimated`).
 
 use serde::Serialize;
 use simboxd_core::model::{CallRecord, Direction, Outcome, Timestamp};
@@ -90,40 +91,6 @@ pub fn median(values: &[f64]) -> Option<f64> {
         (v[n / 2 - 1] + v[n / 2]) / 2.0
     };
     Some(m)
-}
-
-/// A figure that is estimated rather than counted (live sketches): the value, its relative
-/// standard error, and the exact count it estimates a part of (it is never shown above it).
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
-pub struct Estimate {
-    pub value: f64,
-    /// Relative standard error (e.g. 0.13 for a 64-register HyperLogLog).
-    pub relative_error: f64,
-    pub estimated: bool,
-}
-
-impl Estimate {
-    /// An estimate of a number of distinct items among `count` items: capped at `count`.
-    pub fn distinct(value: f64, relative_error: f64, count: u64) -> Self {
-        Estimate {
-            value: value.round().clamp(0.0, count as f64),
-            relative_error,
-            estimated: true,
-        }
-    }
-
-    /// "~7 (estimate, ±13 %)".
-    pub fn text(&self) -> String {
-        if self.estimated {
-            format!(
-                "~{:.0} (estimate, ±{:.0} %)",
-                self.value,
-                self.relative_error * 100.0
-            )
-        } else {
-            format!("{:.0}", self.value)
-        }
-    }
 }
 
 /// Whether a call counts as inbound / outbound for the line (internal calls count as outbound;
@@ -441,13 +408,6 @@ mod tests {
         assert_eq!(median(&[10.2, 3.0, 75.0]), Some(10.2));
         assert_eq!(median(&[1.0, 2.0, 3.0, 10.0]), Some(2.5));
         assert_eq!(median(&[]), None);
-    }
-
-    #[test]
-    fn estimate_never_exceeds_its_count() {
-        let e = Estimate::distinct(974.4, 0.13, 913);
-        assert_eq!(e.value, 913.0);
-        assert!(e.text().contains("estimate"));
     }
 
     fn rec(id: u32, start: f64, end: Option<f64>, inbound: bool, answered: bool) -> CallRecord {

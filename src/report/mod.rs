@@ -308,12 +308,13 @@ fn charts_section(h: &mut String, a: &Analysis, clock: &Clock) {
         let series = charts::concurrency_buckets(&spans, &f);
         let _ = write!(
             h,
-            "<h3>Line <span class=\"mono\">{}</span> ({})</h3><figure>{}<figcaption>Calls in progress on line {} over time ({} calls; at most {} at once, the red ceiling).</figcaption></figure>",
+            "<h3>Line <span class=\"mono\">{}</span> ({})</h3><figure>{}<figcaption>Calls in progress on line {} over time ({} calls). Blue: the most calls in progress at any instant of each {} bucket, carried forward between calls; red: the ceiling, {} at once.</figcaption></figure>",
             escape(&ip.to_string()),
             verdict_name(l.verdict),
             charts::concurrency_svg(&series, l.max_concurrent_calls, &f, clock),
             escape(&ip.to_string()),
             calls.len(),
+            escape(&f.width_label()),
             l.max_concurrent_calls
         );
         let shown = &calls[..calls.len().min(charts::MAX_TIMELINE_BARS)];
