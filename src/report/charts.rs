@@ -189,7 +189,8 @@ fn time_label(clock: Clock, f: Frame) -> impl Fn(&f64) -> String {
 fn svg_or_note(draw: impl FnOnce(&mut String) -> DrawResult) -> String {
     let mut svg = String::new();
     match draw(&mut svg) {
-        Ok(()) => svg,
+        // Inline in HTML the namespace is implied; the page names no URL at all.
+        Ok(()) => svg.replacen(" xmlns=\"http://www.w3.org/2000/svg\"", "", 1),
         Err(e) => format!(
             "<p class=\"note\">chart not drawn: {}</p>",
             super::escape(&e.to_string())
@@ -505,6 +506,7 @@ mod tests {
         let clock = Clock::parse("Europe/Berlin").unwrap();
         let svg = concurrency_svg(&[1, 2, 2], 2, &f, &clock);
         assert!(svg.starts_with("<svg"), "{svg}");
+        assert!(!svg.contains("http"), "no URL in the page");
         assert!(svg.contains("Europe/Berlin, UTC+01:00"), "zone named");
         assert!(svg.contains("10:00:"), "local clock ticks");
         assert!(svg.contains("calls in progress"), "axis title");
