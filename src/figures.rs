@@ -174,9 +174,9 @@ fn hash64(s: &str) -> u64 {
 /// Calls open at once that a tally follows exactly; beyond it concurrency is a lower bound.
 pub const TALLY_MAX_OPEN: usize = 256;
 /// Ended calls held while an older call is still open (to finish counting their overlap).
-pub const TALLY_MAX_PENDING: usize = 1024;
+pub const TALLY_MAX_PENDING: usize = 512;
 /// Talk times kept for the median (beyond it, a sample chosen by call-id hash).
-pub const TALLY_MAX_TALK: usize = 1024;
+pub const TALLY_MAX_TALK: usize = 512;
 
 /// The headline figures of one line kept from the events as they come (the daemon), with the
 /// same definitions as the batch figures over records (`analyze`): exact while the line's

@@ -21,7 +21,7 @@ pub const RECENT_CALLS_PER_LINE: usize = 20;
 /// Lines whose recent calls are kept; beyond it the line whose last call is oldest goes.
 pub const RECENT_CALL_LINES: usize = 4096;
 /// Lines whose headline figures are tallied; beyond it the line idle longest goes (counted).
-pub const TALLY_LINES: usize = 65536;
+pub const TALLY_LINES: usize = 16384;
 
 pub struct EngineWorker {
     engine: Engine,
