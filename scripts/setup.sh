@@ -4,7 +4,7 @@
 set -euo pipefail
 # prometheus: promtool checks the live /metrics (tests/ops.rs; ~96 MB installed, the only
 # Debian package with promtool). util-linux: setpriv runs the daemon as the unit does.
-PKGS=(libpcap-dev pkg-config tshark tcpdump sip-tester rsyslog rsyslog-gnutls iproute2 chromium
+PKGS=(libpcap-dev pkg-config tshark tcpdump sip-tester rsyslog rsyslog-gnutls iproute2 chromium poppler-utils
       systemd ca-certificates openssl prometheus util-linux)
 missing=()
 for p in "${PKGS[@]}"; do

@@ -10,8 +10,8 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use simboxd_core::engine::{Engine, EngineStats};
 use simboxd_core::model::{
-    CallRecord, Counters, Direction, Event, MediaFlowRecord, Outcome, Reason, RegistrationRecord,
-    Timestamp, VerdictLevel,
+    CallRecord, Counters, Event, MediaFlowRecord, Outcome, Reason, RegistrationRecord, Timestamp,
+    VerdictLevel,
 };
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Read, Write};
@@ -43,9 +43,18 @@ pub struct AnalyzeArgs {
     /// Also write evidence (per flagged line: pcap + manifest.json with SHA-256) into this directory.
     #[arg(long, value_name = "DIR")]
     pub evidence: Option<PathBuf>,
-    /// Export evidence for this line too, flagged or not (repeatable).
-    #[arg(long = "evidence-line", value_name = "IP")]
+    /// Export evidence for this line too, flagged or not (repeatable; needs --evidence).
+    #[arg(long = "evidence-line", value_name = "IP", requires = "evidence")]
     pub evidence_line: Vec<IpAddr>,
+    /// Case identifier stated in the report and the evidence manifest.
+    #[arg(long, value_name = "ID")]
+    pub case: Option<String>,
+    /// Examiner's name stated in the report and the evidence manifest.
+    #[arg(long, value_name = "NAME")]
+    pub examiner: Option<String>,
+    /// Also show times in this zone (IANA name such as Europe/Berlin) beside UTC in the report.
+    #[arg(long, value_name = "AREA/CITY")]
+    pub timezone: Option<String>,
     /// No progress bar even on a terminal.
     #[arg(long)]
     pub quiet: bool,
@@ -102,8 +111,13 @@ pub struct LineEntry {
     pub inbound_calls: u64,
     pub outbound_calls: u64,
     pub answered_calls: u64,
+    /// Calls in progress at once, at most (`figures::max_concurrent`).
     pub max_concurrent_calls: u32,
+    /// Calls still open when the capture ended (drawn and counted until its last packet).
+    pub open_calls_at_end: u64,
     pub distinct_called_numbers: u64,
+    /// Exact median talk time of the line's answered inbound calls (what detection judges).
+    pub median_talk_secs_inbound: Option<f64>,
     pub peers: Vec<String>,
     pub registrations: u64,
     pub media_flows: u64,
@@ -277,35 +291,40 @@ fn line_entries(
     let mut by: BTreeMap<IpAddr, LineEntry> = BTreeMap::new();
     let mut numbers: BTreeMap<IpAddr, std::collections::BTreeSet<&str>> = BTreeMap::new();
     let mut peers: BTreeMap<IpAddr, std::collections::BTreeSet<String>> = BTreeMap::new();
-    let mut spans: BTreeMap<IpAddr, Vec<(Timestamp, i32)>> = BTreeMap::new();
+    let mut spans: BTreeMap<IpAddr, Vec<crate::figures::Span>> = BTreeMap::new();
+    let mut talk: BTreeMap<IpAddr, Vec<f64>> = BTreeMap::new();
     for c in calls {
         let Some(line) = c.line else { continue };
         let e = by.entry(line).or_insert_with(|| LineEntry {
             line: Some(line),
             ..Default::default()
         });
+        // The definitions are `figures`' (the daemon's live tally uses the same ones).
         e.calls += 1;
-        match c.direction {
-            Direction::Inbound => e.inbound_calls += 1,
-            Direction::Outbound | Direction::Internal => e.outbound_calls += 1,
-            Direction::Transit => {}
+        if crate::figures::is_inbound(c) {
+            e.inbound_calls += 1;
+        } else if crate::figures::is_outbound(c) {
+            e.outbound_calls += 1;
         }
         if c.outcome == Outcome::Answered {
             e.answered_calls += 1;
         }
-        if c.direction == Direction::Inbound {
-            if let Some(n) = c.to.as_deref().or(c.request_uri.as_deref()) {
-                numbers.entry(line).or_default().insert(n);
-            }
+        if let Some(n) = crate::figures::called_number(c) {
+            numbers.entry(line).or_default().insert(n);
         }
         if let Some(p) = c.peer {
             peers.entry(line).or_default().insert(p.ip().to_string());
         }
-        // A call still open when the capture ends lasts until the end.
-        let end = c.end.or(capture_end).unwrap_or(c.start);
-        let s = spans.entry(line).or_default();
-        s.push((c.start, 1));
-        s.push((end, -1));
+        if c.end.is_none() {
+            e.open_calls_at_end += 1;
+        }
+        if let Some(t) = crate::figures::inbound_talk_secs(c) {
+            talk.entry(line).or_default().push(t);
+        }
+        spans.entry(line).or_default().push(crate::figures::Span {
+            start: c.start,
+            end: c.end,
+        });
     }
     for r in regs {
         if let Some(line) = r.line {
@@ -335,15 +354,10 @@ fn line_entries(
             .get(line)
             .map(|s| s.iter().cloned().collect())
             .unwrap_or_default();
-        if let Some(s) = spans.get_mut(line) {
-            // Ends sort before starts at the same instant: back-to-back calls do not overlap.
-            s.sort();
-            let mut cur = 0i32;
-            for (_, d) in s.iter() {
-                cur += d;
-                e.max_concurrent_calls = e.max_concurrent_calls.max(cur.max(0) as u32);
-            }
+        if let Some(s) = spans.get(line) {
+            e.max_concurrent_calls = crate::figures::max_concurrent(s, capture_end);
         }
+        e.median_talk_secs_inbound = talk.get(line).and_then(|v| crate::figures::median(v));
     }
     by.into_values().collect()
 }
@@ -364,18 +378,10 @@ fn pseudonymize(a: &mut Analysis, p: &crate::privacy::Pseudonymizer) {
     }
 }
 
-/// The configuration as the report shows it: secrets (privacy key, API token, webhook
-/// authorization) replaced by a marker.
+/// The configuration as the report shows it: only the sections analysis uses, without keys,
+/// tokens or alert targets (see `report::provenance::used_config_toml`).
 pub fn redacted_config_toml(cfg: &Config) -> String {
-    let mut c = cfg.clone();
-    if c.privacy.key.is_some() {
-        c.privacy.key = Some("<redacted>".into());
-    }
-    if c.http.token.is_some() {
-        c.http.token = Some("<redacted>".into());
-    }
-    c.webhook.auth_header = None;
-    toml::to_string(&c).unwrap_or_default()
+    crate::report::provenance::used_config_toml(cfg)
 }
 
 /// Adds detection's verdicts to the per-line entries (lines only detection saw get an entry too)
@@ -427,16 +433,25 @@ pub fn settings(args: &AnalyzeArgs) -> anyhow::Result<Config> {
 
 pub fn cli_main(args: AnalyzeArgs) -> anyhow::Result<()> {
     let cfg = settings(&args)?;
+    let clock = match &args.timezone {
+        Some(tz) => crate::report::Clock::parse(tz)?,
+        None => crate::report::Clock::default(),
+    };
+    // Refuse before the analysis: a folder with older files would mix runs.
+    if let Some(dir) = &args.evidence {
+        crate::evidence::check_empty_dir(dir)?;
+    }
     let progress =
         !args.quiet && std::io::stderr().is_terminal() && std::io::stdout().is_terminal();
     let a = analyze_file(&args.capture, &cfg, progress)?;
+    let prov =
+        crate::report::Provenance::of_run(&cfg, args.case.clone(), args.examiner.clone(), clock);
+    let mut report_hash = None;
     if let Some(path) = &args.report {
-        let prov = crate::report::Provenance {
-            config_toml: redacted_config_toml(&cfg),
-            generated: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        };
-        std::fs::write(path, crate::report::render(&a, &prov))
+        let html = crate::report::render(&a, &prov);
+        let sha = crate::report::provenance::write_with_sha256(path, html.as_bytes())
             .with_context(|| format!("{}: cannot write report", path.display()))?;
+        report_hash = Some((path.display().to_string(), sha));
     }
     if let Some(dir) = &args.evidence {
         let mut lines: Vec<IpAddr> = a
@@ -450,8 +465,21 @@ pub fn cli_main(args: AnalyzeArgs) -> anyhow::Result<()> {
                 lines.push(*l);
             }
         }
-        crate::evidence::export(&args.capture, &a.capture.sha256, &cfg, &lines, dir)
-            .with_context(|| format!("{}: cannot write evidence", dir.display()))?;
+        let run = crate::evidence::RunInfo {
+            created: prov.generated.clone(),
+            command_line: prov.command_line.clone(),
+            case: args.case.clone(),
+            examiner: args.examiner.clone(),
+            report: report_hash.map(|(file, sha256)| crate::evidence::ReportRef { file, sha256 }),
+        };
+        let m =
+            crate::evidence::export_run(&args.capture, &a.capture.sha256, &cfg, &lines, dir, &run)
+                .with_context(|| format!("{}: cannot write evidence", dir.display()))?;
+        for l in &m.lines_without_traffic {
+            eprintln!(
+                "warning: --evidence-line {l}: no packet of this line in the capture; no file written (recorded in manifest.json)"
+            );
+        }
     }
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
@@ -545,15 +573,20 @@ pub fn write_text(out: &mut dyn Write, a: &Analysis) -> std::io::Result<()> {
                 )?;
             }
         }
+        if let Some(c) = crate::report::unreadable_caveat(l) {
+            writeln!(out, "  {line:<40} NOT ASSESSED FROM SIGNALLING: it {c}")?;
+        }
         writeln!(
             out,
-            "  {line:<40} calls {:>5} (in {} / out {}, answered {}), max concurrent {}, {} distinct called, {} registrations, {} media flows ({} voice without SIP)",
+            "  {line:<40} calls {:>5} (in {} / out {}, answered {}), max concurrent {}, {} distinct called, median talk {}, {} registrations, {} media flows ({} voice without SIP)",
             l.calls,
             l.inbound_calls,
             l.outbound_calls,
             l.answered_calls,
             l.max_concurrent_calls,
             l.distinct_called_numbers,
+            l.median_talk_secs_inbound
+                .map_or_else(|| "-".to_string(), |m| format!("{m:.1} s")),
             l.registrations,
             l.media_flows,
             l.voice_flows_without_sip

@@ -2,7 +2,9 @@
 //! media, plus `manifest.json` with the SHA-256 of every file written and of the source capture.
 //!
 //! Contract: packets are copied unchanged (original link type and timestamps) from the source
-//! capture in a second pass; the manifest lets an investigator verify nothing was altered.
+//! capture in a second pass; the manifest lets an investigator verify nothing was altered. A
+//! folder holds one run only: export refuses a non-empty folder, so every file in it is listed
+//! in its manifest. A requested line with no packet gets no file and is listed as such.
 
 use crate::capture::Capture;
 use crate::config::Config;
@@ -34,6 +36,51 @@ pub struct Manifest {
     pub simboxd_version: String,
     pub media_sample_per_line: u64,
     pub files: Vec<ManifestFile>,
+    /// Version and git commit of the build (`report::provenance::build`).
+    pub build: String,
+    /// Wall-clock creation time (RFC 3339 UTC).
+    pub created: Option<String>,
+    pub command_line: Vec<String>,
+    pub case: Option<String>,
+    pub examiner: Option<String>,
+    /// The report written by the same run, with its SHA-256.
+    pub report: Option<ReportRef>,
+    /// Requested lines with no packet in the capture: no file was written for them.
+    pub lines_without_traffic: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ReportRef {
+    pub file: String,
+    pub sha256: String,
+}
+
+/// What the manifest records about the run that made it.
+#[derive(Clone, Debug, Default)]
+pub struct RunInfo {
+    pub created: String,
+    pub command_line: Vec<String>,
+    pub case: Option<String>,
+    pub examiner: Option<String>,
+    pub report: Option<ReportRef>,
+}
+
+/// Refuses a folder that exists and holds anything: its files would sit beside this run's
+/// without being in its manifest.
+pub fn check_empty_dir(dir: &Path) -> anyhow::Result<()> {
+    match std::fs::read_dir(dir) {
+        Ok(mut it) => {
+            if it.next().is_some() {
+                anyhow::bail!(
+                    "evidence folder {} is not empty: give a new or empty folder, so that every file in it belongs to this run and is listed in its manifest",
+                    dir.display()
+                );
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(anyhow::anyhow!("evidence folder {}: {e}", dir.display())),
+    }
 }
 
 /// Source and destination of an IP fragment on an Ethernet or raw-IP link (outer header only).
@@ -78,6 +125,19 @@ pub fn export(
     lines: &[IpAddr],
     dir: &Path,
 ) -> anyhow::Result<Manifest> {
+    export_run(capture, source_sha256, cfg, lines, dir, &RunInfo::default())
+}
+
+/// `export` with the run's facts recorded in the manifest.
+pub fn export_run(
+    capture: &Path,
+    source_sha256: &str,
+    cfg: &Config,
+    lines: &[IpAddr],
+    dir: &Path,
+    run: &RunInfo,
+) -> anyhow::Result<Manifest> {
+    check_empty_dir(dir)?;
     std::fs::create_dir_all(dir)?;
     let mut cap = Capture::open_file(capture)?;
     let link = pcap::Linktype(cap.link_type().0);
@@ -151,9 +211,16 @@ pub fn export(
         }
     }
     let mut files = Vec::new();
+    let mut lines_without_traffic = Vec::new();
     for (line, mut o) in outs {
         o.save.flush()?;
         drop(o.save);
+        if o.packets == 0 {
+            // An empty pcap would look like evidence of silence; say it plainly instead.
+            std::fs::remove_file(&o.path)?;
+            lines_without_traffic.push(line.to_string());
+            continue;
+        }
         let sha256 = crate::analyze::sha256_file(&o.path)?;
         let bytes = std::fs::metadata(&o.path)?.len();
         files.push(ManifestFile {
@@ -176,6 +243,13 @@ pub fn export(
         simboxd_version: env!("CARGO_PKG_VERSION").to_string(),
         media_sample_per_line: MEDIA_SAMPLE_PER_LINE,
         files,
+        build: crate::report::provenance::build(),
+        created: (!run.created.is_empty()).then(|| run.created.clone()),
+        command_line: run.command_line.clone(),
+        case: run.case.clone(),
+        examiner: run.examiner.clone(),
+        report: run.report.clone(),
+        lines_without_traffic,
     };
     std::fs::write(
         dir.join("manifest.json"),

@@ -14,6 +14,7 @@ pub mod corpus;
 pub mod daemon;
 pub mod eval;
 pub mod evidence;
+pub mod figures;
 pub mod geoip;
 pub mod metrics;
 pub mod privacy;

@@ -125,10 +125,11 @@ fn report_renders_in_chromium_without_console_errors() {
         "charts present after load: {} svg",
         dumped.matches("<svg").count()
     );
-    assert!(dumped.contains("Concurrent calls over time on line"));
+    assert!(dumped.contains("Calls in progress on line"));
+    assert!(dumped.contains("Call timeline of line"));
     assert!(dumped.contains("Calls started per"));
-    assert!(dumped.contains("Talk time of answered calls"));
-    assert!(dumped.contains("Calls by hour of day"));
+    assert!(dumped.contains("Talk time of the"));
+    assert!(dumped.contains("Calls started by hour of day"));
 
     let shot = root().join("target/report-screenshot.png");
     let _ = std::fs::remove_file(&shot);

@@ -317,9 +317,10 @@ impl AlertManager {
             ep.score = score;
             ep.calls = v.calls;
             ep.reasons = reasons;
-            if v.site.is_some() {
-                ep.site = v.site.clone();
-            }
+            // The alert names the site the verdict names now: a site that dissolved (or changed)
+            // is corrected by an update, never left standing.
+            let site_changed = v.site != ep.site;
+            ep.site = v.site.clone();
             if ep.flagged_at.is_none() {
                 ep.flagged_at = v.flagged_at;
             }
@@ -329,7 +330,7 @@ impl AlertManager {
                 .any(|r| r.strength > 0.0 && !ep.signals.contains(&r.signal));
             let rises = v.verdict > ep.level;
             let grows = score >= ep.alerted_score + cfg_step - 1e-9;
-            if !(rises || grows || new_signal) {
+            if !(rises || grows || new_signal || site_changed) {
                 return Vec::new();
             }
             ep.seq = ep.seq.saturating_add(1);
@@ -643,6 +644,26 @@ mod tests {
             Some(u[0].id.as_str()),
             m.open_id("10.1.2.3".parse().unwrap())
         );
+    }
+
+    /// Regression (issue 15): an alert named a site that the line's verdict later dropped, and
+    /// no alert corrected it.
+    #[test]
+    fn a_dissolved_site_is_corrected_by_an_update() {
+        let mut m = AlertManager::new(AlertConfig::default());
+        let mut v = verdict(VerdictLevel::Gateway, 0.9, 0, 10, &["a", "b"]);
+        v.site = Some("site-203.0.113.10".into());
+        let raised = m.on_verdict(&v);
+        assert_eq!(raised.len(), 1);
+        assert_eq!(raised[0].site.as_deref(), Some("site-203.0.113.10"));
+        let mut later = verdict(VerdictLevel::Gateway, 0.9, 10, 10, &["a", "b"]);
+        later.site = None;
+        let upd = m.on_verdict(&later);
+        assert_eq!(upd.len(), 1, "the site change is alerted");
+        assert_eq!(upd[0].site, None);
+        assert_eq!(upd[0].seq, 1);
+        // Nothing new after that: quiet.
+        assert!(m.on_verdict(&later).is_empty());
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //!
 //! Contract: events are drained after every packet, so the engine's buffer stays small; they are
 //! counted by kind and ended calls remembered per line. Phone numbers shown by the API pass
-//! through the `[privacy]` pseudonymizer.
+//! through the `[privacy]` pseudonymizer. The headline figures of a line the API shows (`figures`,
+//! and `calls`/`max_concurrent_calls` of its verdicts and profile) come from
+//! `figures::LineTally`, the definitions `analyze` uses, not from detection's windowed profile.
 
 use super::pipeline::PacketEngine;
 use crate::config::Config;
@@ -18,6 +20,8 @@ use std::net::IpAddr;
 pub const RECENT_CALLS_PER_LINE: usize = 20;
 /// Lines whose recent calls are kept; beyond it the line whose last call is oldest goes.
 pub const RECENT_CALL_LINES: usize = 4096;
+/// Lines whose headline figures are tallied; beyond it the line idle longest goes (counted).
+pub const TALLY_LINES: usize = 16384;
 
 pub struct EngineWorker {
     engine: Engine,
@@ -28,6 +32,10 @@ pub struct EngineWorker {
     recent: HashMap<IpAddr, VecDeque<serde_json::Value>>,
     recent_last: HashMap<IpAddr, Timestamp>,
     recent_evictions: u64,
+    tallies: HashMap<IpAddr, crate::figures::LineTally>,
+    tally_evictions: u64,
+    /// Latest packet time seen.
+    now: Timestamp,
 }
 
 impl EngineWorker {
@@ -40,6 +48,9 @@ impl EngineWorker {
             recent: HashMap::new(),
             recent_last: HashMap::new(),
             recent_evictions: 0,
+            tallies: HashMap::new(),
+            tally_evictions: 0,
+            now: Timestamp::default(),
         }
     }
 
@@ -55,10 +66,54 @@ impl EngineWorker {
                 Event::MediaEnded(_) => "media_ended",
             };
             self.events.add(kind, 1);
-            if let Event::CallEnded(c) = ev {
-                self.remember_call(c);
+            match ev {
+                Event::CallStarted {
+                    call_id,
+                    line: Some(line),
+                    ts,
+                    ..
+                } => self.tally(*line).call_started(call_id, *ts),
+                Event::CallEnded(c) => {
+                    if let Some(line) = c.line {
+                        let now = self.now.max(c.end.unwrap_or(c.start));
+                        self.tally(line).call_ended(c, now);
+                    }
+                    self.remember_call(c);
+                }
+                _ => {}
             }
         }
+    }
+
+    fn tally(&mut self, line: IpAddr) -> &mut crate::figures::LineTally {
+        if !self.tallies.contains_key(&line) && self.tallies.len() >= TALLY_LINES {
+            let oldest = self
+                .tallies
+                .iter()
+                .min_by_key(|(_, t)| t.last_event)
+                .map(|(ip, _)| *ip);
+            if let Some(ip) = oldest {
+                self.tallies.remove(&ip);
+                self.tally_evictions += 1;
+            }
+        }
+        self.tallies.entry(line).or_default()
+    }
+
+    /// The line's headline figures now (zero calls when none was tallied).
+    fn figures(&self, line: IpAddr) -> crate::figures::LiveFigures {
+        self.tallies
+            .get(&line)
+            .map_or_else(crate::figures::LineTally::new, |t| t.clone())
+            .figures(self.now)
+    }
+
+    /// A verdict with its headline figures from the tally (one definition everywhere).
+    fn with_figures(&self, mut v: LineVerdict) -> LineVerdict {
+        let f = self.figures(v.line);
+        v.calls = f.calls;
+        v.max_concurrent_calls = f.max_concurrent_calls;
+        v
     }
 
     fn remember_call(&mut self, c: &CallRecord) {
@@ -103,6 +158,7 @@ impl EngineWorker {
 
 impl PacketEngine for EngineWorker {
     fn process(&mut self, pkt: &RawPacket<'_>) {
+        self.now = self.now.max(pkt.ts);
         self.engine.process(pkt);
         self.drain();
     }
@@ -118,6 +174,7 @@ impl PacketEngine for EngineWorker {
     }
 
     fn take_verdict_changes(&mut self) -> Vec<LineVerdict> {
+        // Alerts state no headline counters (their episode logic reads detection's own).
         self.engine.take_verdict_changes()
     }
 
@@ -129,10 +186,12 @@ impl PacketEngine for EngineWorker {
             }
             if let Some(t) = obj.get_mut("tables").and_then(|t| t.as_object_mut()) {
                 t.insert("recent_call_lines".into(), self.recent.len().into());
+                t.insert("figure_lines".into(), self.tallies.len().into());
             }
             if let Some(e) = obj.get_mut("evictions").and_then(|t| t.as_object_mut()) {
                 e.insert("lines".into(), self.engine.lines().evictions().into());
                 e.insert("recent_call_lines".into(), self.recent_evictions.into());
+                e.insert("figure_lines".into(), self.tally_evictions.into());
             }
             if let Ok(c) = serde_json::to_value(self.engine.lines().counters()) {
                 obj.insert("lines".to_string(), c);
@@ -146,23 +205,51 @@ impl PacketEngine for EngineWorker {
             .lines()
             .verdicts()
             .into_iter()
-            .filter_map(|v| serde_json::to_value(v).ok())
+            .filter_map(|v| {
+                let f = self.figures(v.line);
+                let mut j = serde_json::to_value(self.with_figures(v)).ok()?;
+                if let Some(o) = j.as_object_mut() {
+                    o.insert("figures".into(), serde_json::to_value(f).ok()?);
+                }
+                Some(j)
+            })
             .collect()
     }
 
     fn line_json(&self, addr: IpAddr) -> Option<serde_json::Value> {
         let lines = self.engine.lines();
         let summary = lines.line_summary(addr)?;
-        let verdict = lines.verdicts().into_iter().find(|v| v.line == addr);
+        let verdict = lines
+            .verdicts()
+            .into_iter()
+            .find(|v| v.line == addr)
+            .map(|v| self.with_figures(v));
         let calls: Vec<&serde_json::Value> = self
             .recent
             .get(&addr)
             .map(|r| r.iter().rev().collect())
             .unwrap_or_default();
+        let figures = self.figures(addr);
+        let mut profile = serde_json::to_value(&summary).ok()?;
+        if let Some(p) = profile.as_object_mut() {
+            // The profile's own counters are detection's (windowed, sketched); the headline ones
+            // shown beside them must not contradict `figures`.
+            p.insert("calls".into(), figures.calls.into());
+            p.insert(
+                "max_concurrent_calls".into(),
+                figures.max_concurrent_calls.into(),
+            );
+            let cap = u64::from(summary.calls_in).min(figures.inbound_calls) as f64;
+            p.insert(
+                "distinct_called_estimate".into(),
+                summary.distinct_called_estimate.min(cap).into(),
+            );
+        }
         Some(serde_json::json!({
             "line": addr,
             "verdict": verdict,
-            "profile": summary,
+            "profile": profile,
+            "figures": figures,
             "recent_calls": calls,
         }))
     }
