@@ -468,6 +468,7 @@ mod tests {
             status_code: None,
             private_contact: false,
             rtp: Vec::new(),
+            participation: Default::default(),
         }
     }
 

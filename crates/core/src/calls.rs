@@ -11,7 +11,7 @@
 use crate::config::{EngineConfig, NetworkConfig};
 use crate::media::{MediaTable, TimedTable};
 use crate::model::{
-    CallRecord, Counters, Datagram, Direction, Event, Outcome, RegOutcome, RegistrationRecord,
+    CallRecord, Counters, Datagram, Direction, Event, Outcome, Participation, RegOutcome, RegistrationRecord,
     RtpStreamStats, Timestamp, Transport,
 };
 use crate::sdp;
@@ -149,7 +149,7 @@ impl Dialog {
             }
         }
         rtp.sort_by_key(|s| (s.first, s.src, s.ssrc));
-        CallRecord {
+        let mut rec = CallRecord {
             call_id: self.call_id.clone(),
             line: self.line,
             direction: self.direction,
@@ -174,7 +174,12 @@ impl Dialog {
             status_code: self.status_code,
             private_contact: self.private_contact,
             rtp,
-        }
+            participation: Participation::Ignored,
+        };
+        // INVITE responses are taken from the callee only (see `on_invite_response`), so an
+        // answer on an inbound call is the line's own.
+        rec.participation = rec.judge_participation(true);
+        rec
     }
 
     fn deadline(&self, l: &Limits) -> Timestamp {
@@ -836,6 +841,17 @@ impl Tracker {
             return;
         };
         if dl.phase == Phase::Closed {
+            return;
+        }
+        // Only the callee answers an INVITE. A response from any other address (a 200 OK or a
+        // 403 forged by a third party) says nothing about the line and is not taken.
+        let from_callee = match (dl.direction, dl.line) {
+            (Direction::Inbound, Some(l)) => d.src.ip() == l,
+            (Direction::Transit, _) | (_, None) => true,
+            _ => d.src != dl.caller,
+        };
+        if !from_callee {
+            self.errors.add("sip.response_not_from_callee", 1);
             return;
         }
         let same_caller = match (from_tag, dl.from_tag.as_deref()) {

@@ -144,8 +144,59 @@ pub enum Outcome {
 }
 
 /// Figures for one RTP stream (one SSRC in one direction), RFC 3550 loss and jitter.
+/// What the line itself did in a call: the only ground for a verdict about the line. What others
+/// send a line (INVITEs it rejects, ignores or answers without relaying voice) is evidence about
+/// them, never about the line.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Participation {
+    /// The line placed the call (it sent the INVITE).
+    Placed,
+    /// The line answered (a 2xx from its own address) and voice flowed both ways.
+    TwoWayVoice,
+    /// The line answered and the tap carried no media of the call in either direction (a
+    /// SIP-only mirror): whether that counts is the line profile's decision.
+    AnsweredNoMedia,
+    /// The line did not answer but sent early media (RTP from its address while ringing).
+    EarlyMedia,
+    /// The line answered but voice did not flow both ways (it sent none back, or got none).
+    AnsweredOneWay,
+    /// The line refused the call with a final error response from its own address.
+    Rejected,
+    /// No answer from the line: it ignored the INVITE or the caller gave up.
+    #[default]
+    Ignored,
+}
+
+impl Participation {
+    /// The line relayed the call: voice both ways, early media it sent, or a call it placed.
+    /// [`Participation::AnsweredNoMedia`] is left to the caller (it depends on the tap).
+    pub fn relayed(self) -> bool {
+        matches!(
+            self,
+            Participation::Placed | Participation::TwoWayVoice | Participation::EarlyMedia
+        )
+    }
+    pub fn label(self) -> &'static str {
+        match self {
+            Participation::Placed => "placed",
+            Participation::TwoWayVoice => "two_way_voice",
+            Participation::AnsweredNoMedia => "answered_no_media",
+            Participation::EarlyMedia => "early_media",
+            Participation::AnsweredOneWay => "answered_one_way",
+            Participation::Rejected => "rejected",
+            Participation::Ignored => "ignored",
+        }
+    }
+}
+
+/// RTP packets a line must send (and receive) on a call for it to count as voice: half a second
+/// at the usual 20 ms packetisation.
+pub const VOICE_MIN_PACKETS: u64 = 25;
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RtpStreamStats {
+
     pub src: SocketAddr,
     pub dst: SocketAddr,
     pub ssrc: u32,
@@ -195,6 +246,9 @@ pub struct CallRecord {
     /// Whether the line's Contact/Via carried a private address (behind NAT).
     pub private_contact: bool,
     pub rtp: Vec<RtpStreamStats>,
+    /// What the line did in this call (see [`Participation`]).
+    #[serde(default)]
+    pub participation: Participation,
 }
 
 impl CallRecord {
@@ -202,7 +256,61 @@ impl CallRecord {
     pub fn talk_secs(&self) -> Option<f64> {
         Some(self.end?.secs_since(self.answer?))
     }
+
+    /// RTP packets the line sent and received on this call's streams.
+    pub fn line_voice_packets(&self) -> (u64, u64) {
+        let Some(line) = self.line else {
+            return (0, 0);
+        };
+        let mut out = (0u64, 0u64);
+        for s in &self.rtp {
+            if s.src.ip() == line {
+                out.0 = out.0.saturating_add(s.packets);
+            } else if s.dst.ip() == line {
+                out.1 = out.1.saturating_add(s.packets);
+            }
+        }
+        out
+    }
+
+    /// What the line did in the call, from who answered and which way voice flowed.
+    /// `answered_by_line` is whether the 2xx came from the line's own address.
+    pub fn judge_participation(&self, answered_by_line: bool) -> Participation {
+        if self.direction != Direction::Inbound {
+            return if self.line.is_some() {
+                Participation::Placed
+            } else {
+                Participation::Ignored
+            };
+        }
+        let (out, inn) = self.line_voice_packets();
+        if self.answer.is_some() && answered_by_line {
+            return if out >= VOICE_MIN_PACKETS && inn >= VOICE_MIN_PACKETS {
+                Participation::TwoWayVoice
+            } else if out == 0 && inn == 0 {
+                Participation::AnsweredNoMedia
+            } else {
+                Participation::AnsweredOneWay
+            };
+        }
+        // Early media: RTP the line sent before any answer (ringback relayed by a gateway).
+        let early: u64 = self
+            .rtp
+            .iter()
+            .filter(|s| self.line.is_some_and(|l| s.src.ip() == l))
+            .filter(|s| self.answer.is_none_or(|a| s.first < a))
+            .map(|s| s.packets)
+            .sum();
+        if early >= VOICE_MIN_PACKETS {
+            Participation::EarlyMedia
+        } else if self.status_code.is_some_and(|c| c >= 300) {
+            Participation::Rejected
+        } else {
+            Participation::Ignored
+        }
+    }
 }
+
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

@@ -3,7 +3,7 @@
 //! exercise signals without packets; the end-to-end evaluation uses real generated captures.
 
 use crate::model::{
-    CallRecord, Direction, Event, MediaFlowRecord, Outcome, RegOutcome, RegistrationRecord,
+    CallRecord, Direction, Event, MediaFlowRecord, Outcome, Participation, RegOutcome, RegistrationRecord,
     Timestamp, Transport,
 };
 use std::net::{IpAddr, SocketAddr};
@@ -192,6 +192,12 @@ impl Builder {
             status_code: Some(if c.talk.is_some() { 200 } else { 486 }),
             private_contact: false,
             rtp,
+            participation: match (c.direction, c.talk.is_some(), c.media) {
+                (Direction::Outbound | Direction::Internal, _, _) => Participation::Placed,
+                (_, true, true) => Participation::TwoWayVoice,
+                (_, true, false) => Participation::AnsweredNoMedia,
+                (_, false, _) => Participation::Rejected,
+            },
         };
         let _ = local;
         self.push(end, Event::CallEnded(Box::new(rec)));
