@@ -70,6 +70,7 @@ fn events(ip: IpAddr, k: u64) -> Vec<Event> {
             fail: Outcome::NoAnswer,
             codec: "PCMA",
             media: true,
+            early_media: false,
         };
         b.call(&spec);
     }

@@ -116,6 +116,14 @@ pub struct LineEntry {
     /// Calls still open when the capture ended (drawn and counted until its last packet).
     pub open_calls_at_end: u64,
     pub distinct_called_numbers: u64,
+    /// Inbound calls the line took part in (`figures::is_taken_inbound`): the only inbound
+    /// calls detection judges the line on. The rest were offers it rejected or ignored, or
+    /// answered without relaying voice.
+    pub inbound_calls_taken: u64,
+    /// Of those, calls the line answered.
+    pub inbound_calls_taken_answered: u64,
+    /// Distinct numbers called on the calls the line took part in.
+    pub distinct_called_numbers_taken: u64,
     /// Exact median talk time of the line's answered inbound calls (what detection judges).
     pub median_talk_secs_inbound: Option<f64>,
     pub peers: Vec<String>,
@@ -248,7 +256,13 @@ fn build(
 ) -> Analysis {
     let mut calls = col.calls;
     calls.sort_by(|a, b| a.start.cmp(&b.start).then(a.call_id.cmp(&b.call_id)));
-    let lines = line_entries(&calls, &col.registrations, &col.media, st.last);
+    let lines = line_entries(
+        &calls,
+        &col.registrations,
+        &col.media,
+        st.last,
+        cfg.detection.sip_only_min_talk_secs,
+    );
     Analysis {
         capture: CaptureInfo {
             file: path.display().to_string(),
@@ -287,9 +301,17 @@ fn line_entries(
     regs: &[RegistrationRecord],
     media: &[MediaFlowRecord],
     capture_end: Option<Timestamp>,
+    sip_only_min_talk: f64,
 ) -> Vec<LineEntry> {
     let mut by: BTreeMap<IpAddr, LineEntry> = BTreeMap::new();
     let mut numbers: BTreeMap<IpAddr, std::collections::BTreeSet<&str>> = BTreeMap::new();
+    let mut taken_numbers: BTreeMap<IpAddr, std::collections::BTreeSet<&str>> = BTreeMap::new();
+    // Lines any of whose calls carried media: there, an answer must carry voice both ways.
+    let line_media: std::collections::BTreeSet<IpAddr> = calls
+        .iter()
+        .filter(|c| !c.rtp.is_empty())
+        .filter_map(|c| c.line)
+        .collect();
     let mut peers: BTreeMap<IpAddr, std::collections::BTreeSet<String>> = BTreeMap::new();
     let mut spans: BTreeMap<IpAddr, Vec<crate::figures::Span>> = BTreeMap::new();
     let mut talk: BTreeMap<IpAddr, Vec<f64>> = BTreeMap::new();
@@ -311,6 +333,15 @@ fn line_entries(
         }
         if let Some(n) = crate::figures::called_number(c) {
             numbers.entry(line).or_default().insert(n);
+        }
+        if crate::figures::is_taken_inbound(c, line_media.contains(&line), sip_only_min_talk) {
+            e.inbound_calls_taken += 1;
+            if c.outcome == Outcome::Answered {
+                e.inbound_calls_taken_answered += 1;
+            }
+            if let Some(n) = crate::figures::called_number(c) {
+                taken_numbers.entry(line).or_default().insert(n);
+            }
         }
         if let Some(p) = c.peer {
             peers.entry(line).or_default().insert(p.ip().to_string());
@@ -350,6 +381,7 @@ fn line_entries(
     }
     for (line, e) in by.iter_mut() {
         e.distinct_called_numbers = numbers.get(line).map_or(0, |s| s.len() as u64);
+        e.distinct_called_numbers_taken = taken_numbers.get(line).map_or(0, |s| s.len() as u64);
         e.peers = peers
             .get(line)
             .map(|s| s.iter().cloned().collect())
@@ -578,13 +610,15 @@ pub fn write_text(out: &mut dyn Write, a: &Analysis) -> std::io::Result<()> {
         }
         writeln!(
             out,
-            "  {line:<40} calls {:>5} (in {} / out {}, answered {}), max concurrent {}, {} distinct called, median talk {}, {} registrations, {} media flows ({} voice without SIP)",
+            "  {line:<40} calls {:>5} (in {}, the line took part in {} / out {}, answered {}), max concurrent {}, {} distinct called ({} on calls it took part in), median talk {}, {} registrations, {} media flows ({} voice without SIP)",
             l.calls,
             l.inbound_calls,
+            l.inbound_calls_taken,
             l.outbound_calls,
             l.answered_calls,
             l.max_concurrent_calls,
             l.distinct_called_numbers,
+            l.distinct_called_numbers_taken,
             l.median_talk_secs_inbound
                 .map_or_else(|| "-".to_string(), |m| format!("{m:.1} s")),
             l.registrations,

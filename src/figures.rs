@@ -12,7 +12,7 @@
 //!   (`LiveFigures::estimated`).
 
 use serde::Serialize;
-use simboxd_core::model::{CallRecord, Direction, Outcome, Timestamp};
+use simboxd_core::model::{CallRecord, Direction, Outcome, Participation, Timestamp};
 
 /// One call as concurrency sees it: start and end (`None`: still open at the end of the capture).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -109,6 +109,21 @@ pub fn called_number(c: &CallRecord) -> Option<&str> {
         return None;
     }
     c.to.as_deref().or(c.request_uri.as_deref())
+}
+
+/// An inbound call the line took part in, as detection counts it (see
+/// `simboxd_core::model::Participation`): voice both ways or early media the line sent; an
+/// answer without any media only where none of the line's calls carried media (a SIP-only tap,
+/// `line_media` false) and the call lasted `min_talk` seconds.
+pub fn is_taken_inbound(c: &CallRecord, line_media: bool, min_talk: f64) -> bool {
+    if !is_inbound(c) {
+        return false;
+    }
+    match c.participation {
+        Participation::TwoWayVoice | Participation::EarlyMedia => true,
+        Participation::AnsweredNoMedia => !line_media && c.talk_secs().unwrap_or(0.0) >= min_talk,
+        _ => false,
+    }
 }
 
 /// Talk time of an answered inbound call (what the median talk time is taken over).

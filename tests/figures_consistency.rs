@@ -159,9 +159,9 @@ fn check(capture: &Path, labels: &Path) {
             .as_f64()
             .map_or("-".to_string(), |m| format!("{m:.1}"));
         let t = format!(
-            "{ip:<40} calls {:>5} (in {} / out {}, answered {}), max concurrent {}, {} distinct called, median talk {}",
-            l["calls"].as_u64().expect("calls"), l["inbound_calls"], l["outbound_calls"], l["answered_calls"],
-            l["max_concurrent_calls"], l["distinct_called_numbers"],
+            "{ip:<40} calls {:>5} (in {}, the line took part in {} / out {}, answered {}), max concurrent {}, {} distinct called ({} on calls it took part in), median talk {}",
+            l["calls"].as_u64().expect("calls"), l["inbound_calls"], l["inbound_calls_taken"], l["outbound_calls"], l["answered_calls"],
+            l["max_concurrent_calls"], l["distinct_called_numbers"], l["distinct_called_numbers_taken"],
             if median == "-" { median.clone() } else { format!("{median} s") }
         );
         assert!(text.contains(&t), "text lacks {t:?}");

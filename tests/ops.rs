@@ -253,7 +253,10 @@ fn alerts_pending_at_stop_go_to_the_new_url_after_restart_exactly_once() {
     let stored = sorted(&outbox_keys(api2));
     assert_eq!(got.keys().cloned().collect::<Vec<_>>(), stored);
     for k in &keys {
-        assert!(got.contains_key(k), "{k} pending at stop never reached B: {got:?}");
+        assert!(
+            got.contains_key(k),
+            "{k} pending at stop never reached B: {got:?}"
+        );
     }
     assert!(got.values().all(|&n| n == 1), "duplicates: {got:?}");
     // And a delivery latency was observed for the new target.

@@ -11,8 +11,8 @@
 use crate::config::{EngineConfig, NetworkConfig};
 use crate::media::{MediaTable, TimedTable};
 use crate::model::{
-    CallRecord, Counters, Datagram, Direction, Event, Outcome, Participation, RegOutcome, RegistrationRecord,
-    RtpStreamStats, Timestamp, Transport,
+    CallRecord, Counters, Datagram, Direction, Event, Outcome, Participation, RegOutcome,
+    RegistrationRecord, RtpStreamStats, Timestamp, Transport,
 };
 use crate::sdp;
 use crate::sip::{self, Method, SipMessage};
@@ -875,6 +875,8 @@ impl Tracker {
                         events.push(Event::CallAnswered {
                             call_id: key.to_string(),
                             line: dl.line,
+                            direction: dl.direction,
+                            invited: dl.start,
                             ts: d.ts,
                         });
                     }

@@ -9,7 +9,8 @@
 
 use crate::config::NetworkConfig;
 use crate::model::{
-    CallRecord, Direction, MediaFlowRecord, Outcome, RegOutcome, RegistrationRecord, Timestamp,
+    CallRecord, Direction, MediaFlowRecord, Outcome, Participation, RegOutcome, RegistrationRecord,
+    Timestamp,
 };
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, SocketAddr};
@@ -29,9 +30,17 @@ pub struct Bucket {
     pub calls_internal: u16,
     /// Inbound SIP calls whose peer is not domestic.
     pub in_foreign: u16,
-    /// Inbound SIP calls that ended in this bucket, and how many of them were answered.
+    /// Inbound SIP calls that ended in this bucket, and how many of them the line answered.
     pub in_ended: u16,
     pub in_answered: u16,
+    /// Inbound calls ended in this bucket that the line took part in (voice both ways, early
+    /// media it sent, or on a line whose tap carries no media, an answer that lasted), how many
+    /// of those came from foreign peers, and how many the line answered.
+    pub in_taken: u16,
+    pub in_taken_foreign: u16,
+    pub in_taken_answered: u16,
+    /// Calls ended in this bucket whose record carried RTP (the tap shows this line's media).
+    pub media_calls: u16,
     /// Voice-shaped media flows without readable SIP (no call id), and with it.
     pub opaque_flows: u16,
     pub sip_flows: u16,
@@ -45,12 +54,20 @@ impl Bucket {
         self.in_foreign = self.in_foreign.saturating_add(o.in_foreign);
         self.in_ended = self.in_ended.saturating_add(o.in_ended);
         self.in_answered = self.in_answered.saturating_add(o.in_answered);
+        self.in_taken = self.in_taken.saturating_add(o.in_taken);
+        self.in_taken_foreign = self.in_taken_foreign.saturating_add(o.in_taken_foreign);
+        self.in_taken_answered = self.in_taken_answered.saturating_add(o.in_taken_answered);
+        self.media_calls = self.media_calls.saturating_add(o.media_calls);
         self.opaque_flows = self.opaque_flows.saturating_add(o.opaque_flows);
         self.sip_flows = self.sip_flows.saturating_add(o.sip_flows);
     }
     /// All SIP calls started.
     pub fn calls(&self) -> u32 {
         u32::from(self.calls_in) + u32::from(self.calls_out) + u32::from(self.calls_internal)
+    }
+    /// Calls the line took part in: inbound calls it took and calls it placed.
+    pub fn calls_taken(&self) -> u32 {
+        u32::from(self.in_taken) + u32::from(self.calls_out) + u32::from(self.calls_internal)
     }
 }
 
@@ -341,6 +358,9 @@ pub struct ProfileParams {
     pub max_accounts: usize,
     /// A call starting this soon after another ended re-seizes its channel (gap statistic).
     pub refill_us: i64,
+    /// On a line whose tap carries no media, an answered call counts as taken from this talk
+    /// time (seconds) on.
+    pub sip_only_min_talk_secs: f64,
     pub network: NetworkConfig,
     pub fingerprints: FingerprintSet,
 }
@@ -353,6 +373,7 @@ impl Default for ProfileParams {
             max_open: 64,
             max_accounts: 32,
             refill_us: 30 * US,
+            sip_only_min_talk_secs: 1.0,
             network: NetworkConfig::default(),
             fingerprints: FingerprintSet::default(),
         }
@@ -372,12 +393,18 @@ pub const MEDIUM_BUCKETS: usize = 12;
 pub const LONG_BUCKETS: usize = 24;
 /// Concurrency levels tracked in the time-at-level histogram (the last one is "this or more").
 pub const LEVELS: usize = 32;
+/// Longest ring time moved up a level when an inbound call is answered (see `on_call_answered`).
+const MAX_RING_US: i64 = 180 * US;
 
 /// A remote peer of the line, kept with space-saving counts (the least used is replaced).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerStat {
     pub ip: IpAddr,
+    /// Inbound calls offered by this peer (INVITEs, whatever the line did with them).
     pub calls_in: u16,
+    /// Of those, calls the line took part in.
+    #[serde(default)]
+    pub taken_in: u16,
     pub calls_out: u16,
     /// Voice-shaped flows without readable SIP to this peer.
     pub opaque_flows: u16,
@@ -386,7 +413,11 @@ pub struct PeerStat {
 
 impl PeerStat {
     pub fn weight(&self) -> u32 {
-        u32::from(self.calls_in) + u32::from(self.calls_out) + u32::from(self.opaque_flows)
+        // Calls the line took part in weigh more than offers anyone can send.
+        u32::from(self.calls_in)
+            + 8 * u32::from(self.taken_in)
+            + u32::from(self.calls_out)
+            + u32::from(self.opaque_flows)
     }
 }
 
@@ -591,6 +622,7 @@ impl Profile {
             }
             for peer in self.peers.iter_mut().flatten() {
                 peer.calls_in /= 2;
+                peer.taken_in /= 2;
                 peer.calls_out /= 2;
                 peer.opaque_flows /= 2;
             }
@@ -800,6 +832,7 @@ impl Profile {
         let mut fresh = PeerStat {
             ip,
             calls_in: 0,
+            taken_in: 0,
             calls_out: 0,
             opaque_flows: 0,
             domestic: p.network.is_domestic(ip),
@@ -832,8 +865,8 @@ impl Profile {
         self.peers
             .iter()
             .flatten()
-            .filter(|x| x.calls_in > 0 || x.opaque_flows > 0)
-            .max_by_key(|x| u32::from(x.calls_in) + u32::from(x.opaque_flows))
+            .filter(|x| x.taken_in > 0 || x.opaque_flows > 0)
+            .max_by_key(|x| u32::from(x.taken_in) + u32::from(x.opaque_flows))
             .copied()
     }
 
@@ -873,12 +906,66 @@ impl Profile {
                 _ => x.calls_out = x.calls_out.saturating_add(1),
             });
         }
-        if direction == Direction::Inbound {
-            self.note_start_for_gap(ts, p);
+        if direction != Direction::Inbound {
+            // The line placed the call: it holds a channel from its INVITE on. An inbound call
+            // seizes one only when the line answers it (`on_call_answered`).
+            self.count_hour(ts);
+            let remote = peer.map_or(0, |a| hash_ip(a.ip()));
+            self.open_session(key, remote, SessionKind::Call, ts, p);
         }
-        self.count_hour(ts);
-        let remote = peer.map_or(0, |a| hash_ip(a.ip()));
-        self.open_session(key, remote, SessionKind::Call, ts, p);
+    }
+
+    /// The callee answered (on an inbound call: the line itself, from its own address). The
+    /// call held a channel from its INVITE (`invited`) on: the ring time is moved one level up,
+    /// taking the level during the ring as the level now (exact unless another call started or
+    /// ended while this one rang).
+    pub fn on_call_answered(
+        &mut self,
+        call_id: &str,
+        direction: Direction,
+        invited: Timestamp,
+        ts: Timestamp,
+        p: &ProfileParams,
+    ) {
+        self.touch(ts.0, p);
+        if direction != Direction::Inbound {
+            return;
+        }
+        self.count_hour(invited.0.min(ts.0));
+        let key = hash_bytes(call_id.as_bytes()) as u32;
+        let before = self.open.len();
+        self.open_session(key, 0, SessionKind::Call, ts.0, p);
+        if self.open.len() > before {
+            let ring = ts.0.saturating_sub(invited.0).clamp(0, MAX_RING_US);
+            let units = u32::try_from(ring / 100_000).unwrap_or(u32::MAX);
+            let (lo, hi) = (before.min(LEVELS - 1), (before + 1).min(LEVELS - 1));
+            let moved = self.level_time.get(lo).map_or(0, |&t| t.min(units));
+            if let Some(t) = self.level_time.get_mut(lo) {
+                *t -= moved;
+            }
+            if let Some(t) = self.level_time.get_mut(hi) {
+                *t = t.saturating_add(moved);
+            }
+            if let Some(s) = self.open.last_mut() {
+                s.start = invited.0.min(ts.0);
+            }
+        }
+    }
+
+    /// Whether an ended inbound call was the line's own doing: it relayed voice both ways or
+    /// sent early media; an answer without any media counts only on a line whose tap carries no
+    /// media at all (a SIP-only mirror) and only when the call lasted.
+    fn took_part(&self, r: &CallRecord, now: i64, p: &ProfileParams) -> bool {
+        match r.participation {
+            Participation::Placed | Participation::TwoWayVoice | Participation::EarlyMedia => true,
+            Participation::AnsweredNoMedia => {
+                ring_sum(&self.long, self.long_newest, now, p.long_width()).media_calls == 0
+                    && r.talk_secs().unwrap_or(0.0) >= p.sip_only_min_talk_secs
+            }
+            Participation::AnsweredOneWay | Participation::Rejected | Participation::Ignored => {
+                false
+            }
+        }
     }
 
     /// First INVITE of a dialog on this line.
@@ -952,34 +1039,61 @@ impl Profile {
         let end = r.end.unwrap_or(r.start).max(r.start);
         self.touch(end.0, p);
         let key = hash_bytes(r.call_id.as_bytes()) as u32;
-        if !self.close_session(key, end.0) {
-            // The start was not seen (line restored or table evicted): count it now.
+        let inbound = r.direction == Direction::Inbound;
+        if !self.close_session(key, end.0) && !inbound {
+            // A placed call whose start was not seen (line restored or table evicted).
             self.start_call(key, r.direction, r.peer, r.start.0, p);
             self.close_session(key, end.0);
         }
-        let inbound = r.direction == Direction::Inbound;
+        let media = !r.rtp.is_empty();
         if inbound {
             let answered = r.outcome == Outcome::Answered;
+            let taken = self.took_part(r, end.0, p);
+            let foreign = r.peer.is_some_and(|a| !p.network.is_domestic(a.ip()));
             self.bump(end.0, p, |b| {
                 b.in_ended = b.in_ended.saturating_add(1);
                 if answered {
                     b.in_answered = b.in_answered.saturating_add(1);
                 }
+                if taken {
+                    b.in_taken = b.in_taken.saturating_add(1);
+                    if foreign {
+                        b.in_taken_foreign = b.in_taken_foreign.saturating_add(1);
+                    }
+                    if answered {
+                        b.in_taken_answered = b.in_taken_answered.saturating_add(1);
+                    }
+                }
+                if media {
+                    b.media_calls = b.media_calls.saturating_add(1);
+                }
             });
-            if answered {
-                if let Some(t) = r.talk_secs() {
-                    self.talk.add(t.max(0.0));
+            if taken {
+                if answered {
+                    if let Some(t) = r.talk_secs() {
+                        self.talk.add(t.max(0.0));
+                    }
+                }
+                // The channel this call re-seized: measured from its INVITE, now that the line
+                // is known to have taken it.
+                self.note_start_for_gap(r.start.0, p);
+                self.note_end_for_gap(end.0);
+                if let Some(a) = r.peer {
+                    self.note_peer(a.ip(), p, |x| x.taken_in = x.taken_in.saturating_add(1));
+                }
+                let called = r
+                    .request_uri
+                    .as_deref()
+                    .filter(|s| !s.is_empty())
+                    .or(r.to.as_deref());
+                if let Some(user) = called {
+                    self.note_called(user, r.start.0, p);
                 }
             }
-            self.note_end_for_gap(end.0);
-            let called = r
-                .request_uri
-                .as_deref()
-                .filter(|s| !s.is_empty())
-                .or(r.to.as_deref());
-            if let Some(user) = called {
-                self.note_called(user, r.start.0, p);
-            }
+        } else if media {
+            self.bump(end.0, p, |b| {
+                b.media_calls = b.media_calls.saturating_add(1)
+            });
         }
         for ua in [r.user_agent.as_deref(), r.server.as_deref()]
             .into_iter()
@@ -1067,6 +1181,11 @@ impl Profile {
 
     /// A REGISTER transaction from this line.
     pub fn on_registration(&mut self, r: &RegistrationRecord, p: &ProfileParams) {
+        // Only REGISTERs the line sent are its registrations; those aimed at it are probes of
+        // others (evidence about them, see `threats`).
+        if r.line != Some(r.source.ip()) {
+            return;
+        }
         let ts = r.time.0;
         self.touch(ts, p);
         self.registrations_total = self.registrations_total.saturating_add(1);
@@ -1292,7 +1411,7 @@ mod tests {
         for i in 0..4 {
             pr.on_call_started(
                 &format!("c{i}"),
-                Direction::Inbound,
+                Direction::Outbound,
                 None,
                 t(f64::from(i)),
                 &p,
@@ -1302,6 +1421,30 @@ mod tests {
         let secs = pr.level_seconds(t(103.0));
         assert!((secs[4] - 100.0).abs() < 0.01, "{secs:?}");
         assert!((secs[1] - 1.0).abs() < 0.01);
+    }
+
+    #[test]
+    fn inbound_calls_hold_a_channel_only_once_the_line_answers() {
+        let p = p();
+        let mut pr = Profile::new(t(0.0));
+        // Offers alone (INVITEs the line never answers) seize nothing.
+        for i in 0..6 {
+            let id = format!("offer{i}");
+            pr.on_call_started(&id, Direction::Inbound, None, t(f64::from(i)), &p);
+        }
+        assert_eq!(pr.open_sessions(), 0);
+        assert_eq!(pr.max_concurrent, 0);
+        // Two answered calls: each holds its channel from its INVITE (ring 5 s) on.
+        for (i, at) in [(0, 10.0), (1, 12.0)] {
+            let id = format!("c{i}");
+            pr.on_call_started(&id, Direction::Inbound, None, t(at), &p);
+            pr.on_call_answered(&id, Direction::Inbound, t(at), t(at + 5.0), &p);
+        }
+        assert_eq!(pr.max_concurrent, 2);
+        let secs = pr.level_seconds(t(27.0));
+        // c0 alone 10..12, both 12..27 (c1 rang 12..17, moved up from level 1).
+        assert!((secs[2] - 15.0).abs() < 0.01, "{secs:?}");
+        assert!((secs[1] - 2.0).abs() < 0.01, "{secs:?}");
     }
 
     #[test]
@@ -1433,7 +1576,7 @@ mod tests {
         p.max_open = 3;
         let mut pr = Profile::new(t(0.0));
         for i in 0..10 {
-            pr.on_call_started(&format!("c{i}"), Direction::Inbound, None, t(0.0), &p);
+            pr.on_call_started(&format!("c{i}"), Direction::Outbound, None, t(0.0), &p);
         }
         assert_eq!(pr.open_sessions(), 3);
         assert_eq!(pr.open_overflow, 7);
@@ -1459,6 +1602,14 @@ mod tests {
                 t(f64::from(i)),
                 &p,
             );
+        }
+        // Offers alone make no top peer: it is the peer of calls the line took part in.
+        assert!(pr.top_peer().is_none());
+        for i in 0..5 {
+            pr.note_peer(sa("203.0.113.10:5060").ip(), &p, |x| {
+                x.taken_in = x.taken_in.saturating_add(1)
+            });
+            let _ = i;
         }
         let top = pr.top_peer().unwrap();
         assert_eq!(top.ip, "203.0.113.10".parse::<IpAddr>().unwrap());

@@ -196,7 +196,6 @@ pub const VOICE_MIN_PACKETS: u64 = 25;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RtpStreamStats {
-
     pub src: SocketAddr,
     pub dst: SocketAddr,
     pub ssrc: u32,
@@ -311,7 +310,6 @@ impl CallRecord {
     }
 }
 
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RegOutcome {
@@ -377,9 +375,13 @@ pub enum Event {
         ts: Timestamp,
     },
     /// 200 OK to the INVITE.
+    /// A 2xx to the INVITE from the callee (on an inbound call: the line itself).
     CallAnswered {
         call_id: String,
         line: Option<IpAddr>,
+        direction: Direction,
+        /// When the INVITE came (the call held a channel from then on).
+        invited: Timestamp,
         ts: Timestamp,
     },
     CallEnded(Box<CallRecord>),

@@ -12,7 +12,7 @@ pub mod synth;
 
 use crate::config::{Invalid, NetworkConfig};
 use crate::lines::{FingerprintSet, Profile, ProfileParams, LEVELS};
-use crate::model::{Event, LineVerdict, Reason, Timestamp, VerdictLevel};
+use crate::model::{Direction, Event, LineVerdict, Participation, Reason, Timestamp, VerdictLevel};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -88,6 +88,10 @@ pub struct DetectionConfig {
     pub refill_secs: u32,
     /// Inbound calls (or opaque flows) before rate-based signals speak at all. Default 3.
     pub min_calls: u32,
+    /// Where the tap carries no media of a line at all (a SIP-only mirror), an inbound call the
+    /// line answered counts as its own from this talk time on (elsewhere it must carry voice both
+    /// ways). Default 1 s.
+    pub sip_only_min_talk_secs: f64,
     /// User-Agent/Server patterns of gateway products (lower-case substring; `=x` exact).
     pub fingerprint_agents: Vec<String>,
     /// SDP o= username / s= patterns of gateway products (same syntax).
@@ -118,6 +122,7 @@ impl Default for DetectionConfig {
             max_accounts_per_line: 32,
             refill_secs: 30,
             min_calls: 3,
+            sip_only_min_talk_secs: 1.0,
             // Gateway products named in public material (GoIP/DBL, Dinstar, OpenVox, Hybertone,
             // Ejoin, Portech, Yeastar TG, Synway) and the single-letter agents of clones.
             fingerprint_agents: strings(&[
@@ -178,6 +183,9 @@ impl DetectionConfig {
         if self.window_secs < 60 || self.long_window_secs < self.window_secs {
             return bad("window_secs", "need 60 <= window_secs <= long_window_secs");
         }
+        if !(0.0..=3600.0).contains(&self.sip_only_min_talk_secs) {
+            return bad("sip_only_min_talk_secs", "must be within 0..3600");
+        }
         if self.max_open_per_line == 0 || self.evaluate_every_secs == 0 {
             return bad(
                 "max_open_per_line",
@@ -195,6 +203,7 @@ impl DetectionConfig {
             max_open: self.max_open_per_line.max(1),
             max_accounts: self.max_accounts_per_line,
             refill_us: i64::from(self.refill_secs) * 1_000_000,
+            sip_only_min_talk_secs: self.sip_only_min_talk_secs,
             network: net.clone(),
             fingerprints: FingerprintSet::new(
                 &self.fingerprint_agents,
@@ -241,20 +250,46 @@ fn pct(x: f64) -> String {
     format!("{:.0} %", x * 100.0)
 }
 
-/// Share of all calls that come into the line from foreign peers.
+/// What the line did with the inbound calls offered to it: the common clause of the reasons
+/// ("212 inbound calls from 203.0.113.10 (foreign); the line took part in 141, answered 139 with
+/// voice both ways").
+pub fn line_share(p: &Profile, c: &Ctx) -> String {
+    let w = p.window(c.now, c.params);
+    let offered = p
+        .peers
+        .iter()
+        .flatten()
+        .filter(|x| x.calls_in > 0)
+        .max_by_key(|x| x.calls_in)
+        .map_or(String::new(), |x| {
+            format!(
+                ", {} from {}{}",
+                x.calls_in,
+                x.ip,
+                if x.domestic { "" } else { " (foreign)" }
+            )
+        });
+    format!(
+        "{} inbound calls{offered}; the line took part in {} of the {} that ended, {} answered with voice",
+        w.calls_in, w.in_taken, w.in_ended, w.in_taken_answered
+    )
+}
+
+/// Share of the calls the line took part in (inbound calls it relayed, calls it placed) that
+/// came in from foreign peers. Offers it rejected or ignored do not count.
 pub fn foreign_inbound(p: &Profile, c: &Ctx) -> Signal {
     let w = p.window(c.now, c.params);
-    let all = f64::from(w.calls());
+    let all = f64::from(w.calls_taken());
     let share = if all > 0.0 {
-        f64::from(w.in_foreign) / all
+        f64::from(w.in_taken_foreign) / all
     } else {
         0.0
     };
     let min = f64::from(c.cfg.min_calls);
-    let volume = ramp(f64::from(w.in_foreign), min - 1.0, min + 2.0);
+    let volume = ramp(f64::from(w.in_taken_foreign), min - 1.0, min + 2.0);
     let peer = p
         .top_peer()
-        .filter(|x| !x.domestic)
+        .filter(|x| !x.domestic && x.taken_in > 0)
         .map_or(String::from("foreign peers"), |x| {
             format!("{} (foreign)", x.ip)
         });
@@ -263,17 +298,19 @@ pub fn foreign_inbound(p: &Profile, c: &Ctx) -> Signal {
         value: share,
         strength: ramp(share, 0.5, 0.9) * volume,
         detail: format!(
-            "{} of {} calls came in from {} in {}",
-            w.in_foreign,
-            w.calls(),
+            "{} of the {} calls the line took part in came in from {} in {} ({})",
+            w.in_taken_foreign,
+            w.calls_taken(),
             peer,
-            minutes(p.window_span_secs(c.now, c.params))
+            minutes(p.window_span_secs(c.now, c.params)),
+            line_share(p, c)
         ),
     }
 }
 
-/// Distinct called numbers per inbound call over the last 16 inbound calls; calls spread over a
-/// DID block (numbers sharing all but the last three digits) or to extensions do not count.
+/// Distinct called numbers per inbound call over the last 16 inbound calls the line took part
+/// in; calls spread over a DID block (numbers sharing all but the last three digits) or to
+/// extensions do not count.
 pub fn distinct_called(p: &Profile, c: &Ctx) -> Signal {
     let (nums, blocks, n) = p.recent_called();
     let ratio = if n > 0 { nums as f64 / n as f64 } else { 0.0 };
@@ -283,19 +320,19 @@ pub fn distinct_called(p: &Profile, c: &Ctx) -> Signal {
     let span = minutes(p.window_span_secs(c.now, c.params));
     let min = f64::from(c.cfg.min_calls);
     // The ring keeps the last 16 whenever they were: only calls ended inside the window count.
-    let volume = ramp((n as f64).min(f64::from(w.in_ended)), min - 1.0, min + 1.0);
+    let volume = ramp((n as f64).min(f64::from(w.in_taken)), min - 1.0, min + 1.0);
     let did_block = n >= 4 && blocks <= 2 && nums > blocks;
     let (strength, detail) = if did_block {
         (
             0.0,
-            format!("{nums} distinct numbers in the last {n} inbound calls, all within {blocks} DID block(s)"),
+            format!("{nums} distinct numbers in the last {n} inbound calls the line took part in, all within {blocks} DID block(s)"),
         )
     } else {
         (
             ramp(ratio.min(block_ratio), 0.45, 0.85) * volume,
             format!(
-                "{} inbound calls in {} to ~{:.0} distinct numbers ({nums} of the last {n} distinct)",
-                w.calls_in, span, est
+                "{} inbound calls the line took part in, in {}, to ~{:.0} distinct numbers (estimate; {nums} of the last {n} distinct)",
+                w.in_taken, span, est
             ),
         )
     };
@@ -328,18 +365,20 @@ pub fn concurrency_ceiling(p: &Profile, c: &Ctx) -> Signal {
     }
     // Pinning needs time: a couple of minutes of busy time before full strength.
     strength *= ramp(busy, 30.0, 120.0);
-    // Only traffic pushed into the line counts (dialers pin their outbound trunk too).
+    // Only traffic pushed into the line and taken by it counts (dialers pin their outbound
+    // trunk too; a device answering without relaying voice took no call).
     let w = p.window(c.now, c.params);
-    let pushed = f64::from(w.calls_in) + f64::from(w.opaque_flows);
-    let all = f64::from(w.calls()) + f64::from(w.opaque_flows);
+    let pushed = f64::from(w.in_taken) + f64::from(w.opaque_flows);
+    let all = f64::from(w.calls_taken()) + f64::from(w.opaque_flows);
     let inbound_share = if all > 0.0 { pushed / all } else { 0.0 };
-    strength *= ramp(inbound_share, 0.5, 0.8);
+    let min = f64::from(c.cfg.min_calls);
+    strength *= ramp(inbound_share, 0.5, 0.8) * ramp(pushed, min - 1.0, min + 2.0);
     Signal {
         name: "concurrency_ceiling",
         value: ceiling as f64,
         strength,
         detail: format!(
-            "{} concurrent calls for {} of {} busy (max {}{})",
+            "{} concurrent calls the line answered or placed for {} of {} busy (max {}{})",
             ceiling,
             pct(share),
             minutes(busy),
@@ -358,12 +397,12 @@ pub fn concurrency_ceiling(p: &Profile, c: &Ctx) -> Signal {
 pub fn machine_rhythm(p: &Profile, c: &Ctx) -> Signal {
     let w = p.window(c.now, c.params);
     let min = f64::from(c.cfg.min_calls);
-    let sip_n = f64::from(w.in_ended);
+    let sip_n = f64::from(w.in_taken);
     // Durations decay slowly; only as many as ended inside the window count.
     let opaque_n = f64::from(p.opaque_durations.count()).min(f64::from(w.opaque_flows));
     if sip_n >= opaque_n || opaque_n == 0.0 {
         let asr = if sip_n > 0.0 {
-            f64::from(w.in_answered) / sip_n
+            f64::from(w.in_taken_answered) / sip_n
         } else {
             1.0
         };
@@ -378,9 +417,9 @@ pub fn machine_rhythm(p: &Profile, c: &Ctx) -> Signal {
             value: median.unwrap_or(0.0),
             strength,
             detail: format!(
-                "{} inbound calls ended, {} answered (ASR {}), median talk {}",
-                w.in_ended,
-                w.in_answered,
+                "{} inbound calls the line took part in ended, {} answered (ASR {}), median talk {}",
+                w.in_taken,
+                w.in_taken_answered,
                 pct(asr),
                 median.map_or("n/a".into(), minutes)
             ),
@@ -407,7 +446,7 @@ pub fn gap_regularity(p: &Profile, c: &Ctx) -> Signal {
     let g = &p.gaps;
     // Gap statistics decay slowly; only as many as sessions started inside the window count.
     let w = p.window(c.now, c.params);
-    let n = f64::from(g.n).min(f64::from(w.calls_in) + f64::from(w.opaque_flows));
+    let n = f64::from(g.n).min(f64::from(w.in_taken) + f64::from(w.opaque_flows));
     let mean = f64::from(g.mean);
     let cv = if mean > 0.0 {
         f64::from(g.sd()) / mean
@@ -574,8 +613,8 @@ fn rhythm(p: &Profile, c: &Ctx) -> Rhythm {
         .quantile(0.5)
         .or(p.opaque_durations.quantile(0.5))
         .unwrap_or(0.0);
-    let asr = if w.in_ended > 0 {
-        f64::from(w.in_answered) / f64::from(w.in_ended)
+    let asr = if w.in_taken > 0 {
+        f64::from(w.in_taken_answered) / f64::from(w.in_taken)
     } else {
         1.0
     };
@@ -613,6 +652,14 @@ pub struct LineSummary {
     pub calls_last_long_window: u32,
     pub answered_in: u32,
     pub ended_in: u32,
+    /// Inbound calls (ended, window) the line took part in: voice both ways, early media it
+    /// sent, or on a SIP-only tap an answer that lasted. The signals count these only.
+    #[serde(default)]
+    pub taken_in: u32,
+    #[serde(default)]
+    pub taken_in_foreign: u32,
+    #[serde(default)]
+    pub taken_in_answered: u32,
     pub answer_ratio_in: Option<f64>,
     pub median_talk_secs: Option<f64>,
     pub max_concurrent_calls: u32,
@@ -637,6 +684,9 @@ pub struct PeerSummary {
     pub peer: IpAddr,
     pub domestic: bool,
     pub calls_in: u16,
+    /// Of `calls_in`, calls the line took part in.
+    #[serde(default)]
+    pub taken_in: u16,
     pub calls_out: u16,
     pub opaque_flows: u16,
 }
@@ -690,6 +740,9 @@ pub struct LineTable {
     evictions: u64,
     idle_evictions: u64,
     events_without_line: u64,
+    /// Offers to lines without a profile (INVITEs they did not take, probes, one-way media):
+    /// dropped here, they cost no memory.
+    offers_to_unknown_lines: u64,
     last_eval: Timestamp,
     /// Lines that are suspect on their own evidence: site candidates (line -> peer, rhythm).
     candidates: BTreeMap<IpAddr, (IpAddr, Rhythm)>,
@@ -709,6 +762,7 @@ impl LineTable {
             evictions: 0,
             idle_evictions: 0,
             events_without_line: 0,
+            offers_to_unknown_lines: 0,
             last_eval: Timestamp::default(),
             candidates: BTreeMap::new(),
         }
@@ -747,6 +801,7 @@ impl LineTable {
         c.add("lines_evicted", self.evictions);
         c.add("lines_idle_removed", self.idle_evictions);
         c.add("events_without_line", self.events_without_line);
+        c.add("offers_to_unknown_lines", self.offers_to_unknown_lines);
         c
     }
 
@@ -876,10 +931,31 @@ impl LineTable {
             self.events_without_line += 1;
             return;
         };
-        if matches!(ev, Event::CallAnswered { .. }) {
-            return; // the answer is read from the call record when it ends
-        }
-        let i = self.slot_for(ip, ts);
+        // Only the line's own doing creates its profile. Offers (INVITEs it rejected or
+        // ignored, probes aimed at it, media it did not answer) update a line already known and
+        // are otherwise dropped: a flood of offers costs no memory here.
+        let own = match ev {
+            Event::CallStarted { direction, .. } => *direction != Direction::Inbound,
+            Event::CallAnswered { .. } | Event::MediaStarted { .. } => true,
+            Event::CallEnded(r) => {
+                r.direction != Direction::Inbound
+                    || r.participation.relayed()
+                    || r.participation == Participation::AnsweredNoMedia
+            }
+            Event::Registration(r) => r.line == Some(r.source.ip()),
+            Event::MediaEnded(r) => r.voice_like,
+        };
+        let i = if own {
+            self.slot_for(ip, ts)
+        } else {
+            match self.index.get(&ip) {
+                Some(&i) => i,
+                None => {
+                    self.offers_to_unknown_lines += 1;
+                    return;
+                }
+            }
+        };
         let params = &self.params;
         if let Some(e) = self
             .slots
@@ -905,7 +981,13 @@ impl LineTable {
                     ..
                 } => p.on_media_started(*local, *remote, call_id.as_deref(), *ts, params),
                 Event::MediaEnded(r) => p.on_media_ended(r, params),
-                Event::CallAnswered { .. } => {}
+                Event::CallAnswered {
+                    call_id,
+                    direction,
+                    invited,
+                    ts,
+                    ..
+                } => p.on_call_answered(call_id, *direction, *invited, *ts, params),
             }
         }
         self.mark_dirty(i);
@@ -1155,6 +1237,9 @@ impl LineTable {
             calls_last_long_window: l.calls() + u32::from(l.opaque_flows),
             answered_in: w.in_answered.into(),
             ended_in: w.in_ended.into(),
+            taken_in: w.in_taken.into(),
+            taken_in_foreign: w.in_taken_foreign.into(),
+            taken_in_answered: w.in_taken_answered.into(),
             answer_ratio_in: (w.in_ended > 0)
                 .then(|| f64::from(w.in_answered) / f64::from(w.in_ended)),
             median_talk_secs: p.talk.quantile(0.5),
@@ -1169,6 +1254,7 @@ impl LineTable {
                     peer: x.ip,
                     domestic: x.domestic,
                     calls_in: x.calls_in,
+                    taken_in: x.taken_in,
                     calls_out: x.calls_out,
                     opaque_flows: x.opaque_flows,
                 })
@@ -1371,6 +1457,8 @@ mod tests {
                 fail: Outcome::NoAnswer,
                 codec: "PCMA",
                 media: false,
+                // Unanswered calls still had the line's early media: calls it took part in.
+                early_media: true,
             };
             b.call(&spec);
         }
@@ -1596,6 +1684,7 @@ mod tests {
             fail: Outcome::Busy,
             codec: "G729",
             media: false,
+            early_media: false,
         };
         b.call(&spec);
         let s = sig(fingerprint, &b.finish());

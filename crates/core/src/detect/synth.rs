@@ -3,8 +3,8 @@
 //! exercise signals without packets; the end-to-end evaluation uses real generated captures.
 
 use crate::model::{
-    CallRecord, Direction, Event, MediaFlowRecord, Outcome, Participation, RegOutcome, RegistrationRecord,
-    Timestamp, Transport,
+    CallRecord, Direction, Event, MediaFlowRecord, Outcome, Participation, RegOutcome,
+    RegistrationRecord, Timestamp, Transport,
 };
 use std::net::{IpAddr, SocketAddr};
 
@@ -73,6 +73,9 @@ pub struct CallSpec {
     pub codec: &'static str,
     /// Add a voice flow with the call id for answered calls.
     pub media: bool,
+    /// Unanswered: the line sent early media while ringing (a gateway relaying the mobile
+    /// network's ringback or announcement) instead of a bare rejection.
+    pub early_media: bool,
 }
 
 impl Builder {
@@ -125,6 +128,8 @@ impl Builder {
                 Event::CallAnswered {
                     call_id: call_id.clone(),
                     line: Some(self.line),
+                    direction: c.direction,
+                    invited: start,
                     ts: a,
                 },
             );
@@ -196,6 +201,7 @@ impl Builder {
                 (Direction::Outbound | Direction::Internal, _, _) => Participation::Placed,
                 (_, true, true) => Participation::TwoWayVoice,
                 (_, true, false) => Participation::AnsweredNoMedia,
+                (_, false, _) if c.early_media => Participation::EarlyMedia,
                 (_, false, _) => Participation::Rejected,
             },
         };
@@ -376,6 +382,7 @@ pub fn gateway(line: IpAddr, seed: u64, start: f64, dur: f64, g: &GatewaySpec) -
                     },
                     codec: "G729",
                     media: true,
+                    early_media: true,
                 };
                 b.call(&spec);
             }
@@ -424,6 +431,7 @@ pub fn household(line: IpAddr, seed: u64, start: f64, dur: f64) -> Vec<Event> {
             fail: Outcome::NoAnswer,
             codec: "PCMA",
             media: true,
+            early_media: false,
         };
         b.call(&spec);
         t += b.rng.exp(1200.0) + 60.0;
@@ -459,6 +467,7 @@ pub fn office_pbx(line: IpAddr, seed: u64, start: f64, dur: f64) -> Vec<Event> {
             fail: Outcome::NoAnswer,
             codec: "PCMA",
             media: true,
+            early_media: false,
         };
         b.call(&spec);
         t += b.rng.exp(25.0);
@@ -488,6 +497,7 @@ pub fn dialer(line: IpAddr, seed: u64, start: f64, dur: f64) -> Vec<Event> {
                 fail: Outcome::NoAnswer,
                 codec: "PCMA",
                 media: true,
+                early_media: false,
             };
             b.call(&spec);
             t += ring + talk.unwrap_or(0.0) + b.rng.range(1.0, 4.0);
@@ -520,6 +530,7 @@ pub fn help_desk(line: IpAddr, seed: u64, start: f64, dur: f64) -> Vec<Event> {
             fail: Outcome::Cancelled,
             codec: "PCMA",
             media: true,
+            early_media: false,
         };
         b.call(&spec);
         t += b.rng.exp(60.0);
@@ -560,6 +571,7 @@ pub fn expat(line: IpAddr, seed: u64, start: f64, dur: f64) -> Vec<Event> {
             fail: Outcome::NoAnswer,
             codec: "opus",
             media: true,
+            early_media: false,
         };
         b.call(&spec);
         t += b.rng.exp(600.0) + 30.0;
