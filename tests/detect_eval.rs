@@ -179,7 +179,8 @@ fn analyze_text_lists_flagged_lines_first_with_reasons() {
         .filter(|l| l.verdict == Some(VerdictLevel::Gateway))
         .filter_map(|l| l.line.map(|ip| ip.to_string()))
         .collect();
-    for addr in &seen[..flagged] {
+    let gateway_count = gateways.len();
+    for addr in &seen[..gateway_count] {
         assert!(
             gateways.iter().any(|g| g == addr),
             "{addr} listed before a gateway\n{text}"

@@ -140,10 +140,8 @@ fn invite(id: &str, from: [u8; 4], number: u64, rtp_port: u16) -> String {
 
 fn response(
     code: u16,
-    reason: &str,
     id: &str,
     from: [u8; 4],
-    to_tag: bool,
     sdp_port: Option<u16>,
     method: &str,
     cseq: u32,
@@ -163,7 +161,8 @@ fn response(
         body.len(),
         f = ip(from),
         l = ip(LINE),
-        tt = if to_tag { ";tag=l1" } else { "" }
+        tt = ";tag=l1",
+        reason = if code < 300 { "OK" } else { "Rejected" }
     )
 }
 
@@ -205,7 +204,7 @@ fn capture(steps: &[Step], take: bool) -> Vec<(i64, Vec<u8>)> {
                 );
                 w.udp(t, from, 5070, LINE, 5060, m.as_bytes());
                 if let Some(c) = code {
-                    let r = response(*c, "No", &id, from, true, None, "REGISTER", 1);
+                    let r = response(*c, &id, from, None, "REGISTER", 1);
                     w.udp(t + 30_000, LINE, 5060, from, 5070, r.as_bytes());
                 }
             }
@@ -226,9 +225,9 @@ fn capture(steps: &[Step], take: bool) -> Vec<(i64, Vec<u8>)> {
                     invite(&id, from, *number, rtp_port).as_bytes(),
                 );
                 if take {
-                    let r = response(180, "Ringing", &id, from, true, None, "INVITE", 1);
+                    let r = response(180, &id, from, None, "INVITE", 1);
                     w.udp(t + 100_000, LINE, 5060, from, 5060, r.as_bytes());
-                    let r = response(200, "OK", &id, from, true, Some(line_port), "INVITE", 1);
+                    let r = response(200, &id, from, Some(line_port), "INVITE", 1);
                     w.udp(t + 3_000_000, LINE, 5060, from, 5060, r.as_bytes());
                     rtp(
                         &mut w,
@@ -252,13 +251,13 @@ fn capture(steps: &[Step], take: bool) -> Vec<(i64, Vec<u8>)> {
                         l = ip(LINE)
                     );
                     w.udp(t + 23_200_000, from, 5060, LINE, 5060, bye.as_bytes());
-                    let ok = response(200, "OK", &id, from, true, None, "BYE", 2);
+                    let ok = response(200, &id, from, None, "BYE", 2);
                     w.udp(t + 23_250_000, LINE, 5060, from, 5060, ok.as_bytes());
                     continue;
                 }
                 if *forged_answer {
                     // A third party "answers" for the line, SDP and all.
-                    let r = response(200, "OK", &id, from, true, Some(line_port), "INVITE", 1);
+                    let r = response(200, &id, from, Some(line_port), "INVITE", 1);
                     w.udp(
                         t + 1_500_000,
                         [185, 32, 203, 220],
@@ -282,16 +281,16 @@ fn capture(steps: &[Step], take: bool) -> Vec<(i64, Vec<u8>)> {
                     Reaction::Reject { code, ring } => {
                         let mut at = t + 50_000;
                         if *ring {
-                            let r = response(180, "Ringing", &id, from, true, None, "INVITE", 1);
+                            let r = response(180, &id, from, None, "INVITE", 1);
                             w.udp(at, LINE, 5060, from, 5060, r.as_bytes());
                             at += 4_000_000;
                         }
-                        let r = response(*code, "Rejected", &id, from, true, None, "INVITE", 1);
+                        let r = response(*code, &id, from, None, "INVITE", 1);
                         w.udp(at, LINE, 5060, from, 5060, r.as_bytes());
                     }
                     Reaction::Ignore => {}
                     Reaction::CallerCancels => {
-                        let r = response(180, "Ringing", &id, from, true, None, "INVITE", 1);
+                        let r = response(180, &id, from, None, "INVITE", 1);
                         w.udp(t + 50_000, LINE, 5060, from, 5060, r.as_bytes());
                         let c = format!(
                             "CANCEL sip:+8613{number:09}@{l} SIP/2.0\r\nVia: SIP/2.0/UDP {f}:5060;branch=z9hG4bK{id}\r\nFrom: <sip:4420{number}@{f}>;tag=a{id}\r\nTo: <sip:+8613{number:09}@{l}>\r\nCall-ID: {id}\r\nCSeq: 1 CANCEL\r\nContent-Length: 0\r\n\r\n",
@@ -299,16 +298,7 @@ fn capture(steps: &[Step], take: bool) -> Vec<(i64, Vec<u8>)> {
                             l = ip(LINE)
                         );
                         w.udp(t + 6_000_000, from, 5060, LINE, 5060, c.as_bytes());
-                        let r = response(
-                            487,
-                            "Request Terminated",
-                            &id,
-                            from,
-                            true,
-                            None,
-                            "INVITE",
-                            1,
-                        );
+                        let r = response(487, &id, from, None, "INVITE", 1);
                         w.udp(t + 6_050_000, LINE, 5060, from, 5060, r.as_bytes());
                     }
                 }
@@ -326,8 +316,8 @@ fn worst_level(frames: &[(i64, Vec<u8>)]) -> (VerdictLevel, String) {
     cfg.network.domestic = vec!["198.18.0.0/15".parse().unwrap()];
     let mut e = Engine::new(&cfg);
     let mut worst = (VerdictLevel::Normal, String::new());
-    let mut note = |changes: Vec<simboxd_core::model::LineVerdict>,
-                    worst: &mut (VerdictLevel, String)| {
+    let note = |changes: Vec<simboxd_core::model::LineVerdict>,
+                worst: &mut (VerdictLevel, String)| {
         for v in changes {
             if v.line == std::net::IpAddr::from(LINE) && v.verdict > worst.0 {
                 *worst = (v.verdict, format!("{:?}", v.reasons));

@@ -943,7 +943,8 @@ impl LineTable {
                     || r.participation == Participation::AnsweredNoMedia
             }
             Event::Registration(r) => r.line == Some(r.source.ip()),
-            Event::MediaEnded(r) => r.voice_like,
+            // A flow the line sent packets on (voice or not); one-way floods at it are not.
+            Event::MediaEnded(r) => r.voice_like || r.packets_out > 0,
         };
         let i = if own {
             self.slot_for(ip, ts)
