@@ -3,4 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# Gates: formatting and lints fail the run before any test does.
+cargo fmt --all -- --check
+cargo clippy --all-targets -- -D warnings
 cargo test --all-targets "$@"

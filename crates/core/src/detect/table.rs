@@ -1,0 +1,761 @@
+//! The table of all line profiles: LRU-capped, idle-evicted, fed events in capture order,
+//! re-scoring touched lines and forming sites.
+
+use super::*;
+use crate::config::NetworkConfig;
+use crate::lines::{Profile, ProfileParams};
+use crate::model::{Direction, Event, LineVerdict, Participation, Reason, Timestamp, VerdictLevel};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+/// Headline counters and profile figures of one line (JSON/HTTP).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LineSummary {
+    pub line: IpAddr,
+    pub first_seen: Timestamp,
+    pub last_seen: Timestamp,
+    /// Start of the first call or voice flow.
+    pub first_call: Option<Timestamp>,
+    pub calls: u64,
+    pub calls_in: u32,
+    pub calls_out: u32,
+    pub calls_internal: u32,
+    pub calls_in_foreign: u32,
+    pub calls_last_short_window: u32,
+    pub calls_last_long_window: u32,
+    pub answered_in: u32,
+    pub ended_in: u32,
+    /// Inbound calls (ended, window) the line took part in: voice both ways, early media it
+    /// sent, or on a SIP-only tap an answer that lasted. The signals count these only.
+    #[serde(default)]
+    pub taken_in: u32,
+    #[serde(default)]
+    pub taken_in_foreign: u32,
+    #[serde(default)]
+    pub taken_in_answered: u32,
+    pub answer_ratio_in: Option<f64>,
+    pub median_talk_secs: Option<f64>,
+    pub max_concurrent_calls: u32,
+    pub open_calls: usize,
+    pub distinct_called_estimate: f64,
+    pub peers: Vec<PeerSummary>,
+    pub peers_seen: u32,
+    pub accounts_registered: usize,
+    pub registrations: u32,
+    pub user_agents_seen: u8,
+    pub fingerprint: Option<String>,
+    pub codecs: Vec<String>,
+    pub voice_flows_sip: u32,
+    pub voice_flows_opaque: u64,
+    pub max_opaque_flows_one_peer: u16,
+    pub other_flows: u32,
+    pub active_hours_utc: Vec<u8>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PeerSummary {
+    pub peer: IpAddr,
+    pub domestic: bool,
+    pub calls_in: u16,
+    /// Of `calls_in`, calls the line took part in.
+    #[serde(default)]
+    pub taken_in: u16,
+    pub calls_out: u16,
+    pub opaque_flows: u16,
+}
+
+/// Verdict state of one line between evaluations.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+struct VerdictState {
+    level: Option<VerdictLevel>,
+    score: f64,
+    base_score: f64,
+    flagged_at: Option<Timestamp>,
+    /// Last time the line earned `gateway` on current evidence, and with what score.
+    gateway_seen: Option<Timestamp>,
+    peak_score: f64,
+    site: Option<String>,
+    site_size: usize,
+    reasons: Vec<Reason>,
+    updated: Timestamp,
+    dirty: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(super) struct LineEntry {
+    ip: IpAddr,
+    pub(super) profile: Profile,
+    state: VerdictState,
+}
+
+const NIL: u32 = u32::MAX;
+
+/// A slab slot in the LRU list.
+#[derive(Clone, Debug)]
+pub(super) struct Slot {
+    pub(super) entry: Option<LineEntry>,
+    prev: u32,
+    next: u32,
+}
+
+/// All line profiles: an LRU-capped table fed events in capture order.
+#[derive(Debug)]
+pub struct LineTable {
+    cfg: DetectionConfig,
+    pub(super) params: ProfileParams,
+    pub(super) index: crate::model::FastMap<IpAddr, u32>,
+    pub(super) slots: Vec<Slot>,
+    free: Vec<u32>,
+    /// Most recently used and least recently used slots.
+    head: u32,
+    tail: u32,
+    dirty: Vec<u32>,
+    evictions: u64,
+    idle_evictions: u64,
+    events_without_line: u64,
+    /// Offers to lines without a profile (INVITEs they did not take, probes, one-way media):
+    /// dropped here, they cost no memory.
+    offers_to_unknown_lines: u64,
+    last_eval: Timestamp,
+    /// Lines that are suspect on their own evidence: site candidates (line -> peer, rhythm).
+    candidates: BTreeMap<IpAddr, (IpAddr, Rhythm)>,
+}
+
+impl LineTable {
+    pub fn new(cfg: &DetectionConfig, net: &NetworkConfig) -> Self {
+        LineTable {
+            cfg: cfg.clone(),
+            params: cfg.profile_params(net),
+            index: crate::model::FastMap::default(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            head: NIL,
+            tail: NIL,
+            dirty: Vec::new(),
+            evictions: 0,
+            idle_evictions: 0,
+            events_without_line: 0,
+            offers_to_unknown_lines: 0,
+            last_eval: Timestamp::default(),
+            candidates: BTreeMap::new(),
+        }
+    }
+
+    /// Applies a new configuration (reload) keeping the profiles; every line is re-scored at the
+    /// next `evaluate`, and the table shrinks to a smaller `max_lines`.
+    pub fn reconfigure(&mut self, cfg: &DetectionConfig, net: &NetworkConfig) {
+        self.cfg = cfg.clone();
+        self.params = cfg.profile_params(net);
+        while self.index.len() > self.cfg.max_lines.max(1) {
+            self.evict_tail(false);
+        }
+        let all: Vec<u32> = self.index.values().copied().collect();
+        for i in all {
+            self.mark_dirty(i);
+        }
+    }
+
+    pub fn config(&self) -> &DetectionConfig {
+        &self.cfg
+    }
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+    /// Lines evicted because the table was full (LRU).
+    pub fn evictions(&self) -> u64 {
+        self.evictions
+    }
+    /// Counters for metrics: evictions, idle removals, events without a line.
+    pub fn counters(&self) -> crate::model::Counters {
+        let mut c = crate::model::Counters::default();
+        c.add("lines_evicted", self.evictions);
+        c.add("lines_idle_removed", self.idle_evictions);
+        c.add("events_without_line", self.events_without_line);
+        c.add("offers_to_unknown_lines", self.offers_to_unknown_lines);
+        c
+    }
+
+    fn unlink(&mut self, i: u32) {
+        let (prev, next) = match self.slots.get(i as usize) {
+            Some(s) => (s.prev, s.next),
+            None => return,
+        };
+        if let Some(p) = self.slots.get_mut(prev as usize) {
+            p.next = next;
+        } else {
+            self.head = next;
+        }
+        if let Some(n) = self.slots.get_mut(next as usize) {
+            n.prev = prev;
+        } else {
+            self.tail = prev;
+        }
+        if let Some(s) = self.slots.get_mut(i as usize) {
+            s.prev = NIL;
+            s.next = NIL;
+        }
+    }
+
+    fn push_front(&mut self, i: u32) {
+        let old = self.head;
+        if let Some(s) = self.slots.get_mut(i as usize) {
+            s.prev = NIL;
+            s.next = old;
+        }
+        if let Some(h) = self.slots.get_mut(old as usize) {
+            h.prev = i;
+        } else {
+            self.tail = i;
+        }
+        self.head = i;
+    }
+
+    fn evict_tail(&mut self, idle: bool) {
+        let i = self.tail;
+        if i == NIL {
+            return;
+        }
+        self.unlink(i);
+        if let Some(e) = self.slots.get_mut(i as usize).and_then(|s| s.entry.take()) {
+            self.index.remove(&e.ip);
+            self.candidates.remove(&e.ip);
+        }
+        self.free.push(i);
+        if idle {
+            self.idle_evictions += 1;
+        } else {
+            self.evictions += 1;
+        }
+    }
+
+    fn mark_dirty(&mut self, i: u32) {
+        if let Some(e) = self
+            .slots
+            .get_mut(i as usize)
+            .and_then(|s| s.entry.as_mut())
+        {
+            if !e.state.dirty {
+                e.state.dirty = true;
+                self.dirty.push(i);
+            }
+        }
+    }
+
+    /// The slot of `ip`, created (evicting the least recently used line when full) and moved to
+    /// the front.
+    fn slot_for(&mut self, ip: IpAddr, ts: Timestamp) -> u32 {
+        if let Some(&i) = self.index.get(&ip) {
+            if self.head != i {
+                self.unlink(i);
+                self.push_front(i);
+            }
+            return i;
+        }
+        while self.index.len() >= self.cfg.max_lines.max(1) {
+            self.evict_tail(false);
+        }
+        let entry = LineEntry {
+            ip,
+            profile: Profile::new(ts),
+            state: VerdictState::default(),
+        };
+        let i = match self.free.pop() {
+            Some(i) => {
+                if let Some(s) = self.slots.get_mut(i as usize) {
+                    s.entry = Some(entry);
+                }
+                i
+            }
+            None => {
+                if self.slots.len() == self.slots.capacity() {
+                    // Grow by a quarter (not double): at a million lines the slack is the
+                    // largest memory cost after the profiles themselves.
+                    let room = self.cfg.max_lines.saturating_sub(self.slots.len());
+                    self.slots
+                        .reserve_exact((self.slots.len() / 4).max(64).min(room.max(1)));
+                }
+                self.slots.push(Slot {
+                    entry: Some(entry),
+                    prev: NIL,
+                    next: NIL,
+                });
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.index.insert(ip, i);
+        self.push_front(i);
+        i
+    }
+
+    /// Feeds one event (capture order).
+    pub fn on_event(&mut self, ev: &Event) {
+        let (line, ts) = match ev {
+            Event::CallStarted { line, ts, .. } => (*line, *ts),
+            Event::CallAnswered { line, ts, .. } => (*line, *ts),
+            Event::CallEnded(r) => (r.line, r.end.unwrap_or(r.start)),
+            Event::Registration(r) => (r.line, r.time),
+            Event::MediaStarted { line, ts, .. } => (*line, *ts),
+            Event::MediaEnded(r) => (r.line, r.last),
+        };
+        let Some(ip) = line else {
+            self.events_without_line += 1;
+            return;
+        };
+        // Only the line's own doing creates its profile. Offers (INVITEs it rejected or
+        // ignored, probes aimed at it, media it did not answer) update a line already known and
+        // are otherwise dropped: a flood of offers costs no memory here.
+        let own = match ev {
+            Event::CallStarted { direction, .. } => *direction != Direction::Inbound,
+            Event::CallAnswered { .. } | Event::MediaStarted { .. } => true,
+            Event::CallEnded(r) => {
+                r.direction != Direction::Inbound
+                    || r.participation.relayed()
+                    || r.participation == Participation::AnsweredNoMedia
+            }
+            Event::Registration(r) => r.line == Some(r.source.ip()),
+            // A flow the line sent packets on (voice or not); one-way floods at it are not.
+            Event::MediaEnded(r) => r.voice_like || r.packets_out > 0,
+        };
+        let i = if own {
+            self.slot_for(ip, ts)
+        } else {
+            match self.index.get(&ip) {
+                Some(&i) => i,
+                None => {
+                    self.offers_to_unknown_lines += 1;
+                    return;
+                }
+            }
+        };
+        let params = &self.params;
+        if let Some(e) = self
+            .slots
+            .get_mut(i as usize)
+            .and_then(|s| s.entry.as_mut())
+        {
+            let p = &mut e.profile;
+            match ev {
+                Event::CallStarted {
+                    call_id,
+                    direction,
+                    peer,
+                    ts,
+                    ..
+                } => p.on_call_started(call_id, *direction, *peer, *ts, params),
+                Event::CallEnded(r) => p.on_call_ended(r, params),
+                Event::Registration(r) => p.on_registration(r, params),
+                Event::MediaStarted {
+                    local,
+                    remote,
+                    call_id,
+                    ts,
+                    ..
+                } => p.on_media_started(*local, *remote, call_id.as_deref(), *ts, params),
+                Event::MediaEnded(r) => p.on_media_ended(r, params),
+                Event::CallAnswered {
+                    call_id,
+                    direction,
+                    invited,
+                    ts,
+                    ..
+                } => p.on_call_answered(call_id, *direction, *invited, *ts, params),
+            }
+        }
+        self.mark_dirty(i);
+    }
+
+    fn ctx(&self, now: Timestamp) -> Ctx<'_> {
+        Ctx {
+            now,
+            cfg: &self.cfg,
+            params: &self.params,
+        }
+    }
+
+    /// Re-scores lines touched since the last call and returns those whose verdict, score (by
+    /// 0.05 or more), site or reasons changed. Also drops lines idle beyond `line_idle_secs`.
+    pub fn evaluate(&mut self, now: Timestamp) -> Vec<LineVerdict> {
+        self.last_eval = self.last_eval.max(now);
+        let idle_us = i64::from(self.cfg.line_idle_secs) * 1_000_000;
+        while let Some(e) = self
+            .slots
+            .get(self.tail as usize)
+            .and_then(|s| s.entry.as_ref())
+        {
+            if now.0.saturating_sub(e.profile.last_seen) <= idle_us {
+                break;
+            }
+            self.evict_tail(true);
+        }
+        // 1. Base scores of touched lines; site candidates follow them.
+        let dirty = std::mem::take(&mut self.dirty);
+        for &i in &dirty {
+            let Some(e) = self.slots.get(i as usize).and_then(|s| s.entry.as_ref()) else {
+                continue;
+            };
+            let c = self.ctx(now);
+            let sigs = signals(&e.profile, &c);
+            let (base, _) = combine(&sigs, &self.cfg);
+            let key = e.profile.top_peer().map(|x| (x.ip, rhythm(&e.profile, &c)));
+            let ip = e.ip;
+            match key {
+                Some(k) if base >= self.cfg.suspect_score => {
+                    self.candidates.insert(ip, k);
+                }
+                _ => {
+                    self.candidates.remove(&ip);
+                }
+            }
+            if let Some(e) = self
+                .slots
+                .get_mut(i as usize)
+                .and_then(|s| s.entry.as_mut())
+            {
+                e.state.base_score = base;
+            }
+        }
+        // 2. Sites from the candidates; members whose site changed are re-scored too.
+        let sites = self.sites();
+        let mut todo = dirty;
+        for (ip, (site, size)) in &sites {
+            if let Some(&i) = self.index.get(ip) {
+                if let Some(e) = self.slots.get(i as usize).and_then(|s| s.entry.as_ref()) {
+                    if e.state.site.as_deref() != Some(site.as_str()) || e.state.site_size != *size
+                    {
+                        todo.push(i);
+                    }
+                }
+            }
+        }
+        // Lines that left a site.
+        let left: Vec<u32> = self
+            .index
+            .iter()
+            .filter(|(ip, _)| !sites.contains_key(ip))
+            .filter_map(|(_, &i)| {
+                let e = self.slots.get(i as usize)?.entry.as_ref()?;
+                e.state.site.is_some().then_some(i)
+            })
+            .collect();
+        // (Only candidates can hold a site, so this scan is over a small set in practice; it
+        // is kept simple rather than indexed.)
+        todo.extend(left);
+        todo.sort_unstable();
+        todo.dedup();
+        let mut out = Vec::new();
+        for i in todo {
+            let site = self
+                .slots
+                .get(i as usize)
+                .and_then(|s| s.entry.as_ref())
+                .and_then(|e| sites.get(&e.ip).cloned());
+            if let Some(v) = self.rescore(i, now, site) {
+                out.push(v);
+            }
+        }
+        out
+    }
+
+    /// Groups candidates by peer, then by rhythm (each joins the first group whose first member
+    /// it is close to); groups of `site_min_lines` or more are sites.
+    fn sites(&self) -> BTreeMap<IpAddr, (String, usize)> {
+        let mut by_peer: BTreeMap<IpAddr, Vec<(Rhythm, Vec<IpAddr>)>> = BTreeMap::new();
+        for (ip, (peer, r)) in &self.candidates {
+            let groups = by_peer.entry(*peer).or_default();
+            match groups.iter_mut().find(|(anchor, _)| anchor.close(r)) {
+                Some((_, members)) => members.push(*ip),
+                None => groups.push((*r, vec![*ip])),
+            }
+        }
+        let mut out = BTreeMap::new();
+        for (peer, groups) in by_peer {
+            let mut k = 0;
+            for (_, members) in groups {
+                if members.len() < self.cfg.site_min_lines.max(2) {
+                    continue;
+                }
+                k += 1;
+                let name = if k == 1 {
+                    format!("site-{peer}")
+                } else {
+                    format!("site-{peer}-{k}")
+                };
+                for m in &members {
+                    out.insert(*m, (name.clone(), members.len()));
+                }
+            }
+        }
+        out
+    }
+
+    fn rescore(
+        &mut self,
+        i: u32,
+        now: Timestamp,
+        site: Option<(String, usize)>,
+    ) -> Option<LineVerdict> {
+        let e = self.slots.get(i as usize)?.entry.as_ref()?;
+        let c = self.ctx(now);
+        let mut sigs = signals(&e.profile, &c);
+        if let Some((name, size)) = &site {
+            let peer = e
+                .profile
+                .top_peer()
+                .map(|x| x.ip.to_string())
+                .unwrap_or_default();
+            sigs.push(Signal {
+                name: "site",
+                value: *size as f64,
+                strength: ramp(*size as f64, 1.0, 3.0),
+                detail: format!(
+                    "one of {size} lines in {name} taking traffic from {peer} with the same rhythm"
+                ),
+            });
+        }
+        let (score, level) = combine(&sigs, &self.cfg);
+        let long_us = i64::from(self.cfg.long_window_secs) * 1_000_000;
+        let mut reasons: Vec<Reason> = sigs
+            .into_iter()
+            .filter(|s| s.strength >= 0.05)
+            .map(|s| Reason {
+                signal: s.name.to_string(),
+                value: s.value,
+                strength: s.strength,
+                detail: s.detail,
+            })
+            .collect();
+        reasons.sort_by(|a, b| b.strength.total_cmp(&a.strength));
+        let prev = e.state.clone();
+        let mut st = prev.clone();
+        st.dirty = false;
+        st.updated = now;
+        st.base_score = prev.base_score;
+        st.site = site.as_ref().map(|s| s.0.clone());
+        st.site_size = site.as_ref().map_or(0, |s| s.1);
+        let mut level = level;
+        let mut score = score;
+        if level == VerdictLevel::Gateway {
+            st.gateway_seen = Some(now);
+            st.peak_score = st.peak_score.max(score);
+            if st.flagged_at.is_none() {
+                st.flagged_at = Some(now);
+            }
+        } else if let Some(seen) = st
+            .gateway_seen
+            .filter(|s| now.0.saturating_sub(s.0) <= long_us)
+        {
+            // A gateway stays a gateway for the long window after it last earned it.
+            reasons.push(Reason {
+                signal: "flagged_earlier".into(),
+                value: st.peak_score,
+                strength: 0.0,
+                detail: format!(
+                    "earned gateway (score {:.2}) until {}; current evidence scores {:.2}",
+                    st.peak_score, seen, score
+                ),
+            });
+            level = VerdictLevel::Gateway;
+            score = st.peak_score;
+        }
+        st.level = Some(level);
+        st.score = score;
+        st.reasons = reasons;
+        let changed = prev.level != st.level
+            || (prev.score - st.score).abs() >= 0.05
+            || prev.site != st.site
+            || signal_names(&prev.reasons) != signal_names(&st.reasons);
+        let e = self.slots.get_mut(i as usize)?.entry.as_mut()?;
+        e.state = st;
+        changed.then(|| verdict_of(e))
+    }
+
+    /// Every line with activity, flagged first (gateway, suspect, normal; then by score).
+    pub fn verdicts(&self) -> Vec<LineVerdict> {
+        let mut v: Vec<LineVerdict> = self
+            .slots
+            .iter()
+            .filter_map(|s| s.entry.as_ref())
+            .map(verdict_of)
+            .collect();
+        v.sort_by(|a, b| {
+            b.verdict
+                .cmp(&a.verdict)
+                .then(b.score.total_cmp(&a.score))
+                .then(a.line.cmp(&b.line))
+        });
+        v
+    }
+
+    /// Headline counters and profile figures of one line.
+    pub fn line_summary(&self, ip: IpAddr) -> Option<LineSummary> {
+        let &i = self.index.get(&ip)?;
+        let e = self.slots.get(i as usize)?.entry.as_ref()?;
+        let p = &e.profile;
+        let now = self.last_eval.max(Timestamp(p.last_seen));
+        let w = p.window(now, &self.params);
+        let l = p.long_window(now, &self.params);
+        Some(LineSummary {
+            line: ip,
+            first_seen: Timestamp(p.first_seen),
+            last_seen: Timestamp(p.last_seen),
+            first_call: p.first_call.map(Timestamp),
+            calls: p.calls_total + p.opaque_total,
+            calls_in: w.calls_in.into(),
+            calls_out: w.calls_out.into(),
+            calls_internal: w.calls_internal.into(),
+            calls_in_foreign: w.in_foreign.into(),
+            calls_last_short_window: p.short_window(now, &self.params).calls(),
+            calls_last_long_window: l.calls() + u32::from(l.opaque_flows),
+            answered_in: w.in_answered.into(),
+            ended_in: w.in_ended.into(),
+            taken_in: w.in_taken.into(),
+            taken_in_foreign: w.in_taken_foreign.into(),
+            taken_in_answered: w.in_taken_answered.into(),
+            answer_ratio_in: (w.in_ended > 0)
+                .then(|| f64::from(w.in_answered) / f64::from(w.in_ended)),
+            median_talk_secs: p.talk.quantile(0.5),
+            max_concurrent_calls: p.max_concurrent,
+            open_calls: p.open_sessions(),
+            distinct_called_estimate: p.distinct_called(now, &self.params).round(),
+            peers: p
+                .peers
+                .iter()
+                .flatten()
+                .map(|x| PeerSummary {
+                    peer: x.ip,
+                    domestic: x.domestic,
+                    calls_in: x.calls_in,
+                    taken_in: x.taken_in,
+                    calls_out: x.calls_out,
+                    opaque_flows: x.opaque_flows,
+                })
+                .collect(),
+            peers_seen: p.peers_seen,
+            accounts_registered: p.max_accounts_one_registrar(now),
+            registrations: p.registrations_total,
+            user_agents_seen: p.user_agents_seen,
+            fingerprint: p
+                .fingerprint
+                .as_ref()
+                .map(|f| format!("{}: {}", f.field.label(), f.value)),
+            codecs: p.codec_names().into_iter().map(String::from).collect(),
+            voice_flows_sip: w.sip_flows.into(),
+            voice_flows_opaque: p.opaque_total,
+            max_opaque_flows_one_peer: p.opaque_peak_same_peer,
+            other_flows: p.other_flows,
+            active_hours_utc: p.active_hours(),
+        })
+    }
+
+    /// Lines in LRU order, least recently used first (for saving).
+    fn entries_lru(&self) -> impl Iterator<Item = &LineEntry> {
+        let mut i = self.tail;
+        std::iter::from_fn(move || {
+            let s = self.slots.get(i as usize)?;
+            i = s.prev;
+            s.entry.as_ref()
+        })
+    }
+}
+
+fn signal_names(r: &[Reason]) -> Vec<&str> {
+    let mut v: Vec<&str> = r.iter().map(|x| x.signal.as_str()).collect();
+    v.sort_unstable();
+    v
+}
+
+fn verdict_of(e: &LineEntry) -> LineVerdict {
+    LineVerdict {
+        line: e.ip,
+        verdict: e.state.level.unwrap_or(VerdictLevel::Normal),
+        score: e.state.score,
+        flagged_at: e.state.flagged_at,
+        site: e.state.site.clone(),
+        reasons: e.state.reasons.clone(),
+        updated: e.state.updated,
+        calls: e.profile.calls_total + e.profile.opaque_total,
+        max_concurrent_calls: e.profile.max_concurrent,
+    }
+}
+
+/// Saved form of the table (profiles in LRU order, oldest first, and the counters). The
+/// configuration is not saved: a restored table takes the running one via `reconfigure`.
+#[derive(Serialize)]
+struct SavedRef<'a> {
+    version: u32,
+    last_eval: Timestamp,
+    evictions: u64,
+    idle_evictions: u64,
+    lines: LinesRef<'a>,
+}
+
+struct LinesRef<'a>(&'a LineTable);
+
+impl Serialize for LinesRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.entries_lru())
+    }
+}
+
+#[derive(Deserialize)]
+struct SavedOwned {
+    version: u32,
+    last_eval: Timestamp,
+    evictions: u64,
+    idle_evictions: u64,
+    lines: Vec<LineEntry>,
+}
+
+impl Serialize for LineTable {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        SavedRef {
+            version: 1,
+            last_eval: self.last_eval,
+            evictions: self.evictions,
+            idle_evictions: self.idle_evictions,
+            lines: LinesRef(self),
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for LineTable {
+    /// Restores with the default configuration; call `reconfigure` with the running one.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let saved = SavedOwned::deserialize(d)?;
+        if saved.version != 1 {
+            return Err(serde::de::Error::custom(format!(
+                "unknown line table version {}",
+                saved.version
+            )));
+        }
+        let mut t = LineTable::new(&DetectionConfig::default(), &NetworkConfig::default());
+        t.last_eval = saved.last_eval;
+        t.evictions = saved.evictions;
+        t.idle_evictions = saved.idle_evictions;
+        for mut e in saved.lines {
+            if t.index.contains_key(&e.ip) {
+                continue;
+            }
+            while t.index.len() >= t.cfg.max_lines.max(1) {
+                t.evict_tail(false);
+            }
+            e.state.dirty = false;
+            let ip = e.ip;
+            t.slots.push(Slot {
+                entry: Some(e),
+                prev: NIL,
+                next: NIL,
+            });
+            let i = (t.slots.len() - 1) as u32;
+            t.index.insert(ip, i);
+            t.push_front(i);
+            t.mark_dirty(i);
+        }
+        Ok(t)
+    }
+}

@@ -1,0 +1,534 @@
+use super::synth::{self, at, Builder, CallSpec, GatewaySpec};
+use super::*;
+use crate::config::NetworkConfig;
+use crate::lines::{Profile, ProfileParams};
+use crate::model::{Direction, Event, LineVerdict, Outcome, Timestamp, VerdictLevel};
+use std::net::{IpAddr, SocketAddr};
+
+fn net() -> NetworkConfig {
+    NetworkConfig {
+        domestic: vec![synth::DOMESTIC.parse().unwrap()],
+        ..Default::default()
+    }
+}
+fn cfg() -> DetectionConfig {
+    DetectionConfig::default()
+}
+fn line() -> IpAddr {
+    "10.9.0.1".parse().unwrap()
+}
+fn peer(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+/// Profile of `events` for `line()`, and the time of the last event.
+fn profile(events: &[Event], params: &ProfileParams) -> (Profile, Timestamp) {
+    let mut t = LineTable::new(&cfg(), &net());
+    t.params = params.clone();
+    for e in events {
+        t.on_event(e);
+    }
+    let i = *t.index.get(&line()).unwrap();
+    let p = t.slots[i as usize].entry.as_ref().unwrap().profile.clone();
+    let now = Timestamp(p.last_seen);
+    (p, now)
+}
+
+fn sig(f: fn(&Profile, &Ctx) -> Signal, events: &[Event]) -> Signal {
+    let c = cfg();
+    let params = c.profile_params(&net());
+    let (p, now) = profile(events, &params);
+    f(
+        &p,
+        &Ctx {
+            now,
+            cfg: &c,
+            params: &params,
+        },
+    )
+}
+
+/// `n` sequential calls, one every `every` seconds, with the given shape.
+fn calls(
+    n: usize,
+    every: f64,
+    dir: Direction,
+    from_peer: &str,
+    to: impl Fn(usize) -> String,
+    talk: impl Fn(usize) -> Option<f64>,
+) -> Vec<Event> {
+    let mut b = Builder::new(line(), 1);
+    for i in 0..n {
+        let spec = CallSpec {
+            direction: dir,
+            peer: peer(from_peer),
+            from: "+442071234567".into(),
+            to: to(i),
+            start: i as f64 * every,
+            ring: 5.0,
+            talk: talk(i),
+            fail: Outcome::NoAnswer,
+            codec: "PCMA",
+            media: false,
+            // Unanswered calls still had the line's early media: calls it took part in.
+            early_media: true,
+        };
+        b.call(&spec);
+    }
+    b.finish()
+}
+
+#[test]
+fn ramp_edges() {
+    assert_eq!(ramp(0.0, 1.0, 2.0), 0.0);
+    assert_eq!(ramp(1.5, 1.0, 2.0), 0.5);
+    assert_eq!(ramp(9.0, 1.0, 2.0), 1.0);
+    assert_eq!(ramp(2.0, 2.0, 2.0), 1.0);
+}
+
+#[test]
+fn foreign_inbound_needs_foreign_peer_and_volume() {
+    let own = |_| "+31205551234".to_string();
+    let s = sig(
+        foreign_inbound,
+        &calls(10, 60.0, Direction::Inbound, synth::SOFTSWITCH, own, |_| {
+            Some(30.0)
+        }),
+    );
+    assert!(s.strength > 0.9, "{s:?}");
+    assert!(s.detail.contains("203.0.113.10 (foreign)"), "{}", s.detail);
+    let s = sig(
+        foreign_inbound,
+        &calls(10, 60.0, Direction::Inbound, synth::PROVIDER, own, |_| {
+            Some(30.0)
+        }),
+    );
+    assert_eq!(s.strength, 0.0);
+    let s = sig(
+        foreign_inbound,
+        &calls(2, 60.0, Direction::Inbound, synth::SOFTSWITCH, own, |_| {
+            Some(30.0)
+        }),
+    );
+    assert_eq!(s.strength, 0.0, "two calls are not a pattern");
+    let s = sig(
+        foreign_inbound,
+        &calls(
+            10,
+            60.0,
+            Direction::Outbound,
+            synth::SOFTSWITCH,
+            own,
+            |_| Some(30.0),
+        ),
+    );
+    assert_eq!(
+        s.strength, 0.0,
+        "outbound calls abroad are not pushed traffic"
+    );
+}
+
+#[test]
+fn distinct_called_spots_many_numbers_but_not_own_number_or_did_block() {
+    let mobiles = |i: usize| format!("+86138{:08}", 1000 + i * 7919);
+    let s = sig(
+        distinct_called,
+        &calls(
+            16,
+            30.0,
+            Direction::Inbound,
+            synth::SOFTSWITCH,
+            mobiles,
+            |_| None,
+        ),
+    );
+    assert!(s.strength > 0.9 && s.value > 0.9, "{s:?}");
+    let s = sig(
+        distinct_called,
+        &calls(
+            16,
+            30.0,
+            Direction::Inbound,
+            synth::SOFTSWITCH,
+            |_| "+31205551234".into(),
+            |_| None,
+        ),
+    );
+    assert_eq!(s.strength, 0.0);
+    assert!(s.value < 0.1);
+    let did = |i: usize| format!("+312055501{:02}", i * 3);
+    let s = sig(
+        distinct_called,
+        &calls(16, 30.0, Direction::Inbound, synth::PROVIDER, did, |_| None),
+    );
+    assert_eq!(s.strength, 0.0, "{s:?}");
+    assert!(s.detail.contains("DID block"), "{}", s.detail);
+    assert!(s.value > 0.9, "many numbers, but one block");
+}
+
+#[test]
+fn concurrency_ceiling_pinned_vs_varying() {
+    // 8 channels kept busy for 10 minutes, 2 s re-seize.
+    let g = GatewaySpec {
+        channels: 8,
+        asr: 1.0,
+        talk: (50.0, 70.0),
+        gap: (1.0, 3.0),
+        ..Default::default()
+    };
+    let s = sig(
+        concurrency_ceiling,
+        &synth::gateway(line(), 3, 0.0, 600.0, &g),
+    );
+    assert_eq!(s.value, 8.0, "{s:?}");
+    assert!(s.strength > 0.7, "{s:?}");
+    // Poisson arrivals of long calls do not sit at one level.
+    let s = sig(
+        concurrency_ceiling,
+        &synth::office_pbx(line(), 3, 0.0, 3600.0),
+    );
+    assert!(s.strength < 0.2, "{s:?}");
+    // The same pinned pattern outbound (a dialer) is not pushed traffic.
+    let s = sig(concurrency_ceiling, &synth::dialer(line(), 3, 0.0, 1200.0));
+    assert_eq!(s.strength, 0.0, "{s:?}");
+}
+
+#[test]
+fn machine_rhythm_short_failed_calls_vs_conversations() {
+    let s = sig(
+        machine_rhythm,
+        &calls(
+            12,
+            40.0,
+            Direction::Inbound,
+            synth::SOFTSWITCH,
+            |_| "1".into(),
+            |i| (i % 3 == 0).then_some(35.0),
+        ),
+    );
+    assert!(s.strength > 0.8, "{s:?}");
+    assert!(s.detail.contains("ASR 33 %"), "{}", s.detail);
+    let s = sig(
+        machine_rhythm,
+        &calls(
+            12,
+            600.0,
+            Direction::Inbound,
+            synth::SOFTSWITCH,
+            |_| "1".into(),
+            |_| Some(420.0),
+        ),
+    );
+    assert!(s.strength < 0.05, "{s:?}");
+    // Opaque flows: short ones are call-like.
+    let mut b = Builder::new(line(), 2);
+    for i in 0..10 {
+        b.flow(peer("203.0.113.10:40000"), f64::from(i) * 70.0, 45.0, true);
+    }
+    let s = sig(machine_rhythm, &b.finish());
+    assert!(
+        s.strength > 0.9 && s.detail.contains("without readable SIP"),
+        "{s:?}"
+    );
+}
+
+#[test]
+fn gap_regularity_short_regular_vs_sparse() {
+    // One channel: call, 3 s pause, next call.
+    let ev = calls(
+        15,
+        48.0,
+        Direction::Inbound,
+        synth::SOFTSWITCH,
+        |_| "1".into(),
+        |_| Some(40.0),
+    );
+    let s = sig(gap_regularity, &ev);
+    assert!(s.strength > 0.9, "{s:?}");
+    assert!(s.value < 0.2, "{s:?}");
+    let ev = calls(
+        15,
+        1800.0,
+        Direction::Inbound,
+        synth::SOFTSWITCH,
+        |_| "1".into(),
+        |_| Some(40.0),
+    );
+    assert_eq!(sig(gap_regularity, &ev).strength, 0.0);
+}
+
+#[test]
+fn registrations_many_accounts_to_one_registrar() {
+    let mut b = Builder::new(line(), 1);
+    for i in 0..8 {
+        b.register(
+            &format!("sim{i}@sw"),
+            peer(synth::SOFTSWITCH),
+            f64::from(i),
+            60,
+        );
+    }
+    let s = sig(registrations, &b.finish());
+    assert_eq!(s.value, 8.0);
+    assert_eq!(s.strength, 1.0);
+    assert!(
+        s.detail.contains("to 203.0.113.10:5060") && s.detail.contains("Expires 60"),
+        "{}",
+        s.detail
+    );
+    let mut b = Builder::new(line(), 1);
+    b.register("me@provider", peer(synth::PROVIDER), 0.0, 3600);
+    b.register("me@provider", peer(synth::PROVIDER), 1800.0, 3600);
+    assert_eq!(sig(registrations, &b.finish()).strength, 0.0);
+}
+
+#[test]
+fn fingerprint_matches_gateway_agents_only() {
+    let mut b = Builder::new(line(), 1);
+    b.user_agent = Some("dble GoIP-16".into());
+    let spec = CallSpec {
+        direction: Direction::Inbound,
+        peer: peer(synth::SOFTSWITCH),
+        from: "1".into(),
+        to: "2".into(),
+        start: 0.0,
+        ring: 3.0,
+        talk: Some(20.0),
+        fail: Outcome::Busy,
+        codec: "G729",
+        media: false,
+        early_media: false,
+    };
+    b.call(&spec);
+    let s = sig(fingerprint, &b.finish());
+    assert!(s.strength > 0.9, "{s:?}");
+    assert!(
+        s.detail.contains("User-Agent \"dble GoIP-16\""),
+        "{}",
+        s.detail
+    );
+    let mut b = Builder::new(line(), 1);
+    b.user_agent = Some("Asterisk PBX 18".into());
+    b.call(&spec);
+    assert_eq!(sig(fingerprint, &b.finish()).strength, 0.0);
+}
+
+#[test]
+fn opaque_media_many_flows_to_one_peer_vs_app_calls() {
+    let g = GatewaySpec {
+        opaque: true,
+        ..Default::default()
+    };
+    let s = sig(opaque_media, &synth::gateway(line(), 5, 0.0, 600.0, &g));
+    assert!(s.value >= 4.0 && s.strength > 0.9, "{s:?}");
+    let s = sig(opaque_media, &synth::app_calls(line(), 5, 0.0, 7200.0));
+    assert!(s.value <= 3.0 && s.strength <= 0.5, "{s:?}");
+}
+
+#[test]
+fn one_signal_alone_is_never_a_gateway() {
+    let c = cfg();
+    let one = vec![Signal {
+        name: "opaque_media",
+        value: 9.0,
+        strength: 1.0,
+        detail: String::new(),
+    }];
+    let (score, level) = combine(&one, &c);
+    assert!((score - c.weights.opaque_media).abs() < 1e-9);
+    assert!(level < VerdictLevel::Gateway);
+    let mut two = one.clone();
+    two.push(Signal {
+        name: "machine_rhythm",
+        value: 40.0,
+        strength: 1.0,
+        detail: String::new(),
+    });
+    assert_eq!(combine(&two, &c).1, VerdictLevel::Gateway);
+}
+
+fn feed(t: &mut LineTable, ev: &[Event]) {
+    for e in ev {
+        t.on_event(e);
+    }
+}
+
+#[test]
+fn lru_evicts_least_recent_line_and_counts() {
+    let c = DetectionConfig {
+        max_lines: 2,
+        ..cfg()
+    };
+    let mut t = LineTable::new(&c, &net());
+    for (k, ip) in ["10.0.0.1", "10.0.0.2", "10.0.0.1", "10.0.0.3"]
+        .iter()
+        .enumerate()
+    {
+        let mut b = Builder::new(ip.parse().unwrap(), 1);
+        b.register("a@b", peer(synth::PROVIDER), k as f64, 3600);
+        feed(&mut t, &b.finish());
+    }
+    assert_eq!(t.len(), 2);
+    assert_eq!(t.evictions(), 1);
+    assert!(
+        t.line_summary("10.0.0.2".parse().unwrap()).is_none(),
+        "10.0.0.2 was least recent"
+    );
+    assert!(t.line_summary("10.0.0.1".parse().unwrap()).is_some());
+}
+
+#[test]
+fn idle_lines_are_dropped() {
+    let c = DetectionConfig {
+        line_idle_secs: 3600,
+        ..cfg()
+    };
+    let mut t = LineTable::new(&c, &net());
+    feed(&mut t, &synth::household(line(), 1, 0.0, 600.0));
+    assert_eq!(t.len(), 1);
+    t.evaluate(at(600.0 + 7200.0));
+    assert_eq!(t.len(), 0);
+    assert_eq!(t.counters().get("lines_idle_removed"), 1);
+}
+
+#[test]
+fn evaluate_reports_changes_only_and_flags_once() {
+    let mut t = LineTable::new(&cfg(), &net());
+    let ev = synth::gateway(line(), 1, 0.0, 600.0, &GatewaySpec::default());
+    feed(&mut t, &ev);
+    let first = t.evaluate(at(600.0));
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].verdict, VerdictLevel::Gateway);
+    let flagged = first[0].flagged_at;
+    assert!(
+        t.evaluate(at(605.0)).is_empty(),
+        "nothing touched, nothing reported"
+    );
+    feed(
+        &mut t,
+        &synth::gateway(line(), 2, 600.0, 60.0, &GatewaySpec::default()),
+    );
+    let again = t.evaluate(at(700.0));
+    assert!(again.iter().all(|v| v.flagged_at == flagged));
+    assert_eq!(t.verdicts()[0].flagged_at, flagged);
+}
+
+#[test]
+fn gateway_verdict_holds_through_a_quiet_shift() {
+    let mut t = LineTable::new(&cfg(), &net());
+    feed(
+        &mut t,
+        &synth::gateway(line(), 1, 0.0, 600.0, &GatewaySpec::default()),
+    );
+    t.evaluate(at(600.0));
+    // Two hours later one household-like call touches the line.
+    let mut b = Builder::new(line(), 9);
+    b.register("x@y", peer(synth::PROVIDER), 8000.0, 3600);
+    feed(&mut t, &b.finish());
+    t.evaluate(at(8000.0));
+    let v = &t.verdicts()[0];
+    assert_eq!(v.verdict, VerdictLevel::Gateway);
+    assert!(
+        v.reasons.iter().any(|r| r.signal == "flagged_earlier"),
+        "{v:?}"
+    );
+}
+
+#[test]
+fn site_groups_lines_sharing_softswitch_and_rhythm() {
+    let mut t = LineTable::new(&cfg(), &net());
+    let g = GatewaySpec {
+        channels: 4,
+        ..Default::default()
+    };
+    for (k, ip) in ["10.3.0.1", "10.3.0.2", "10.3.0.3"].iter().enumerate() {
+        feed(
+            &mut t,
+            &synth::gateway(ip.parse().unwrap(), k as u64, 0.0, 900.0, &g),
+        );
+    }
+    feed(
+        &mut t,
+        &synth::household("10.3.0.9".parse().unwrap(), 1, 0.0, 900.0),
+    );
+    t.evaluate(at(900.0));
+    let v = t.verdicts();
+    let sites: Vec<_> = v.iter().filter_map(|x| x.site.clone()).collect();
+    assert_eq!(sites.len(), 3, "{v:?}");
+    assert!(sites.iter().all(|s| s == "site-203.0.113.10"));
+    let r = v[0]
+        .reasons
+        .iter()
+        .find(|r| r.signal == "site")
+        .expect("site reason");
+    assert!(r.detail.contains("one of 3 lines"), "{}", r.detail);
+    assert!(v
+        .iter()
+        .find(|x| x.line == "10.3.0.9".parse::<IpAddr>().unwrap())
+        .unwrap()
+        .site
+        .is_none());
+}
+
+#[test]
+fn table_round_trips_through_serde() {
+    let mut t = LineTable::new(&cfg(), &net());
+    feed(
+        &mut t,
+        &synth::gateway(line(), 1, 0.0, 600.0, &GatewaySpec::default()),
+    );
+    feed(
+        &mut t,
+        &synth::household("10.9.0.2".parse().unwrap(), 1, 0.0, 600.0),
+    );
+    t.evaluate(at(600.0));
+    let json = serde_json::to_string(&t).unwrap();
+    let mut back: LineTable = serde_json::from_str(&json).unwrap();
+    back.reconfigure(&cfg(), &net());
+    assert_eq!(back.len(), 2);
+    let same = |a: &[LineVerdict], b: &[LineVerdict]| {
+        a.len() == b.len()
+            && a.iter().zip(b).all(|(x, y)| {
+                x.line == y.line
+                    && x.verdict == y.verdict
+                    && (x.score - y.score).abs() < 1e-9
+                    && x.flagged_at == y.flagged_at
+                    && x.reasons.len() == y.reasons.len()
+                    && x.calls == y.calls
+            })
+    };
+    assert!(same(&back.verdicts(), &t.verdicts()));
+    let (a, b) = (
+        back.line_summary(line()).unwrap(),
+        t.line_summary(line()).unwrap(),
+    );
+    assert_eq!(
+        (a.calls, a.max_concurrent_calls, a.calls_in),
+        (b.calls, b.max_concurrent_calls, b.calls_in)
+    );
+    // Re-evaluating the restored table reproduces the same verdicts.
+    back.evaluate(at(600.0));
+    let (a, b) = (back.verdicts(), t.verdicts());
+    assert_eq!(a[0].verdict, b[0].verdict);
+    assert!((a[0].score - b[0].score).abs() < 1e-9);
+    assert!(serde_json::from_str::<LineTable>("{\"version\":9,\"last_eval\":\"2026-01-01T00:00:00Z\",\"evictions\":0,\"idle_evictions\":0,\"lines\":[]}").is_err());
+}
+
+#[test]
+fn config_defaults_validate_and_reject_nonsense() {
+    assert!(cfg().validate().is_ok());
+    let bad = DetectionConfig {
+        gateway_score: 0.3,
+        ..cfg()
+    };
+    assert_eq!(bad.validate().unwrap_err().key, "gateway_score");
+    let mut bad = cfg();
+    bad.weights.site = 1.5;
+    assert_eq!(bad.validate().unwrap_err().key, "weights.site");
+    let parsed: DetectionConfig =
+        toml::from_str("gateway_score = 0.8\n[weights]\nsite = 0.1\n").unwrap();
+    assert_eq!(parsed.gateway_score, 0.8);
+    assert_eq!(parsed.weights.site, 0.1);
+    assert_eq!(parsed.weights.opaque_media, Weights::default().opaque_media);
+    assert!(toml::from_str::<DetectionConfig>("bogus = 1\n").is_err());
+}
