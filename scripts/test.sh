@@ -6,4 +6,5 @@ bash scripts/setup.sh
 # Gates: formatting and lints fail the run before any test does.
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc -p simboxd-core --no-deps --quiet
 cargo test --all-targets "$@"

@@ -196,13 +196,10 @@ pub fn shard_for(link: LinkType, data: &[u8], home: &NetworkConfig, workers: usi
     if workers <= 1 {
         return 0;
     }
-    let Some((a, b)) = ip_pair(link, data) else {
+    // The engine's own decoder peels tags and tunnels and applies the engine's rule for the
+    // line end: a line's SIP, RTP and tunnelled traffic all land on one worker.
+    let Some(key) = simboxd_core::decode::line_key(link, data, home) else {
         return 0;
-    };
-    let key = match (home.is_home(a), home.is_home(b)) {
-        (true, false) => a,
-        (false, true) => b,
-        _ => a.min(b),
     };
     let h = match key {
         IpAddr::V4(v) => u64::from(u32::from(v)),
@@ -214,47 +211,6 @@ pub fn shard_for(link: LinkType, data: &[u8], home: &NetworkConfig, workers: usi
     // Fibonacci hashing spreads consecutive subscriber addresses.
     let mixed = h.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
     (mixed % workers as u64) as usize
-}
-
-/// Outer source and destination addresses, after the link header and any VLAN tags.
-fn ip_pair(link: LinkType, data: &[u8]) -> Option<(IpAddr, IpAddr)> {
-    let be16 =
-        |i: usize| -> Option<u16> { Some(u16::from_be_bytes([*data.get(i)?, *data.get(i + 1)?])) };
-    let ip_at = match link {
-        LinkType::ETHERNET => {
-            let mut off = 12;
-            let mut ethertype = be16(off)?;
-            let mut tags = 0;
-            while matches!(ethertype, 0x8100 | 0x88a8 | 0x9100) && tags < 4 {
-                off += 4;
-                tags += 1;
-                ethertype = be16(off)?;
-            }
-            match ethertype {
-                0x0800 | 0x86dd => off + 2,
-                _ => return None,
-            }
-        }
-        LinkType::LINUX_SLL => 16,
-        LinkType::LINUX_SLL2 => 20,
-        LinkType::NULL | LinkType::LOOP => 4,
-        LinkType::RAW | LinkType::IPV4 | LinkType::IPV6 => 0,
-        _ => return None,
-    };
-    let ip = data.get(ip_at..)?;
-    match ip.first()? >> 4 {
-        4 => {
-            let s: [u8; 4] = ip.get(12..16)?.try_into().ok()?;
-            let d: [u8; 4] = ip.get(16..20)?.try_into().ok()?;
-            Some((IpAddr::from(s), IpAddr::from(d)))
-        }
-        6 => {
-            let s: [u8; 16] = ip.get(8..24)?.try_into().ok()?;
-            let d: [u8; 16] = ip.get(24..40)?.try_into().ok()?;
-            Some((IpAddr::from(s), IpAddr::from(d)))
-        }
-        _ => None,
-    }
 }
 
 /// Batches packets per worker and hands full (or stale) batches over. A live dispatcher never

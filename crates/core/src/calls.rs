@@ -578,14 +578,10 @@ impl Tracker {
         src: SocketAddr,
         dst: SocketAddr,
     ) -> (Option<IpAddr>, Direction, Option<SocketAddr>) {
-        match (
-            self.network.is_home(src.ip()),
-            self.network.is_home(dst.ip()),
-        ) {
-            (false, true) => (Some(dst.ip()), Direction::Inbound, Some(src)),
-            (true, false) => (Some(src.ip()), Direction::Outbound, Some(dst)),
-            (true, true) => (Some(src.ip()), Direction::Internal, Some(dst)),
-            (false, false) => (None, Direction::Transit, None),
+        match self.network.line_end(src.ip(), dst.ip()) {
+            Some(e) if e.direction == Direction::Inbound => (Some(e.line), e.direction, Some(src)),
+            Some(e) => (Some(e.line), e.direction, Some(dst)),
+            None => (None, Direction::Transit, None),
         }
     }
 
@@ -1029,13 +1025,10 @@ impl Tracker {
             },
             None => String::new(),
         };
-        let line = if self.network.is_home(d.src.ip()) {
-            Some(d.src.ip())
-        } else if self.network.is_home(d.dst.ip()) {
-            Some(d.dst.ip())
-        } else {
-            None
-        };
+        let line = self
+            .network
+            .line_end(d.src.ip(), d.dst.ip())
+            .map(|e| e.line);
         let p = PendingReg {
             account,
             registrar: d.dst,

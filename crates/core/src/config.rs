@@ -84,9 +84,41 @@ impl Default for NetworkConfig {
     }
 }
 
+/// Which end of a packet, flow or call is the subscriber line, and the direction that makes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LineEnd {
+    pub line: std::net::IpAddr,
+    /// `Inbound` (the line receives), `Outbound` (the line sends to outside the home networks)
+    /// or `Internal` (both ends are lines; the sender is taken).
+    pub direction: crate::model::Direction,
+}
+
 impl NetworkConfig {
     pub fn is_home(&self, ip: std::net::IpAddr) -> bool {
         self.home.iter().any(|n| n.contains(&ip))
+    }
+
+    /// The one rule for which end is the line, used by calls, registrations, media and the
+    /// daemon's sharding: the home end; of two home ends, the sender `src`; none when neither
+    /// end is home (transit). Callers that need the same answer for both directions of a flow
+    /// (media, sharding) pass the two ends in a fixed order (lower address first).
+    pub fn line_end(&self, src: std::net::IpAddr, dst: std::net::IpAddr) -> Option<LineEnd> {
+        use crate::model::Direction;
+        match (self.is_home(src), self.is_home(dst)) {
+            (true, false) => Some(LineEnd {
+                line: src,
+                direction: Direction::Outbound,
+            }),
+            (false, true) => Some(LineEnd {
+                line: dst,
+                direction: Direction::Inbound,
+            }),
+            (true, true) => Some(LineEnd {
+                line: src,
+                direction: Direction::Internal,
+            }),
+            (false, false) => None,
+        }
     }
     pub fn is_domestic(&self, ip: std::net::IpAddr) -> bool {
         self.is_home(ip)

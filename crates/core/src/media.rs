@@ -457,19 +457,12 @@ impl MediaTable {
     }
 
     fn orient(&self, a: SocketAddr, b: SocketAddr) -> (SocketAddr, SocketAddr, Option<IpAddr>) {
-        let ha = self.network.is_home(a.ip());
-        let hb = self.network.is_home(b.ip());
-        match (ha, hb) {
-            (true, false) => (a, b, Some(a.ip())),
-            (false, true) => (b, a, Some(b.ip())),
-            (true, true) => {
-                let (l, r) = if a <= b { (a, b) } else { (b, a) };
-                (l, r, Some(l.ip()))
-            }
-            (false, false) => {
-                let (l, r) = if a <= b { (a, b) } else { (b, a) };
-                (l, r, None)
-            }
+        // Both directions of a flow must agree: the lower end goes first.
+        let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+        match self.network.line_end(lo.ip(), hi.ip()) {
+            Some(e) if e.line == hi.ip() && e.line != lo.ip() => (hi, lo, Some(e.line)),
+            Some(e) => (lo, hi, Some(e.line)),
+            None => (lo, hi, None),
         }
     }
 

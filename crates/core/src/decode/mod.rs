@@ -23,8 +23,10 @@
 
 mod frag;
 mod link;
+mod peek;
 mod tcp;
 
+pub use peek::line_key;
 pub use tcp::starts_like_sip;
 
 use crate::config::LimitsConfig;

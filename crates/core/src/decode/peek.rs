@@ -1,0 +1,155 @@
+//! The line a frame belongs to, without state: the decoder's own link-layer, tag and tunnel
+//! peeling (`link`), then the engine's one rule for the line end
+//! ([`NetworkConfig::line_end`]) on the innermost IP header, with the two ends in a fixed order
+//! so both directions of a flow get the same key. The daemon shards packets on it, so a line's
+//! SIP, RTP and tunnelled traffic reach one worker whatever the encapsulation (VLAN, QinQ,
+//! MPLS, PPPoE, GRE/ERSPAN, VXLAN, GTP-U, IP-in-IP).
+//!
+//! Contract: no allocation, no panics, bounded work (at most `MAX_LAYERS` headers).
+
+use super::link::{self, Gtp, Layer};
+use super::{GTPU_PORT, VXLAN_PORT};
+use crate::config::NetworkConfig;
+use crate::model::LinkType;
+use std::net::IpAddr;
+
+const MAX_LAYERS: usize = 16;
+
+/// The IP header's addresses, protocol and payload (`None` payload for a non-first fragment).
+fn ip_header(d: &[u8]) -> Option<(IpAddr, IpAddr, u8, Option<&[u8]>)> {
+    match d.first()? >> 4 {
+        4 => {
+            let ihl = usize::from(d.first()? & 0x0f) * 4;
+            let s: [u8; 4] = d.get(12..16)?.try_into().ok()?;
+            let t: [u8; 4] = d.get(16..20)?.try_into().ok()?;
+            let proto = *d.get(9)?;
+            let frag = u16::from_be_bytes([*d.get(6)?, *d.get(7)?]) & 0x1fff;
+            let payload = (frag == 0).then(|| d.get(ihl..)).flatten();
+            Some((IpAddr::from(s), IpAddr::from(t), proto, payload))
+        }
+        6 => {
+            let s: [u8; 16] = d.get(8..24)?.try_into().ok()?;
+            let t: [u8; 16] = d.get(24..40)?.try_into().ok()?;
+            // Extension headers are not walked here: tunnels behind them are keyed by the outer
+            // addresses (rare on taps).
+            Some((IpAddr::from(s), IpAddr::from(t), *d.get(6)?, d.get(40..)))
+        }
+        _ => None,
+    }
+}
+
+/// The line of a frame, or, when neither end is a line, the lower address (any stable key);
+/// `None` for frames without IP.
+pub fn line_key(link_type: LinkType, data: &[u8], net: &NetworkConfig) -> Option<IpAddr> {
+    let mut layer = link::link(link_type, data);
+    for _ in 0..MAX_LAYERS {
+        layer = match layer {
+            Layer::Ether(d) => link::ethernet(d),
+            Layer::EtherType(t, d) => link::ethertype(t, d),
+            Layer::Ppp(d) => link::ppp(d),
+            Layer::Ip(d) => {
+                let (a, b, proto, payload) = ip_header(d)?;
+                let (lo, hi) = (a.min(b), a.max(b));
+                let key = net.line_end(lo, hi).map_or(lo, |e| e.line);
+                let Some(p) = payload else {
+                    return Some(key);
+                };
+                match proto {
+                    4 | 41 => Layer::Ip(p),
+                    47 => link::gre(p),
+                    17 => {
+                        let dport = u16::from_be_bytes([*p.get(2)?, *p.get(3)?]);
+                        let body = p.get(8..).unwrap_or(&[]);
+                        match (dport, link::vxlan(body), link::gtpu(body)) {
+                            (VXLAN_PORT, Some(inner), _) => Layer::Ether(inner),
+                            (GTPU_PORT, _, Gtp::Inner(ip)) => Layer::Ip(ip),
+                            _ => return Some(key),
+                        }
+                    }
+                    _ => return Some(key),
+                }
+            }
+            Layer::Other(_) | Layer::Bad(_) => return None,
+        };
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use etherparse::PacketBuilder;
+
+    fn net() -> NetworkConfig {
+        NetworkConfig {
+            home: vec!["100.64.0.0/10".parse().unwrap()],
+            ..Default::default()
+        }
+    }
+
+    fn udp(src: [u8; 4], dst: [u8; 4], dport: u16, payload: &[u8]) -> Vec<u8> {
+        let mut v = Vec::new();
+        PacketBuilder::ipv4(src, dst, 64)
+            .udp(5060, dport)
+            .write(&mut v, payload)
+            .unwrap();
+        v
+    }
+
+    fn ether(ethertype: u16, tags: &[[u8; 4]], body: &[u8]) -> Vec<u8> {
+        let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2];
+        for t in tags {
+            f.extend_from_slice(t);
+        }
+        f.extend_from_slice(&ethertype.to_be_bytes());
+        f.extend_from_slice(body);
+        f
+    }
+
+    const LINE: [u8; 4] = [100, 64, 0, 7];
+    const PEER: [u8; 4] = [203, 0, 113, 5];
+
+    #[test]
+    fn both_directions_and_every_encapsulation_give_the_line() {
+        let line = Some(IpAddr::from(LINE));
+        let n = net();
+        let out = udp(LINE, PEER, 5060, b"x");
+        let back = udp(PEER, LINE, 5060, b"x");
+        assert_eq!(line_key(LinkType::RAW, &out, &n), line);
+        assert_eq!(line_key(LinkType::RAW, &back, &n), line);
+        // QinQ-tagged Ethernet.
+        let qinq = ether(0x0800, &[[0x88, 0xa8, 0, 10], [0x81, 0, 0, 20]], &back);
+        assert_eq!(line_key(LinkType::ETHERNET, &qinq, &n), line);
+        // MPLS (two labels, bottom of stack on the second).
+        let mut mpls = vec![0, 0x10, 0x00, 0x40, 0, 0x20, 0x01, 0x40];
+        mpls.extend_from_slice(&back);
+        let f = ether(0x8847, &[], &mpls);
+        assert_eq!(line_key(LinkType::ETHERNET, &f, &n), line);
+        // PPPoE session with PPP protocol IPv4.
+        let mut pppoe = vec![0x11, 0x00, 0x00, 0x01];
+        pppoe.extend_from_slice(&((back.len() + 2) as u16).to_be_bytes());
+        pppoe.extend_from_slice(&[0x00, 0x21]);
+        pppoe.extend_from_slice(&back);
+        let f = ether(0x8864, &[], &pppoe);
+        assert_eq!(line_key(LinkType::ETHERNET, &f, &n), line);
+        // VXLAN between two collector addresses that are themselves in the home range: the
+        // inner packet decides, not the outer addresses.
+        let mut vx = vec![0x08, 0, 0, 0, 0, 0, 0x2a, 0];
+        vx.extend_from_slice(&ether(0x0800, &[], &back));
+        let outer = udp([100, 64, 9, 1], [100, 64, 9, 2], VXLAN_PORT, &vx);
+        assert_eq!(line_key(LinkType::RAW, &outer, &n), line);
+    }
+
+    #[test]
+    fn garbage_and_non_ip_frames_have_no_key() {
+        let n = net();
+        assert_eq!(line_key(LinkType::ETHERNET, &[], &n), None);
+        assert_eq!(line_key(LinkType::ETHERNET, &[0xff; 13], &n), None);
+        let arp = ether(0x0806, &[], &[0; 28]);
+        assert_eq!(line_key(LinkType::ETHERNET, &arp, &n), None);
+        for len in 0..40 {
+            let f = udp(LINE, PEER, 5060, b"abc");
+            let _ = line_key(LinkType::RAW, f.get(..len).unwrap_or(&f), &n);
+        }
+    }
+}
