@@ -59,7 +59,19 @@ pub fn init(d: &DaemonConfig) -> Sink {
     if sink == Sink::Journald {
         match tracing_journald::layer() {
             Ok(layer) => {
-                let layer = layer.with_syslog_identifier("simboxd".to_string());
+                // syslog priorities as journalctl -p reads them (info 6, not the crate's notice 5),
+                // and fields under their own names (DELIVERY_TARGET=, ERROR=; none of ours
+                // collides with a journal field).
+                let layer = layer
+                    .with_syslog_identifier("simboxd".to_string())
+                    .with_field_prefix(None)
+                    .with_priority_mappings(tracing_journald::PriorityMappings {
+                        error: tracing_journald::Priority::Error,
+                        warn: tracing_journald::Priority::Warning,
+                        info: tracing_journald::Priority::Informational,
+                        debug: tracing_journald::Priority::Debug,
+                        trace: tracing_journald::Priority::Debug,
+                    });
                 if tracing_subscriber::registry()
                     .with(filter())
                     .with(layer)

@@ -1,0 +1,178 @@
+//! Logs under journald (issue 16): when stderr is the journal stream systemd names in
+//! `$JOURNAL_STREAM`, the daemon sends every event to the journal socket in journald's native
+//! protocol, with its priority (warn 4, info 6) and its fields as journal fields
+//! (`DELIVERY_TARGET=`, `ERROR=`), not as text on stderr.
+//!
+//! The test plays journald: it binds the datagram socket at `/run/systemd/journal/socket` and
+//! reads what arrives. It needs root and a host without a running journald (a CI container);
+//! elsewhere it says so and skips.
+
+mod daemon_common;
+
+use daemon_common::{bin, free_port, http_get, TOKEN};
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const SOCKET: &str = "/run/systemd/journal/socket";
+
+/// One journal entry in the native protocol: `KEY=value\n`, or `KEY\n` + 64-bit LE length +
+/// bytes + `\n` for values with newlines.
+fn parse_entry(mut b: &[u8]) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    while !b.is_empty() {
+        let nl = b.iter().position(|&c| c == b'\n').unwrap_or(b.len());
+        let line = &b[..nl];
+        if let Some(eq) = line.iter().position(|&c| c == b'=') {
+            out.insert(
+                String::from_utf8_lossy(&line[..eq]).into_owned(),
+                String::from_utf8_lossy(&line[eq + 1..]).into_owned(),
+            );
+            b = b.get(nl + 1..).unwrap_or(&[]);
+        } else {
+            let key = String::from_utf8_lossy(line).into_owned();
+            let rest = b.get(nl + 1..).unwrap_or(&[]);
+            let len = u64::from_le_bytes(rest[..8].try_into().unwrap()) as usize;
+            let val = &rest[8..8 + len];
+            out.insert(key, String::from_utf8_lossy(val).into_owned());
+            b = rest.get(8 + len + 1..).unwrap_or(&[]);
+        }
+    }
+    out
+}
+
+#[test]
+fn under_journald_events_carry_priorities_and_fields() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("SKIP: binding the journal socket needs root");
+        return;
+    }
+    if Path::new(SOCKET).exists() {
+        eprintln!(
+            "SKIP: a journald is running here ({SOCKET} exists); this test plays journald itself"
+        );
+        return;
+    }
+    std::fs::create_dir_all("/run/systemd/journal").unwrap();
+    let sock = UnixDatagram::bind(SOCKET).expect("bind the journal socket");
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    struct Cleanup;
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(SOCKET);
+        }
+    }
+    let _cleanup = Cleanup;
+
+    let dir = tempfile::tempdir().unwrap();
+    let api: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let dead = format!("http://127.0.0.1:{}/hook", free_port());
+    let cfg = dir.path().join("simboxd.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[capture]\nfile = {cap:?}\n\n[http]\nlisten = \"{api}\"\ntoken = \"{TOKEN}\"\n\n\
+             [daemon]\nuser = \"\"\ngroup = \"\"\n\n[alert]\nretry_initial_ms = 100\nretry_max_secs = 1\n\n\
+             [webhook]\nurl = {dead:?}\ntimeout_secs = 2\n\n[storage]\npath = {st:?}\n",
+            cap = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("captures/sample-site.pcap")
+                .display()
+                .to_string(),
+            st = dir.path().join("state/alerts.redb").display().to_string(),
+        ),
+    )
+    .unwrap();
+    // stderr is "the journal stream": a file whose device:inode goes into $JOURNAL_STREAM.
+    let log = dir.path().join("stderr");
+    let out = std::fs::File::create(&log).unwrap();
+    let meta = std::fs::metadata(&log).unwrap();
+    let mut child = Command::new(bin())
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .env("RUST_LOG", "info")
+        .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(out))
+        .spawn()
+        .unwrap();
+
+    let mut entries: Vec<BTreeMap<String, String>> = Vec::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let t0 = Instant::now();
+    let host_port = dead
+        .trim_start_matches("http://")
+        .trim_end_matches("/hook")
+        .to_string();
+    let warned = |e: &[BTreeMap<String, String>]| {
+        e.iter().any(|x| {
+            x.get("PRIORITY").map(String::as_str) == Some("4")
+                && x.values().any(|v| v.contains(&host_port))
+        })
+    };
+    while t0.elapsed() < Duration::from_secs(40) && !warned(&entries) {
+        // (tracing-journald sends an empty datagram first, to check the socket.)
+        if let Ok(n @ 1..) = sock.recv(&mut buf) {
+            entries.push(parse_entry(&buf[..n]));
+        }
+    }
+    // The API still answers (the daemon is up, not stuck on logging).
+    let h = http_get(api, "/healthz", None);
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = child.wait();
+    let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+    let dump = entries
+        .iter()
+        .map(|e| format!("{e:?}"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(h.is_ok(), "healthz unreachable");
+    assert!(
+        !entries.is_empty(),
+        "nothing reached the journal\nstderr:\n{stderr}"
+    );
+    for e in &entries {
+        assert_eq!(
+            e.get("SYSLOG_IDENTIFIER").map(String::as_str),
+            Some("simboxd"),
+            "{e:?}"
+        );
+        assert!(
+            e.contains_key("MESSAGE") && e.contains_key("PRIORITY"),
+            "{e:?}"
+        );
+    }
+    // Start-up is information (6), a delivery failure a warning (4) naming its target in a
+    // field of its own, not only in the message text.
+    assert!(
+        entries
+            .iter()
+            .any(|e| e.get("PRIORITY").map(String::as_str) == Some("6")),
+        "no info entry\n{dump}"
+    );
+    let failure = entries
+        .iter()
+        .find(|e| {
+            e.get("PRIORITY").map(String::as_str) == Some("4")
+                && e.iter()
+                    .any(|(k, v)| k != "MESSAGE" && v.contains(&host_port))
+        })
+        .unwrap_or_else(|| {
+            panic!("no warning with the target as a field\n{dump}\nstderr:\n{stderr}")
+        });
+    assert!(
+        failure.contains_key("DELIVERY_TARGET") && failure.contains_key("ERROR"),
+        "the failure carries its target and error as fields: {failure:?}"
+    );
+    // Events went to the journal, not as text to stderr.
+    assert!(
+        !stderr.contains(&host_port),
+        "delivery failures were printed on stderr too:\n{stderr}"
+    );
+}
