@@ -420,14 +420,21 @@ pub fn redacted_config_toml(cfg: &Config) -> String {
 /// and orders them flagged first, then by score. The counters stay those of the records, which
 /// offline analysis has in full (the same figures the report's charts draw).
 fn apply_verdicts(lines: &mut Vec<LineEntry>, verdicts: &[simboxd_core::model::LineVerdict]) {
+    // An index, not a search per verdict: linear in lines.
+    let mut index: std::collections::HashMap<IpAddr, usize> = lines
+        .iter()
+        .enumerate()
+        .filter_map(|(i, l)| l.line.map(|ip| (ip, i)))
+        .collect();
     for v in verdicts {
-        let idx = match lines.iter().position(|l| l.line == Some(v.line)) {
-            Some(i) => i,
+        let idx = match index.get(&v.line) {
+            Some(&i) => i,
             None => {
                 lines.push(LineEntry {
                     line: Some(v.line),
                     ..Default::default()
                 });
+                index.insert(v.line, lines.len() - 1);
                 lines.len() - 1
             }
         };

@@ -13,7 +13,8 @@ use crate::privacy::Pseudonymizer;
 use simboxd_core::detect::LineTable;
 use simboxd_core::engine::Engine;
 use simboxd_core::model::{CallRecord, Counters, Event, LineVerdict, RawPacket, Timestamp};
-use std::collections::{HashMap, VecDeque};
+use simboxd_core::table::TimedTable;
+use std::collections::VecDeque;
 use std::net::IpAddr;
 
 /// Recent calls kept per line for `/api/v1/lines/{addr}`.
@@ -29,11 +30,10 @@ pub struct EngineWorker {
     privacy: Pseudonymizer,
     /// Events by kind (`call_started`, `call_ended`, ...).
     events: Counters,
-    recent: HashMap<IpAddr, VecDeque<serde_json::Value>>,
-    recent_last: HashMap<IpAddr, Timestamp>,
-    recent_evictions: u64,
-    tallies: HashMap<IpAddr, crate::figures::LineTally>,
-    tally_evictions: u64,
+    /// Latest calls per line; a full table drops the line whose last call is oldest (counted).
+    recent: TimedTable<IpAddr, VecDeque<serde_json::Value>>,
+    /// Headline figures per line; a full table drops the line idle longest (counted).
+    tallies: TimedTable<IpAddr, crate::figures::LineTally>,
     /// Latest packet time seen.
     now: Timestamp,
 }
@@ -45,11 +45,8 @@ impl EngineWorker {
             network: cfg.network.clone(),
             privacy,
             events: Counters::default(),
-            recent: HashMap::new(),
-            recent_last: HashMap::new(),
-            recent_evictions: 0,
-            tallies: HashMap::new(),
-            tally_evictions: 0,
+            recent: TimedTable::new(RECENT_CALL_LINES),
+            tallies: TimedTable::new(TALLY_LINES),
             now: Timestamp::default(),
         }
     }
@@ -72,11 +69,17 @@ impl EngineWorker {
                     line: Some(line),
                     ts,
                     ..
-                } => self.tally(*line).call_started(call_id, *ts),
+                } => {
+                    if let Some(t) = self.tally(*line, *ts) {
+                        t.call_started(call_id, *ts);
+                    }
+                }
                 Event::CallEnded(c) => {
                     if let Some(line) = c.line {
                         let now = self.now.max(c.end.unwrap_or(c.start));
-                        self.tally(line).call_ended(c, now);
+                        if let Some(t) = self.tally(line, now) {
+                            t.call_ended(c, now);
+                        }
                     }
                     self.remember_call(c);
                 }
@@ -85,19 +88,15 @@ impl EngineWorker {
         }
     }
 
-    fn tally(&mut self, line: IpAddr) -> &mut crate::figures::LineTally {
-        if !self.tallies.contains_key(&line) && self.tallies.len() >= TALLY_LINES {
-            let oldest = self
-                .tallies
-                .iter()
-                .min_by_key(|(_, t)| t.last_event)
-                .map(|(ip, _)| *ip);
-            if let Some(ip) = oldest {
-                self.tallies.remove(&ip);
-                self.tally_evictions += 1;
-            }
+    /// The line's tally, made when new (a full table drops the line idle longest, in O(log n)).
+    fn tally(&mut self, line: IpAddr, ts: Timestamp) -> Option<&mut crate::figures::LineTally> {
+        if self.tallies.contains(&line) {
+            self.tallies.set_deadline(&line, ts);
+        } else {
+            self.tallies
+                .insert(line, crate::figures::LineTally::new(), ts);
         }
-        self.tallies.entry(line).or_default()
+        self.tallies.get_mut(&line)
     }
 
     /// The line's headline figures now (zero calls when none was tallied).
@@ -118,18 +117,6 @@ impl EngineWorker {
 
     fn remember_call(&mut self, c: &CallRecord) {
         let Some(line) = c.line else { return };
-        if !self.recent.contains_key(&line) && self.recent.len() >= RECENT_CALL_LINES {
-            let oldest = self
-                .recent_last
-                .iter()
-                .min_by_key(|(_, t)| **t)
-                .map(|(ip, _)| *ip);
-            if let Some(ip) = oldest {
-                self.recent.remove(&ip);
-                self.recent_last.remove(&ip);
-                self.recent_evictions += 1;
-            }
-        }
         let p = &self.privacy;
         let summary = serde_json::json!({
             "call_id": c.call_id,
@@ -147,12 +134,18 @@ impl EngineWorker {
             "status_code": c.status_code,
             "talk_secs": c.talk_secs(),
         });
-        let ring = self.recent.entry(line).or_default();
-        if ring.len() >= RECENT_CALLS_PER_LINE {
-            ring.pop_front();
+        let last = c.end.unwrap_or(c.start);
+        if self.recent.contains(&line) {
+            self.recent.set_deadline(&line, last);
+        } else {
+            self.recent.insert(line, VecDeque::new(), last);
         }
-        ring.push_back(summary);
-        self.recent_last.insert(line, c.end.unwrap_or(c.start));
+        if let Some(ring) = self.recent.get_mut(&line) {
+            if ring.len() >= RECENT_CALLS_PER_LINE {
+                ring.pop_front();
+            }
+            ring.push_back(summary);
+        }
     }
 }
 
@@ -190,8 +183,8 @@ impl PacketEngine for EngineWorker {
             }
             if let Some(e) = obj.get_mut("evictions").and_then(|t| t.as_object_mut()) {
                 e.insert("lines".into(), self.engine.lines().evictions().into());
-                e.insert("recent_call_lines".into(), self.recent_evictions.into());
-                e.insert("figure_lines".into(), self.tally_evictions.into());
+                e.insert("recent_call_lines".into(), self.recent.evictions().into());
+                e.insert("figure_lines".into(), self.tallies.evictions().into());
             }
             if let Ok(c) = serde_json::to_value(self.engine.lines().counters()) {
                 obj.insert("lines".to_string(), c);
@@ -219,11 +212,7 @@ impl PacketEngine for EngineWorker {
     fn line_json(&self, addr: IpAddr) -> Option<serde_json::Value> {
         let lines = self.engine.lines();
         let summary = lines.line_summary(addr)?;
-        let verdict = lines
-            .verdicts()
-            .into_iter()
-            .find(|v| v.line == addr)
-            .map(|v| self.with_figures(v));
+        let verdict = lines.verdict(addr).map(|v| self.with_figures(v));
         let calls: Vec<&serde_json::Value> = self
             .recent
             .get(&addr)

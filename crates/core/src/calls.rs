@@ -9,13 +9,14 @@
 //! run from `on_datagram` whenever packet time advances by a second.
 
 use crate::config::{EngineConfig, NetworkConfig};
-use crate::media::{MediaTable, TimedTable};
+use crate::media::MediaTable;
 use crate::model::{
     CallRecord, Counters, Datagram, Direction, Event, Outcome, Participation, RegOutcome,
     RegistrationRecord, RtpStreamStats, Timestamp, Transport,
 };
 use crate::sdp;
 use crate::sip::{self, Method, SipMessage};
+use crate::table::TimedTable;
 use serde::Serialize;
 use std::net::{IpAddr, SocketAddr};
 

@@ -19,3 +19,4 @@ pub mod model;
 pub mod rtp;
 pub mod sdp;
 pub mod sip;
+pub mod table;

@@ -574,6 +574,12 @@ impl LineTable {
     }
 
     /// Every line with activity, flagged first (gateway, suspect, normal; then by score).
+    /// The verdict of one line (O(1)).
+    pub fn verdict(&self, ip: IpAddr) -> Option<LineVerdict> {
+        let &i = self.index.get(&ip)?;
+        self.slots.get(i as usize)?.entry.as_ref().map(verdict_of)
+    }
+
     pub fn verdicts(&self) -> Vec<LineVerdict> {
         let mut v: Vec<LineVerdict> = self
             .slots

@@ -1,0 +1,145 @@
+//! The bounded table every stage keeps its state in: a map with a capacity whose entries carry
+//! a deadline (an idle timeout or an expiry). A full table evicts the entry with the earliest
+//! deadline to make room and counts it; `first_due` hands out entries whose deadline passed.
+//!
+//! Contract: every operation is O(log n); memory is bounded by the capacity; no clock (deadlines
+//! are packet times the caller computes).
+
+use crate::model::Timestamp;
+use std::borrow::Borrow;
+use std::collections::BTreeMap;
+use std::hash::Hash;
+
+/// A map with a capacity whose entries carry a deadline. `insert` into a full table evicts the
+/// entry with the earliest deadline (for idle timeouts that is the least recently seen).
+#[derive(Debug)]
+pub struct TimedTable<K, V> {
+    map: crate::model::FastMap<K, (V, (i64, u64))>,
+    order: BTreeMap<(i64, u64), K>,
+    next: u64,
+    cap: usize,
+    /// Entries evicted by `insert` into a full table (the eviction counter of the table).
+    evictions: u64,
+}
+
+impl<K: Hash + Eq + Clone, V> TimedTable<K, V> {
+    pub fn new(cap: usize) -> Self {
+        TimedTable {
+            map: crate::model::FastMap::default(),
+            order: BTreeMap::new(),
+            next: 0,
+            cap: cap.max(1),
+            evictions: 0,
+        }
+    }
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+    pub fn capacity(&self) -> usize {
+        self.cap
+    }
+    /// Entries evicted so far to make room (not counting `remove`, `pop_first` or expiry).
+    pub fn evictions(&self) -> u64 {
+        self.evictions
+    }
+    pub fn contains<Q: Hash + Eq + ?Sized>(&self, k: &Q) -> bool
+    where
+        K: Borrow<Q>,
+    {
+        self.map.contains_key(k)
+    }
+    pub fn get<Q: Hash + Eq + ?Sized>(&self, k: &Q) -> Option<&V>
+    where
+        K: Borrow<Q>,
+    {
+        self.map.get(k).map(|e| &e.0)
+    }
+    pub fn get_mut<Q: Hash + Eq + ?Sized>(&mut self, k: &Q) -> Option<&mut V>
+    where
+        K: Borrow<Q>,
+    {
+        self.map.get_mut(k).map(|e| &mut e.0)
+    }
+    /// The value and its deadline in one lookup.
+    pub fn get_mut_with_deadline<Q: Hash + Eq + ?Sized>(
+        &mut self,
+        k: &Q,
+    ) -> Option<(&mut V, Timestamp)>
+    where
+        K: Borrow<Q>,
+    {
+        self.map.get_mut(k).map(|e| (&mut e.0, Timestamp((e.1).0)))
+    }
+    /// Current deadline of `k`.
+    pub fn deadline<Q: Hash + Eq + ?Sized>(&self, k: &Q) -> Option<Timestamp>
+    where
+        K: Borrow<Q>,
+    {
+        self.map.get(k).map(|e| Timestamp((e.1).0))
+    }
+    /// Inserts (or replaces) `k`; returns the entry evicted to make room, if any.
+    pub fn insert(&mut self, k: K, v: V, deadline: Timestamp) -> Option<(K, V)> {
+        let mut evicted = None;
+        if let Some(old) = self.map.remove(&k) {
+            self.order.remove(&old.1);
+        } else if self.map.len() >= self.cap {
+            evicted = self.pop_first();
+            self.evictions += u64::from(evicted.is_some());
+        }
+        let slot = (deadline.micros(), self.next);
+        self.next += 1;
+        self.order.insert(slot, k.clone());
+        self.map.insert(k, (v, slot));
+        evicted
+    }
+    /// Moves `k`'s deadline.
+    pub fn set_deadline<Q: Hash + Eq + ?Sized>(&mut self, k: &Q, deadline: Timestamp)
+    where
+        K: Borrow<Q>,
+    {
+        if let Some(e) = self.map.get_mut(k) {
+            if (e.1).0 == deadline.micros() {
+                return;
+            }
+            if let Some(key) = self.order.remove(&e.1) {
+                let slot = (deadline.micros(), self.next);
+                self.next += 1;
+                e.1 = slot;
+                self.order.insert(slot, key);
+            }
+        }
+    }
+    pub fn remove<Q: Hash + Eq + ?Sized>(&mut self, k: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+    {
+        let (v, slot) = self.map.remove(k)?;
+        self.order.remove(&slot);
+        Some(v)
+    }
+    /// Removes the entry with the earliest deadline.
+    pub fn pop_first(&mut self) -> Option<(K, V)> {
+        let (_, k) = self.order.pop_first()?;
+        let (v, _) = self.map.remove(&k)?;
+        Some((k, v))
+    }
+    /// The key with the earliest deadline if that deadline is at or before `now`.
+    pub fn first_due(&self, now: Timestamp) -> Option<K> {
+        let (slot, k) = self.order.first_key_value()?;
+        (slot.0 <= now.micros()).then(|| k.clone())
+    }
+    pub fn values(&self) -> impl Iterator<Item = &V> {
+        self.map.values().map(|e| &e.0)
+    }
+    /// Removes everything, in deadline order.
+    pub fn drain_ordered(&mut self) -> Vec<(K, V)> {
+        let mut out = Vec::with_capacity(self.map.len());
+        while let Some(e) = self.pop_first() {
+            out.push(e);
+        }
+        out
+    }
+}
