@@ -126,6 +126,16 @@ impl<K: Hash + Eq + Clone, V> TimedTable<K, V> {
         let (v, _) = self.map.remove(&k)?;
         Some((k, v))
     }
+    /// The key with the earliest deadline other than `keep`.
+    pub fn first_except<Q: Hash + Eq + ?Sized>(&self, keep: Option<&Q>) -> Option<K>
+    where
+        K: Borrow<Q>,
+    {
+        self.order
+            .values()
+            .find(|k| keep.is_none_or(|x| (*k).borrow() != x))
+            .cloned()
+    }
     /// The key with the earliest deadline if that deadline is at or before `now`.
     pub fn first_due(&self, now: Timestamp) -> Option<K> {
         let (slot, k) = self.order.first_key_value()?;

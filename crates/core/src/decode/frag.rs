@@ -6,7 +6,7 @@
 //! ignored. A full table evicts the oldest reassembly. Buffers are recycled through a small pool.
 
 use crate::model::{Counters, Timestamp};
-use std::collections::BTreeMap;
+use crate::table::TimedTable;
 use std::net::IpAddr;
 
 /// Largest reassembled payload: the IP length fields cannot describe more.
@@ -46,7 +46,6 @@ pub(crate) struct Reassembled {
 
 struct Entry {
     first_ts: Timestamp,
-    order: u64,
     buf: Vec<u8>,
     /// Received byte ranges, sorted and coalesced.
     have: Vec<(usize, usize)>,
@@ -56,12 +55,10 @@ struct Entry {
 }
 
 pub(crate) struct FragTable {
-    map: crate::model::FastMap<FragKey, Entry>,
-    /// Creation order -> key, oldest first.
-    order: BTreeMap<u64, FragKey>,
-    next_order: u64,
+    /// Reassemblies by key; the deadline is the first fragment's time plus the timeout, so the
+    /// earliest deadline is also the oldest reassembly.
+    map: TimedTable<FragKey, Entry>,
     bytes: usize,
-    cap: usize,
     cap_bytes: usize,
     timeout_us: i64,
     pool: Vec<Vec<u8>>,
@@ -75,11 +72,8 @@ pub(crate) const EVICT_FRAGMENTS: &str = "fragments";
 impl FragTable {
     pub fn new(cap: usize, cap_bytes: usize, timeout_secs: u32) -> Self {
         FragTable {
-            map: crate::model::FastMap::default(),
-            order: BTreeMap::new(),
-            next_order: 0,
+            map: TimedTable::new(cap.max(1)),
             bytes: 0,
-            cap: cap.max(1),
             cap_bytes,
             timeout_us: i64::from(timeout_secs).saturating_mul(1_000_000),
             pool: Vec::new(),
@@ -96,7 +90,6 @@ impl FragTable {
 
     fn remove(&mut self, key: &FragKey) -> Option<Entry> {
         let e = self.map.remove(key)?;
-        self.order.remove(&e.order);
         self.bytes = self.bytes.saturating_sub(e.buf.len());
         Some(e)
     }
@@ -116,14 +109,8 @@ impl FragTable {
     }
 
     fn evict_oldest_except(&mut self, keep: Option<&FragKey>, evictions: &mut Counters) -> bool {
-        let victim = self
-            .order
-            .iter()
-            .find(|(_, k)| Some(*k) != keep)
-            .map(|(o, k)| (*o, *k));
-        match victim {
-            Some((order, k)) => {
-                self.order.remove(&order);
+        match self.map.first_except(keep) {
+            Some(k) => {
                 self.discard(&k);
                 evictions.add(EVICT_FRAGMENTS, 1);
                 true
@@ -134,20 +121,9 @@ impl FragTable {
 
     /// Drops reassemblies older than the timeout at `now`.
     pub fn expire(&mut self, now: Timestamp, errors: &mut Counters) {
-        while let Some((_, key)) = self.order.first_key_value() {
-            let key = *key;
-            let stale = self.map.get(&key).is_none_or(|e| {
-                now.micros().saturating_sub(e.first_ts.micros()) >= self.timeout_us
-            });
-            if !stale {
-                break;
-            }
-            match self.remove(&key) {
-                Some(e) => self.recycle(e.buf),
-                // Out of step with the map (never expected): drop the index entry.
-                None => {
-                    self.order.pop_first();
-                }
+        while let Some(key) = self.map.first_due(now) {
+            if let Some(e) = self.remove(&key) {
+                self.recycle(e.buf);
             }
             errors.add(ERR_FRAGMENT_TIMEOUT, 1);
         }
@@ -184,26 +160,24 @@ impl FragTable {
                 errors.add(ERR_FRAGMENT_TIMEOUT, 1);
             }
         }
-        if !self.map.contains_key(&key) {
-            if self.map.len() >= self.cap {
+        if !self.map.contains(&key) {
+            if self.map.len() >= self.map.capacity() {
                 self.evict_oldest_except(None, evictions);
             }
-            let order = self.next_order;
-            self.next_order += 1;
             let buf = self.pool.pop().unwrap_or_default();
+            let deadline = Timestamp(ts.micros().saturating_add(self.timeout_us));
             self.map.insert(
                 key,
                 Entry {
                     first_ts: ts,
-                    order,
                     buf,
                     have: Vec::new(),
                     pieces: 0,
                     total: None,
                     first: None,
                 },
+                deadline,
             );
-            self.order.insert(order, key);
         }
         // Check consistency before touching the buffer.
         let verdict = {

@@ -9,7 +9,7 @@
 //! table or a full byte budget evicts the least recently used stream.
 
 use crate::model::{Counters, Datagram, Timestamp, Transport};
-use std::collections::BTreeMap;
+use crate::table::TimedTable;
 use std::net::SocketAddr;
 
 /// Out-of-order segments held per stream.
@@ -250,7 +250,6 @@ struct Stream {
     ooo: Vec<(u32, Vec<u8>)>,
     ooo_bytes: usize,
     last_ts: Timestamp,
-    lru: u64,
     /// Lost sync: waiting for a segment that starts a message.
     resync: bool,
     /// Total length of the message at the start of `buf`, once its headers are complete.
@@ -278,9 +277,9 @@ impl Stream {
 }
 
 pub(crate) struct TcpTable {
-    map: crate::model::FastMap<Key, Stream>,
-    lru: BTreeMap<u64, Key>,
-    next_lru: u64,
+    /// Streams by 4-tuple; the deadline is the last segment's time plus the idle timeout, so the
+    /// earliest deadline is also the least recently used stream.
+    map: TimedTable<Key, Stream>,
     /// Bytes buffered by streams in `map`.
     total: usize,
     cap: usize,
@@ -312,9 +311,7 @@ impl Emit<'_, '_> {
 impl TcpTable {
     pub fn new(cap: usize, stream_cap: usize, total_cap: usize, timeout_secs: u32) -> Self {
         TcpTable {
-            map: crate::model::FastMap::default(),
-            lru: BTreeMap::new(),
-            next_lru: 0,
+            map: TimedTable::new(cap.max(1)),
             total: 0,
             cap: cap.max(1),
             stream_cap: stream_cap.max(1),
@@ -340,26 +337,25 @@ impl TcpTable {
 
     /// Removes a stream for processing; its bytes stay counted in `total` while it is out.
     fn checkout(&mut self, key: &Key) -> Option<Stream> {
-        let st = self.map.remove(key)?;
-        self.lru.remove(&st.lru);
-        Some(st)
+        self.map.remove(key)
     }
 
     /// Puts a checked-out stream back as the most recently used.
-    fn checkin(&mut self, key: Key, mut st: Stream) {
-        st.lru = self.next_lru;
-        self.next_lru += 1;
-        self.lru.insert(st.lru, key);
-        self.map.insert(key, st);
+    fn checkin(&mut self, key: Key, st: Stream, evictions: &mut Counters) {
+        let deadline = Timestamp(st.last_ts.micros().saturating_add(self.timeout_us));
+        // Room was made before the stream was taken out, so nothing is evicted here; if it
+        // were, its bytes go back to the budget and it is counted.
+        if let Some((_, old)) = self.map.insert(key, st, deadline) {
+            self.release(old.bytes());
+            evictions.add(EVICT_TCP_STREAMS, 1);
+        }
     }
 
     fn evict_lru(&mut self, evictions: &mut Counters) -> bool {
-        let Some((_, key)) = self.lru.pop_first() else {
+        let Some((_, st)) = self.map.pop_first() else {
             return false;
         };
-        if let Some(st) = self.map.remove(&key) {
-            self.release(st.bytes());
-        }
+        self.release(st.bytes());
         evictions.add(EVICT_TCP_STREAMS, 1);
         true
     }
@@ -367,19 +363,8 @@ impl TcpTable {
     /// Removes streams idle for the timeout at `now`, least recently used first (touch order
     /// follows packet time, so the walk stops at the first stream still active).
     pub fn expire(&mut self, now: Timestamp) {
-        while let Some((_, key)) = self.lru.first_key_value() {
-            let key = *key;
-            let idle = self
-                .map
-                .get(&key)
-                .is_none_or(|s| now.micros().saturating_sub(s.last_ts.micros()) >= self.timeout_us);
-            if !idle {
-                break;
-            }
-            if self.take(&key).is_none() {
-                // Out of step with the map (never expected): drop the index entry.
-                self.lru.pop_first();
-            }
+        while let Some(key) = self.map.first_due(now) {
+            self.take(&key);
         }
     }
 
@@ -423,7 +408,6 @@ impl TcpTable {
                     ooo: Vec::new(),
                     ooo_bytes: 0,
                     last_ts: seg.ts,
-                    lru: 0,
                     resync: false,
                     pending: None,
                     scanned: 0,
@@ -437,7 +421,7 @@ impl TcpTable {
             self.release(st.bytes());
             return;
         }
-        self.checkin(key, st);
+        self.checkin(key, st, evictions);
     }
 
     fn process(&mut self, st: &mut Stream, em: &mut Emit<'_, '_>, evictions: &mut Counters) {
