@@ -1074,9 +1074,13 @@ impl Source {
         let Some(line) = lines.get(idx as usize) else {
             return (Vec::new(), None);
         };
-        // A busy household's provider answers busy itself; nothing reaches the line.
+        // A busy household's provider answers busy itself and nothing reaches the line; the
+        // dialer retries busy numbers a little later.
         if line.active > 0 {
-            return (Vec::new(), Some(next));
+            return (
+                Vec::new(),
+                Some(t + secs(uniform(&mut self.rng, 30.0, 120.0))),
+            );
         }
         let prov = line.provider();
         let prtt = prov.rtt_us;

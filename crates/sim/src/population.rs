@@ -263,6 +263,9 @@ pub fn build(sc: &Scenario, seed: u64, start: i64, end: i64) -> (Vec<Line>, Vec<
             };
             let mut line = new_line(idx, p, site_no, rng, sc.duration_secs);
             line.pop = pop;
+            if let Some(name) = &p.name {
+                line.params.insert("population".into(), json!(name));
+            }
             // Drawn from a stream of its own so existing lines' draws do not move.
             let mut prng = ChaCha8Rng::seed_from_u64(seed);
             prng.set_stream((1 << 40) | u64::from(idx));
