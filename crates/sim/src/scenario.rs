@@ -11,7 +11,8 @@
 //! [[population]]
 //! kind = "gateway"                  # gateway, gateway-scrambled, gateway-opaque, household,
 //!                                   # office-pbx, call-centre, help-desk, expat-voip,
-//!                                   # app-calls, gaming, video
+//!                                   # app-calls, gaming, video, camera, compromised-pbx
+//! name = "probed-gw"                # what [[noise]] targets refer to
 //! count = 1
 //! site = "site-1"                   # lines of one site share a softswitch
 //! channels = 8                      # gateways 1/4/8/16/32; trunk size for PBX/dialer/help desk
@@ -26,6 +27,18 @@
 //! tcp_share = 0.2                   # share of lines with SIP over TCP (household/expat/office)
 //! vlan_share = 0.2                  # share of lines whose frames carry an 802.1Q tag
 //! big_invite_share = 0.05           # share of INVITEs padded past the MTU (IP-fragmented)
+//! unsolicited = "reject"            # or "ignore", "answer" (camera, compromised-pbx)
+//! [[noise]]                         # what the internet sends (see `noise`); not scaled
+//! kind = "sweep"                    # sweep, enumeration, toll-fraud, invite-flood,
+//!                                   # register-flood, framing, robocall
+//! targets = "all"                   # or ["probed-gw", ...]
+//! count = 1                         # attackers, each from its own address
+//! after = "20s"                     # first request after the capture start
+//! rate = 10.0                       # requests/s (sweep, enumeration, toll-fraud, floods)
+//! attempts = 200                    # per target (enumeration, toll-fraud)
+//! passes = 2                        # sweep; method = "INVITE" (enumeration);
+//!                                   # spoofed/burst (floods); rtp/channels (framing);
+//!                                   # calls_per_hour/answer_ratio (robocall)
 //! ```
 
 use super::SimError;
@@ -832,5 +845,140 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("s.toml:2:"), "{e}");
+    }
+
+    #[test]
+    fn noise_scenario_parses_with_every_class() {
+        let text = include_str!("../../../config/scenario-noise.toml");
+        let sc = Scenario::from_toml(text, "noise.toml").unwrap();
+        for k in [
+            NoiseKind::Sweep,
+            NoiseKind::Enumeration,
+            NoiseKind::TollFraud,
+            NoiseKind::InviteFlood,
+            NoiseKind::RegisterFlood,
+            NoiseKind::Framing,
+            NoiseKind::Robocall,
+        ] {
+            assert!(sc.noise.iter().any(|n| n.kind == k), "{k:?}");
+        }
+        assert!(sc.populations.iter().any(|p| p.kind == Kind::Camera));
+        assert!(sc
+            .populations
+            .iter()
+            .any(|p| p.kind == Kind::CompromisedPbx));
+        assert!(sc.noise.iter().any(|n| n.spoofed == Some(true)));
+        assert!(sc.noise.iter().any(|n| n.rtp == Some(true)));
+    }
+
+    fn err(t: &str) -> String {
+        Scenario::from_toml(t, "n.toml").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn noise_errors_are_located_at_their_entry() {
+        let base = "[[population]]\nkind = \"household\"\nname = \"h\"\n";
+        // Unknown target name, on the second [[noise]] (line 7).
+        let t = format!(
+            "{base}[[noise]]\nkind = \"sweep\"\ntargets = \"all\"\n[[noise]]\nkind = \"framing\"\ntargets = [\"x\"]\n"
+        );
+        let e = err(&t);
+        assert!(
+            e.starts_with("n.toml:7:1: targets: no population is named \"x\""),
+            "{e}"
+        );
+        // A key that does not apply to the kind.
+        let e = err(&format!(
+            "{base}[[noise]]\nkind = \"sweep\"\ntargets = \"all\"\nrtp = true\n"
+        ));
+        assert!(
+            e.starts_with("n.toml:4:1: rtp applies to framing noise"),
+            "{e}"
+        );
+        // Out-of-range values.
+        for (k, v) in [
+            ("rate", "0.0"),
+            ("rate", "1e9"),
+            ("burst", "\"0s\""),
+            ("burst", "\"2h\""),
+        ] {
+            let e = err(&format!(
+                "{base}[[noise]]\nkind = \"invite-flood\"\ntargets = [\"h\"]\n{k} = {v}\n"
+            ));
+            assert!(e.starts_with("n.toml:4:1: "), "{k}={v}: {e}");
+        }
+        let e = err(&format!(
+            "{base}[[noise]]\nkind = \"framing\"\ntargets = [\"h\"]\nchannels = 0\n"
+        ));
+        assert!(e.contains("channels must be 1..=64"), "{e}");
+        // Unknown kind and unknown key: toml's own position.
+        let e = err(&format!(
+            "{base}[[noise]]\nkind = \"spam\"\ntargets = \"all\"\n"
+        ));
+        assert!(e.starts_with("n.toml:5:"), "{e}");
+        let e = err(&format!(
+            "{base}[[noise]]\nkind = \"sweep\"\ntargets = \"all\"\nloudness = 3\n"
+        ));
+        assert!(e.starts_with("n.toml:7:") && e.contains("loudness"), "{e}");
+        let e = err(&format!(
+            "{base}[[noise]]\nkind = \"sweep\"\ntargets = \"some\"\n"
+        ));
+        assert!(e.contains("\"all\" or a list"), "{e}");
+        // Robocalls only into households (and expatriates).
+        let e = err(
+            "[[population]]\nkind = \"office-pbx\"\nname = \"p\"\n[[noise]]\nkind = \"robocall\"\ntargets = [\"p\"]\n",
+        );
+        assert!(e.contains("robocall targets are household"), "{e}");
+        // Too many attackers.
+        let e = err(&format!(
+            "{base}[[noise]]\nkind = \"sweep\"\ntargets = \"all\"\ncount = 60\n[[noise]]\nkind = \"sweep\"\ntargets = \"all\"\ncount = 60\n"
+        ));
+        assert!(e.contains("120 attackers"), "{e}");
+    }
+
+    #[test]
+    fn population_names_and_postures_are_checked() {
+        let e = err("[[population]]\nkind = \"household\"\nname = \"a\"\n[[population]]\nkind = \"gaming\"\nname = \"a\"\n");
+        assert!(e.starts_with("n.toml:4:1: name \"a\" is used twice"), "{e}");
+        let e = err("[[population]]\nkind = \"household\"\nname = \"all\"\n");
+        assert!(e.contains("other than \"all\""), "{e}");
+        let e = err("[[population]]\nkind = \"household\"\nunsolicited = \"answer\"\n");
+        assert!(e.contains("camera and compromised-pbx"), "{e}");
+        let e = err("[[population]]\nkind = \"video\"\nunsolicited = \"reject\"\n");
+        assert!(e.contains("no plain SIP stack"), "{e}");
+        assert!(Scenario::from_toml(
+            "[[population]]\nkind = \"camera\"\nunsolicited = \"reject\"\n",
+            "ok"
+        )
+        .is_ok());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn noise_like_text_never_panics_and_generates(
+            kind in "(sweep|enumeration|toll-fraud|invite-flood|register-flood|framing|robocall|x)",
+            target in "(all|h|p|c|zz)",
+            rate in -1.0f64..6000.0,
+            attempts in 0u32..5,
+            channels in 0u32..6,
+            posture in "(ignore|reject|answer)",
+        ) {
+            let list = if target == "all" { "\"all\"".to_string() } else { format!("[\"{target}\"]") };
+            let mut t = format!(
+                "duration = \"20s\"\n[[population]]\nkind = \"household\"\nname = \"h\"\nunsolicited = \"{posture}\"\n[[population]]\nkind = \"compromised-pbx\"\nname = \"p\"\n[[population]]\nkind = \"camera\"\nname = \"c\"\n[[noise]]\nkind = \"{kind}\"\ntargets = {list}\nafter = \"1s\"\n"
+            );
+            match kind.as_str() {
+                "framing" => t.push_str(&format!("channels = {channels}\nrtp = true\n")),
+                "robocall" => {}
+                "enumeration" | "toll-fraud" => t.push_str(&format!("rate = {rate}\nattempts = {attempts}\n")),
+                _ => t.push_str(&format!("rate = {}\n", rate.min(50.0))),
+            }
+            if let Ok(sc) = Scenario::from_toml(&t, "p.toml") {
+                let labels = crate::generate(&sc, 3, &mut std::io::sink()).unwrap();
+                for th in labels.threats.values() {
+                    proptest::prop_assert!(!th.targets.is_empty());
+                }
+            }
+        }
     }
 }
