@@ -352,7 +352,8 @@ impl Source {
 
     /// A forged source: a random address abroad (and port) per request.
     fn spoofed_sock(&mut self, line: &Line) -> SocketAddr {
-        let port = self.rng.random_range(1024..65535);
+        // Ephemeral ports, as flood tools bind them (above 5060, so dissectors key on the SIP port).
+        let port = self.rng.random_range(32768..61000);
         let ip = match line.addr {
             IpAddr::V4(_) => if self.rng.random_bool(0.75) {
                 Ipv4Addr::new(198, 51, 100, self.rng.random_range(30..200))
