@@ -1,7 +1,8 @@
 //! `simboxd simulate`: a labelled pcap of a population of subscriber lines.
 //!
 //! Contract: `generate(&Scenario, seed, out)` writes a classic pcap (Ethernet, microsecond
-//! timestamps) and returns the `Labels` (line address -> label, kind, site and drawn params).
+//! timestamps) and returns the `Labels` (line address -> label, kind, site and drawn params;
+//! attacker address -> threat kind, targets and params when the scenario has `[[noise]]`).
 //! Output is a pure function of scenario and seed. Lines schedule calls, calls emit SIP and
 //! media; a binary heap merges every active source by time (see `engine`), so memory follows the
 //! number of concurrent calls, not the duration.

@@ -775,7 +775,7 @@ impl Source {
                 script.push(step(te + self.turnaround(), Msg::OkBye { by_caller: true }));
             }
             Reply::Relay => {
-                extra = self.relay(t, at, line, &mut d, &mut script, &mut streams);
+                extra = self.relay(at, line, &mut d, &mut script, &mut streams);
             }
         }
         let mut v = vec![self.exchange(line.idx, d, script, streams)];
@@ -787,7 +787,6 @@ impl Source {
     /// and bridges two-way voice on both legs. Returns the trunk leg.
     fn relay(
         &mut self,
-        t: i64,
         at: i64,
         line: &Line,
         d: &mut Dialog,
@@ -867,7 +866,6 @@ impl Source {
         ];
         trunk_streams.sort_by_key(|s| s.next);
         self.relayed_until.push(te);
-        let _ = t;
         vec![Exchange {
             line: line.idx,
             dialog: Some(Box::new(out)),
