@@ -78,6 +78,8 @@ struct Tally {
     requests: u64,
     answered: u64,
     rejected: u64,
+    /// Only a provisional response (an overloaded device's 100 Trying).
+    provisional: u64,
     unanswered: u64,
 }
 
@@ -85,6 +87,8 @@ struct Tally {
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Reply {
     None,
+    /// 100 Trying and nothing more.
+    Provisional,
     Reject {
         trying: bool,
         code: u16,
@@ -427,6 +431,7 @@ impl Source {
         let t = self.tally.entry(line).or_default();
         match reply {
             Reply::None => t.unanswered += 1,
+            Reply::Provisional => t.provisional += 1,
             Reply::Reject { .. } => t.rejected += 1,
             Reply::AnswerMute | Reply::Relay => t.answered += 1,
         }
@@ -736,6 +741,7 @@ impl Source {
         let at = t + self.turnaround();
         match reply {
             Reply::None => {}
+            Reply::Provisional => script.push(step(at, Msg::Trying)),
             Reply::Reject { trying, code } => {
                 let mut tf = at;
                 if trying {
@@ -919,13 +925,11 @@ impl Source {
             // An overloaded device answers some: 100 Trying, now and then a final refusal.
             if answers && self.rng.random_bool(0.35) {
                 script.push(step(at, Msg::Trying));
-                reply = Reply::Reject {
-                    trying: true,
-                    code: 100,
-                };
+                reply = Reply::Provisional;
                 if self.rng.random_bool(0.25) {
                     let code = *pick(&mut self.rng, &[486u16, 503, 403]);
                     script.push(step(at + self.turnaround(), Msg::Fail(code)));
+                    reply = Reply::Reject { trying: true, code };
                 }
             }
         } else {
@@ -1269,6 +1273,7 @@ impl Source {
                     "requests": t.requests,
                     "answered": t.answered,
                     "rejected": t.rejected,
+                    "provisional_only": t.provisional,
                     "unanswered": t.unanswered,
                 });
                 if self.kind == NoiseKind::Framing {
