@@ -721,3 +721,71 @@ fn the_noise_scenario_stays_small() {
         assert!(w.labels.packets < 1_500_000, "{}", w.labels.packets);
     }
 }
+
+#[test]
+fn ipv6_lines_are_attacked_from_ipv6_and_forged_v6_sources_stay_labelled() {
+    let sc = Scenario::from_toml(
+        r#"
+duration = "40s"
+[[population]]
+kind = "household"
+name = "v6"
+ipv6 = true
+unsolicited = "reject"
+[[population]]
+kind = "household"
+name = "v4"
+unsolicited = "reject"
+[[noise]]
+kind = "sweep"
+targets = "all"
+after = "1s"
+[[noise]]
+kind = "invite-flood"
+targets = ["v6", "v4"]
+spoofed = true
+rate = 200.0
+burst = "3s"
+after = "5s"
+"#,
+        "v6.toml",
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    let labels = generate(&sc, 9, &mut out).unwrap();
+    let cap = read(&out);
+    let v6: IpAddr = labels
+        .lines
+        .iter()
+        .find(|(_, l)| l.params["population"] == "v6")
+        .map(|(a, _)| a.parse().unwrap())
+        .unwrap();
+    assert!(v6.is_ipv6());
+    let mut v6_sources = BTreeSet::new();
+    let provider = labels.lines[&v6.to_string()].params["provider"]
+        .as_str()
+        .unwrap()
+        .parse::<std::net::SocketAddr>()
+        .unwrap()
+        .ip();
+    for p in cap.pkts.iter().filter(|p| p.dst.ip() == v6) {
+        if p.src.ip() == provider {
+            continue;
+        }
+        assert!(attacker_range(p.src.ip()), "{}", p.src);
+        let t = &labels.threats[&p.src.ip().to_string()];
+        assert!(t.targets.contains(&v6.to_string()));
+        if t.kind == ThreatKind::Flood {
+            v6_sources.insert(p.src.ip());
+        }
+    }
+    assert!(v6_sources.len() >= 50, "{}", v6_sources.len());
+    // The sweeper has one address per family; both are labelled scans.
+    let scans: Vec<&String> = labels
+        .threats
+        .iter()
+        .filter(|(_, t)| t.kind == ThreatKind::Scan)
+        .map(|(a, _)| a)
+        .collect();
+    assert_eq!(scans.len(), 2, "{scans:?}");
+}

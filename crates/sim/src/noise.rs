@@ -365,6 +365,7 @@ impl Source {
                 Ipv4Addr::new(203, 0, 113, self.rng.random_range(140..200))
             }
             .into(),
+            // A bounded pool, so the labels list at most a thousand forged addresses.
             IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::new(
                 0x2001,
                 0xdb8,
@@ -372,8 +373,8 @@ impl Source {
                 1,
                 0,
                 0,
-                self.rng.random(),
-                self.rng.random(),
+                0,
+                self.rng.random_range(0x100..0x4e8),
             )),
         };
         SocketAddr::new(ip, port)
