@@ -1297,3 +1297,83 @@ fn step(t: i64, msg: Msg) -> Step {
         coalesce: false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sources(text: &str) -> (Vec<Source>, Vec<Line>) {
+        let sc = Scenario::from_toml(text, "t.toml").unwrap();
+        let start = sc.start.micros();
+        let end = start + sc.duration_secs as i64 * 1_000_000;
+        let (lines, _) = crate::population::build(&sc, 1, start, end);
+        let (s, _) = build(&sc, 1, start, end, &lines);
+        (s, lines)
+    }
+
+    const PBX: &str = "[[population]]\nkind = \"office-pbx\"\nname = \"p\"\n";
+
+    #[test]
+    fn enumeration_tries_names_then_three_then_four_digit_extensions() {
+        let (mut s, _) = sources(&format!(
+            "{PBX}[[noise]]\nkind = \"enumeration\"\ntargets = [\"p\"]\n"
+        ));
+        let e = &mut s[0];
+        e.names_first = false;
+        assert_eq!(e.extension(0), "100");
+        assert_eq!(e.extension(899), "999");
+        assert_eq!(e.extension(900), "1000");
+        e.names_first = true;
+        assert_eq!(e.extension(0), "admin");
+        assert_eq!(e.extension(NAMES.len() as u32), "100");
+    }
+
+    #[test]
+    fn toll_fraud_cycles_every_prefix_then_keeps_the_one_that_worked() {
+        let (mut s, _) = sources(&format!(
+            "{PBX}[[noise]]\nkind = \"toll-fraud\"\ntargets = [\"p\"]\n"
+        ));
+        let f = &mut s[0];
+        let n = num::TOLL_PREFIXES.len() as u32;
+        let first: Vec<(String, usize)> = (0..n).map(|k| f.dial_string(0, k)).collect();
+        let used: BTreeMap<usize, ()> = first.iter().map(|(_, p)| (*p, ())).collect();
+        assert_eq!(used.len(), num::TOLL_PREFIXES.len(), "every prefix once");
+        for (dial, p) in &first {
+            assert_eq!(
+                dial.strip_prefix(num::TOLL_PREFIXES[*p]),
+                Some(f.numbers[0].as_str())
+            );
+        }
+        f.probes[0].open = Some(3);
+        for k in n..n + 5 {
+            let (dial, p) = f.dial_string(0, k);
+            assert_eq!(p, 3);
+            assert!(dial.starts_with(num::TOLL_PREFIXES[3]));
+        }
+    }
+
+    #[test]
+    fn attackers_get_distinct_addresses_and_robocalls_none() {
+        let (s, lines) = sources(&format!(
+            "{PBX}[[population]]\nkind = \"household\"\nname = \"h\"\n\
+             [[noise]]\nkind = \"sweep\"\ntargets = \"all\"\ncount = 3\n\
+             [[noise]]\nkind = \"robocall\"\ntargets = \"all\"\n\
+             [[noise]]\nkind = \"framing\"\ntargets = [\"h\"]\n"
+        ));
+        assert_eq!(s.len(), 5);
+        let addrs: BTreeMap<Ipv4Addr, ()> = s.iter().map(|x| (x.addr4, ())).collect();
+        assert_eq!(
+            addrs.len(),
+            4,
+            "the robocall campaign shares no attacker slot"
+        );
+        assert_eq!(s[4].addr4, Ipv4Addr::new(192, 0, 2, 153));
+        // "all" means every line for attackers, the households for robocalls.
+        assert_eq!(s[0].targets.len(), lines.len());
+        let rc = s.iter().find(|x| x.kind == NoiseKind::Robocall).unwrap();
+        assert_eq!(rc.targets.len(), 1);
+        assert_eq!(rc.threat_kind(), None);
+        // A source that never sent labels nothing.
+        assert!(s[0].threats(&lines).is_empty() && s[0].line_notes().is_empty());
+    }
+}
