@@ -5,8 +5,12 @@
 //! evaluated every `detection.evaluate_every_secs` of packet time and at the end), then each
 //! line's verdict is compared with its label. Prints per kind: lines, verdict counts, time to
 //! detect (from the line's first call or voice flow to `flagged_at`); overall precision and
-//! recall of the `gateway` verdict; and whether the targets are met. Nothing is written to disk
-//! (`--pcap`/`--labels` evaluates an existing capture instead).
+//! recall of the `gateway` verdict; and whether the targets are met. Lines labelled
+//! `compromised-pbx` (fraud of another kind) must not be called gateways: they count as false
+//! positives and have their own target. Labelled attackers (`threats`) are tallied per threat
+//! kind; `score_threats` scores a detector's (peer, kind) findings against them once the engine
+//! reports threats. Nothing is written to disk (`--pcap`/`--labels` evaluates an existing capture
+//! instead).
 
 use crate::capture::Capture;
 use crate::config::Config;
@@ -15,7 +19,7 @@ use serde::Serialize;
 use simboxd_core::detect::LineTable;
 use simboxd_core::engine::Engine;
 use simboxd_core::model::{LinkType, RawPacket, Timestamp, VerdictLevel};
-use simboxd_sim::{self, Labels, Scenario};
+use simboxd_sim::{self, Labels, Scenario, ThreatKind};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::IpAddr;
@@ -311,13 +315,145 @@ pub struct EvalReport {
     pub false_negatives: usize,
     /// Gateway lines that carried no traffic in the run (off shift): not counted in recall.
     pub silent_gateways: usize,
+    /// Lines labelled `compromised-pbx`, and how many of them were called gateways (also
+    /// counted in `false_positives`).
+    pub compromised_pbx_lines: usize,
+    pub compromised_pbx_flagged: usize,
     pub precision: f64,
     pub recall: f64,
     pub ttd_median_secs: Option<f64>,
     pub ttd_max_secs: Option<f64>,
     pub targets: Vec<Target>,
+    /// Per threat kind: labelled attackers, and the detector's findings scored against them
+    /// (`None` while the engine reports no threats).
+    pub threats: Vec<ThreatRow>,
     /// Missed gateways and flagged normals (every line with `--verbose`).
     pub lines: Vec<LineOutcome>,
+}
+
+/// Labelled attackers of one threat kind and how a detector's findings compare.
+///
+/// Recall counts campaigns (the addresses of one spoofed flood are one campaign: finding any
+/// of them finds it); precision counts findings.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct ThreatRow {
+    pub kind: String,
+    /// Attacker addresses labelled with this kind.
+    pub labelled_peers: usize,
+    pub labelled_campaigns: usize,
+    /// Campaigns of this kind with at least one address found as this kind.
+    pub found_campaigns: Option<usize>,
+    /// Findings of this kind, and those whose peer is labelled this kind.
+    pub findings: Option<usize>,
+    pub correct_findings: Option<usize>,
+}
+
+impl ThreatRow {
+    pub fn recall(&self) -> Option<f64> {
+        let found = self.found_campaigns?;
+        (self.labelled_campaigns > 0).then(|| found as f64 / self.labelled_campaigns as f64)
+    }
+    pub fn precision(&self) -> Option<f64> {
+        let (n, ok) = (self.findings?, self.correct_findings?);
+        (n > 0).then(|| ok as f64 / n as f64)
+    }
+    fn add(&mut self, o: &ThreatRow) {
+        let sum = |a: Option<usize>, b: Option<usize>| match (a, b) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(b),
+        };
+        self.labelled_peers += o.labelled_peers;
+        self.labelled_campaigns += o.labelled_campaigns;
+        self.found_campaigns = sum(self.found_campaigns, o.found_campaigns);
+        self.findings = sum(self.findings, o.findings);
+        self.correct_findings = sum(self.correct_findings, o.correct_findings);
+    }
+}
+
+/// Scores a detector's threat findings (peer address, kind as in the labels: `scan`,
+/// `enumeration`, `toll_fraud_attempt`, `flood`, `framing`) against the labelled attackers of
+/// one capture. `None` findings (a detector that reports no threats) fill only the labelled
+/// counts. One row per kind, in `ThreatKind::ALL` order.
+pub fn score_threats(labels: &Labels, findings: Option<&[(String, String)]>) -> Vec<ThreatRow> {
+    let norm = |a: &str| -> String {
+        a.parse::<IpAddr>()
+            .map_or_else(|_| a.to_string(), |ip| ip.to_string())
+    };
+    let labelled: BTreeMap<String, (ThreatKind, String)> = labels
+        .threats
+        .iter()
+        .map(|(addr, t)| {
+            let campaign = t
+                .params
+                .get("campaign")
+                .and_then(|c| c.as_str())
+                .map_or_else(|| addr.clone(), str::to_string);
+            (norm(addr), (t.kind, campaign))
+        })
+        .collect();
+    ThreatKind::ALL
+        .iter()
+        .map(|&kind| {
+            let mine: Vec<(&String, &String)> = labelled
+                .iter()
+                .filter(|(_, (k, _))| *k == kind)
+                .map(|(a, (_, c))| (a, c))
+                .collect();
+            let campaigns: std::collections::BTreeSet<&String> =
+                mine.iter().map(|(_, c)| *c).collect();
+            let mut row = ThreatRow {
+                kind: kind.as_str().to_string(),
+                labelled_peers: mine.len(),
+                labelled_campaigns: campaigns.len(),
+                ..Default::default()
+            };
+            if let Some(f) = findings {
+                let of_kind: Vec<String> = f
+                    .iter()
+                    .filter(|(_, k)| ThreatKind::parse(k) == Some(kind))
+                    .map(|(p, _)| norm(p))
+                    .collect();
+                let correct: Vec<&String> = of_kind
+                    .iter()
+                    .filter(|p| labelled.get(*p).is_some_and(|(k, _)| *k == kind))
+                    .collect();
+                let found: std::collections::BTreeSet<&String> = correct
+                    .iter()
+                    .filter_map(|p| labelled.get(*p).map(|(_, c)| c))
+                    .collect();
+                row.found_campaigns = Some(found.len());
+                row.findings = Some(of_kind.len());
+                row.correct_findings = Some(correct.len());
+            }
+            row
+        })
+        .collect()
+}
+
+/// Sums per-seed threat rows kind by kind.
+pub fn merge_threat_rows(per_seed: &[Vec<ThreatRow>]) -> Vec<ThreatRow> {
+    let mut out: Vec<ThreatRow> = ThreatKind::ALL
+        .iter()
+        .map(|k| ThreatRow {
+            kind: k.as_str().to_string(),
+            ..Default::default()
+        })
+        .collect();
+    for rows in per_seed {
+        for r in rows {
+            if let Some(o) = out.iter_mut().find(|o| o.kind == r.kind) {
+                o.add(r);
+            }
+        }
+    }
+    out
+}
+
+/// The threats the engine reported for a capture, as (peer, kind). The engine does not report
+/// threats yet: when it does (analyze JSON `threats`: {peer, kind, lines, ...}), take them from
+/// the table here and `eval` scores them with `score_threats`.
+pub fn engine_threats(_table: &LineTable) -> Option<Vec<(String, String)>> {
+    None
 }
 
 fn median(v: &mut [f64]) -> Option<f64> {
@@ -335,6 +471,16 @@ fn median(v: &mut [f64]) -> Option<f64> {
 
 /// Aggregates line outcomes into per-kind rows, precision/recall and targets.
 pub fn summarize(seeds: &[u64], all: &[LineOutcome], verbose: bool) -> EvalReport {
+    summarize_with_threats(seeds, all, Vec::new(), verbose)
+}
+
+/// `summarize`, with per-seed threat rows (from `score_threats`) merged into the report.
+pub fn summarize_with_threats(
+    seeds: &[u64],
+    all: &[LineOutcome],
+    threats: Vec<Vec<ThreatRow>>,
+    verbose: bool,
+) -> EvalReport {
     let mut kinds: BTreeMap<(String, String), Vec<&LineOutcome>> = BTreeMap::new();
     for o in all {
         kinds
@@ -387,7 +533,15 @@ pub fn summarize(seeds: &[u64], all: &[LineOutcome], verbose: bool) -> EvalRepor
         .collect();
     let worst = ttd.iter().copied().reduce(f64::max);
     let med = median(&mut ttd);
-    let normals = all.iter().filter(|o| !is_gw(o)).count();
+    let is_cpbx = |o: &&LineOutcome| o.label == "compromised-pbx";
+    let normals = all.iter().filter(|o| !is_gw(o) && !is_cpbx(o)).count();
+    let normal_fp = all
+        .iter()
+        .filter(|o| !is_gw(o) && !is_cpbx(o))
+        .filter(flagged)
+        .count();
+    let cpbx = all.iter().filter(is_cpbx).count();
+    let cpbx_fp = all.iter().filter(is_cpbx).filter(flagged).count();
     let fmt_s = |x: Option<f64>| x.map_or("n/a".to_string(), |x| format!("{x:.0} s"));
     let targets = vec![
         Target {
@@ -400,8 +554,8 @@ pub fn summarize(seeds: &[u64], all: &[LineOutcome], verbose: bool) -> EvalRepor
         },
         Target {
             name: "no normal line gateway".into(),
-            ok: fp == 0,
-            detail: format!("{fp} of {normals} normal lines flagged"),
+            ok: normal_fp == 0,
+            detail: format!("{normal_fp} of {normals} normal lines flagged"),
         },
         Target {
             name: format!("median time to detect <= {TTD_MEDIAN_TARGET:.0} s"),
@@ -414,6 +568,17 @@ pub fn summarize(seeds: &[u64], all: &[LineOutcome], verbose: bool) -> EvalRepor
             detail: fmt_s(worst),
         },
     ];
+    let mut targets = targets;
+    if cpbx > 0 {
+        targets.insert(
+            2,
+            Target {
+                name: "no compromised PBX gateway".into(),
+                ok: cpbx_fp == 0,
+                detail: format!("{cpbx_fp} of {cpbx} compromised-PBX lines flagged"),
+            },
+        );
+    }
     let lines = all
         .iter()
         .filter(|o| {
@@ -428,6 +593,8 @@ pub fn summarize(seeds: &[u64], all: &[LineOutcome], verbose: bool) -> EvalRepor
         false_positives: fp,
         false_negatives: fn_,
         silent_gateways: silent_gw,
+        compromised_pbx_lines: cpbx,
+        compromised_pbx_flagged: cpbx_fp,
         precision: if tp + fp > 0 {
             tp as f64 / (tp + fp) as f64
         } else {
@@ -441,6 +608,11 @@ pub fn summarize(seeds: &[u64], all: &[LineOutcome], verbose: bool) -> EvalRepor
         ttd_median_secs: med,
         ttd_max_secs: worst,
         targets,
+        threats: if threats.is_empty() {
+            Vec::new()
+        } else {
+            merge_threat_rows(&threats)
+        },
         lines,
     }
 }
@@ -451,14 +623,14 @@ pub fn write_text(out: &mut dyn Write, r: &EvalReport) -> std::io::Result<()> {
     writeln!(out, "eval over seeds {}", seeds.join(","))?;
     writeln!(
         out,
-        "{:<18} {:<8} {:>5} {:>6} {:>7} {:>7} {:>6} {:>10} {:>8}",
+        "{:<18} {:<15} {:>5} {:>6} {:>7} {:>7} {:>6} {:>10} {:>8}",
         "kind", "label", "lines", "silent", "gateway", "suspect", "normal", "ttd median", "ttd max"
     )?;
     let s = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{x:.0} s"));
     for k in &r.kinds {
         writeln!(
             out,
-            "{:<18} {:<8} {:>5} {:>6} {:>7} {:>7} {:>6} {:>10} {:>8}",
+            "{:<18} {:<15} {:>5} {:>6} {:>7} {:>7} {:>6} {:>10} {:>8}",
             k.kind,
             k.label,
             k.lines,
@@ -480,12 +652,20 @@ pub fn write_text(out: &mut dyn Write, r: &EvalReport) -> std::io::Result<()> {
         r.false_negatives,
         r.silent_gateways
     )?;
+    if r.compromised_pbx_lines > 0 {
+        writeln!(
+            out,
+            "compromised PBX lines called gateway: {} of {} (counted in FP)",
+            r.compromised_pbx_flagged, r.compromised_pbx_lines
+        )?;
+    }
     writeln!(
         out,
         "time to detect: median {}, worst {}",
         s(r.ttd_median_secs),
         s(r.ttd_max_secs)
     )?;
+    write_threats(out, &r.threats)?;
     writeln!(out, "targets:")?;
     for t in &r.targets {
         writeln!(
@@ -523,6 +703,47 @@ pub fn write_text(out: &mut dyn Write, r: &EvalReport) -> std::io::Result<()> {
     Ok(())
 }
 
+fn write_threats(out: &mut dyn Write, rows: &[ThreatRow]) -> std::io::Result<()> {
+    if rows
+        .iter()
+        .all(|r| r.labelled_peers == 0 && r.findings.is_none())
+    {
+        return Ok(());
+    }
+    let scored = rows.iter().any(|r| r.findings.is_some());
+    writeln!(
+        out,
+        "threats{}:",
+        if scored {
+            ""
+        } else {
+            " (labelled; the engine reports no threats yet, so none are scored)"
+        }
+    )?;
+    writeln!(
+        out,
+        "  {:<20} {:>8} {:>9} {:>6} {:>8} {:>7} {:>7} {:>9}",
+        "kind", "peers", "campaigns", "found", "findings", "correct", "recall", "precision"
+    )?;
+    let n = |x: Option<usize>| x.map_or("-".to_string(), |x| x.to_string());
+    let f = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{x:.3}"));
+    for r in rows {
+        writeln!(
+            out,
+            "  {:<20} {:>8} {:>9} {:>6} {:>8} {:>7} {:>7} {:>9}",
+            r.kind,
+            r.labelled_peers,
+            r.labelled_campaigns,
+            n(r.found_campaigns),
+            n(r.findings),
+            n(r.correct_findings),
+            f(r.recall()),
+            f(r.precision())
+        )?;
+    }
+    Ok(())
+}
+
 pub fn cli_main(args: EvalArgs) -> anyhow::Result<()> {
     let mut cfg = match &args.config {
         Some(p) => Config::load(p)?,
@@ -530,6 +751,7 @@ pub fn cli_main(args: EvalArgs) -> anyhow::Result<()> {
     };
     cfg.network = sim_network();
     let mut all = Vec::new();
+    let mut threats = Vec::new();
     let seeds;
     if let (Some(pcap), Some(lpath)) = (&args.pcap, &args.labels) {
         let text = std::fs::read_to_string(lpath)
@@ -539,6 +761,7 @@ pub fn cli_main(args: EvalArgs) -> anyhow::Result<()> {
         let table = detect_capture(pcap, &cfg)?;
         seeds = vec![labels.seed];
         all.extend(score_seed(labels.seed, &labels, &table));
+        threats.push(score_threats(&labels, engine_threats(&table).as_deref()));
     } else {
         seeds = parse_seeds(&args.seeds).map_err(|e| anyhow::anyhow!("--seeds: {e}"))?;
         let sc = crate::simulate_cmd::load_scenario(
@@ -550,9 +773,10 @@ pub fn cli_main(args: EvalArgs) -> anyhow::Result<()> {
             eprintln!("eval: seed {seed} ...");
             let (labels, table) = simulate_and_detect(&sc, seed, &cfg)?;
             all.extend(score_seed(seed, &labels, &table));
+            threats.push(score_threats(&labels, engine_threats(&table).as_deref()));
         }
     }
-    let report = summarize(&seeds, &all, args.verbose);
+    let report = summarize_with_threats(&seeds, &all, threats, args.verbose);
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     match args.format {
@@ -622,5 +846,161 @@ mod tests {
         assert_eq!(r.lines.len(), 2, "the missed gateway and the flagged PBX");
         let gw = r.kinds.iter().find(|k| k.kind == "gateway").unwrap();
         assert_eq!((gw.lines, gw.gateway), (2, 2));
+    }
+
+    #[test]
+    fn compromised_pbx_flagged_is_a_false_positive_with_its_own_target() {
+        use VerdictLevel::*;
+        let all = vec![
+            outcome("gateway", "gateway", Gateway, Some(40.0)),
+            outcome("normal", "household", Normal, None),
+            outcome("compromised-pbx", "compromised-pbx", Gateway, Some(5.0)),
+            outcome("compromised-pbx", "compromised-pbx", Normal, None),
+        ];
+        let r = summarize(&[1], &all, false);
+        assert_eq!((r.true_positives, r.false_positives), (1, 1));
+        assert_eq!((r.compromised_pbx_lines, r.compromised_pbx_flagged), (2, 1));
+        let t = |name: &str| r.targets.iter().find(|t| t.name == name).unwrap();
+        assert!(
+            t("no normal line gateway").ok,
+            "households were not flagged"
+        );
+        assert!(!t("no compromised PBX gateway").ok);
+        assert_eq!(
+            t("no compromised PBX gateway").detail,
+            "1 of 2 compromised-PBX lines flagged"
+        );
+        let row = r
+            .kinds
+            .iter()
+            .find(|k| k.kind == "compromised-pbx")
+            .unwrap();
+        assert_eq!(
+            (row.label.as_str(), row.lines, row.gateway),
+            ("compromised-pbx", 2, 1)
+        );
+        // Without such lines the target is not listed.
+        let r = summarize(&[1], &all[..2], false);
+        assert!(r
+            .targets
+            .iter()
+            .all(|t| t.name != "no compromised PBX gateway"));
+        let mut text = Vec::new();
+        write_text(&mut text, &summarize(&[1], &all, false)).unwrap();
+        let text = String::from_utf8(text).unwrap();
+        assert!(
+            text.contains("compromised-pbx    compromised-pbx     2"),
+            "{text}"
+        );
+    }
+
+    fn labels_with_threats() -> Labels {
+        let threat = |kind: ThreatKind, campaign: &str| simboxd_sim::ThreatLabel {
+            kind,
+            targets: vec!["100.64.1.10".into()],
+            params: serde_json::json!({ "campaign": campaign }),
+        };
+        let mut threats = BTreeMap::new();
+        threats.insert("192.0.2.150".into(), threat(ThreatKind::Scan, "sweep-1-1"));
+        threats.insert(
+            "192.0.2.151".into(),
+            threat(ThreatKind::Enumeration, "enum-2-1"),
+        );
+        threats.insert(
+            "192.0.2.152".into(),
+            threat(ThreatKind::TollFraudAttempt, "tf-3-1"),
+        );
+        // One spoofed flood from three forged addresses: one campaign.
+        for a in ["198.51.100.31", "198.51.100.32", "203.0.113.150"] {
+            threats.insert(a.into(), threat(ThreatKind::Flood, "flood-4-1"));
+        }
+        threats.insert(
+            "2001:db8:bad::5".into(),
+            threat(ThreatKind::Framing, "framing-5-1"),
+        );
+        Labels {
+            seed: 1,
+            start: Timestamp::from_micros(0),
+            end: Timestamp::from_micros(1),
+            duration_secs: 1,
+            scale: 1.0,
+            packets: 0,
+            network: simboxd_sim::NetworkLabels {
+                home: vec![],
+                domestic: vec![],
+            },
+            lines: BTreeMap::new(),
+            threats,
+        }
+    }
+
+    #[test]
+    fn threat_findings_score_per_kind_with_campaigns_for_recall() {
+        let labels = labels_with_threats();
+        let f = |p: &str, k: &str| (p.to_string(), k.to_string());
+        let findings = vec![
+            f("192.0.2.150", "scan"),
+            // Right peer, wrong kind: a false finding for enumeration, scan still found once.
+            f("192.0.2.150", "enumeration"),
+            f("198.51.100.31", "flood"),
+            f("203.0.113.150", "flood"),
+            // A line or the softswitch reported as an attacker.
+            f("100.64.1.10", "flood"),
+            // Addresses compare as addresses, not text.
+            f("2001:0db8:0bad:0:0:0:0:5", "framing"),
+            f("192.0.2.99", "sheep"),
+        ];
+        let rows = score_threats(&labels, Some(&findings));
+        let row = |k: &str| rows.iter().find(|r| r.kind == k).unwrap().clone();
+        assert_eq!(rows.len(), 5);
+        let scan = row("scan");
+        assert_eq!(
+            (scan.labelled_peers, scan.found_campaigns, scan.findings),
+            (1, Some(1), Some(1))
+        );
+        assert_eq!(scan.recall(), Some(1.0));
+        let en = row("enumeration");
+        assert_eq!(
+            (en.found_campaigns, en.findings, en.correct_findings),
+            (Some(0), Some(1), Some(0))
+        );
+        assert_eq!((en.recall(), en.precision()), (Some(0.0), Some(0.0)));
+        let fl = row("flood");
+        assert_eq!((fl.labelled_peers, fl.labelled_campaigns), (3, 1));
+        assert_eq!(
+            (fl.found_campaigns, fl.findings, fl.correct_findings),
+            (Some(1), Some(3), Some(2))
+        );
+        assert_eq!(fl.recall(), Some(1.0));
+        assert!((fl.precision().unwrap() - 2.0 / 3.0).abs() < 1e-9);
+        assert_eq!(row("framing").found_campaigns, Some(1));
+        let tf = row("toll_fraud_attempt");
+        assert_eq!(
+            (tf.found_campaigns, tf.findings, tf.precision()),
+            (Some(0), Some(0), None)
+        );
+
+        // No findings (the engine reports none yet): labelled counts only.
+        let none = score_threats(&labels, None);
+        assert!(none
+            .iter()
+            .all(|r| r.findings.is_none() && r.recall().is_none()));
+        assert_eq!(none.iter().map(|r| r.labelled_peers).sum::<usize>(), 7);
+        // Seeds add up; a scored seed and an unscored one keep the scored counts.
+        let merged = merge_threat_rows(&[rows.clone(), none.clone()]);
+        let fl = merged.iter().find(|r| r.kind == "flood").unwrap();
+        assert_eq!(
+            (fl.labelled_peers, fl.labelled_campaigns, fl.findings),
+            (6, 2, Some(3))
+        );
+        let r = summarize_with_threats(&[1], &[], vec![none], false);
+        let mut text = Vec::new();
+        write_text(&mut text, &r).unwrap();
+        let text = String::from_utf8(text).unwrap();
+        assert!(text.contains("the engine reports no threats yet"), "{text}");
+        assert!(
+            text.contains("  flood                       3         1      -"),
+            "{text}"
+        );
     }
 }

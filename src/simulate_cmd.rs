@@ -86,8 +86,13 @@ pub fn cli_main(args: SimulateArgs) -> anyhow::Result<()> {
         .values()
         .filter(|l| l.label == "gateway")
         .count();
+    let threats = if labels.threats.is_empty() {
+        String::new()
+    } else {
+        format!(", {} attacker addresses", labels.threats.len())
+    };
     eprintln!(
-        "wrote {} packets, {} lines ({} gateways) to {} and {}",
+        "wrote {} packets, {} lines ({} gateways){threats} to {} and {}",
         labels.packets,
         labels.lines.len(),
         gw,

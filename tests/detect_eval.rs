@@ -197,3 +197,54 @@ fn example_config_documents_the_detection_defaults() {
         simboxd_core::detect::DetectionConfig::default()
     );
 }
+
+#[test]
+fn eval_on_the_noise_scenario_counts_compromised_pbx_apart_and_lists_labelled_threats() {
+    let text = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/scenario-noise.toml"),
+    )
+    .unwrap();
+    let mut sc = Scenario::from_toml(&text, "scenario-noise.toml").unwrap();
+    sc.duration_secs = 100;
+    let (labels, table) = eval::simulate_and_detect(&sc, 17, &cfg()).unwrap();
+    let out = eval::score_seed(17, &labels, &table);
+    let threats = eval::score_threats(&labels, eval::engine_threats(&table).as_deref());
+    let report = eval::summarize_with_threats(&[17], &out, vec![threats], false);
+    assert_eq!(report.compromised_pbx_lines, 1);
+    let row = report
+        .kinds
+        .iter()
+        .find(|k| k.label == "compromised-pbx")
+        .expect("own row");
+    assert_eq!((row.kind.as_str(), row.lines), ("compromised-pbx", 1));
+    assert!(report
+        .targets
+        .iter()
+        .any(|t| t.name == "no compromised PBX gateway"));
+    // Attacked lines are normal lines of their own kinds.
+    for kind in ["camera", "office-pbx", "household"] {
+        assert!(
+            report
+                .kinds
+                .iter()
+                .any(|k| k.kind == kind && k.label == "normal"),
+            "{kind}"
+        );
+    }
+    // Every threat kind is labelled; nothing is scored until the engine reports threats.
+    assert_eq!(report.threats.len(), 5);
+    for r in &report.threats {
+        assert!(r.labelled_peers >= 1 && r.labelled_campaigns >= 1, "{r:?}");
+        assert!(r.findings.is_none());
+    }
+    let flood = report.threats.iter().find(|r| r.kind == "flood").unwrap();
+    assert!(
+        flood.labelled_peers > flood.labelled_campaigns,
+        "forged sources"
+    );
+    let mut buf = Vec::new();
+    eval::write_text(&mut buf, &report).unwrap();
+    let text = String::from_utf8(buf).unwrap();
+    assert!(text.contains("threats (labelled;"), "{text}");
+    assert!(text.contains("toll_fraud_attempt"), "{text}");
+}

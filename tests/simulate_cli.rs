@@ -120,3 +120,57 @@ fn bad_scenario_names_file_line_and_column() {
         .unwrap();
     assert!(!st.status.success());
 }
+
+#[test]
+fn noise_scenario_through_simulate_and_eval() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("noise.pcap");
+    let scen = concat!(env!("CARGO_MANIFEST_DIR"), "/config/scenario-noise.toml");
+    let st = simboxd()
+        .args(["simulate", "--scenario", scen, "--duration", "90s", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&st.stderr);
+    assert!(st.status.success(), "{err}");
+    assert!(err.contains("attacker addresses"), "{err}");
+    let labels: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("noise.labels.json")).unwrap(),
+    )
+    .unwrap();
+    let kinds: std::collections::BTreeSet<&str> = labels["threats"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|t| t["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "enumeration",
+            "flood",
+            "framing",
+            "scan",
+            "toll_fraud_attempt"
+        ]
+        .into_iter()
+        .collect()
+    );
+    // eval reads the capture back with its labels and counts the compromised PBX apart.
+    let ev = simboxd()
+        .args(["eval", "--format", "json", "--pcap"])
+        .arg(&out)
+        .arg("--labels")
+        .arg(dir.path().join("noise.labels.json"))
+        .output()
+        .unwrap();
+    assert!(
+        ev.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ev.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&ev.stdout).unwrap();
+    assert_eq!(r["compromised_pbx_lines"], 1);
+    assert_eq!(r["threats"].as_array().unwrap().len(), 5);
+    assert!(r["threats"][0]["findings"].is_null());
+}

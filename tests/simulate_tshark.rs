@@ -201,3 +201,41 @@ fn shipped_samples_pass_tshark() {
         assert!(bad.trim().is_empty(), "{name}: {bad}");
     }
 }
+
+#[test]
+fn noise_scenario_passes_tshark() {
+    if !tshark_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let text = include_str!("../config/scenario-noise.toml")
+        .replace("duration = \"4m\"", "duration = \"100s\"");
+    let f = write_capture(dir.path(), &text, 8);
+    let bad = tshark(&[
+        "-r",
+        &f,
+        "-Y",
+        "_ws.malformed || _ws.expert.severity >= warning",
+        "-T",
+        "fields",
+        "-e",
+        "frame.number",
+        "-e",
+        "_ws.col.Info",
+    ]);
+    assert!(bad.trim().is_empty(), "tshark warnings:\n{bad}");
+    // Every noise method is dissected as SIP.
+    let methods = tshark(&[
+        "-r",
+        &f,
+        "-Y",
+        "sip.Method",
+        "-T",
+        "fields",
+        "-e",
+        "sip.Method",
+    ]);
+    for m in ["OPTIONS", "REGISTER", "INVITE", "ACK", "BYE"] {
+        assert!(methods.lines().any(|l| l == m), "{m} missing");
+    }
+}

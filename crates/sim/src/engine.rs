@@ -5,6 +5,7 @@
 //! jitter and payload bytes come from per-stream xorshift states seeded from the line's draws, and
 //! heap ties break on insertion order.
 
+use super::noise::Source;
 use super::numbers;
 use super::population::{Line, Plan, Shape};
 use super::sipmsg::{Dialog, Msg};
@@ -156,6 +157,10 @@ pub struct Exchange {
     pub streams: Vec<Stream>,
     /// Counted in the line's active calls (released when the exchange ends).
     pub counts_active: bool,
+    /// Sent at the line by someone else (noise): never scrambled with the line's key.
+    pub plain: bool,
+    /// TTL of the far end's packets when it is not the line's usual peer.
+    pub peer_ttl: Option<u8>,
 }
 
 impl Exchange {
@@ -186,12 +191,18 @@ pub enum Task {
         line: u32,
         account: u32,
     },
+    /// A noise source's next request (`slot`: its channel or target).
+    Noise {
+        src: u32,
+        slot: u32,
+    },
     Ex(Box<Exchange>),
 }
 
 pub struct Engine<W: Write> {
     pub w: PcapWriter<W>,
     pub lines: Vec<Line>,
+    pub noise: Vec<Source>,
     tasks: Vec<Option<Task>>,
     free: Vec<u32>,
     heap: BinaryHeap<Reverse<(i64, u64, u32)>>,
@@ -203,10 +214,17 @@ pub struct Engine<W: Write> {
 }
 
 impl<W: Write> Engine<W> {
-    pub fn new(w: PcapWriter<W>, lines: Vec<Line>, start: i64, end: i64) -> Self {
+    pub fn new(
+        w: PcapWriter<W>,
+        lines: Vec<Line>,
+        noise: Vec<Source>,
+        start: i64,
+        end: i64,
+    ) -> Self {
         Engine {
             w,
             lines,
+            noise,
             tasks: Vec::new(),
             free: Vec::new(),
             heap: BinaryHeap::new(),
@@ -272,6 +290,18 @@ impl<W: Write> Engine<W> {
                 Task::Register { line, account } => {
                     let next = self.register_step(line, account, t);
                     self.schedule(next, Task::Register { line, account });
+                }
+                Task::Noise { src, slot } => {
+                    let Some(source) = self.noise.get_mut(src as usize) else {
+                        continue;
+                    };
+                    let (exchanges, next) = source.step(slot, t, &self.lines);
+                    for ex in exchanges {
+                        self.start_exchange(ex, t);
+                    }
+                    if let Some(n) = next {
+                        self.schedule(n.max(t + 1), Task::Noise { src, slot });
+                    }
                 }
                 Task::Ex(mut ex) => {
                     self.emit_one(&mut ex, t)?;
@@ -339,6 +369,8 @@ impl<W: Write> Engine<W> {
                     pos: 0,
                     streams,
                     counts_active: true,
+                    plain: false,
+                    peer_ttl: None,
                 };
                 match ex.next_time() {
                     Some(n) => self.schedule(n, Task::Ex(Box::new(ex))),
@@ -360,6 +392,23 @@ impl<W: Write> Engine<W> {
         next
     }
 
+    /// Schedules an exchange that noise opened at time `t`.
+    fn start_exchange(&mut self, ex: Exchange, t: i64) {
+        if ex.counts_active {
+            if let Some(l) = self.lines.get_mut(ex.line as usize) {
+                l.active += 1;
+            }
+        }
+        match ex.next_time() {
+            Some(n) => self.schedule(n.max(t), Task::Ex(Box::new(ex))),
+            None => {
+                if ex.counts_active {
+                    self.release(ex.line);
+                }
+            }
+        }
+    }
+
     /// Turns a plan into an exchange; returns the time of its last packet.
     fn start_call(&mut self, line: u32, plan: Plan, t: i64) -> i64 {
         let end = plan.end;
@@ -375,6 +424,8 @@ impl<W: Write> Engine<W> {
             pos: 0,
             streams: plan.streams,
             counts_active: true,
+            plain: false,
+            peer_ttl: None,
         };
         match ex.next_time() {
             Some(n) => self.schedule(n.max(t), Task::Ex(Box::new(ex))),
@@ -451,6 +502,7 @@ impl<W: Write> Engine<W> {
             }
         }
         let (id, ttl) = l.ip_id_ttl(s.from_line);
+        let ttl = far_ttl(ex.peer_ttl, s.from_line, ttl);
         let l2 = l.l2;
         self.w
             .udp(s.next, &l2, s.from_line, s.src, s.dst, id, ttl, &self.buf)?;
@@ -488,7 +540,9 @@ impl<W: Write> Engine<W> {
         let Some(l) = self.lines.get_mut(ex.line as usize) else {
             return Ok(());
         };
-        if let Some(key) = l.scramble {
+        let plain = ex.plain;
+        let peer_ttl = ex.peer_ttl;
+        if let Some(key) = l.scramble.filter(|_| !plain) {
             numbers::scramble(key, l.calls ^ u64::from(l.ip_id), &mut self.buf);
             shape_opaque_head(&mut self.buf);
         }
@@ -497,9 +551,18 @@ impl<W: Write> Engine<W> {
             send_tcp(&mut self.w, l, from_line, t, &self.buf, split)
         } else {
             let (id, ttl) = l.ip_id_ttl(from_line);
+            let ttl = far_ttl(peer_ttl, from_line, ttl);
             let l2 = l.l2;
             self.w.udp(t, &l2, from_line, src, dst, id, ttl, &self.buf)
         }
+    }
+}
+
+/// The TTL of a packet: the exchange's own far end's when it has one.
+fn far_ttl(peer_ttl: Option<u8>, from_line: bool, ttl: u8) -> u8 {
+    match peer_ttl {
+        Some(p) if !from_line => p,
+        _ => ttl,
     }
 }
 

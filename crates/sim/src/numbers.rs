@@ -93,6 +93,24 @@ pub fn foreign_e164(rng: &mut ChaCha8Rng, cc: &str) -> String {
     s
 }
 
+/// Dial prefixes toll-fraud scanners try in turn in front of an international number, hoping
+/// one matches a PBX's outbound route: 00 (ITU), 011 (NANP), 9 + 011 / 9 + 00 (an outside-line
+/// digit first), 000, 0011 and `+`.
+pub const TOLL_PREFIXES: [&str; 7] = ["00", "011", "9011", "900", "000", "0011", "+"];
+
+/// An international destination of the kind toll fraud pumps traffic to (premium and
+/// high-termination-rate ranges: Palestinian/Israeli mobiles, international networks and
+/// satellite, small West African and Baltic operators), without any dial prefix.
+pub fn premium_number(rng: &mut ChaCha8Rng) -> String {
+    let heads = [
+        "97259", "97056", "88216", "8816", "37167", "25290", "22507", "5352", "35568", "23990",
+    ];
+    let head = heads[rng.random_range(0..heads.len())];
+    let mut s = head.to_string();
+    digits(rng, 12 - head.len(), &mut s);
+    s
+}
+
 /// Lowercase hex of `n` random bytes.
 pub fn hex_id(rng: &mut ChaCha8Rng, n: usize) -> String {
     let mut s = String::with_capacity(2 * n);

@@ -3,7 +3,9 @@
 
 use super::engine::{Exchange, Step, Stream, StreamKind, Task};
 use super::numbers::{self as num, exponential, lognormal, uniform};
-use super::scenario::{parse_shift, CodecName, Kind, Population, RegMode, Scenario, UaMode};
+use super::scenario::{
+    parse_shift, CodecName, Kind, Population, RegMode, Scenario, UaMode, Unsolicited,
+};
 use super::sipmsg::{CodecSpec, Dialog, Msg, Party, G729, PCMA, PCMU};
 use super::wire::L2;
 use rand::{Rng, SeedableRng};
@@ -54,6 +56,14 @@ const PBX_UAS: [&str; 4] = [
     "3CXPhoneSystem 18.0.9.20",
     "Yeastar P-Series 37.13.0.26",
 ];
+const CAMERA_UAS: [&str; 5] = [
+    "Hikvision DS-KV6113-WPE1 V2.2.53",
+    "2N IP Verso 2.34.1.42.7",
+    "Akuvox R20A 220.30.2.124",
+    "DoorBird D2101V 000132",
+    "AXIS A8105-E 1.65.4",
+];
+const CAMERA_ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, NOTIFY";
 const SOFTPHONE_ALLOW: &str =
     "INVITE, ACK, CANCEL, BYE, NOTIFY, REFER, MESSAGE, OPTIONS, INFO, SUBSCRIBE, UPDATE";
 const PBX_ALLOW: &str =
@@ -145,7 +155,24 @@ pub struct Line {
     pub tcp: Option<TcpConn>,
     pub media: MediaMode,
     pub params: Map<String, Value>,
+    /// Index of the population the line belongs to.
+    pub pop: usize,
+    /// How the line treats requests it did not ask for.
+    pub unsolicited: Unsolicited,
+    /// A compromised PBX: the dial prefix (index in `TOLL_PREFIXES`) its open route accepts.
+    pub open_prefix: Option<usize>,
     cfg: Cfg,
+}
+
+/// The line's account at its provider or trunk, for calls that come in through it.
+#[derive(Clone, Debug)]
+pub struct Provider {
+    pub peer: SocketAddr,
+    pub domain: String,
+    pub user: String,
+    pub port: u16,
+    pub tcp: bool,
+    pub rtt_us: i64,
 }
 
 /// A call ready to run.
@@ -220,7 +247,7 @@ pub fn build(sc: &Scenario, seed: u64, start: i64, end: i64) -> (Vec<Line>, Vec<
     let mut sites: BTreeMap<String, u8> = BTreeMap::new();
     let mut lone = 0u8;
     let mut idx = 0u32;
-    for p in &sc.populations {
+    for (pop, p) in sc.populations.iter().enumerate() {
         for _ in 0..sc.scaled_count(p) {
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
             rng.set_stream(u64::from(idx));
@@ -234,7 +261,23 @@ pub fn build(sc: &Scenario, seed: u64, start: i64, end: i64) -> (Vec<Line>, Vec<
                     100u8.wrapping_add(lone)
                 }
             };
-            let line = new_line(idx, p, site_no, rng, sc.duration_secs);
+            let mut line = new_line(idx, p, site_no, rng, sc.duration_secs);
+            line.pop = pop;
+            if let Some(name) = &p.name {
+                line.params.insert("population".into(), json!(name));
+            }
+            // Drawn from a stream of its own so existing lines' draws do not move.
+            let mut prng = ChaCha8Rng::seed_from_u64(seed);
+            prng.set_stream((1 << 40) | u64::from(idx));
+            line.unsolicited = p
+                .unsolicited
+                .unwrap_or_else(|| default_unsolicited(p.kind, &mut prng));
+            if p.kind == Kind::CompromisedPbx {
+                let i = prng.random_range(0..num::TOLL_PREFIXES.len());
+                line.open_prefix = Some(i);
+                line.params
+                    .insert("open_dial_prefix".into(), json!(num::TOLL_PREFIXES[i]));
+            }
             for t in line.initial_tasks(start, end) {
                 tasks.push(t);
             }
@@ -243,6 +286,22 @@ pub fn build(sc: &Scenario, seed: u64, start: i64, end: i64) -> (Vec<Line>, Vec<
         }
     }
     (lines, tasks)
+}
+
+/// What a line of `kind` does with unsolicited SIP when the scenario does not say.
+fn default_unsolicited(kind: Kind, rng: &mut ChaCha8Rng) -> Unsolicited {
+    match kind {
+        Kind::Camera | Kind::CompromisedPbx => Unsolicited::Answer,
+        Kind::Household | Kind::ExpatVoip => {
+            if rng.random_bool(0.5) {
+                Unsolicited::Ignore
+            } else {
+                Unsolicited::Reject
+            }
+        }
+        k if !k.has_sip() => Unsolicited::Ignore,
+        _ => Unsolicited::Reject,
+    }
 }
 
 fn new_line(idx: u32, p: &Population, site_no: u8, mut rng: ChaCha8Rng, duration: u64) -> Line {
@@ -576,7 +635,53 @@ fn new_line(idx: u32, p: &Population, site_no: u8, mut rng: ChaCha8Rng, duration
             params.insert("reg_interval_secs".into(), json!(cfg.reg_interval));
             params.insert("private_contact".into(), json!(cfg.nat_host));
         }
-        Kind::OfficePbx => {
+        Kind::Camera => {
+            cfg.peer = v4(198, 18, 0, 10 + rng.random_range(0..4u8), 5060);
+            cfg.peer_ttl = 60;
+            cfg.rtt_us = rng.random_range(8_000..30_000);
+            cfg.domain = "voip.example-isp.cn".into();
+            cfg.nat_host = if rng.random_bool(0.5) {
+                Some(nat(&mut rng))
+            } else {
+                None
+            };
+            cfg.ua = Some(pick(&mut rng, &CAMERA_UAS).to_string());
+            cfg.allow = Some(CAMERA_ALLOW);
+            cfg.peer_ua = Some("Kamailio (5.6.4 (x86_64/linux))".into());
+            cfg.peer_sdp = ("SBC".into(), "SBC Session".into());
+            cfg.codec = codec_pick(&mut rng, &[PCMU, PCMA]);
+            cfg.offer = vec![cfg.codec];
+            let own = format!(
+                "+{}{}",
+                num::HOME_CC,
+                num::landline_e164(&mut rng).get(3..).unwrap_or("")
+            );
+            cfg.own_numbers = vec![own.clone()];
+            cfg.accounts.push(Account {
+                user: own.trim_start_matches('+').to_string(),
+                call_id: String::new(),
+                cseq: 0,
+                port: 5060,
+            });
+            cfg.reg_interval = *pick(&mut rng, &[600u32, 1800, 3600]);
+            // A door station calls the resident when someone rings; it is never called.
+            cfg.calls_per_hour = p
+                .calls_per_hour
+                .unwrap_or_else(|| uniform(&mut rng, 0.2, 1.0));
+            cfg.answer_ratio = p
+                .answer_ratio
+                .unwrap_or_else(|| uniform(&mut rng, 0.6, 0.9));
+            cfg.talk_median = uniform(&mut rng, 15.0, 40.0);
+            cfg.talk_sigma = 0.6;
+            cfg.inbound_share = 0.0;
+            cfg.max_active = 1;
+            cfg.early_media = 0.0;
+            params.insert("ua".into(), json!(cfg.ua));
+            params.insert("own_number".into(), json!(own));
+            params.insert("provider".into(), json!(cfg.peer.to_string()));
+            params.insert("reg_interval_secs".into(), json!(cfg.reg_interval));
+        }
+        Kind::OfficePbx | Kind::CompromisedPbx => {
             cfg.peer = v4(198, 18, 1, 10 + rng.random_range(0..5u8), 5060);
             cfg.peer_ttl = 59;
             cfg.rtt_us = rng.random_range(5_000..25_000);
@@ -773,7 +878,7 @@ fn new_line(idx: u32, p: &Population, site_no: u8, mut rng: ChaCha8Rng, duration
     }
     // SIP over TCP when the line's port was moved to an ephemeral one above.
     let tcp = if cfg.sig_port >= 40000
-        && matches!(p.kind, Kind::Household | Kind::ExpatVoip | Kind::OfficePbx)
+        && (matches!(p.kind, Kind::Household | Kind::ExpatVoip) || p.kind.is_pbx())
     {
         Some(TcpConn {
             line: SocketAddr::new(addr, cfg.sig_port),
@@ -814,6 +919,9 @@ fn new_line(idx: u32, p: &Population, site_no: u8, mut rng: ChaCha8Rng, duration
         tcp,
         media,
         params,
+        pop: 0,
+        unsolicited: Unsolicited::Ignore,
+        open_prefix: None,
         cfg,
     }
 }
@@ -822,9 +930,105 @@ impl Line {
     pub fn label(&self) -> &'static str {
         if self.kind.is_gateway() {
             "gateway"
+        } else if self.kind == Kind::CompromisedPbx {
+            "compromised-pbx"
         } else {
             "normal"
         }
+    }
+
+    /// The line's SIP device as one end of a dialog that noise opens; draws come from `rng`
+    /// (the noise source's), so the line's own traffic is the same with or without noise.
+    pub fn device_party(
+        &self,
+        rng: &mut ChaCha8Rng,
+        user: String,
+        domain: String,
+        port: u16,
+    ) -> Party {
+        Party {
+            sock: SocketAddr::new(self.addr, port),
+            host: self
+                .cfg
+                .nat_host
+                .clone()
+                .unwrap_or_else(|| host_str(self.addr)),
+            port,
+            user,
+            display: None,
+            domain,
+            tag: num::hex_id(rng, 4),
+            ua: self.cfg.ua.clone(),
+            allow: self.cfg.allow,
+            rtp_port: 2 * rng.random_range(5000..10000u16),
+            sdp_user: self.cfg.sdp_user.clone(),
+            sdp_session: self.cfg.sdp_session.clone(),
+            sess_id: rng.random_range(1000..u32::MAX / 2),
+        }
+    }
+
+    /// The line's provider or trunk as one end of a dialog (draws from `rng`).
+    pub fn provider_party(&self, rng: &mut ChaCha8Rng, user: String) -> Party {
+        let peer = self.cfg.peer;
+        Party {
+            sock: peer,
+            host: host_str(peer.ip()),
+            port: peer.port(),
+            user,
+            display: None,
+            domain: self.cfg.domain.clone(),
+            tag: num::hex_id(rng, 5),
+            ua: self.cfg.peer_ua.clone(),
+            allow: Some("INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE"),
+            rtp_port: 2 * rng.random_range(10000..30000u16),
+            sdp_user: self.cfg.peer_sdp.0.clone(),
+            sdp_session: self.cfg.peer_sdp.1.clone(),
+            sess_id: rng.random_range(1000..u32::MAX / 2),
+        }
+    }
+
+    /// Where calls through the line's provider or trunk go, and as whom.
+    pub fn provider(&self) -> Provider {
+        let account = self.cfg.accounts.first();
+        let user = account.map(|a| a.user.clone()).unwrap_or_else(|| {
+            self.cfg
+                .own_numbers
+                .first()
+                .map(|n| n.trim_start_matches('+').to_string())
+                .unwrap_or_default()
+        });
+        let port = self
+            .tcp
+            .map(|c| c.line.port())
+            .or(account.map(|a| a.port))
+            .unwrap_or(self.cfg.sig_port);
+        Provider {
+            peer: self.cfg.peer,
+            domain: if self.cfg.domain.is_empty() {
+                host_str(self.cfg.peer.ip())
+            } else {
+                self.cfg.domain.clone()
+            },
+            user,
+            port,
+            tcp: self.tcp.is_some(),
+            rtt_us: self.cfg.rtt_us.max(2_000),
+        }
+    }
+
+    /// Codec and packetisation of the line's calls.
+    pub fn codec(&self) -> (CodecSpec, u32) {
+        (self.cfg.codec, self.cfg.ptime)
+    }
+
+    /// Whether a PBX line has internal extension `ext` (100, 101, ... one per DID), which
+    /// probes that guess extensions find by its 401 challenge instead of a 404.
+    pub fn has_extension(&self, ext: &str) -> bool {
+        let n = self.cfg.own_numbers.len() as u32;
+        self.kind.is_pbx()
+            && ext
+                .parse::<u32>()
+                .is_ok_and(|e| (100..100 + n).contains(&e))
     }
 
     fn initial_tasks(&self, start: i64, _end: i64) -> Vec<(i64, Task)> {
@@ -921,6 +1125,7 @@ impl Line {
                 .unwrap_or_else(|| host_str(self.addr)),
             port,
             user,
+            display: None,
             domain,
             tag,
             ua: self.cfg.ua.clone(),
@@ -939,6 +1144,7 @@ impl Line {
             host: host_str(peer.ip()),
             port: peer.port(),
             user,
+            display: None,
             domain,
             tag,
             ua: self.cfg.peer_ua.clone(),
@@ -1021,7 +1227,7 @@ impl Line {
                     } else {
                         num::domestic_cli(&mut self.rng)
                     };
-                    let user = if self.kind == Kind::OfficePbx {
+                    let user = if self.kind.is_pbx() {
                         own
                     } else {
                         account.unwrap_or_else(|| own.trim_start_matches('+').to_string())
@@ -1035,7 +1241,7 @@ impl Line {
                     } else {
                         num::domestic_dialled(&mut self.rng)
                     };
-                    let from = if self.kind == Kind::OfficePbx {
+                    let from = if self.kind.is_pbx() {
                         own
                     } else {
                         account.unwrap_or(own)
@@ -1050,7 +1256,7 @@ impl Line {
 
     pub fn next_arrival_us(&mut self, t: i64, start: i64) -> i64 {
         let mut rate = self.cfg.calls_per_hour.max(0.01);
-        if self.kind == Kind::OfficePbx {
+        if self.kind.is_pbx() {
             // Office hours 08-18 UTC at full rate, a trickle otherwise.
             let hour = ((t / 1_000_000).rem_euclid(86400)) / 3600;
             if !(8..18).contains(&hour) {
@@ -1413,6 +1619,8 @@ impl Line {
             pos: 0,
             streams: Vec::new(),
             counts_active: false,
+            plain: false,
+            peer_ttl: None,
         };
         let next = t + (interval as f64 * uniform(&mut self.rng, 0.97, 1.0)) as i64;
         (ex, next)
@@ -1519,5 +1727,7 @@ fn empty_exchange(line: u32) -> Exchange {
         pos: 0,
         streams: Vec::new(),
         counts_active: false,
+        plain: false,
+        peer_ttl: None,
     }
 }

@@ -16,6 +16,8 @@ pub struct Party {
     pub port: u16,
     /// User part of From/To (a number or account name).
     pub user: String,
+    /// Display name in From/To (scanners sign theirs), `None` for none.
+    pub display: Option<String>,
     /// Host part of From/To URIs.
     pub domain: String,
     pub tag: String,
@@ -109,13 +111,26 @@ pub enum Msg {
     OkRegister {
         cseq: u32,
     },
+    /// A final error response to a REGISTER (403, 404).
+    RegisterFail {
+        cseq: u32,
+        code: u16,
+    },
+    /// OPTIONS (a scanner's ping) and its response (200, 404).
+    Options,
+    OptionsResp(u16),
 }
 
 impl Msg {
     /// Whether the caller (INVITE/REGISTER sender) sends this message.
     pub fn sent_by_caller(self) -> bool {
         match self {
-            Msg::Invite | Msg::AckOk | Msg::AckFail(_) | Msg::Cancel | Msg::Register { .. } => true,
+            Msg::Invite
+            | Msg::AckOk
+            | Msg::AckFail(_)
+            | Msg::Cancel
+            | Msg::Register { .. }
+            | Msg::Options => true,
             Msg::Bye { by_caller } => by_caller,
             Msg::OkBye { by_caller } => !by_caller,
             _ => false,
@@ -130,10 +145,13 @@ pub fn reason(code: u16) -> &'static str {
         183 => "Session Progress",
         200 => "OK",
         401 => "Unauthorized",
+        403 => "Forbidden",
         404 => "Not Found",
+        407 => "Proxy Authentication Required",
         480 => "Temporarily Unavailable",
         486 => "Busy Here",
         487 => "Request Terminated",
+        500 => "Server Internal Error",
         503 => "Service Unavailable",
         603 => "Decline",
         _ => "Unknown",
@@ -153,6 +171,21 @@ fn host_port(host: &str, port: u16) -> String {
         format!("[{host}]:{port}")
     } else {
         format!("{host}:{port}")
+    }
+}
+
+fn display(p: &Party) -> String {
+    p.display
+        .as_ref()
+        .map_or(String::new(), |d| format!("\"{d}\" "))
+}
+
+/// `sip:user@host` or, without a user, `sip:host`.
+fn request_uri(user: &str, host: &str) -> String {
+    if user.is_empty() {
+        format!("sip:{host}")
+    } else {
+        format!("sip:{user}@{host}")
     }
 }
 
@@ -236,12 +269,19 @@ impl Dialog {
         let e = &self.callee;
         let _ = write!(
             out,
-            "From: <sip:{}@{}>;tag={}\r\n",
+            "From: {}<sip:{}@{}>;tag={}\r\n",
+            display(c),
             c.user,
             uri_host(&c.domain),
             c.tag
         );
-        let _ = write!(out, "To: <sip:{}@{}>", e.user, uri_host(&e.domain));
+        let _ = write!(
+            out,
+            "To: {}<sip:{}@{}>",
+            display(e),
+            e.user,
+            uri_host(&e.domain)
+        );
         if to_tag {
             let _ = write!(out, ";tag={}", e.tag);
         }
@@ -295,8 +335,8 @@ impl Dialog {
             Msg::Invite => {
                 let _ = write!(
                     h,
-                    "INVITE sip:{}@{} SIP/2.0\r\n",
-                    self.ruri_user, self.ruri_host
+                    "INVITE {} SIP/2.0\r\n",
+                    request_uri(&self.ruri_user, &self.ruri_host)
                 );
                 self.via(c, &self.branch, &mut h);
                 let _ = write!(h, "Max-Forwards: {}\r\n", self.max_forwards);
@@ -369,8 +409,8 @@ impl Dialog {
                 let method = if m == Msg::Cancel { "CANCEL" } else { "ACK" };
                 let _ = write!(
                     h,
-                    "{method} sip:{}@{} SIP/2.0\r\n",
-                    self.ruri_user, self.ruri_host
+                    "{method} {} SIP/2.0\r\n",
+                    request_uri(&self.ruri_user, &self.ruri_host)
                 );
                 self.via(c, &self.branch, &mut h);
                 let _ = write!(h, "Max-Forwards: {}\r\n", self.max_forwards);
@@ -483,6 +523,44 @@ impl Dialog {
                 }
                 Self::ua(e, true, &mut h);
             }
+            Msg::RegisterFail { cseq, code } => {
+                let _ = write!(h, "SIP/2.0 {code} {}\r\n", reason(code));
+                self.via(c, &format!("{}{cseq}", self.branch), &mut h);
+                self.write_from_to(&mut h, true);
+                let _ = write!(h, "Call-ID: {}\r\nCSeq: {cseq} REGISTER\r\n", self.call_id);
+                Self::ua(e, true, &mut h);
+            }
+            Msg::Options => {
+                let _ = write!(
+                    h,
+                    "OPTIONS {} SIP/2.0\r\n",
+                    request_uri(&self.ruri_user, &self.ruri_host)
+                );
+                self.via(c, &self.branch, &mut h);
+                let _ = write!(h, "Max-Forwards: {}\r\n", self.max_forwards);
+                self.write_from_to(&mut h, false);
+                let _ = write!(h, "Call-ID: {}\r\nCSeq: 1 OPTIONS\r\n", self.call_id);
+                self.contact(c, &mut h);
+                Self::ua(c, false, &mut h);
+                for x in &self.extra {
+                    h.push_str(x);
+                    h.push_str("\r\n");
+                }
+                h.push_str("Accept: application/sdp\r\n");
+            }
+            Msg::OptionsResp(code) => {
+                let _ = write!(h, "SIP/2.0 {code} {}\r\n", reason(code));
+                self.via(c, &self.branch, &mut h);
+                self.write_from_to(&mut h, true);
+                let _ = write!(h, "Call-ID: {}\r\nCSeq: 1 OPTIONS\r\n", self.call_id);
+                Self::ua(e, true, &mut h);
+                if code == 200 {
+                    if let Some(a) = e.allow {
+                        let _ = write!(h, "Allow: {a}\r\n");
+                    }
+                    h.push_str("Accept: application/sdp\r\n");
+                }
+            }
         }
         Self::finish(&mut h, &body, buf);
     }
@@ -499,6 +577,7 @@ mod tests {
             host: host.to_string(),
             port: sock.port(),
             user: user.to_string(),
+            display: None,
             domain: sock.ip().to_string(),
             tag: tag.to_string(),
             ua: Some("GoIP-8".to_string()),
