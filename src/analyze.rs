@@ -306,12 +306,9 @@ fn line_entries(
     let mut by: BTreeMap<IpAddr, LineEntry> = BTreeMap::new();
     let mut numbers: BTreeMap<IpAddr, std::collections::BTreeSet<&str>> = BTreeMap::new();
     let mut taken_numbers: BTreeMap<IpAddr, std::collections::BTreeSet<&str>> = BTreeMap::new();
-    // Lines any of whose calls carried media: there, an answer must carry voice both ways.
-    let line_media: std::collections::BTreeSet<IpAddr> = calls
-        .iter()
-        .filter(|c| !c.rtp.is_empty())
-        .filter_map(|c| c.line)
-        .collect();
+    // Where the tap carried any media (any call with RTP, any media flow), an answer must carry
+    // voice both ways to count (detection's rule; a SIP-only mirror is the exception).
+    let tap_media = !media.is_empty() || calls.iter().any(|c| !c.rtp.is_empty());
     let mut peers: BTreeMap<IpAddr, std::collections::BTreeSet<String>> = BTreeMap::new();
     let mut spans: BTreeMap<IpAddr, Vec<crate::figures::Span>> = BTreeMap::new();
     let mut talk: BTreeMap<IpAddr, Vec<f64>> = BTreeMap::new();
@@ -334,7 +331,7 @@ fn line_entries(
         if let Some(n) = crate::figures::called_number(c) {
             numbers.entry(line).or_default().insert(n);
         }
-        if crate::figures::is_taken_inbound(c, line_media.contains(&line), sip_only_min_talk) {
+        if crate::figures::is_taken_inbound(c, tap_media, sip_only_min_talk) {
             e.inbound_calls_taken += 1;
             if c.outcome == Outcome::Answered {
                 e.inbound_calls_taken_answered += 1;

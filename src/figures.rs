@@ -113,15 +113,15 @@ pub fn called_number(c: &CallRecord) -> Option<&str> {
 
 /// An inbound call the line took part in, as detection counts it (see
 /// `simboxd_core::model::Participation`): voice both ways or early media the line sent; an
-/// answer without any media only where none of the line's calls carried media (a SIP-only tap,
-/// `line_media` false) and the call lasted `min_talk` seconds.
-pub fn is_taken_inbound(c: &CallRecord, line_media: bool, min_talk: f64) -> bool {
+/// answer without any media only where the tap carried no media at all (a SIP-only mirror,
+/// `tap_media` false) and the call lasted `min_talk` seconds.
+pub fn is_taken_inbound(c: &CallRecord, tap_media: bool, min_talk: f64) -> bool {
     if !is_inbound(c) {
         return false;
     }
     match c.participation {
         Participation::TwoWayVoice | Participation::EarlyMedia => true,
-        Participation::AnsweredNoMedia => !line_media && c.talk_secs().unwrap_or(0.0) >= min_talk,
+        Participation::AnsweredNoMedia => !tap_media && c.talk_secs().unwrap_or(0.0) >= min_talk,
         _ => false,
     }
 }

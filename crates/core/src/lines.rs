@@ -953,13 +953,15 @@ impl Profile {
     }
 
     /// Whether an ended inbound call was the line's own doing: it relayed voice both ways or
-    /// sent early media; an answer without any media counts only on a line whose tap carries no
-    /// media at all (a SIP-only mirror) and only when the call lasted.
-    fn took_part(&self, r: &CallRecord, now: i64, p: &ProfileParams) -> bool {
+    /// sent early media; an answer without any media counts only where the tap carries no media
+    /// at all (a SIP-only mirror: `tap_media` false, and none of this line's calls had media) and
+    /// only when the call lasted.
+    fn took_part(&self, r: &CallRecord, now: i64, p: &ProfileParams, tap_media: bool) -> bool {
         match r.participation {
             Participation::Placed | Participation::TwoWayVoice | Participation::EarlyMedia => true,
             Participation::AnsweredNoMedia => {
-                ring_sum(&self.long, self.long_newest, now, p.long_width()).media_calls == 0
+                !tap_media
+                    && ring_sum(&self.long, self.long_newest, now, p.long_width()).media_calls == 0
                     && r.talk_secs().unwrap_or(0.0) >= p.sip_only_min_talk_secs
             }
             Participation::AnsweredOneWay | Participation::Rejected | Participation::Ignored => {
@@ -1034,8 +1036,9 @@ impl Profile {
         }
     }
 
-    /// A dialog ended (or was closed at the end of the capture).
-    pub fn on_call_ended(&mut self, r: &CallRecord, p: &ProfileParams) {
+    /// A dialog ended (or was closed at the end of the capture). `tap_media`: whether the tap
+    /// has carried any media so far (see `took_part`).
+    pub fn on_call_ended(&mut self, r: &CallRecord, p: &ProfileParams, tap_media: bool) {
         let end = r.end.unwrap_or(r.start).max(r.start);
         self.touch(end.0, p);
         let key = hash_bytes(r.call_id.as_bytes()) as u32;
@@ -1048,7 +1051,7 @@ impl Profile {
         let media = !r.rtp.is_empty();
         if inbound {
             let answered = r.outcome == Outcome::Answered;
-            let taken = self.took_part(r, end.0, p);
+            let taken = self.took_part(r, end.0, p, tap_media);
             let foreign = r.peer.is_some_and(|a| !p.network.is_domestic(a.ip()));
             self.bump(end.0, p, |b| {
                 b.in_ended = b.in_ended.saturating_add(1);

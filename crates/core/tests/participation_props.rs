@@ -25,6 +25,8 @@ enum Reaction {
     Ignore,
     /// The caller gives up after the line rang (CANCEL, 487).
     CallerCancels,
+    /// The line answers (200 with SDP) but sends no voice back: a camera or intercom.
+    AnswerSilently,
 }
 
 #[derive(Clone, Debug)]
@@ -289,6 +291,10 @@ fn capture(steps: &[Step], take: bool) -> Vec<(i64, Vec<u8>)> {
                         w.udp(at, LINE, 5060, from, 5060, r.as_bytes());
                     }
                     Reaction::Ignore => {}
+                    Reaction::AnswerSilently => {
+                        let r = response(200, &id, from, Some(line_port), "INVITE", 1);
+                        w.udp(t + 1_000_000, LINE, 5060, from, 5060, r.as_bytes());
+                    }
                     Reaction::CallerCancels => {
                         let r = response(180, &id, from, None, "INVITE", 1);
                         w.udp(t + 50_000, LINE, 5060, from, 5060, r.as_bytes());
@@ -369,6 +375,29 @@ fn gateway_shaped(n: usize) -> Vec<Step> {
 fn control_the_same_stream_taken_with_voice_both_ways_is_a_gateway() {
     let (level, why) = worst_level(&capture(&gateway_shaped(160), true));
     assert_eq!(level, VerdictLevel::Gateway, "{why}");
+}
+
+/// A device that answers every INVITE but relays nothing (a camera, an intercom), while the
+/// caller streams voice at it: answering alone is not a gateway's participation.
+#[test]
+fn a_line_that_answers_without_sending_voice_stays_normal() {
+    let steps: Vec<Step> = gateway_shaped(160)
+        .into_iter()
+        .map(|mut s| {
+            if let Probe::Invite {
+                reaction,
+                one_way_rtp_secs,
+                ..
+            } = &mut s.probe
+            {
+                *reaction = Reaction::AnswerSilently;
+                *one_way_rtp_secs = 20;
+            }
+            s
+        })
+        .collect();
+    let (level, why) = worst_level(&capture(&steps, false));
+    assert_eq!(level, VerdictLevel::Normal, "{why}");
 }
 
 #[test]

@@ -117,6 +117,9 @@ pub struct LineTable {
     /// Offers to lines without a profile (INVITEs they did not take, probes, one-way media):
     /// dropped here, they cost no memory.
     offers_to_unknown_lines: u64,
+    /// Whether the tap has carried any media so far (else it is a SIP-only mirror, where an
+    /// answered call cannot show voice).
+    tap_media: bool,
     last_eval: Timestamp,
     /// Lines that are suspect on their own evidence: site candidates (line -> peer, rhythm).
     candidates: BTreeMap<IpAddr, (IpAddr, Rhythm)>,
@@ -137,6 +140,7 @@ impl LineTable {
             idle_evictions: 0,
             events_without_line: 0,
             offers_to_unknown_lines: 0,
+            tap_media: false,
             last_eval: Timestamp::default(),
             candidates: BTreeMap::new(),
         }
@@ -293,6 +297,13 @@ impl LineTable {
 
     /// Feeds one event (capture order).
     pub fn on_event(&mut self, ev: &Event) {
+        // Any RTP or voice flow, whoever sent it, shows the tap carries media.
+        self.tap_media |= match ev {
+            Event::CallEnded(r) => !r.rtp.is_empty(),
+            Event::MediaStarted { .. } => true,
+            Event::MediaEnded(r) => r.rtp || r.voice_like,
+            _ => false,
+        };
         let (line, ts) = match ev {
             Event::CallStarted { line, ts, .. } => (*line, *ts),
             Event::CallAnswered { line, ts, .. } => (*line, *ts),
@@ -332,6 +343,7 @@ impl LineTable {
             }
         };
         let params = &self.params;
+        let tap_media = self.tap_media;
         if let Some(e) = self
             .slots
             .get_mut(i as usize)
@@ -346,7 +358,7 @@ impl LineTable {
                     ts,
                     ..
                 } => p.on_call_started(call_id, *direction, *peer, *ts, params),
-                Event::CallEnded(r) => p.on_call_ended(r, params),
+                Event::CallEnded(r) => p.on_call_ended(r, params, tap_media),
                 Event::Registration(r) => p.on_registration(r, params),
                 Event::MediaStarted {
                     local,
