@@ -64,6 +64,7 @@ impl EngineWorker {
                 Event::Registration(_) => "registration",
                 Event::MediaStarted { .. } => "media_started",
                 Event::MediaEnded(_) => "media_ended",
+                Event::Probe(_) => "probe",
             };
             self.events.add(kind, 1);
             match ev {
