@@ -871,6 +871,8 @@ impl LineTable {
             Event::Registration(r) => (r.line, r.time),
             Event::MediaStarted { line, ts, .. } => (*line, *ts),
             Event::MediaEnded(r) => (r.line, r.last),
+            // Probes are evidence about the peer (`threats`), never about the line.
+            Event::Probe(_) => return,
         };
         let Some(ip) = line else {
             self.events_without_line += 1;
@@ -905,7 +907,7 @@ impl LineTable {
                     ..
                 } => p.on_media_started(*local, *remote, call_id.as_deref(), *ts, params),
                 Event::MediaEnded(r) => p.on_media_ended(r, params),
-                Event::CallAnswered { .. } => {}
+                Event::CallAnswered { .. } | Event::Probe(_) => {}
             }
         }
         self.mark_dirty(i);
