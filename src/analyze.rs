@@ -663,7 +663,11 @@ pub fn write_threats_text(out: &mut dyn Write, threats: &[Threat]) -> std::io::R
         }
         const SHOWN: usize = 5;
         for l in t.lines.iter().take(SHOWN) {
-            let answers: Vec<String> = l.answers.iter().map(|(k, n)| format!("{k} x {n}")).collect();
+            let answers: Vec<String> = l
+                .answers
+                .iter()
+                .map(|(k, n)| format!("{k} x {n}"))
+                .collect();
             writeln!(
                 out,
                 "      target {:<32} {} requests, answered: {}",
@@ -677,7 +681,11 @@ pub fn write_threats_text(out: &mut dyn Write, threats: &[Threat]) -> std::io::R
             )?;
         }
         if t.lines.len() > SHOWN {
-            writeln!(out, "      ... and {} more targets", t.lines_total.saturating_sub(SHOWN as u64))?;
+            writeln!(
+                out,
+                "      ... and {} more targets",
+                t.lines_total.saturating_sub(SHOWN as u64)
+            )?;
         }
     }
     writeln!(out)

@@ -250,15 +250,22 @@ fn threats_section(h: &mut String, a: &Analysis, clock: &Clock) {
     }
     h.push_str("<table class=\"sortable\"><thead><tr><th>peer</th><th>kind</th><th>severity</th><th>requests</th><th>lines</th><th>first seen</th><th>last seen</th><th>user agents</th><th>what the lines answered</th><th>evidence</th><th>targets</th></tr></thead><tbody>");
     for t in &a.threats {
-        let answers: Vec<String> = t.answers.iter().map(|(k, n)| format!("{k} x {n}")).collect();
+        let answers: Vec<String> = t
+            .answers
+            .iter()
+            .map(|(k, n)| format!("{k} x {n}"))
+            .collect();
         let evidence: Vec<String> = t.reasons.iter().map(|r| r.detail.clone()).collect();
         let mut targets: Vec<String> = t
             .lines
             .iter()
             .take(10)
             .map(|l| {
-                let ans: Vec<String> =
-                    l.answers.iter().map(|(k, n)| format!("{k} x {n}")).collect();
+                let ans: Vec<String> = l
+                    .answers
+                    .iter()
+                    .map(|(k, n)| format!("{k} x {n}"))
+                    .collect();
                 format!("{} ({} requests: {})", l.line, l.requests, ans.join(", "))
             })
             .collect();

@@ -1999,14 +1999,13 @@ mod tests {
         // An inbound INVITE: the sender's User-Agent is recorded as a probe of method INVITE.
         let c = INBOUND;
         r.sip(&c, true, 20, &c.invite(1, ""));
-        let probes: Vec<&ProbeRecord> = r
-            .ev
-            .iter()
-            .filter_map(|e| match e {
-                Event::Probe(p) => Some(&**p),
-                _ => None,
-            })
-            .collect();
+        let probes: Vec<&ProbeRecord> =
+            r.ev.iter()
+                .filter_map(|e| match e {
+                    Event::Probe(p) => Some(&**p),
+                    _ => None,
+                })
+                .collect();
         assert_eq!(probes.len(), 3, "{probes:?}");
         assert_eq!(probes[0].method, ProbeMethod::Options);
         assert_eq!(probes[0].peer, addr(SWITCH));

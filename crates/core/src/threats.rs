@@ -1205,13 +1205,7 @@ impl ThreatTable {
         for f in self.pbx.values() {
             out.push(self.build_pbx(f));
         }
-        out.sort_by(|a, b| {
-            b.severity
-                .cmp(&a.severity)
-                .then(b.requests.cmp(&a.requests))
-                .then(a.peer.cmp(&b.peer))
-                .then(a.kind.cmp(&b.kind))
-        });
+        sort_threats(&mut out);
         out
     }
 
@@ -1420,6 +1414,61 @@ impl ThreatTable {
             numbers: f.numbers.clone(),
         }
     }
+}
+
+/// Orders findings: highest severity first, then most requests.
+fn sort_threats(v: &mut [Threat]) {
+    v.sort_by(|a, b| {
+        b.severity
+            .cmp(&a.severity)
+            .then(b.requests.cmp(&a.requests))
+            .then(a.peer.cmp(&b.peer))
+            .then(a.kind.cmp(&b.kind))
+    });
+}
+
+/// Findings of several engines (the daemon shards lines over workers, so each sees its share of
+/// a peer's targets) as one list: one entry per peer and kind (and line, for `compromised_pbx`),
+/// counts added, targets and user agents joined, each engine's reasons kept.
+pub fn merge(all: Vec<Threat>) -> Vec<Threat> {
+    let mut by: BTreeMap<(IpAddr, ThreatKind, Option<IpAddr>), Threat> = BTreeMap::new();
+    for t in all {
+        let line = (t.kind == ThreatKind::CompromisedPbx)
+            .then(|| t.lines.first().map(|l| l.line))
+            .flatten();
+        match by.entry((t.peer, t.kind, line)) {
+            std::collections::btree_map::Entry::Vacant(e) => {
+                e.insert(t);
+            }
+            std::collections::btree_map::Entry::Occupied(mut e) => {
+                let m = e.get_mut();
+                m.requests += t.requests;
+                m.lines_total += t.lines_total;
+                m.first_seen = m.first_seen.min(t.first_seen);
+                m.last_seen = m.last_seen.max(t.last_seen);
+                m.lines.extend(t.lines);
+                m.lines
+                    .sort_by(|a, b| b.requests.cmp(&a.requests).then(a.line.cmp(&b.line)));
+                for a in t.user_agents {
+                    if !m.user_agents.contains(&a) {
+                        m.user_agents.push(a);
+                    }
+                }
+                for (k, n) in t.answers {
+                    *m.answers.entry(k).or_insert(0) += n;
+                }
+                m.reasons.extend(t.reasons);
+                for n in t.numbers {
+                    if !m.numbers.contains(&n) {
+                        m.numbers.push(n);
+                    }
+                }
+            }
+        }
+    }
+    let mut out: Vec<Threat> = by.into_values().collect();
+    sort_threats(&mut out);
+    out
 }
 
 #[cfg(test)]
