@@ -814,6 +814,88 @@ mod tests {
         assert!(m.open_id("10.0.0.1".parse().unwrap()).is_none());
     }
 
+    fn threat(kind: ThreatKind) -> Threat {
+        use simboxd_core::threats::ThreatTarget;
+        Threat {
+            peer: "203.0.113.9".parse().unwrap(),
+            kind,
+            severity: kind.severity(),
+            lines: (0..20)
+                .map(|i| ThreatTarget {
+                    line: format!("10.0.0.{i}").parse().unwrap(),
+                    requests: 1,
+                    answers: BTreeMap::new(),
+                    first_seen: Timestamp(T0),
+                    last_seen: Timestamp(T0),
+                })
+                .collect(),
+            lines_total: 20,
+            requests: 20,
+            first_seen: Timestamp(T0),
+            last_seen: Timestamp(T0 + 1),
+            user_agents: vec!["friendly-scanner".into()],
+            answers: BTreeMap::new(),
+            reasons: vec![Reason {
+                signal: kind.label().into(),
+                value: 20.0,
+                strength: 1.0,
+                detail: "INVITEs to 011972599123456".into(),
+            }],
+            numbers: vec!["011972599123456".into()],
+        }
+    }
+
+    #[test]
+    fn threats_are_alerts_of_their_own_type_below_gateway() {
+        let mut m = AlertManager::new(AlertConfig::default());
+        let p = Pseudonymizer::with_key(b"0123456789abcdef").unwrap();
+        let scan = m.on_threat(&threat(ThreatKind::Scan), Timestamp(T0), &p);
+        assert_eq!(scan.len(), 1);
+        let a = &scan[0];
+        assert_eq!(
+            (a.kind, a.state, a.severity),
+            (AlertKind::Threat, AlertState::Raised, Severity::Notice)
+        );
+        assert!(a.severity < Severity::of(VerdictLevel::Gateway));
+        assert_eq!(a.line.to_string(), "203.0.113.9");
+        assert_eq!(a.verdict, VerdictLevel::Normal);
+        assert_eq!(a.threat.as_ref().unwrap().lines.len(), ALERT_THREAT_LINES);
+        // Numbers are pseudonymised, in the finding and its reasons.
+        assert!(a.threat.as_ref().unwrap().numbers[0].starts_with("p:"));
+        assert!(!a.reasons[0].detail.contains("011972599123456"));
+        assert_eq!(a.syslog_severity(), 5);
+        let j = serde_json::to_value(a).unwrap();
+        assert_eq!(j["type"], "threat");
+        assert_eq!(j["threat"]["kind"], "scan");
+        assert!(a
+            .summary(3)
+            .starts_with("raised threat scan from 203.0.113.9 to 20 lines: "));
+        // The same finding again (e.g. from another worker) is an update of the same episode.
+        let again = m.on_threat(&threat(ThreatKind::Scan), Timestamp(T0 + 5), &p);
+        assert_eq!(
+            (again[0].state, again[0].seq, &again[0].id),
+            (AlertState::Updated, 1, &a.id)
+        );
+        let toll = m.on_threat(&threat(ThreatKind::TollFraudAttempt), Timestamp(T0), &p);
+        assert_eq!(toll[0].severity, Severity::Warning);
+        assert_ne!(toll[0].id, a.id);
+        let pbx = m.on_threat(&threat(ThreatKind::CompromisedPbx), Timestamp(T0), &p);
+        assert_eq!(
+            (pbx[0].kind, pbx[0].severity),
+            (AlertKind::CompromisedPbx, Severity::Critical)
+        );
+        assert_eq!(pbx[0].line.to_string(), "10.0.0.0");
+        assert_eq!(pbx[0].syslog_severity(), 2);
+        // Old records without a type read back as line alerts.
+        let mut old = serde_json::to_value(&pbx[0]).unwrap();
+        if let Some(o) = old.as_object_mut() {
+            o.remove("type");
+            o.remove("threat");
+        }
+        let back: Alert = serde_json::from_value(old).unwrap();
+        assert_eq!((back.kind, back.threat), (AlertKind::Line, None));
+    }
+
     #[test]
     fn alert_json_field_names_and_summary() {
         let mut v = verdict(VerdictLevel::Gateway, 0.93, 0, 5, &["inbound_many_numbers"]);

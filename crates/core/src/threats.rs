@@ -1957,6 +1957,31 @@ mod tests {
     }
 
     #[test]
+    fn threats_of_several_engines_merge_per_peer_and_kind() {
+        // Two workers each saw half of a sweep.
+        let mut a = table();
+        let mut b = table();
+        for i in 0..24 {
+            let t = if i % 2 == 0 { &mut a } else { &mut b };
+            t.on_event(&probe(
+                SCANNER,
+                line(i),
+                ProbeMethod::Options,
+                "100",
+                f64::from(i),
+            ));
+        }
+        let merged = merge(a.threats().into_iter().chain(b.threats()).collect());
+        assert_eq!(merged.len(), 1);
+        assert_eq!(merged[0].lines_total, 24);
+        assert_eq!(merged[0].requests, 24);
+        assert_eq!(merged[0].lines.len(), 24);
+        assert_eq!(merged[0].first_seen, at(0.0));
+        assert_eq!(merged[0].last_seen, at(23.0));
+        assert_eq!(merged[0].answers.get("none"), Some(&24));
+    }
+
+    #[test]
     fn threats_config_is_validated() {
         assert_eq!(ThreatsConfig::default().validate(), Ok(()));
         let bad = ThreatsConfig {
