@@ -109,9 +109,19 @@ fn crafted_capture(path: &Path) {
         let line = format!("10.1.0.{i}");
         let id = format!("scan{i}");
         let t = f64::from(i) * 0.5;
-        p.udp(t, SCANNER, &line, &request("OPTIONS", SCANNER, &line, "100", &id, "friendly-scanner"));
+        p.udp(
+            t,
+            SCANNER,
+            &line,
+            &request("OPTIONS", SCANNER, &line, "100", &id, "friendly-scanner"),
+        );
         if i <= 3 {
-            p.udp(t + 0.01, &line, SCANNER, &response(200, "OPTIONS", SCANNER, &line, "100", &id));
+            p.udp(
+                t + 0.01,
+                &line,
+                SCANNER,
+                &response(200, "OPTIONS", SCANNER, &line, "100", &id),
+            );
         }
     }
     // Enumeration: REGISTER for 12 extensions at one line, each refused 404.
@@ -120,26 +130,71 @@ fn crafted_capture(path: &Path) {
         let user = format!("{}", 100 + i);
         let id = format!("enum{i}");
         let t = 20.0 + f64::from(i) * 0.3;
-        p.udp(t, ENUMERATOR, line, &request("REGISTER", ENUMERATOR, line, &user, &id, "sipcli/v1.8"));
-        p.udp(t + 0.01, line, ENUMERATOR, &response(404, "REGISTER", ENUMERATOR, line, &user, &id));
+        p.udp(
+            t,
+            ENUMERATOR,
+            line,
+            &request("REGISTER", ENUMERATOR, line, &user, &id, "sipcli/v1.8"),
+        );
+        p.udp(
+            t + 0.01,
+            line,
+            ENUMERATOR,
+            &response(404, "REGISTER", ENUMERATOR, line, &user, &id),
+        );
     }
     // Toll-fraud attempts: four lines refuse; the PBX takes the call and dials it out.
     for i in 1..=4 {
         let line = format!("10.1.2.{i}");
         let id = format!("toll{i}");
         let t = 40.0 + f64::from(i);
-        p.udp(t, TOLL, &line, &request("INVITE", TOLL, &line, PREMIUM, &id, "Cisco-SIPGateway"));
-        p.udp(t + 0.05, &line, TOLL, &response(403, "INVITE", TOLL, &line, PREMIUM, &id));
+        p.udp(
+            t,
+            TOLL,
+            &line,
+            &request("INVITE", TOLL, &line, PREMIUM, &id, "Cisco-SIPGateway"),
+        );
+        p.udp(
+            t + 0.05,
+            &line,
+            TOLL,
+            &response(403, "INVITE", TOLL, &line, PREMIUM, &id),
+        );
     }
-    p.udp(50.0, TOLL, PBX, &request("INVITE", TOLL, PBX, PREMIUM, "tollpbx", "Cisco-SIPGateway"));
-    p.udp(50.2, PBX, TOLL, &response(200, "INVITE", TOLL, PBX, PREMIUM, "tollpbx"));
-    p.udp(51.0, PBX, TRUNK, &request("INVITE", PBX, TRUNK, PREMIUM, "pbxout", "Asterisk PBX"));
-    p.udp(51.5, TRUNK, PBX, &response(200, "INVITE", PBX, TRUNK, PREMIUM, "pbxout"));
+    p.udp(
+        50.0,
+        TOLL,
+        PBX,
+        &request("INVITE", TOLL, PBX, PREMIUM, "tollpbx", "Cisco-SIPGateway"),
+    );
+    p.udp(
+        50.2,
+        PBX,
+        TOLL,
+        &response(200, "INVITE", TOLL, PBX, PREMIUM, "tollpbx"),
+    );
+    p.udp(
+        51.0,
+        PBX,
+        TRUNK,
+        &request("INVITE", PBX, TRUNK, PREMIUM, "pbxout", "Asterisk PBX"),
+    );
+    p.udp(
+        51.5,
+        TRUNK,
+        PBX,
+        &response(200, "INVITE", PBX, TRUNK, PREMIUM, "pbxout"),
+    );
     // Flood: 600 OPTIONS in 3 s at one line.
     for i in 0..600 {
         let id = format!("flood{i}");
         let t = 60.0 + f64::from(i) * 0.005;
-        p.udp(t, FLOODER, "10.1.4.1", &request("OPTIONS", FLOODER, "10.1.4.1", "1", &id, "sipsak"));
+        p.udp(
+            t,
+            FLOODER,
+            "10.1.4.1",
+            &request("OPTIONS", FLOODER, "10.1.4.1", "1", &id, "sipsak"),
+        );
     }
     // Framing: 12 INVITEs to distinct mobile numbers, every one refused busy.
     for i in 0..12 {
@@ -147,8 +202,18 @@ fn crafted_capture(path: &Path) {
         let n = format!("138001380{i:02}");
         let id = format!("frame{i}");
         let t = 70.0 + f64::from(i) * 2.0;
-        p.udp(t, FRAMER, line, &request("INVITE", FRAMER, line, &n, &id, "VOS3000"));
-        p.udp(t + 0.1, line, FRAMER, &response(486, "INVITE", FRAMER, line, &n, &id));
+        p.udp(
+            t,
+            FRAMER,
+            line,
+            &request("INVITE", FRAMER, line, &n, &id, "VOS3000"),
+        );
+        p.udp(
+            t + 0.1,
+            line,
+            FRAMER,
+            &response(486, "INVITE", FRAMER, line, &n, &id),
+        );
     }
     std::fs::File::create(path)
         .and_then(|mut f| f.write_all(&p.out))
@@ -179,7 +244,19 @@ fn check_threats(threats: &[serde_json::Value]) {
     assert_eq!(scan["answers"]["200"], 3);
     assert_eq!(scan["answers"]["none"], 11);
     assert_eq!(scan["user_agents"][0], "friendly-scanner");
-    for key in ["peer", "kind", "severity", "lines", "lines_total", "requests", "first_seen", "last_seen", "user_agents", "answers", "reasons"] {
+    for key in [
+        "peer",
+        "kind",
+        "severity",
+        "lines",
+        "lines_total",
+        "requests",
+        "first_seen",
+        "last_seen",
+        "user_agents",
+        "answers",
+        "reasons",
+    ] {
         assert!(scan.get(key).is_some(), "threat without {key}: {scan}");
     }
     let e = find(threats, ENUMERATOR, "enumeration");
@@ -210,7 +287,11 @@ fn analyze_lists_each_kind_of_attack_as_a_threat() {
     let cap = dir.path().join("attacks.pcap");
     crafted_capture(&cap);
     let out = analyze(&cap, &["--format", "json", "--quiet"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let a: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let threats = a["threats"].as_array().expect("a threats list");
     check_threats(threats);
@@ -221,7 +302,10 @@ fn analyze_lists_each_kind_of_attack_as_a_threat() {
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(text.contains("threats (6):"), "{text}");
     assert!(text.contains("COMPROMISED_PBX (high)"), "{text}");
-    assert!(text.contains("SCAN (low), 14 requests to 14 lines"), "{text}");
+    assert!(
+        text.contains("SCAN (low), 14 requests to 14 lines"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -230,7 +314,11 @@ fn threats_numbers_are_pseudonymised_like_the_rest() {
     let cap = dir.path().join("attacks.pcap");
     crafted_capture(&cap);
     let cfg = dir.path().join("p.toml");
-    std::fs::write(&cfg, "[privacy]\npseudonymize = true\nkey = \"0123456789abcdef0123\"\n").unwrap();
+    std::fs::write(
+        &cfg,
+        "[privacy]\npseudonymize = true\nkey = \"0123456789abcdef0123\"\n",
+    )
+    .unwrap();
     let out = analyze(&cap, &["--format", "json", "--quiet", "--config"]);
     assert!(!out.status.success(), "--config needs its value");
     let out = Command::new(env!("CARGO_BIN_EXE_simboxd"))
@@ -240,7 +328,11 @@ fn threats_numbers_are_pseudonymised_like_the_rest() {
         .arg(&cfg)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     let a: serde_json::Value = serde_json::from_str(&text).unwrap();
     let t = find(a["threats"].as_array().unwrap(), TOLL, "toll_fraud_attempt");
@@ -272,7 +364,11 @@ fn real_capture_of_a_probed_pbx_shows_a_toll_fraud_attempt() {
         .arg(&cfg)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let a: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let threats = a["threats"].as_array().unwrap();
     let t = find(threats, "179.43.150.26", "toll_fraud_attempt");
@@ -310,7 +406,9 @@ fn the_daemon_serves_threats_and_alerts_them() {
     let (threats, alerts) = loop {
         let th = http_get(addr, "/api/v1/threats", Some(TOKEN)).unwrap();
         assert_eq!(th.status, 200, "{}", th.body);
-        let al = http_get(addr, "/api/v1/alerts", Some(TOKEN)).unwrap().json();
+        let al = http_get(addr, "/api/v1/alerts", Some(TOKEN))
+            .unwrap()
+            .json();
         let th = th.json();
         let n_alerts = al["alerts"]
             .as_array()
@@ -331,7 +429,10 @@ fn the_daemon_serves_threats_and_alerts_them() {
     assert_eq!(of("compromised_pbx", "critical"), 1, "{alerts:#?}");
     assert_eq!(of("threat", "notice"), 2, "{alerts:#?}");
     assert_eq!(of("threat", "warning"), 3, "{alerts:#?}");
-    let pbx = alerts.iter().find(|a| a["type"] == "compromised_pbx").unwrap();
+    let pbx = alerts
+        .iter()
+        .find(|a| a["type"] == "compromised_pbx")
+        .unwrap();
     assert_eq!(pbx["line"], PBX);
     assert_eq!(pbx["verdict"], "normal");
     assert_eq!(pbx["threat"]["kind"], "compromised_pbx");
