@@ -920,10 +920,13 @@ impl ThreatTable {
             Participation::TwoWayVoice | Participation::EarlyMedia
         );
         let carried = relayed || c.participation == Participation::AnsweredNoMedia;
-        // Only peers that sent something are followed: the record alone (its INVITE was seen
-        // before this peer entered the table) still counts.
+        // Only peers still tracked are followed: an ended call of a peer that was evicted (a
+        // flood of one-shot senders) must not evict another in turn.
         let lh = self.hasher.hash_one(line);
         let end = c.end.unwrap_or(c.start);
+        if !self.peers.contains(&peer_ip) {
+            return;
+        }
         let Some(peer) = self.peer_mut(peer_ip, end) else {
             return;
         };
