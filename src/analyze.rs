@@ -13,6 +13,7 @@ use simboxd_core::model::{
     CallRecord, Counters, Event, MediaFlowRecord, Outcome, Reason, RegistrationRecord, Timestamp,
     VerdictLevel,
 };
+use simboxd_core::threats::Threat;
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Read, Write};
 use std::net::IpAddr;
@@ -142,6 +143,10 @@ pub struct Analysis {
     pub registrations: Vec<RegistrationRecord>,
     pub media_flows: Vec<MediaFlowRecord>,
     pub lines: Vec<LineEntry>,
+    /// Attacks on lines, about the attacking peer (scan, enumeration, toll_fraud_attempt,
+    /// flood, framing) and lines that relayed toll fraud (compromised_pbx); highest severity
+    /// first. Never a finding against a targeted line except `compromised_pbx`.
+    pub threats: Vec<Threat>,
 }
 
 /// Streams the file through SHA-256.
@@ -236,7 +241,9 @@ pub fn analyze_file(path: &Path, cfg: &Config, progress: bool) -> anyhow::Result
         .with_context(|| format!("{}: cannot read", path.display()))?;
     let st = engine.stats();
     let verdicts = engine.lines().verdicts();
+    let threats = engine.threats();
     let mut a = build(path, sha256, size, st, col, cfg);
+    a.threats = threats;
     apply_verdicts(&mut a.lines, &verdicts);
     let privacy = crate::privacy::Pseudonymizer::from_config(&cfg.privacy)
         .map_err(|e| anyhow::anyhow!("[privacy]: {e}"))?;
@@ -292,6 +299,7 @@ fn build(
         registrations: col.registrations,
         media_flows: col.media,
         lines,
+        threats: Vec::new(),
     }
 }
 
@@ -404,6 +412,23 @@ fn pseudonymize(a: &mut Analysis, p: &crate::privacy::Pseudonymizer) {
         for r in &mut l.reasons {
             r.detail = p.text(&r.detail);
         }
+    }
+    for t in &mut a.threats {
+        pseudonymize_threat(t, p);
+    }
+}
+
+/// Numbers a threat quotes (dialled numbers, numbers in its reasons) as keyed pseudonyms; the
+/// same for `analyze`, the report, the API and alerts.
+pub fn pseudonymize_threat(t: &mut Threat, p: &crate::privacy::Pseudonymizer) {
+    if !p.enabled() {
+        return;
+    }
+    for n in &mut t.numbers {
+        *n = p.number(n);
+    }
+    for r in &mut t.reasons {
+        r.detail = p.text(&r.detail);
     }
 }
 
@@ -631,6 +656,7 @@ pub fn write_text(out: &mut dyn Write, a: &Analysis) -> std::io::Result<()> {
         )?;
     }
     writeln!(out)?;
+    write_threats_text(out, &a.threats)?;
     let shown = a.calls.len().min(50);
     writeln!(out, "calls (first {shown} of {}):", a.calls.len())?;
     for call in a.calls.iter().take(shown) {
@@ -648,4 +674,57 @@ pub fn write_text(out: &mut dyn Write, a: &Analysis) -> std::io::Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// The Threats section of the text output: one block per finding, with its targets.
+pub fn write_threats_text(out: &mut dyn Write, threats: &[Threat]) -> std::io::Result<()> {
+    writeln!(out, "threats ({}):", threats.len())?;
+    for t in threats {
+        writeln!(
+            out,
+            "  {:<40} {} ({}), {} requests to {} lines, {} .. {}{}",
+            t.peer.to_string(),
+            t.kind.label().to_uppercase(),
+            t.severity.label(),
+            t.requests,
+            t.lines_total,
+            t.first_seen,
+            t.last_seen,
+            if t.user_agents.is_empty() {
+                String::new()
+            } else {
+                format!(", User-Agent {}", t.user_agents.join(" / "))
+            }
+        )?;
+        for r in &t.reasons {
+            writeln!(out, "      {}", r.detail)?;
+        }
+        const SHOWN: usize = 5;
+        for l in t.lines.iter().take(SHOWN) {
+            let answers: Vec<String> = l
+                .answers
+                .iter()
+                .map(|(k, n)| format!("{k} x {n}"))
+                .collect();
+            writeln!(
+                out,
+                "      target {:<32} {} requests, answered: {}",
+                l.line.to_string(),
+                l.requests,
+                if answers.is_empty() {
+                    "-".to_string()
+                } else {
+                    answers.join(", ")
+                }
+            )?;
+        }
+        if t.lines.len() > SHOWN {
+            writeln!(
+                out,
+                "      ... and {} more targets",
+                t.lines_total.saturating_sub(SHOWN as u64)
+            )?;
+        }
+    }
+    writeln!(out)
 }

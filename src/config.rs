@@ -38,6 +38,8 @@ pub struct Config {
     pub privacy: crate::privacy::PrivacyConfig,
     /// Line profiles, signal weights and verdict thresholds (see `detect::DetectionConfig`).
     pub detection: DetectionConfig,
+    /// Attacks on lines, reported about the attacking peer (see `threats::ThreatsConfig`).
+    pub threats: simboxd_core::threats::ThreatsConfig,
     pub daemon: crate::daemon::DaemonConfig,
     pub http: crate::daemon::http::HttpConfig,
 }
@@ -79,13 +81,14 @@ impl Config {
     }
 
     fn validate(&self, text: &str, file: &str) -> Result<(), ConfigError> {
-        let sections: [(&str, Result<(), Invalid>); 8] = [
+        let sections: [(&str, Result<(), Invalid>); 9] = [
             ("limits", self.limits.validate()),
             ("alert", self.alert.validate()),
             ("webhook", self.webhook.validate()),
             ("storage", self.storage.validate()),
             ("privacy", self.privacy.validate()),
             ("detection", self.detection.validate()),
+            ("threats", self.threats.validate()),
             ("daemon", self.daemon.validate()),
             ("http", self.http.validate()),
         ];
@@ -114,6 +117,7 @@ impl Config {
             network: self.network.clone(),
             limits: self.limits.clone(),
             detection: self.detection.clone(),
+            threats: self.threats.clone(),
         }
     }
 }

@@ -17,6 +17,7 @@ use crate::config::Config;
 use anyhow::Context as _;
 use serde::Serialize;
 use simboxd_core::detect::LineTable;
+use simboxd_core::threats::{Threat, ThreatKind as FoundKind};
 use simboxd_core::engine::Engine;
 use simboxd_core::model::{LinkType, RawPacket, Timestamp, VerdictLevel};
 use simboxd_sim::{self, Labels, Scenario, ThreatKind};
@@ -119,11 +120,17 @@ impl Driver {
         }
     }
 
-    pub fn finish(mut self) -> LineTable {
+    pub fn finish(self) -> LineTable {
+        self.finish_with_threats().0
+    }
+
+    /// The line table and the threats the engine found.
+    pub fn finish_with_threats(mut self) -> (LineTable, Vec<Threat>) {
         self.engine.finish();
         self.engine.drain_events().for_each(drop);
         self.trace_changes();
-        self.engine.into_lines()
+        let threats = self.engine.threats();
+        (self.engine.into_lines(), threats)
     }
 }
 
@@ -143,6 +150,14 @@ const MAX_RECORD: usize = 256 * 1024;
 /// Runs a classic pcap byte stream (as `simboxd_sim::generate` writes it) through the engine and
 /// the line table. Used on a pipe, where libpcap's file reader cannot be used.
 pub fn detect_pcap_stream<R: Read>(r: R, cfg: &Config) -> anyhow::Result<LineTable> {
+    Ok(detect_pcap_stream_all(r, cfg)?.0)
+}
+
+/// As [`detect_pcap_stream`], with the threats the engine found.
+pub fn detect_pcap_stream_all<R: Read>(
+    r: R,
+    cfg: &Config,
+) -> anyhow::Result<(LineTable, Vec<Threat>)> {
     let mut r = std::io::BufReader::with_capacity(1 << 20, r);
     let mut hdr = [0u8; 24];
     r.read_exact(&mut hdr).context("pcap header")?;
@@ -187,7 +202,7 @@ pub fn detect_pcap_stream<R: Read>(r: R, cfg: &Config) -> anyhow::Result<LineTab
         };
         d.packet(&pkt);
     }
-    Ok(d.finish())
+    Ok(d.finish_with_threats())
 }
 
 /// The simulator's network prefixes as a `[network]` section.
@@ -211,6 +226,16 @@ pub fn simulate_and_detect(
     seed: u64,
     cfg: &Config,
 ) -> anyhow::Result<(Labels, LineTable)> {
+    let (labels, table, _) = simulate_and_detect_all(sc, seed, cfg)?;
+    Ok((labels, table))
+}
+
+/// As [`simulate_and_detect`], with the threats the engine found.
+pub fn simulate_and_detect_all(
+    sc: &Scenario,
+    seed: u64,
+    cfg: &Config,
+) -> anyhow::Result<(Labels, LineTable, Vec<Threat>)> {
     let (rd, wr) = nix::unistd::pipe().context("pipe")?;
     let sc2 = sc.clone();
     let writer = std::thread::spawn(move || -> anyhow::Result<Labels> {
@@ -220,13 +245,13 @@ pub fn simulate_and_detect(
         Ok(labels)
     });
     // On a reader error the read end is dropped here, so the writer fails with EPIPE and ends.
-    let detected = detect_pcap_stream(std::fs::File::from(rd), cfg);
+    let detected = detect_pcap_stream_all(std::fs::File::from(rd), cfg);
     let labels = writer
         .join()
         .map_err(|_| anyhow::anyhow!("simulator thread panicked"))?;
-    let table = detected?;
+    let (table, threats) = detected?;
     let labels = labels.context("simulator")?;
-    Ok((labels, table))
+    Ok((labels, table, threats))
 }
 
 /// One labelled line and what detection said about it.
@@ -452,8 +477,37 @@ pub fn merge_threat_rows(per_seed: &[Vec<ThreatRow>]) -> Vec<ThreatRow> {
 /// The threats the engine reported for a capture, as (peer, kind). The engine does not report
 /// threats yet: when it does (analyze JSON `threats`: {peer, kind, lines, ...}), take them from
 /// the table here and `eval` scores them with `score_threats`.
-pub fn engine_threats(_table: &LineTable) -> Option<Vec<(String, String)>> {
-    None
+pub fn engine_threats(threats: &[Threat]) -> Option<Vec<(String, String)>> {
+    Some(
+        threats
+            .iter()
+            .filter(|t| t.kind != FoundKind::CompromisedPbx)
+            .filter_map(|t| {
+                let kind = serde_json::to_value(t.kind).ok()?.as_str()?.to_string();
+                Some((t.peer.to_string(), kind))
+            })
+            .collect(),
+    )
+}
+
+/// Compromised-PBX lines of the labels, and how many of them the engine reported as
+/// `compromised_pbx` findings.
+pub fn compromised_pbx_reported(labels: &Labels, threats: &[Threat]) -> (usize, usize) {
+    let labelled: Vec<&String> = labels
+        .lines
+        .iter()
+        .filter(|(_, l)| l.label == "compromised-pbx")
+        .map(|(a, _)| a)
+        .collect();
+    let found = labelled
+        .iter()
+        .filter(|a| {
+            threats
+                .iter()
+                .any(|t| t.kind == FoundKind::CompromisedPbx && t.peer.to_string() == ***a)
+        })
+        .count();
+    (labelled.len(), found)
 }
 
 fn median(v: &mut [f64]) -> Option<f64> {
@@ -750,18 +804,32 @@ pub fn cli_main(args: EvalArgs) -> anyhow::Result<()> {
         None => Config::default(),
     };
     cfg.network = sim_network();
+    // The simulator's subscribers are in country +86: calls to it are not international.
+    if cfg.threats.home_calling_codes.is_empty() {
+        cfg.threats.home_calling_codes = vec![simboxd_sim::HOME_CALLING_CODE.to_string()];
+    }
     let mut all = Vec::new();
     let mut threats = Vec::new();
+    // (compromised-PBX lines labelled, reported as `compromised_pbx`)
+    let mut pbx = (0usize, 0usize);
     let seeds;
     if let (Some(pcap), Some(lpath)) = (&args.pcap, &args.labels) {
         let text = std::fs::read_to_string(lpath)
             .with_context(|| format!("reading {}", lpath.display()))?;
         let labels: Labels =
             serde_json::from_str(&text).with_context(|| format!("parsing {}", lpath.display()))?;
-        let table = detect_capture(pcap, &cfg)?;
+        let mut cap = Capture::open_file(pcap)?;
+        let mut d = Driver::new(&cfg);
+        while let Some(pkt) = cap.next_packet()? {
+            d.packet(&pkt);
+        }
+        let (table, found) = d.finish_with_threats();
         seeds = vec![labels.seed];
         all.extend(score_seed(labels.seed, &labels, &table));
-        threats.push(score_threats(&labels, engine_threats(&table).as_deref()));
+        threats.push(score_threats(&labels, engine_threats(&found).as_deref()));
+        let (n, f) = compromised_pbx_reported(&labels, &found);
+        pbx.0 += n;
+        pbx.1 += f;
     } else {
         seeds = parse_seeds(&args.seeds).map_err(|e| anyhow::anyhow!("--seeds: {e}"))?;
         let sc = crate::simulate_cmd::load_scenario(
@@ -771,9 +839,12 @@ pub fn cli_main(args: EvalArgs) -> anyhow::Result<()> {
         )?;
         for &seed in &seeds {
             eprintln!("eval: seed {seed} ...");
-            let (labels, table) = simulate_and_detect(&sc, seed, &cfg)?;
+            let (labels, table, found) = simulate_and_detect_all(&sc, seed, &cfg)?;
             all.extend(score_seed(seed, &labels, &table));
-            threats.push(score_threats(&labels, engine_threats(&table).as_deref()));
+            threats.push(score_threats(&labels, engine_threats(&found).as_deref()));
+            let (n, f) = compromised_pbx_reported(&labels, &found);
+            pbx.0 += n;
+            pbx.1 += f;
         }
     }
     let report = summarize_with_threats(&seeds, &all, threats, args.verbose);
@@ -784,7 +855,14 @@ pub fn cli_main(args: EvalArgs) -> anyhow::Result<()> {
             serde_json::to_writer_pretty(&mut out, &report)?;
             writeln!(out)?;
         }
-        crate::analyze::Format::Text => write_text(&mut out, &report)?,
+        crate::analyze::Format::Text => {
+            write_text(&mut out, &report)?;
+            writeln!(
+                out,
+                "compromised PBX lines reported as compromised_pbx: {} of {}",
+                pbx.1, pbx.0
+            )?;
+        }
     }
     out.flush()?;
     if args.strict && report.targets.iter().any(|t| !t.ok) {

@@ -22,6 +22,7 @@ fn event_ts(e: &Event) -> Timestamp {
         Event::CallEnded(r) => r.end.unwrap_or(r.start),
         Event::Registration(r) => r.time,
         Event::MediaEnded(r) => r.last,
+        Event::Probe(p) => p.time,
     }
 }
 

@@ -19,6 +19,7 @@ use crate::privacy::Pseudonymizer;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use simboxd_core::model::{LineVerdict, Reason, Timestamp, VerdictLevel};
+use simboxd_core::threats::{Threat, ThreatKind, ThreatSeverity};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
@@ -115,9 +116,12 @@ impl AlertState {
 }
 
 /// Severity of an episode: `warning` while the line is `suspect`, `critical` once `gateway`.
+/// Threat alerts rank below `gateway`: `notice` for scans and enumeration, `warning` for
+/// floods, toll-fraud attempts and framing; a compromised PBX is `critical`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
+    Notice,
     Warning,
     Critical,
 }
@@ -129,13 +133,48 @@ impl Severity {
             _ => Severity::Warning,
         }
     }
+    /// The alert severity of a threat.
+    pub fn of_threat(s: ThreatSeverity) -> Severity {
+        match s {
+            ThreatSeverity::Low => Severity::Notice,
+            ThreatSeverity::Medium => Severity::Warning,
+            ThreatSeverity::High => Severity::Critical,
+        }
+    }
     pub fn as_str(self) -> &'static str {
         match self {
+            Severity::Notice => "notice",
             Severity::Warning => "warning",
             Severity::Critical => "critical",
         }
     }
 }
+
+/// What an alert is about.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertKind {
+    /// A line's verdict (`suspect`, `gateway`).
+    #[default]
+    Line,
+    /// An attack by a remote peer on lines (`line` is then the peer's address, not a line).
+    Threat,
+    /// A line that relayed toll fraud (`line` is that line).
+    CompromisedPbx,
+}
+
+impl AlertKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertKind::Line => "line",
+            AlertKind::Threat => "threat",
+            AlertKind::CompromisedPbx => "compromised_pbx",
+        }
+    }
+}
+
+/// Targets carried in a threat alert (the API and `analyze` list them all).
+pub const ALERT_THREAT_LINES: usize = 16;
 
 /// One alert record. This JSON is what the webhook posts and the HTTP API serves.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -161,6 +200,13 @@ pub struct Alert {
     pub flagged_at: Option<Timestamp>,
     /// Capture time this record was made.
     pub created: Timestamp,
+    /// `line` (a line's verdict), `threat` (an attack by the peer in `line`) or
+    /// `compromised_pbx` (the line in `line` relayed toll fraud).
+    #[serde(rename = "type", default)]
+    pub kind: AlertKind,
+    /// For `threat` and `compromised_pbx`: the finding (at most `ALERT_THREAT_LINES` targets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threat: Option<Box<Threat>>,
 }
 
 impl Alert {
@@ -170,11 +216,32 @@ impl Alert {
             (AlertState::Cleared, _) => 5,
             (_, Severity::Critical) => 2,
             (_, Severity::Warning) => 4,
+            (_, Severity::Notice) => 5,
         }
     }
 
     /// One line of text: line, verdict, score and the strongest reasons.
     pub fn summary(&self, max_reasons: usize) -> String {
+        if let Some(t) = &self.threat {
+            let what = match self.kind {
+                AlertKind::CompromisedPbx => format!(
+                    "compromised_pbx line {} relayed toll fraud from {}",
+                    self.line, t.peer
+                ),
+                _ => format!(
+                    "threat {} from {} to {} lines",
+                    t.kind.label(),
+                    t.peer,
+                    t.lines_total
+                ),
+            };
+            let mut s = format!("{} {what}", self.state.as_str());
+            for (i, r) in self.reasons.iter().take(max_reasons).enumerate() {
+                s.push_str(if i == 0 { ": " } else { "; " });
+                s.push_str(&r.detail);
+            }
+            return one_line(&s);
+        }
         let mut s = format!(
             "{} line {} {} score {:.2}",
             self.state.as_str(),
@@ -253,6 +320,10 @@ pub struct AlertManager {
     open: BTreeMap<IpAddr, Episode>,
     /// Open episodes dropped because `max_open` was reached.
     evictions: u64,
+    /// Threat episodes (peer, kind; line for a compromised PBX) -> (id, seq). Threat alerts
+    /// are raised once and updated as the finding grows; they are not cleared.
+    #[serde(default)]
+    threats: BTreeMap<String, (String, u32)>,
 }
 
 impl AlertManager {
@@ -261,6 +332,7 @@ impl AlertManager {
             config,
             open: BTreeMap::new(),
             evictions: 0,
+            threats: BTreeMap::new(),
         }
     }
 
@@ -384,6 +456,64 @@ impl AlertManager {
         vec![alert]
     }
 
+    /// Feeds one threat finding (new, or grown); returns its alert (a raise, then updates).
+    pub fn on_threat(
+        &mut self,
+        t: &Threat,
+        created: Timestamp,
+        privacy: &Pseudonymizer,
+    ) -> Vec<Alert> {
+        let (kind, subject) = match t.kind {
+            ThreatKind::CompromisedPbx => (
+                AlertKind::CompromisedPbx,
+                t.lines.first().map_or(t.peer, |l| l.line),
+            ),
+            _ => (AlertKind::Threat, t.peer),
+        };
+        let key = format!("{}|{}|{subject}", t.kind.label(), t.peer);
+        let (id, seq, state) = match self.threats.get_mut(&key) {
+            Some((id, seq)) => {
+                *seq = seq.saturating_add(1);
+                (id.clone(), *seq, AlertState::Updated)
+            }
+            None => {
+                if self.threats.len() >= self.config.max_open {
+                    self.threats.pop_first();
+                    self.evictions += 1;
+                }
+                let mut h = Sha256::new();
+                h.update(key.as_bytes());
+                h.update(t.first_seen.micros().to_be_bytes());
+                let d = h.finalize();
+                let id = format!("sbx-{}", hex::encode(d.get(..8).unwrap_or(&[])));
+                self.threats.insert(key, (id.clone(), 0));
+                (id, 0, AlertState::Raised)
+            }
+        };
+        let mut finding = t.clone();
+        finding.lines.truncate(ALERT_THREAT_LINES);
+        crate::analyze::pseudonymize_threat(&mut finding, privacy);
+        let reasons = finding.reasons.clone();
+        vec![Alert {
+            idempotency_key: format!("{id}:{seq}"),
+            id,
+            seq,
+            state,
+            severity: Severity::of_threat(t.severity),
+            line: subject,
+            site: None,
+            verdict: VerdictLevel::Normal,
+            score: 0.0,
+            reasons,
+            first_seen: t.first_seen,
+            last_seen: t.last_seen,
+            flagged_at: None,
+            created,
+            kind,
+            threat: Some(Box::new(finding)),
+        }]
+    }
+
     /// Clears every open alert with no new evidence for `clear_after_secs` before `now`.
     pub fn expire(&mut self, now: Timestamp) -> Vec<Alert> {
         let limit = i64::from(self.config.clear_after_secs).saturating_mul(1_000_000);
@@ -455,6 +585,8 @@ fn make_alert(
         last_seen: ep.last_seen,
         flagged_at: ep.flagged_at,
         created,
+        kind: AlertKind::Line,
+        threat: None,
     }
 }
 
@@ -680,6 +812,88 @@ mod tests {
         assert_eq!(m.open_count(), 2);
         assert_eq!(m.evictions(), 1);
         assert!(m.open_id("10.0.0.1".parse().unwrap()).is_none());
+    }
+
+    fn threat(kind: ThreatKind) -> Threat {
+        use simboxd_core::threats::ThreatTarget;
+        Threat {
+            peer: "203.0.113.9".parse().unwrap(),
+            kind,
+            severity: kind.severity(),
+            lines: (0..20)
+                .map(|i| ThreatTarget {
+                    line: format!("10.0.0.{i}").parse().unwrap(),
+                    requests: 1,
+                    answers: BTreeMap::new(),
+                    first_seen: Timestamp(T0),
+                    last_seen: Timestamp(T0),
+                })
+                .collect(),
+            lines_total: 20,
+            requests: 20,
+            first_seen: Timestamp(T0),
+            last_seen: Timestamp(T0 + 1),
+            user_agents: vec!["friendly-scanner".into()],
+            answers: BTreeMap::new(),
+            reasons: vec![Reason {
+                signal: kind.label().into(),
+                value: 20.0,
+                strength: 1.0,
+                detail: "INVITEs to 011972599123456".into(),
+            }],
+            numbers: vec!["011972599123456".into()],
+        }
+    }
+
+    #[test]
+    fn threats_are_alerts_of_their_own_type_below_gateway() {
+        let mut m = AlertManager::new(AlertConfig::default());
+        let p = Pseudonymizer::with_key(b"0123456789abcdef").unwrap();
+        let scan = m.on_threat(&threat(ThreatKind::Scan), Timestamp(T0), &p);
+        assert_eq!(scan.len(), 1);
+        let a = &scan[0];
+        assert_eq!(
+            (a.kind, a.state, a.severity),
+            (AlertKind::Threat, AlertState::Raised, Severity::Notice)
+        );
+        assert!(a.severity < Severity::of(VerdictLevel::Gateway));
+        assert_eq!(a.line.to_string(), "203.0.113.9");
+        assert_eq!(a.verdict, VerdictLevel::Normal);
+        assert_eq!(a.threat.as_ref().unwrap().lines.len(), ALERT_THREAT_LINES);
+        // Numbers are pseudonymised, in the finding and its reasons.
+        assert!(a.threat.as_ref().unwrap().numbers[0].starts_with("p:"));
+        assert!(!a.reasons[0].detail.contains("011972599123456"));
+        assert_eq!(a.syslog_severity(), 5);
+        let j = serde_json::to_value(a).unwrap();
+        assert_eq!(j["type"], "threat");
+        assert_eq!(j["threat"]["kind"], "scan");
+        assert!(a
+            .summary(3)
+            .starts_with("raised threat scan from 203.0.113.9 to 20 lines: "));
+        // The same finding again (e.g. from another worker) is an update of the same episode.
+        let again = m.on_threat(&threat(ThreatKind::Scan), Timestamp(T0 + 5), &p);
+        assert_eq!(
+            (again[0].state, again[0].seq, &again[0].id),
+            (AlertState::Updated, 1, &a.id)
+        );
+        let toll = m.on_threat(&threat(ThreatKind::TollFraudAttempt), Timestamp(T0), &p);
+        assert_eq!(toll[0].severity, Severity::Warning);
+        assert_ne!(toll[0].id, a.id);
+        let pbx = m.on_threat(&threat(ThreatKind::CompromisedPbx), Timestamp(T0), &p);
+        assert_eq!(
+            (pbx[0].kind, pbx[0].severity),
+            (AlertKind::CompromisedPbx, Severity::Critical)
+        );
+        assert_eq!(pbx[0].line.to_string(), "10.0.0.0");
+        assert_eq!(pbx[0].syslog_severity(), 2);
+        // Old records without a type read back as line alerts.
+        let mut old = serde_json::to_value(&pbx[0]).unwrap();
+        if let Some(o) = old.as_object_mut() {
+            o.remove("type");
+            o.remove("threat");
+        }
+        let back: Alert = serde_json::from_value(old).unwrap();
+        assert_eq!((back.kind, back.threat), (AlertKind::Line, None));
     }
 
     #[test]

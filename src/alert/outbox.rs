@@ -460,6 +460,8 @@ mod tests {
             first_seen: Timestamp(created),
             last_seen: Timestamp(created),
             flagged_at: Some(Timestamp(created)),
+            kind: crate::alert::AlertKind::Line,
+            threat: None,
             created: Timestamp(created),
         }
     }

@@ -530,6 +530,8 @@ mod tests {
             last_seen: Timestamp(1_700_000_060_000_000),
             flagged_at: Some(Timestamp(1_700_000_030_000_000)),
             created: Timestamp(1_700_000_060_500_000),
+            kind: crate::alert::AlertKind::Line,
+            threat: None,
         }
     }
 

@@ -61,6 +61,7 @@ impl EngineWorker {
                 Event::Registration(_) => "registration",
                 Event::MediaStarted { .. } => "media_started",
                 Event::MediaEnded(_) => "media_ended",
+                Event::Probe(_) => "probe",
             };
             self.events.add(kind, 1);
             match ev {
@@ -260,12 +261,28 @@ impl PacketEngine for EngineWorker {
         Ok(n)
     }
 
+    fn threats(&self) -> Vec<simboxd_core::threats::Threat> {
+        let mut all = self.engine.threats();
+        for t in &mut all {
+            crate::analyze::pseudonymize_threat(t, &self.privacy);
+        }
+        all
+    }
+
+    fn take_threat_changes(&mut self) -> Vec<simboxd_core::threats::Threat> {
+        // Pseudonymised by the alert side, like verdict reasons.
+        self.engine.take_threat_changes()
+    }
+
     fn reload(&mut self, cfg: &Config) {
         // Thresholds, weights and home/domestic nets apply at the next evaluation; the
         // evaluation period and the decode/calls limits stay until a restart.
         self.engine
             .lines_mut()
             .reconfigure(&cfg.detection, &cfg.network);
+        self.engine
+            .threats_mut()
+            .set_config(&cfg.threats, &cfg.network);
         self.network = cfg.network.clone();
     }
 }

@@ -1,4 +1,4 @@
-//! HTTP API of the daemon: alerts, lines, health and Prometheus metrics.
+//! HTTP API of the daemon: alerts, lines, threats, health and Prometheus metrics.
 //!
 //! Contract: `/healthz` is open; everything else needs `Authorization: Bearer <token>` matching
 //! `[http] token` (or the file named by `token_file`), compared in constant time. Without a
@@ -128,6 +128,11 @@ pub trait ApiSource: Send + Sync + 'static {
     fn lines(&self, limit: usize) -> serde_json::Value;
     /// One line's profile, verdict, signals and recent calls; `None` when unknown.
     fn line(&self, addr: IpAddr) -> Option<serde_json::Value>;
+    /// Attacks on lines found so far (highest severity first), at most `limit`.
+    fn threats(&self, limit: usize) -> serde_json::Value {
+        let _ = limit;
+        serde_json::json!({ "threats": [], "total": 0 })
+    }
     /// Prometheus text exposition.
     fn metrics(&self) -> String;
     /// `Err(reason)` when the daemon is not healthy (capture thread dead, engine stuck).
@@ -169,6 +174,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/api/v1/alerts", get(alerts))
         .route("/api/v1/lines", get(lines))
         .route("/api/v1/lines/{addr}", get(line))
+        .route("/api/v1/threats", get(threats))
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(api.clone(), require_token));
     Router::new()
@@ -261,6 +267,14 @@ async fn line(State(api): State<Arc<Api>>, Path(addr): Path<String>) -> Response
     match off_runtime(move || api.source.line(ip)).await {
         Some(Some(v)) => Json(v).into_response(),
         Some(None) => error(StatusCode::NOT_FOUND, "no such line"),
+        None => internal(),
+    }
+}
+
+async fn threats(State(api): State<Arc<Api>>, Query(q): Query<ListQuery>) -> Response {
+    let n = limit(&api, &q);
+    match off_runtime(move || api.source.threats(n)).await {
+        Some(v) => Json(v).into_response(),
         None => internal(),
     }
 }

@@ -43,6 +43,14 @@ pub trait PacketEngine: Send + 'static {
     fn restore_state(&mut self, state: serde_json::Value) -> Result<usize, String>;
     /// Applies a reloaded config where that is possible without losing state.
     fn reload(&mut self, cfg: &crate::config::Config);
+    /// Every threat this engine found (attacks on its lines), numbers as the output shows them.
+    fn threats(&self) -> Vec<simboxd_core::threats::Threat> {
+        Vec::new()
+    }
+    /// Threats found or grown since the last call, for alerting.
+    fn take_threat_changes(&mut self) -> Vec<simboxd_core::threats::Threat> {
+        Vec::new()
+    }
 }
 
 /// An opened packet source (`capture::Capture`, live or file). Opened before privileges are

@@ -486,6 +486,19 @@ impl<E: PacketEngine> ApiSource for Shared<E> {
             .find_map(|e| e.lock().ok().and_then(|eng| eng.line_json(addr)))
     }
 
+    fn threats(&self, limit: usize) -> serde_json::Value {
+        let mut all = Vec::new();
+        for e in &self.engines {
+            if let Ok(eng) = e.lock() {
+                all.extend(eng.threats());
+            }
+        }
+        let mut merged = simboxd_core::threats::merge(all);
+        let total = merged.len();
+        merged.truncate(limit);
+        serde_json::json!({ "threats": merged, "total": total })
+    }
+
     fn metrics(&self) -> String {
         self.render_metrics()
     }
@@ -687,7 +700,12 @@ async fn alert_loop<E: PacketEngine>(
     loop {
         let alerts = tokio::select! {
             v = vrx.recv() => {
-                let Some(v) = v else { break };
+                let Some(v) = v else {
+                    // The workers are done: what they found last still becomes alerts.
+                    let alerts = threat_alerts(&shared, &mut manager, &privacy);
+                    record_and_store(&shared, &manager, alerts).await;
+                    break;
+                };
                 if v.verdict >= VerdictLevel::Suspect {
                     tracing::info!(line = %v.line, verdict = level_name(v.verdict), score = v.score, "line verdict");
                 }
@@ -709,57 +727,88 @@ async fn alert_loop<E: PacketEngine>(
                         let _ = tokio::task::spawn_blocking(move || ob.purge(now)).await;
                     }
                 }
-                match packet_now(&shared.stats, shared.live) {
-                    Some(now) => manager.expire(now),
-                    None => Vec::new(),
+                let mut alerts = threat_alerts(&shared, &mut manager, &privacy);
+                if let Some(now) = packet_now(&shared.stats, shared.live) {
+                    alerts.extend(manager.expire(now));
                 }
+                alerts
             }
         };
-        shared
-            .alerts_open
-            .store(manager.open_count() as u64, Ordering::Relaxed);
-        shared
-            .alert_evictions
-            .store(manager.evictions(), Ordering::Relaxed);
-        for a in alerts {
-            let idx = match a.state {
-                AlertState::Raised => 0,
-                AlertState::Updated => 1,
-                AlertState::Cleared => 2,
-            };
-            if let Some(c) = shared.alerts_made.get(idx) {
-                c.fetch_add(1, Ordering::Relaxed);
-            }
-            tracing::warn!(
-                id = %a.id,
-                state = a.state.as_str(),
-                severity = a.severity.as_str(),
-                line = %a.line,
-                score = a.score,
-                "alert"
-            );
-            let ob = shared.outbox.clone();
-            let stored = tokio::task::spawn_blocking(move || ob.enqueue(&a)).await;
-            match stored {
-                Ok(Ok(_)) => {
-                    if let Ok(d) = shared.delivery.lock() {
-                        if let Some(d) = d.as_ref() {
-                            d.wake();
-                        }
+        record_and_store(&shared, &manager, alerts).await;
+    }
+    manager
+}
+
+/// Threat findings the engines made since the last call, as alerts (raised, then updated).
+fn threat_alerts<E: PacketEngine>(
+    shared: &Shared<E>,
+    manager: &mut AlertManager,
+    privacy: &Pseudonymizer,
+) -> Vec<crate::alert::Alert> {
+    let mut out = Vec::new();
+    for e in &shared.engines {
+        let changes = match e.lock() {
+            Ok(mut eng) => eng.take_threat_changes(),
+            Err(_) => continue,
+        };
+        for t in changes {
+            tracing::info!(peer = %t.peer, kind = t.kind.label(), severity = t.severity.label(), "threat");
+            out.extend(manager.on_threat(&t, t.last_seen, privacy));
+        }
+    }
+    out
+}
+
+/// Counts alerts, logs them and writes them to the outbox (then wakes delivery).
+async fn record_and_store<E: PacketEngine>(
+    shared: &Arc<Shared<E>>,
+    manager: &AlertManager,
+    alerts: Vec<crate::alert::Alert>,
+) {
+    shared
+        .alerts_open
+        .store(manager.open_count() as u64, Ordering::Relaxed);
+    shared
+        .alert_evictions
+        .store(manager.evictions(), Ordering::Relaxed);
+    for a in alerts {
+        let idx = match a.state {
+            AlertState::Raised => 0,
+            AlertState::Updated => 1,
+            AlertState::Cleared => 2,
+        };
+        if let Some(c) = shared.alerts_made.get(idx) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        tracing::warn!(
+            id = %a.id,
+            state = a.state.as_str(),
+            severity = a.severity.as_str(),
+            kind = a.kind.as_str(),
+            line = %a.line,
+            score = a.score,
+            "alert"
+        );
+        let ob = shared.outbox.clone();
+        let stored = tokio::task::spawn_blocking(move || ob.enqueue(&a)).await;
+        match stored {
+            Ok(Ok(_)) => {
+                if let Ok(d) = shared.delivery.lock() {
+                    if let Some(d) = d.as_ref() {
+                        d.wake();
                     }
                 }
-                Ok(Err(e)) => {
-                    shared.alert_store_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(error = %e, "alert not stored");
-                }
-                Err(e) => {
-                    shared.alert_store_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(error = %e, "alert store task failed");
-                }
+            }
+            Ok(Err(e)) => {
+                shared.alert_store_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, "alert not stored");
+            }
+            Err(e) => {
+                shared.alert_store_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, "alert store task failed");
             }
         }
     }
-    manager
 }
 
 async fn serve<E: PacketEngine>(

@@ -111,6 +111,7 @@ pub fn render(a: &Analysis, prov: &Provenance) -> String {
     header(&mut h, a, prov);
     verdicts(&mut h, a, prov);
     lines_table(&mut h, a);
+    threats_section(&mut h, a, &prov.clock);
     charts_section(&mut h, a, &prov.clock);
     peers_table(&mut h, a);
     calls_table(&mut h, a, &prov.clock);
@@ -236,6 +237,58 @@ fn verdicts(h: &mut String, a: &Analysis, prov: &Provenance) {
             );
         }
     }
+}
+
+/// Attacks seen in the capture: findings about the attacking peers, with the lines they aimed
+/// at and what each line answered. Only `compromised_pbx` is a finding about a line.
+fn threats_section(h: &mut String, a: &Analysis, clock: &Clock) {
+    let _ = write!(h, "<h2>Threats ({})</h2>", a.threats.len());
+    h.push_str("<p class=\"note\">Requests sent <i>to</i> lines from outside: sweeps (scan), user-name guessing (enumeration), calls to international or premium numbers (toll_fraud_attempt), request floods and gateway-shaped call streams the lines refused (framing). These are findings about the sender, not about the lines it targeted: a line that was scanned, flooded or framed is a victim. A line that relayed toll-fraud calls (voice both ways, or calls placed out to the numbers it was sent) is a compromised PBX: fraud of another kind, not a SIM box.</p>");
+    if a.threats.is_empty() {
+        h.push_str("<p>No attack on a line was seen in this capture.</p>");
+        return;
+    }
+    h.push_str("<table class=\"sortable\"><thead><tr><th>peer</th><th>kind</th><th>severity</th><th>requests</th><th>lines</th><th>first seen</th><th>last seen</th><th>user agents</th><th>what the lines answered</th><th>evidence</th><th>targets</th></tr></thead><tbody>");
+    for t in &a.threats {
+        let answers: Vec<String> = t
+            .answers
+            .iter()
+            .map(|(k, n)| format!("{k} x {n}"))
+            .collect();
+        let evidence: Vec<String> = t.reasons.iter().map(|r| r.detail.clone()).collect();
+        let mut targets: Vec<String> = t
+            .lines
+            .iter()
+            .take(10)
+            .map(|l| {
+                let ans: Vec<String> = l
+                    .answers
+                    .iter()
+                    .map(|(k, n)| format!("{k} x {n}"))
+                    .collect();
+                format!("{} ({} requests: {})", l.line, l.requests, ans.join(", "))
+            })
+            .collect();
+        if t.lines_total > targets.len() as u64 {
+            targets.push(format!("... {} lines in all", t.lines_total));
+        }
+        let _ = write!(
+            h,
+            "<tr><td class=\"mono\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"mono\">{}</td></tr>",
+            escape(&t.peer.to_string()),
+            escape(t.kind.label()),
+            escape(t.severity.label()),
+            t.requests,
+            t.lines_total,
+            escape(&clock.full(t.first_seen)),
+            escape(&clock.full(t.last_seen)),
+            escape(&t.user_agents.join(" / ")),
+            escape(&answers.join(", ")),
+            escape(&evidence.join(" ")),
+            escape(&targets.join("; ")),
+        );
+    }
+    h.push_str("</tbody></table>");
 }
 
 fn lines_table(h: &mut String, a: &Analysis) {

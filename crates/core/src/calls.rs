@@ -11,8 +11,8 @@
 use crate::config::{EngineConfig, NetworkConfig};
 use crate::media::MediaTable;
 use crate::model::{
-    CallRecord, Counters, Datagram, Direction, Event, Outcome, Participation, RegOutcome,
-    RegistrationRecord, RtpStreamStats, Timestamp, Transport,
+    CallRecord, Counters, Datagram, Direction, Event, Outcome, Participation, ProbeMethod,
+    ProbeRecord, RegOutcome, RegistrationRecord, RtpStreamStats, Timestamp, Transport,
 };
 use crate::sdp;
 use crate::sip::{self, Method, SipMessage};
@@ -345,6 +345,33 @@ fn same_ip(host: &str, ip: IpAddr) -> bool {
     h.parse::<IpAddr>().is_ok_and(|h| h == ip)
 }
 
+fn probe_record(
+    msg: &SipMessage<'_>,
+    method: ProbeMethod,
+    peer: SocketAddr,
+    line: IpAddr,
+    status: Option<u16>,
+    time: Timestamp,
+) -> ProbeRecord {
+    // A response carries the line's Server/User-Agent and echoes the request's users: only the
+    // request's own fields are worth an allocation.
+    let request = status.is_none();
+    ProbeRecord {
+        peer,
+        line,
+        method,
+        request_user: msg
+            .request_uri()
+            .and_then(|u| u.number())
+            .filter(|_| request)
+            .map(short),
+        to_user: if request { user_of(msg.to()) } else { None },
+        user_agent: msg.user_agent().filter(|_| request).map(short),
+        time,
+        status,
+    }
+}
+
 /// User part without user parameters.
 fn user_of(na: Option<sip::NameAddr<'_>>) -> Option<String> {
     let u = na?.user?;
@@ -564,14 +591,63 @@ impl Tracker {
         match (msg.method(), msg.status()) {
             (Some(Method::Register), _) => self.on_register(msg, call_id, cseq, d, events),
             (Some(Method::Invite), _) => self.on_invite(msg, call_id, cseq, d, events),
-            (Some(m), _) => self.on_in_dialog_request(msg, m, call_id, d),
+            (Some(m), _) => {
+                self.maybe_probe(msg, m, None, call_id, d, events);
+                self.on_in_dialog_request(msg, m, call_id, d)
+            }
             (None, Some(code)) => match cmethod {
                 Method::Register => self.on_register_response(msg, call_id, cseq, code, d, events),
                 Method::Invite => self.on_invite_response(msg, call_id, cseq, code, d, events),
-                _ => self.on_other_response(msg, call_id, d),
+                m => {
+                    self.maybe_probe(msg, m, Some(code), call_id, d, events);
+                    self.on_other_response(msg, call_id, d)
+                }
             },
             (None, None) => {}
         }
+    }
+
+    /// Reports an out-of-dialog request from outside to a line (OPTIONS, SUBSCRIBE, MESSAGE,
+    /// NOTIFY, ...) or the line's final response to one, as `Event::Probe`. Nothing is kept.
+    fn maybe_probe(
+        &mut self,
+        msg: &SipMessage<'_>,
+        m: Method<'_>,
+        status: Option<u16>,
+        call_id: &str,
+        d: &Datagram<'_>,
+        events: &mut Vec<Event>,
+    ) {
+        let method = match m {
+            Method::Options => ProbeMethod::Options,
+            Method::Subscribe => ProbeMethod::Subscribe,
+            Method::Message => ProbeMethod::Message,
+            Method::Notify => ProbeMethod::Notify,
+            Method::Info | Method::Publish | Method::Refer | Method::Other(_) => ProbeMethod::Other,
+            _ => return,
+        };
+        if status.is_some_and(|c| c < 200) || self.dialogs.contains(call_id) {
+            return;
+        }
+        // Requests come from outside to the line; responses from the line back out.
+        let (outside, home) = match status {
+            None => (d.src, d.dst),
+            Some(_) => (d.dst, d.src),
+        };
+        if self.network.is_home(outside.ip()) || !self.network.is_home(home.ip()) {
+            return;
+        }
+        if status.is_none() && msg.to().and_then(|t| t.tag).is_some() {
+            return; // a request inside some dialog this tap did not see start
+        }
+        events.push(Event::Probe(Box::new(probe_record(
+            msg,
+            method,
+            outside,
+            home.ip(),
+            status,
+            d.ts,
+        ))));
     }
 
     fn classify(
@@ -657,6 +733,17 @@ impl Tracker {
             ts: d.ts,
         });
         self.stats.calls += 1;
+        if let (Direction::Inbound, Some(peer), Some(line)) = (dl.direction, dl.peer, dl.line) {
+            // The call record keeps the line's User-Agent; the sender's is evidence about it.
+            events.push(Event::Probe(Box::new(probe_record(
+                msg,
+                ProbeMethod::Invite,
+                peer,
+                line,
+                None,
+                d.ts,
+            ))));
+        }
         if let Some((_, old)) = self.dialogs.insert(key.clone(), dl, deadline) {
             self.evicted("dialogs");
             if old.phase != Phase::Closed {
@@ -1872,6 +1959,61 @@ mod tests {
         assert_eq!(r.t.evictions().get("registrations"), 1);
         assert_eq!(r.t.table_sizes()[1], ("registrations", 1));
         assert_eq!(r.t.stats().calls, 3);
+    }
+
+    #[test]
+    fn out_of_dialog_requests_from_outside_are_probes() {
+        let mut r = Run::new();
+        let opts = msg(
+            "OPTIONS sip:100@192.168.1.10 SIP/2.0",
+            &[
+                ("Via", "SIP/2.0/UDP 203.0.113.5:5060;branch=z9hG4bKo1"),
+                ("From", "<sip:100@203.0.113.5>;tag=s1"),
+                ("To", "<sip:100@192.168.1.10>"),
+                ("Call-ID", "scan-1"),
+                ("CSeq", "1 OPTIONS"),
+                ("User-Agent", "friendly-scanner"),
+            ],
+            "",
+        );
+        r.send(SWITCH, PHONE, 0, &opts);
+        let ok = msg(
+            "SIP/2.0 200 OK",
+            &[
+                ("Via", "SIP/2.0/UDP 203.0.113.5:5060;branch=z9hG4bKo1"),
+                ("From", "<sip:100@203.0.113.5>;tag=s1"),
+                ("To", "<sip:100@192.168.1.10>;tag=p1"),
+                ("Call-ID", "scan-1"),
+                ("CSeq", "1 OPTIONS"),
+                ("Server", "phone"),
+            ],
+            "",
+        );
+        r.send(PHONE, SWITCH, 5, &ok);
+        // The line's own keep-alive OPTIONS out to its provider is not a probe.
+        r.send(PHONE, SWITCH, 10, &opts);
+        // An inbound INVITE: the sender's User-Agent is recorded as a probe of method INVITE.
+        let c = INBOUND;
+        r.sip(&c, true, 20, &c.invite(1, ""));
+        let probes: Vec<&ProbeRecord> =
+            r.ev.iter()
+                .filter_map(|e| match e {
+                    Event::Probe(p) => Some(&**p),
+                    _ => None,
+                })
+                .collect();
+        assert_eq!(probes.len(), 3, "{probes:?}");
+        assert_eq!(probes[0].method, ProbeMethod::Options);
+        assert_eq!(probes[0].peer, addr(SWITCH));
+        assert_eq!(probes[0].line, addr(PHONE).ip());
+        assert_eq!(probes[0].request_user.as_deref(), Some("100"));
+        assert_eq!(probes[0].user_agent.as_deref(), Some("friendly-scanner"));
+        assert_eq!(probes[0].status, None);
+        assert_eq!(probes[1].status, Some(200));
+        assert_eq!(probes[1].user_agent, None);
+        assert_eq!(probes[2].method, ProbeMethod::Invite);
+        assert_eq!(probes[2].user_agent.as_deref(), Some("VOS3000"));
+        assert_eq!(probes[2].request_user.as_deref(), Some("13800138000"));
     }
 
     #[test]

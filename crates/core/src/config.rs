@@ -40,6 +40,7 @@ pub struct EngineConfig {
     pub network: NetworkConfig,
     pub limits: LimitsConfig,
     pub detection: crate::detect::DetectionConfig,
+    pub threats: crate::threats::ThreatsConfig,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -13,6 +13,7 @@ use crate::config::EngineConfig;
 use crate::decode::Decoder;
 use crate::detect::LineTable;
 use crate::model::{Counters, Event, LineVerdict, RawPacket, Timestamp};
+use crate::threats::{Threat, ThreatTable};
 use serde::Serialize;
 
 /// Changed verdicts held for `take_verdict_changes`; beyond it they are counted, not kept.
@@ -46,6 +47,7 @@ pub struct Engine {
     decoder: Decoder,
     tracker: Tracker,
     lines: LineTable,
+    threats: ThreatTable,
     events: Vec<Event>,
     /// Verdicts that changed since `take_verdict_changes`, bounded by `MAX_PENDING_VERDICTS`.
     verdict_changes: Vec<LineVerdict>,
@@ -67,6 +69,7 @@ impl Engine {
             decoder: Decoder::new(&cfg.limits),
             tracker: Tracker::new(cfg),
             lines: LineTable::new(&cfg.detection, &cfg.network),
+            threats: ThreatTable::new(&cfg.threats, &cfg.network),
             events: Vec::with_capacity(64),
             verdict_changes: Vec::new(),
             verdicts_dropped: 0,
@@ -108,10 +111,11 @@ impl Engine {
         }
     }
 
-    /// Hands events from index `from` on to the line table.
+    /// Hands events from index `from` on to the line table and the threat table.
     fn feed_lines(&mut self, from: usize) {
         for ev in self.events.get(from..).unwrap_or(&[]) {
             self.lines.on_event(ev);
+            self.threats.on_event(ev);
         }
     }
 
@@ -142,6 +146,7 @@ impl Engine {
         let seen = self.events.len();
         self.tracker.expire(self.now, &mut self.events);
         self.feed_lines(seen);
+        self.threats.expire(self.now);
         self.evaluate(false);
         self.next_housekeeping = self.now.plus_secs(HOUSEKEEPING_MICROS as f64 / 1e6);
     }
@@ -162,6 +167,21 @@ impl Engine {
     /// Verdicts that changed since the last call (for alerting), in evaluation order.
     pub fn take_verdict_changes(&mut self) -> Vec<LineVerdict> {
         std::mem::take(&mut self.verdict_changes)
+    }
+
+    /// Threats found since the last call (new kinds of a peer, compromised PBXs), for alerting.
+    pub fn take_threat_changes(&mut self) -> Vec<Threat> {
+        self.threats.take_changes()
+    }
+
+    /// Every threat found so far (see [`ThreatTable::threats`]).
+    pub fn threats(&self) -> Vec<Threat> {
+        self.threats.threats()
+    }
+
+    /// The threat table (for a config reload).
+    pub fn threats_mut(&mut self) -> &mut ThreatTable {
+        &mut self.threats
     }
 
     /// The line profiles and their verdicts.
@@ -200,12 +220,14 @@ impl Engine {
         if self.verdicts_dropped > 0 {
             evictions.add("verdict_changes", self.verdicts_dropped);
         }
+        evictions.merge(self.threats.evictions());
         let tables = self
             .decoder
             .table_sizes()
             .into_iter()
             .chain(self.tracker.table_sizes())
             .chain([("lines", self.lines.len())])
+            .chain(self.threats.table_sizes())
             .map(|(k, v)| (k.to_string(), v))
             .collect();
         EngineStats {

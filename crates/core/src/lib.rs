@@ -4,7 +4,8 @@
 //! time is the only clock, so the same code runs live, on a file and in tests.
 //!
 //! The modules read as the pipeline they implement:
-//! [`decode`] -> [`sip`]/[`sdp`]/[`rtp`] -> [`calls`] (+ [`media`]) -> [`lines`] -> [`detect`],
+//! [`decode`] -> [`sip`]/[`sdp`]/[`rtp`] -> [`calls`] (+ [`media`]) -> [`lines`] -> [`detect`]
+//! (and, beside the lines, [`threats`]: attacks reported about the attacking peer),
 //! with [`model`] (the plain records passed between stages), [`config`] (the sections these
 //! stages own) and [`engine`] (the stages wired together for one thread).
 
@@ -20,3 +21,4 @@ pub mod rtp;
 pub mod sdp;
 pub mod sip;
 pub mod table;
+pub mod threats;

@@ -339,6 +339,51 @@ pub struct RegistrationRecord {
     pub time: Timestamp,
 }
 
+/// The request method of a [`ProbeRecord`]: what an outside peer sent a line outside any dialog.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum ProbeMethod {
+    Options,
+    Subscribe,
+    Message,
+    Notify,
+    /// The first INVITE of a dialog from outside: recorded so that the sender's User-Agent is
+    /// known (the call record keeps the line's side).
+    Invite,
+    Other,
+}
+
+impl ProbeMethod {
+    pub fn label(self) -> &'static str {
+        match self {
+            ProbeMethod::Options => "OPTIONS",
+            ProbeMethod::Subscribe => "SUBSCRIBE",
+            ProbeMethod::Message => "MESSAGE",
+            ProbeMethod::Notify => "NOTIFY",
+            ProbeMethod::Invite => "INVITE",
+            ProbeMethod::Other => "other",
+        }
+    }
+}
+
+/// A request from outside the home networks to a line outside any dialog (an OPTIONS ping or
+/// sweep above all), or the line's response to one (`status` set). Evidence about the peer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProbeRecord {
+    /// The outside sender of the request.
+    pub peer: SocketAddr,
+    /// The line the request was sent to.
+    pub line: IpAddr,
+    pub method: ProbeMethod,
+    /// Request-URI and To user parts (may be phone numbers: personal data).
+    pub request_user: Option<String>,
+    pub to_user: Option<String>,
+    pub user_agent: Option<String>,
+    pub time: Timestamp,
+    /// `None` for the request; the line's status code when this is its response.
+    pub status: Option<u16>,
+}
+
 /// A bidirectional UDP media flow (RTP-shaped or voice-shaped), reported when it goes idle or
 /// the capture ends. `call_id` is set when SDP announced it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -395,6 +440,8 @@ pub enum Event {
         ts: Timestamp,
     },
     MediaEnded(Box<MediaFlowRecord>),
+    /// A request from outside to a line outside any dialog, or the line's answer to it.
+    Probe(Box<ProbeRecord>),
 }
 
 /// Verdict on a line (or site), from least to most severe.

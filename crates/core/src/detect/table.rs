@@ -311,6 +311,8 @@ impl LineTable {
             Event::Registration(r) => (r.line, r.time),
             Event::MediaStarted { line, ts, .. } => (*line, *ts),
             Event::MediaEnded(r) => (r.line, r.last),
+            // Probes are evidence about the peer (`threats`), never about the line.
+            Event::Probe(_) => return,
         };
         let Some(ip) = line else {
             self.events_without_line += 1;
@@ -330,6 +332,7 @@ impl LineTable {
             Event::Registration(r) => r.line == Some(r.source.ip()),
             // A flow the line sent packets on (voice or not); one-way floods at it are not.
             Event::MediaEnded(r) => r.voice_like || r.packets_out > 0,
+            Event::Probe(_) => false,
         };
         let i = if own {
             self.slot_for(ip, ts)
@@ -368,6 +371,7 @@ impl LineTable {
                     ..
                 } => p.on_media_started(*local, *remote, call_id.as_deref(), *ts, params),
                 Event::MediaEnded(r) => p.on_media_ended(r, params),
+                Event::Probe(_) => {}
                 Event::CallAnswered {
                     call_id,
                     direction,
