@@ -206,9 +206,11 @@ fn eval_on_the_noise_scenario_counts_compromised_pbx_apart_and_lists_labelled_th
     .unwrap();
     let mut sc = Scenario::from_toml(&text, "scenario-noise.toml").unwrap();
     sc.duration_secs = 100;
-    let (labels, table) = eval::simulate_and_detect(&sc, 17, &cfg()).unwrap();
+    let mut c = cfg();
+    c.threats.home_calling_codes = vec![simboxd_sim::HOME_CALLING_CODE.to_string()];
+    let (labels, table, found) = eval::simulate_and_detect_all(&sc, 17, &c).unwrap();
     let out = eval::score_seed(17, &labels, &table);
-    let threats = eval::score_threats(&labels, eval::engine_threats(&table).as_deref());
+    let threats = eval::score_threats(&labels, eval::engine_threats(&found).as_deref());
     let report = eval::summarize_with_threats(&[17], &out, vec![threats], false);
     assert_eq!(report.compromised_pbx_lines, 1);
     let row = report
@@ -231,11 +233,15 @@ fn eval_on_the_noise_scenario_counts_compromised_pbx_apart_and_lists_labelled_th
             "{kind}"
         );
     }
-    // Every threat kind is labelled; nothing is scored until the engine reports threats.
+    // Every threat kind is labelled and scored against the engine's findings.
     assert_eq!(report.threats.len(), 5);
     for r in &report.threats {
         assert!(r.labelled_peers >= 1 && r.labelled_campaigns >= 1, "{r:?}");
-        assert!(r.findings.is_none());
+        assert!(r.findings.is_some(), "{r:?}");
+    }
+    for kind in ["scan", "flood", "framing"] {
+        let r = report.threats.iter().find(|r| r.kind == kind).unwrap();
+        assert!(r.found_campaigns.unwrap_or(0) >= 1, "{kind} found: {r:?}");
     }
     let flood = report.threats.iter().find(|r| r.kind == "flood").unwrap();
     assert!(
@@ -245,6 +251,6 @@ fn eval_on_the_noise_scenario_counts_compromised_pbx_apart_and_lists_labelled_th
     let mut buf = Vec::new();
     eval::write_text(&mut buf, &report).unwrap();
     let text = String::from_utf8(buf).unwrap();
-    assert!(text.contains("threats (labelled;"), "{text}");
+    assert!(text.contains("threats"), "{text}");
     assert!(text.contains("toll_fraud_attempt"), "{text}");
 }

@@ -15,11 +15,11 @@
 //! kept up to `max_findings`, compromised-PBX findings up to `max_pbx_lines`. Packet time only.
 
 use crate::config::{Invalid, NetworkConfig};
-use crate::table::TimedTable;
 use crate::model::{
     CallRecord, Counters, Direction, Event, Participation, ProbeMethod, ProbeRecord, Reason,
     RegistrationRecord, Timestamp,
 };
+use crate::table::TimedTable;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;

@@ -15,9 +15,9 @@ pub mod scenario;
 mod sipmsg;
 mod wire;
 
-pub use scenario::{parse_duration, Kind, Noise, NoiseKind, Population, Scenario};
 /// Country calling code of the simulated subscribers (their home country).
 pub use numbers::HOME_CC as HOME_CALLING_CODE;
+pub use scenario::{parse_duration, Kind, Noise, NoiseKind, Population, Scenario};
 
 use serde::{Deserialize, Serialize};
 use simboxd_core::model::Timestamp;
