@@ -502,9 +502,12 @@ pub fn compromised_pbx_reported(labels: &Labels, threats: &[Threat]) -> (usize, 
     let found = labelled
         .iter()
         .filter(|a| {
-            threats
-                .iter()
-                .any(|t| t.kind == FoundKind::CompromisedPbx && t.peer.to_string() == ***a)
+            // The finding names the attacker as `peer` and the PBX among its `lines`.
+            threats.iter().any(|t| {
+                t.kind == FoundKind::CompromisedPbx
+                    && (t.peer.to_string() == ***a
+                        || t.lines.iter().any(|l| l.line.to_string() == ***a))
+            })
         })
         .count();
     (labelled.len(), found)

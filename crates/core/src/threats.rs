@@ -55,8 +55,13 @@ pub struct ThreatsConfig {
     pub framing_min_invites: u32,
     /// ... to at least this many distinct numbers ...
     pub framing_min_numbers: u32,
-    /// ... of which the line relayed at most this share.
+    /// ... of which the line relayed at most this share ...
     pub framing_max_relayed_share: f64,
+    /// ... in a gateway's shape: at most this many at once (a gateway's channel count, not a
+    /// flood) ...
+    pub framing_max_concurrent: u32,
+    /// ... over at least this many seconds (a stream, not a burst).
+    pub framing_min_secs: u32,
     /// `compromised_pbx`: an outbound call from the line to a number a foreign peer had just
     /// sent it (as an international/premium INVITE) within this many seconds.
     pub pbx_window_secs: u32,
@@ -87,6 +92,8 @@ impl Default for ThreatsConfig {
             framing_min_invites: 10,
             framing_min_numbers: 8,
             framing_max_relayed_share: 0.1,
+            framing_max_concurrent: 32,
+            framing_min_secs: 60,
             pbx_window_secs: 120,
             toll_prefixes: ["00", "011", "9011", "+", "900"]
                 .iter()
@@ -335,6 +342,9 @@ impl Answers {
     }
 }
 
+/// Most INVITEs open at once at a line for its names to count as enumeration.
+const ENUMERATION_MAX_OPEN: u32 = 8;
+
 #[derive(Clone, Debug)]
 struct Target {
     line: IpAddr,
@@ -381,6 +391,8 @@ impl Target {
     fn framed(&self, cfg: &ThreatsConfig) -> bool {
         self.calls_ended >= u64::from(cfg.framing_min_invites)
             && self.numbers >= cfg.framing_min_numbers
+            && self.max_open <= cfg.framing_max_concurrent
+            && self.last.secs_since(self.first) >= f64::from(cfg.framing_min_secs)
             && (self.calls_relayed as f64)
                 <= cfg.framing_max_relayed_share * self.calls_ended as f64
     }
@@ -1099,22 +1111,40 @@ impl ThreatTable {
         if p.probed_total() >= u64::from(cfg.scan_min_lines) {
             kinds |= ThreatKind::Scan.bit();
         }
-        if p.max_users_at_line >= cfg.enumeration_min_users {
+        // Enumeration tools try names one after another (waiting for each answer); dozens of
+        // INVITEs open at once at a line are a burst (a flood from forged sources), not a search.
+        let searched = p
+            .targets
+            .iter()
+            .filter(|t| t.max_open <= ENUMERATION_MAX_OPEN)
+            .map(|t| t.users)
+            .max()
+            .unwrap_or(0);
+        if searched >= cfg.enumeration_min_users {
             kinds |= ThreatKind::Enumeration.bit();
         }
         if self.toll_fraud(p) {
             kinds |= ThreatKind::TollFraudAttempt.bit();
         }
         if p.flood_max >= u64::from(cfg.flood_min_requests) {
+            // A flood's random user names and numbers are not a search nor a gateway feed.
+            kinds &= !(ThreatKind::Enumeration.bit() | ThreatKind::Framing.bit());
             kinds |= ThreatKind::Flood.bit();
         }
-        if p.framing_lines > 0 {
+        if p.framing_lines > 0 && kinds & ThreatKind::Flood.bit() == 0 {
             kinds |= ThreatKind::Framing.bit();
         }
         let new = kinds & !p.kinds;
         if new == 0 {
             return;
         }
+        // Once a peer floods, what it looked like early in the flood (user names tried, a stream
+        // of numbers) is withdrawn: the flood explains it.
+        let withdrawn = if kinds & ThreatKind::Flood.bit() != 0 {
+            ThreatKind::Enumeration.bit() | ThreatKind::Framing.bit()
+        } else {
+            0
+        };
         let mut out = Vec::new();
         for k in PEER_KINDS {
             if new & k.bit() != 0 {
@@ -1129,7 +1159,7 @@ impl ThreatTable {
             }
         }
         if let Some(p) = self.peers.get_mut(&ip) {
-            p.kinds |= kinds;
+            p.kinds = (p.kinds | kinds) & !withdrawn;
         }
         for t in out {
             self.push_change(t);
