@@ -58,7 +58,11 @@ pub fn line_key(link_type: LinkType, data: &[u8], net: &NetworkConfig) -> Option
                     4 | 41 => Layer::Ip(p),
                     47 => link::gre(p),
                     17 => {
-                        let dport = u16::from_be_bytes([*p.get(2)?, *p.get(3)?]);
+                        // A cut UDP header cannot be a tunnel: the outer addresses decide.
+                        let Some(&[d0, d1]) = p.get(2..4) else {
+                            return Some(key);
+                        };
+                        let dport = u16::from_be_bytes([d0, d1]);
                         let body = p.get(8..).unwrap_or(&[]);
                         match (dport, link::vxlan(body), link::gtpu(body)) {
                             (VXLAN_PORT, Some(inner), _) => Layer::Ether(inner),
