@@ -196,12 +196,13 @@ fn crafted_capture(path: &Path) {
             &request("OPTIONS", FLOODER, "10.1.4.1", "1", &id, "sipsak"),
         );
     }
-    // Framing: 12 INVITEs to distinct mobile numbers, every one refused busy.
+    // Framing: 12 INVITEs to distinct mobile numbers over 66 s (a stream, not a burst), every
+    // one refused busy.
     for i in 0..12 {
         let line = "10.1.5.1";
         let n = format!("138001380{i:02}");
         let id = format!("frame{i}");
-        let t = 70.0 + f64::from(i) * 2.0;
+        let t = 70.0 + f64::from(i) * 6.0;
         p.udp(
             t,
             FRAMER,

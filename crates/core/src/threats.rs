@@ -779,7 +779,11 @@ impl ThreatTable {
                 }
             }
         }
+        let mut framing = None;
         if let Some(t) = ti.and_then(|i| peer.targets.get_mut(i)) {
+            // The span and the concurrency are part of the framing shape: any change to them
+            // is a framing change like the others.
+            let before = t.framed(&cfg);
             t.requests += 1;
             if p.time > t.last {
                 t.last = p.time;
@@ -794,6 +798,10 @@ impl ThreatTable {
                 t.probes += 1;
                 t.answers.asked += 1;
             }
+            framing = Some((before, t.framed(&cfg)));
+        }
+        if let Some((before, after)) = framing {
+            Self::adjust_framing(peer, before, after);
         }
         // Names: user names tried (any probe, or an INVITE to an extension-like user) and
         // ordinary numbers called (INVITEs), per line.
