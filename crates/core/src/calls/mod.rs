@@ -1,0 +1,358 @@
+//! Calls: SIP INVITE dialogs and REGISTER transactions, tied to their media.
+//!
+//! Contract: `Tracker` takes transport payloads in capture order and pushes `Event`s in capture
+//! order. SIP payloads are parsed (failures counted as `sip.<kind>`), everything else on UDP goes
+//! to the media table. Dialogs are keyed by Call-ID; a dialog is one call however many
+//! retransmissions, hops of the same transaction, authentication retries or re-INVITEs it sees.
+//! Every table is bounded (`limits.dialogs`, `limits.registrations`, `limits.media_flows`) and
+//! evicts the entry whose deadline comes first, counting it. Packet time only: `expire` is also
+//! run from `on_datagram` whenever packet time advances by a second.
+
+use crate::config::{EngineConfig, NetworkConfig};
+use crate::media::MediaTable;
+use crate::model::{Counters, Datagram, Event, RegOutcome, Timestamp, Transport};
+use crate::sip::{self, Method, SipMessage};
+use crate::table::TimedTable;
+use serde::Serialize;
+use std::net::IpAddr;
+
+/// After BYE, CANCEL or a final failure, a dialog waits this long for the 200/487/ACK, an
+/// authenticated retry or a forked 2xx, and for trailing RTP, before it is reported.
+const END_LINGER_SECS: f64 = 4.0;
+/// After 401/407 to an INVITE, how long to wait for the authenticated retry (a person may have
+/// to type a password) before reporting the call as failed.
+const CHALLENGE_WAIT_SECS: f64 = 64.0;
+/// A reported dialog stays as a tombstone this long so late retransmissions and late retries
+/// do not start a new call.
+const TOMBSTONE_SECS: f64 = 64.0;
+/// Longest string kept from a header (User-Agent etc.).
+const MAX_FIELD: usize = 200;
+/// Most SDP endpoints remembered per dialog and RTP streams carried per call record.
+const MAX_ENDPOINTS: usize = 8;
+const MAX_CALL_STREAMS: usize = 32;
+/// Payloads shorter than this are neither SIP nor media (keep-alives).
+const MIN_MEDIA_PAYLOAD: usize = 12;
+
+/// Running totals of the tracker.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct TrackerStats {
+    /// SIP messages parsed.
+    pub sip_messages: u64,
+    pub sip_requests: u64,
+    pub sip_responses: u64,
+    /// Distinct INVITE dialogs (distinct Call-IDs that carried an INVITE request).
+    pub calls: u64,
+    /// Call records reported.
+    pub calls_ended: u64,
+    pub calls_answered: u64,
+    /// REGISTER transactions reported.
+    pub registrations: u64,
+    /// Requests and responses recognised as retransmissions (or other hops of one transaction).
+    pub retransmissions: u64,
+    /// Media flows created and reported.
+    pub media_flows: u64,
+    pub media_reported: u64,
+    /// RTP streams and packets in reported media flows.
+    pub rtp_streams: u64,
+    pub rtp_packets: u64,
+    pub rtcp_packets: u64,
+}
+
+mod dialog;
+mod probe;
+mod register;
+#[cfg(test)]
+mod tests;
+
+use dialog::*;
+use probe::*;
+use register::*;
+
+#[derive(Clone, Copy, Debug)]
+struct Limits {
+    setup_secs: f64,
+    established_secs: f64,
+    registration_secs: f64,
+}
+
+/// Tracks SIP dialogs, registrations and media flows; turns them into `Event`s.
+pub struct Tracker {
+    network: NetworkConfig,
+    sip_limits: sip::Limits,
+    limits: Limits,
+    dialogs: TimedTable<String, Dialog>,
+    regs: TimedTable<String, PendingReg>,
+    media: MediaTable,
+    next_seq: u64,
+    last_expire: Option<Timestamp>,
+    errors: Counters,
+    own_evictions: Counters,
+    evictions: Counters,
+    media_evictions_seen: u64,
+    stats: TrackerStats,
+}
+
+fn short(s: &str) -> String {
+    let s = s.trim();
+    if s.len() <= MAX_FIELD {
+        return s.to_string();
+    }
+    let mut end = MAX_FIELD;
+    while end > 0 && !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.get(..end).unwrap_or("").to_string()
+}
+
+/// Whether a Contact/Via host names an address that is not publicly routable.
+fn is_private_host(host: &str) -> bool {
+    let h = host.trim_start_matches('[').trim_end_matches(']');
+    match h.parse::<IpAddr>() {
+        Ok(IpAddr::V4(v4)) => {
+            let o = v4.octets();
+            v4.is_private()
+                || v4.is_link_local()
+                || v4.is_loopback()
+                || (o[0] == 100 && (o[1] & 0xc0) == 64)
+        }
+        Ok(IpAddr::V6(v6)) => {
+            let s0 = v6.segments()[0];
+            (s0 & 0xfe00) == 0xfc00 || (s0 & 0xffc0) == 0xfe80 || v6.is_loopback()
+        }
+        Err(_) => false,
+    }
+}
+
+fn same_ip(host: &str, ip: IpAddr) -> bool {
+    let h = host.trim_start_matches('[').trim_end_matches(']');
+    h.parse::<IpAddr>().is_ok_and(|h| h == ip)
+}
+
+impl Tracker {
+    pub fn new(cfg: &EngineConfig) -> Self {
+        let l = &cfg.limits;
+        Tracker {
+            network: cfg.network.clone(),
+            sip_limits: sip::Limits::from(l),
+            limits: Limits {
+                setup_secs: f64::from(l.dialog_setup_timeout_secs.max(1)),
+                established_secs: f64::from(l.dialog_timeout_secs.max(1)),
+                registration_secs: f64::from(l.registration_timeout_secs.max(1)),
+            },
+            dialogs: TimedTable::new(l.dialogs),
+            regs: TimedTable::new(l.registrations),
+            media: MediaTable::new(cfg),
+            next_seq: 0,
+            last_expire: None,
+            errors: Counters::default(),
+            own_evictions: Counters::default(),
+            evictions: Counters::default(),
+            media_evictions_seen: 0,
+            stats: TrackerStats::default(),
+        }
+    }
+
+    /// Takes one transport payload; pushes what happened onto `events`.
+    pub fn on_datagram(&mut self, d: &Datagram<'_>, events: &mut Vec<Event>) {
+        match self.last_expire {
+            None => self.last_expire = Some(d.ts),
+            Some(t) if d.ts.secs_since(t) >= 1.0 => self.expire(d.ts, events),
+            Some(_) => {}
+        }
+        if sip::looks_like_sip(d.payload) {
+            // A body cut short (snaplen, lost fragment) still leaves headers worth tracking.
+            match sip::parse_lenient(d.payload, &self.sip_limits) {
+                Ok(msg) => {
+                    if msg.body_truncated {
+                        self.errors.add("sip.truncated", 1);
+                    }
+                    // An unreadable Content-Length over UDP: read as far as the datagram goes.
+                    if msg.content_length_ignored {
+                        self.errors.add("sip.bad_content_length", 1);
+                    }
+                    self.on_sip(&msg, d, events);
+                }
+                Err(e) => self.errors.add(&format!("sip.{}", e.kind()), 1),
+            }
+        } else if d.transport == Transport::Udp && d.payload.len() >= MIN_MEDIA_PAYLOAD {
+            let from = events.len();
+            self.media.on_datagram(d, events);
+            self.absorb_media(events, from);
+        }
+    }
+
+    /// Closes dialogs, transactions and media flows that timed out at `now`.
+    pub fn expire(&mut self, now: Timestamp, events: &mut Vec<Event>) {
+        self.last_expire = Some(now);
+        let from = events.len();
+        self.media.expire(now, events);
+        self.absorb_media(events, from);
+        while let Some(key) = self.dialogs.first_due(now) {
+            let Some(phase) = self.dialogs.get(&key).map(|d| d.phase) else {
+                break;
+            };
+            match phase {
+                Phase::Closed => {
+                    self.dialogs.remove(&key);
+                }
+                Phase::Setup => {
+                    if let Some(dl) = self.dialogs.get_mut(&key) {
+                        dl.timed_out = true;
+                    }
+                    self.report(&key, now, events);
+                }
+                Phase::Answered => {
+                    // No BYE seen: the call ended at its last sign of life.
+                    let last_rtp = self.media.streams_for(&key).iter().map(|s| s.last).max();
+                    if let Some(dl) = self.dialogs.get_mut(&key) {
+                        dl.timed_out = true;
+                        let rtp_end = dl.rtp.iter().map(|s| s.last).max().max(last_rtp);
+                        dl.end = Some(rtp_end.map_or(dl.last, |r| r.max(dl.last)));
+                    }
+                    self.report(&key, now, events);
+                }
+                Phase::Ending(_) => self.report(&key, now, events),
+            }
+        }
+        while let Some(key) = self.regs.first_due(now) {
+            if let Some(r) = self.regs.remove(&key) {
+                let outcome = if r.challenged {
+                    RegOutcome::Challenged
+                } else {
+                    RegOutcome::NoResponse
+                };
+                self.emit_reg(&r, outcome, events);
+            }
+        }
+        self.sync_evictions();
+    }
+
+    /// End of input: reports everything still open (calls as incomplete unless ended).
+    pub fn finish(&mut self, now: Timestamp, events: &mut Vec<Event>) {
+        self.expire(now, events);
+        let from = events.len();
+        // Media first, so that call records carry the final RTP figures.
+        self.media.finish(now, events);
+        self.absorb_media(events, from);
+        let mut open: Vec<(u64, String)> = self
+            .dialogs
+            .values()
+            .filter(|d| d.phase != Phase::Closed)
+            .map(|d| (d.seq, d.call_id.clone()))
+            .collect();
+        open.sort();
+        for (_, key) in open {
+            self.report(&key, now, events);
+        }
+        self.dialogs.drain_ordered();
+        let mut regs = self.regs.drain_ordered();
+        regs.sort_by_key(|(_, r)| r.time);
+        for (_, r) in regs {
+            let outcome = if r.challenged {
+                RegOutcome::Challenged
+            } else {
+                RegOutcome::NoResponse
+            };
+            self.emit_reg(&r, outcome, events);
+        }
+        self.sync_evictions();
+    }
+
+    pub fn errors(&self) -> &Counters {
+        &self.errors
+    }
+    pub fn evictions(&self) -> &Counters {
+        &self.evictions
+    }
+
+    /// Current number of entries in each bounded table.
+    pub fn table_sizes(&self) -> Vec<(&'static str, usize)> {
+        vec![
+            ("dialogs", self.dialogs.len()),
+            ("registrations", self.regs.len()),
+            ("media_flows", self.media.flow_count()),
+            ("media_expectations", self.media.expectation_count()),
+        ]
+    }
+
+    pub fn stats(&self) -> TrackerStats {
+        let m = self.media.stats();
+        TrackerStats {
+            media_flows: m.flows,
+            media_reported: m.reported,
+            rtp_streams: m.rtp_streams,
+            rtp_packets: m.rtp_packets,
+            rtcp_packets: m.rtcp_packets,
+            ..self.stats.clone()
+        }
+    }
+
+    fn sync_evictions(&mut self) {
+        let total: u64 = self.media.evictions().0.values().sum();
+        if total != self.media_evictions_seen {
+            self.media_evictions_seen = total;
+            let mut all = self.own_evictions.clone();
+            all.merge(self.media.evictions());
+            self.evictions = all;
+        }
+    }
+
+    fn evicted(&mut self, key: &'static str) {
+        self.own_evictions.add(key, 1);
+        self.evictions.add(key, 1);
+    }
+
+    /// Hands the RTP figures of media flows that just ended to their calls.
+    fn absorb_media(&mut self, events: &[Event], from: usize) {
+        for e in events.get(from..).unwrap_or(&[]) {
+            if let Event::MediaEnded(r) = e {
+                if let Some(c) = &r.call_id {
+                    if let Some(dl) = self.dialogs.get_mut(c) {
+                        if dl.phase != Phase::Closed {
+                            for s in &r.streams {
+                                if dl.rtp.len() < MAX_CALL_STREAMS {
+                                    dl.rtp.push(s.clone());
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        self.sync_evictions();
+    }
+
+    fn on_sip(&mut self, msg: &SipMessage<'_>, d: &Datagram<'_>, events: &mut Vec<Event>) {
+        self.stats.sip_messages += 1;
+        if msg.is_request() {
+            self.stats.sip_requests += 1;
+        } else {
+            self.stats.sip_responses += 1;
+        }
+        let Some(call_id) = msg.call_id() else {
+            self.errors.add("sip.no_call_id", 1);
+            return;
+        };
+        let Some((cseq, cmethod)) = msg.cseq() else {
+            self.errors.add("sip.no_cseq", 1);
+            return;
+        };
+        match (msg.method(), msg.status()) {
+            (Some(Method::Register), _) => self.on_register(msg, call_id, cseq, d, events),
+            (Some(Method::Invite), _) => self.on_invite(msg, call_id, cseq, d, events),
+            (Some(m), _) => {
+                self.maybe_probe(msg, m, None, call_id, d, events);
+                self.on_in_dialog_request(msg, m, call_id, d)
+            }
+            (None, Some(code)) => match cmethod {
+                Method::Register => self.on_register_response(msg, call_id, cseq, code, d, events),
+                Method::Invite => self.on_invite_response(msg, call_id, cseq, code, d, events),
+                m => {
+                    self.maybe_probe(msg, m, Some(code), call_id, d, events);
+                    self.on_other_response(msg, call_id, d)
+                }
+            },
+            (None, None) => {}
+        }
+    }
+}
