@@ -146,7 +146,8 @@ fn main() {
     let cfg = Config::default();
 
     let pkts = call_traffic(100, 30);
-    let mut t = Tracker::new(&cfg.engine());
+    let e = cfg.engine();
+    let mut t = Tracker::new(&e.network, &e.limits);
     let (secs, events) = feed(&mut t, &pkts);
     report("calls", &t, pkts.len(), secs, events);
 
@@ -166,7 +167,8 @@ fn main() {
             payload: rtp(i as u16, i, i),
         })
         .collect();
-    let mut t = Tracker::new(&cfg_small.engine());
+    let e = cfg_small.engine();
+    let mut t = Tracker::new(&e.network, &e.limits);
     let (secs, events) = feed(&mut t, &flood);
     report("flow flood", &t, flood.len(), secs, events);
 
@@ -180,7 +182,8 @@ fn main() {
             payload: sip("INVITE sip:1@10.1.0.1 SIP/2.0", c, "1 INVITE", false, ""),
         })
         .collect();
-    let mut t = Tracker::new(&cfg_small.engine());
+    let e = cfg_small.engine();
+    let mut t = Tracker::new(&e.network, &e.limits);
     let (secs, events) = feed(&mut t, &invites);
     report("invite flood", &t, invites.len(), secs, events);
 }

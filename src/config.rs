@@ -4,8 +4,9 @@
 //! (`ConfigError::Invalid`); a loaded `Config` is valid, so later stages never re-check it.
 
 use serde::{Deserialize, Serialize};
-use simboxd_core::config::{EngineConfig, Invalid, LimitsConfig, NetworkConfig};
+use simboxd_core::config::{Invalid, LimitsConfig, NetworkConfig};
 use simboxd_core::detect::DetectionConfig;
+use simboxd_core::engine::EngineConfig;
 use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]

@@ -45,7 +45,8 @@ impl Run {
 fn run(path: &Path) -> Run {
     let cfg = Config::default();
     let mut dec = Decoder::new(&cfg.limits);
-    let mut tracker = Tracker::new(&cfg.engine());
+    let e = cfg.engine();
+    let mut tracker = Tracker::new(&e.network, &e.limits);
     let mut cap = Capture::open_file(path).expect("capture opens");
     let mut events = Vec::new();
     let mut last = Timestamp(0);

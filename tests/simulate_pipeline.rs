@@ -34,7 +34,8 @@ fn run(scenario: &str, seed: u64) -> Run {
         .map(|s| s.parse().unwrap())
         .collect();
     let mut dec = Decoder::new(&cfg.limits);
-    let mut tracker = Tracker::new(&cfg.engine());
+    let e = cfg.engine();
+    let mut tracker = Tracker::new(&e.network, &e.limits);
     let mut cap = Capture::open_file(&path).expect("capture opens");
     let mut events = Vec::new();
     let mut last = Timestamp(0);

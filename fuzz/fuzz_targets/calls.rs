@@ -5,7 +5,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use simboxd_core::calls::Tracker;
-use simboxd_core::config::EngineConfig as Config;
+use simboxd_core::engine::EngineConfig as Config;
 use simboxd_core::model::{Datagram, Timestamp, Transport};
 use std::net::SocketAddr;
 
@@ -14,7 +14,7 @@ fuzz_target!(|data: &[u8]| {
     cfg.limits.dialogs = 4;
     cfg.limits.media_flows = 4;
     cfg.limits.registrations = 2;
-    let mut t = Tracker::new(&cfg);
+    let mut t = Tracker::new(&cfg.network, &cfg.limits);
     let ends: [SocketAddr; 4] = [
         "192.168.1.10:5060".parse().unwrap(),
         "203.0.113.5:5060".parse().unwrap(),

@@ -34,15 +34,6 @@ pub trait CountryDb: std::fmt::Debug + Send + Sync {
     fn in_country(&self, ip: std::net::IpAddr, iso: &str) -> bool;
 }
 
-/// The sections the engine needs, taken from the application's config.
-#[derive(Clone, Debug, Default)]
-pub struct EngineConfig {
-    pub network: NetworkConfig,
-    pub limits: LimitsConfig,
-    pub detection: crate::detect::DetectionConfig,
-    pub threats: crate::threats::ThreatsConfig,
-}
-
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NetworkConfig {
@@ -221,13 +212,4 @@ pub fn line_col(text: &str, pos: usize) -> (usize, usize) {
             .map_or(0, |i| i + 1)
         + 1;
     (line, col)
-}
-
-impl From<&LimitsConfig> for crate::sip::Limits {
-    fn from(l: &LimitsConfig) -> crate::sip::Limits {
-        crate::sip::Limits {
-            max_message: l.max_sip_message,
-            max_headers: l.max_sip_headers,
-        }
-    }
 }

@@ -9,7 +9,7 @@
 //! and the daemon's workers.
 
 use crate::calls::{Tracker, TrackerStats};
-use crate::config::EngineConfig;
+use crate::config::{LimitsConfig, NetworkConfig};
 use crate::decode::Decoder;
 use crate::detect::LineTable;
 use crate::model::{Counters, Event, LineVerdict, RawPacket, Timestamp};
@@ -43,6 +43,16 @@ pub struct EngineStats {
     pub tables: std::collections::BTreeMap<String, usize>,
 }
 
+/// The sections the engine needs, taken from the application's config: each stage's own
+/// section (the engine wires the stages; no stage imports another's config).
+#[derive(Clone, Debug, Default)]
+pub struct EngineConfig {
+    pub network: NetworkConfig,
+    pub limits: LimitsConfig,
+    pub detection: crate::detect::DetectionConfig,
+    pub threats: crate::threats::ThreatsConfig,
+}
+
 pub struct Engine {
     decoder: Decoder,
     tracker: Tracker,
@@ -67,7 +77,7 @@ impl Engine {
     pub fn new(cfg: &EngineConfig) -> Engine {
         Engine {
             decoder: Decoder::new(&cfg.limits),
-            tracker: Tracker::new(cfg),
+            tracker: Tracker::new(&cfg.network, &cfg.limits),
             lines: LineTable::new(&cfg.detection, &cfg.network),
             threats: ThreatTable::new(&cfg.threats, &cfg.network),
             events: Vec::with_capacity(64),

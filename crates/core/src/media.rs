@@ -7,7 +7,7 @@
 //! RTP or voice-like) is reported once as `Event::MediaEnded` when idle or at `finish`;
 //! `Event::MediaStarted` is pushed once it is voice-like in both directions. Packet time only.
 
-use crate::config::{EngineConfig, NetworkConfig};
+use crate::config::{LimitsConfig, NetworkConfig};
 use crate::model::{Counters, Datagram, Event, MediaFlowRecord, RtpStreamStats, Timestamp};
 use crate::rtp::{self, StreamStats};
 use crate::table::TimedTable;
@@ -236,14 +236,13 @@ pub struct MediaTable {
 }
 
 impl MediaTable {
-    pub fn new(cfg: &EngineConfig) -> Self {
-        let l = &cfg.limits;
+    pub fn new(network: &NetworkConfig, l: &LimitsConfig) -> Self {
         MediaTable {
             flows: TimedTable::new(l.media_flows),
             expected: TimedTable::new(l.media_flows),
             expect_gen: 0,
             by_call: crate::model::FastMap::default(),
-            network: cfg.network.clone(),
+            network: network.clone(),
             timeout_us: i64::from(l.media_timeout_secs.max(1)) * 1_000_000,
             // An announced endpoint lives as long as a call may (the tracker removes it at the
             // call's end); the capacity bounds it meanwhile.
@@ -680,7 +679,7 @@ mod tests {
 
     #[test]
     fn announced_rtp_flow_is_reported_with_call_and_streams() {
-        let mut t = MediaTable::new(&EngineConfig::default());
+        let mut t = MediaTable::new(&NetworkConfig::default(), &LimitsConfig::default());
         let mut ev = Vec::new();
         t.expect_with_rates(addr(PEER), "call-1", &[(18, 8000)], Timestamp(0));
         two_way_rtp(&mut t, 1_000_000, 3, &mut ev);
@@ -736,7 +735,7 @@ mod tests {
 
     #[test]
     fn reused_ports_split_flows_between_calls() {
-        let mut t = MediaTable::new(&EngineConfig::default());
+        let mut t = MediaTable::new(&NetworkConfig::default(), &LimitsConfig::default());
         let mut ev = Vec::new();
         t.expect(addr(LINE), "call-1", Timestamp(0));
         t.expect(addr(PEER), "call-1", Timestamp(0));
@@ -760,7 +759,7 @@ mod tests {
         assert_eq!(ended[1].call_id.as_deref(), Some("call-2"));
         assert_eq!(ended[1].packets_out + ended[1].packets_in, 100);
         // While one end is still announced for the flow's call, nothing splits.
-        let mut t = MediaTable::new(&EngineConfig::default());
+        let mut t = MediaTable::new(&NetworkConfig::default(), &LimitsConfig::default());
         let mut ev = Vec::new();
         t.expect(addr(LINE), "a", Timestamp(0));
         t.expect(addr(PEER), "b", Timestamp(0));
@@ -777,7 +776,7 @@ mod tests {
     #[test]
     fn new_ssrc_after_reinvite_uses_the_new_clock_rate() {
         // PCMU first, then a re-INVITE to opus/48000 on the same ports with a new SSRC.
-        let mut t = MediaTable::new(&EngineConfig::default());
+        let mut t = MediaTable::new(&NetworkConfig::default(), &LimitsConfig::default());
         let mut ev = Vec::new();
         t.expect_with_rates(addr(PEER), "c", &[(0, 8000)], Timestamp(0));
         for i in 0..50u16 {
@@ -804,7 +803,7 @@ mod tests {
     #[test]
     fn voice_shaped_flow_without_rtp_header_is_kept() {
         // Scrambled payload: first byte 0x00 (version 0), 60-byte IP packets, 50 pps each way.
-        let mut t = MediaTable::new(&EngineConfig::default());
+        let mut t = MediaTable::new(&NetworkConfig::default(), &LimitsConfig::default());
         let mut ev = Vec::new();
         let payload = [0u8; 32];
         for i in 0..150i64 {
@@ -829,7 +828,7 @@ mod tests {
 
     #[test]
     fn non_voice_udp_is_not_reported() {
-        let mut t = MediaTable::new(&EngineConfig::default());
+        let mut t = MediaTable::new(&NetworkConfig::default(), &LimitsConfig::default());
         let mut ev = Vec::new();
         // Large first packet, not RTP: not tracked at all.
         let big = [0u8; 1200];
@@ -853,7 +852,7 @@ mod tests {
         // An SNMP-walk-like exchange: 100 small request/response pairs 5 ms apart, then a
         // quiet 2.5 s, three times: 300 packets each way in 6.5 s (46 pps on average, a voice
         // rate), but no gap is paced like voice.
-        let mut t = MediaTable::new(&EngineConfig::default());
+        let mut t = MediaTable::new(&NetworkConfig::default(), &LimitsConfig::default());
         let mut ev = Vec::new();
         let (q, a) = ([0x30u8; 60], [0x30u8; 50]);
         for burst in 0..3i64 {
@@ -877,7 +876,7 @@ mod tests {
     fn game_like_flows_are_not_voice_like() {
         // Small UDP both ways at voice-like gaps, but sizes wander (state updates) or the
         // server ticks at 64 Hz: never voice-like.
-        let mut t = MediaTable::new(&EngineConfig::default());
+        let mut t = MediaTable::new(&NetworkConfig::default(), &LimitsConfig::default());
         let mut ev = Vec::new();
         let mut x = 7u64;
         let mut len = |lo: u64, hi: u64| {
@@ -932,7 +931,7 @@ mod tests {
 
     #[test]
     fn unannounced_rtp_one_way_is_rtp_not_voice_like() {
-        let mut t = MediaTable::new(&EngineConfig::default());
+        let mut t = MediaTable::new(&NetworkConfig::default(), &LimitsConfig::default());
         let mut ev = Vec::new();
         for i in 0..100i64 {
             let p = rtp_pkt(0, i as u16, 160 * i as u32, 7, 160);
@@ -954,9 +953,11 @@ mod tests {
 
     #[test]
     fn full_table_evicts_least_recently_seen_and_counts() {
-        let mut cfg = EngineConfig::default();
-        cfg.limits.media_flows = 2;
-        let mut t = MediaTable::new(&cfg);
+        let limits = LimitsConfig {
+            media_flows: 2,
+            ..LimitsConfig::default()
+        };
+        let mut t = MediaTable::new(&NetworkConfig::default(), &limits);
         let mut ev = Vec::new();
         let p = |seq: u16| rtp_pkt(8, seq, u32::from(seq) * 160, 1, 160);
         for seq in 0..5u16 {
@@ -980,7 +981,7 @@ mod tests {
 
     #[test]
     fn rtcp_is_counted_not_streamed_and_unexpect_unties() {
-        let mut t = MediaTable::new(&EngineConfig::default());
+        let mut t = MediaTable::new(&NetworkConfig::default(), &LimitsConfig::default());
         let mut ev = Vec::new();
         t.expect(addr(PEER), "c", Timestamp(0));
         let rr = [0x80, 201, 0, 1, 0, 0, 0, 9];

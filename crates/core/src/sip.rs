@@ -29,6 +29,15 @@ pub struct Limits {
     pub max_headers: usize,
 }
 
+impl From<&crate::config::LimitsConfig> for Limits {
+    fn from(l: &crate::config::LimitsConfig) -> Limits {
+        Limits {
+            max_message: l.max_sip_message,
+            max_headers: l.max_sip_headers,
+        }
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits::from(&crate::config::LimitsConfig::default())

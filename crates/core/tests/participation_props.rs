@@ -9,8 +9,8 @@
 
 use etherparse::PacketBuilder;
 use proptest::prelude::*;
-use simboxd_core::config::EngineConfig;
 use simboxd_core::engine::Engine;
+use simboxd_core::engine::EngineConfig;
 use simboxd_core::model::{LinkType, RawPacket, Timestamp, VerdictLevel};
 use std::net::Ipv4Addr;
 

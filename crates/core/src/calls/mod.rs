@@ -8,7 +8,7 @@
 //! evicts the entry whose deadline comes first, counting it. Packet time only: `expire` is also
 //! run from `on_datagram` whenever packet time advances by a second.
 
-use crate::config::{EngineConfig, NetworkConfig};
+use crate::config::{LimitsConfig, NetworkConfig};
 use crate::media::MediaTable;
 use crate::model::{Counters, Datagram, Event, RegOutcome, Timestamp, Transport};
 use crate::sip::{self, Method, SipMessage};
@@ -129,10 +129,9 @@ fn same_ip(host: &str, ip: IpAddr) -> bool {
 }
 
 impl Tracker {
-    pub fn new(cfg: &EngineConfig) -> Self {
-        let l = &cfg.limits;
+    pub fn new(network: &NetworkConfig, l: &LimitsConfig) -> Self {
         Tracker {
-            network: cfg.network.clone(),
+            network: network.clone(),
             sip_limits: sip::Limits::from(l),
             limits: Limits {
                 setup_secs: f64::from(l.dialog_setup_timeout_secs.max(1)),
@@ -141,7 +140,7 @@ impl Tracker {
             },
             dialogs: TimedTable::new(l.dialogs),
             regs: TimedTable::new(l.registrations),
-            media: MediaTable::new(cfg),
+            media: MediaTable::new(network, l),
             next_seq: 0,
             last_expire: None,
             errors: Counters::default(),

@@ -1,4 +1,5 @@
 use super::*;
+use crate::engine::EngineConfig;
 use crate::model::{
     CallRecord, Datagram, Direction, Event, Outcome, ProbeMethod, ProbeRecord, RegOutcome,
     RegistrationRecord, Timestamp, Transport,
@@ -164,7 +165,7 @@ impl Run {
     }
     fn with(cfg: EngineConfig) -> Self {
         Run {
-            t: Tracker::new(&cfg),
+            t: Tracker::new(&cfg.network, &cfg.limits),
             ev: Vec::new(),
         }
     }
