@@ -97,7 +97,10 @@ fn tcp(sport: u16, dport: u16, seq: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
 }
 
 fn udp_frame(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, payload: &[u8]) -> Vec<u8> {
-    eth(0x0800, &ipv4(src, dst, 17, 0, 0x4000, &udp(sport, dport, payload)))
+    eth(
+        0x0800,
+        &ipv4(src, dst, 17, 0, 0x4000, &udp(sport, dport, payload)),
+    )
 }
 
 struct Gen {
@@ -135,7 +138,10 @@ impl Gen {
 
     fn invite(&mut self, src: Ipv4Addr, dst: Ipv4Addr, ua: &str) -> Vec<u8> {
         let cid = hex(&mut self.rng, 32);
-        let number = format!("00972{}", self.rng.random_range(100_000_000..999_999_999u64));
+        let number = format!(
+            "00972{}",
+            self.rng.random_range(100_000_000..999_999_999u64)
+        );
         let tag = hex(&mut self.rng, 8);
         let branch = hex(&mut self.rng, 12);
         let sdp = format!(
@@ -157,8 +163,11 @@ impl Gen {
         }
         let i = self.rng.random_range(0..self.recent_calls.len());
         let (src, dst, cid) = self.recent_calls.swap_remove(i);
-        let code = [("486", "Busy Here"), ("404", "Not Found"), ("403", "Forbidden")]
-            [self.rng.random_range(0..3usize)];
+        let code = [
+            ("486", "Busy Here"),
+            ("404", "Not Found"),
+            ("403", "Forbidden"),
+        ][self.rng.random_range(0..3usize)];
         let msg = format!(
             "SIP/2.0 {} {}\r\nVia: SIP/2.0/UDP {src}:5060;branch=z9hG4bK1\r\nFrom: <sip:100@{src}>;tag=a\r\nTo: <sip:x@{dst}>;tag={}\r\nCall-ID: {cid}\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n",
             code.0,
@@ -214,7 +223,12 @@ impl Gen {
             } else {
                 self.public()
             };
-            (src, self.rng.random_range(1024..65535u16), self.line(), self.rng.random())
+            (
+                src,
+                self.rng.random_range(1024..65535u16),
+                self.line(),
+                self.rng.random(),
+            )
         };
         let payload = if continue_old {
             let n = self.rng.random_range(20..400usize);
@@ -252,7 +266,17 @@ impl Gen {
             let i = self.rng.random_range(0..RECENT);
             self.tcp_streams[i] = state;
         }
-        eth(0x0800, &ipv4(src, dst, 6, 0, 0x4000, &tcp(sport, 5060, seq, 0x18, &payload)))
+        eth(
+            0x0800,
+            &ipv4(
+                src,
+                dst,
+                6,
+                0,
+                0x4000,
+                &tcp(sport, 5060, seq, 0x18, &payload),
+            ),
+        )
     }
 
     /// One packet of a one-way RTP-looking flow (G.711, 20 ms) from abroad to a line.

@@ -112,7 +112,8 @@ struct LineAcc {
 
 /// Per-line tallies of a streaming analysis (see the module contract).
 pub struct LineTallies {
-    lines: HashMap<IpAddr, LineAcc>,
+    /// Boxed: a flood of lines grows the map's spare capacity by pointers, not tallies.
+    lines: HashMap<IpAddr, Box<LineAcc>>,
     sip_only_min_talk: f64,
     pub evictions: u64,
 }
@@ -237,7 +238,8 @@ impl LineTallies {
         Vec<LineEntry>,
         BTreeMap<IpAddr, BTreeMap<&'static str, f64>>,
     ) {
-        let mut order: Vec<(&IpAddr, &LineAcc)> = self.lines.iter().collect();
+        let mut order: Vec<(&IpAddr, &LineAcc)> =
+            self.lines.iter().map(|(k, v)| (k, &**v)).collect();
         order.sort_by_key(|(ip, _)| **ip);
         let mut estimated = BTreeMap::new();
         let entries = order

@@ -138,6 +138,7 @@ fn invite(id: &str, from: [u8; 4], number: u64, rtp_port: u16) -> String {
     )
 }
 
+#[allow(clippy::too_many_arguments)]
 fn response(
     code: u16,
     reason: &str,
@@ -326,7 +327,7 @@ fn worst_level(frames: &[(i64, Vec<u8>)]) -> (VerdictLevel, String) {
     cfg.network.domestic = vec!["198.18.0.0/15".parse().unwrap()];
     let mut e = Engine::new(&cfg);
     let mut worst = (VerdictLevel::Normal, String::new());
-    let mut note = |changes: Vec<simboxd_core::model::LineVerdict>,
+    let note = |changes: Vec<simboxd_core::model::LineVerdict>,
                     worst: &mut (VerdictLevel, String)| {
         for v in changes {
             if v.line == std::net::IpAddr::from(LINE) && v.verdict > worst.0 {
