@@ -330,3 +330,87 @@ impl FirstCalls {
         self.calls
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use simboxd_core::model::RegOutcome;
+
+    fn reg(line: IpAddr, t: f64) -> RegistrationRecord {
+        RegistrationRecord {
+            account: "100@example".into(),
+            registrar: "198.51.100.1:5060".parse().unwrap(),
+            source: std::net::SocketAddr::new(line, 5060),
+            line: Some(line),
+            contact: None,
+            expires: None,
+            outcome: RegOutcome::Registered,
+            status_code: Some(200),
+            user_agent: None,
+            time: Timestamp::from_secs_f64(t),
+        }
+    }
+
+    #[test]
+    fn a_flood_of_lines_keeps_the_tally_bounded_and_counts_evictions() {
+        let mut t = LineTallies::new(10.0);
+        let n = MAX_TALLY_LINES as u32 + 1000;
+        for i in 0..n {
+            let ip = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+            t.registration(&reg(ip, 1000.0 + f64::from(i)));
+        }
+        assert!(t.lines.len() <= MAX_TALLY_LINES);
+        assert_eq!(t.evictions as usize + t.lines.len(), n as usize);
+        // The longest idle went; the latest line is still there.
+        let last = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + n - 1));
+        let first = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000));
+        assert!(t.lines.contains_key(&last));
+        assert!(!t.lines.contains_key(&first));
+    }
+
+    #[test]
+    fn first_calls_are_the_earliest_in_order() {
+        let mut f = FirstCalls::new(3);
+        let mut c = CallRecord {
+            call_id: String::new(),
+            line: None,
+            direction: simboxd_core::model::Direction::Inbound,
+            peer: None,
+            from: None,
+            to: None,
+            request_uri: None,
+            user_agent: None,
+            server: None,
+            allow: None,
+            sdp_origin: None,
+            sdp_session: None,
+            transport: simboxd_core::model::Transport::Udp,
+            codec: None,
+            codecs: Vec::new(),
+            ptime: None,
+            start: Timestamp::default(),
+            progress: None,
+            answer: None,
+            end: None,
+            outcome: Outcome::Incomplete,
+            status_code: None,
+            private_contact: false,
+            rtp: Vec::new(),
+            participation: Default::default(),
+        };
+        for (id, s) in [
+            ("e", 50.0),
+            ("a", 10.0),
+            ("d", 40.0),
+            ("b", 10.0),
+            ("c", 30.0),
+        ] {
+            c.call_id = id.into();
+            c.start = Timestamp::from_secs_f64(s);
+            f.offer(&c);
+        }
+        let ids: Vec<String> = f.into_vec().into_iter().map(|c| c.call_id).collect();
+        assert_eq!(ids, ["a", "b", "c"]);
+        FirstCalls::new(0).offer(&c);
+    }
+}

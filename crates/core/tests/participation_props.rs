@@ -328,7 +328,7 @@ fn worst_level(frames: &[(i64, Vec<u8>)]) -> (VerdictLevel, String) {
     let mut e = Engine::new(&cfg);
     let mut worst = (VerdictLevel::Normal, String::new());
     let note = |changes: Vec<simboxd_core::model::LineVerdict>,
-                    worst: &mut (VerdictLevel, String)| {
+                worst: &mut (VerdictLevel, String)| {
         for v in changes {
             if v.line == std::net::IpAddr::from(LINE) && v.verdict > worst.0 {
                 *worst = (v.verdict, format!("{:?}", v.reasons));
