@@ -1,7 +1,13 @@
-//! Offline analysis of a capture file: the engine run to the end, with every record kept.
+//! Offline analysis of a capture file: the engine run to the end.
 //!
-//! Contract: `analyze_file` is what `simboxd analyze` prints (JSON: `Analysis`, the names are a
-//! contract other tools read) and what reports and evaluations are built from.
+//! Contract: `analyze_file` keeps every record (up to `MAX_RECORDS` per kind): it is what
+//! `simboxd analyze --format json` prints (`Analysis`, the names are a contract other tools
+//! read) and what reports and evaluations are built from; its memory grows with the records.
+//! `analyze_streaming` (`--format ndjson`, `--format text` without `--report`) writes records as
+//! they are produced (`stream::RecordWriter`) and keeps per-line figures in bounded tallies
+//! (`stream::LineTallies`), so its memory does not grow with the number of calls.
+
+pub mod stream;
 
 use crate::capture::Capture;
 use crate::config::Config;
@@ -26,9 +32,15 @@ pub const MAX_RECORDS: usize = 2_000_000;
 pub struct AnalyzeArgs {
     /// pcap or pcapng file.
     pub capture: PathBuf,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = Format::Text)]
-    pub format: Format,
+    /// Output format. `ndjson`: one JSON object per output line, records as they are produced
+    /// (`{"type":"call"|"registration"|"media_flow",...}`), then `line` objects and a final
+    /// `summary`; memory does not grow with the calls (nor does `text`'s without `--report`).
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub format: OutputFormat,
+    /// Also write every record (NDJSON, as `--format ndjson` prints them) to this file, as
+    /// they are produced.
+    #[arg(long, value_name = "FILE")]
+    pub records: Option<PathBuf>,
     /// Subscriber prefix (repeatable); default RFC 1918, 100.64.0.0/10 and fc00::/7.
     #[arg(long = "home-net", value_name = "CIDR")]
     pub home_net: Vec<ipnet::IpNet>,
@@ -66,6 +78,17 @@ pub enum Format {
     Text,
     Json,
 }
+
+/// `analyze`'s output formats.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputFormat {
+    Text,
+    Json,
+    Ndjson,
+}
+
+/// Calls the text output lists.
+const TEXT_CALLS: usize = 50;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct CaptureInfo {
@@ -192,8 +215,137 @@ fn push_bounded<T>(v: &mut Vec<T>, x: T, dropped: &mut u64) {
     }
 }
 
-/// Runs the whole engine over a capture file.
+/// Runs the whole engine over a capture file, keeping every record.
 pub fn analyze_file(path: &Path, cfg: &Config, progress: bool) -> anyhow::Result<Analysis> {
+    analyze_file_with(path, cfg, progress, &mut [])
+}
+
+/// `analyze_file`, also writing each record to `writers` as it is produced.
+pub fn analyze_file_with(
+    path: &Path,
+    cfg: &Config,
+    progress: bool,
+    writers: &mut [stream::RecordWriter<Box<dyn Write>>],
+) -> anyhow::Result<Analysis> {
+    let mut col = Collector::default();
+    let (engine, sha256, size) = run_engine(path, cfg, progress, &mut |ev, _| {
+        for w in writers.iter_mut() {
+            write_record(w, &ev)?;
+        }
+        col.take(ev);
+        Ok(())
+    })?;
+    for w in writers.iter_mut() {
+        w.flush()?;
+    }
+    let st = engine.stats();
+    let verdicts = engine.lines().verdicts();
+    let mut a = build(path, sha256, size, st, col, cfg);
+    a.threats = engine.threats();
+    apply_verdicts(&mut a.lines, &verdicts);
+    let privacy = privacy_of(cfg)?;
+    if privacy.enabled() {
+        pseudonymize(&mut a, &privacy);
+    }
+    Ok(a)
+}
+
+fn privacy_of(cfg: &Config) -> anyhow::Result<crate::privacy::Pseudonymizer> {
+    crate::privacy::Pseudonymizer::from_config(&cfg.privacy)
+        .map_err(|e| anyhow::anyhow!("[privacy]: {e}"))
+}
+
+fn write_record(w: &mut stream::RecordWriter<Box<dyn Write>>, ev: &Event) -> std::io::Result<()> {
+    match ev {
+        Event::CallEnded(c) => w.call(c),
+        Event::Registration(r) => w.registration(r),
+        Event::MediaEnded(m) => w.media_flow(m),
+        _ => Ok(()),
+    }
+}
+
+/// What a streaming analysis keeps: the `Analysis` without its record arrays (`calls` holds
+/// the earliest few, for the text output), the number of call records and, per line, the
+/// figures that are estimates.
+pub struct Streamed {
+    pub analysis: Analysis,
+    pub call_records: u64,
+    pub estimated: BTreeMap<IpAddr, BTreeMap<&'static str, f64>>,
+}
+
+/// Runs the engine over a capture file, writing records to `writers` as they are produced and
+/// keeping only bounded per-line tallies (see `stream`); `first_calls` calls are kept.
+pub fn analyze_streaming(
+    path: &Path,
+    cfg: &Config,
+    progress: bool,
+    writers: &mut [stream::RecordWriter<Box<dyn Write>>],
+    first_calls: usize,
+) -> anyhow::Result<Streamed> {
+    let mut tallies = stream::LineTallies::new(cfg.detection.sip_only_min_talk_secs);
+    let mut first = stream::FirstCalls::new(first_calls);
+    let (mut call_records, mut media_records) = (0u64, 0u64);
+    let (engine, sha256, size) = run_engine(path, cfg, progress, &mut |ev, now| {
+        for w in writers.iter_mut() {
+            write_record(w, &ev)?;
+        }
+        match &ev {
+            Event::CallStarted {
+                call_id,
+                line: Some(line),
+                ts,
+                ..
+            } => tallies.call_started(*line, call_id, *ts),
+            Event::CallEnded(c) => {
+                call_records += 1;
+                tallies.call_ended(c, now.max(c.end.unwrap_or(c.start)));
+                first.offer(c);
+            }
+            Event::Registration(r) => tallies.registration(r),
+            Event::MediaEnded(m) => {
+                media_records += 1;
+                tallies.media_flow(m, now);
+            }
+            _ => {}
+        }
+        Ok(())
+    })?;
+    for w in writers.iter_mut() {
+        w.flush()?;
+    }
+    let mut st = engine.stats();
+    if tallies.evictions > 0 {
+        st.evictions.add("line_tallies", tallies.evictions);
+    }
+    let verdicts = engine.lines().verdicts();
+    let (mut lines, estimated) = tallies.entries(engine.now());
+    apply_verdicts(&mut lines, &verdicts);
+    let col = Collector {
+        calls: first.into_vec(),
+        ..Default::default()
+    };
+    let mut a = build_with_lines(path, sha256, size, st, col, cfg, lines);
+    a.stats.media_flows = media_records;
+    a.threats = engine.threats();
+    let privacy = privacy_of(cfg)?;
+    if privacy.enabled() {
+        pseudonymize(&mut a, &privacy);
+    }
+    Ok(Streamed {
+        analysis: a,
+        call_records,
+        estimated,
+    })
+}
+
+/// Reads the capture through the engine (hashing the file on a second thread), handing every
+/// event to `take` with the packet time it was drained at.
+fn run_engine(
+    path: &Path,
+    cfg: &Config,
+    progress: bool,
+    take: &mut dyn FnMut(Event, Timestamp) -> std::io::Result<()>,
+) -> anyhow::Result<(Engine, String, u64)> {
     // The file's hash is computed on a second thread while the engine reads it.
     let hasher = {
         let p = path.to_path_buf();
@@ -214,12 +366,12 @@ pub fn analyze_file(path: &Path, cfg: &Config, progress: bool) -> anyhow::Result
         None
     };
     let mut engine = Engine::new(&cfg.engine());
-    let mut col = Collector::default();
     let mut n: u64 = 0;
     while let Some(pkt) = cap.next_packet()? {
         engine.process(&pkt);
+        let now = engine.now();
         for ev in engine.drain_events() {
-            col.take(ev);
+            take(ev, now).context("writing records")?;
         }
         n += 1;
         if n % 65536 == 0 {
@@ -229,8 +381,9 @@ pub fn analyze_file(path: &Path, cfg: &Config, progress: bool) -> anyhow::Result
         }
     }
     engine.finish();
+    let now = engine.now();
     for ev in engine.drain_events() {
-        col.take(ev);
+        take(ev, now).context("writing records")?;
     }
     if let Some(b) = &bar {
         b.finish_and_clear();
@@ -239,18 +392,7 @@ pub fn analyze_file(path: &Path, cfg: &Config, progress: bool) -> anyhow::Result
         .join()
         .map_err(|_| anyhow::anyhow!("hashing thread panicked"))?
         .with_context(|| format!("{}: cannot read", path.display()))?;
-    let st = engine.stats();
-    let verdicts = engine.lines().verdicts();
-    let threats = engine.threats();
-    let mut a = build(path, sha256, size, st, col, cfg);
-    a.threats = threats;
-    apply_verdicts(&mut a.lines, &verdicts);
-    let privacy = crate::privacy::Pseudonymizer::from_config(&cfg.privacy)
-        .map_err(|e| anyhow::anyhow!("[privacy]: {e}"))?;
-    if privacy.enabled() {
-        pseudonymize(&mut a, &privacy);
-    }
-    Ok(a)
+    Ok((engine, sha256, size))
 }
 
 fn build(
@@ -258,18 +400,30 @@ fn build(
     sha256: String,
     size: u64,
     st: EngineStats,
-    col: Collector,
+    mut col: Collector,
     cfg: &Config,
 ) -> Analysis {
-    let mut calls = col.calls;
-    calls.sort_by(|a, b| a.start.cmp(&b.start).then(a.call_id.cmp(&b.call_id)));
+    col.calls
+        .sort_by(|a, b| a.start.cmp(&b.start).then(a.call_id.cmp(&b.call_id)));
     let lines = line_entries(
-        &calls,
+        &col.calls,
         &col.registrations,
         &col.media,
         st.last,
         cfg.detection.sip_only_min_talk_secs,
     );
+    build_with_lines(path, sha256, size, st, col, cfg, lines)
+}
+
+fn build_with_lines(
+    path: &Path,
+    sha256: String,
+    size: u64,
+    st: EngineStats,
+    col: Collector,
+    cfg: &Config,
+    lines: Vec<LineEntry>,
+) -> Analysis {
     Analysis {
         capture: CaptureInfo {
             file: path.display().to_string(),
@@ -295,7 +449,7 @@ fn build(
             evictions: st.evictions,
             records_dropped: col.dropped,
         },
-        calls,
+        calls: col.calls,
         registrations: col.registrations,
         media_flows: col.media,
         lines,
@@ -442,7 +596,6 @@ pub fn redacted_config_toml(cfg: &Config) -> String {
 /// and orders them flagged first, then by score. The counters stay those of the records, which
 /// offline analysis has in full (the same figures the report's charts draw).
 fn apply_verdicts(lines: &mut Vec<LineEntry>, verdicts: &[simboxd_core::model::LineVerdict]) {
-    // An index, not a search per verdict: linear in lines.
     let mut index: std::collections::HashMap<IpAddr, usize> = lines
         .iter()
         .enumerate()
@@ -452,11 +605,11 @@ fn apply_verdicts(lines: &mut Vec<LineEntry>, verdicts: &[simboxd_core::model::L
         let idx = match index.get(&v.line) {
             Some(&i) => i,
             None => {
+                index.insert(v.line, lines.len());
                 lines.push(LineEntry {
                     line: Some(v.line),
                     ..Default::default()
                 });
-                index.insert(v.line, lines.len() - 1);
                 lines.len() - 1
             }
         };
@@ -504,7 +657,36 @@ pub fn cli_main(args: AnalyzeArgs) -> anyhow::Result<()> {
     }
     let progress =
         !args.quiet && std::io::stderr().is_terminal() && std::io::stdout().is_terminal();
-    let a = analyze_file(&args.capture, &cfg, progress)?;
+    let mut writers: Vec<stream::RecordWriter<Box<dyn Write>>> = Vec::new();
+    if let Some(p) = &args.records {
+        let f = std::fs::File::create(p)
+            .with_context(|| format!("{}: cannot write records", p.display()))?;
+        let w: Box<dyn Write> = Box::new(std::io::BufWriter::with_capacity(1 << 16, f));
+        writers.push(stream::RecordWriter::new(w, privacy_of(&cfg)?));
+    }
+    if args.format == OutputFormat::Ndjson {
+        // Last: the line and summary objects follow the records on stdout.
+        let w: Box<dyn Write> = Box::new(std::io::BufWriter::with_capacity(
+            1 << 16,
+            std::io::stdout().lock(),
+        ));
+        writers.push(stream::RecordWriter::new(w, privacy_of(&cfg)?));
+    }
+    // The JSON document and the report need every record; the rest streams.
+    let streaming = args.format != OutputFormat::Json && args.report.is_none();
+    let (a, call_records, estimated) = if streaming {
+        let first = if args.format == OutputFormat::Text {
+            TEXT_CALLS
+        } else {
+            0
+        };
+        let s = analyze_streaming(&args.capture, &cfg, progress, &mut writers, first)?;
+        (s.analysis, s.call_records, s.estimated)
+    } else {
+        let a = analyze_file_with(&args.capture, &cfg, progress, &mut writers)?;
+        let n = a.calls.len() as u64;
+        (a, n, BTreeMap::new())
+    };
     let prov =
         crate::report::Provenance::of_run(&cfg, args.case.clone(), args.examiner.clone(), clock);
     let mut report_hash = None;
@@ -542,17 +724,73 @@ pub fn cli_main(args: AnalyzeArgs) -> anyhow::Result<()> {
             );
         }
     }
+    if args.format == OutputFormat::Ndjson {
+        if let Some(w) = writers.last_mut() {
+            write_ndjson_tail(w, &a, &estimated)?;
+            w.flush()?;
+        }
+        return Ok(());
+    }
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     match args.format {
-        Format::Json => {
+        OutputFormat::Json => {
             serde_json::to_writer_pretty(&mut out, &a)?;
             writeln!(out)?;
         }
-        Format::Text => write_text(&mut out, &a)?,
+        OutputFormat::Text => write_text_with(&mut out, &a, call_records, &estimated)?,
+        OutputFormat::Ndjson => {}
     }
     out.flush()?;
     Ok(())
+}
+
+/// Figures of a line that are estimates: name -> relative standard error (0.0: a lower bound
+/// or a partial list).
+pub type Estimated = BTreeMap<IpAddr, BTreeMap<&'static str, f64>>;
+
+/// After the records: one `line` object per line (fields as in `lines`, plus `estimated`), one
+/// `threat` object per finding (as in `threats`), then the `summary` (`capture`, `network`,
+/// `stats` as in the JSON document).
+fn write_ndjson_tail(
+    w: &mut stream::RecordWriter<Box<dyn Write>>,
+    a: &Analysis,
+    estimated: &Estimated,
+) -> std::io::Result<()> {
+    #[derive(Serialize)]
+    struct LineOut<'a> {
+        #[serde(flatten)]
+        entry: &'a LineEntry,
+        estimated: &'a BTreeMap<&'static str, f64>,
+    }
+    #[derive(Serialize)]
+    struct Summary<'a> {
+        capture: &'a CaptureInfo,
+        network: &'a simboxd_core::config::NetworkConfig,
+        stats: &'a Stats,
+    }
+    let none = BTreeMap::new();
+    for l in &a.lines {
+        let est = l.line.and_then(|ip| estimated.get(&ip)).unwrap_or(&none);
+        w.object(
+            "line",
+            &LineOut {
+                entry: l,
+                estimated: est,
+            },
+        )?;
+    }
+    for t in &a.threats {
+        w.object("threat", t)?;
+    }
+    w.object(
+        "summary",
+        &Summary {
+            capture: &a.capture,
+            network: &a.network,
+            stats: &a.stats,
+        },
+    )
 }
 
 fn opt_ts(t: Option<Timestamp>) -> String {
@@ -561,6 +799,17 @@ fn opt_ts(t: Option<Timestamp>) -> String {
 
 /// The readable summary for a person.
 pub fn write_text(out: &mut dyn Write, a: &Analysis) -> std::io::Result<()> {
+    write_text_with(out, a, a.calls.len() as u64, &BTreeMap::new())
+}
+
+/// `write_text` where `a.calls` holds only the first calls of `call_records`, and some line
+/// figures are estimates (a streaming analysis).
+pub fn write_text_with(
+    out: &mut dyn Write,
+    a: &Analysis,
+    call_records: u64,
+    estimated: &Estimated,
+) -> std::io::Result<()> {
     let c = &a.capture;
     writeln!(out, "capture  {}", c.file)?;
     writeln!(out, "sha256   {}", c.sha256)?;
@@ -654,11 +903,24 @@ pub fn write_text(out: &mut dyn Write, a: &Analysis) -> std::io::Result<()> {
             l.media_flows,
             l.voice_flows_without_sip
         )?;
+        if let Some(est) = l.line.and_then(|ip| estimated.get(&ip)) {
+            let list: Vec<String> = est
+                .iter()
+                .map(|(k, e)| {
+                    if *e > 0.0 {
+                        format!("{k} (estimate, ~{:.0}% error)", e * 100.0)
+                    } else {
+                        format!("{k} (lower bound / partial)")
+                    }
+                })
+                .collect();
+            writeln!(out, "  {line:<40} not exact: {}", list.join(", "))?;
+        }
     }
     writeln!(out)?;
     write_threats_text(out, &a.threats)?;
-    let shown = a.calls.len().min(50);
-    writeln!(out, "calls (first {shown} of {}):", a.calls.len())?;
+    let shown = a.calls.len().min(TEXT_CALLS);
+    writeln!(out, "calls (first {shown} of {call_records}):")?;
     for call in a.calls.iter().take(shown) {
         writeln!(
             out,

@@ -136,15 +136,15 @@ pub fn inbound_talk_secs(c: &CallRecord) -> Option<f64> {
 /// Distinct items, exact up to `KMV_K`, then estimated from the K smallest hashes (a
 /// k-minimum-values sketch, relative standard error about 1/sqrt(K-2)).
 #[derive(Clone, Debug, Default)]
-struct Kmv {
+pub(crate) struct Kmv {
     smallest: std::collections::BTreeSet<u64>,
     overflowed: bool,
 }
 
-const KMV_K: usize = 256;
+pub(crate) const KMV_K: usize = 256;
 
 impl Kmv {
-    fn add(&mut self, h: u64) {
+    pub(crate) fn add(&mut self, h: u64) {
         if self.smallest.contains(&h) {
             return;
         }
@@ -162,7 +162,7 @@ impl Kmv {
     }
 
     /// `(value, exact)`.
-    fn count(&self) -> (f64, bool) {
+    pub(crate) fn count(&self) -> (f64, bool) {
         if !self.overflowed {
             return (self.smallest.len() as f64, true);
         }
@@ -178,7 +178,7 @@ impl Kmv {
     }
 }
 
-fn hash64(s: &str) -> u64 {
+pub(crate) fn hash64(s: &str) -> u64 {
     use sha2::{Digest, Sha256};
     let d = Sha256::digest(s.as_bytes());
     let mut b = [0u8; 8];

@@ -221,7 +221,8 @@ pub struct MediaStats {
 
 /// The bounded table of UDP media flows and of SDP-announced endpoints.
 pub struct MediaTable {
-    flows: TimedTable<FlowKey, Flow>,
+    /// Boxed: the table's spare capacity holds pointers, not flows (a media flood).
+    flows: TimedTable<FlowKey, Box<Flow>>,
     expected: TimedTable<SocketAddr, Expectation>,
     /// Bumped whenever an expectation appears, changes call or goes: flows re-check for reused
     /// ports only after a change, not on every packet.
@@ -408,7 +409,7 @@ impl MediaTable {
         if probe.is_some_and(|(_, checked)| !checked) {
             if let Some(old) = self.announced_elsewhere(&key, d) {
                 if let Some(f) = self.flows.remove(&key) {
-                    self.close(old, f, events);
+                    self.close(old, *f, events);
                 }
                 probe = None;
             }
@@ -440,9 +441,9 @@ impl MediaTable {
                 checked_gen: self.expect_gen,
             };
             let deadline = Timestamp(d.ts.micros().saturating_add(self.timeout_us));
-            if let Some((k, old)) = self.flows.insert(key, flow, deadline) {
+            if let Some((k, old)) = self.flows.insert(key, Box::new(flow), deadline) {
                 self.evictions.add("media_flows", 1);
-                self.close(k, old, events);
+                self.close(k, *old, events);
             }
             self.stats.flows += 1;
             if let Some(c) = call_id {
@@ -598,7 +599,7 @@ impl MediaTable {
                 Some(r) if r > now.micros() => self.flows.set_deadline(&key, Timestamp(r)),
                 _ => {
                     if let Some(f) = self.flows.remove(&key) {
-                        self.close(key, f, events);
+                        self.close(key, *f, events);
                     }
                 }
             }
@@ -614,7 +615,7 @@ impl MediaTable {
         let mut all = self.flows.drain_ordered();
         all.sort_by_key(|(k, f)| (f.first, *k));
         for (k, f) in all {
-            self.close(k, f, events);
+            self.close(k, *f, events);
         }
         self.expected.drain_ordered();
         self.by_call.clear();

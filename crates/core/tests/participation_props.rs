@@ -140,6 +140,7 @@ fn invite(id: &str, from: [u8; 4], number: u64, rtp_port: u16) -> String {
     )
 }
 
+#[allow(clippy::too_many_arguments)]
 fn response(
     code: u16,
     id: &str,

@@ -300,10 +300,10 @@ impl Tracker {
                 d.ts,
             ))));
         }
-        if let Some((_, old)) = self.dialogs.insert(key.clone(), dl, deadline) {
+        if let Some((_, old)) = self.dialogs.insert(key.clone(), Box::new(dl), deadline) {
             self.evicted("dialogs");
             if old.phase != Phase::Closed {
-                self.emit_call(old, d.ts, events);
+                self.emit_call(*old, d.ts, events);
             }
         }
         self.absorb_message(&key, msg, d);
@@ -327,7 +327,7 @@ impl Tracker {
         });
         let k = key.to_string();
         if let Some(slot) = self.dialogs.get_mut(&k) {
-            *slot = dl;
+            **slot = dl;
         }
         self.absorb_message(&k, msg, d);
         self.reschedule(&k);
@@ -604,6 +604,16 @@ impl Tracker {
         let endpoints = std::mem::take(&mut dl.endpoints);
         dl.phase = Phase::Closed;
         dl.rtp = Vec::new();
+        // A tombstone only matches late messages (Call-ID, From-tag, CSeq): the record's
+        // fields are not needed any more.
+        dl.from = None;
+        dl.to = None;
+        dl.request_uri = None;
+        dl.user_agent = None;
+        dl.server = None;
+        dl.allow = None;
+        dl.caller_sdp = None;
+        dl.callee_sdp = None;
         dl.last = dl.last.max(now);
         for ep in endpoints {
             self.media.unexpect(ep, key);

@@ -80,7 +80,9 @@ pub struct Tracker {
     network: NetworkConfig,
     sip_limits: sip::Limits,
     limits: Limits,
-    dialogs: TimedTable<String, Dialog>,
+    /// Boxed: the table's slots hold a pointer, not a whole dialog, so its spare capacity
+    /// under a flood costs little.
+    dialogs: TimedTable<String, Box<Dialog>>,
     regs: TimedTable<String, PendingReg>,
     media: MediaTable,
     next_seq: u64,

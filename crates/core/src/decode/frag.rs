@@ -13,8 +13,10 @@ use std::net::IpAddr;
 const MAX_DATAGRAM: usize = 65535;
 /// Most fragments accepted into one datagram (a 64 KiB datagram over a 1280-byte MTU needs 52).
 const MAX_PIECES: usize = 64;
-/// Buffers kept for reuse.
+/// Buffers kept for reuse, and the largest capacity kept (a pooled buffer is charged to the
+/// byte cap by its capacity, so a few huge ones must not come back for small datagrams).
 const POOL: usize = 16;
+const POOL_BUF_MAX: usize = 2048;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct FragKey {
@@ -90,7 +92,7 @@ impl FragTable {
 
     fn remove(&mut self, key: &FragKey) -> Option<Entry> {
         let e = self.map.remove(key)?;
-        self.bytes = self.bytes.saturating_sub(e.buf.len());
+        self.bytes = self.bytes.saturating_sub(e.buf.capacity());
         Some(e)
     }
 
@@ -102,7 +104,7 @@ impl FragTable {
 
     /// Returns a finished buffer to the pool.
     pub fn recycle(&mut self, mut buf: Vec<u8>) {
-        if self.pool.len() < POOL && buf.capacity() <= MAX_DATAGRAM {
+        if self.pool.len() < POOL && buf.capacity() <= POOL_BUF_MAX {
             buf.clear();
             self.pool.push(buf);
         }
@@ -166,6 +168,7 @@ impl FragTable {
             }
             let buf = self.pool.pop().unwrap_or_default();
             let deadline = Timestamp(ts.micros().saturating_add(self.timeout_us));
+            self.bytes = self.bytes.saturating_add(buf.capacity());
             self.map.insert(
                 key,
                 Entry {
@@ -193,9 +196,10 @@ impl FragTable {
             }
             Check::Ok => {}
         }
-        // Make room for the buffer growth.
-        let cur_len = self.map.get(&key).map_or(0, |e| e.buf.len());
-        let grow = end.saturating_sub(cur_len);
+        // Make room for the buffer growth. Buffers are charged by capacity (what they hold in
+        // memory): a far-off fragment of a few bytes costs its whole offset.
+        let cur_cap = self.map.get(&key).map_or(0, |e| e.buf.capacity());
+        let grow = end.saturating_sub(cur_cap);
         while grow > 0 && self.bytes.saturating_add(grow) > self.cap_bytes {
             if !self.evict_oldest_except(Some(&key), evictions) {
                 // This datagram alone exceeds the byte cap.
@@ -204,11 +208,14 @@ impl FragTable {
                 return None;
             }
         }
-        self.bytes = self.bytes.saturating_add(grow);
         let e = self.map.get_mut(&key)?;
         if e.buf.len() < end {
+            // Exactly as much as needed: amortised doubling would hold up to twice the cap.
+            e.buf.reserve_exact(end - e.buf.len());
             e.buf.resize(end, 0);
         }
+        let cap_now = e.buf.capacity();
+        self.bytes = self.bytes.saturating_sub(cur_cap).saturating_add(cap_now);
         e.buf.get_mut(start..end)?.copy_from_slice(frag.data);
         insert_range(&mut e.have, start, end);
         e.pieces += 1;
