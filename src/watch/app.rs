@@ -197,15 +197,14 @@ impl App {
             }
             KeyCode::Enter | KeyCode::Right | KeyCode::Char('l') => match self.screen {
                 Screen::Lines => return self.open_detail(),
-                Screen::Detail => {
+                Screen::Detail
                     if self
                         .snap
                         .detail
                         .as_ref()
-                        .is_some_and(|d| !d.calls.is_empty())
-                    {
-                        self.screen = Screen::CallFlow;
-                    }
+                        .is_some_and(|d| !d.calls.is_empty()) =>
+                {
+                    self.screen = Screen::CallFlow;
                 }
                 _ => {}
             },

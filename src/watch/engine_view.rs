@@ -66,6 +66,11 @@ struct LineState {
 }
 
 impl LineState {
+    /// Calls in progress; after the end of a replay, the calls still open when it ended.
+    fn calls_now(&self) -> u64 {
+        (self.open.len() + self.spans.iter().filter(|x| x.end.is_none()).count()) as u64
+    }
+
     fn count_since(&self, since: Timestamp) -> u64 {
         self.starts
             .iter()
@@ -459,10 +464,7 @@ impl WatchEngine {
             line: ip,
             verdict: v.map_or(VerdictLevel::Normal, |v| v.verdict),
             score: v.map_or(0.0, |v| v.score),
-            // After the end of a replay: the calls still open when the capture ended.
-            calls_now: s.map_or(0, |s| {
-                (s.open.len() + s.spans.iter().filter(|x| x.end.is_none()).count()) as u64
-            }),
+            calls_now: s.map_or(0, LineState::calls_now),
             max_concurrent: figures.as_ref().map_or(0, |f| f.max_concurrent_calls),
             calls_5min: Some(s.map_or(0, |s| s.count_since(self.now.plus_secs(-300.0)))),
             calls_hour: Some(s.map_or(0, |s| s.count_since(self.now.plus_secs(-3600.0)))),
@@ -484,7 +486,7 @@ impl WatchEngine {
         let mut calls: Vec<CallRow> = Vec::new();
         if let Some(s) = s {
             let mut open: Vec<&OpenCall> = s.open.iter().collect();
-            open.sort_by(|a, b| b.start.cmp(&a.start));
+            open.sort_by_key(|o| std::cmp::Reverse(o.start));
             for o in open {
                 calls.push(CallRow {
                     call_id: o.call_id.clone(),
@@ -515,7 +517,7 @@ impl WatchEngine {
                 f.inbound_calls,
                 f.outbound_calls,
                 f.answered_calls,
-                f.open_calls,
+                s.map_or(0, LineState::calls_now),
                 f.max_concurrent_calls,
                 f.distinct_called_numbers,
                 f.median_talk_secs_inbound

@@ -115,16 +115,17 @@ fn header(f: &mut Frame, area: Rect, s: &Snapshot) {
     } else {
         Style::default()
     };
+    // The state first: a long source (a file path) is what gets cut on a narrow terminal.
     let l1 = Line::from(vec![
-        Span::styled("simboxd watch ", bold()),
-        Span::raw(s.source.clone()),
-        Span::raw("  "),
+        Span::styled("simboxd watch  ", bold()),
         Span::styled(state, style),
         Span::raw(if s.pseudonymized {
             "  numbers pseudonymised"
         } else {
             ""
         }),
+        Span::raw("  "),
+        Span::raw(s.source.clone()),
     ]);
     let l2 = Line::from(vec![
         Span::raw(format!(
