@@ -5,6 +5,8 @@
 //!
 //! Skipped with a message when tmux is absent; under CI=true a missing tmux fails.
 
+mod daemon_common;
+
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -99,30 +101,43 @@ impl Tmux {
     }
 
     fn start(&self, w: u16, h: u16, out: &Path) {
-        let bin = env!("CARGO_BIN_EXE_simboxd");
         let file = sample();
-        self.run(&[
+        self.start_with(
+            w,
+            h,
+            &[
+                "--file",
+                file.to_str().expect("utf-8 path"),
+                "--speed",
+                "max",
+                "--out",
+                out.to_str().expect("utf-8 path"),
+                "--case",
+                "tmux-test",
+            ],
+        );
+    }
+
+    /// `simboxd watch ARGS` in a new detached session of `w`x`h`.
+    fn start_with(&self, w: u16, h: u16, args: &[&str]) {
+        let bin = env!("CARGO_BIN_EXE_simboxd");
+        let (w, h) = (w.to_string(), h.to_string());
+        let mut cmd = vec![
             "new-session",
             "-d",
             "-s",
             "watch",
             "-x",
-            &w.to_string(),
+            &w,
             "-y",
-            &h.to_string(),
+            &h,
             "env",
             "TERM=xterm-256color",
             bin,
             "watch",
-            "--file",
-            file.to_str().expect("utf-8 path"),
-            "--speed",
-            "max",
-            "--out",
-            out.to_str().expect("utf-8 path"),
-            "--case",
-            "tmux-test",
-        ]);
+        ];
+        cmd.extend_from_slice(args);
+        self.run(&cmd);
         // Keep the pane after the program exits, to read its exit status.
         self.run(&["set-option", "-t", "watch", "remain-on-exit", "on"]);
     }
@@ -326,4 +341,65 @@ fn sigterm_gives_the_terminal_back() {
     assert!(status.success());
     let dead = tmux.wait_exit();
     assert_eq!(dead, "1 0 0", "exit status 0 and the normal screen back");
+}
+
+#[test]
+fn connect_shows_a_daemons_lines_and_detail() {
+    if !have_tmux() {
+        return;
+    }
+    use daemon_common::{free_port, Daemon, TOKEN};
+    let dir = tempfile::tempdir().expect("tmp");
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let cfg = dir.path().join("simboxd.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[capture]\nfile = {:?}\n\n[http]\nlisten = \"{addr}\"\ntoken = \"{TOKEN}\"\n\n\
+             [daemon]\nuser = \"\"\ngroup = \"\"\n\n[storage]\npath = {:?}\n",
+            sample().display().to_string(),
+            dir.path().join("state/alerts.redb").display().to_string()
+        ),
+    )
+    .expect("config");
+    let token = dir.path().join("token");
+    std::fs::write(&token, format!("{TOKEN}\n")).expect("token file");
+    let mut daemon = Daemon::start(&cfg, &dir.path().join("simboxd.log"));
+    daemon.wait_healthy(addr, Duration::from_secs(30));
+    let tmux = Tmux::new();
+    let url = format!("http://{addr}");
+    tmux.start_with(
+        80,
+        24,
+        &[
+            "--connect",
+            &url,
+            "--token-file",
+            token.to_str().expect("utf-8"),
+        ],
+    );
+    let s = tmux.wait_screen("the daemon's lines", |s| {
+        s.lines()
+            .any(|l| l.contains("100.64.1.10 ") && l.contains("GATEWAY"))
+    });
+    assert!(
+        s.contains(&format!("daemon {url}")) || s.contains("daemon http://"),
+        "{s}"
+    );
+    tmux.keys(&["Enter"]);
+    let s = tmux.wait_screen("the line's detail from the API", |s| s.contains("Reasons"));
+    let flat: String = s.lines().map(str::trim).collect::<Vec<_>>().join(" ");
+    assert!(flat.contains("came in from 203.0.113.10 (foreign)"), "{s}");
+    assert!(s.contains("Latest calls"), "{s}");
+    tmux.keys(&["e"]);
+    tmux.wait_screen("the note that evidence is made on the daemon's host", |s| {
+        s.contains("evidence and reports are written on the daemon")
+    });
+    tmux.keys(&["3"]);
+    tmux.wait_screen("the threats screen with the daemon's alerts", |s| {
+        s.contains("no threats tracked") && s.contains("Daemon alerts")
+    });
+    tmux.keys(&["q"]);
+    assert_eq!(tmux.wait_exit(), "1 0 0");
+    daemon.stop(Duration::from_secs(20));
 }

@@ -570,6 +570,8 @@ impl WatchEngine {
             registrations: s
                 .map(|s| s.regs.iter().cloned().collect())
                 .unwrap_or_default(),
+            registrations_seen: summary.as_ref().map_or(0, |p| u64::from(p.registrations)),
+            accounts: summary.as_ref().map_or(0, |p| p.accounts_registered as u64),
             user_agents: agents,
             site_members,
         }

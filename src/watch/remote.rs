@@ -111,7 +111,8 @@ impl Remote {
         let mut frozen = false;
         loop {
             let mut snap = Snapshot::empty(source.clone());
-            snap.pseudonymized = true;
+            // Numbers come as the daemon's [privacy] made them; packet counts are in its metrics.
+            snap.counts_packets = false;
             let lines = rt.block_on(self.get(&format!("/api/v1/lines?limit={LIST_LIMIT}")));
             let alerts = rt.block_on(self.get(&format!("/api/v1/alerts?limit={ALERT_LIMIT}")));
             let focus = link.focus();
@@ -120,6 +121,10 @@ impl Remote {
             match lines {
                 Ok(v) => {
                     snap.lines = lines_of(&v);
+                    snap.clock = v
+                        .get("lines")
+                        .and_then(Value::as_array)
+                        .and_then(|l| l.iter().filter_map(|x| ts(x, "updated")).max());
                     snap.lines_total = v
                         .get("total")
                         .and_then(Value::as_u64)
@@ -216,32 +221,14 @@ pub fn lines_of(v: &Value) -> Vec<LineRow> {
         .collect()
 }
 
-/// One line per alert from `/api/v1/alerts`.
+/// One line per alert from `/api/v1/alerts`: its time (capture time, UTC) and summary.
 pub fn alerts_of(v: &Value) -> Vec<String> {
     let Some(list) = v.get("alerts").and_then(Value::as_array) else {
         return Vec::new();
     };
     list.iter()
-        .map(|a| {
-            let s = |k: &str| {
-                a.get(k).map_or_else(String::new, |x| match x {
-                    Value::String(s) => s.clone(),
-                    Value::Null => String::new(),
-                    other => other.to_string(),
-                })
-            };
-            format!(
-                "{} {} {} {} score {}",
-                s("time"),
-                s("state"),
-                s("line"),
-                s("verdict"),
-                s("score")
-            )
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ")
-        })
+        .filter_map(|a| serde_json::from_value::<crate::alert::Alert>(a.clone()).ok())
+        .map(|a| format!("{} {}", super::ui::hms(a.created), a.summary(1)))
         .collect()
 }
 
@@ -277,7 +264,7 @@ pub fn detail_of(ip: IpAddr, v: &Value) -> LineDetail {
         f("distinct_called_numbers"),
         u64_at(v, "/profile/registrations"),
     );
-    let calls = v
+    let calls: Vec<CallRow> = v
         .get("recent_calls")
         .and_then(Value::as_array)
         .map(|list| {
@@ -301,7 +288,10 @@ pub fn detail_of(ip: IpAddr, v: &Value) -> LineDetail {
                         .get("outcome")
                         .and_then(Value::as_str)
                         .and_then(outcome_of),
-                    duration_secs: c.get("talk_secs").and_then(Value::as_f64),
+                    duration_secs: c
+                        .get("talk_secs")
+                        .and_then(Value::as_f64)
+                        .or_else(|| Some(ts(c, "end")?.secs_since(ts(c, "start")?).max(0.0))),
                     codec: c.get("codec").and_then(Value::as_str).map(String::from),
                     two_way_voice: None,
                     user_agent: c
@@ -314,11 +304,14 @@ pub fn detail_of(ip: IpAddr, v: &Value) -> LineDetail {
                 .collect()
         })
         .unwrap_or_default();
-    let agents = v
-        .pointer("/profile/fingerprint")
-        .and_then(Value::as_str)
-        .map(|f| vec![(f.to_string(), 1)])
-        .unwrap_or_default();
+    let mut counted: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+    for c in &calls {
+        if let Some(ua) = c.user_agent.as_ref().filter(|u| !u.is_empty()) {
+            *counted.entry(ua.chars().take(80).collect()).or_default() += 1;
+        }
+    }
+    let mut agents: Vec<(String, u64)> = counted.into_iter().collect();
+    agents.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     LineDetail {
         line: ip,
         verdict: verdict_from_name(verdict.get("verdict").and_then(Value::as_str).unwrap_or("")),
@@ -334,6 +327,8 @@ pub fn detail_of(ip: IpAddr, v: &Value) -> LineDetail {
         sample_secs: POLL_EVERY.as_secs_f64(),
         calls,
         registrations: Vec::<RegRow>::new(),
+        registrations_seen: u64_at(v, "/profile/registrations"),
+        accounts: u64_at(v, "/profile/accounts_registered"),
         user_agents: agents,
         site_members: Vec::new(),
     }

@@ -127,13 +127,13 @@ fn header(f: &mut Frame, area: Rect, s: &Snapshot) {
         Span::raw("  "),
         Span::raw(s.source.clone()),
     ]);
+    let packets = if s.counts_packets {
+        format!("{} pkts {}/s  ", s.packets, rate(s.packets_per_sec))
+    } else {
+        String::new()
+    };
     let l2 = Line::from(vec![
-        Span::raw(format!(
-            "{clock}  {} pkts {}/s  lines {}  ",
-            s.packets,
-            rate(s.packets_per_sec),
-            s.lines_total
-        )),
+        Span::raw(format!("{clock}  {packets}lines {}  ", s.lines_total)),
         Span::styled(drops, drop_style),
     ]);
     f.render_widget(Paragraph::new(vec![l1, l2]), area);
@@ -464,21 +464,13 @@ fn sparkline(f: &mut Frame, area: Rect, d: &LineDetail) {
 fn info_lines(d: &LineDetail, wide: bool) -> Vec<Line<'static>> {
     let mut out = Vec::new();
     if !wide {
-        let regs = if d.registrations.is_empty() {
-            "none seen".to_string()
-        } else {
-            let mut accounts: Vec<&str> =
-                d.registrations.iter().map(|r| r.account.as_str()).collect();
-            accounts.sort_unstable();
-            accounts.dedup();
-            let r = &d.registrations[0];
-            format!(
+        let regs = match d.registrations.first() {
+            _ if d.registrations_seen == 0 => "none seen".to_string(),
+            Some(r) => format!(
                 "{} ({} accounts), latest to {} {}",
-                d.registrations.len(),
-                accounts.len(),
-                r.registrar,
-                r.outcome
-            )
+                d.registrations_seen, d.accounts, r.registrar, r.outcome
+            ),
+            None => format!("{} ({} accounts)", d.registrations_seen, d.accounts),
         };
         out.push(Line::from(vec![
             Span::styled("Registrations: ", bold()),

@@ -131,6 +131,9 @@ pub struct LineDetail {
     pub calls: Vec<CallRow>,
     /// Latest registrations, newest first.
     pub registrations: Vec<RegRow>,
+    /// Registrations the line sent in all, and accounts it registered.
+    pub registrations_seen: u64,
+    pub accounts: u64,
     /// User-Agent / Server strings seen from the line, with their counts.
     pub user_agents: Vec<(String, u64)>,
     /// Other lines of the same site.
@@ -160,6 +163,8 @@ pub struct Snapshot {
     pub clock: Option<Timestamp>,
     pub packets: u64,
     pub packets_per_sec: f64,
+    /// Whether `packets` is known (not over the API).
+    pub counts_packets: bool,
     pub drops: Drops,
     /// All lines known (rows may be fewer: `MAX_ROWS`).
     pub lines_total: usize,
@@ -184,6 +189,7 @@ impl Snapshot {
             clock: None,
             packets: 0,
             packets_per_sec: 0.0,
+            counts_packets: true,
             drops: Drops::default(),
             lines_total: 0,
             lines: Vec::new(),
