@@ -403,3 +403,83 @@ fn connect_shows_a_daemons_lines_and_detail() {
     assert_eq!(tmux.wait_exit(), "1 0 0");
     daemon.stop(Duration::from_secs(20));
 }
+
+/// Puts the sample capture's frames onto `lo` (its link type is Ethernet, as `lo`'s is), so a
+/// live capture there sees the sample's lines.
+fn inject_sample_on_lo() -> Result<u64, String> {
+    let mut out = pcap::Capture::from_device("lo")
+        .and_then(|c| c.open())
+        .map_err(|e| e.to_string())?;
+    let mut src = pcap::Capture::from_file(sample()).map_err(|e| e.to_string())?;
+    let mut n = 0;
+    while let Ok(p) = src.next_packet() {
+        out.sendpacket(p.data).map_err(|e| e.to_string())?;
+        n += 1;
+        if n % 200 == 0 {
+            // Stay below what the kernel buffer holds.
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    Ok(n)
+}
+
+#[test]
+fn live_interface_spools_the_capture_for_evidence() {
+    if !have_tmux() {
+        return;
+    }
+    if let Err(e) = pcap::Capture::from_device("lo").and_then(|c| c.open()) {
+        eprintln!("skipping: cannot capture on lo: {e}");
+        return;
+    }
+    let tmux = Tmux::new();
+    let out = tempfile::tempdir().expect("tmp");
+    tmux.start_with(
+        200,
+        50,
+        &[
+            "--interface",
+            "lo",
+            "--out",
+            out.path().to_str().expect("utf-8"),
+        ],
+    );
+    tmux.wait_screen("the live view", |s| {
+        s.contains("interface lo") && s.contains("running")
+    });
+    let n = inject_sample_on_lo().expect("inject the sample on lo");
+    assert_eq!(n, 40270);
+    tmux.wait_screen("the sample's gateway line, live", |s| {
+        s.lines().any(|l| l.contains("100.64.1.10 "))
+    });
+    tmux.keys(&["/", "100.64.1.10", "Enter"]);
+    tmux.wait_screen("the filter", |s| s.contains("filter \"100.64.1.10\""));
+    tmux.keys(&["e"]);
+    tmux.wait_screen("the evidence notice", |s| {
+        s.contains("evidence 100.64.1.10:")
+    });
+    let ev = wait_entry(out.path(), "evidence-100.64.1.10-", "");
+    let manifest = ev.join("manifest.json");
+    let t = Instant::now();
+    while !manifest.exists() {
+        assert!(t.elapsed() < WAIT, "no manifest");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest).expect("manifest")).expect("json");
+    // The source is the copy of the spool made for this export, with its hash.
+    let source = PathBuf::from(m["source"].as_str().expect("source"));
+    assert!(source.starts_with(out.path()), "{m}");
+    assert_eq!(m["source_sha256"], sha256(&source), "{m}");
+    let files = m["files"].as_array().expect("files");
+    assert_eq!(files.len(), 1, "{m}");
+    assert!(files[0]["sip_packets"].as_u64().unwrap_or(0) > 0, "{m}");
+    assert_eq!(
+        files[0]["sha256"],
+        sha256(&ev.join(files[0]["file"].as_str().unwrap()))
+    );
+    wait_entry(out.path(), "spool-lo-", ".pcap");
+    tmux.keys(&["q"]);
+    assert_eq!(tmux.wait_exit(), "1 0 0");
+}
