@@ -420,9 +420,19 @@ impl WatchEngine {
         let verdicts = self.engine.lines().verdicts();
         let by_line: HashMap<IpAddr, &LineVerdict> = verdicts.iter().map(|v| (v.line, v)).collect();
         let mut ips: Vec<IpAddr> = verdicts.iter().map(|v| v.line).collect();
-        ips.extend(self.lines.keys().filter(|ip| !by_line.contains_key(ip)));
+        let mut unscored: Vec<IpAddr> = self
+            .lines
+            .keys()
+            .filter(|ip| !by_line.contains_key(ip))
+            .copied()
+            .collect();
+        unscored.sort_unstable();
+        ips.extend(unscored);
+        let lines_total = ips.len();
+        // Rows only for the lines shown: verdicts come most severe first.
         let mut rows: Vec<LineRow> = ips
             .iter()
+            .take(MAX_ROWS)
             .map(|ip| self.row(*ip, by_line.get(ip)))
             .collect();
         rows.sort_by(|a, b| {
@@ -431,8 +441,6 @@ impl WatchEngine {
                 .then(b.score.total_cmp(&a.score))
                 .then(a.line.cmp(&b.line))
         });
-        let lines_total = rows.len();
-        rows.truncate(MAX_ROWS);
         let detail = focus.map(|ip| self.detail(ip, by_line.get(&ip).copied(), &verdicts));
         let mut drops = base.drops.clone();
         drops.records = self.dropped();

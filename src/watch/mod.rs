@@ -238,7 +238,10 @@ pub fn cli_main(args: WatchArgs) -> anyhow::Result<()> {
 
     watch_signals();
     let previous = std::panic::take_hook();
+    // A panic anywhere (the source thread too) gives the terminal back before its message is
+    // printed, and ends the view.
     std::panic::set_hook(Box::new(move |info| {
+        STOP.store(true, Ordering::SeqCst);
         restore_terminal();
         previous(info);
     }));

@@ -83,6 +83,9 @@ pub struct Outputs {
 /// Publishes snapshots at a bounded rate without ever blocking.
 struct Publisher {
     last: Option<Instant>,
+    /// What the last snapshot took to build: the next one waits at least four times that, so
+    /// that building snapshots of many lines never takes more than a fifth of the engine's time.
+    cost: Duration,
     last_packets: u64,
     skipped: u64,
     rate: f64,
@@ -92,6 +95,7 @@ impl Publisher {
     fn new() -> Self {
         Publisher {
             last: None,
+            cost: Duration::ZERO,
             last_packets: 0,
             skipped: 0,
             rate: 0.0,
@@ -99,7 +103,15 @@ impl Publisher {
     }
 
     fn due(&self) -> bool {
-        self.last.is_none_or(|t| t.elapsed() >= PUBLISH_EVERY)
+        self.last
+            .is_none_or(|t| t.elapsed() >= PUBLISH_EVERY.max(self.cost.saturating_mul(4)))
+    }
+
+    fn publish_with(&mut self, link: &Link, build: impl FnOnce() -> Snapshot) -> bool {
+        let t = Instant::now();
+        let snap = build();
+        self.cost = t.elapsed();
+        self.publish(link, snap)
     }
 
     fn publish(&mut self, link: &Link, snap: Snapshot) -> bool {
@@ -392,10 +404,9 @@ impl EngineSource {
                     a.1 += t.elapsed();
                 }
                 if pubr.due()
-                    && !pubr.publish(
-                        link,
-                        self.snapshot(&eng, link, RunState::Paused, Drops::default()),
-                    )
+                    && !pubr.publish_with(link, || {
+                        self.snapshot(&eng, link, RunState::Paused, Drops::default())
+                    })
                 {
                     return Ok(());
                 }
@@ -435,7 +446,9 @@ impl EngineSource {
                         RunState::Running
                     };
                     if pubr.due()
-                        && !pubr.publish(link, self.snapshot(&eng, link, state, Drops::default()))
+                        && !pubr.publish_with(link, || {
+                            self.snapshot(&eng, link, state, Drops::default())
+                        })
                     {
                         return Ok(());
                     }
@@ -443,10 +456,9 @@ impl EngineSource {
             }
             eng.process(&pkt);
             if pubr.due()
-                && !pubr.publish(
-                    link,
-                    self.snapshot(&eng, link, RunState::Running, Drops::default()),
-                )
+                && !pubr.publish_with(link, || {
+                    self.snapshot(&eng, link, RunState::Running, Drops::default())
+                })
             {
                 return Ok(());
             }
@@ -455,10 +467,9 @@ impl EngineSource {
         let end_state = failure.map_or(RunState::Ended, RunState::Failed);
         // The replay is over: keep answering commands (evidence, report) until the UI quits.
         loop {
-            if !pubr.publish(
-                link,
-                self.snapshot(&eng, link, end_state.clone(), Drops::default()),
-            ) {
+            if !pubr.publish_with(link, || {
+                self.snapshot(&eng, link, end_state.clone(), Drops::default())
+            }) {
                 return Ok(());
             }
             match link.commands.recv_timeout(PUBLISH_EVERY) {
@@ -570,7 +581,7 @@ impl EngineSource {
                     RunState::Running
                 };
                 frozen_sent = frozen;
-                if !pubr.publish(link, self.snapshot(&eng, link, state, drops.clone())) {
+                if !pubr.publish_with(link, || self.snapshot(&eng, link, state, drops.clone())) {
                     return Ok(());
                 }
             }
