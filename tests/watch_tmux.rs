@@ -122,7 +122,22 @@ impl Tmux {
     fn start_with(&self, w: u16, h: u16, args: &[&str]) {
         let bin = env!("CARGO_BIN_EXE_simboxd");
         let (w, h) = (w.to_string(), h.to_string());
-        let mut cmd = vec![
+        // A shell runs the view and records its exit status: tmux may not reap a pane's
+        // process (its exit status then never shows in #{pane_dead_status}).
+        let quoted: Vec<String> = std::iter::once(bin)
+            .chain(std::iter::once("watch"))
+            .chain(args.iter().copied())
+            .map(|a| format!("'{}'", a.replace('\'', "'\\''")))
+            .collect();
+        let status = self.status_file();
+        let script = format!(
+            "TERM=xterm-256color {}; echo $? > '{}.tmp'; mv '{}.tmp' '{}'",
+            quoted.join(" "),
+            status.display(),
+            status.display(),
+            status.display()
+        );
+        self.run(&[
             "new-session",
             "-d",
             "-s",
@@ -131,27 +146,41 @@ impl Tmux {
             &w,
             "-y",
             &h,
-            "env",
-            "TERM=xterm-256color",
-            bin,
-            "watch",
-        ];
-        cmd.extend_from_slice(args);
-        self.run(&cmd);
-        // Keep the pane after the program exits, to read its exit status.
+            "sh",
+            "-c",
+            &script,
+        ]);
         self.run(&["set-option", "-t", "watch", "remain-on-exit", "on"]);
     }
 
+    fn status_file(&self) -> PathBuf {
+        self.socket.with_file_name("exit-status")
+    }
+
+    /// The pid of `simboxd watch` (the child of the pane's shell).
+    fn watch_pid(&self) -> String {
+        let sh = self.pane("#{pane_pid}");
+        let children = format!("/proc/{sh}/task/{sh}/children");
+        std::fs::read_to_string(&children)
+            .unwrap_or_else(|e| panic!("{children}: {e}"))
+            .split_whitespace()
+            .next()
+            .unwrap_or_else(|| panic!("no child of the pane's shell {sh}"))
+            .to_string()
+    }
+
+    /// Waits for the view to exit; `"EXIT_STATUS ALTERNATE_SCREEN"` (`"0 0"`: success, and the
+    /// terminal back on its normal screen).
     fn wait_exit(&self) -> String {
         let t = Instant::now();
+        let file = self.status_file();
         loop {
-            let dead = self.pane("#{pane_dead} #{pane_dead_status} #{alternate_on}");
-            if dead.starts_with('1') {
-                return dead;
+            if let Ok(code) = std::fs::read_to_string(&file) {
+                return format!("{} {}", code.trim(), self.pane("#{alternate_on}"));
             }
             assert!(
                 t.elapsed() < WAIT,
-                "simboxd watch did not exit: {dead}\n{}",
+                "simboxd watch did not exit:\n{}",
                 self.screen()
             );
             std::thread::sleep(Duration::from_millis(100));
@@ -302,7 +331,7 @@ fn session(w: u16, h: u16) {
     check_report(out.path());
     tmux.keys(&["q"]);
     let dead = tmux.wait_exit();
-    assert_eq!(dead, "1 0 0", "exit status 0 and the normal screen back");
+    assert_eq!(dead, "0 0", "exit status 0 and the normal screen back");
 }
 
 #[test]
@@ -333,14 +362,14 @@ fn sigterm_gives_the_terminal_back() {
         "1",
         "the view uses the alternate screen"
     );
-    let pid = tmux.pane("#{pane_pid}");
+    let pid = tmux.watch_pid();
     let status = Command::new("kill")
         .args(["-TERM", &pid])
         .status()
         .expect("kill");
     assert!(status.success());
     let dead = tmux.wait_exit();
-    assert_eq!(dead, "1 0 0", "exit status 0 and the normal screen back");
+    assert_eq!(dead, "0 0", "exit status 0 and the normal screen back");
 }
 
 #[test]
@@ -400,7 +429,7 @@ fn connect_shows_a_daemons_lines_and_detail() {
         s.contains("no threats tracked") && s.contains("Daemon alerts")
     });
     tmux.keys(&["q"]);
-    assert_eq!(tmux.wait_exit(), "1 0 0");
+    assert_eq!(tmux.wait_exit(), "0 0");
     daemon.stop(Duration::from_secs(20));
 }
 
@@ -481,5 +510,5 @@ fn live_interface_spools_the_capture_for_evidence() {
     );
     wait_entry(out.path(), "spool-lo-", ".pcap");
     tmux.keys(&["q"]);
-    assert_eq!(tmux.wait_exit(), "1 0 0");
+    assert_eq!(tmux.wait_exit(), "0 0");
 }

@@ -252,3 +252,153 @@ impl App {
         vec![Action::Focus(Some(ip))]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::watch::view::{LineDetail, Snapshot};
+
+    fn row(ip: &str, v: VerdictLevel, score: f64) -> LineRow {
+        LineRow {
+            line: ip.parse().unwrap(),
+            verdict: v,
+            score,
+            calls_now: 0,
+            max_concurrent: 0,
+            calls_5min: None,
+            calls_hour: None,
+            foreign_share: None,
+            distinct_numbers: 0,
+            peers: 0,
+            top_peer: None,
+            site: None,
+        }
+    }
+
+    fn snap(rows: Vec<LineRow>) -> Snapshot {
+        Snapshot {
+            lines: rows,
+            ..Snapshot::empty("test".into())
+        }
+    }
+
+    fn press(app: &mut App, code: KeyCode) -> Vec<Action> {
+        app.key(KeyEvent::new(code, KeyModifiers::NONE))
+    }
+
+    #[test]
+    fn selection_follows_the_top_until_moved_then_the_line() {
+        let mut app = App::new(snap(vec![row("10.0.0.2", VerdictLevel::Normal, 0.0)]));
+        assert_eq!(app.selected_line, Some("10.0.0.2".parse().unwrap()));
+        // A gateway appears above: the untouched selection moves to it.
+        app.update(snap(vec![
+            row("10.0.0.9", VerdictLevel::Gateway, 0.9),
+            row("10.0.0.2", VerdictLevel::Normal, 0.0),
+        ]));
+        assert_eq!(app.selected_line, Some("10.0.0.9".parse().unwrap()));
+        press(&mut app, KeyCode::Char('j'));
+        assert_eq!(app.selected_line, Some("10.0.0.2".parse().unwrap()));
+        // Once moved, the selection stays on its line when rows reorder.
+        app.update(snap(vec![
+            row("10.0.0.9", VerdictLevel::Gateway, 0.9),
+            row("10.0.0.5", VerdictLevel::Suspect, 0.6),
+            row("10.0.0.2", VerdictLevel::Normal, 0.0),
+        ]));
+        assert_eq!(app.selected, 2);
+        press(&mut app, KeyCode::Char('g'));
+        assert_eq!(app.selected, 0);
+        press(&mut app, KeyCode::End);
+        assert_eq!(app.selected, 2);
+    }
+
+    #[test]
+    fn filter_is_typed_applied_and_cancelled() {
+        let mut app = App::new(snap(vec![
+            row("10.0.0.9", VerdictLevel::Gateway, 0.9),
+            row("10.0.0.2", VerdictLevel::Normal, 0.0),
+        ]));
+        press(&mut app, KeyCode::Char('/'));
+        for c in "normal".chars() {
+            press(&mut app, KeyCode::Char(c));
+        }
+        // 'q' while typing is text, not quit.
+        assert!(press(&mut app, KeyCode::Char('q')).is_empty());
+        press(&mut app, KeyCode::Backspace);
+        assert_eq!(app.rows().len(), 1, "the filter applies while typed");
+        press(&mut app, KeyCode::Enter);
+        assert_eq!(app.filter, "normal");
+        assert_eq!(app.selected_line, Some("10.0.0.2".parse().unwrap()));
+        press(&mut app, KeyCode::Char('/'));
+        press(&mut app, KeyCode::Char('x'));
+        press(&mut app, KeyCode::Esc);
+        assert_eq!(app.filter, "normal", "Esc keeps the applied filter");
+        assert!(matches(
+            &row("10.0.0.9", VerdictLevel::Gateway, 0.9),
+            "flagged 10.0.0"
+        ));
+        assert!(!matches(
+            &row("10.0.0.9", VerdictLevel::Gateway, 0.9),
+            "suspect"
+        ));
+    }
+
+    #[test]
+    fn enter_focuses_and_e_exports_the_line_shown() {
+        let mut app = App::new(snap(vec![
+            row("10.0.0.9", VerdictLevel::Gateway, 0.9),
+            row("10.0.0.2", VerdictLevel::Normal, 0.0),
+        ]));
+        let ip: IpAddr = "10.0.0.9".parse().unwrap();
+        assert_eq!(
+            press(&mut app, KeyCode::Enter),
+            vec![Action::Focus(Some(ip))]
+        );
+        assert_eq!(app.screen, Screen::Detail);
+        // No calls yet: Enter stays on the detail.
+        app.snap.detail = Some(LineDetail {
+            line: ip,
+            verdict: VerdictLevel::Gateway,
+            score: 0.9,
+            flagged_at: None,
+            site: None,
+            reasons: vec![],
+            figures: String::new(),
+            concurrency: vec![],
+            sample_secs: 1.0,
+            calls: vec![],
+            registrations: vec![],
+            registrations_seen: 0,
+            accounts: 0,
+            user_agents: vec![],
+            site_members: vec![],
+        });
+        press(&mut app, KeyCode::Enter);
+        assert_eq!(app.screen, Screen::Detail);
+        assert_eq!(
+            press(&mut app, KeyCode::Char('e')),
+            vec![Action::Send(Command::Evidence(ip))]
+        );
+        assert_eq!(
+            press(&mut app, KeyCode::Char('r')),
+            vec![Action::Send(Command::Report)]
+        );
+        assert_eq!(
+            press(&mut app, KeyCode::Char('p')),
+            vec![Action::Send(Command::TogglePause)]
+        );
+        press(&mut app, KeyCode::Esc);
+        assert_eq!(app.screen, Screen::Lines);
+        press(&mut app, KeyCode::Char('?'));
+        assert!(app.help);
+        assert!(
+            press(&mut app, KeyCode::Char('j')).is_empty(),
+            "a key closes the help"
+        );
+        assert!(!app.help);
+        assert_eq!(press(&mut app, KeyCode::Char('q')), vec![Action::Quit]);
+        assert_eq!(
+            app.key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL)),
+            vec![Action::Quit]
+        );
+    }
+}

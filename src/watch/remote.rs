@@ -333,3 +333,52 @@ pub fn detail_of(ip: IpAddr, v: &Value) -> LineDetail {
         site_members: Vec::new(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_json_becomes_rows_and_detail() {
+        let lines = serde_json::json!({"total": 2, "lines": [
+            {"line": "100.64.1.10", "verdict": "gateway", "score": 0.94, "site": null,
+             "figures": {"open_calls": 2, "max_concurrent_calls": 4, "distinct_called_numbers": 8}},
+            {"line": "not an address", "verdict": "normal"}
+        ]});
+        let rows = lines_of(&lines);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].verdict, simboxd_core::model::VerdictLevel::Gateway);
+        assert_eq!(
+            (
+                rows[0].calls_now,
+                rows[0].max_concurrent,
+                rows[0].distinct_numbers
+            ),
+            (2, 4, 8)
+        );
+        let ip: IpAddr = "100.64.1.10".parse().unwrap();
+        let detail = serde_json::json!({
+            "verdict": {"verdict": "gateway", "score": 0.94, "flagged_at": "2026-01-05T09:01:14Z",
+                        "reasons": [{"signal": "foreign_inbound", "value": 1.0, "strength": 1.0,
+                                     "detail": "6 of the 6 calls"}]},
+            "figures": {"calls": 8, "inbound_calls": 8},
+            "profile": {"registrations": 4, "accounts_registered": 4},
+            "recent_calls": [{"call_id": "a", "direction": "inbound", "peer": "203.0.113.10:5060",
+                              "to": "p:0011", "outcome": "no-answer", "start": "2026-01-05T09:00:00Z",
+                              "end": "2026-01-05T09:00:20Z", "codec": "G729", "user_agent": "X"}]
+        });
+        let d = detail_of(ip, &detail);
+        assert_eq!(d.reasons.len(), 1);
+        assert!(d.flagged_at.is_some());
+        assert_eq!((d.registrations_seen, d.accounts), (4, 4));
+        let c = &d.calls[0];
+        assert_eq!(c.outcome, Some(Outcome::NoAnswer));
+        assert_eq!(c.duration_secs, Some(20.0));
+        assert_eq!(c.number.as_deref(), Some("p:0011"));
+        assert_eq!(d.user_agents, vec![("X".to_string(), 1)]);
+        // Whatever comes back, nothing panics.
+        let _ = detail_of(ip, &serde_json::json!([1, 2]));
+        assert!(lines_of(&serde_json::json!("x")).is_empty());
+        assert!(alerts_of(&serde_json::json!({"alerts": [{"junk": true}]})).is_empty());
+    }
+}
