@@ -93,7 +93,11 @@ fn lines_screen_puts_the_gateway_first() {
             second.contains("100.64.1.11") && second.contains("!  SUSPECT"),
             "{all}"
         );
-        assert!(rows[header + 3].contains("normal"), "{all}");
+        let third = &rows[header + 3];
+        assert!(
+            third.contains("100.64.1.12") && third.contains("?  normal"),
+            "media without readable SIP: {third}"
+        );
         assert!(rows.last().unwrap().contains("e evidence"), "{all}");
     }
 }
@@ -279,4 +283,19 @@ fn tiny_terminals_do_not_panic() {
         }
         app.help = !app.help;
     }
+}
+
+#[test]
+fn a_line_with_media_but_no_readable_call_is_not_called_normal() {
+    let ip: IpAddr = "100.64.1.12".parse().unwrap();
+    let mut app = App::new(sample(Some(ip), &Config::default()));
+    app.focus = Some(ip);
+    app.screen = Screen::Detail;
+    let rows = render(&app, 80, 24);
+    let all = flat(&rows);
+    assert!(
+        all.contains("NOT ASSESSED FROM SIGNALLING: it carried 3 media flow(s)"),
+        "{}",
+        text(&rows)
+    );
 }

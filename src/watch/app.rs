@@ -272,6 +272,7 @@ mod tests {
             peers: 0,
             top_peer: None,
             site: None,
+            unassessed: false,
         }
     }
 
@@ -371,6 +372,7 @@ mod tests {
             accounts: 0,
             user_agents: vec![],
             site_members: vec![],
+            caveat: None,
         });
         press(&mut app, KeyCode::Enter);
         assert_eq!(app.screen, Screen::Detail);

@@ -62,6 +62,9 @@ struct LineState {
     agents: BTreeMap<String, u64>,
     /// Ended calls that may still show on the concurrency sparkline (its window).
     spans: VecDeque<Span>,
+    /// Media flows of the line, and voice-like ones no SIP call announced.
+    media_flows: u64,
+    voice_without_sip: u64,
     last: Timestamp,
 }
 
@@ -318,6 +321,13 @@ impl WatchEngine {
                     keep(&mut self.records.regs, *r, &mut self.records.dropped);
                 }
                 Event::MediaEnded(m) => {
+                    if let Some(line) = m.line {
+                        let s = self.line(line);
+                        s.media_flows += 1;
+                        if m.call_id.is_none() && m.voice_like {
+                            s.voice_without_sip += 1;
+                        }
+                    }
                     keep(&mut self.records.media, *m, &mut self.records.dropped);
                 }
                 _ => {}
@@ -414,6 +424,20 @@ impl WatchEngine {
         bars(&steps, from, to, SAMPLE_SECS)
     }
 
+    /// The report's caveat for a line that carried media but no readable call (its verdict
+    /// cannot rest on signalling), with the same rule (`report::unreadable_caveat`).
+    fn caveat(&self, s: Option<&LineState>, v: Option<&LineVerdict>) -> Option<String> {
+        let s = s?;
+        let entry = crate::analyze::LineEntry {
+            verdict: v.map(|v| v.verdict),
+            calls: s.tally.figures(self.now).calls + s.open.len() as u64,
+            media_flows: s.media_flows,
+            voice_flows_without_sip: s.voice_without_sip,
+            ..Default::default()
+        };
+        crate::report::unreadable_caveat(&entry)
+    }
+
     /// The lines screen's rows, the detail of `focus` and the threats, over `base` (source,
     /// state and counters filled by the caller).
     pub fn snapshot(&self, focus: Option<IpAddr>, base: Snapshot) -> Snapshot {
@@ -484,6 +508,7 @@ impl WatchEngine {
             peers: summary.as_ref().map_or(0, |p| u64::from(p.peers_seen)),
             top_peer,
             site: v.and_then(|v| v.site.clone()),
+            unassessed: self.caveat(s, v.copied()).is_some(),
         }
     }
 
@@ -582,6 +607,7 @@ impl WatchEngine {
             accounts: summary.as_ref().map_or(0, |p| p.accounts_registered as u64),
             user_agents: agents,
             site_members,
+            caveat: self.caveat(s, v),
         }
     }
 

@@ -216,6 +216,7 @@ pub fn lines_of(v: &Value) -> Vec<LineRow> {
                 peers: 0,
                 top_peer: None,
                 site: l.get("site").and_then(Value::as_str).map(String::from),
+                unassessed: false,
             })
         })
         .collect()
@@ -331,6 +332,7 @@ pub fn detail_of(ip: IpAddr, v: &Value) -> LineDetail {
         accounts: u64_at(v, "/profile/accounts_registered"),
         user_agents: agents,
         site_members: Vec::new(),
+        caveat: None,
     }
 }
 

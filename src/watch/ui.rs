@@ -7,7 +7,7 @@
 
 use super::app::{App, Screen};
 use super::view::{
-    verdict_marker, verdict_name, CallRow, FlowMessage, LineDetail, RunState, Snapshot,
+    row_marker, verdict_marker, verdict_name, CallRow, FlowMessage, LineDetail, RunState, Snapshot,
 };
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
@@ -218,12 +218,8 @@ fn lines_screen(f: &mut Frame, area: Rect, app: &App) {
             };
             Row::new(vec![
                 Cell::from(r.line.to_string()),
-                Cell::from(format!(
-                    "{}{}",
-                    verdict_marker(r.verdict),
-                    verdict_name(r.verdict)
-                ))
-                .style(verdict_style(r.verdict)),
+                Cell::from(format!("{}{}", row_marker(r), verdict_name(r.verdict)))
+                    .style(verdict_style(r.verdict)),
                 Cell::from(format!("{:.2}", r.score)),
                 Cell::from(format!("{}/{}", r.calls_now, r.max_concurrent)),
                 Cell::from(opt_u(r.calls_5min)),
@@ -260,6 +256,12 @@ fn lines_screen(f: &mut Frame, area: Rect, app: &App) {
 }
 
 fn reason_lines(d: &LineDetail) -> Vec<Line<'static>> {
+    if let Some(c) = &d.caveat {
+        return vec![Line::from(vec![
+            Span::styled("NOT ASSESSED FROM SIGNALLING: ", bold().fg(Color::Yellow)),
+            Span::raw(format!("it {c}")),
+        ])];
+    }
     if d.reasons.is_empty() {
         return vec![Line::styled("no signal points at a gateway", dim())];
     }
@@ -742,10 +744,11 @@ fn help(f: &mut Frame, area: Rect) {
         Line::raw("p, Space         pause a replay (live: freeze the view)"),
         Line::raw("q, Ctrl-C        quit"),
         Line::raw(""),
-        Line::raw("Markers: !! GATEWAY, ! SUSPECT. Any key closes this help."),
+        Line::raw("Markers: !! GATEWAY, ! SUSPECT, ? not assessed from signalling"),
+        Line::raw("(media without a readable SIP call). Any key closes this help."),
     ]);
     let w = area.width.min(66);
-    let h = area.height.min(16);
+    let h = area.height.min(17);
     let r = Rect {
         x: area.x + (area.width - w) / 2,
         y: area.y + (area.height - h) / 2,

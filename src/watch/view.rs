@@ -68,6 +68,8 @@ pub struct LineRow {
     /// The peer with most calls.
     pub top_peer: Option<IpAddr>,
     pub site: Option<String>,
+    /// It carried media but no readable SIP call: `normal` means "not shown to be a gateway".
+    pub unassessed: bool,
 }
 
 /// One SIP message of a call's ladder.
@@ -138,6 +140,8 @@ pub struct LineDetail {
     pub user_agents: Vec<(String, u64)>,
     /// Other lines of the same site.
     pub site_members: Vec<IpAddr>,
+    /// Why the verdict cannot rest on signalling (media without a readable call), if so.
+    pub caveat: Option<String>,
 }
 
 /// An attacking peer and what it did to the lines watched (see `threats`).
@@ -208,6 +212,15 @@ pub fn verdict_name(v: VerdictLevel) -> &'static str {
         VerdictLevel::Gateway => "GATEWAY",
         VerdictLevel::Suspect => "SUSPECT",
         VerdictLevel::Normal => "normal",
+    }
+}
+
+/// The marker of a row: the verdict's, or `?` for a line not assessed from signalling.
+pub fn row_marker(r: &LineRow) -> &'static str {
+    if r.unassessed && r.verdict == VerdictLevel::Normal {
+        "?  "
+    } else {
+        verdict_marker(r.verdict)
     }
 }
 
