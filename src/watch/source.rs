@@ -325,14 +325,14 @@ impl EngineSource {
         &self,
         cmd: Command,
         eng: &WatchEngine,
-        origin: Option<Origin>,
+        origin: Option<&Origin>,
         link: &Link,
         paused: &mut bool,
     ) {
         match cmd {
             Command::TogglePause => *paused = !*paused,
             Command::Evidence(line) => {
-                let Some(origin) = origin else {
+                let Some(origin) = origin.cloned() else {
                     let _ = link
                         .notices
                         .send("evidence: no capture spool (--spool-mib 0)".into());
@@ -345,7 +345,7 @@ impl EngineSource {
                 });
             }
             Command::Report => {
-                let Some(origin) = origin else {
+                let Some(origin) = origin.cloned() else {
                     let _ = link
                         .notices
                         .send("report: no capture spool (--spool-mib 0)".into());
@@ -394,7 +394,7 @@ impl EngineSource {
         let mut anchor: Option<(Timestamp, Instant)> = None;
         let mut failure: Option<String> = None;
         loop {
-            if !self.poll_commands(&eng, Some(origin.clone()), link, &mut paused) {
+            if !self.poll_commands(&eng, Some(&origin), link, &mut paused) {
                 return Ok(());
             }
             if paused {
@@ -427,7 +427,7 @@ impl EngineSource {
                 // Wait for the packet's time in slices, so that pause, commands and snapshots
                 // keep flowing; a pause moves the anchor by the time held.
                 loop {
-                    if !self.poll_commands(&eng, Some(origin.clone()), link, &mut paused) {
+                    if !self.poll_commands(&eng, Some(&origin), link, &mut paused) {
                         return Ok(());
                     }
                     let Some(a) = anchor.as_mut() else { break };
@@ -476,7 +476,7 @@ impl EngineSource {
                 Ok(Command::TogglePause) => {}
                 Ok(cmd) => {
                     let mut p = false;
-                    self.handle(cmd, &eng, Some(origin.clone()), link, &mut p);
+                    self.handle(cmd, &eng, Some(&origin), link, &mut p);
                 }
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return Ok(()),
@@ -488,13 +488,13 @@ impl EngineSource {
     fn poll_commands(
         &self,
         eng: &WatchEngine,
-        origin: Option<Origin>,
+        origin: Option<&Origin>,
         link: &Link,
         paused: &mut bool,
     ) -> bool {
         loop {
             match link.commands.try_recv() {
-                Ok(cmd) => self.handle(cmd, eng, origin.clone(), link, paused),
+                Ok(cmd) => self.handle(cmd, eng, origin, link, paused),
                 Err(TryRecvError::Empty) => return true,
                 Err(TryRecvError::Disconnected) => return false,
             }
@@ -542,7 +542,7 @@ impl EngineSource {
                                 len: s.bytes,
                             }
                         });
-                        self.handle(cmd, &eng, origin, link, &mut frozen);
+                        self.handle(cmd, &eng, origin.as_ref(), link, &mut frozen);
                         frozen_sent = false;
                     }
                     Err(TryRecvError::Empty) => break,
