@@ -395,6 +395,39 @@ fn run_engine(
     Ok((engine, sha256, size))
 }
 
+/// An `Analysis` of records gathered elsewhere (the live view's report of what it has seen so
+/// far), with the same per-line figures, verdicts and pseudonyms as `analyze_file`. `calls`,
+/// `registrations` and `media` are the records kept; `dropped` counts those not kept.
+pub fn analysis_of_records(
+    source: &Path,
+    sha256: String,
+    size: u64,
+    st: EngineStats,
+    (calls, registrations, media, dropped): (
+        Vec<CallRecord>,
+        Vec<RegistrationRecord>,
+        Vec<MediaFlowRecord>,
+        u64,
+    ),
+    verdicts: &[simboxd_core::model::LineVerdict],
+    cfg: &Config,
+) -> anyhow::Result<Analysis> {
+    let col = Collector {
+        calls,
+        registrations,
+        media,
+        dropped,
+    };
+    let mut a = build(source, sha256, size, st, col, cfg);
+    apply_verdicts(&mut a.lines, verdicts);
+    let privacy = crate::privacy::Pseudonymizer::from_config(&cfg.privacy)
+        .map_err(|e| anyhow::anyhow!("[privacy]: {e}"))?;
+    if privacy.enabled() {
+        pseudonymize(&mut a, &privacy);
+    }
+    Ok(a)
+}
+
 fn build(
     path: &Path,
     sha256: String,

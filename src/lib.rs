@@ -20,3 +20,4 @@ pub mod metrics;
 pub mod privacy;
 pub mod report;
 pub mod simulate_cmd;
+pub mod watch;
