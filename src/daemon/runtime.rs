@@ -222,7 +222,7 @@ impl<E: PacketEngine> Shared<E> {
         );
 
         let mut by_level: BTreeMap<&str, f64> =
-            [("normal", 0.0), ("suspect", 0.0), ("gateway", 0.0)].into();
+            VerdictLevel::ALL.iter().map(|l| (l.name(), 0.0)).collect();
         if let Ok(map) = self.verdicts.lock() {
             for v in map.values() {
                 *by_level.entry(level_name(v.verdict)).or_insert(0.0) += 1.0;
@@ -424,19 +424,14 @@ fn engine_family(
 }
 
 fn level_name(l: VerdictLevel) -> &'static str {
-    match l {
-        VerdictLevel::Normal => "normal",
-        VerdictLevel::Suspect => "suspect",
-        VerdictLevel::Gateway => "gateway",
-    }
+    l.name()
 }
 
 fn level_rank(v: &serde_json::Value) -> u8 {
-    match v.get("verdict").and_then(|x| x.as_str()) {
-        Some("gateway") => 2,
-        Some("suspect") => 1,
-        _ => 0,
-    }
+    v.get("verdict")
+        .and_then(|x| x.as_str())
+        .and_then(VerdictLevel::from_name)
+        .map_or(0, |l| l as u8)
 }
 
 impl<E: PacketEngine> ApiSource for Shared<E> {

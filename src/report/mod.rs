@@ -55,12 +55,7 @@ pub fn utc_short(t: Timestamp) -> String {
 }
 
 fn verdict_name(v: Option<VerdictLevel>) -> &'static str {
-    match v {
-        Some(VerdictLevel::Gateway) => "gateway",
-        Some(VerdictLevel::Suspect) => "suspect",
-        Some(VerdictLevel::Normal) => "normal",
-        None => "unscored",
-    }
+    v.map_or("unscored", VerdictLevel::name)
 }
 
 fn outcome_name(o: Outcome) -> &'static str {

@@ -52,10 +52,9 @@ pub struct App {
 pub fn matches(row: &LineRow, filter: &str) -> bool {
     filter.split_whitespace().all(|w| {
         let w = w.to_ascii_lowercase();
+        let level = VerdictLevel::from_name(&w).or((w == "gw").then_some(VerdictLevel::Gateway));
         match w.as_str() {
-            "gateway" | "gw" => row.verdict == VerdictLevel::Gateway,
-            "suspect" => row.verdict == VerdictLevel::Suspect,
-            "normal" => row.verdict == VerdictLevel::Normal,
+            _ if level.is_some() => Some(row.verdict) == level,
             "flagged" => row.verdict != VerdictLevel::Normal,
             _ => {
                 row.line.to_string().contains(&w)

@@ -208,10 +208,11 @@ impl Snapshot {
 
 /// Verdict name as the screens print it.
 pub fn verdict_name(v: VerdictLevel) -> &'static str {
+    // Flagged levels shout (the type's names, upper-cased), the normal one does not.
     match v {
         VerdictLevel::Gateway => "GATEWAY",
         VerdictLevel::Suspect => "SUSPECT",
-        VerdictLevel::Normal => "normal",
+        VerdictLevel::Normal => VerdictLevel::Normal.name(),
     }
 }
 
@@ -235,9 +236,5 @@ pub fn verdict_marker(v: VerdictLevel) -> &'static str {
 
 /// `verdict` parsed from the API's lower-case name.
 pub fn verdict_from_name(s: &str) -> VerdictLevel {
-    match s {
-        "gateway" => VerdictLevel::Gateway,
-        "suspect" => VerdictLevel::Suspect,
-        _ => VerdictLevel::Normal,
-    }
+    VerdictLevel::from_name(s).unwrap_or(VerdictLevel::Normal)
 }

@@ -453,6 +453,32 @@ pub enum VerdictLevel {
     Gateway,
 }
 
+impl VerdictLevel {
+    /// Every level, lowest first.
+    pub const ALL: [VerdictLevel; 3] = [
+        VerdictLevel::Normal,
+        VerdictLevel::Suspect,
+        VerdictLevel::Gateway,
+    ];
+
+    /// The level's name as every output writes it (`normal`, `suspect`, `gateway`; the serde
+    /// name). The one place the names are spelled.
+    pub const fn name(self) -> &'static str {
+        match self {
+            VerdictLevel::Normal => "normal",
+            VerdictLevel::Suspect => "suspect",
+            VerdictLevel::Gateway => "gateway",
+        }
+    }
+
+    /// The level of a name written by `name` (case-insensitive).
+    pub fn from_name(s: &str) -> Option<VerdictLevel> {
+        Self::ALL
+            .into_iter()
+            .find(|l| l.name().eq_ignore_ascii_case(s))
+    }
+}
+
 /// One piece of evidence behind a verdict: the signal, its value and the figures a person needs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Reason {
