@@ -7,4 +7,6 @@ bash scripts/setup.sh
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc -p simboxd-core --no-deps --quiet
+# Known vulnerabilities in dependencies (skipped, with a message, where the database is unreachable).
+bash scripts/audit.sh
 cargo test --all-targets "$@"
