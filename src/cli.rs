@@ -41,25 +41,7 @@ pub fn main() -> anyhow::Result<()> {
     }
 }
 
-/// An error and its causes on one line, `outer: cause: root`, each text once: a cause whose
-/// text the previous one already shows (`thiserror` messages that interpolate their `source`)
-/// is not repeated. Regression: every libpcap error was printed twice.
-pub fn error_chain(e: &anyhow::Error) -> String {
-    let mut out = String::new();
-    let mut last = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if !last.is_empty() && last.contains(&text) {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(&text);
-        last = text;
-    }
-    out
-}
+pub use crate::error_chain;
 
 #[cfg(test)]
 mod tests {

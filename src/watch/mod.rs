@@ -231,7 +231,7 @@ pub fn cli_main(args: WatchArgs) -> anyhow::Result<()> {
             if let Err(e) = &r {
                 let _ = link
                     .notices
-                    .send(format!("source stopped: {}", crate::cli::error_chain(e)));
+                    .send(format!("source stopped: {}", crate::error_chain(e)));
             }
             r
         })?;
@@ -254,7 +254,7 @@ pub fn cli_main(args: WatchArgs) -> anyhow::Result<()> {
     drop(snap_rx);
     if worker.is_finished() {
         if let Ok(Err(e)) = worker.join() {
-            eprintln!("simboxd watch: {}", crate::cli::error_chain(&e));
+            eprintln!("simboxd watch: {}", crate::error_chain(&e));
         }
     }
     result

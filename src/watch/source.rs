@@ -304,7 +304,7 @@ fn spawn_job(
     let spawned = std::thread::Builder::new().name(name).spawn(move || {
         let msg = match job() {
             Ok(m) => m,
-            Err(e) => format!("{label} failed: {}", crate::cli::error_chain(&e)),
+            Err(e) => format!("{label} failed: {}", crate::error_chain(&e)),
         };
         let _ = tx.send(msg);
     });

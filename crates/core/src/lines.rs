@@ -15,8 +15,6 @@ use crate::model::{
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, SocketAddr};
 
-pub use crate::detect::{LineSummary, LineTable};
-
 const US: i64 = 1_000_000;
 
 /// Counters kept per time bucket (saturating).
