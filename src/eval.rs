@@ -136,12 +136,17 @@ impl Driver {
 
 /// Runs a capture file through the engine and the line table; returns the table.
 pub fn detect_capture(path: &Path, cfg: &Config) -> anyhow::Result<LineTable> {
+    Ok(detect_capture_all(path, cfg)?.0)
+}
+
+/// As [`detect_capture`], with the threats the engine found.
+pub fn detect_capture_all(path: &Path, cfg: &Config) -> anyhow::Result<(LineTable, Vec<Threat>)> {
     let mut cap = Capture::open_file(path)?;
     let mut d = Driver::new(cfg);
     while let Some(pkt) = cap.next_packet()? {
         d.packet(&pkt);
     }
-    Ok(d.finish())
+    Ok(d.finish_with_threats())
 }
 
 /// Largest record accepted from a classic pcap stream.
@@ -821,12 +826,7 @@ pub fn cli_main(args: EvalArgs) -> anyhow::Result<()> {
             .with_context(|| format!("reading {}", lpath.display()))?;
         let labels: Labels =
             serde_json::from_str(&text).with_context(|| format!("parsing {}", lpath.display()))?;
-        let mut cap = Capture::open_file(pcap)?;
-        let mut d = Driver::new(&cfg);
-        while let Some(pkt) = cap.next_packet()? {
-            d.packet(&pkt);
-        }
-        let (table, found) = d.finish_with_threats();
+        let (table, found) = detect_capture_all(pcap, &cfg)?;
         seeds = vec![labels.seed];
         all.extend(score_seed(labels.seed, &labels, &table));
         threats.push(score_threats(&labels, engine_threats(&found).as_deref()));

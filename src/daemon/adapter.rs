@@ -91,13 +91,8 @@ impl EngineWorker {
 
     /// The line's tally, made when new (a full table drops the line idle longest, in O(log n)).
     fn tally(&mut self, line: IpAddr, ts: Timestamp) -> Option<&mut crate::figures::LineTally> {
-        if self.tallies.contains(&line) {
-            self.tallies.set_deadline(&line, ts);
-        } else {
-            self.tallies
-                .insert(line, crate::figures::LineTally::new(), ts);
-        }
-        self.tallies.get_mut(&line)
+        self.tallies
+            .touch_or_insert(line, ts, crate::figures::LineTally::new)
     }
 
     /// The line's headline figures now (zero calls when none was tallied).
@@ -136,12 +131,7 @@ impl EngineWorker {
             "talk_secs": c.talk_secs(),
         });
         let last = c.end.unwrap_or(c.start);
-        if self.recent.contains(&line) {
-            self.recent.set_deadline(&line, last);
-        } else {
-            self.recent.insert(line, VecDeque::new(), last);
-        }
-        if let Some(ring) = self.recent.get_mut(&line) {
+        if let Some(ring) = self.recent.touch_or_insert(line, last, VecDeque::new) {
             if ring.len() >= RECENT_CALLS_PER_LINE {
                 ring.pop_front();
             }

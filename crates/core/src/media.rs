@@ -665,20 +665,6 @@ mod tests {
     }
 
     #[test]
-    fn timed_table_evicts_earliest_deadline() {
-        let mut t: TimedTable<u32, &str> = TimedTable::new(2);
-        assert!(t.insert(1, "a", Timestamp(10)).is_none());
-        assert!(t.insert(2, "b", Timestamp(5)).is_none());
-        t.set_deadline(&2, Timestamp(20));
-        assert_eq!(t.insert(3, "c", Timestamp(30)), Some((1, "a")));
-        assert_eq!(t.first_due(Timestamp(19)), None);
-        assert_eq!(t.first_due(Timestamp(20)), Some(2));
-        assert_eq!(t.remove(&2), Some("b"));
-        assert_eq!(t.drain_ordered(), vec![(3, "c")]);
-        assert!(t.is_empty());
-    }
-
-    #[test]
     fn announced_rtp_flow_is_reported_with_call_and_streams() {
         let mut t = MediaTable::new(&NetworkConfig::default(), &LimitsConfig::default());
         let mut ev = Vec::new();

@@ -95,6 +95,21 @@ impl<K: Hash + Eq + Clone, V> TimedTable<K, V> {
         self.map.insert(k, (v, slot));
         evicted
     }
+    /// The value of `k` with its deadline moved to `deadline`, made by `make` when absent (a
+    /// full table evicts the entry with the earliest deadline, counted).
+    pub fn touch_or_insert(
+        &mut self,
+        k: K,
+        deadline: Timestamp,
+        make: impl FnOnce() -> V,
+    ) -> Option<&mut V> {
+        if self.map.contains_key(&k) {
+            self.set_deadline(&k, deadline);
+            return self.map.get_mut(&k).map(|e| &mut e.0);
+        }
+        self.insert(k.clone(), make(), deadline);
+        self.map.get_mut(&k).map(|e| &mut e.0)
+    }
     /// Moves `k`'s deadline.
     pub fn set_deadline<Q: Hash + Eq + ?Sized>(&mut self, k: &Q, deadline: Timestamp)
     where
@@ -151,5 +166,39 @@ impl<K: Hash + Eq + Clone, V> TimedTable<K, V> {
             out.push(e);
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timed_table_evicts_earliest_deadline() {
+        let mut t: TimedTable<u32, &str> = TimedTable::new(2);
+        assert!(t.insert(1, "a", Timestamp(10)).is_none());
+        assert!(t.insert(2, "b", Timestamp(5)).is_none());
+        t.set_deadline(&2, Timestamp(20));
+        assert_eq!(t.insert(3, "c", Timestamp(30)), Some((1, "a")));
+        assert_eq!(t.evictions(), 1);
+        assert_eq!(t.first_due(Timestamp(19)), None);
+        assert_eq!(t.first_due(Timestamp(20)), Some(2));
+        assert_eq!(t.first_except(Some(&2)), Some(3));
+        assert_eq!(t.remove(&2), Some("b"));
+        assert_eq!(t.drain_ordered(), vec![(3, "c")]);
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn touch_or_insert_makes_once_and_moves_the_deadline() {
+        let mut t: TimedTable<u32, Vec<u8>> = TimedTable::new(2);
+        t.touch_or_insert(1, Timestamp(10), Vec::new).unwrap().push(1);
+        t.touch_or_insert(2, Timestamp(20), Vec::new).unwrap().push(2);
+        // Touching 1 makes it the newest: a third key evicts 2, not 1.
+        t.touch_or_insert(1, Timestamp(30), Vec::new).unwrap().push(3);
+        t.touch_or_insert(3, Timestamp(40), Vec::new);
+        assert_eq!(t.get(&1), Some(&vec![1, 3]));
+        assert!(!t.contains(&2));
+        assert_eq!(t.evictions(), 1);
     }
 }
