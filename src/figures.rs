@@ -426,29 +426,13 @@ mod tests {
     }
 
     fn rec(id: u32, start: f64, end: Option<f64>, inbound: bool, answered: bool) -> CallRecord {
+        let direction = if inbound {
+            Direction::Inbound
+        } else {
+            Direction::Outbound
+        };
         CallRecord {
-            call_id: format!("call-{id}"),
-            line: None,
-            direction: if inbound {
-                Direction::Inbound
-            } else {
-                Direction::Outbound
-            },
-            peer: None,
-            from: None,
             to: Some(format!("1380000{:04}", id % 37)),
-            request_uri: None,
-            user_agent: None,
-            server: None,
-            allow: None,
-            sdp_origin: None,
-            sdp_session: None,
-            transport: simboxd_core::model::Transport::Udp,
-            codec: None,
-            codecs: Vec::new(),
-            ptime: None,
-            start: t(start),
-            progress: None,
             answer: answered.then(|| t(start + 1.0)),
             end: end.map(t),
             outcome: if answered {
@@ -456,10 +440,7 @@ mod tests {
             } else {
                 Outcome::Busy
             },
-            status_code: None,
-            private_contact: false,
-            rtp: Vec::new(),
-            participation: Default::default(),
+            ..CallRecord::new(format!("call-{id}"), direction, t(start))
         }
     }
 

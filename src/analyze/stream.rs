@@ -372,33 +372,11 @@ mod tests {
     #[test]
     fn first_calls_are_the_earliest_in_order() {
         let mut f = FirstCalls::new(3);
-        let mut c = CallRecord {
-            call_id: String::new(),
-            line: None,
-            direction: simboxd_core::model::Direction::Inbound,
-            peer: None,
-            from: None,
-            to: None,
-            request_uri: None,
-            user_agent: None,
-            server: None,
-            allow: None,
-            sdp_origin: None,
-            sdp_session: None,
-            transport: simboxd_core::model::Transport::Udp,
-            codec: None,
-            codecs: Vec::new(),
-            ptime: None,
-            start: Timestamp::default(),
-            progress: None,
-            answer: None,
-            end: None,
-            outcome: Outcome::Incomplete,
-            status_code: None,
-            private_contact: false,
-            rtp: Vec::new(),
-            participation: Default::default(),
-        };
+        let mut c = CallRecord::new(
+            String::new(),
+            simboxd_core::model::Direction::Inbound,
+            Timestamp::default(),
+        );
         for (id, s) in [
             ("e", 50.0),
             ("a", 10.0),

@@ -444,31 +444,13 @@ mod tests {
 
     fn call(start: f64, end: Option<f64>, outcome: Outcome) -> CallRecord {
         CallRecord {
-            call_id: format!("c{start}"),
-            line: None,
-            direction: simboxd_core::model::Direction::Inbound,
-            peer: None,
-            from: None,
-            to: None,
-            request_uri: None,
-            user_agent: None,
-            server: None,
-            allow: None,
-            sdp_origin: None,
-            sdp_session: None,
-            transport: simboxd_core::model::Transport::Udp,
-            codec: None,
-            codecs: Vec::new(),
-            ptime: None,
-            start: t(start),
-            progress: None,
-            answer: None,
             end: end.map(t),
             outcome,
-            status_code: None,
-            private_contact: false,
-            rtp: Vec::new(),
-            participation: Default::default(),
+            ..CallRecord::new(
+                format!("c{start}"),
+                simboxd_core::model::Direction::Inbound,
+                t(start),
+            )
         }
     }
 

@@ -251,6 +251,38 @@ pub struct CallRecord {
 }
 
 impl CallRecord {
+    /// A call with only its id, direction and start known (nothing answered, no party, no
+    /// media): the base the calls stage and tests fill in.
+    pub fn new(call_id: String, direction: Direction, start: Timestamp) -> CallRecord {
+        CallRecord {
+            call_id,
+            line: None,
+            direction,
+            peer: None,
+            from: None,
+            to: None,
+            request_uri: None,
+            user_agent: None,
+            server: None,
+            allow: None,
+            sdp_origin: None,
+            sdp_session: None,
+            transport: Transport::Udp,
+            codec: None,
+            codecs: Vec::new(),
+            ptime: None,
+            start,
+            progress: None,
+            answer: None,
+            end: None,
+            outcome: Outcome::Incomplete,
+            status_code: None,
+            private_contact: false,
+            rtp: Vec::new(),
+            participation: Participation::Ignored,
+        }
+    }
+
     /// Talk time in seconds (answer to end), when answered and ended.
     pub fn talk_secs(&self) -> Option<f64> {
         Some(self.end?.secs_since(self.answer?))

@@ -192,10 +192,16 @@ mod tests {
     #[test]
     fn touch_or_insert_makes_once_and_moves_the_deadline() {
         let mut t: TimedTable<u32, Vec<u8>> = TimedTable::new(2);
-        t.touch_or_insert(1, Timestamp(10), Vec::new).unwrap().push(1);
-        t.touch_or_insert(2, Timestamp(20), Vec::new).unwrap().push(2);
+        t.touch_or_insert(1, Timestamp(10), Vec::new)
+            .unwrap()
+            .push(1);
+        t.touch_or_insert(2, Timestamp(20), Vec::new)
+            .unwrap()
+            .push(2);
         // Touching 1 makes it the newest: a third key evicts 2, not 1.
-        t.touch_or_insert(1, Timestamp(30), Vec::new).unwrap().push(3);
+        t.touch_or_insert(1, Timestamp(30), Vec::new)
+            .unwrap()
+            .push(3);
         t.touch_or_insert(3, Timestamp(40), Vec::new);
         assert_eq!(t.get(&1), Some(&vec![1, 3]));
         assert!(!t.contains(&2));
