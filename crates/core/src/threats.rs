@@ -461,7 +461,6 @@ struct Peer {
     premium_distinct: u64,
     premium_samples: Vec<String>,
     max_users_at_line: u32,
-    framing_lines: u32,
     window_start: Timestamp,
     window_count: u64,
     flood_max: u64,
@@ -491,7 +490,6 @@ impl Peer {
             premium_distinct: 0,
             premium_samples: Vec::new(),
             max_users_at_line: 0,
-            framing_lines: 0,
             window_start: ts,
             window_count: 0,
             flood_max: 0,
@@ -779,11 +777,7 @@ impl ThreatTable {
                 }
             }
         }
-        let mut framing = None;
         if let Some(t) = ti.and_then(|i| peer.targets.get_mut(i)) {
-            // The span and the concurrency are part of the framing shape: any change to them
-            // is a framing change like the others.
-            let before = t.framed(&cfg);
             t.requests += 1;
             if p.time > t.last {
                 t.last = p.time;
@@ -798,10 +792,6 @@ impl ThreatTable {
                 t.probes += 1;
                 t.answers.asked += 1;
             }
-            framing = Some((before, t.framed(&cfg)));
-        }
-        if let Some((before, after)) = framing {
-            Self::adjust_framing(peer, before, after);
         }
         // Names: user names tried (any probe, or an INVITE to an extension-like user) and
         // ordinary numbers called (INVITEs), per line.
@@ -854,7 +844,6 @@ impl ThreatTable {
         if t.names.contains(&key) {
             return;
         }
-        let before = t.framed(cfg);
         if peer.names_used < cfg.max_users_per_peer {
             t.names.push(key);
             peer.names_used += 1;
@@ -864,16 +853,6 @@ impl ThreatTable {
         } else {
             t.users = t.users.saturating_add(1);
             peer.max_users_at_line = peer.max_users_at_line.max(t.users);
-        }
-        let after = t.framed(cfg);
-        Self::adjust_framing(peer, before, after);
-    }
-
-    fn adjust_framing(peer: &mut Peer, before: bool, after: bool) {
-        match (before, after) {
-            (false, true) => peer.framing_lines += 1,
-            (true, false) => peer.framing_lines = peer.framing_lines.saturating_sub(1),
-            _ => {}
         }
     }
 
@@ -973,13 +952,10 @@ impl ThreatTable {
                     pbx_relay = true;
                 }
             } else {
-                let before = t.framed(&cfg);
                 t.calls_ended += 1;
                 if carried {
                     t.calls_relayed += 1;
                 }
-                let after = t.framed(&cfg);
-                Self::adjust_framing(peer, before, after);
             }
         }
         let toll = peer.kinds & ThreatKind::TollFraudAttempt.bit() != 0;
@@ -1139,7 +1115,9 @@ impl ThreatTable {
             kinds &= !(ThreatKind::Enumeration.bit() | ThreatKind::Framing.bit());
             kinds |= ThreatKind::Flood.bit();
         }
-        if p.framing_lines > 0 && kinds & ThreatKind::Flood.bit() == 0 {
+        // Derived from the (bounded) targets each time, so no change to a target's shape can
+        // be missed.
+        if kinds & ThreatKind::Flood.bit() == 0 && p.targets.iter().any(|t| t.framed(cfg)) {
             kinds |= ThreatKind::Framing.bit();
         }
         let new = kinds & !p.kinds;
