@@ -6,9 +6,10 @@
 
 use std::path::Path;
 
-/// Keys whose value in the shipped file is an example to edit, not the default (the default is
-/// "unset", which the daemon refuses: a capture source is required).
-const EXAMPLES: &[&str] = &["capture.interface"];
+/// Keys whose value in the shipped file is an example to edit, not the default: the capture
+/// interface (the default is "unset", which the daemon refuses: a capture source is required) and
+/// the worker count (the default follows the host's cores).
+const EXAMPLES: &[&str] = &["capture.interface", "daemon.workers"];
 
 fn shipped() -> (String, toml::Table) {
     let text =

@@ -19,6 +19,17 @@ fn sample_capture() -> PathBuf {
 }
 
 fn write_config(dir: &Path, api: SocketAddr, token: &str, workers: usize, filter: &str) -> PathBuf {
+    write_config_for(dir, api, token, workers, filter, &sample_capture())
+}
+
+fn write_config_for(
+    dir: &Path,
+    api: SocketAddr,
+    token: &str,
+    workers: usize,
+    filter: &str,
+    capture: &Path,
+) -> PathBuf {
     let p = dir.join("simboxd.toml");
     std::fs::write(
         &p,
@@ -26,7 +37,7 @@ fn write_config(dir: &Path, api: SocketAddr, token: &str, workers: usize, filter
             "[capture]\nfile = {cap:?}\nfilter = {filter:?}\n\n[http]\nlisten = \"{api}\"\n\
              token = \"{token}\"\n\n[daemon]\nuser = \"\"\ngroup = \"\"\nworkers = {workers}\n\n\
              [storage]\npath = {st:?}\n",
-            cap = sample_capture().display().to_string(),
+            cap = capture.display().to_string(),
             st = dir.join("state/alerts.redb").display().to_string(),
         ),
     )
@@ -62,13 +73,23 @@ fn settled_lines(api: SocketAddr, token: &str) -> Vec<serde_json::Value> {
     }
 }
 
-fn verdicts(lines: &[serde_json::Value]) -> Vec<(String, String)> {
-    let mut v: Vec<(String, String)> = lines
+/// Line, verdict, site, score (to 0.01) and reason codes of every line.
+fn verdicts(lines: &[serde_json::Value]) -> Vec<(String, String, String)> {
+    let mut v: Vec<(String, String, String)> = lines
         .iter()
         .map(|l| {
+            let reasons: Vec<String> = l["reasons"]
+                .as_array()
+                .map(|r| r.iter().map(|x| x["signal"].to_string()).collect())
+                .unwrap_or_default();
             (
                 l["line"].as_str().unwrap_or("").to_string(),
                 l["verdict"].as_str().unwrap_or("").to_string(),
+                format!(
+                    "site={} score={:.2} reasons={reasons:?}",
+                    l["site"],
+                    l["score"].as_f64().unwrap_or(-1.0)
+                ),
             )
         })
         .collect();
@@ -109,6 +130,67 @@ fn sample_site_is_flagged_the_same_with_one_or_three_workers() {
     assert_eq!(
         seen[0], seen[1],
         "sharding over 3 workers changed the verdicts"
+    );
+}
+
+/// Four gateways of one premises into one softswitch, four households: simulated (4 minutes).
+fn site_capture(dir: &Path) -> PathBuf {
+    let scenario = dir.join("site.toml");
+    std::fs::write(
+        &scenario,
+        "duration = \"4m\"\nscale = 1.0\nstart = \"2026-01-05T09:00:00Z\"\n\n\
+         [[population]]\nkind = \"gateway\"\nsite = \"site-1\"\ncount = 4\nchannels = 4\n\
+         registration = \"per-port\"\nua = \"vendor\"\ncodec = \"G729\"\n\n\
+         [[population]]\nkind = \"household\"\ncount = 4\ncalls_per_hour = 20.0\ncodec = \"G729\"\n",
+    )
+    .unwrap();
+    let out = dir.join("site.pcap");
+    let st = Command::new(env!("CARGO_BIN_EXE_simboxd"))
+        .args(["simulate", "--seed", "5", "--scenario"])
+        .arg(&scenario)
+        .arg("--out")
+        .arg(&out)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    out
+}
+
+#[test]
+fn a_site_spanning_workers_is_formed_as_with_one_worker() {
+    let data = tempfile::tempdir().unwrap();
+    let cap = site_capture(data.path());
+    let mut seen = Vec::new();
+    let mut site_lines = Vec::new();
+    for workers in [1, 3] {
+        let dir = tempfile::tempdir().unwrap();
+        let api = api_addr();
+        let cfg = write_config_for(dir.path(), api, TOKEN, workers, "", &cap);
+        let mut d = Daemon::start(&cfg, &dir.path().join("log"));
+        d.wait_healthy(api, Duration::from_secs(20));
+        let lines = settled_lines(api, TOKEN);
+        if workers == 1 {
+            site_lines = lines
+                .iter()
+                .filter(|l| l["site"].is_string())
+                .filter_map(|l| l["line"].as_str()?.parse::<std::net::IpAddr>().ok())
+                .collect();
+        }
+        seen.push(verdicts(&lines));
+        d.stop(Duration::from_secs(15));
+    }
+    assert!(site_lines.len() >= 2, "no site formed: {seen:?}");
+    // Only correlation across workers can form this site with three: its lines are on
+    // different workers.
+    let shards: std::collections::BTreeSet<usize> = site_lines
+        .iter()
+        .map(|ip| simboxd::daemon::pipeline::shard_of_line(*ip, 3))
+        .collect();
+    assert!(shards.len() >= 2, "the site's lines are on one worker: {site_lines:?}");
+    assert_eq!(
+        seen[0], seen[1],
+        "sharding over 3 workers changed the verdicts or sites"
     );
 }
 

@@ -383,6 +383,21 @@ fn real_capture_of_a_probed_pbx_shows_a_toll_fraud_attempt() {
 
 #[test]
 fn the_daemon_serves_threats_and_alerts_them() {
+    // Lines are sharded over the workers, an attacker's targets with them: one worker or three,
+    // the daemon finds the same threats (one table shared by the workers).
+    let one = daemon_threats(1);
+    let three = daemon_threats(3);
+    let key = |t: &serde_json::Value| format!("{} {}", t["peer"], t["kind"]);
+    let sorted = |mut v: Vec<serde_json::Value>| {
+        v.sort_by_key(key);
+        v
+    };
+    assert_eq!(sorted(one), sorted(three), "threats differ with 3 workers");
+}
+
+/// Replays the crafted capture through the daemon with `workers`; checks its threats and their
+/// alerts; returns the threats.
+fn daemon_threats(workers: usize) -> Vec<serde_json::Value> {
     let dir = tempfile::tempdir().unwrap();
     let cap = dir.path().join("attacks.pcap");
     crafted_capture(&cap);
@@ -393,7 +408,7 @@ fn the_daemon_serves_threats_and_alerts_them() {
         &cfg,
         format!(
             "[capture]\nfile = {:?}\n\n[http]\nlisten = \"{addr}\"\ntoken = \"{TOKEN}\"\n\n\
-             [daemon]\nuser = \"\"\ngroup = \"\"\nworkers = 1\n\n[storage]\npath = {:?}\n",
+             [daemon]\nuser = \"\"\ngroup = \"\"\nworkers = {workers}\n\n[storage]\npath = {:?}\n",
             cap.display().to_string(),
             dir.path().join("state/alerts.redb").display().to_string()
         ),
@@ -438,4 +453,5 @@ fn the_daemon_serves_threats_and_alerts_them() {
     assert_eq!(pbx["verdict"], "normal");
     assert_eq!(pbx["threat"]["kind"], "compromised_pbx");
     d.stop(Duration::from_secs(10));
+    threats["threats"].as_array().cloned().unwrap_or_default()
 }

@@ -6,7 +6,10 @@
 //! through the `[privacy]` pseudonymizer. The headline figures of a line the API shows (`figures`,
 //! and `calls`/`max_concurrent_calls` of its verdicts and profile) come from
 //! `figures::LineTally`, the definitions `analyze` uses, not from detection's windowed profile.
+//! A worker joined to a [`Correlator`] hands its events to the shared threat table and exchanges
+//! site candidates with the other workers after every packet (see `correlate`).
 
+use super::correlate::Correlator;
 use super::pipeline::PacketEngine;
 use crate::config::Config;
 use crate::privacy::Pseudonymizer;
@@ -36,6 +39,11 @@ pub struct EngineWorker {
     tallies: TimedTable<IpAddr, crate::figures::LineTally>,
     /// Latest packet time seen.
     now: Timestamp,
+    /// The correlator shared with the other workers, and this worker's index in it.
+    corr: Option<(std::sync::Arc<Correlator>, usize)>,
+    /// Candidate version last published and correlator generation last picked up.
+    published_sites: u64,
+    seen_sites: u64,
 }
 
 impl EngineWorker {
@@ -48,11 +56,43 @@ impl EngineWorker {
             recent: TimedTable::new(RECENT_CALL_LINES),
             tallies: TimedTable::new(TALLY_LINES),
             now: Timestamp::default(),
+            corr: None,
+            published_sites: 0,
+            seen_sites: 0,
+        }
+    }
+
+    /// Joins this worker to the correlator shared by all workers, as worker `index`: threats
+    /// are then tracked there, over every worker's events, and sites span every worker's lines.
+    pub fn correlated(mut self, corr: std::sync::Arc<Correlator>, index: usize) -> Self {
+        self.engine.track_threats_elsewhere();
+        self.corr = Some((corr, index));
+        self
+    }
+
+    /// Publishes this worker's site candidates when they changed and picks up the others'.
+    fn sync_sites(&mut self) {
+        let Some((corr, index)) = &self.corr else {
+            return;
+        };
+        let version = self.engine.lines().candidates_version();
+        if version != self.published_sites {
+            self.published_sites = version;
+            corr.publish_sites(*index, self.engine.lines().site_candidates());
+        }
+        let generation = corr.sites_generation();
+        if generation != self.seen_sites {
+            self.seen_sites = generation;
+            let remote = corr.remote_sites(*index);
+            self.engine.lines_mut().set_remote_candidates(remote);
         }
     }
 
     fn drain(&mut self) {
         let events: Vec<Event> = self.engine.drain_events().collect();
+        if let Some((corr, _)) = &self.corr {
+            corr.on_events(&events);
+        }
         for ev in &events {
             let kind = match ev {
                 Event::CallStarted { .. } => "call_started",
@@ -145,16 +185,34 @@ impl PacketEngine for EngineWorker {
         self.now = self.now.max(pkt.ts);
         self.engine.process(pkt);
         self.drain();
+        self.sync_sites();
     }
 
     fn tick(&mut self, now: Timestamp) {
         self.engine.tick(now);
         self.drain();
+        if let Some((corr, _)) = &self.corr {
+            corr.expire(self.engine.now());
+        }
+        self.sync_sites();
     }
 
     fn finish(&mut self) {
         self.engine.finish();
         self.drain();
+        self.sync_sites();
+    }
+
+    fn finish_gate(&self) -> Option<std::sync::Arc<Correlator>> {
+        self.corr
+            .as_ref()
+            .filter(|(c, _)| c.workers() > 1)
+            .map(|(c, _)| c.clone())
+    }
+
+    fn resync(&mut self) {
+        self.sync_sites();
+        self.engine.evaluate_now();
     }
 
     fn take_verdict_changes(&mut self) -> Vec<LineVerdict> {
@@ -270,9 +328,14 @@ impl PacketEngine for EngineWorker {
         self.engine
             .lines_mut()
             .reconfigure(&cfg.detection, &cfg.network);
-        self.engine
-            .threats_mut()
-            .set_config(&cfg.threats, &cfg.network);
+        match &self.corr {
+            // The shared table is reloaded once, by the runtime.
+            Some(_) => {}
+            None => self
+                .engine
+                .threats_mut()
+                .set_config(&cfg.threats, &cfg.network),
+        }
         self.network = cfg.network.clone();
     }
 }

@@ -8,6 +8,7 @@
 //! (STOPPING=1). Whatever is dropped anywhere is counted and exported in `/metrics`.
 
 pub mod adapter;
+pub mod correlate;
 pub mod http;
 pub mod http_tls;
 pub mod logging;
@@ -32,8 +33,8 @@ pub struct DaemonConfig {
     pub user: String,
     /// Group to switch to; empty: the user's primary group.
     pub group: String,
-    /// Engine threads; packets are sharded over them by line address. Sites are only formed
-    /// among the lines of one thread.
+    /// Engine threads; packets are sharded over them by line address. Sites and threats are
+    /// formed over the lines of all of them. Default: one per core.
     pub workers: usize,
     /// Packets queued per worker before a live capture drops (counted as `queue_full`).
     pub queue_packets: usize,
@@ -45,12 +46,19 @@ pub struct DaemonConfig {
     pub log_format: String,
 }
 
+/// One engine thread per core (the capture thread shares them: it costs far less per packet).
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, MAX_WORKERS)
+}
+
 impl Default for DaemonConfig {
     fn default() -> Self {
         DaemonConfig {
             user: "simboxd".to_string(),
             group: "simboxd".to_string(),
-            workers: 1,
+            workers: default_workers(),
             queue_packets: 65536,
             tick_secs: 1.0,
             log_level: "info".to_string(),

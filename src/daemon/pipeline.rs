@@ -51,6 +51,13 @@ pub trait PacketEngine: Send + 'static {
     fn take_threat_changes(&mut self) -> Vec<simboxd_core::threats::Threat> {
         Vec::new()
     }
+    /// Where workers correlate (sites across workers), the point at which a worker whose
+    /// replay ended waits for the others before [`resync`](Self::resync).
+    fn finish_gate(&self) -> Option<Arc<super::correlate::Correlator>> {
+        None
+    }
+    /// Picks up the other workers' final site candidates and re-forms sites now.
+    fn resync(&mut self) {}
 }
 
 /// An opened packet source (`capture::Capture`, live or file). Opened before privileges are
@@ -209,6 +216,14 @@ pub fn shard_for(link: LinkType, data: &[u8], home: &NetworkConfig, workers: usi
     let Some(key) = simboxd_core::decode::line_key(link, data, home) else {
         return 0;
     };
+    shard_of_line(key, workers)
+}
+
+/// The worker that owns line `key` among `workers`.
+pub fn shard_of_line(key: IpAddr, workers: usize) -> usize {
+    if workers <= 1 {
+        return 0;
+    }
     let h = match key {
         IpAddr::V4(v) => u64::from(u32::from(v)),
         IpAddr::V6(v) => {
@@ -484,6 +499,20 @@ pub fn worker_loop<E: PacketEngine>(
             Err(_) => Vec::new(),
         };
         send(changes);
+        // Sites span workers: once every worker has finished, re-form them from the final
+        // candidates of all, so the verdicts are those of one worker.
+        let gate = engine.lock().ok().and_then(|e| e.finish_gate());
+        if let Some(gate) = gate {
+            gate.arrive_and_wait();
+            let changes = match engine.lock() {
+                Ok(mut eng) => {
+                    eng.resync();
+                    eng.take_verdict_changes()
+                }
+                Err(_) => Vec::new(),
+            };
+            send(changes);
+        }
     }
 }
 

@@ -50,6 +50,8 @@ pub struct Shared<E: PacketEngine> {
     alert_evictions: AtomicU64,
     /// Alerts the outbox could not store.
     alert_store_errors: AtomicU64,
+    /// What spans the workers' lines: threats and site candidates.
+    correlator: Option<Arc<super::correlate::Correlator>>,
 }
 
 /// Lines whose latest verdict is remembered (beyond it the oldest-updated normal line goes).
@@ -96,6 +98,15 @@ impl<E: PacketEngine> Shared<E> {
                     }
                     _ => {}
                 }
+            }
+        }
+        // The threat table the workers share: its evictions and sizes.
+        if let Some((evictions, sizes)) = self.correlator.as_ref().and_then(|c| c.threat_stats()) {
+            let evictions = evictions.0.into_iter().map(|(k, v)| ("evictions", k, v as f64));
+            let sizes = sizes.into_iter().map(|(k, v)| ("tables", k, v as f64));
+            for (family, name, v) in evictions.chain(sizes) {
+                let key = (family.to_string(), "name".to_string(), name);
+                *out.entry(key).or_insert(0.0) += v;
             }
         }
         out
@@ -488,6 +499,9 @@ impl<E: PacketEngine> ApiSource for Shared<E> {
                 all.extend(eng.threats());
             }
         }
+        if let Some(c) = &self.correlator {
+            all.extend(c.threats());
+        }
         let mut merged = simboxd_core::threats::merge(all);
         let total = merged.len();
         merged.truncate(limit);
@@ -575,8 +589,17 @@ pub fn run(config_path: PathBuf, cfg: Config) -> anyhow::Result<()> {
         .with_context(|| format!("opening {}", state_path.display()))?;
 
     let workers = cfg.daemon.workers.max(1);
+    let correlator = Arc::new(super::correlate::Correlator::new(
+        workers,
+        &cfg.threats,
+        &cfg.network,
+        privacy.clone(),
+    ));
     let engines: Vec<Arc<Mutex<EngineWorker>>> = (0..workers)
-        .map(|_| Arc::new(Mutex::new(EngineWorker::new(&cfg, privacy.clone()))))
+        .map(|i| {
+            let w = EngineWorker::new(&cfg, privacy.clone()).correlated(correlator.clone(), i);
+            Arc::new(Mutex::new(w))
+        })
         .collect();
     let mut manager = AlertManager::new(cfg.alert.clone());
     match state_file.load() {
@@ -634,6 +657,7 @@ pub fn run(config_path: PathBuf, cfg: Config) -> anyhow::Result<()> {
         alerts_open: AtomicU64::new(manager.open_count() as u64),
         alert_evictions: AtomicU64::new(0),
         alert_store_errors: AtomicU64::new(0),
+        correlator: Some(correlator),
     });
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -741,11 +765,16 @@ fn threat_alerts<E: PacketEngine>(
     privacy: &Pseudonymizer,
 ) -> Vec<crate::alert::Alert> {
     let mut out = Vec::new();
-    for e in &shared.engines {
-        let changes = match e.lock() {
-            Ok(mut eng) => eng.take_threat_changes(),
-            Err(_) => continue,
-        };
+    let shared_changes = shared
+        .correlator
+        .as_ref()
+        .map(|c| c.take_threat_changes())
+        .unwrap_or_default();
+    let per_engine = shared.engines.iter().filter_map(|e| match e.lock() {
+        Ok(mut eng) => Some(eng.take_threat_changes()),
+        Err(_) => None,
+    });
+    for changes in std::iter::once(shared_changes).chain(per_engine) {
         for t in changes {
             tracing::info!(peer = %t.peer, kind = t.kind.label(), severity = t.severity.label(), "threat");
             out.extend(manager.on_threat(&t, t.last_seen, privacy));
@@ -1098,6 +1127,9 @@ async fn reload<E: PacketEngine>(shared: &Shared<E>, api: &Api) {
         if let Ok(mut eng) = e.lock() {
             eng.reload(&new);
         }
+    }
+    if let Some(c) = &shared.correlator {
+        c.reload(&new.threats, &new.network);
     }
     if let Ok(mut cur) = shared.config.write() {
         let mut restart = Vec::new();

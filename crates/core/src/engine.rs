@@ -58,6 +58,9 @@ pub struct Engine {
     tracker: Tracker,
     lines: LineTable,
     threats: ThreatTable,
+    /// False when threats are tracked outside this engine, over several engines' events
+    /// (the daemon's workers share one table): then this engine's table stays empty.
+    own_threats: bool,
     events: Vec<Event>,
     /// Verdicts that changed since `take_verdict_changes`, bounded by `MAX_PENDING_VERDICTS`.
     verdict_changes: Vec<LineVerdict>,
@@ -80,6 +83,7 @@ impl Engine {
             tracker: Tracker::new(&cfg.network, &cfg.limits),
             lines: LineTable::new(&cfg.detection, &cfg.network),
             threats: ThreatTable::new(&cfg.threats, &cfg.network),
+            own_threats: true,
             events: Vec::with_capacity(64),
             verdict_changes: Vec::new(),
             verdicts_dropped: 0,
@@ -125,7 +129,9 @@ impl Engine {
     fn feed_lines(&mut self, from: usize) {
         for ev in self.events.get(from..).unwrap_or(&[]) {
             self.lines.on_event(ev);
-            self.threats.on_event(ev);
+            if self.own_threats {
+                self.threats.on_event(ev);
+            }
         }
     }
 
@@ -156,7 +162,9 @@ impl Engine {
         let seen = self.events.len();
         self.tracker.expire(self.now, &mut self.events);
         self.feed_lines(seen);
-        self.threats.expire(self.now);
+        if self.own_threats {
+            self.threats.expire(self.now);
+        }
         self.evaluate(false);
         self.next_housekeeping = self.now.plus_secs(HOUSEKEEPING_MICROS as f64 / 1e6);
     }
@@ -171,6 +179,18 @@ impl Engine {
         let seen = self.events.len();
         self.tracker.finish(self.now, &mut self.events);
         self.feed_lines(seen);
+        self.evaluate(true);
+    }
+
+    /// Threats are tracked elsewhere, over the events of several engines (see
+    /// [`drain_events`](Self::drain_events)): this engine's own table is no longer fed.
+    pub fn track_threats_elsewhere(&mut self) {
+        self.own_threats = false;
+    }
+
+    /// Re-scores every touched line and re-forms sites now, whatever the evaluation period
+    /// (after other engines' site candidates changed, e.g. at the end of a replay).
+    pub fn evaluate_now(&mut self) {
         self.evaluate(true);
     }
 

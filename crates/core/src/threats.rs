@@ -664,6 +664,8 @@ impl ThreatTable {
         if ts > p.last {
             p.last = ts;
         }
+        // Events may come out of time order (several workers feed one table).
+        p.first = p.first.min(ts);
         // Classified peers are kept longer than the rest: a flood of one-shot senders evicts
         // the unclassified first.
         let keep = if p.kinds != 0 { idle * 24.0 } else { idle };
@@ -782,6 +784,7 @@ impl ThreatTable {
             if p.time > t.last {
                 t.last = p.time;
             }
+            t.first = t.first.min(p.time);
             if invite {
                 t.open = t.open.saturating_add(1);
                 t.max_open = t.max_open.max(t.open);
@@ -810,12 +813,17 @@ impl ThreatTable {
     fn count_request(cfg: &ThreatsConfig, peer: &mut Peer, ts: Timestamp, agent: Option<&str>) {
         peer.requests += 1;
         let window = f64::from(cfg.flood_window_secs);
-        if ts.secs_since(peer.window_start) >= window || ts < peer.window_start {
+        if ts.secs_since(peer.window_start) >= window {
             peer.window_start = ts;
             peer.window_count = 0;
         }
-        peer.window_count += 1;
-        peer.flood_max = peer.flood_max.max(peer.window_count);
+        // A request older than the current window (events come out of time order: a call is
+        // told when it ends, several workers feed one table) counts in it only while it is
+        // within one window of it; older ones are no longer part of any rate seen now.
+        if peer.window_start.secs_since(ts) < window {
+            peer.window_count += 1;
+            peer.flood_max = peer.flood_max.max(peer.window_count);
+        }
         if let Some(a) = agent {
             if !a.is_empty()
                 && peer.agents.len() < cfg.max_agents_per_peer
@@ -888,6 +896,7 @@ impl ThreatTable {
             if r.time > t.last {
                 t.last = r.time;
             }
+            t.first = t.first.min(r.time);
         }
         if let Some(h) = uh {
             Self::add_name(&cfg, peer, ti, h, false);
@@ -1023,6 +1032,7 @@ impl ThreatTable {
         if at > f.last {
             f.last = at;
         }
+        f.first = f.first.min(at);
         Some(f)
     }
 

@@ -19,15 +19,27 @@ pub(crate) fn rhythm(p: &Profile, c: &Ctx) -> Rhythm {
     Rhythm { median, asr }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub(crate) struct Rhythm {
+/// A line's rhythm: the median length of the calls it took (s) and its inbound answer ratio.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Rhythm {
     median: f64,
     asr: f64,
 }
 
+/// A line that is suspect on its own evidence, with the peer it serves and its rhythm: what
+/// site grouping needs. Detection engines that each own part of the lines (the daemon's
+/// workers, several sensors) exchange these so that a site spans all of them
+/// ([`LineTable::set_remote_candidates`](crate::detect::LineTable::set_remote_candidates)).
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SiteCandidate {
+    pub line: std::net::IpAddr,
+    pub peer: std::net::IpAddr,
+    pub rhythm: Rhythm,
+}
+
 impl Rhythm {
     /// Same rhythm: medians within a factor 1.6 and answer ratios within 0.2.
-    pub(crate) fn close(&self, o: &Rhythm) -> bool {
+    pub fn close(&self, o: &Rhythm) -> bool {
         let (a, b) = (self.median.max(1.0), o.median.max(1.0));
         a.max(b) / a.min(b) <= 1.6 && (self.asr - o.asr).abs() <= 0.2
     }

@@ -123,6 +123,11 @@ pub struct LineTable {
     last_eval: Timestamp,
     /// Lines that are suspect on their own evidence: site candidates (line -> peer, rhythm).
     candidates: BTreeMap<IpAddr, (IpAddr, Rhythm)>,
+    /// Bumped whenever `candidates` changes (other engines need the new set).
+    candidates_version: u64,
+    /// Candidates of lines other engines own (the daemon's other workers): sites are formed over
+    /// both sets, so a site spans every worker.
+    remote: BTreeMap<IpAddr, (IpAddr, Rhythm)>,
 }
 
 impl LineTable {
@@ -143,7 +148,38 @@ impl LineTable {
             tap_media: false,
             last_eval: Timestamp::default(),
             candidates: BTreeMap::new(),
+            candidates_version: 0,
+            remote: BTreeMap::new(),
         }
+    }
+
+    /// This table's site candidates: its lines that are suspect on their own evidence, with
+    /// their peer and rhythm, in address order.
+    pub fn site_candidates(&self) -> Vec<SiteCandidate> {
+        self.candidates
+            .iter()
+            .map(|(line, (peer, rhythm))| SiteCandidate {
+                line: *line,
+                peer: *peer,
+                rhythm: *rhythm,
+            })
+            .collect()
+    }
+
+    /// Changes whenever [`site_candidates`](Self::site_candidates) would return another set.
+    pub fn candidates_version(&self) -> u64 {
+        self.candidates_version
+    }
+
+    /// Replaces the candidates of lines that other engines own; sites are formed over them and
+    /// this table's own at the next [`evaluate`](Self::evaluate) (a line this table holds keeps
+    /// its own candidacy). With none, sites are this table's alone.
+    pub fn set_remote_candidates(&mut self, remote: impl IntoIterator<Item = SiteCandidate>) {
+        self.remote = remote
+            .into_iter()
+            .filter(|c| !self.index.contains_key(&c.line))
+            .map(|c| (c.line, (c.peer, c.rhythm)))
+            .collect();
     }
 
     /// Applies a new configuration (reload) keeping the profiles; every line is re-scored at the
@@ -226,7 +262,9 @@ impl LineTable {
         self.unlink(i);
         if let Some(e) = self.slots.get_mut(i as usize).and_then(|s| s.entry.take()) {
             self.index.remove(&e.ip);
-            self.candidates.remove(&e.ip);
+            if self.candidates.remove(&e.ip).is_some() {
+                self.candidates_version += 1;
+            }
         }
         self.free.push(i);
         if idle {
@@ -420,10 +458,14 @@ impl LineTable {
             let ip = e.ip;
             match key {
                 Some(k) if base >= self.cfg.suspect_score => {
-                    self.candidates.insert(ip, k);
+                    if self.candidates.insert(ip, k) != Some(k) {
+                        self.candidates_version += 1;
+                    }
                 }
                 _ => {
-                    self.candidates.remove(&ip);
+                    if self.candidates.remove(&ip).is_some() {
+                        self.candidates_version += 1;
+                    }
                 }
             }
             if let Some(e) = self
@@ -478,9 +520,19 @@ impl LineTable {
 
     /// Groups candidates by peer, then by rhythm (each joins the first group whose first member
     /// it is close to); groups of `site_min_lines` or more are sites.
+    /// Candidates of this table's lines and of other engines' lines (`remote`) are grouped
+    /// together, in address order, so every engine forms the same sites.
     fn sites(&self) -> BTreeMap<IpAddr, (String, usize)> {
         let mut by_peer: BTreeMap<IpAddr, Vec<(Rhythm, Vec<IpAddr>)>> = BTreeMap::new();
-        for (ip, (peer, r)) in &self.candidates {
+        let all: Box<dyn Iterator<Item = (&IpAddr, &(IpAddr, Rhythm))>> = if self.remote.is_empty()
+        {
+            Box::new(self.candidates.iter())
+        } else {
+            let mut merged: BTreeMap<&IpAddr, &(IpAddr, Rhythm)> = self.remote.iter().collect();
+            merged.extend(self.candidates.iter());
+            Box::new(merged.into_iter())
+        };
+        for (ip, (peer, r)) in all {
             let groups = by_peer.entry(*peer).or_default();
             match groups.iter_mut().find(|(anchor, _)| anchor.close(r)) {
                 Some((_, members)) => members.push(*ip),

@@ -1,0 +1,196 @@
+//! Correlation across workers: what spans lines is formed over every line, whatever the worker
+//! count.
+//!
+//! Contract: workers own disjoint sets of lines (sharded by line), but a site (the lines of one
+//! premises) and a threat (one attacking peer) span lines of several workers. The [`Correlator`]
+//! holds, shared by all workers: one threat table, fed the events of every worker (so a peer
+//! scanning lines of two workers is one scan, with all its targets), and the site candidates each
+//! worker published, which every worker groups together with its own
+//! ([`LineTable::set_remote_candidates`](simboxd_core::detect::LineTable::set_remote_candidates)).
+//! Workers publish and pick up candidates when they change (one atomic load per packet
+//! otherwise). When a replay ends, each worker waits at [`Correlator::arrive_and_wait`] for the
+//! others to finish, then re-forms its sites from the final candidates: the verdicts and sites
+//! are those of `workers = 1`.
+
+use crate::privacy::Pseudonymizer;
+use simboxd_core::config::NetworkConfig;
+use simboxd_core::detect::SiteCandidate;
+use simboxd_core::model::{Event, Timestamp};
+use simboxd_core::threats::{Threat, ThreatTable, ThreatsConfig};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How long a worker that finished its replay waits for the others before it re-forms sites
+/// with what it has (a worker that died never arrives).
+const FINISH_WAIT: Duration = Duration::from_secs(60);
+
+pub struct Correlator {
+    threats: Mutex<ThreatTable>,
+    privacy: Pseudonymizer,
+    /// Site candidates per worker.
+    sites: Mutex<Vec<Vec<SiteCandidate>>>,
+    /// Bumped on every change of `sites`.
+    generation: AtomicU64,
+    workers: usize,
+    finished: AtomicUsize,
+}
+
+impl Correlator {
+    pub fn new(
+        workers: usize,
+        threats: &ThreatsConfig,
+        network: &NetworkConfig,
+        privacy: Pseudonymizer,
+    ) -> Correlator {
+        Correlator {
+            threats: Mutex::new(ThreatTable::new(threats, network)),
+            privacy,
+            sites: Mutex::new(vec![Vec::new(); workers]),
+            generation: AtomicU64::new(0),
+            workers,
+            finished: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn workers(&self) -> usize {
+        self.workers
+    }
+
+    /// Feeds one worker's events to the shared threat table (those it reads: probes,
+    /// registrations, ended calls).
+    pub fn on_events(&self, events: &[Event]) {
+        let mut relevant = events
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e,
+                    Event::Probe(_) | Event::Registration(_) | Event::CallEnded(_)
+                )
+            })
+            .peekable();
+        if relevant.peek().is_none() {
+            return;
+        }
+        if let Ok(mut t) = self.threats.lock() {
+            for e in relevant {
+                t.on_event(e);
+            }
+        }
+    }
+
+    /// Forgets idle peers as of a worker's packet time (an earlier time than another worker's
+    /// expires nothing more).
+    pub fn expire(&self, now: Timestamp) {
+        if let Ok(mut t) = self.threats.lock() {
+            t.expire(now);
+        }
+    }
+
+    /// Every threat found so far, numbers as the output shows them.
+    pub fn threats(&self) -> Vec<Threat> {
+        let mut all = self.threats.lock().map(|t| t.threats()).unwrap_or_default();
+        for t in &mut all {
+            crate::analyze::pseudonymize_threat(t, &self.privacy);
+        }
+        all
+    }
+
+    /// Threats found or grown since the last call, for alerting (pseudonymised by the alert side).
+    pub fn take_threat_changes(&self) -> Vec<Threat> {
+        self.threats
+            .lock()
+            .map(|mut t| t.take_changes())
+            .unwrap_or_default()
+    }
+
+    pub fn reload(&self, threats: &ThreatsConfig, network: &NetworkConfig) {
+        if let Ok(mut t) = self.threats.lock() {
+            t.set_config(threats, network);
+        }
+    }
+
+    /// Figures for the metrics: the shared threat table's evictions and sizes.
+    pub fn threat_stats(&self) -> Option<(simboxd_core::model::Counters, Vec<(String, usize)>)> {
+        let t = self.threats.lock().ok()?;
+        let sizes = t
+            .table_sizes()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        Some((t.evictions().clone(), sizes))
+    }
+
+    /// Replaces worker `worker`'s site candidates.
+    pub fn publish_sites(&self, worker: usize, candidates: Vec<SiteCandidate>) {
+        if let Ok(mut s) = self.sites.lock() {
+            if let Some(slot) = s.get_mut(worker) {
+                *slot = candidates;
+                self.generation.fetch_add(1, Ordering::Release);
+            }
+        }
+    }
+
+    /// The generation of the published candidates (changes whenever any worker publishes).
+    pub fn sites_generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Candidates every worker but `worker` published.
+    pub fn remote_sites(&self, worker: usize) -> Vec<SiteCandidate> {
+        let Ok(s) = self.sites.lock() else {
+            return Vec::new();
+        };
+        s.iter()
+            .enumerate()
+            .filter(|(i, _)| *i != worker)
+            .flat_map(|(_, c)| c.iter().copied())
+            .collect()
+    }
+
+    /// A worker whose replay ended waits here until every worker has (or `FINISH_WAIT` passed).
+    pub fn arrive_and_wait(&self) {
+        self.finished.fetch_add(1, Ordering::AcqRel);
+        let until = Instant::now() + FINISH_WAIT;
+        while self.finished.load(Ordering::Acquire) < self.workers && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cand(line: &str, peer: &str) -> SiteCandidate {
+        serde_json::from_value(serde_json::json!({
+            "line": line, "peer": peer, "rhythm": {"median": 30.0, "asr": 0.9}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn remote_sites_are_the_other_workers_and_generation_moves() {
+        let c = Correlator::new(
+            3,
+            &ThreatsConfig::default(),
+            &NetworkConfig::default(),
+            Pseudonymizer::disabled(),
+        );
+        let g0 = c.sites_generation();
+        c.publish_sites(0, vec![cand("10.0.0.1", "203.0.113.9")]);
+        c.publish_sites(2, vec![cand("10.0.0.3", "203.0.113.9")]);
+        assert!(c.sites_generation() > g0);
+        let r: Vec<String> = c
+            .remote_sites(0)
+            .iter()
+            .map(|x| x.line.to_string())
+            .collect();
+        assert_eq!(r, ["10.0.0.3"]);
+        assert_eq!(c.remote_sites(1).len(), 2);
+        // An unknown worker changes nothing.
+        let g = c.sites_generation();
+        c.publish_sites(7, vec![]);
+        assert_eq!(c.sites_generation(), g);
+    }
+}
