@@ -4,9 +4,12 @@
 //! `target/bench/`, then prints packets/s for:
 //! - the engine alone, single-threaded (decode -> SIP/RTP -> calls -> lines -> detection),
 //! - the whole `analyze_file` (SHA-256 of the file + engine + records),
-//! - `tcpdump -r F -w /dev/null` on the same file (the reference read time).
+//! - `tcpdump -r F -w /dev/null` on the same file (the reference read time),
+//! - the `simboxd analyze` command itself (ndjson to /dev/null: nothing held per call),
+//! - `tshark -r F -Y sip -T fields -e sip.Call-ID -e sip.Method -e sip.Status-Code` (one run).
 //!
-//! Target: engine single-threaded <= 2x tcpdump's read time. Run: `cargo bench --bench analyze`.
+//! Targets (issue 11): `simboxd analyze` wall time <= 1.5x tcpdump's read time, and >= 100x
+//! faster than tshark's SIP field extraction. Run: `cargo bench --bench analyze`.
 //! `SIMBOXD_BENCH_PCAP=F` benchmarks another file instead.
 
 use simboxd::capture::Capture;
@@ -16,7 +19,7 @@ use simboxd_sim::{generate, Scenario};
 use std::path::PathBuf;
 use std::time::Instant;
 
-const MIN_PACKETS: u64 = 1_000_000;
+const MIN_PACKETS: u64 = 2_000_000;
 
 fn bench_file() -> PathBuf {
     if let Some(p) = std::env::var_os("SIMBOXD_BENCH_PCAP") {
@@ -117,6 +120,42 @@ fn main() {
             _ => f64::NAN,
         }
     });
+    let exe = env!("CARGO_BIN_EXE_simboxd");
+    let command_s = best_of(3, || {
+        let t = Instant::now();
+        let st = std::process::Command::new(exe)
+            .args(["analyze", "--quiet", "--format", "ndjson"])
+            .arg(&path)
+            .stdout(std::process::Stdio::null())
+            .status();
+        match st {
+            Ok(s) if s.success() => t.elapsed().as_secs_f64(),
+            _ => f64::NAN,
+        }
+    });
+    // One run: tshark takes minutes on this file.
+    let tshark_s = {
+        let t = Instant::now();
+        let st = std::process::Command::new("tshark")
+            .arg("-r")
+            .arg(&path)
+            .args(["-Y", "sip", "-T", "fields"])
+            .args([
+                "-e",
+                "sip.Call-ID",
+                "-e",
+                "sip.Method",
+                "-e",
+                "sip.Status-Code",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+        match st {
+            Ok(s) if s.success() => t.elapsed().as_secs_f64(),
+            _ => f64::NAN,
+        }
+    };
     println!(
         "file: {} ({} packets, {:.1} MB)",
         path.display(),
@@ -137,8 +176,19 @@ fn main() {
         pps(tcpdump_s)
     );
     println!(
-        "ratio engine/tcpdump: {:.2} (target <= 2.0); analyze/tcpdump: {:.2}",
+        "simboxd analyze --format ndjson F: {command_s:.3} s = {:.2} M packets/s",
+        pps(command_s)
+    );
+    println!("tshark -Y sip -T fields (Call-ID, Method, Status-Code): {tshark_s:.3} s");
+    println!(
+        "ratio engine/tcpdump: {:.2}; analyze_file/tcpdump: {:.2}; simboxd analyze/tcpdump: {:.2} \
+         (target <= 1.5)",
         engine_s / tcpdump_s,
-        analyze_s / tcpdump_s
+        analyze_s / tcpdump_s,
+        command_s / tcpdump_s
+    );
+    println!(
+        "tshark/simboxd analyze: {:.0}x (target >= 100x)",
+        tshark_s / command_s
     );
 }

@@ -4,9 +4,10 @@
 set -euo pipefail
 # prometheus: promtool checks the live /metrics (tests/ops.rs; ~96 MB installed, the only
 # Debian package with promtool). util-linux: setpriv runs the daemon as the unit does.
-# tmux: tests/watch_tmux.rs drives `simboxd watch` in a real terminal.
+# tmux: tests/watch_tmux.rs drives `simboxd watch` in a real terminal. tcpreplay, curl: the live
+# capture test (tests/capture_live_veth.rs) and scripts/bench-live.sh replay onto a veth pair.
 PKGS=(libpcap-dev pkg-config tshark tcpdump sip-tester rsyslog rsyslog-gnutls iproute2 chromium poppler-utils
-      systemd ca-certificates openssl prometheus util-linux tmux)
+      systemd ca-certificates openssl prometheus util-linux tmux tcpreplay curl)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -187,7 +187,10 @@ fn a_site_spanning_workers_is_formed_as_with_one_worker() {
         .iter()
         .map(|ip| simboxd::daemon::pipeline::shard_of_line(*ip, 3))
         .collect();
-    assert!(shards.len() >= 2, "the site's lines are on one worker: {site_lines:?}");
+    assert!(
+        shards.len() >= 2,
+        "the site's lines are on one worker: {site_lines:?}"
+    );
     assert_eq!(
         seen[0], seen[1],
         "sharding over 3 workers changed the verdicts or sites"

@@ -102,7 +102,10 @@ impl<E: PacketEngine> Shared<E> {
         }
         // The threat table the workers share: its evictions and sizes.
         if let Some((evictions, sizes)) = self.correlator.as_ref().and_then(|c| c.threat_stats()) {
-            let evictions = evictions.0.into_iter().map(|(k, v)| ("evictions", k, v as f64));
+            let evictions = evictions
+                .0
+                .into_iter()
+                .map(|(k, v)| ("evictions", k, v as f64));
             let sizes = sizes.into_iter().map(|(k, v)| ("tables", k, v as f64));
             for (family, name, v) in evictions.chain(sizes) {
                 let key = (family.to_string(), "name".to_string(), name);

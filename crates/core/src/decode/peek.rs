@@ -142,6 +142,14 @@ mod tests {
         vx.extend_from_slice(&ether(0x0800, &[], &back));
         let outer = udp([100, 64, 9, 1], [100, 64, 9, 2], VXLAN_PORT, &vx);
         assert_eq!(line_key(LinkType::RAW, &outer, &n), line);
+        // GRE (no options, protocol IPv4) between two home-range collectors: the inner packet.
+        let mut gre = vec![0, 0, 0x08, 0x00];
+        gre.extend_from_slice(&back);
+        let mut outer = Vec::new();
+        PacketBuilder::ipv4([100, 64, 9, 1], [100, 64, 9, 2], 64)
+            .write(&mut outer, etherparse::IpNumber::GRE, &gre)
+            .unwrap();
+        assert_eq!(line_key(LinkType::RAW, &outer, &n), line);
     }
 
     #[test]
