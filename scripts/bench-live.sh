@@ -5,7 +5,8 @@
 # daemon CPU per captured packet and peak RSS. Then replays a short labelled capture at natural
 # speed (--multiplier 1) and checks detection: every labelled gateway flagged, no normal line.
 #
-#   sudo scripts/bench-live.sh [RATES...]        (default: 100000 250000 500000 top)
+#   sudo scripts/bench-live.sh [RATES...]        (default: 100000 250000 500000 top; `none`: only
+#                                                 the detection check)
 #
 # Environment: SIMBOXD (binary; default target/release/simboxd, built if missing),
 # BENCH_PACKETS (rate capture size, default 1000000), BENCH_WORKERS (daemon workers, default:
@@ -79,7 +80,8 @@ start_daemon() { # start_daemon NAME
     [ -n "${BENCH_WORKERS:-}" ] && printf 'workers = %s\n' "$BENCH_WORKERS"
     printf '\n[storage]\npath = "%s/alerts.redb"\n' "$d"
   } >"$d/simboxd.toml"
-  nsx "$SIMBOXD" run --config "$d/simboxd.toml" >"$d/daemon.log" 2>&1 &
+  # Not through a shell function: $! must be the daemon itself (ip netns exec execs it).
+  ip netns exec "$NS" "$SIMBOXD" run --config "$d/simboxd.toml" >"$d/daemon.log" 2>&1 &
   DPID=$!
   for _ in $(seq 1 100); do
     nsx curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && return 0
@@ -118,6 +120,7 @@ echo "daemon: workers=${BENCH_WORKERS:-default (cores: $(nproc))}, capture.immed
 printf '%-10s %10s %10s %10s %10s %8s %8s %8s %9s %10s %8s\n' \
   rate sent_pps sent captured processed kernel iface queue cpu_us/pk cpu_util peak_MiB
 for rate in "${RATES[@]}"; do
+  [ "$rate" != none ] || continue
   start_daemon "rate-$rate"
   if [ "$rate" = top ]; then rarg=(--topspeed); else rarg=(--pps="$rate"); fi
   t0=$(cpu_ticks); w0=$(date +%s.%N)
@@ -164,7 +167,7 @@ kind = "gateway"
 channels = 8
 registration = "trunk"
 ua = "softphone"
-codec = "G711a"
+codec = "PCMA"
 
 [[population]]
 kind = "household"
