@@ -135,6 +135,7 @@ fn backoff() -> Backoff {
         max: Duration::from_millis(400),
         poll: Duration::from_millis(100),
         timeout: Duration::from_secs(3),
+        dead_letter_after: 5,
     }
 }
 
@@ -403,7 +404,9 @@ async fn tls_reaches_rsyslog_gtls_and_checks_the_certificate() {
     let rs = Rsyslog::start(dir.path(), &inputs, &global, &[port]);
     let url = format!("tls://127.0.0.1:{port}");
 
-    // Untrusted CA: nothing delivered, failures counted, the alert stays pending.
+    // Untrusted CA: nothing delivered; a certificate the target presents that is not trusted
+    // refuses the alert, which goes to the dead-letter list after `dead_letter_after` (5)
+    // attempts, with backoff between them.
     {
         let t: SyslogTarget = url.parse().unwrap();
         let target = syslog_target(
@@ -423,9 +426,15 @@ async fn tls_reaches_rsyslog_gtls_and_checks_the_certificate() {
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let st = delivery.status();
         assert!(
-            st[0].failures >= 1 && st[0].delivered == 0 && st[0].pending == 1,
+            st[0].failures == 5 && st[0].refused == 5 && st[0].delivered == 0,
             "{st:?}"
         );
+        assert!(
+            st[0].pending == 0 && st[0].dead_letter == 1 && st[0].dead_lettered == 1,
+            "{st:?}"
+        );
+        let dl = outbox.dead_letters(10).unwrap();
+        assert!(dl[0].mark.error.contains("refused"), "{dl:?}");
         assert!(
             st[0].last_error.as_deref().unwrap_or("").contains("TLS"),
             "{st:?}"
