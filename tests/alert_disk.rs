@@ -315,7 +315,10 @@ fn daemon_on_a_full_disk_is_unhealthy_then_recovers_and_delivers_each_alert_once
     let refused: Arc<Mutex<Option<String>>> = Arc::default();
     let refusing = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let (r2, on) = (refused.clone(), refusing.clone());
+    let posts = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let p2 = posts.clone();
     let hook = HttpReceiver::start_with(Arc::new(move |req: &Received| {
+        p2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let key = key_of(req);
         let mut r = r2.lock().unwrap();
         let first = r.get_or_insert_with(|| key.clone());
@@ -491,8 +494,14 @@ fn daemon_on_a_full_disk_is_unhealthy_then_recovers_and_delivers_each_alert_once
         .collect();
     keys.sort();
     assert_eq!(keys, got.keys().cloned().collect::<Vec<_>>());
+    // Every retry backed off: a handful of POSTs beyond one per alert, not hundreds a second.
+    let posts = posts.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        posts as f64 <= total + 15.0,
+        "{posts} POSTs for {total} alerts"
+    );
     eprintln!(
-        "daemon: {total} alerts, healthy {recovered_in:?} after space returned, each delivered once"
+        "daemon: {total} alerts, {posts} POSTs, healthy {recovered_in:?} after space returned, each delivered once"
     );
     d.stop(Duration::from_secs(15));
     drop(fs);
