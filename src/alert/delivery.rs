@@ -299,6 +299,8 @@ pub struct Delivery {
 }
 
 const BATCH: usize = 64;
+/// Refused alerts one worker tracks for retry at once (beyond it one's count starts over).
+const MAX_REFUSED: usize = 4096;
 
 impl Delivery {
     /// Starts one worker per target on the current tokio runtime. The outbox must have been opened
@@ -573,6 +575,12 @@ async fn run_worker(
                     let tries = refused.get(&key).map_or(1, |(n, _)| n.saturating_add(1));
                     let retry_in = backoff.delay(tries - 1);
                     refused.insert(key.clone(), (tries, now + retry_in));
+                    // Alerts dropped from the outbox (size bound) while refused would linger.
+                    if refused.len() > MAX_REFUSED {
+                        if let Some(oldest) = refused.keys().next().cloned() {
+                            refused.remove(&oldest);
+                        }
+                    }
                     if tries < backoff.dead_letter_after {
                         log.failed(now, &e, retry_in);
                         continue;
