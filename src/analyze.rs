@@ -843,8 +843,9 @@ pub fn write_text_with(
     call_records: u64,
     estimated: &Estimated,
 ) -> std::io::Result<()> {
+    use crate::text::Escaped as E;
     let c = &a.capture;
-    writeln!(out, "capture  {}", c.file)?;
+    writeln!(out, "capture  {}", E(&c.file))?;
     writeln!(out, "sha256   {}", c.sha256)?;
     writeln!(
         out,
@@ -906,13 +907,17 @@ pub fn write_text_with(
                 l.score.unwrap_or(0.0),
                 l.flagged_at
                     .map_or(String::new(), |t| format!(", flagged at {t}")),
-                l.site.as_ref().map_or(String::new(), |s| format!(", {s}"))
+                l.site
+                    .as_ref()
+                    .map_or(String::new(), |s| format!(", {}", E(s)))
             )?;
             for r in &l.reasons {
                 writeln!(
                     out,
                     "      {:<20} {:.2}  {}",
-                    r.signal, r.strength, r.detail
+                    E(&r.signal),
+                    r.strength,
+                    E(&r.detail)
                 )?;
             }
         }
@@ -961,11 +966,11 @@ pub fn write_text_with(
             call.start,
             format!("{:?}", call.direction).to_lowercase(),
             format!("{:?}", call.outcome).to_lowercase(),
-            call.from.as_deref().unwrap_or("-"),
-            call.to.as_deref().unwrap_or("-"),
+            E(call.from.as_deref().unwrap_or("-")),
+            E(call.to.as_deref().unwrap_or("-")),
             call.status_code
                 .map_or_else(|| "-".to_string(), |c| c.to_string()),
-            call.codec.as_deref().unwrap_or("-"),
+            E(call.codec.as_deref().unwrap_or("-")),
         )?;
     }
     Ok(())
@@ -973,6 +978,7 @@ pub fn write_text_with(
 
 /// The Threats section of the text output: one block per finding, with its targets.
 pub fn write_threats_text(out: &mut dyn Write, threats: &[Threat]) -> std::io::Result<()> {
+    use crate::text::Escaped as E;
     writeln!(out, "threats ({}):", threats.len())?;
     for t in threats {
         writeln!(
@@ -988,18 +994,18 @@ pub fn write_threats_text(out: &mut dyn Write, threats: &[Threat]) -> std::io::R
             if t.user_agents.is_empty() {
                 String::new()
             } else {
-                format!(", User-Agent {}", t.user_agents.join(" / "))
+                format!(", User-Agent {}", E(&t.user_agents.join(" / ")))
             }
         )?;
         for r in &t.reasons {
-            writeln!(out, "      {}", r.detail)?;
+            writeln!(out, "      {}", E(&r.detail))?;
         }
         const SHOWN: usize = 5;
         for l in t.lines.iter().take(SHOWN) {
             let answers: Vec<String> = l
                 .answers
                 .iter()
-                .map(|(k, n)| format!("{k} x {n}"))
+                .map(|(k, n)| format!("{} x {n}", E(k)))
                 .collect();
             writeln!(
                 out,

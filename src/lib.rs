@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod privacy;
 pub mod report;
 pub mod simulate_cmd;
+pub mod text;
 pub mod watch;
 
 /// An error and its causes on one line, `outer: cause: root`, each text once: a cause whose

@@ -1,6 +1,7 @@
 //! Webhook delivery through the persistent outbox against a real HTTP receiver (axum, loopback):
-//! receiver down at first then up, receiver failing with 500, and a delivery process killed with
-//! SIGKILL mid-way and restarted on the same redb file. Every alert must arrive, none twice.
+//! receiver down at first then up, receiver failing with 500, a receiver refusing one alert
+//! with 400 (dead-lettered, the rest still arrive), and a delivery process killed with SIGKILL
+//! mid-way and restarted on the same redb file. Every alert must arrive, none twice.
 
 mod common;
 use common::make_certs;
@@ -27,6 +28,10 @@ struct Rx {
     /// Accept only this many distinct alerts, then answer 500 (None: accept all).
     accept_limit: Option<usize>,
     requests: u32,
+    /// Answer 400 to these idempotency keys (a receiver that refuses one alert).
+    refuse: std::collections::BTreeSet<String>,
+    /// Requests per idempotency key, whatever the answer.
+    tries: BTreeMap<String, u32>,
     /// 2xx answers per idempotency key.
     accepted: BTreeMap<String, u32>,
     bodies: Vec<Alert>,
@@ -62,6 +67,10 @@ async fn hook(State(rx): State<Shared>, headers: HeaderMap, body: axum::body::By
     }
     if headers.get("content-type").and_then(|v| v.to_str().ok()) != Some("application/json") {
         rx.bad_requests.push("content type".into());
+    }
+    *rx.tries.entry(key.clone()).or_insert(0) += 1;
+    if rx.refuse.contains(&key) {
+        return StatusCode::BAD_REQUEST;
     }
     if rx.fail_first > 0 {
         rx.fail_first -= 1;
@@ -99,6 +108,7 @@ fn backoff() -> Backoff {
         max: Duration::from_millis(300),
         poll: Duration::from_millis(100),
         timeout: Duration::from_secs(2),
+        dead_letter_after: 5,
     }
 }
 
@@ -467,9 +477,13 @@ async fn https_webhook_with_configured_ca_and_refusal_without_it() {
         let outbox = Arc::new(Outbox::open(&cfg.storage, names).unwrap());
         let d = Delivery::start(outbox.clone(), targets, backoff());
         d.submit(&sent[0]).unwrap();
-        tokio::time::sleep(Duration::from_millis(800)).await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
         let st = d.status();
-        assert!(st[0].delivered == 0 && st[0].pending == 1, "{st:?}");
+        // An untrusted certificate refuses the alert: dead-lettered after 5 attempts.
+        assert!(
+            st[0].delivered == 0 && st[0].pending == 0 && st[0].dead_letter == 1,
+            "{st:?}"
+        );
         assert!(
             st[0].last_error.as_deref().unwrap_or("").contains("TLS"),
             "{st:?}"
@@ -556,5 +570,96 @@ async fn sink_from_config_raises_for_the_gateway_line_with_numbers_pseudonymised
     assert_eq!(rx.bodies[0].state, simboxd::alert::AlertState::Raised);
     assert_eq!(rx.bodies[1].state, simboxd::alert::AlertState::Cleared);
     drop(rx);
+    server.abort();
+}
+
+/// Regression (issue 17): one alert a webhook refused (400) blocked every later alert to it
+/// forever, re-sent with no backoff. Now the rest arrive in order, the refused one is tried
+/// `dead_letter_after` times with backoff, then sits in the dead-letter list until retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_refusing_one_alert_dead_letters_it_and_the_rest_arrive() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let sent = alerts(9);
+    let bad = sent[2].idempotency_key.clone();
+    let rx: Shared = Arc::new(Mutex::new(Rx {
+        refuse: [bad.clone()].into(),
+        ..Default::default()
+    }));
+    let server = serve(listener, rx.clone());
+    let cfg = config(port, &dir.path().join("outbox.redb"));
+    let (outbox, delivery) = open(&cfg);
+    let t0 = Instant::now();
+    for a in &sent {
+        delivery.submit(a).unwrap();
+    }
+    // The 8 others arrive without waiting for the refused one's retries.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while rx.lock().unwrap().accepted.len() < 8 {
+        assert!(Instant::now() < deadline, "the others did not arrive");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let others_in = t0.elapsed();
+    wait_backlog_zero(&outbox, Duration::from_secs(10)).await;
+    let all_out = t0.elapsed();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    {
+        let rx = rx.lock().unwrap();
+        let want: Vec<Alert> = sent
+            .iter()
+            .filter(|a| a.idempotency_key != bad)
+            .cloned()
+            .collect();
+        assert_exactly_once(&rx, &want);
+        let order: Vec<&str> = rx
+            .bodies
+            .iter()
+            .map(|a| a.idempotency_key.as_str())
+            .collect();
+        let want_order: Vec<&str> = want.iter().map(|a| a.idempotency_key.as_str()).collect();
+        assert_eq!(order, want_order, "the rest in outbox order");
+        assert_eq!(
+            rx.tries[&bad], 5,
+            "tried dead_letter_after times, then left alone"
+        );
+    }
+    let st = delivery.status();
+    assert_eq!(
+        (
+            st[0].delivered,
+            st[0].refused,
+            st[0].dead_lettered,
+            st[0].dead_letter,
+            st[0].pending
+        ),
+        (8, 5, 1, 1, 0),
+        "{st:?}"
+    );
+    assert!(st[0].up, "a receiver that answers is up: {st:?}");
+    let dl = outbox.dead_letters(10).unwrap();
+    assert_eq!(dl.len(), 1);
+    assert_eq!(dl[0].alert, sent[2]);
+    assert_eq!(dl[0].mark.attempts, 5);
+    assert!(dl[0].mark.error.contains("HTTP status 400"), "{dl:?}");
+    assert_eq!(
+        outbox.get(&bad).unwrap().unwrap().dead_letter,
+        vec![dl[0].target.clone()]
+    );
+    // Four backoff pauses (40, 80, 160, 300 ms +-25 %) between the five tries: no hot loop.
+    assert!(all_out >= Duration::from_millis(400), "{all_out:?}");
+    eprintln!("others delivered in {others_in:?}, refused one dead-lettered after {all_out:?}");
+
+    // The operator fixes the receiver and asks for a retry: delivered once, list empty.
+    rx.lock().unwrap().refuse.clear();
+    assert_eq!(outbox.retry_dead_letters(None, Some("nope")).unwrap(), 0);
+    assert_eq!(outbox.retry_dead_letters(None, Some(&bad)).unwrap(), 1);
+    delivery.wake();
+    wait_backlog_zero(&outbox, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_exactly_once(&rx.lock().unwrap(), &sent);
+    assert!(outbox.dead_letters(10).unwrap().is_empty());
+    assert_eq!(delivery.status()[0].dead_letter, 0);
+    delivery.shutdown(Duration::from_secs(2)).await;
     server.abort();
 }

@@ -1,10 +1,15 @@
 //! Delivery workers: one tokio task per target reads the outbox, sends, and marks an alert
 //! delivered only after the receiver accepted it.
 //!
-//! Contract: a target that is down retries with capped, jittered exponential backoff and never
-//! blocks the other targets or the caller (`Delivery::submit` only commits to the outbox and
-//! wakes the workers). Alerts go out in outbox order per target. Dropping a [`Delivery`] aborts
-//! the workers without any bookkeeping (what a crash does); nothing is lost because pending marks
+//! Contract: a target that is down (refused connection, timeout, 5xx) retries with capped,
+//! jittered exponential backoff and never blocks the other targets or the caller
+//! (`Delivery::submit` only commits to the outbox and wakes the workers). Alerts go out in
+//! outbox order per target. An alert the target refuses (4xx, a certificate it presents that is
+//! not trusted, a RELP error answer) never blocks the alerts behind it: it is retried with
+//! backoff beside them and, after `dead_letter_after` attempts, moved to the target's
+//! dead-letter list (logged, counted, retried on request). Every retry loop backs off: sends,
+//! outbox reads and reopening a store whose disk failed. Dropping a [`Delivery`] aborts the
+//! workers without any bookkeeping (what a crash does); nothing is lost because pending marks
 //! live in the outbox.
 
 use super::outbox::{Outbox, OutboxError};
@@ -42,6 +47,8 @@ pub struct Backoff {
     pub poll: Duration,
     /// Per attempt: connect + send.
     pub timeout: Duration,
+    /// Attempts an alert the target refuses gets before it goes to the dead-letter list.
+    pub dead_letter_after: u32,
 }
 
 impl Default for Backoff {
@@ -51,6 +58,7 @@ impl Default for Backoff {
             max: Duration::from_secs(60),
             poll: Duration::from_secs(5),
             timeout: Duration::from_secs(10),
+            dead_letter_after: 5,
         }
     }
 }
@@ -61,6 +69,7 @@ impl Backoff {
         Backoff {
             initial: Duration::from_millis(u64::from(cfg.retry_initial_ms)),
             max: Duration::from_secs(u64::from(cfg.retry_max_secs)),
+            dead_letter_after: cfg.dead_letter_after,
             ..Backoff::default()
         }
     }
@@ -211,6 +220,29 @@ pub fn tls_client_config(
     Ok(Arc::new(cfg))
 }
 
+/// `tls_connect` for a delivery target: a handshake the receiver or its certificate fails
+/// (untrusted or wrong name: rustls reports `InvalidData`) is a refusal; a reset or a closed
+/// connection is an outage.
+pub(crate) async fn tls_connect_target(
+    cfg: Arc<rustls::ClientConfig>,
+    host: &str,
+    tcp: tokio::net::TcpStream,
+    name: &str,
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, SendError> {
+    let server = rustls::pki_types::ServerName::try_from(host.to_string())
+        .map_err(|e| SendError::TlsRefused(name.to_string(), e.to_string()))?;
+    tokio_rustls::TlsConnector::from(cfg)
+        .connect(server, tcp)
+        .await
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::InvalidData {
+                SendError::TlsRefused(name.to_string(), e.to_string())
+            } else {
+                SendError::Tls(name.to_string(), e.to_string())
+            }
+        })
+}
+
 pub(crate) async fn tls_connect(
     cfg: Arc<rustls::ClientConfig>,
     host: &str,
@@ -229,6 +261,9 @@ pub(crate) async fn tls_connect(
 pub struct TargetStats {
     pub delivered: AtomicU64,
     pub failures: AtomicU64,
+    /// Refusals (each attempt) and alerts moved to the dead-letter list.
+    pub refused: AtomicU64,
+    pub dead_lettered: AtomicU64,
     pub up: AtomicBool,
     pub last_error: Mutex<Option<String>>,
 }
@@ -241,6 +276,12 @@ pub struct TargetStatus {
     pub up: bool,
     pub last_error: Option<String>,
     pub pending: u64,
+    /// Refused attempts so far (this process).
+    pub refused: u64,
+    /// Alerts this process moved to the dead-letter list.
+    pub dead_lettered: u64,
+    /// Alerts in the target's dead-letter list now.
+    pub dead_letter: u64,
 }
 
 struct Worker {
@@ -258,6 +299,8 @@ pub struct Delivery {
 }
 
 const BATCH: usize = 64;
+/// Refused alerts one worker tracks for retry at once (beyond it one's count starts over).
+const MAX_REFUSED: usize = 4096;
 
 impl Delivery {
     /// Starts one worker per target on the current tokio runtime. The outbox must have been opened
@@ -323,6 +366,7 @@ impl Delivery {
 
     pub fn status(&self) -> Vec<TargetStatus> {
         let backlog = self.outbox.backlog().unwrap_or_default();
+        let dead = self.outbox.dead_letter_counts().unwrap_or_default();
         self.workers
             .iter()
             .map(|w| TargetStatus {
@@ -332,6 +376,9 @@ impl Delivery {
                 up: w.stats.up.load(Ordering::Relaxed),
                 last_error: w.stats.last_error.lock().ok().and_then(|g| g.clone()),
                 pending: backlog.get(&w.name).copied().unwrap_or(0),
+                refused: w.stats.refused.load(Ordering::Relaxed),
+                dead_lettered: w.stats.dead_lettered.load(Ordering::Relaxed),
+                dead_letter: dead.get(&w.name).copied().unwrap_or(0),
             })
             .collect()
     }
@@ -440,67 +487,133 @@ async fn run_worker(
     mut stop: watch::Receiver<bool>,
     backoff: Backoff,
 ) {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::time::Instant;
+    let label = crate::metrics::target_label(&name);
+    // Outages of the target in a row, and of the outbox.
     let mut attempt: u32 = 0;
+    let mut read_failures: u32 = 0;
     let mut log = super::delivery_log::DeliveryLog::new(&name);
+    // Alerts this target refused: idempotency key -> (attempts, next attempt). Bounded by the
+    // alerts owed to the target; each leaves on acceptance or to the dead-letter list.
+    let mut refused: BTreeMap<String, (u32, Instant)> = BTreeMap::new();
     loop {
         if *stop.borrow() {
             return;
         }
+        // A store whose disk failed is reopened (with its own backoff) from here too.
+        let _ = blocking(&outbox, |ob| Ok(ob.maintain())).await;
+        let now = Instant::now();
+        let skip: BTreeSet<String> = refused
+            .iter()
+            .filter(|(_, (_, at))| *at > now)
+            .map(|(k, _)| k.clone())
+            .collect();
         let n = name.clone();
-        let batch = match blocking(&outbox, move |ob| ob.pending(&n, BATCH)).await {
-            Ok(b) => b,
+        let batch = match blocking(&outbox, move |ob| ob.pending_except(&n, BATCH, &skip)).await {
+            Ok(b) => {
+                read_failures = 0;
+                b
+            }
             Err(e) => {
-                tracing::warn!(target: "simboxd::alert", delivery_target = %crate::metrics::target_label(&name), error = %e, "outbox read failed");
-                if pause(backoff.max, &mut stop, None).await {
+                if read_failures == 0 {
+                    tracing::warn!(target: "simboxd::alert", delivery_target = %label, error = %e, "outbox read failed");
+                }
+                let d = backoff.delay(read_failures);
+                read_failures = read_failures.saturating_add(1);
+                if pause(d, &mut stop, None).await {
                     return;
                 }
                 continue;
             }
         };
         if batch.is_empty() {
-            if pause(backoff.poll, &mut stop, Some(&wake)).await {
+            // Idle: until woken, the poll period, or the next refused alert is due.
+            let due = refused
+                .values()
+                .map(|(_, at)| at.saturating_duration_since(now))
+                .min()
+                .map_or(backoff.poll, |d| d.min(backoff.poll));
+            if pause(due.max(Duration::from_millis(5)), &mut stop, Some(&wake)).await {
                 return;
             }
             continue;
         }
         for alert in batch {
-            let taken = std::time::Instant::now();
-            // Retry this alert until accepted: later alerts wait behind it to keep order.
-            loop {
-                if *stop.borrow() {
-                    return;
+            if *stop.borrow() {
+                return;
+            }
+            let taken = Instant::now();
+            let key = alert.idempotency_key.clone();
+            match target.send(&alert.sanitized()).await {
+                Ok(()) => {
+                    stats.up.store(true, Ordering::Relaxed);
+                    attempt = 0;
+                    refused.remove(&key);
+                    log.delivered(Instant::now());
+                    crate::metrics::observe_delivery(&name, taken.elapsed().as_secs_f64());
+                    let n = name.clone();
+                    match blocking(&outbox, move |ob| ob.mark_delivered(&n, &key)).await {
+                        Ok(_) => {
+                            stats.delivered.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => {
+                            // The receiver has it; a re-send carries the same idempotency key.
+                            tracing::warn!(target: "simboxd::alert", delivery_target = %label, error = %e, "cannot mark delivered");
+                        }
+                    }
                 }
-                match target.send(&alert).await {
-                    Ok(()) => {
-                        stats.up.store(true, Ordering::Relaxed);
-                        attempt = 0;
-                        log.delivered(std::time::Instant::now());
-                        crate::metrics::observe_delivery(&name, taken.elapsed().as_secs_f64());
-                        let (n, k) = (name.clone(), alert.idempotency_key.clone());
-                        match blocking(&outbox, move |ob| ob.mark_delivered(&n, &k)).await {
-                            Ok(_) => {
-                                stats.delivered.fetch_add(1, Ordering::Relaxed);
-                            }
-                            Err(e) => {
-                                // The receiver has it; a re-send carries the same idempotency key.
-                                tracing::warn!(target: "simboxd::alert", delivery_target = %crate::metrics::target_label(&name), error = %e, "cannot mark delivered");
-                            }
-                        }
-                        break;
+                Err(e) if e.is_refusal() => {
+                    // The receiver answered but will not take this alert: try the others.
+                    stats.up.store(e.reached_receiver(), Ordering::Relaxed);
+                    stats.failures.fetch_add(1, Ordering::Relaxed);
+                    stats.refused.fetch_add(1, Ordering::Relaxed);
+                    if let Ok(mut g) = stats.last_error.lock() {
+                        *g = Some(e.to_string());
                     }
-                    Err(e) => {
-                        stats.up.store(false, Ordering::Relaxed);
-                        stats.failures.fetch_add(1, Ordering::Relaxed);
-                        if let Ok(mut g) = stats.last_error.lock() {
-                            *g = Some(e.to_string());
-                        }
-                        let d = backoff.delay(attempt);
-                        attempt = attempt.saturating_add(1);
-                        log.failed(std::time::Instant::now(), &e, d);
-                        if pause(d, &mut stop, None).await {
-                            return;
+                    let now = Instant::now();
+                    let tries = refused.get(&key).map_or(1, |(n, _)| n.saturating_add(1));
+                    let retry_in = backoff.delay(tries - 1);
+                    refused.insert(key.clone(), (tries, now + retry_in));
+                    // Alerts dropped from the outbox (size bound) while refused would linger.
+                    if refused.len() > MAX_REFUSED {
+                        if let Some(oldest) = refused.keys().next().cloned() {
+                            refused.remove(&oldest);
                         }
                     }
+                    if tries < backoff.dead_letter_after {
+                        log.failed(now, &e, retry_in);
+                        continue;
+                    }
+                    let (n, k, why) = (name.clone(), key.clone(), e.to_string());
+                    match blocking(&outbox, move |ob| ob.dead_letter(&n, &k, tries, &why)).await {
+                        Ok(true) => {
+                            refused.remove(&key);
+                            stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(target: "simboxd::alert", delivery_target = %label,
+                                id = %alert.id, key = %key, attempts = tries, error = %e,
+                                "alert refused by the target: moved to its dead-letter list");
+                        }
+                        // Not stored yet (held in memory) or a store failure: try again later.
+                        Ok(false) | Err(_) => {
+                            log.failed(now, &e, retry_in);
+                        }
+                    }
+                }
+                Err(e) => {
+                    stats.up.store(false, Ordering::Relaxed);
+                    stats.failures.fetch_add(1, Ordering::Relaxed);
+                    if let Ok(mut g) = stats.last_error.lock() {
+                        *g = Some(e.to_string());
+                    }
+                    let d = backoff.delay(attempt);
+                    attempt = attempt.saturating_add(1);
+                    log.failed(Instant::now(), &e, d);
+                    if pause(d, &mut stop, None).await {
+                        return;
+                    }
+                    // The target is down: start over from the oldest owed alert (order).
+                    break;
                 }
             }
         }
@@ -518,6 +631,7 @@ mod tests {
             max: Duration::from_secs(2),
             ..Default::default()
         };
+        assert_eq!(b.dead_letter_after, 5);
         for _ in 0..50 {
             let d0 = b.delay(0);
             assert!(

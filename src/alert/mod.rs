@@ -12,6 +12,7 @@
 pub mod delivery;
 pub mod delivery_log;
 pub mod outbox;
+pub mod relp;
 pub mod syslog;
 pub mod webhook;
 
@@ -38,6 +39,9 @@ pub struct AlertConfig {
     /// First delivery retry delay; doubles per failure (jittered) up to `retry_max_secs`.
     pub retry_initial_ms: u32,
     pub retry_max_secs: u32,
+    /// Attempts an alert a target refuses (4xx, untrusted certificate, RELP error) gets before
+    /// it moves to that target's dead-letter list; outages (timeouts, 5xx) retry without limit.
+    pub dead_letter_after: u32,
 }
 
 impl Default for AlertConfig {
@@ -49,6 +53,7 @@ impl Default for AlertConfig {
             max_reasons: 8,
             retry_initial_ms: 500,
             retry_max_secs: 60,
+            dead_letter_after: 5,
         }
     }
 }
@@ -91,6 +96,12 @@ impl AlertConfig {
             return Err(simboxd_core::config::Invalid::new(
                 "retry_max_secs",
                 "alert.retry_max_secs must be > 0 and not below retry_initial_ms".into(),
+            ));
+        }
+        if self.dead_letter_after == 0 || self.dead_letter_after > 1000 {
+            return Err(simboxd_core::config::Invalid::new(
+                "dead_letter_after",
+                "alert.dead_letter_after must be in 1..=1000".into(),
             ));
         }
         Ok(())
@@ -210,6 +221,48 @@ pub struct Alert {
 }
 
 impl Alert {
+    /// Escapes every text that may come from the wire (reasons, the site, a threat's
+    /// User-Agents, numbers and answers) with [`crate::text::escape`], so that no receiver
+    /// gets a raw control character (a NUL in a SIP User-Agent made a webhook answer 400).
+    /// Idempotent; done when an alert is made and again before any send (older records).
+    pub fn sanitize(&mut self) {
+        use crate::text::escape_in_place as esc;
+        for r in &mut self.reasons {
+            esc(&mut r.signal);
+            esc(&mut r.detail);
+        }
+        if let Some(s) = &mut self.site {
+            esc(s);
+        }
+        if let Some(t) = &mut self.threat {
+            t.user_agents.iter_mut().for_each(esc);
+            t.numbers.iter_mut().for_each(esc);
+            for r in &mut t.reasons {
+                esc(&mut r.signal);
+                esc(&mut r.detail);
+            }
+            let clean = |m: &mut BTreeMap<String, u64>| {
+                if m.keys().any(|k| k.contains(crate::text::needs_escape)) {
+                    *m = std::mem::take(m)
+                        .into_iter()
+                        .map(|(k, v)| (crate::text::escape(&k).into_owned(), v))
+                        .collect();
+                }
+            };
+            clean(&mut t.answers);
+            for l in &mut t.lines {
+                clean(&mut l.answers);
+            }
+        }
+    }
+
+    /// A sanitized copy (see [`Alert::sanitize`]).
+    pub fn sanitized(&self) -> Alert {
+        let mut a = self.clone();
+        a.sanitize();
+        a
+    }
+
     /// Syslog severity (RFC 5424 numeric): critical 2, warning 4, notice 5 for a clear.
     pub fn syslog_severity(&self) -> u8 {
         match (self.state, self.severity) {
@@ -275,11 +328,10 @@ pub fn verdict_str(v: VerdictLevel) -> &'static str {
     }
 }
 
-/// Control characters (newlines included) become spaces.
+/// Control characters (newlines included) and bidi controls as visible escapes
+/// ([`crate::text::escape`]): the text stays one line and cannot forge another.
 pub fn one_line(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
+    crate::text::escape(s).into_owned()
 }
 
 /// Alert id for a line and the start of its episode.
@@ -494,7 +546,7 @@ impl AlertManager {
         finding.lines.truncate(ALERT_THREAT_LINES);
         crate::analyze::pseudonymize_threat(&mut finding, privacy);
         let reasons = finding.reasons.clone();
-        vec![Alert {
+        let mut alert = Alert {
             idempotency_key: format!("{id}:{seq}"),
             id,
             seq,
@@ -511,7 +563,9 @@ impl AlertManager {
             created,
             kind,
             threat: Some(Box::new(finding)),
-        }]
+        };
+        alert.sanitize();
+        vec![alert]
     }
 
     /// Clears every open alert with no new evidence for `clear_after_secs` before `now`.
@@ -545,7 +599,7 @@ impl AlertManager {
                 signal: r.signal.clone(),
                 value: r.value,
                 strength: r.strength,
-                detail: privacy.text(&r.detail),
+                detail: crate::text::escape(&privacy.text(&r.detail)).into_owned(),
             })
             .collect()
     }
@@ -577,7 +631,10 @@ fn make_alert(
         state,
         severity: Severity::of(ep.level),
         line,
-        site: ep.site.clone(),
+        site: ep
+            .site
+            .as_deref()
+            .map(|s| crate::text::escape(s).into_owned()),
         verdict,
         score: ep.score,
         reasons: ep.reasons.clone(),

@@ -1,9 +1,12 @@
 //! Syslog output: RFC 5424 (with structured data) or RFC 3164 messages, sent over UDP, TCP with
-//! RFC 6587 octet counting, or TLS (RFC 5425, rustls).
+//! RFC 6587 octet counting, TLS (RFC 5425, rustls) or RELP (rsyslog's `imrelp`, see `relp`).
 //!
 //! Contract: formatting is pure (`format_rfc5424`, `format_rfc3164`, `octet_frame`); a
-//! [`SyslogSender`] keeps one connection, reconnects after any failure and reports success only
-//! once the message is written and flushed (UDP: once sent, since it cannot be acknowledged).
+//! [`SyslogSender`] keeps one connection, reconnects after any failure and reports success
+//! once the message is written and flushed (UDP: once sent), or for RELP once the receiver
+//! acknowledged it. Only RELP makes "delivered" mean "the receiver has it": over TCP/TLS a
+//! message written into the socket buffer of a connection the receiver drops (restart, black
+//! hole) is lost without an error.
 
 use super::{one_line, verdict_str, Alert};
 use serde::{Deserialize, Serialize};
@@ -18,7 +21,7 @@ use tokio::net::{TcpStream, UdpSocket};
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct SyslogConfig {
-    /// `udp://host:514`, `tcp://host:601`, `tls://host:6514`.
+    /// `udp://host:514`, `tcp://host:601`, `tls://host:6514`, `relp://host:2514`.
     pub targets: Vec<SyslogTarget>,
     pub format: SyslogFormat,
     pub facility: Facility,
@@ -42,6 +45,8 @@ pub enum SyslogProto {
     Udp,
     Tcp,
     Tls,
+    /// RELP: each message acknowledged by the receiver (rsyslog `imrelp`).
+    Relp,
 }
 
 /// One syslog receiver, written as a URL in the config.
@@ -60,6 +65,7 @@ impl fmt::Display for SyslogTarget {
             SyslogProto::Udp => "udp",
             SyslogProto::Tcp => "tcp",
             SyslogProto::Tls => "tls",
+            SyslogProto::Relp => "relp",
         };
         if self.host.contains(':') {
             write!(f, "{scheme}://[{}]:{}", self.host, self.port)
@@ -92,9 +98,10 @@ impl std::str::FromStr for SyslogTarget {
             "udp" => (SyslogProto::Udp, 514),
             "tcp" => (SyslogProto::Tcp, 601),
             "tls" => (SyslogProto::Tls, 6514),
+            "relp" => (SyslogProto::Relp, 2514),
             other => {
                 return Err(format!(
-                    "syslog target {s:?}: scheme {other:?} is not udp, tcp or tls"
+                    "syslog target {s:?}: scheme {other:?} is not udp, tcp, tls or relp"
                 ))
             }
         };
@@ -260,15 +267,17 @@ fn header_field(s: &str, max: usize) -> String {
     }
 }
 
-/// RFC 5424 section 6.3.3: `"`, `\` and `]` are escaped with a backslash. Control characters
-/// become spaces so that a value can never break a receiver's line framing.
+/// RFC 5424 section 6.3.3: `"`, `\` and `]` are escaped with a backslash, after control and
+/// bidi characters became visible escapes ([`crate::text::escape`]) so that a value can never
+/// break a receiver's line framing.
 pub fn escape_sd_value(v: &str) -> String {
+    let v = crate::text::escape(v);
     let mut out = String::with_capacity(v.len());
     for c in v.chars() {
         if matches!(c, '"' | '\\' | ']') {
             out.push('\\');
         }
-        out.push(if c.is_control() { ' ' } else { c });
+        out.push(c);
     }
     out
 }
@@ -360,14 +369,38 @@ pub enum SendError {
     Timeout(String),
     #[error("{0}: HTTP status {1}")]
     Status(String, u16),
+    #[error("TLS with {0} refused: {1}")]
+    TlsRefused(String, String),
+    #[error("{0}: RELP answered {1}")]
+    Relp(String, String),
 }
 
-pub(crate) trait Stream: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
+impl SendError {
+    /// Whether the receiver refused this alert (a 4xx other than 408/429, a certificate that
+    /// is not trusted, a RELP error answer) rather than being down or slow (connect, timeout,
+    /// 5xx, a broken connection): refusals go to the dead-letter list after some attempts,
+    /// outages are retried with backoff for as long as they last.
+    pub fn is_refusal(&self) -> bool {
+        match self {
+            SendError::Status(_, c) => (400..500).contains(c) && *c != 408 && *c != 429,
+            SendError::TlsRefused(..) | SendError::Relp(..) => true,
+            _ => false,
+        }
+    }
+
+    /// Whether the receiver itself answered (it is up, only this alert failed).
+    pub fn reached_receiver(&self) -> bool {
+        matches!(self, SendError::Status(..) | SendError::Relp(..))
+    }
+}
+
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> Stream for T {}
 
 enum Conn {
     Udp(UdpSocket),
     Stream(Box<dyn Stream>),
+    Relp(super::relp::Session),
 }
 
 /// One syslog receiver with its (re)connecting connection.
@@ -416,6 +449,23 @@ impl SyslogSender {
         }
         let result = match &mut self.conn {
             Some(Conn::Udp(sock)) => sock.send(msg.as_bytes()).await.map(|_| ()),
+            Some(Conn::Relp(session)) => {
+                use super::relp::RelpError;
+                match tokio::time::timeout(self.timeout, session.syslog(msg.as_bytes())).await {
+                    Ok(Ok(())) => Ok(()),
+                    // The receiver is up and said no to this message: keep the session.
+                    Ok(Err(RelpError::Refused(code, why))) => {
+                        return Err(SendError::Relp(name, format!("{code} {why}")))
+                    }
+                    Ok(Err(RelpError::Broken(why))) => {
+                        Err(std::io::Error::new(std::io::ErrorKind::BrokenPipe, why))
+                    }
+                    Err(_) => Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "no RELP answer in time",
+                    )),
+                }
+            }
             Some(Conn::Stream(s)) => {
                 let frame = octet_frame(&msg);
                 match tokio::time::timeout(self.timeout, async {
@@ -470,22 +520,42 @@ impl SyslogSender {
                         Err(e) => last = e.to_string(),
                     }
                 }
-                SyslogProto::Tcp | SyslogProto::Tls => match TcpStream::connect(addr).await {
-                    Ok(s) => {
-                        let _ = s.set_nodelay(true);
-                        if self.target.proto == SyslogProto::Tcp {
+                SyslogProto::Tcp | SyslogProto::Tls | SyslogProto::Relp => {
+                    match TcpStream::connect(addr).await {
+                        Ok(s) => {
+                            let _ = s.set_nodelay(true);
+                            if self.target.proto == SyslogProto::Tcp {
+                                return Ok(Conn::Stream(Box::new(s)));
+                            }
+                            if self.target.proto == SyslogProto::Relp {
+                                return match super::relp::Session::open(Box::new(s)).await {
+                                    Ok(session) => Ok(Conn::Relp(session)),
+                                    Err(super::relp::RelpError::Broken(why)) => {
+                                        Err(SendError::Connect(name, format!("RELP open: {why}")))
+                                    }
+                                    Err(super::relp::RelpError::Refused(code, why)) => {
+                                        Err(SendError::Relp(
+                                            name,
+                                            format!("open refused: {code} {why}"),
+                                        ))
+                                    }
+                                };
+                            }
+                            let tls = self.tls.clone().ok_or_else(|| {
+                                SendError::Tls(name.clone(), "no TLS settings".into())
+                            })?;
+                            let s = super::delivery::tls_connect_target(
+                                tls,
+                                &self.target.host,
+                                s,
+                                &name,
+                            )
+                            .await?;
                             return Ok(Conn::Stream(Box::new(s)));
                         }
-                        let tls = self.tls.clone().ok_or_else(|| {
-                            SendError::Tls(name.clone(), "no TLS settings".into())
-                        })?;
-                        let s = super::delivery::tls_connect(tls, &self.target.host, s)
-                            .await
-                            .map_err(|e| SendError::Tls(name.clone(), e))?;
-                        return Ok(Conn::Stream(Box::new(s)));
+                        Err(e) => last = e.to_string(),
                     }
-                    Err(e) => last = e.to_string(),
-                },
+                }
             }
         }
         Err(SendError::Connect(name, last))
@@ -546,10 +616,10 @@ mod tests {
         assert!(m.contains(r#" site="cottage \"A\" [x\]\\y""#), "{m}");
         assert!(m.contains(r#" score="0.923""#), "{m}");
         assert!(m.contains(r#" signals="inbound_many_numbers"]"#), "{m}");
-        assert!(m.ends_with("] updated line 10.0.0.7 gateway score 0.92 site cottage \"A\" [x]\\y: inbound_many_numbers (212 calls to 198 numbers)"), "{m}");
+        assert!(m.ends_with("] updated line 10.0.0.7 gateway score 0.92 site cottage \"A\" [x]\\y: inbound_many_numbers (212 calls\\nto 198 numbers)"), "{m}");
         assert!(!m.contains('\n'));
         // Regression (found by the property test): a CR/LF inside an SD value broke the line.
-        assert_eq!(escape_sd_value("a\r\n\"]"), "a  \\\"\\]");
+        assert_eq!(escape_sd_value("a\r\n\"]"), "a\\\\r\\\\n\\\"\\]");
     }
 
     #[test]

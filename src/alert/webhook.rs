@@ -1,7 +1,9 @@
 //! Webhook output: each alert is POSTed as JSON with an `Idempotency-Key` header.
 //!
-//! Contract: a send succeeds only on a 2xx answer; anything else (refused, timeout, 5xx, 4xx) is
-//! an error and the delivery worker retries with backoff. HTTP/1.1 over hyper, HTTPS via rustls.
+//! Contract: a send succeeds only on a 2xx answer; anything else is an error: refused
+//! connections, timeouts and 5xx are outages the delivery worker retries with backoff, a 4xx
+//! (but 408/429) or an untrusted certificate refuses that alert (dead-letter list after
+//! `[alert] dead_letter_after` attempts, see `SendError::is_refusal`). HTTP/1.1 over hyper, HTTPS via rustls.
 
 use super::syslog::{split_host_port, SendError};
 use super::Alert;
@@ -242,11 +244,7 @@ impl WebhookSender {
                 .tls
                 .clone()
                 .ok_or_else(|| SendError::Tls(name.clone(), "no TLS settings".into()))?;
-            Box::new(
-                super::delivery::tls_connect(tls, &self.url.host, tcp)
-                    .await
-                    .map_err(|e| SendError::Tls(name.clone(), e))?,
-            )
+            Box::new(super::delivery::tls_connect_target(tls, &self.url.host, tcp, &name).await?)
         } else {
             Box::new(tcp)
         };

@@ -135,8 +135,23 @@ pub trait ApiSource: Send + Sync + 'static {
     }
     /// Prometheus text exposition.
     fn metrics(&self) -> String;
-    /// `Err(reason)` when the daemon is not healthy (capture thread dead, engine stuck).
+    /// `Err(reason)` when the daemon is not healthy (capture thread dead, engine stuck, alert
+    /// store not writable).
     fn health(&self) -> Result<(), String>;
+    /// Alerts receivers refused for good (dead-letter lists), oldest first, at most `limit`.
+    fn dead_letters(&self, limit: usize) -> serde_json::Value {
+        let _ = limit;
+        serde_json::json!({ "dead_letters": [], "total": 0 })
+    }
+    /// Re-queues dead-lettered alerts (all, or of one target and/or idempotency key).
+    fn retry_dead_letters(
+        &self,
+        target: Option<&str>,
+        key: Option<&str>,
+    ) -> Result<serde_json::Value, String> {
+        let _ = (target, key);
+        Ok(serde_json::json!({ "requeued": 0 }))
+    }
 }
 
 /// The token as its SHA-256, so that the comparison is constant-time whatever the lengths.
@@ -172,6 +187,11 @@ pub struct Api {
 pub fn router(api: Arc<Api>) -> Router {
     let protected = Router::new()
         .route("/api/v1/alerts", get(alerts))
+        .route("/api/v1/alerts/dead-letter", get(dead_letters))
+        .route(
+            "/api/v1/alerts/dead-letter/retry",
+            axum::routing::post(retry_dead_letters),
+        )
         .route("/api/v1/lines", get(lines))
         .route("/api/v1/lines/{addr}", get(line))
         .route("/api/v1/threats", get(threats))
@@ -248,6 +268,35 @@ async fn alerts(State(api): State<Arc<Api>>, Query(q): Query<ListQuery>) -> Resp
     let n = limit(&api, &q);
     match off_runtime(move || api.source.alerts(n, q.state.as_deref())).await {
         Some(v) => Json(v).into_response(),
+        None => internal(),
+    }
+}
+
+async fn dead_letters(State(api): State<Arc<Api>>, Query(q): Query<ListQuery>) -> Response {
+    let n = limit(&api, &q);
+    match off_runtime(move || api.source.dead_letters(n)).await {
+        Some(v) => Json(v).into_response(),
+        None => internal(),
+    }
+}
+
+#[derive(Deserialize)]
+struct RetryQuery {
+    /// Only this target's list (its URL, as in `/metrics` and the dead-letter listing).
+    target: Option<String>,
+    /// Only the alert with this idempotency key.
+    key: Option<String>,
+}
+
+async fn retry_dead_letters(State(api): State<Arc<Api>>, Query(q): Query<RetryQuery>) -> Response {
+    match off_runtime(move || {
+        api.source
+            .retry_dead_letters(q.target.as_deref(), q.key.as_deref())
+    })
+    .await
+    {
+        Some(Ok(v)) => Json(v).into_response(),
+        Some(Err(why)) => error(StatusCode::SERVICE_UNAVAILABLE, &why),
         None => internal(),
     }
 }

@@ -85,9 +85,10 @@ pub fn init(d: &DaemonConfig) -> Sink {
         }
         sink = Sink::Text;
     }
+    let json = sink == Sink::Json;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter())
-        .with_writer(std::io::stderr)
+        .with_writer(move || EscapedLine::new(json))
         .with_ansi(false);
     let res = match (sink, journal) {
         (Sink::Json, _) => builder.json().try_init(),
@@ -100,8 +101,97 @@ pub fn init(d: &DaemonConfig) -> Sink {
     sink
 }
 
+/// One log line on its way to stderr: control and bidi characters that reached a field or a
+/// message (an error text from a receiver, a User-Agent) are escaped when the line is
+/// complete, so that no line can forge another or drive the terminal. Text lines use
+/// [`crate::text::escape`]; JSON lines (whose serializer already escapes C0) get `\uXXXX`.
+pub struct EscapedLine {
+    buf: Vec<u8>,
+    json: bool,
+}
+
+impl EscapedLine {
+    pub fn new(json: bool) -> Self {
+        EscapedLine {
+            buf: Vec::with_capacity(256),
+            json,
+        }
+    }
+
+    /// The line as written out (the final newline kept).
+    pub fn render(&self) -> String {
+        let text = String::from_utf8_lossy(&self.buf);
+        let (body, nl) = match text.strip_suffix('\n') {
+            Some(b) => (b, "\n"),
+            None => (&*text, ""),
+        };
+        let mut out = if self.json {
+            let mut o = String::with_capacity(body.len());
+            for c in body.chars() {
+                if crate::text::needs_escape(c) {
+                    use std::fmt::Write as _;
+                    let _ = write!(o, "\\u{:04x}", c as u32);
+                } else {
+                    o.push(c);
+                }
+            }
+            o
+        } else {
+            crate::text::escape(body).into_owned()
+        };
+        out.push_str(nl);
+        out
+    }
+}
+
+impl std::io::Write for EscapedLine {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for EscapedLine {
+    fn drop(&mut self) {
+        if self.buf.is_empty() {
+            return;
+        }
+        use std::io::Write as _;
+        let _ = std::io::stderr().lock().write_all(self.render().as_bytes());
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn log_lines_cannot_forge_lines_or_drive_the_terminal() {
+        use std::io::Write as _;
+        let mut l = super::EscapedLine::new(false);
+        l.write_all(
+            "WARN alert delivery failed error=\"x\r\nINFO forged\x1b[2J\u{202e}\"\n".as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(
+            l.render(),
+            "WARN alert delivery failed error=\"x\\r\\nINFO forged\\x1b[2J\\u{202e}\"\n"
+        );
+        l.buf.clear();
+        let mut j = super::EscapedLine::new(true);
+        j.write_all("{\"m\":\"a\u{202e}b\\u0000\"}\n".as_bytes())
+            .unwrap();
+        let r = j.render();
+        j.buf.clear();
+        assert_eq!(r, "{\"m\":\"a\\u202eb\\u0000\"}\n");
+        let v: serde_json::Value = serde_json::from_str(&r).unwrap();
+        assert_eq!(v["m"], "a\u{202e}b\u{0}");
+    }
+}
+
+#[cfg(test)]
+mod journal_tests {
     use super::*;
 
     #[test]

@@ -296,6 +296,43 @@ impl<E: PacketEngine> Shared<E> {
             "Alert records in the outbox.",
             self.outbox.len().unwrap_or(0) as f64,
         );
+        let disk = self.outbox.figures();
+        m.single(
+            "simboxd_outbox_writable",
+            Kind::Gauge,
+            "1 while the alert store can be written; 0 during a disk fault (full or read-only).",
+            f64::from(u8::from(disk.writable)),
+        );
+        m.single(
+            "simboxd_outbox_write_errors_total",
+            Kind::Counter,
+            "Failed writes to the alert store (every attempt).",
+            disk.write_errors as f64,
+        );
+        m.single(
+            "simboxd_outbox_fault_episodes_total",
+            Kind::Counter,
+            "Times the alert store went from writable to failing.",
+            disk.fault_episodes as f64,
+        );
+        m.single(
+            "simboxd_outbox_held_alerts",
+            Kind::Gauge,
+            "Alerts held in memory because the store could not be written.",
+            disk.held_alerts as f64,
+        );
+        m.single(
+            "simboxd_outbox_held_marks",
+            Kind::Gauge,
+            "Delivered marks held in memory because the store could not be written.",
+            disk.held_marks as f64,
+        );
+        m.single(
+            "simboxd_outbox_held_dropped_total",
+            Kind::Counter,
+            "Alerts lost because [storage] max_memory_alerts were already held during a disk fault.",
+            disk.dropped_alerts as f64,
+        );
         m.single(
             "simboxd_outbox_dropped_pending_total",
             Kind::Counter,
@@ -336,6 +373,24 @@ impl<E: PacketEngine> Shared<E> {
             Kind::Counter,
             "Failed delivery attempts, by target.",
             per_target(&|t| t.failures as f64),
+        );
+        m.family(
+            "simboxd_delivery_refused_total",
+            Kind::Counter,
+            "Delivery attempts a target refused (4xx, untrusted certificate, RELP error), by target.",
+            per_target(&|t| t.refused as f64),
+        );
+        m.family(
+            "simboxd_delivery_dead_lettered_total",
+            Kind::Counter,
+            "Alerts moved to a target's dead-letter list after [alert] dead_letter_after refusals, by target.",
+            per_target(&|t| t.dead_lettered as f64),
+        );
+        m.family(
+            "simboxd_delivery_dead_letter",
+            Kind::Gauge,
+            "Alerts in a target's dead-letter list now, by target.",
+            per_target(&|t| t.dead_letter as f64),
         );
         m.family(
             "simboxd_delivery_up",
@@ -527,7 +582,43 @@ impl<E: PacketEngine> ApiSource for Shared<E> {
         if self.live && running < expected {
             return Err(format!("{running} of {expected} engine threads running"));
         }
-        Ok(())
+        self.outbox.health()
+    }
+
+    fn dead_letters(&self, limit: usize) -> serde_json::Value {
+        match self.outbox.dead_letters(limit) {
+            Ok(list) => {
+                let total = self
+                    .outbox
+                    .dead_letter_counts()
+                    .map_or(0, |c| c.values().sum::<u64>());
+                serde_json::json!({ "dead_letters": list, "total": total })
+            }
+            Err(e) => serde_json::json!({ "dead_letters": [], "error": e.to_string() }),
+        }
+    }
+
+    fn retry_dead_letters(
+        &self,
+        target: Option<&str>,
+        key: Option<&str>,
+    ) -> Result<serde_json::Value, String> {
+        let n = self
+            .outbox
+            .retry_dead_letters(target, key)
+            .map_err(|e| e.to_string())?;
+        tracing::info!(
+            requeued = n,
+            target = target.unwrap_or("*"),
+            key = key.unwrap_or("*"),
+            "dead-lettered alerts re-queued on request"
+        );
+        if let Ok(d) = self.delivery.lock() {
+            if let Some(d) = d.as_ref() {
+                d.wake();
+            }
+        }
+        Ok(serde_json::json!({ "requeued": n }))
     }
 }
 
@@ -574,13 +665,13 @@ pub fn run(config_path: PathBuf, cfg: Config) -> anyhow::Result<()> {
     }
     // Storage is opened as the daemon user, so that its files belong to it (the unit gives root
     // no CAP_DAC_OVERRIDE: root could not write into the simboxd-owned state directory anyway).
-    let outbox = Arc::new(
-        Outbox::open(&cfg.storage, names.clone())
-            .with_context(|| format!("opening the outbox {}", cfg.storage.path.display()))?,
-    );
+    // A full or read-only state directory does not stop the daemon: alerts are held in
+    // memory, `/healthz` says why, and the store is retried until it can be written.
+    let outbox = Arc::new(Outbox::open_or_hold(&cfg.storage, names.clone()));
     // Alerts owed to targets removed (or renamed) while stopped go to the current targets.
+    // (Not while the store cannot be opened: that was logged, and the next start does it.)
     match outbox.requeue_removed_targets() {
-        Ok(0) => {}
+        Ok(0) | Err(crate::alert::outbox::OutboxError::Closed) => {}
         Ok(n) => tracing::info!(
             requeued = n,
             "alerts owed to targets no longer configured re-queued to the current targets"
@@ -749,6 +840,17 @@ async fn alert_loop<E: PacketEngine>(
                         let _ = tokio::task::spawn_blocking(move || ob.purge(now)).await;
                     }
                 }
+                if shared.outbox.is_broken() {
+                    // Reopen and store what is held (the outbox backs off by itself).
+                    let ob = shared.outbox.clone();
+                    if let Ok(true) = tokio::task::spawn_blocking(move || ob.maintain()).await {
+                        if let Ok(d) = shared.delivery.lock() {
+                            if let Some(d) = d.as_ref() {
+                                d.wake();
+                            }
+                        }
+                    }
+                }
                 let mut alerts = threat_alerts(&shared, &mut manager, &privacy);
                 if let Some(now) = packet_now(&shared.stats, shared.live) {
                     alerts.extend(manager.expire(now));
@@ -827,8 +929,12 @@ async fn record_and_store<E: PacketEngine>(
                 }
             }
             Ok(Err(e)) => {
-                shared.alert_store_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(error = %e, "alert not stored");
+                // Logged once per run of failures (the outbox logs the disk fault itself).
+                if shared.alert_store_errors.fetch_add(1, Ordering::Relaxed) == 0
+                    || !shared.outbox.is_broken()
+                {
+                    tracing::error!(error = %e, "alert not stored");
+                }
             }
             Err(e) => {
                 shared.alert_store_errors.fetch_add(1, Ordering::Relaxed);

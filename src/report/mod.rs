@@ -35,7 +35,8 @@ pub fn escape(s: &str) -> String {
             '"' => o.push_str("&quot;"),
             '\'' => o.push_str("&#39;"),
             '\n' | '\t' => o.push(c),
-            c if c.is_control() => o.push('\u{fffd}'),
+            // Controls and bidi overrides from the wire shown as escapes, never raw.
+            c if crate::text::needs_escape(c) => crate::text::push_escaped(&mut o, c),
             c => o.push(c),
         }
     }
@@ -703,7 +704,7 @@ mod tests {
             escape("<script>alert('x')&\"</script>"),
             "&lt;script&gt;alert(&#39;x&#39;)&amp;&quot;&lt;/script&gt;"
         );
-        assert_eq!(escape("a\u{0}b"), "a\u{fffd}b");
+        assert_eq!(escape("a\u{0}b\u{202e}"), "a\\x00b\\u{202e}");
         assert_eq!(
             escape("a\nb"),
             "a\nb",

@@ -19,6 +19,11 @@ use ratatui::Frame;
 use simboxd_core::model::{Direction, Outcome, Timestamp, VerdictLevel};
 use std::net::SocketAddr;
 
+/// Wire text (User-Agents, numbers, reasons) as it may be drawn: see [`crate::text::escape`].
+fn esc(s: &str) -> String {
+    crate::text::escape(s).into_owned()
+}
+
 /// Width from which the detail screen puts registrations beside the calls.
 const WIDE: u16 = 140;
 
@@ -96,7 +101,7 @@ fn header(f: &mut Frame, area: Rect, s: &Snapshot) {
         RunState::Running => ("running".to_string(), Style::default().fg(Color::Green)),
         RunState::Paused => ("PAUSED".to_string(), bold().fg(Color::Yellow)),
         RunState::Ended => ("replay ended".to_string(), bold()),
-        RunState::Failed(why) => (format!("ERROR: {why}"), bold().fg(Color::Red)),
+        RunState::Failed(why) => (format!("ERROR: {}", esc(why)), bold().fg(Color::Red)),
     };
     let clock = s.clock.map_or_else(
         || "no packet yet".to_string(),
@@ -125,7 +130,7 @@ fn header(f: &mut Frame, area: Rect, s: &Snapshot) {
             ""
         }),
         Span::raw("  "),
-        Span::raw(s.source.clone()),
+        Span::raw(esc(&s.source)),
     ]);
     let packets = if s.counts_packets {
         format!("{} pkts {}/s  ", s.packets, rate(s.packets_per_sec))
@@ -259,7 +264,7 @@ fn reason_lines(d: &LineDetail) -> Vec<Line<'static>> {
     if let Some(c) = &d.caveat {
         return vec![Line::from(vec![
             Span::styled("NOT ASSESSED FROM SIGNALLING: ", bold().fg(Color::Yellow)),
-            Span::raw(format!("it {c}")),
+            Span::raw(format!("it {}", esc(c))),
         ])];
     }
     if d.reasons.is_empty() {
@@ -274,7 +279,7 @@ fn reason_lines(d: &LineDetail) -> Vec<Line<'static>> {
                     format!("{}: ", crate::report::words::signal_name(&r.signal)),
                     bold(),
                 ),
-                Span::raw(r.detail.clone()),
+                Span::raw(esc(&r.detail)),
             ])
         })
         .collect()
@@ -323,11 +328,11 @@ fn calls_table(f: &mut Frame, area: Rect, calls: &[CallRow], sel: usize, title: 
                 dir_name(c.direction).to_string(),
                 c.peer
                     .map_or_else(|| "-".to_string(), |p| p.ip().to_string()),
-                c.number.clone().unwrap_or_else(|| "-".to_string()),
+                c.number.as_deref().map_or_else(|| "-".to_string(), esc),
                 outcome_name(c.outcome).to_string(),
                 c.duration_secs
                     .map_or_else(|| "-".to_string(), |d| format!("{d:.0}s")),
-                c.codec.clone().unwrap_or_else(|| "-".to_string()),
+                c.codec.as_deref().map_or_else(|| "-".to_string(), esc),
                 match c.two_way_voice {
                     Some(true) => "yes",
                     Some(false) => "no",
@@ -386,7 +391,11 @@ fn detail_screen(f: &mut Frame, area: Rect, app: &App) {
             d.flagged_at
                 .map_or(String::new(), |t| format!("  flagged {} UTC", hms(t))),
         ),
-        Span::raw(d.site.as_ref().map_or(String::new(), |s| format!("  {s}"))),
+        Span::raw(
+            d.site
+                .as_ref()
+                .map_or(String::new(), |s| format!("  {}", esc(s))),
+        ),
     ]);
     let reasons = reason_lines(d);
     let reasons_h = (wrapped_height(&reasons, area.width) + 1)
@@ -470,7 +479,10 @@ fn info_lines(d: &LineDetail, wide: bool) -> Vec<Line<'static>> {
             _ if d.registrations_seen == 0 => "none seen".to_string(),
             Some(r) => format!(
                 "{} ({} accounts), latest to {} {}",
-                d.registrations_seen, d.accounts, r.registrar, r.outcome
+                d.registrations_seen,
+                d.accounts,
+                r.registrar,
+                esc(&r.outcome)
             ),
             None => format!("{} ({} accounts)", d.registrations_seen, d.accounts),
         };
@@ -484,7 +496,7 @@ fn info_lines(d: &LineDetail, wide: bool) -> Vec<Line<'static>> {
     } else {
         d.user_agents
             .iter()
-            .map(|(a, n)| format!("\"{a}\" ({n})"))
+            .map(|(a, n)| format!("\"{}\" ({n})", esc(a)))
             .collect::<Vec<_>>()
             .join(", ")
     };
@@ -493,9 +505,10 @@ fn info_lines(d: &LineDetail, wide: bool) -> Vec<Line<'static>> {
         Span::raw(agents),
     ]));
     let site = match &d.site {
-        Some(s) if d.site_members.is_empty() => format!("{s} (no other line)"),
+        Some(s) if d.site_members.is_empty() => format!("{} (no other line)", esc(s)),
         Some(s) => format!(
-            "{s}: {}",
+            "{}: {}",
+            esc(s),
             d.site_members
                 .iter()
                 .map(|m| m.to_string())
@@ -519,9 +532,9 @@ fn registrations(f: &mut Frame, area: Rect, d: &LineDetail) {
         .map(|r| {
             Row::new(vec![
                 hms(r.time),
-                r.account.clone(),
+                esc(&r.account),
                 r.registrar.to_string(),
-                r.outcome.clone(),
+                esc(&r.outcome),
                 r.expires.map_or_else(|| "-".to_string(), |e| e.to_string()),
             ])
         })
@@ -581,12 +594,12 @@ fn threats_screen(f: &mut Frame, area: Rect, s: &Snapshot) {
                 .map(|t| {
                     Row::new(vec![
                         t.peer.to_string(),
-                        t.kind.clone(),
+                        esc(&t.kind),
                         t.lines_targeted.to_string(),
                         t.attempts.to_string(),
                         hms(t.first_seen),
                         hms(t.last_seen),
-                        t.user_agents.join(", "),
+                        esc(&t.user_agents.join(", ")),
                     ])
                 })
                 .collect();

@@ -182,8 +182,17 @@ pub struct HttpReceiver {
     pub got: Arc<Mutex<Vec<Received>>>,
 }
 
+/// Decides the status a receiver answers to one request.
+pub type Answer = Arc<dyn Fn(&Received) -> u16 + Send + Sync>;
+
 impl HttpReceiver {
     pub fn start() -> HttpReceiver {
+        Self::start_with(Arc::new(|_| 200))
+    }
+
+    /// A receiver answering each request with the status `answer` gives it; only requests
+    /// answered 2xx are recorded (what a receiver accepted).
+    pub fn start_with(answer: Answer) -> HttpReceiver {
         let l = TcpListener::bind("127.0.0.1:0").expect("bind receiver");
         let addr = l.local_addr().expect("receiver addr");
         let got = Arc::new(Mutex::new(Vec::new()));
@@ -191,8 +200,8 @@ impl HttpReceiver {
         std::thread::spawn(move || {
             for conn in l.incoming() {
                 let Ok(conn) = conn else { continue };
-                let g = g.clone();
-                std::thread::spawn(move || serve_conn(conn, g));
+                let (g, answer) = (g.clone(), answer.clone());
+                std::thread::spawn(move || serve_conn(conn, g, answer));
             }
         });
         HttpReceiver { addr, got }
@@ -202,7 +211,7 @@ impl HttpReceiver {
     }
 }
 
-fn serve_conn(conn: TcpStream, got: Arc<Mutex<Vec<Received>>>) {
+fn serve_conn(conn: TcpStream, got: Arc<Mutex<Vec<Received>>>, answer: Answer) {
     let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
     let Ok(mut w) = conn.try_clone() else { return };
     let mut r = BufReader::new(conn);
@@ -238,16 +247,19 @@ fn serve_conn(conn: TcpStream, got: Arc<Mutex<Vec<Received>>>) {
         if r.read_exact(&mut body).is_err() {
             return;
         }
-        if let Ok(mut g) = got.lock() {
-            g.push(Received {
-                request_line,
-                headers,
-                body: String::from_utf8_lossy(&body).to_string(),
-            });
+        let r = Received {
+            request_line,
+            headers,
+            body: String::from_utf8_lossy(&body).to_string(),
+        };
+        let status = answer(&r);
+        if (200..300).contains(&status) {
+            if let Ok(mut g) = got.lock() {
+                g.push(r);
+            }
         }
-        if w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-            .is_err()
-        {
+        let head = format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\n\r\n");
+        if w.write_all(head.as_bytes()).is_err() {
             return;
         }
     }

@@ -18,6 +18,8 @@ mod wire;
 /// Country calling code of the simulated subscribers (their home country).
 pub use numbers::HOME_CC as HOME_CALLING_CODE;
 pub use scenario::{parse_duration, Kind, Noise, NoiseKind, Population, Scenario};
+/// Frame and pcap writing, for tests that craft captures by hand.
+pub use wire::{PcapWriter, L2};
 
 use serde::{Deserialize, Serialize};
 use simboxd_core::model::Timestamp;
