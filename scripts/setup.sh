@@ -4,8 +4,9 @@
 set -euo pipefail
 # prometheus: promtool checks the live /metrics (tests/ops.rs; ~96 MB installed, the only
 # Debian package with promtool). util-linux: setpriv runs the daemon as the unit does.
-# tmux: tests/watch_tmux.rs drives `simboxd watch` in a real terminal.
-PKGS=(libpcap-dev pkg-config tshark tcpdump sip-tester rsyslog rsyslog-gnutls iproute2 chromium poppler-utils
+# tmux: tests/watch_tmux.rs drives `simboxd watch` in a real terminal. wireshark-common:
+# editcap, mergecap and capinfos make the capture forms of tests/analyze_inputs.rs.
+PKGS=(libpcap-dev pkg-config tshark wireshark-common tcpdump sip-tester rsyslog rsyslog-gnutls iproute2 chromium poppler-utils
       systemd ca-certificates openssl prometheus util-linux tmux)
 missing=()
 for p in "${PKGS[@]}"; do
