@@ -739,8 +739,10 @@ impl Inputs {
         let mut waiting = Vec::new();
         let mut open = Vec::new();
         for (index, name) in names.iter().enumerate() {
-            if name == STDIN {
-                // Read once only: opened now, its first packet is its head.
+            // Standard input and pipes (`<(zcat f)`, a FIFO) can be read once only: opened now,
+            // their first packet is their head.
+            let regular = std::fs::metadata(name).is_ok_and(|m| m.is_file());
+            if name == STDIN || !regular {
                 open.push((index, Source::open(name, Some(progress.clone()))?));
                 continue;
             }

@@ -530,3 +530,34 @@ fn an_empty_capture_says_so_and_a_non_capture_is_an_error() {
     let out = analyze(&["/nonexistent/x.pcap"], None);
     assert_eq!(out.status.code(), Some(1));
 }
+
+#[test]
+fn a_pipe_given_by_name_is_read_once() {
+    // `simboxd analyze <(zcat f.gz)`: the name is a pipe that can be read only once.
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    let st = Command::new("mkfifo").arg(&fifo).status();
+    if !st.is_ok_and(|s| s.success()) {
+        eprintln!("skipped: mkfifo unavailable");
+        return;
+    }
+    let bytes = std::fs::read(sample()).unwrap();
+    let writer = {
+        let fifo = fifo.clone();
+        let bytes = bytes.clone();
+        std::thread::spawn(move || {
+            let mut f = std::fs::OpenOptions::new().write(true).open(fifo).unwrap();
+            let _ = f.write_all(&bytes);
+        })
+    };
+    let out = analyze(&[fifo.to_str().unwrap(), "--format", "json"], None);
+    writer.join().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let j = json(&out);
+    assert_eq!(essence(&j), essence(&baseline()));
+    assert_eq!(j["capture"]["sha256"], sha256(&bytes));
+}

@@ -711,7 +711,10 @@ fn provenance(h: &mut String, a: &Analysis, prov: &Provenance) {
 /// Every input of the analysis with its size and SHA-256, and where one was cut off (shown
 /// when there are several inputs or one was cut off).
 fn inputs_table(h: &mut String, c: &crate::analyze::CaptureInfo, clock: &Clock) {
-    if c.inputs.len() <= 1 && !c.truncated {
+    let plain = |i: &crate::input::InputInfo| {
+        i.file != crate::input::STDIN && i.compression.is_none() && i.truncated.is_none()
+    };
+    if c.inputs.len() <= 1 && c.inputs.iter().all(plain) {
         return;
     }
     let _ = write!(
