@@ -4,6 +4,9 @@
 //! `target/bench/`, then prints packets/s for:
 //! - the engine alone, single-threaded (decode -> SIP/RTP -> calls -> lines -> detection),
 //! - the whole `analyze_file` (SHA-256 of the file + engine + records),
+//! - reading alone: libpcap (`capture::Capture`, live capture's reader) and `input::Inputs`
+//!   (analyze's reader: pcap-parser, hashing on a second thread), and `Inputs` on the same file
+//!   gzip-compressed (written once beside it),
 //! - `tcpdump -r F -w /dev/null` on the same file (the reference read time),
 //! - the `simboxd analyze` command itself (ndjson to /dev/null: nothing held per call),
 //! - `tshark -r F -Y sip -T fields -e sip.Call-ID -e sip.Method -e sip.Status-Code` (one run).
@@ -73,6 +76,35 @@ fn engine_only(path: &std::path::Path, cfg: &Config) -> (u64, f64) {
     (engine.stats().packets, dt)
 }
 
+/// Reads every packet with libpcap; returns (packets, seconds).
+fn read_libpcap(path: &std::path::Path) -> (u64, f64) {
+    let mut cap = Capture::open_file(path).expect("open");
+    let t = Instant::now();
+    let mut n = 0u64;
+    let mut bytes = 0usize;
+    while let Some(pkt) = cap.next_packet().expect("read") {
+        n += 1;
+        bytes += pkt.data.len();
+    }
+    std::hint::black_box(bytes);
+    (n, t.elapsed().as_secs_f64())
+}
+
+/// Reads every packet with analyze's reader (hashing included); returns (packets, seconds).
+fn read_inputs(path: &std::path::Path) -> (u64, f64) {
+    let t = Instant::now();
+    let mut inputs = simboxd::input::Inputs::open(&[path.to_path_buf()]).expect("open");
+    let mut n = 0u64;
+    let mut bytes = 0usize;
+    while let Some(pkt) = inputs.next_packet().expect("read") {
+        n += 1;
+        bytes += pkt.data.len();
+    }
+    let info = inputs.finish();
+    std::hint::black_box((bytes, info));
+    (n, t.elapsed().as_secs_f64())
+}
+
 fn best_of<F: FnMut() -> f64>(n: usize, mut f: F) -> f64 {
     (0..n).map(|_| f()).fold(f64::INFINITY, f64::min)
 }
@@ -107,6 +139,25 @@ fn main() {
         std::hint::black_box(a.calls.len());
         t.elapsed().as_secs_f64()
     });
+    let libpcap_s = best_of(3, || read_libpcap(&path).1);
+    let inputs_s = best_of(3, || read_inputs(&path).1);
+    let gz = path.with_extension("pcap.gz");
+    if !gz.exists() {
+        let out = std::process::Command::new("gzip")
+            .args(["-c", "-1"])
+            .arg(&path)
+            .output();
+        if let Ok(o) = out {
+            if o.status.success() {
+                std::fs::write(&gz, o.stdout).expect("write gz");
+            }
+        }
+    }
+    let gz_s = if gz.exists() {
+        best_of(3, || read_inputs(&gz).1)
+    } else {
+        f64::NAN
+    };
     let tcpdump_s = best_of(3, || {
         let t = Instant::now();
         let st = std::process::Command::new("tcpdump")
@@ -170,6 +221,12 @@ fn main() {
     println!(
         "analyze_file (sha256 + engine + records): {analyze_s:.3} s = {:.2} M packets/s",
         pps(analyze_s)
+    );
+    println!(
+        "read only: libpcap {libpcap_s:.3} s = {:.2} M packets/s; analyze's reader (pcap-parser + SHA-256 thread) {inputs_s:.3} s = {:.2} M packets/s; same, gzip -1 file {gz_s:.3} s = {:.2} M packets/s",
+        pps(libpcap_s),
+        pps(inputs_s),
+        pps(gz_s)
     );
     println!(
         "tcpdump -r F -w /dev/null: {tcpdump_s:.3} s = {:.2} M packets/s",

@@ -6,8 +6,9 @@ set -euo pipefail
 # Debian package with promtool). util-linux: setpriv runs the daemon as the unit does.
 # tmux: tests/watch_tmux.rs drives `simboxd watch` in a real terminal. tcpreplay, curl: the live
 # capture test (tests/capture_live_veth.rs) and scripts/bench-live.sh replay onto a veth pair.
-# rsyslog-relp: imrelp, the RELP receiver tests/alert_syslog.rs delivers to.
-PKGS=(libpcap-dev pkg-config tshark tcpdump sip-tester rsyslog rsyslog-gnutls rsyslog-relp iproute2 chromium poppler-utils
+# rsyslog-relp: imrelp, the RELP receiver tests/alert_syslog.rs delivers to. wireshark-common:
+# editcap, mergecap and capinfos make the capture forms of tests/analyze_inputs.rs.
+PKGS=(libpcap-dev pkg-config tshark wireshark-common tcpdump sip-tester rsyslog rsyslog-gnutls rsyslog-relp iproute2 chromium poppler-utils
       systemd ca-certificates openssl prometheus util-linux tmux tcpreplay curl)
 missing=()
 for p in "${PKGS[@]}"; do

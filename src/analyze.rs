@@ -1,4 +1,5 @@
-//! Offline analysis of a capture file: the engine run to the end.
+//! Offline analysis of capture files (`input::Inputs`: pcap/pcapng, gzip, stdin, several merged
+//! in time order): the engine run to the end.
 //!
 //! Contract: `analyze_file` keeps every record (up to `MAX_RECORDS` per kind): it is what
 //! `simboxd analyze --format json` prints (`Analysis`, the names are a contract other tools
@@ -9,8 +10,8 @@
 
 pub mod stream;
 
-use crate::capture::Capture;
 use crate::config::Config;
+use crate::input::{InputInfo, Inputs};
 use anyhow::Context;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -30,8 +31,10 @@ pub const MAX_RECORDS: usize = 2_000_000;
 
 #[derive(clap::Args, Debug)]
 pub struct AnalyzeArgs {
-    /// pcap or pcapng file.
-    pub capture: PathBuf,
+    /// Capture files: pcap or pcapng, gzip-compressed or not; several (a ring of tcpdump files,
+    /// a shell glob) are merged in packet-time order; `-` reads standard input.
+    #[arg(required = true, value_name = "CAPTURE")]
+    pub captures: Vec<PathBuf>,
     /// Output format. `ndjson`: one JSON object per output line, records as they are produced
     /// (`{"type":"call"|"registration"|"media_flow",...}`), then `line` objects and a final
     /// `summary`; memory does not grow with the calls (nor does `text`'s without `--report`).
@@ -92,13 +95,55 @@ const TEXT_CALLS: usize = 50;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct CaptureInfo {
+    /// The input's name (`-`: standard input); several inputs: their names joined by ", ".
     pub file: String,
+    /// SHA-256 of the input; several inputs: of their `sha256sum` listing (`HASH  NAME` lines in
+    /// the order given), each input's own hash being in `inputs`.
     pub sha256: String,
+    /// Bytes read (all inputs).
     pub size: u64,
     pub packets: u64,
     pub bytes: u64,
     pub start: Option<Timestamp>,
     pub end: Option<Timestamp>,
+    /// Every input: name, size, SHA-256, format, compression, packets, first/last packet and
+    /// where it was cut off (`truncated`), in the order given.
+    pub inputs: Vec<InputInfo>,
+    /// An input was cut off or damaged: the analysis covers it up to the cut only.
+    pub truncated: bool,
+}
+
+impl CaptureInfo {
+    /// The capture facts of `inputs` read into an engine that saw `st`.
+    pub fn of_inputs(inputs: Vec<InputInfo>, st: &EngineStats) -> CaptureInfo {
+        let (file, sha256) = match inputs.as_slice() {
+            [one] => (one.file.clone(), one.sha256.clone()),
+            many => {
+                let listing: String = many
+                    .iter()
+                    .map(|i| format!("{}  {}\n", i.sha256, i.file))
+                    .collect();
+                (
+                    many.iter()
+                        .map(|i| i.file.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    hex::encode(Sha256::digest(listing.as_bytes())),
+                )
+            }
+        };
+        CaptureInfo {
+            file,
+            sha256,
+            size: inputs.iter().map(|i| i.size).sum(),
+            packets: st.packets,
+            bytes: st.bytes,
+            start: st.first,
+            end: st.last,
+            truncated: inputs.iter().any(|i| i.truncated.is_some()),
+            inputs,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -217,18 +262,19 @@ fn push_bounded<T>(v: &mut Vec<T>, x: T, dropped: &mut u64) {
 
 /// Runs the whole engine over a capture file, keeping every record.
 pub fn analyze_file(path: &Path, cfg: &Config, progress: bool) -> anyhow::Result<Analysis> {
-    analyze_file_with(path, cfg, progress, &mut [])
+    analyze_file_with(&[path.to_path_buf()], cfg, progress, &mut [])
 }
 
-/// `analyze_file`, also writing each record to `writers` as it is produced.
+/// `analyze_file` over several inputs (merged in time order), also writing each record to
+/// `writers` as it is produced.
 pub fn analyze_file_with(
-    path: &Path,
+    paths: &[PathBuf],
     cfg: &Config,
     progress: bool,
     writers: &mut [stream::RecordWriter<Box<dyn Write>>],
 ) -> anyhow::Result<Analysis> {
     let mut col = Collector::default();
-    let (engine, sha256, size) = run_engine(path, cfg, progress, &mut |ev, _| {
+    let (engine, inputs) = run_engine(paths, cfg, progress, &mut |ev, _| {
         for w in writers.iter_mut() {
             write_record(w, &ev)?;
         }
@@ -240,7 +286,7 @@ pub fn analyze_file_with(
     }
     let st = engine.stats();
     let verdicts = engine.lines().verdicts();
-    let mut a = build(path, sha256, size, st, col, cfg);
+    let mut a = build(inputs, st, col, cfg);
     a.threats = engine.threats();
     apply_verdicts(&mut a.lines, &verdicts);
     let privacy = privacy_of(cfg)?;
@@ -276,7 +322,7 @@ pub struct Streamed {
 /// Runs the engine over a capture file, writing records to `writers` as they are produced and
 /// keeping only bounded per-line tallies (see `stream`); `first_calls` calls are kept.
 pub fn analyze_streaming(
-    path: &Path,
+    paths: &[PathBuf],
     cfg: &Config,
     progress: bool,
     writers: &mut [stream::RecordWriter<Box<dyn Write>>],
@@ -285,7 +331,7 @@ pub fn analyze_streaming(
     let mut tallies = stream::LineTallies::new(cfg.detection.sip_only_min_talk_secs);
     let mut first = stream::FirstCalls::new(first_calls);
     let (mut call_records, mut media_records) = (0u64, 0u64);
-    let (engine, sha256, size) = run_engine(path, cfg, progress, &mut |ev, now| {
+    let (engine, inputs) = run_engine(paths, cfg, progress, &mut |ev, now| {
         for w in writers.iter_mut() {
             write_record(w, &ev)?;
         }
@@ -324,7 +370,7 @@ pub fn analyze_streaming(
         calls: first.into_vec(),
         ..Default::default()
     };
-    let mut a = build_with_lines(path, sha256, size, st, col, cfg, lines);
+    let mut a = build_with_lines(inputs, st, col, cfg, lines);
     a.stats.media_flows = media_records;
     a.threats = engine.threats();
     let privacy = privacy_of(cfg)?;
@@ -338,23 +384,17 @@ pub fn analyze_streaming(
     })
 }
 
-/// Reads the capture through the engine (hashing the file on a second thread), handing every
-/// event to `take` with the packet time it was drained at.
+/// Reads the inputs through the engine (each hashed on its reading thread while it is parsed),
+/// handing every event to `take` with the packet time it was drained at.
 fn run_engine(
-    path: &Path,
+    paths: &[PathBuf],
     cfg: &Config,
     progress: bool,
     take: &mut dyn FnMut(Event, Timestamp) -> std::io::Result<()>,
-) -> anyhow::Result<(Engine, String, u64)> {
-    // The file's hash is computed on a second thread while the engine reads it.
-    let hasher = {
-        let p = path.to_path_buf();
-        std::thread::spawn(move || sha256_file(&p))
-    };
-    let mut cap = Capture::open_file(path)?;
-    let size = cap.file_size().unwrap_or(0);
+) -> anyhow::Result<(Engine, Vec<InputInfo>)> {
+    let mut inputs = Inputs::open(paths)?;
     let bar = if progress {
-        let b = indicatif::ProgressBar::new(size);
+        let b = indicatif::ProgressBar::new(inputs.total_size());
         b.set_style(
             indicatif::ProgressStyle::with_template(
                 "{spinner} {bytes}/{total_bytes} [{bar:40}] {eta} {msg}",
@@ -367,7 +407,7 @@ fn run_engine(
     };
     let mut engine = Engine::new(&cfg.engine());
     let mut n: u64 = 0;
-    while let Some(pkt) = cap.next_packet()? {
+    while let Some(pkt) = inputs.next_packet()? {
         engine.process(&pkt);
         let now = engine.now();
         for ev in engine.drain_events() {
@@ -376,7 +416,7 @@ fn run_engine(
         n += 1;
         if n % 65536 == 0 {
             if let Some(b) = &bar {
-                b.set_position(cap.bytes_consumed());
+                b.set_position(inputs.bytes_read());
             }
         }
     }
@@ -388,11 +428,7 @@ fn run_engine(
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
-    let sha256 = hasher
-        .join()
-        .map_err(|_| anyhow::anyhow!("hashing thread panicked"))?
-        .with_context(|| format!("{}: cannot read", path.display()))?;
-    Ok((engine, sha256, size))
+    Ok((engine, inputs.finish()))
 }
 
 /// An `Analysis` of records gathered elsewhere (the live view's report of what it has seen so
@@ -418,7 +454,8 @@ pub fn analysis_of_records(
         media,
         dropped,
     };
-    let mut a = build(source, sha256, size, st, col, cfg);
+    let input = InputInfo::of_file(&source.display().to_string(), sha256, size, &st);
+    let mut a = build(vec![input], st, col, cfg);
     apply_verdicts(&mut a.lines, verdicts);
     let privacy = crate::privacy::Pseudonymizer::from_config(&cfg.privacy)
         .map_err(|e| anyhow::anyhow!("[privacy]: {e}"))?;
@@ -428,14 +465,7 @@ pub fn analysis_of_records(
     Ok(a)
 }
 
-fn build(
-    path: &Path,
-    sha256: String,
-    size: u64,
-    st: EngineStats,
-    mut col: Collector,
-    cfg: &Config,
-) -> Analysis {
+fn build(inputs: Vec<InputInfo>, st: EngineStats, mut col: Collector, cfg: &Config) -> Analysis {
     col.calls
         .sort_by(|a, b| a.start.cmp(&b.start).then(a.call_id.cmp(&b.call_id)));
     let lines = line_entries(
@@ -445,28 +475,18 @@ fn build(
         st.last,
         cfg.detection.sip_only_min_talk_secs,
     );
-    build_with_lines(path, sha256, size, st, col, cfg, lines)
+    build_with_lines(inputs, st, col, cfg, lines)
 }
 
 fn build_with_lines(
-    path: &Path,
-    sha256: String,
-    size: u64,
+    inputs: Vec<InputInfo>,
     st: EngineStats,
     col: Collector,
     cfg: &Config,
     lines: Vec<LineEntry>,
 ) -> Analysis {
     Analysis {
-        capture: CaptureInfo {
-            file: path.display().to_string(),
-            sha256,
-            size,
-            packets: st.packets,
-            bytes: st.bytes,
-            start: st.first,
-            end: st.last,
-        },
+        capture: CaptureInfo::of_inputs(inputs, &st),
         network: cfg.network.clone(),
         stats: Stats {
             packets: st.packets,
@@ -678,8 +698,17 @@ pub fn settings(args: &AnalyzeArgs) -> anyhow::Result<Config> {
     Ok(cfg)
 }
 
-pub fn cli_main(args: AnalyzeArgs) -> anyhow::Result<()> {
+/// How an analysis ended, for the exit code (`cli`): 0, or `EXIT_TRUNCATED` when an input was
+/// cut off or damaged (everything before the cut was analysed and printed).
+pub const EXIT_TRUNCATED: i32 = 3;
+
+pub fn cli_main(args: AnalyzeArgs) -> anyhow::Result<i32> {
     let cfg = settings(&args)?;
+    if args.evidence.is_some() && args.captures.iter().any(|p| crate::input::is_stdin(p)) {
+        anyhow::bail!(
+            "--evidence reads the capture a second time, which standard input (-) cannot give: save it to a file first"
+        );
+    }
     let clock = match &args.timezone {
         Some(tz) => crate::report::Clock::parse(tz)?,
         None => crate::report::Clock::default(),
@@ -713,13 +742,14 @@ pub fn cli_main(args: AnalyzeArgs) -> anyhow::Result<()> {
         } else {
             0
         };
-        let s = analyze_streaming(&args.capture, &cfg, progress, &mut writers, first)?;
+        let s = analyze_streaming(&args.captures, &cfg, progress, &mut writers, first)?;
         (s.analysis, s.call_records, s.estimated)
     } else {
-        let a = analyze_file_with(&args.capture, &cfg, progress, &mut writers)?;
+        let a = analyze_file_with(&args.captures, &cfg, progress, &mut writers)?;
         let n = a.calls.len() as u64;
         (a, n, BTreeMap::new())
     };
+    let status = input_warnings(&a.capture);
     let prov =
         crate::report::Provenance::of_run(&cfg, args.case.clone(), args.examiner.clone(), clock);
     let mut report_hash = None;
@@ -748,9 +778,15 @@ pub fn cli_main(args: AnalyzeArgs) -> anyhow::Result<()> {
             examiner: args.examiner.clone(),
             report: report_hash.map(|(file, sha256)| crate::evidence::ReportRef { file, sha256 }),
         };
-        let m =
-            crate::evidence::export_run(&args.capture, &a.capture.sha256, &cfg, &lines, dir, &run)
-                .with_context(|| format!("{}: cannot write evidence", dir.display()))?;
+        let m = crate::evidence::export_inputs(
+            &a.capture.inputs,
+            &a.capture.sha256,
+            &cfg,
+            &lines,
+            dir,
+            &run,
+        )
+        .with_context(|| format!("{}: cannot write evidence", dir.display()))?;
         for l in &m.lines_without_traffic {
             eprintln!(
                 "warning: --evidence-line {l}: no packet of this line in the capture; no file written (recorded in manifest.json)"
@@ -762,7 +798,7 @@ pub fn cli_main(args: AnalyzeArgs) -> anyhow::Result<()> {
             write_ndjson_tail(w, &a, &estimated)?;
             w.flush()?;
         }
-        return Ok(());
+        return Ok(status);
     }
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
@@ -775,7 +811,32 @@ pub fn cli_main(args: AnalyzeArgs) -> anyhow::Result<()> {
         OutputFormat::Ndjson => {}
     }
     out.flush()?;
-    Ok(())
+    Ok(status)
+}
+
+/// Warns on stderr about inputs cut off and captures without packets; the exit code they call
+/// for.
+fn input_warnings(c: &CaptureInfo) -> i32 {
+    for i in &c.inputs {
+        if let Some(w) = i.truncation_warning() {
+            eprintln!("warning: {w}");
+        }
+    }
+    if c.packets == 0 {
+        eprintln!(
+            "warning: {}: no packets in the capture: nothing to analyse",
+            if c.file == crate::input::STDIN {
+                "standard input"
+            } else {
+                c.file.as_str()
+            }
+        );
+    }
+    if c.truncated {
+        EXIT_TRUNCATED
+    } else {
+        0
+    }
 }
 
 /// Figures of a line that are estimates: name -> relative standard error (0.0: a lower bound
@@ -847,6 +908,16 @@ pub fn write_text_with(
     let c = &a.capture;
     writeln!(out, "capture  {}", E(&c.file))?;
     writeln!(out, "sha256   {}", c.sha256)?;
+    if c.inputs.len() > 1 {
+        for i in &c.inputs {
+            writeln!(out, "input    {}  {}  {} bytes", i.sha256, i.file, i.size)?;
+        }
+    }
+    for i in &c.inputs {
+        if let Some(w) = i.truncation_warning() {
+            writeln!(out, "TRUNCATED {w}")?;
+        }
+    }
     writeln!(
         out,
         "span     {} .. {}  ({} packets, {} bytes)",

@@ -32,7 +32,14 @@ pub enum Command {
 pub fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Analyze(a) => crate::analyze::cli_main(a),
+        Command::Analyze(a) => {
+            let code = crate::analyze::cli_main(a)?;
+            if code != 0 {
+                // Output is written and flushed: only the exit code is left to say.
+                std::process::exit(code);
+            }
+            Ok(())
+        }
         Command::Simulate(a) => crate::simulate_cmd::cli_main(a),
         Command::Eval(a) => crate::eval::cli_main(a),
         Command::Run(a) => crate::daemon::run_main(a),

@@ -2,12 +2,13 @@
 //! media, plus `manifest.json` with the SHA-256 of every file written and of the source capture.
 //!
 //! Contract: packets are copied unchanged (original link type and timestamps) from the source
-//! capture in a second pass; the manifest lets an investigator verify nothing was altered. A
+//! capture(s) in a second pass (through `input::Inputs`, merged in time order as analysed; a
+//! pcapng file when the inputs have several link types, else a pcap); the manifest lets an investigator verify nothing was altered. A
 //! folder holds one run only: export refuses a non-empty folder, so every file in it is listed
 //! in its manifest. A requested line with no packet gets no file and is listed as such.
 
-use crate::capture::Capture;
 use crate::config::Config;
+use crate::input::{InputInfo, Inputs};
 use serde::Serialize;
 use simboxd_core::decode::Decoder;
 use simboxd_core::model::Transport;
@@ -29,10 +30,21 @@ pub struct ManifestFile {
     pub media_packets: u64,
 }
 
+/// One input the evidence was cut from.
+#[derive(Debug, Serialize)]
+pub struct ManifestInput {
+    pub file: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
 #[derive(Debug, Serialize)]
 pub struct Manifest {
     pub source: String,
+    /// The capture's SHA-256 as `analyze` states it (several inputs: of their listing).
     pub source_sha256: String,
+    /// Every input with its size and SHA-256 (standard input cannot be read twice: never here).
+    pub inputs: Vec<ManifestInput>,
     pub simboxd_version: String,
     pub media_sample_per_line: u64,
     pub files: Vec<ManifestFile>,
@@ -109,8 +121,14 @@ fn file_name(line: IpAddr) -> String {
     format!("line-{}.pcap", line.to_string().replace(':', "_"))
 }
 
+/// An evidence file being written: pcap for one link type, pcapng for several.
+enum Writer {
+    Pcap(pcap::Savefile),
+    Ng(crate::pcapng_out::PcapngWriter<std::io::BufWriter<std::fs::File>>),
+}
+
 struct Out {
-    save: pcap::Savefile,
+    save: Writer,
     path: PathBuf,
     packets: u64,
     sip: u64,
@@ -137,31 +155,59 @@ pub fn export_run(
     dir: &Path,
     run: &RunInfo,
 ) -> anyhow::Result<Manifest> {
+    let file = capture.display().to_string();
+    let size = std::fs::metadata(capture).map(|m| m.len()).unwrap_or(0);
+    let input = InputInfo {
+        file,
+        sha256: source_sha256.to_string(),
+        size,
+        format: "pcap",
+        compression: None,
+        packets: 0,
+        link_types: Vec::new(),
+        first: None,
+        last: None,
+        truncated: None,
+    };
+    export_inputs(&[input], source_sha256, cfg, lines, dir, run)
+}
+
+/// Writes the evidence for `lines` cut from `inputs` (as the analysis read them; each is
+/// checked to hash the same the second time) into `dir`, with the run's facts in the manifest.
+pub fn export_inputs(
+    inputs: &[InputInfo],
+    source_sha256: &str,
+    cfg: &Config,
+    lines: &[IpAddr],
+    dir: &Path,
+    run: &RunInfo,
+) -> anyhow::Result<Manifest> {
     check_empty_dir(dir)?;
     std::fs::create_dir_all(dir)?;
-    let mut cap = Capture::open_file(capture)?;
-    let link = pcap::Linktype(cap.link_type().0);
-    let dead = pcap::Capture::dead(link)?;
+    let names: Vec<PathBuf> = inputs.iter().map(|i| PathBuf::from(&i.file)).collect();
+    let mut cap = Inputs::open(&names)?;
+    let mut links: Vec<i32> = inputs
+        .iter()
+        .flat_map(|i| i.link_types.iter().copied())
+        .collect();
+    links.sort_unstable();
+    links.dedup();
+    // One link type (or unknown until read, as for `export_run`): a pcap of the first packet's
+    // link type; several: pcapng.
+    let several = links.len() > 1;
+    let mut pcap_link: Option<pcap::Linktype> = links.first().map(|l| pcap::Linktype(*l));
     let mut outs: BTreeMap<IpAddr, Out> = BTreeMap::new();
-    for &l in lines {
-        let path = dir.join(file_name(l));
-        let save = dead.savefile(&path)?;
-        outs.insert(
-            l,
-            Out {
-                save,
-                path,
-                packets: 0,
-                sip: 0,
-                media: 0,
-            },
-        );
-    }
     let mut decoder = Decoder::new(&cfg.limits);
     // (line, is_sip) hits of the current packet; small and reused.
     let mut hits: Vec<(IpAddr, bool)> = Vec::with_capacity(4);
     let mut written: Vec<IpAddr> = Vec::with_capacity(4);
+    let mut opened = false;
     while let Some(pkt) = cap.next_packet()? {
+        if !opened {
+            opened = true;
+            let link = *pcap_link.get_or_insert(pcap::Linktype(pkt.link.0));
+            open_outs(&mut outs, lines, dir, several, link)?;
+        }
         hits.clear();
         decoder.decode(&pkt, &mut |d| {
             let sip = simboxd_core::sip::looks_like_sip(d.payload);
@@ -195,12 +241,17 @@ pub fn export_run(
             if !sip && o.media >= MEDIA_SAMPLE_PER_LINE {
                 continue;
             }
-            let header = pcap::PacketHeader {
-                ts: libc_timeval(pkt.ts.micros()),
-                caplen: pkt.data.len() as u32,
-                len: pkt.wire_len,
-            };
-            o.save.write(&pcap::Packet::new(&header, pkt.data));
+            match &mut o.save {
+                Writer::Pcap(save) => {
+                    let header = pcap::PacketHeader {
+                        ts: libc_timeval(pkt.ts.micros()),
+                        caplen: pkt.data.len() as u32,
+                        len: pkt.wire_len,
+                    };
+                    save.write(&pcap::Packet::new(&header, pkt.data));
+                }
+                Writer::Ng(w) => w.packet(pkt.ts, pkt.link, pkt.data, pkt.wire_len)?,
+            }
             o.packets += 1;
             if sip {
                 o.sip += 1;
@@ -210,11 +261,36 @@ pub fn export_run(
             written.push(ip);
         }
     }
+    let again = cap.finish();
+    for (first, second) in inputs.iter().zip(&again) {
+        if !first.sha256.is_empty() && first.sha256 != second.sha256 {
+            anyhow::bail!(
+                "{}: changed between the analysis and the evidence export (SHA-256 {} then {})",
+                first.file,
+                first.sha256,
+                second.sha256
+            );
+        }
+    }
+    if !opened {
+        // No packet at all: every requested line is without traffic (no file written).
+        open_outs(
+            &mut outs,
+            lines,
+            dir,
+            several,
+            pcap_link.unwrap_or(pcap::Linktype(1)),
+        )?;
+    }
     let mut files = Vec::new();
     let mut lines_without_traffic = Vec::new();
-    for (line, mut o) in outs {
-        o.save.flush()?;
-        drop(o.save);
+    for (line, o) in outs {
+        match o.save {
+            Writer::Pcap(mut save) => save.flush()?,
+            Writer::Ng(w) => {
+                w.finish()?;
+            }
+        }
         if o.packets == 0 {
             // An empty pcap would look like evidence of silence; say it plainly instead.
             std::fs::remove_file(&o.path)?;
@@ -238,8 +314,20 @@ pub fn export_run(
         });
     }
     let manifest = Manifest {
-        source: capture.display().to_string(),
+        source: inputs
+            .iter()
+            .map(|i| i.file.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
         source_sha256: source_sha256.to_string(),
+        inputs: again
+            .iter()
+            .map(|i| ManifestInput {
+                file: i.file.clone(),
+                size: i.size,
+                sha256: i.sha256.clone(),
+            })
+            .collect(),
         simboxd_version: env!("CARGO_PKG_VERSION").to_string(),
         media_sample_per_line: MEDIA_SAMPLE_PER_LINE,
         files,
@@ -256,6 +344,40 @@ pub fn export_run(
         serde_json::to_vec_pretty(&manifest)?,
     )?;
     Ok(manifest)
+}
+
+/// Creates the evidence file of every line: pcap of `link`, or pcapng with `several`.
+fn open_outs(
+    outs: &mut BTreeMap<IpAddr, Out>,
+    lines: &[IpAddr],
+    dir: &Path,
+    several: bool,
+    link: pcap::Linktype,
+) -> anyhow::Result<()> {
+    let dead = pcap::Capture::dead(link)?;
+    for &l in lines {
+        let name = file_name(l);
+        let (path, save) = if several {
+            let path = dir.join(format!("{name}ng"));
+            let f = std::io::BufWriter::new(std::fs::File::create(&path)?);
+            (path, Writer::Ng(crate::pcapng_out::PcapngWriter::new(f)?))
+        } else {
+            let path = dir.join(&name);
+            let save = dead.savefile(&path)?;
+            (path, Writer::Pcap(save))
+        };
+        outs.insert(
+            l,
+            Out {
+                save,
+                path,
+                packets: 0,
+                sip: 0,
+                media: 0,
+            },
+        );
+    }
+    Ok(())
 }
 
 fn libc_timeval(us: i64) -> libc::timeval {

@@ -13,6 +13,8 @@ struct Tally {
     datagrams: u64,
     sip_udp: u64,
     sip_tcp: u64,
+    /// SIP over SCTP or WebSocket (none in the corpus so far).
+    sip_other: u64,
     errors: Counters,
 }
 
@@ -38,6 +40,7 @@ fn run_with(path: &Path, limits: &LimitsConfig) -> Option<Tally> {
                 match d.transport {
                     Transport::Udp => t.sip_udp += 1,
                     Transport::Tcp => t.sip_tcp += 1,
+                    Transport::Sctp | Transport::Ws => t.sip_other += 1,
                 }
             }
         });

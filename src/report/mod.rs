@@ -131,6 +131,20 @@ fn header(h: &mut String, a: &Analysis, prov: &Provenance) {
         ts(&prov.clock, a.capture.end),
         escape(&prov.generated),
     );
+    if a.capture.truncated {
+        let _ = write!(
+            h,
+            "<p class=\"caveat\"><b>The capture was cut off:</b> {}. Everything before the cut was analysed; see Inputs under Provenance.</p>",
+            escape(
+                &a.capture
+                    .inputs
+                    .iter()
+                    .filter_map(|i| i.truncation_warning())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )
+        );
+    }
 }
 
 fn line_name(l: &LineEntry) -> String {
@@ -692,6 +706,56 @@ fn provenance(h: &mut String, a: &Analysis, prov: &Provenance) {
         escape(&prov.generated),
         escape(&prov.config_toml)
     );
+    inputs_table(h, c, &prov.clock);
+}
+
+/// Every input of the analysis with its size and SHA-256, and where one was cut off (shown
+/// when there are several inputs or one was cut off).
+fn inputs_table(h: &mut String, c: &crate::analyze::CaptureInfo, clock: &Clock) {
+    let plain = |i: &crate::input::InputInfo| {
+        i.file != crate::input::STDIN && i.compression.is_none() && i.truncated.is_none()
+    };
+    if c.inputs.len() <= 1 && c.inputs.iter().all(plain) {
+        return;
+    }
+    let _ = write!(
+        h,
+        "<h3>Inputs ({})</h3><p>The capture was read from these inputs, merged in packet-time order{}.</p><table><thead><tr><th>input</th><th>size (bytes)</th><th>SHA-256</th><th>format</th><th>packets</th><th>first / last packet</th><th>cut off</th></tr></thead><tbody>",
+        c.inputs.len(),
+        if c.inputs.len() > 1 {
+            "; the capture SHA-256 above is that of their sha256sum listing (HASH  NAME, in this order)"
+        } else {
+            ""
+        }
+    );
+    for i in &c.inputs {
+        let format = match i.compression {
+            Some(z) => format!("{} ({z})", i.format),
+            None => i.format.to_string(),
+        };
+        let cut = i.truncated.as_ref().map_or_else(
+            || "no".to_string(),
+            |t| {
+                format!(
+                    "yes: {} (after {} packets, at byte {})",
+                    t.reason, t.after_packets, t.at_byte
+                )
+            },
+        );
+        let _ = write!(
+            h,
+            "<tr><td class=\"mono\">{}</td><td>{}</td><td class=\"mono\">{}</td><td>{}</td><td>{}</td><td>{} / {}</td><td>{}</td></tr>",
+            escape(if i.file == crate::input::STDIN { "(standard input)" } else { &i.file }),
+            i.size,
+            escape(&i.sha256),
+            escape(&format),
+            i.packets,
+            ts(clock, i.first),
+            ts(clock, i.last),
+            escape(&cut)
+        );
+    }
+    h.push_str("</tbody></table>");
 }
 
 #[cfg(test)]

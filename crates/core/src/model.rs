@@ -101,6 +101,10 @@ pub struct RawPacket<'a> {
 pub enum Transport {
     Udp,
     Tcp,
+    /// SIP in SCTP DATA chunks (RFC 4168).
+    Sctp,
+    /// SIP in WebSocket frames on TCP (RFC 7118).
+    Ws,
 }
 
 /// A transport payload with its addresses: one UDP datagram (after IP reassembly) or one framed

@@ -1,8 +1,10 @@
-//! Decode: link layer -> tags/tunnels -> IP (with fragment reassembly) -> UDP/TCP (with SIP framing).
+//! Decode: link layer -> tags/tunnels -> IP (with fragment reassembly) -> UDP/TCP/SCTP (with SIP
+//! framing, WebSocket included).
 //!
 //! Contract: `Decoder::decode` takes one captured frame and calls `out` for every transport
-//! payload in it: each UDP datagram (after IP reassembly) and each complete SIP message framed
-//! from a TCP stream. Tunnels (GRE with ERSPAN I-III and PPP, VXLAN on UDP 4789, IP-in-IP,
+//! payload in it: each UDP datagram (after IP reassembly), each complete SIP message framed
+//! from a TCP stream or from the WebSocket frames of one (`Transport::Ws`, RFC 7118), and each
+//! whole user message of an SCTP DATA or I-DATA chunk (`Transport::Sctp`, RFC 4168). Tunnels (GRE with ERSPAN I-III and PPP, VXLAN on UDP 4789, IP-in-IP,
 //! GTP-U on UDP 2152) are opened and their inner packets decoded like outer ones, up to
 //! `MAX_DEPTH` encapsulations. Nothing panics on any input; every stop is counted in
 //! `errors()` under the layer that stopped it, and every table is bounded by `LimitsConfig`.
@@ -10,7 +12,9 @@
 //! of the segment that completed it. Inner packets of tunnels carry the inner addresses.
 //!
 //! Error keys: `link`, `link_type` (unsupported link type), `vlan`, `mpls`, `pppoe`, `ppp`, `gre`,
-//! `erspan`, `gtp`, `vxlan` (a datagram to 4789 without a VXLAN header: still emitted as UDP), `ip` (neither v4 nor v6), `ipv4`, `ipv6`, `udp`, `tcp` (malformed headers);
+//! `erspan`, `gtp`, `vxlan` (a datagram to 4789 without a VXLAN header: still emitted as UDP), `ip` (neither v4 nor v6), `ipv4`, `ipv6`, `udp`, `tcp`, `sctp` (malformed headers or chunks);
+//! `sctp_fragment` (a DATA chunk holding part of a user message: not reassembled);
+//! `ws_framing` (a WebSocket frame that is not one, or a message cut by the next);
 //! `depth` (too many encapsulations or tags), `truncated` (payload
 //! cut by the snap length: UDP is still emitted, TCP is not used); `fragment` (overlapping,
 //! inconsistent or oversized fragments), `fragment_timeout`; `tcp_gap` (lost bytes, stream
@@ -18,13 +22,15 @@
 //! `tcp_total` (all-stream byte budget exhausted). Eviction keys: `fragments`, `tcp_streams`.
 //! Well-formed traffic of other protocols is not an error: `skipped()` counts it by kind (`arp`,
 //! `stp`, `snap`, `llc`, `lldp`, `lacp`, `ppp_control`, ... for frames without IP; `icmp`,
-//! `igmp`, `icmpv6`, `ospf`, `esp`, `pim`, `vrrp`, `sctp`, ... for IP payloads other than
-//! UDP/TCP/tunnels; `other_ethertype`, `other_ip_proto` for the rest).
+//! `igmp`, `icmpv6`, `ospf`, `esp`, `pim`, `vrrp`, ... for IP payloads other than
+//! UDP/TCP/SCTP/tunnels; `other_ethertype`, `other_ip_proto` for the rest).
 
 mod frag;
 mod link;
 mod peek;
+mod sctp;
 mod tcp;
+mod ws;
 
 pub use peek::line_key;
 pub use tcp::starts_like_sip;
@@ -67,7 +73,6 @@ fn ip_proto_kind(proto: u8) -> &'static str {
         51 => "ah",
         103 => "pim",
         112 => "vrrp",
-        132 => "sctp",
         88 => "eigrp",
         59 => "ipv6_no_next",
         _ => "other_ip_proto",
@@ -76,6 +81,8 @@ fn ip_proto_kind(proto: u8) -> &'static str {
 const ERR_DEPTH: &str = "depth";
 const ERR_TRUNCATED: &str = "truncated";
 const ERR_VXLAN: &str = "vxlan";
+const ERR_SCTP: &str = "sctp";
+const ERR_SCTP_FRAGMENT: &str = "sctp_fragment";
 
 pub struct Decoder {
     errors: Counters,
@@ -407,6 +414,7 @@ impl Decoder {
         match proto {
             17 => self.udp(l4, payload, depth, out),
             6 => self.tcp(l4, payload, out),
+            132 => self.sctp(l4, payload, out),
             4 | 41 => {
                 if let Some(d) = self.deeper(depth) {
                     self.ip(l4.ts, payload, d, out);
@@ -500,6 +508,38 @@ impl Decoder {
         };
         self.tcp
             .segment(&seg, &mut self.errors, &mut self.evictions, out);
+    }
+}
+
+impl Decoder {
+    /// SIP over SCTP: every whole user message of the packet's DATA chunks.
+    fn sctp(&mut self, l4: &L4, payload: &[u8], out: &mut dyn FnMut(&Datagram<'_>)) {
+        let Some((sport, dport)) = sctp::ports(payload) else {
+            return self.errors.add(ERR_SCTP, 1);
+        };
+        let (src, dst) = (
+            SocketAddr::new(l4.src, sport),
+            SocketAddr::new(l4.dst, dport),
+        );
+        let w = sctp::user_messages(payload, l4.truncated, &mut |m| {
+            out(&Datagram {
+                ts: l4.ts,
+                src,
+                dst,
+                transport: Transport::Sctp,
+                payload: m,
+                ip_len: l4.ip_len,
+            })
+        });
+        if w.malformed {
+            self.errors.add(ERR_SCTP, 1);
+        }
+        if w.cut {
+            self.errors.add(ERR_TRUNCATED, 1);
+        }
+        if w.fragments > 0 {
+            self.errors.add(ERR_SCTP_FRAGMENT, u64::from(w.fragments));
+        }
     }
 }
 

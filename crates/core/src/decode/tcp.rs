@@ -1,13 +1,19 @@
-//! SIP over TCP: per-direction stream reassembly and message framing by Content-Length.
+//! SIP over TCP: per-direction stream reassembly and message framing by Content-Length, or by
+//! WebSocket frames (RFC 7118).
 //!
 //! Contract: a stream (one direction of a 4-tuple) is tracked once a segment's payload starts like
-//! a SIP message, on any port. Bytes are put in sequence order (a small bounded out-of-order
+//! a SIP message, like an HTTP Upgrade to WebSocket with the `sip` subprotocol (request or `101`
+//! answer), or like a WebSocket frame carrying a SIP message (a connection met after its
+//! handshake), on any port. A WebSocket stream's frames are unmasked and a message (its frames
+//! up to the final one, at most `tcp_stream_bytes`) is emitted once as a `Transport::Ws`
+//! datagram; a close frame ends the stream, a bad frame makes it resynchronise (`ws_framing`). Bytes are put in sequence order (a small bounded out-of-order
 //! buffer; beyond it the stream resynchronises on the next segment that starts a message), and
 //! each complete message (headers plus Content-Length body; no Content-Length means no body) is
 //! emitted once as a `Datagram`. A message larger than `tcp_stream_bytes` is dropped and counted,
 //! and the stream resynchronises. FIN removes the direction, RST both. Idle streams expire; a full
 //! table or a full byte budget evicts the least recently used stream.
 
+use super::ws::{self, Upgrade};
 use crate::model::{Counters, Datagram, Timestamp, Transport};
 use crate::table::TimedTable;
 use std::net::SocketAddr;
@@ -20,6 +26,42 @@ pub(crate) const ERR_TCP_GAP: &str = "tcp_gap";
 pub(crate) const ERR_TCP_FRAMING: &str = "tcp_framing";
 pub(crate) const ERR_TCP_TOTAL: &str = "tcp_total";
 pub(crate) const EVICT_TCP_STREAMS: &str = "tcp_streams";
+pub(crate) const ERR_WS_FRAMING: &str = "ws_framing";
+
+/// What a stream carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// SIP messages framed by Content-Length.
+    Sip,
+    /// An HTTP Upgrade to WebSocket (`sip` subprotocol) whose headers are not complete yet.
+    WsHandshake,
+    /// WebSocket frames.
+    Ws,
+}
+
+/// What a new stream starting with `p` carries, if it is one to follow.
+fn stream_kind(p: &[u8]) -> Option<Kind> {
+    if starts_like_sip(p) {
+        Some(Kind::Sip)
+    } else if ws::starts_like_http_upgrade(p) {
+        match ws::upgrade(p) {
+            Upgrade::Sip(_) | Upgrade::Incomplete => Some(Kind::WsHandshake),
+            Upgrade::No => None,
+        }
+    } else if ws::sip_frame_start(p) {
+        Some(Kind::Ws)
+    } else {
+        None
+    }
+}
+
+/// Whether a stream of `kind` that lost sync can pick up again at `p`.
+fn starts_message(kind: Kind, p: &[u8]) -> bool {
+    match kind {
+        Kind::Sip => starts_like_sip(p),
+        Kind::WsHandshake | Kind::Ws => ws::sip_frame_start(p),
+    }
+}
 
 /// Request methods that open a SIP message (RFC 3261 and its extensions).
 const METHODS: [&[u8]; 14] = [
@@ -103,7 +145,7 @@ fn skip_crlf(p: &[u8]) -> &[u8] {
 }
 
 /// Offset just past the blank line that ends the header block.
-fn header_end(b: &[u8]) -> Option<usize> {
+pub(crate) fn header_end(b: &[u8]) -> Option<usize> {
     let mut i = 0;
     while let Some(off) = b.get(i..)?.iter().position(|&c| c == b'\n') {
         let nl = i + off;
@@ -244,6 +286,9 @@ pub(crate) struct Segment<'a> {
 type Key = (SocketAddr, SocketAddr);
 
 struct Stream {
+    kind: Kind,
+    /// WebSocket: the message being assembled from its frames (unmasked).
+    msg: Vec<u8>,
     next_seq: u32,
     /// Bytes in order, not yet framed (starts at a message boundary).
     buf: Vec<u8>,
@@ -261,9 +306,10 @@ struct Stream {
 
 impl Stream {
     fn bytes(&self) -> usize {
-        self.buf.len() + self.ooo_bytes
+        self.buf.len() + self.ooo_bytes + self.msg.len()
     }
     fn clear(&mut self) {
+        self.msg.clear();
         self.pending = None;
         self.scanned = 0;
         self.buf.clear();
@@ -296,12 +342,12 @@ struct Emit<'a, 'b> {
 }
 
 impl Emit<'_, '_> {
-    fn message(&mut self, payload: &[u8]) {
+    fn message(&mut self, payload: &[u8], transport: Transport) {
         (self.out)(&Datagram {
             ts: self.seg.ts,
             src: self.seg.src,
             dst: self.seg.dst,
-            transport: Transport::Tcp,
+            transport,
             payload,
             ip_len: self.seg.ip_len,
         });
@@ -394,15 +440,20 @@ impl TcpTable {
         let mut st = match st {
             Some(st) => st,
             None => {
-                if seg.syn || !starts_like_sip(seg.payload) {
+                if seg.syn {
                     return;
                 }
+                let Some(kind) = stream_kind(seg.payload) else {
+                    return;
+                };
                 while self.map.len() >= self.cap {
                     if !self.evict_lru(evictions) {
                         break;
                     }
                 }
                 Stream {
+                    kind,
+                    msg: Vec::new(),
                     next_seq: seg.seq,
                     buf: Vec::new(),
                     ooo: Vec::new(),
@@ -431,12 +482,15 @@ impl TcpTable {
             return;
         }
         if st.resync {
-            if !starts_like_sip(payload) {
+            if !starts_message(st.kind, payload) {
                 return;
             }
             st.clear();
             st.resync = false;
             st.next_seq = seg.seq;
+            if st.kind == Kind::WsHandshake {
+                st.kind = Kind::Ws;
+            }
         }
         let rel = seg.seq.wrapping_sub(st.next_seq) as i32;
         if rel > 0 {
@@ -455,9 +509,12 @@ impl TcpTable {
             em.errors.add(ERR_TCP_GAP, 1);
             self.release(st.bytes());
             st.lose_sync();
-            if starts_like_sip(payload) {
+            if starts_message(st.kind, payload) {
                 st.resync = false;
                 st.next_seq = seg.seq;
+                if st.kind == Kind::WsHandshake {
+                    st.kind = Kind::Ws;
+                }
                 self.feed(st, payload, em, evictions);
             }
             return;
@@ -511,11 +568,14 @@ impl TcpTable {
         em: &mut Emit<'_, '_>,
         evictions: &mut Counters,
     ) {
+        if st.kind != Kind::Sip {
+            return self.feed_ws(st, data, em, evictions);
+        }
         st.next_seq = st.next_seq.wrapping_add(data.len() as u32);
         let max = self.stream_cap;
         let stop = if st.buf.is_empty() {
             // Fast path: frame straight from the segment, buffer only the tail.
-            let f = frame_all(data, max, &mut |m| em.message(m));
+            let f = frame_all(data, max, &mut |m| em.message(m, Transport::Tcp));
             if f.stop.is_none() {
                 let rest = data.get(f.used..).unwrap_or_default();
                 if !rest.is_empty() {
@@ -551,7 +611,7 @@ impl TcpTable {
                 return;
             }
             let mut buf = std::mem::take(&mut st.buf);
-            let f = frame_all(&buf, max, &mut |m| em.message(m));
+            let f = frame_all(&buf, max, &mut |m| em.message(m, Transport::Tcp));
             buf.drain(..f.used.min(buf.len()));
             self.release(f.used);
             st.buf = buf;
@@ -566,6 +626,93 @@ impl TcpTable {
         }
         self.release(st.bytes());
         st.lose_sync();
+    }
+
+    /// Appends in-order bytes of a WebSocket stream, passes its handshake and emits every
+    /// message its complete frames finish.
+    fn feed_ws(
+        &mut self,
+        st: &mut Stream,
+        data: &[u8],
+        em: &mut Emit<'_, '_>,
+        evictions: &mut Counters,
+    ) {
+        st.next_seq = st.next_seq.wrapping_add(data.len() as u32);
+        if !self.make_room(data.len(), evictions) {
+            em.errors.add(ERR_TCP_TOTAL, 1);
+            self.release(st.bytes());
+            st.lose_sync();
+            return;
+        }
+        st.buf.extend_from_slice(data);
+        self.total += data.len();
+        let max = self.stream_cap;
+        let mut used = 0usize;
+        // Why the stream stops here: an error key, or "" for an end that is not an error.
+        let stop: Option<&'static str> = loop {
+            let rest = st.buf.get(used..).unwrap_or_default();
+            if st.kind == Kind::WsHandshake {
+                match ws::upgrade(rest) {
+                    Upgrade::Sip(n) => {
+                        used += n;
+                        st.kind = Kind::Ws;
+                        continue;
+                    }
+                    Upgrade::Incomplete => break None,
+                    // Not a SIP WebSocket after all (or another subprotocol): not followed.
+                    Upgrade::No => break Some(""),
+                }
+            }
+            if rest.is_empty() {
+                break None;
+            }
+            let h = match ws::frame(rest, max) {
+                ws::Frame::Incomplete => break None,
+                ws::Frame::Oversize => break Some(ERR_TCP_OVERSIZE),
+                ws::Frame::Invalid => break Some(ERR_WS_FRAMING),
+                ws::Frame::Complete(h) => h,
+            };
+            let payload = rest
+                .get(h.header_len..h.header_len + h.payload_len)
+                .unwrap_or_default();
+            used += h.header_len + h.payload_len;
+            match h.opcode {
+                ws::OP_TEXT | ws::OP_BINARY | ws::OP_CONTINUATION => {
+                    if h.opcode != ws::OP_CONTINUATION && !st.msg.is_empty() {
+                        // A new message before the last one ended: that one is lost.
+                        em.errors.add(ERR_WS_FRAMING, 1);
+                        self.release(st.msg.len());
+                        st.msg.clear();
+                    }
+                    if st.msg.len() + payload.len() > max {
+                        break Some(ERR_TCP_OVERSIZE);
+                    }
+                    if !self.make_room(payload.len(), evictions) {
+                        break Some(ERR_TCP_TOTAL);
+                    }
+                    ws::unmask_into(payload, h.mask, &mut st.msg);
+                    self.total += payload.len();
+                    if h.fin {
+                        em.message(&st.msg, Transport::Ws);
+                        self.release(st.msg.len());
+                        st.msg.clear();
+                    }
+                }
+                ws::OP_CLOSE => break Some(""),
+                // Ping and pong.
+                _ => {}
+            }
+        };
+        let used = used.min(st.buf.len());
+        st.buf.drain(..used);
+        self.release(used);
+        if let Some(key) = stop {
+            if !key.is_empty() {
+                em.errors.add(key, 1);
+            }
+            self.release(st.bytes());
+            st.lose_sync();
+        }
     }
 
     /// Whether the buffered message may now be complete (cheap checks before framing).
@@ -622,7 +769,7 @@ mod tests {
             let got = &mut self.got;
             self.t
                 .segment(&seg, &mut self.errors, &mut self.evictions, &mut |d| {
-                    assert_eq!(d.transport, Transport::Tcp);
+                    assert!(matches!(d.transport, Transport::Tcp | Transport::Ws));
                     got.push(d.payload.to_vec())
                 });
         }
@@ -828,6 +975,146 @@ mod tests {
         r.seg_from(3, 1, &INVITE[..20], (false, false, false));
         assert_eq!(r.errors.get(ERR_TCP_TOTAL), 1);
         assert!(r.t.bytes() <= 12);
+    }
+
+    const UPGRADE: &[u8] = b"GET / HTTP/1.1\r\nHost: edge.example.net\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: sip\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    const SWITCHED: &[u8] = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nSec-WebSocket-Protocol: sip\r\n\r\n";
+    const KEY: Option<[u8; 4]> = Some([0xa1, 0x07, 0x5c, 0x3e]);
+
+    fn frame(fin: bool, op: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
+        crate::decode::ws::tests::ws_frame(fin, op, payload, mask)
+    }
+
+    impl Rig {
+        /// A stream of `bytes` from `port`, cut into segments of `size`.
+        fn stream(&mut self, port: u16, bytes: &[u8], size: usize) -> Vec<Transport> {
+            let mut transports = Vec::new();
+            let mut seq = 1u32;
+            // A stream is picked up on a first segment that shows how it starts.
+            let first = bytes.len().min(size.max(16));
+            let chunks = std::iter::once(&bytes[..first]).chain(bytes[first..].chunks(size));
+            for chunk in chunks {
+                let seg = Segment {
+                    ts: Timestamp::from_micros(i64::from(seq)),
+                    src: SocketAddr::from(([10, 0, 0, 1], port)),
+                    dst: "192.0.2.10:443".parse().unwrap(),
+                    seq,
+                    syn: false,
+                    fin: false,
+                    rst: false,
+                    payload: chunk,
+                    ip_len: 40 + chunk.len() as u32,
+                };
+                let got = &mut self.got;
+                self.t
+                    .segment(&seg, &mut self.errors, &mut self.evictions, &mut |d| {
+                        transports.push(d.transport);
+                        got.push(d.payload.to_vec())
+                    });
+                seq += chunk.len() as u32;
+            }
+            transports
+        }
+    }
+
+    #[test]
+    fn websocket_client_stream_after_handshake() {
+        // A browser (WebRTC client): the Upgrade, then masked text frames, a ping, a message in
+        // two frames, and a close.
+        let mut s = UPGRADE.to_vec();
+        s.extend(frame(true, ws::OP_TEXT, INVITE, KEY));
+        s.extend(frame(true, 9, b"ping", KEY));
+        s.extend(frame(false, ws::OP_TEXT, &OK[..7], KEY));
+        s.extend(frame(true, ws::OP_CONTINUATION, &OK[7..], KEY));
+        s.extend(frame(true, ws::OP_CLOSE, b"", KEY));
+        for size in [1, 7, 60, 1500] {
+            let mut r = Rig::new(4096);
+            let transports = r.stream(50000, &s, size);
+            assert_eq!(
+                r.got,
+                vec![INVITE.to_vec(), OK.to_vec()],
+                "segments of {size}"
+            );
+            assert!(transports.iter().all(|t| *t == Transport::Ws));
+            assert_eq!(r.errors, Counters::default());
+            assert_eq!(r.t.bytes(), 0);
+        }
+    }
+
+    #[test]
+    fn websocket_server_answer_with_frame_in_same_segment() {
+        let mut s = SWITCHED.to_vec();
+        s.extend(frame(true, ws::OP_BINARY, OK, None));
+        let mut r = Rig::new(4096);
+        r.stream(443, &s, 1500);
+        assert_eq!(r.got, vec![OK.to_vec()]);
+    }
+
+    #[test]
+    fn websocket_picked_up_mid_connection_and_other_subprotocols_ignored() {
+        let mut r = Rig::new(4096);
+        let s = [
+            frame(true, ws::OP_TEXT, INVITE, KEY),
+            frame(true, ws::OP_TEXT, OK, KEY),
+        ]
+        .concat();
+        r.stream(50001, &s, 1500);
+        assert_eq!(r.got, vec![INVITE.to_vec(), OK.to_vec()]);
+        let mut r = Rig::new(4096);
+        let chat = b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nSec-WebSocket-Protocol: chat\r\n\r\n";
+        let s = [&chat[..], &frame(true, ws::OP_TEXT, b"hello there", KEY)].concat();
+        r.stream(50002, &s, 1500);
+        assert!(r.got.is_empty());
+        assert_eq!(r.t.len(), 0);
+        assert_eq!(r.errors, Counters::default());
+    }
+
+    #[test]
+    fn websocket_oversize_and_bad_frames_resync() {
+        let mut r = Rig::new(1024);
+        let big = format!(
+            "MESSAGE sip:a SIP/2.0\r\nl: 1500\r\n\r\n{}",
+            "x".repeat(1500)
+        );
+        let mut s = UPGRADE.to_vec();
+        s.extend(frame(true, ws::OP_TEXT, big.as_bytes(), KEY));
+        r.stream(50003, &s, 500);
+        assert!(r.got.is_empty());
+        assert_eq!(r.errors.get(ERR_TCP_OVERSIZE), 1);
+        assert_eq!(r.t.bytes(), 0);
+        // Reserved bits set: not a frame we follow.
+        let mut r = Rig::new(4096);
+        let mut s = UPGRADE.to_vec();
+        s.extend([0xf1, 0x00]);
+        r.stream(50004, &s, 1500);
+        assert_eq!(r.errors.get(ERR_WS_FRAMING), 1);
+        assert_eq!(r.t.bytes(), 0);
+    }
+
+    proptest::proptest! {
+        /// Any cut of a WebSocket stream into segments yields the same messages.
+        #[test]
+        fn any_segmentation_of_websocket_frames(cuts in proptest::collection::vec(1usize..80, 1..30)) {
+            let mut s = UPGRADE.to_vec();
+            s.extend(frame(true, ws::OP_TEXT, INVITE, KEY));
+            s.extend(frame(false, ws::OP_BINARY, &OK[..5], KEY));
+            s.extend(frame(true, ws::OP_CONTINUATION, &OK[5..], KEY));
+            let mut r = Rig::new(4096);
+            r.seg_from(50010, 1, &s[..16], (false, false, false));
+            let mut pos = 16usize;
+            let mut seq = 17u32;
+            for c in cuts.iter().cycle() {
+                if pos >= s.len() {
+                    break;
+                }
+                let end = (pos + c).min(s.len());
+                r.seg_from(50010, seq, &s[pos..end], (false, false, false));
+                seq += (end - pos) as u32;
+                pos = end;
+            }
+            proptest::prop_assert_eq!(r.got, vec![INVITE.to_vec(), OK.to_vec()]);
+            proptest::prop_assert_eq!(r.t.bytes(), 0);
+        }
     }
 
     proptest::proptest! {

@@ -1,0 +1,856 @@
+//! Inputs of offline analysis: capture files as Wireshark opens them, read with the pure-Rust
+//! `pcap-parser` (libpcap stays for live capture).
+//!
+//! Contract: `Inputs::open` takes file names (`-` is standard input) and checks each one before
+//! any packet is read (a file that is not a capture is an error). `next_packet` yields every
+//! packet of every input with its own interface's link type, in packet-time order across
+//! inputs (a ring of tcpdump files, captures of two taps) and in file order within one. Formats:
+//! pcap in either byte order with micro- or nanosecond times, pcapng with any number of
+//! sections and interfaces (each with its link type, time resolution and offset), each of them
+//! gzip-compressed or not (told by the magic bytes, not the name). Every byte read is hashed
+//! (SHA-256) on a reading thread while the packets are parsed, so standard input has a hash too.
+//! An input cut off (a full disk, a pulled cable) or damaged is read up to the last whole record
+//! and reported in `InputInfo::truncated`; it never stops the other inputs. Memory is bounded:
+//! an input being read holds one parse buffer (grown only to fit its largest block, at most
+//! `MAX_BLOCK`) and a queue of `QUEUE` chunks of `CHUNK` bytes; an input whose first packet lies
+//! after the packets being read is opened only when they reach it, so a ring is read one or two
+//! files at a time.
+
+use pcap_parser::pcapng::Block;
+use pcap_parser::traits::PcapReaderIterator;
+use pcap_parser::{PcapBlockOwned, PcapError};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use simboxd_core::model::{LinkType, RawPacket, Timestamp};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+
+/// The name that stands for standard input.
+pub const STDIN: &str = "-";
+/// Bytes read from an input at a time (and hashed) by its reading thread.
+const CHUNK: usize = 256 * 1024;
+/// Chunks queued between a reading thread and the parser.
+const QUEUE: usize = 4;
+/// Initial parse buffer of an input.
+const PARSE_BUFFER: usize = 1 << 20;
+/// Parse buffer of an input opened only to find its first packet.
+const PEEK_BUFFER: usize = 64 * 1024;
+/// Largest block (pcap record or pcapng block) accepted; a longer one is a damaged length.
+pub const MAX_BLOCK: usize = 64 << 20;
+
+/// What is known about one input once it has been read.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct InputInfo {
+    /// The name as given (`-` for standard input).
+    pub file: String,
+    /// SHA-256 of the bytes read (the file as stored: compressed when it is compressed).
+    pub sha256: String,
+    /// Bytes read (the file's size, or what standard input delivered).
+    pub size: u64,
+    /// `pcap`, `pcap-nsec` (nanosecond times), `pcapng`, or `empty` (no byte at all).
+    pub format: &'static str,
+    /// `gzip` when the input was gzip-compressed.
+    pub compression: Option<&'static str>,
+    pub packets: u64,
+    /// Link types of the input's interfaces (pcap: one; pcapng: one per interface).
+    pub link_types: Vec<i32>,
+    pub first: Option<Timestamp>,
+    pub last: Option<Timestamp>,
+    /// Set when the input ended inside a record or held a damaged one: read up to there.
+    pub truncated: Option<Truncation>,
+}
+
+/// Where and why reading an input stopped before its end.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Truncation {
+    /// Offset in the capture data (after decompression) of the end of the last whole record.
+    pub at_byte: u64,
+    /// Packets read before the cut.
+    pub after_packets: u64,
+    pub reason: String,
+}
+
+impl InputInfo {
+    /// The facts of a file read elsewhere (the live view's replay) whose packets `st` counted.
+    pub fn of_file(
+        file: &str,
+        sha256: String,
+        size: u64,
+        st: &simboxd_core::engine::EngineStats,
+    ) -> InputInfo {
+        InputInfo {
+            file: file.to_string(),
+            sha256,
+            size,
+            format: "pcap",
+            compression: None,
+            packets: st.packets,
+            link_types: Vec::new(),
+            first: st.first,
+            last: st.last,
+            truncated: None,
+        }
+    }
+
+    fn display_name(&self) -> String {
+        if self.file == STDIN {
+            "standard input".into()
+        } else {
+            self.file.clone()
+        }
+    }
+
+    /// The warning to print for a truncated input.
+    pub fn truncation_warning(&self) -> Option<String> {
+        self.truncated.as_ref().map(|t| {
+            format!(
+                "{}: {}; analysed the {} packets before byte {} of the capture data",
+                self.display_name(),
+                t.reason,
+                t.after_packets,
+                t.at_byte
+            )
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    #[error("{file}: cannot open: {source}")]
+    Open {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{file}: not a pcap or pcapng capture{hint}")]
+    NotCapture { file: String, hint: String },
+    #[error("standard input (-) can be given only once")]
+    StdinTwice,
+    #[error("no capture given")]
+    NoInput,
+}
+
+/// A chunk from a reading thread.
+enum Chunk {
+    Data(Vec<u8>),
+    Failed(std::io::Error),
+}
+
+/// What a reading thread found: the hash and size of what it read, and the read error that
+/// stopped it, if one did.
+struct Hashed {
+    sha256: String,
+    bytes: u64,
+    error: Option<std::io::Error>,
+}
+
+/// Reads `buf` full unless the source ends (or fails after some bytes, then those are returned
+/// and the error is kept for the next call).
+fn fill(src: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match src.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if n == 0 => return Err(e),
+            Err(_) => break,
+        }
+    }
+    Ok(n)
+}
+
+/// The parser's side of a reading thread: a `Read` over the chunks it hashed and queued.
+struct ChunkReader {
+    rx: mpsc::Receiver<Chunk>,
+    cur: Vec<u8>,
+    pos: usize,
+    done: bool,
+}
+
+impl ChunkReader {
+    /// Starts a thread that reads `src` to its end, hashing every byte and adding the count to
+    /// `progress`; chunks go to the returned reader while it exists (and are hashed and dropped
+    /// after it is gone, so the hash always covers the whole input).
+    fn spawn(
+        mut src: Box<dyn Read + Send>,
+        progress: Arc<AtomicU64>,
+    ) -> std::io::Result<(ChunkReader, std::thread::JoinHandle<Hashed>)> {
+        let (tx, rx) = mpsc::sync_channel(QUEUE);
+        let handle = std::thread::Builder::new()
+            .name("simboxd-read".into())
+            .spawn(move || {
+                let mut h = Sha256::new();
+                let mut bytes = 0u64;
+                let mut live = true;
+                let mut error = None;
+                loop {
+                    let mut buf = vec![0u8; CHUNK];
+                    match fill(&mut *src, &mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            buf.truncate(n);
+                            h.update(&buf);
+                            bytes += n as u64;
+                            progress.fetch_add(n as u64, Ordering::Relaxed);
+                            if live && tx.send(Chunk::Data(buf)).is_err() {
+                                live = false;
+                            }
+                        }
+                        Err(e) => {
+                            if live {
+                                let copy = std::io::Error::new(e.kind(), e.to_string());
+                                let _ = tx.send(Chunk::Failed(copy));
+                            }
+                            error = Some(e);
+                            break;
+                        }
+                    }
+                }
+                Hashed {
+                    sha256: hex::encode(h.finalize()),
+                    bytes,
+                    error,
+                }
+            })?;
+        Ok((
+            ChunkReader {
+                rx,
+                cur: Vec::new(),
+                pos: 0,
+                done: false,
+            },
+            handle,
+        ))
+    }
+
+    /// The bytes not read yet of the current chunk, loading the next one when it is used up
+    /// (empty only at the end of the input).
+    fn peek(&mut self) -> std::io::Result<&[u8]> {
+        while self.pos >= self.cur.len() && !self.done {
+            match self.rx.recv() {
+                Ok(Chunk::Data(v)) => {
+                    self.cur = v;
+                    self.pos = 0;
+                }
+                Ok(Chunk::Failed(e)) => {
+                    self.done = true;
+                    return Err(e);
+                }
+                Err(_) => self.done = true,
+            }
+        }
+        Ok(self.cur.get(self.pos..).unwrap_or_default())
+    }
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let avail = self.peek()?;
+        let n = avail.len().min(out.len());
+        out[..n].copy_from_slice(&avail[..n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// A `Read` that fills the buffer it is given (pcap-parser takes a short read for the end of
+/// the header) and keeps the last error so that the reason for a stop can be told.
+struct FillRead {
+    inner: Box<dyn Read + Send>,
+    error: Arc<Mutex<Option<std::io::Error>>>,
+}
+
+impl Read for FillRead {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let mut n = 0;
+        while n < buf.len() {
+            match self.inner.read(&mut buf[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let msg = std::io::Error::new(e.kind(), e.to_string());
+                    if let Ok(mut slot) = self.error.lock() {
+                        *slot = Some(e);
+                    }
+                    if n == 0 {
+                        return Err(msg);
+                    }
+                    break;
+                }
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// Compression formats told by their magic bytes.
+fn compression_of(head: &[u8]) -> Option<&'static str> {
+    const MAGICS: [(&[u8], &str); 6] = [
+        (&[0x1f, 0x8b], "gzip"),
+        (&[0x28, 0xb5, 0x2f, 0xfd], "zstd"),
+        (&[0xfd, b'7', b'z', b'X', b'Z', 0], "xz"),
+        (b"BZh", "bzip2"),
+        (&[0x04, 0x22, 0x4d, 0x18], "lz4"),
+        (b"PK\x03\x04", "zip"),
+    ];
+    MAGICS
+        .iter()
+        .find(|(m, _)| head.starts_with(m))
+        .map(|(_, name)| *name)
+}
+
+/// One interface of a pcapng section.
+#[derive(Clone, Copy)]
+struct Iface {
+    link: LinkType,
+    /// Time units per second.
+    units: u64,
+    offset_secs: i64,
+}
+
+/// The packet at the head of an input: its data lies in the parse buffer at `start..start+len`
+/// until `consume` bytes are consumed.
+#[derive(Clone, Copy)]
+struct Head {
+    ts: Timestamp,
+    link: LinkType,
+    wire_len: u32,
+    start: usize,
+    len: usize,
+    consume: usize,
+}
+
+/// One input being read.
+struct Source {
+    info: InputInfo,
+    reader: Option<Box<dyn PcapReaderIterator + Send>>,
+    io_error: Arc<Mutex<Option<std::io::Error>>>,
+    hasher: Option<std::thread::JoinHandle<Hashed>>,
+    legacy: Option<(LinkType, bool)>,
+    ifaces: Vec<Iface>,
+    head: Option<Head>,
+    capacity: usize,
+    /// Time of the last packet (for pcapng simple packet blocks, which carry none).
+    last_ts: Timestamp,
+}
+
+/// How an input starts: plain `Read` (a file opened to find its first packet) or a reading
+/// thread that hashes.
+fn open_raw(name: &str) -> Result<Box<dyn Read + Send>, InputError> {
+    if name == STDIN {
+        return Ok(Box::new(std::io::stdin()));
+    }
+    let f = std::fs::File::open(name).map_err(|source| InputError::Open {
+        file: name.to_string(),
+        source,
+    })?;
+    Ok(Box::new(f))
+}
+
+impl Source {
+    /// Opens `name`; with `progress`, through a hashing thread (the input is then read to its
+    /// end in any case), else directly with a small buffer (to look at its first packet only).
+    fn open(name: &str, progress: Option<Arc<AtomicU64>>) -> Result<Source, InputError> {
+        let raw = open_raw(name)?;
+        match progress {
+            Some(p) => {
+                let (r, h) = ChunkReader::spawn(raw, p).map_err(|source| InputError::Open {
+                    file: name.to_string(),
+                    source,
+                })?;
+                Source::with_reader(name, Box::new(r), Some(h), PARSE_BUFFER)
+            }
+            None => Source::with_reader(name, raw, None, PEEK_BUFFER),
+        }
+    }
+
+    fn with_reader(
+        name: &str,
+        mut raw: Box<dyn Read + Send>,
+        hasher: Option<std::thread::JoinHandle<Hashed>>,
+        capacity: usize,
+    ) -> Result<Source, InputError> {
+        let open_err = |source| InputError::Open {
+            file: name.to_string(),
+            source,
+        };
+        // The first bytes tell the compression and then the format.
+        let mut magic = [0u8; 8];
+        let got = fill(&mut *raw, &mut magic).map_err(open_err)?;
+        let magic = &magic[..got];
+        let raw: Box<dyn Read + Send> = Box::new(std::io::Cursor::new(magic.to_vec()).chain(raw));
+        let compression = compression_of(magic);
+        let mut info = InputInfo {
+            file: name.to_string(),
+            sha256: String::new(),
+            size: 0,
+            format: "empty",
+            compression: None,
+            packets: 0,
+            link_types: Vec::new(),
+            first: None,
+            last: None,
+            truncated: None,
+        };
+        let data: Box<dyn Read + Send> = match compression {
+            Some("gzip") => {
+                info.compression = Some("gzip");
+                Box::new(flate2::read::MultiGzDecoder::new(raw))
+            }
+            Some(other) => {
+                return Err(InputError::NotCapture {
+                    file: name.to_string(),
+                    hint: format!(
+                        " (it is {other}-compressed: decompress it first, or compress with gzip)"
+                    ),
+                })
+            }
+            None => raw,
+        };
+        let io_error = Arc::new(Mutex::new(None));
+        let fill_read = FillRead {
+            inner: data,
+            error: io_error.clone(),
+        };
+        let mut src = Source {
+            info,
+            reader: None,
+            io_error,
+            hasher,
+            legacy: None,
+            ifaces: Vec::new(),
+            head: None,
+            capacity,
+            last_ts: Timestamp::from_micros(0),
+        };
+        match pcap_parser::create_reader(capacity, fill_read) {
+            Ok(r) => src.reader = Some(r),
+            Err(PcapError::Eof) => {
+                if src.info.compression.is_some() {
+                    src.damaged(0, "the compressed data holds no capture");
+                }
+            }
+            Err(PcapError::Incomplete(_)) => {
+                src.info.format = "pcap";
+                src.damaged(0, "cut off inside the file header");
+            }
+            Err(PcapError::ReadError) => {
+                let reason = src.read_error_reason();
+                src.damaged(0, &reason);
+            }
+            Err(_) => {
+                return Err(InputError::NotCapture {
+                    file: name.to_string(),
+                    hint: String::new(),
+                })
+            }
+        }
+        src.advance();
+        Ok(src)
+    }
+
+    fn read_error_reason(&self) -> String {
+        let e = self.io_error.lock().ok().and_then(|mut e| e.take());
+        match (e, self.info.compression) {
+            (Some(e), Some(c)) => format!("{c} data cut off or damaged ({e})"),
+            (Some(e), None) => format!("read error ({e})"),
+            (None, _) => "read error".into(),
+        }
+    }
+
+    /// Stops reading here: what was read stays, the rest is reported as cut off.
+    fn damaged(&mut self, at: u64, reason: &str) {
+        self.info.truncated = Some(Truncation {
+            at_byte: at,
+            after_packets: self.info.packets,
+            reason: reason.to_string(),
+        });
+        self.reader = None;
+        self.head = None;
+    }
+
+    fn consumed(&self) -> u64 {
+        self.reader.as_ref().map_or(0, |r| r.consumed() as u64)
+    }
+
+    /// Consumes the current head (if any) and reads up to the next packet; `head` is `None` at
+    /// the end of the input or where it is cut off.
+    fn advance(&mut self) {
+        if let (Some(h), Some(r)) = (self.head.take(), self.reader.as_mut()) {
+            r.consume_noshift(h.consume);
+        }
+        loop {
+            let Some(reader) = self.reader.as_mut() else {
+                return;
+            };
+            // (packet time, link, wire length, data address, data length) of a packet block.
+            let mut pkt: Option<(Timestamp, LinkType, u32, usize, usize)> = None;
+            let res = reader.next();
+            let step = match res {
+                Ok((off, block)) => {
+                    match block {
+                        PcapBlockOwned::LegacyHeader(h) => {
+                            let link = crate::capture::link_type_from_dlt(h.network.0);
+                            let nanos = h.is_nanosecond_precision();
+                            self.legacy = Some((link, nanos));
+                            self.info.format = if nanos { "pcap-nsec" } else { "pcap" };
+                            push_link(&mut self.info.link_types, link);
+                        }
+                        PcapBlockOwned::Legacy(b) => {
+                            let (link, nanos) = self.legacy.unwrap_or((LinkType::ETHERNET, false));
+                            let frac = if nanos {
+                                i64::from(b.ts_usec) / 1000
+                            } else {
+                                i64::from(b.ts_usec)
+                            };
+                            let ts = Timestamp::from_micros(
+                                i64::from(b.ts_sec).saturating_mul(1_000_000) + frac,
+                            );
+                            pkt =
+                                Some((ts, link, b.origlen, b.data.as_ptr() as usize, b.data.len()));
+                        }
+                        PcapBlockOwned::NG(Block::SectionHeader(_)) => {
+                            self.info.format = "pcapng";
+                            self.ifaces.clear();
+                        }
+                        PcapBlockOwned::NG(Block::InterfaceDescription(idb)) => {
+                            let link = crate::capture::link_type_from_dlt(idb.linktype.0);
+                            push_link(&mut self.info.link_types, link);
+                            self.ifaces.push(Iface {
+                                link,
+                                units: idb.ts_resolution().unwrap_or(1_000_000).max(1),
+                                offset_secs: idb.ts_offset(),
+                            });
+                        }
+                        PcapBlockOwned::NG(Block::EnhancedPacket(epb)) => {
+                            // A packet of an undeclared interface cannot be decoded: skipped.
+                            if let Some(i) = self.ifaces.get(epb.if_id as usize) {
+                                let raw = (u64::from(epb.ts_high) << 32) | u64::from(epb.ts_low);
+                                let ts = ng_time(raw, i);
+                                let caplen = (epb.caplen as usize).min(epb.data.len());
+                                pkt = Some((
+                                    ts,
+                                    i.link,
+                                    epb.origlen,
+                                    epb.data.as_ptr() as usize,
+                                    caplen,
+                                ));
+                            }
+                        }
+                        PcapBlockOwned::NG(Block::SimplePacket(spb)) => {
+                            if let Some(i) = self.ifaces.first() {
+                                pkt = Some((
+                                    self.last_ts,
+                                    i.link,
+                                    spb.origlen,
+                                    spb.data.as_ptr() as usize,
+                                    spb.data.len().min(spb.origlen as usize),
+                                ));
+                            }
+                        }
+                        PcapBlockOwned::NG(_) => {}
+                    }
+                    Ok(off)
+                }
+                Err(e) => Err(match e {
+                    PcapError::Eof => Stop::End,
+                    PcapError::Incomplete(_) => Stop::Refill,
+                    PcapError::UnexpectedEof => Stop::Cut,
+                    PcapError::BufferTooSmall => Stop::Grow,
+                    PcapError::ReadError => Stop::ReadError,
+                    other => Stop::Damaged(format!("{other:?}").chars().take(60).collect()),
+                }),
+            };
+            match step {
+                Ok(off) => {
+                    let Some((ts, link, wire_len, addr, len)) = pkt else {
+                        reader.consume_noshift(off);
+                        continue;
+                    };
+                    let base = reader.data().as_ptr() as usize;
+                    let start = addr.wrapping_sub(base);
+                    if reader
+                        .data()
+                        .get(start..start.saturating_add(len))
+                        .is_none()
+                    {
+                        // Cannot happen (the data lies in the buffer); skip rather than panic.
+                        reader.consume_noshift(off);
+                        continue;
+                    }
+                    self.last_ts = ts;
+                    self.info.packets += 1;
+                    if self.info.first.is_none() {
+                        self.info.first = Some(ts);
+                    }
+                    if self.info.last.is_none_or(|l| ts > l) {
+                        self.info.last = Some(ts);
+                    }
+                    self.head = Some(Head {
+                        ts,
+                        link,
+                        wire_len,
+                        start,
+                        len,
+                        consume: off,
+                    });
+                    return;
+                }
+                Err(Stop::End) => {
+                    self.reader = None;
+                    return;
+                }
+                Err(Stop::Refill) => {
+                    if reader.refill().is_err() {
+                        let at = self.consumed();
+                        let reason = self.read_error_reason();
+                        return self.damaged(at, &reason);
+                    }
+                }
+                Err(Stop::Grow) => {
+                    if self.capacity >= MAX_BLOCK {
+                        let at = self.consumed();
+                        return self
+                            .damaged(at, "a record longer than 64 MiB (a damaged length field)");
+                    }
+                    self.capacity *= 2;
+                    reader.grow(self.capacity);
+                    if reader.refill().is_err() {
+                        let at = self.consumed();
+                        let reason = self.read_error_reason();
+                        return self.damaged(at, &reason);
+                    }
+                }
+                Err(Stop::Cut) => {
+                    let at = self.consumed();
+                    return self.damaged(at, "the capture ends inside a record (cut off)");
+                }
+                Err(Stop::ReadError) => {
+                    let at = self.consumed();
+                    let reason = self.read_error_reason();
+                    return self.damaged(at, &reason);
+                }
+                Err(Stop::Damaged(what)) => {
+                    let at = self.consumed();
+                    return self.damaged(at, &format!("damaged record ({what})"));
+                }
+            }
+        }
+    }
+
+    /// The head packet's bytes.
+    fn head_packet(&self) -> Option<RawPacket<'_>> {
+        let h = self.head?;
+        let data = self.reader.as_ref()?.data().get(h.start..h.start + h.len)?;
+        Some(RawPacket {
+            ts: h.ts,
+            link: h.link,
+            data,
+            wire_len: h.wire_len,
+        })
+    }
+
+    /// Ends reading (the reading thread hashes whatever is left) and returns the facts.
+    fn finish(mut self) -> InputInfo {
+        self.reader = None;
+        self.head = None;
+        if let Some(h) = self.hasher.take() {
+            if let Ok(hashed) = h.join() {
+                self.info.sha256 = hashed.sha256;
+                self.info.size = hashed.bytes;
+                if let Some(e) = hashed.error {
+                    if self.info.truncated.is_none() {
+                        self.info.truncated = Some(Truncation {
+                            at_byte: 0,
+                            after_packets: self.info.packets,
+                            reason: format!("read error after the last packet ({e})"),
+                        });
+                    }
+                }
+            }
+        }
+        self.info
+    }
+}
+
+enum Stop {
+    End,
+    Refill,
+    Cut,
+    Grow,
+    ReadError,
+    Damaged(String),
+}
+
+fn push_link(v: &mut Vec<i32>, link: LinkType) {
+    if !v.contains(&link.0) {
+        v.push(link.0);
+    }
+}
+
+/// Packet time of a pcapng timestamp in its interface's units.
+fn ng_time(raw: u64, i: &Iface) -> Timestamp {
+    let micros = if i.units == 1_000_000 {
+        i128::from(raw)
+    } else {
+        i128::from(raw) * 1_000_000 / i128::from(i.units)
+    };
+    let micros = micros + i128::from(i.offset_secs) * 1_000_000;
+    Timestamp::from_micros(micros.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64)
+}
+
+/// An input not opened yet, with the time of its first packet.
+struct Waiting {
+    index: usize,
+    name: String,
+    first: Option<Timestamp>,
+}
+
+/// Every input, merged in packet-time order.
+pub struct Inputs {
+    names: Vec<String>,
+    /// Inputs being read, by index in `names`.
+    open: Vec<(usize, Source)>,
+    /// Inputs not opened yet, earliest first packet first.
+    waiting: std::collections::VecDeque<Waiting>,
+    done: Vec<Option<InputInfo>>,
+    /// Position in `open` of the input whose head packet was handed out last.
+    current: Option<usize>,
+    progress: Arc<AtomicU64>,
+    total_size: u64,
+}
+
+impl Inputs {
+    /// Checks every input (it opens and is a capture) and prepares to read them merged.
+    pub fn open(names: &[PathBuf]) -> Result<Inputs, InputError> {
+        if names.is_empty() {
+            return Err(InputError::NoInput);
+        }
+        let names: Vec<String> = names.iter().map(|p| p.display().to_string()).collect();
+        if names.iter().filter(|n| *n == STDIN).count() > 1 {
+            return Err(InputError::StdinTwice);
+        }
+        let progress = Arc::new(AtomicU64::new(0));
+        let mut total_size = 0;
+        let mut waiting = Vec::new();
+        let mut open = Vec::new();
+        for (index, name) in names.iter().enumerate() {
+            // Standard input and pipes (`<(zcat f)`, a FIFO) can be read once only: opened now,
+            // their first packet is their head.
+            let regular = std::fs::metadata(name).is_ok_and(|m| m.is_file());
+            if name == STDIN || !regular {
+                open.push((index, Source::open(name, Some(progress.clone()))?));
+                continue;
+            }
+            total_size += std::fs::metadata(name).map(|m| m.len()).unwrap_or(0);
+            // A look at the first packet orders the inputs and checks the format early.
+            let first = Source::open(name, None)?.head.map(|h| h.ts);
+            waiting.push(Waiting {
+                index,
+                name: name.clone(),
+                first,
+            });
+        }
+        // No first packet (empty or cut in the header): opened at once, to be reported.
+        waiting.sort_by_key(|w| (w.first.is_some(), w.first, w.index));
+        Ok(Inputs {
+            done: vec![None; names.len()],
+            names,
+            open,
+            waiting: waiting.into(),
+            current: None,
+            progress,
+            total_size,
+        })
+    }
+
+    /// The names given, in order.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// Total size of the input files (standard input not counted).
+    pub fn total_size(&self) -> u64 {
+        self.total_size
+    }
+
+    /// Bytes read so far from all inputs (as stored, compressed or not).
+    pub fn bytes_read(&self) -> u64 {
+        self.progress.load(Ordering::Relaxed)
+    }
+
+    fn close(&mut self, pos: usize) {
+        let (index, src) = self.open.swap_remove(pos);
+        let info = src.finish();
+        if let Some(slot) = self.done.get_mut(index) {
+            *slot = Some(info);
+        }
+    }
+
+    fn activate(&mut self) -> Result<(), InputError> {
+        let Some(w) = self.waiting.pop_front() else {
+            return Ok(());
+        };
+        let src = Source::open(&w.name, Some(self.progress.clone()))?;
+        self.open.push((w.index, src));
+        Ok(())
+    }
+
+    /// The next packet in time order across inputs, or `None` when every input is read.
+    pub fn next_packet(&mut self) -> Result<Option<RawPacket<'_>>, InputError> {
+        if let Some(pos) = self.current.take() {
+            if let Some((_, src)) = self.open.get_mut(pos) {
+                src.advance();
+            }
+        }
+        loop {
+            // Inputs that ended are closed (their hash collected).
+            if let Some(pos) = self.open.iter().position(|(_, s)| s.head.is_none()) {
+                self.close(pos);
+                continue;
+            }
+            let best = self
+                .open
+                .iter()
+                .enumerate()
+                .filter_map(|(pos, (_, s))| s.head.map(|h| (h.ts, pos)))
+                .min();
+            let next_waiting = self.waiting.front().map(|w| w.first);
+            match (best, next_waiting) {
+                (None, None) => return Ok(None),
+                (Some((ts, _)), Some(first)) if first.is_none_or(|f| f <= ts) => self.activate()?,
+                (None, Some(_)) => self.activate()?,
+                (Some((_, pos)), _) => {
+                    self.current = Some(pos);
+                    return Ok(self.open.get(pos).and_then(|(_, s)| s.head_packet()));
+                }
+            }
+        }
+    }
+
+    /// Reads what is left (hashing it) and returns every input's facts, in the order given.
+    pub fn finish(mut self) -> Vec<InputInfo> {
+        while !self.open.is_empty() {
+            self.close(0);
+        }
+        // Inputs never reached (the run stopped early): hashed now.
+        while let Some(w) = self.waiting.pop_front() {
+            if let Ok(src) = Source::open(&w.name, Some(self.progress.clone())) {
+                let info = src.finish();
+                if let Some(slot) = self.done.get_mut(w.index) {
+                    *slot = Some(info);
+                }
+            }
+        }
+        self.done.into_iter().flatten().collect()
+    }
+}
+
+/// Whether `path` names standard input.
+pub fn is_stdin(path: &Path) -> bool {
+    path.as_os_str() == STDIN
+}
