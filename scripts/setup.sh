@@ -5,8 +5,9 @@ set -euo pipefail
 # prometheus: promtool checks the live /metrics (tests/ops.rs; ~96 MB installed, the only
 # Debian package with promtool). util-linux: setpriv runs the daemon as the unit does.
 # tmux: tests/watch_tmux.rs drives `simboxd watch` in a real terminal.
+# nats-server: JetStream between sensors and `simboxd central` (tests/stream_*.rs start it).
 PKGS=(libpcap-dev pkg-config tshark tcpdump sip-tester rsyslog rsyslog-gnutls iproute2 chromium poppler-utils
-      systemd ca-certificates openssl prometheus util-linux tmux)
+      systemd ca-certificates openssl prometheus util-linux tmux nats-server)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -80,6 +80,8 @@ impl Backoff {
 pub enum Target {
     Syslog(SyslogSender),
     Webhook(WebhookSender),
+    /// NATS JetStream (`[stream] url`), for a central correlator.
+    Stream(Box<crate::stream::publisher::AlertSender>),
 }
 
 impl Target {
@@ -88,6 +90,7 @@ impl Target {
         match self {
             Target::Syslog(s) => s.target().to_string(),
             Target::Webhook(w) => w.url().to_string(),
+            Target::Stream(n) => n.name(),
         }
     }
 
@@ -95,6 +98,7 @@ impl Target {
         match self {
             Target::Syslog(s) => s.send(alert).await,
             Target::Webhook(w) => w.send(alert).await,
+            Target::Stream(n) => n.send(alert).await,
         }
     }
 }
@@ -135,6 +139,9 @@ pub fn targets_from_config(cfg: &Config, timeout: Duration) -> Result<Vec<Target
             tls,
             t,
         )));
+    }
+    if let Some(n) = crate::stream::publisher::AlertSender::new(&cfg.stream, timeout) {
+        out.push(Target::Stream(Box::new(n)));
     }
     Ok(out)
 }

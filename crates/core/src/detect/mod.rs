@@ -25,6 +25,7 @@ mod tests;
 pub use config::*;
 pub use score::*;
 pub use signals::*;
-pub(crate) use sites::*;
+pub(crate) use sites::rhythm;
+pub use sites::{group as site_groups, site_signal, Rhythm};
 
 pub use table::*;
