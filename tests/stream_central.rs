@@ -134,18 +134,24 @@ fn capture(dir: &Path) -> (PathBuf, Vec<String>) {
     (pcap, gw)
 }
 
-/// The packets of `lines` (and, with `rest`, of every other address too) into `out`.
+/// The packets of `lines` (with `rest`: of every address but the other gateway lines) into
+/// `out`, VLAN-tagged or not.
 fn split(pcap: &Path, out: &Path, lines: &[String], all: &[String], rest: bool) {
-    let mine: Vec<String> = lines.iter().map(|l| format!("host {l}")).collect();
-    let filter = if rest {
-        let others: Vec<String> = all
+    let hosts = |ls: Vec<&String>| {
+        let f = ls
             .iter()
-            .filter(|l| !lines.contains(l))
             .map(|l| format!("host {l}"))
-            .collect();
-        format!("not ({})", others.join(" or "))
+            .collect::<Vec<_>>()
+            .join(" or ");
+        format!("({f}) or (vlan and ({f}))")
+    };
+    let filter = if rest {
+        format!(
+            "not ({})",
+            hosts(all.iter().filter(|l| !lines.contains(l)).collect())
+        )
     } else {
-        mine.join(" or ")
+        hosts(lines.iter().collect())
     };
     let st = Command::new("tcpdump")
         .args(["-r"])
