@@ -332,3 +332,68 @@ fn central_joins_a_site_split_over_two_sensors_through_an_outage() {
     assert_eq!(received.keys().cloned().collect::<BTreeSet<_>>(), want);
     nats.stop();
 }
+
+/// The HA choice: a second central on the same durable consumer and state path stands by
+/// (no API, no consuming) until the active one stops, then takes over with its state.
+#[test]
+fn a_second_central_stands_by_and_takes_over_with_the_state() {
+    if !available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut nats = NatsServer::start(&d.join("nats"), free_port());
+    let url = nats.url();
+    let addr = |p: u16| -> SocketAddr { format!("127.0.0.1:{p}").parse().unwrap() };
+    let (c_api, a_api) = (addr(free_port()), addr(free_port()));
+    let cfg = central_config(d, c_api, &url);
+    let mut first = start_central(&cfg, &d.join("central-1.log"));
+    first.wait_healthy(c_api, Duration::from_secs(30));
+    let mut second = start_central(&cfg, &d.join("central-2.log"));
+    wait_for(Duration::from_secs(20), || {
+        second.log_text().contains("standing by").then_some(())
+    })
+    .unwrap_or_else(|| panic!("second central did not stand by\n{}", second.log_text()));
+
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("captures/sample-site.pcap");
+    let mut a = Daemon::start(
+        &sensor_config(d, &sample, a_api, &url, "tap-a"),
+        &d.join("a.log"),
+    );
+    a.wait_healthy(a_api, Duration::from_secs(30));
+    let flagged = |api: SocketAddr| -> Option<()> {
+        let j = get(api, "/api/v1/lines?limit=100");
+        j["lines"]
+            .as_array()?
+            .iter()
+            .any(|l| l["line"] == "100.64.1.10" && l["verdict"] == "gateway")
+            .then_some(())
+    };
+    wait_for(Duration::from_secs(60), || flagged(c_api))
+        .unwrap_or_else(|| panic!("active central saw nothing\n{}", first.log_text()));
+    assert!(
+        !second.log_text().contains("consuming"),
+        "the standby consumed:\n{}",
+        second.log_text()
+    );
+    let raised_before = get(c_api, "/api/v1/alerts?limit=1000")["total"]
+        .as_u64()
+        .unwrap();
+
+    first.stop(Duration::from_secs(20));
+    second.wait_healthy(c_api, Duration::from_secs(30));
+    wait_for(Duration::from_secs(20), || flagged(c_api))
+        .unwrap_or_else(|| panic!("takeover lost the state\n{}", second.log_text()));
+    // Same outbox: what the first one raised is there, nothing raised again.
+    std::thread::sleep(Duration::from_secs(2));
+    let after = get(c_api, "/api/v1/alerts?limit=1000")["total"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(
+        after, raised_before,
+        "alerts raised again after the takeover"
+    );
+    a.stop(Duration::from_secs(20));
+    second.stop(Duration::from_secs(20));
+    nats.stop();
+}

@@ -381,3 +381,142 @@ fn site_alert(
         lines: lines.to_vec(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use simboxd_core::config::NetworkConfig;
+    use simboxd_core::detect::synth::{self, GatewaySpec};
+    use simboxd_core::detect::LineTable;
+    use simboxd_core::model::Event;
+
+    fn cfg(site_min_lines: usize) -> DetectionConfig {
+        DetectionConfig {
+            site_min_lines,
+            ..DetectionConfig::default()
+        }
+    }
+
+    fn ts(e: &Event) -> Timestamp {
+        match e {
+            Event::CallStarted { ts, .. }
+            | Event::CallAnswered { ts, .. }
+            | Event::MediaStarted { ts, .. } => *ts,
+            Event::CallEnded(r) => r.end.unwrap_or(r.start),
+            Event::Registration(r) => r.time,
+            Event::MediaEnded(r) => r.last,
+            Event::Probe(p) => p.time,
+        }
+    }
+
+    /// What one sensor publishes after seeing `events` (a line table as the engine runs it).
+    fn sensor(mut events: Vec<Event>, c: &DetectionConfig) -> Vec<LineEvidence> {
+        events.sort_by_key(ts);
+        let net = NetworkConfig {
+            domestic: vec![synth::DOMESTIC.parse().unwrap()],
+            ..Default::default()
+        };
+        let mut t = LineTable::new(c, &net);
+        let mut last = Timestamp::default();
+        for e in &events {
+            let now = ts(e);
+            if now.secs_since(last) >= 5.0 {
+                t.evaluate(now);
+                last = now;
+            }
+            t.on_event(e);
+        }
+        t.evaluate(last);
+        t.evidence_since(Timestamp::default(), 1000)
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_site_split_over_two_sensors_forms_only_centrally() {
+        let c = cfg(3);
+        let g = GatewaySpec {
+            channels: 4,
+            ..Default::default()
+        };
+        let lines = ["10.9.0.1", "10.9.0.2", "10.9.0.3", "10.9.0.4"];
+        let events = |ls: &[&str]| -> Vec<Event> {
+            ls.iter()
+                .enumerate()
+                .flat_map(|(i, l)| synth::gateway(ip(l), 40 + i as u64, 0.0, 1800.0, &g))
+                .collect()
+        };
+        let a = sensor(events(&lines[..2]), &c);
+        let b = sensor(events(&lines[2..]), &c);
+        assert!(
+            a.iter().chain(&b).all(|e| e.site.is_none()),
+            "no site per sensor"
+        );
+        let mut k = Correlator::default();
+        for e in a {
+            assert!(k.on_evidence("tap-a", e, 100));
+        }
+        for e in b {
+            k.on_evidence("tap-b", e, 100);
+        }
+        let (verdicts, sites) = k.evaluate(&c);
+        assert_eq!(sites.len(), 1, "{sites:?}");
+        let s = &sites[0];
+        assert_eq!(s.lines.len(), 4);
+        assert_eq!(s.sensors, vec!["tap-a".to_string(), "tap-b".to_string()]);
+        for l in lines {
+            let v = &verdicts[&ip(l)];
+            assert_eq!(v.site.as_deref(), Some(s.name.as_str()));
+            assert!(v.reasons.iter().any(|r| r.signal == "site"));
+        }
+        // Site alerts: raised once, nothing on a repeat, cleared when the site dissolves.
+        let mut sa = SiteAlerts::default();
+        let now = Timestamp(1);
+        let raised = sa.update(&sites, &verdicts, now);
+        assert_eq!(raised.len(), 1);
+        assert_eq!(raised[0].kind, crate::alert::AlertKind::Site);
+        assert_eq!(raised[0].lines.len(), 4);
+        assert!(sa.update(&sites, &verdicts, now).is_empty());
+        let cleared = sa.update(&[], &verdicts, now);
+        assert_eq!(cleared[0].state, crate::alert::AlertState::Cleared);
+        assert_eq!(cleared[0].id, raised[0].id);
+    }
+
+    #[test]
+    fn a_line_seen_twice_takes_the_strongest_view_and_older_evidence_is_ignored() {
+        let c = cfg(2);
+        let g = GatewaySpec::default();
+        let all = synth::gateway(ip("10.9.1.1"), 7, 0.0, 1800.0, &g);
+        // One tap sees only the first 5 minutes of the line, the other all of it.
+        let early: Vec<Event> = all
+            .iter()
+            .filter(|e| ts(e).secs_since(Timestamp::default()) < synth::T0 + 300.0)
+            .cloned()
+            .collect();
+        let weak = sensor(early, &c).remove(0);
+        let strong = sensor(all, &c).remove(0);
+        let mut k = Correlator::default();
+        k.on_evidence("tap-a", weak.clone(), 10);
+        k.on_evidence("tap-b", strong.clone(), 10);
+        let (v, _) = k.evaluate(&c);
+        let merged = &v[&ip("10.9.1.1")];
+        assert!(merged.score >= weak.score.max(strong.score) - 1e-9);
+        assert_eq!(merged.verdict, strong.verdict.max(weak.verdict));
+        for r in &merged.reasons {
+            let best = weak
+                .reasons
+                .iter()
+                .chain(&strong.reasons)
+                .filter(|x| x.signal == r.signal)
+                .map(|x| x.strength)
+                .fold(0.0, f64::max);
+            assert!((r.strength - best).abs() < 1e-9, "{}", r.signal);
+        }
+        // A redelivered older evaluation changes nothing.
+        let mut older = strong.clone();
+        older.updated = Timestamp(strong.updated.micros() - 1);
+        assert!(!k.on_evidence("tap-b", older, 10));
+    }
+}
