@@ -25,6 +25,8 @@ pub enum Command {
     Run(crate::daemon::RunArgs),
     /// Check a daemon config file; exit 1 with `FILE:LINE:COL: reason` on error.
     Validate(crate::daemon::ValidateArgs),
+    /// Correlate many sensors: consume their alerts and line evidence from NATS JetStream.
+    Central(crate::central::CentralArgs),
     /// Live terminal view of lines, verdicts, calls and evidence (a file, an interface or a daemon).
     Watch(crate::watch::WatchArgs),
 }
@@ -45,6 +47,7 @@ pub fn main() -> anyhow::Result<()> {
         Command::Run(a) => crate::daemon::run_main(a),
         Command::Validate(a) => crate::daemon::validate_main(a),
         Command::Watch(a) => crate::watch::cli_main(a),
+        Command::Central(a) => crate::central::central_main(a),
     }
 }
 

@@ -43,6 +43,10 @@ pub struct Config {
     pub threats: simboxd_core::threats::ThreatsConfig,
     pub daemon: crate::daemon::DaemonConfig,
     pub http: crate::daemon::http::HttpConfig,
+    /// Publishing to NATS JetStream (sensors) and consuming it (`simboxd central`).
+    pub stream: crate::stream::StreamConfig,
+    /// `simboxd central`: the correlator of many sensors.
+    pub central: crate::central::CentralConfig,
 }
 
 impl Config {
@@ -82,7 +86,7 @@ impl Config {
     }
 
     fn validate(&self, text: &str, file: &str) -> Result<(), ConfigError> {
-        let sections: [(&str, Result<(), Invalid>); 9] = [
+        let sections: [(&str, Result<(), Invalid>); 11] = [
             ("limits", self.limits.validate()),
             ("alert", self.alert.validate()),
             ("webhook", self.webhook.validate()),
@@ -92,6 +96,8 @@ impl Config {
             ("threats", self.threats.validate()),
             ("daemon", self.daemon.validate()),
             ("http", self.http.validate()),
+            ("stream", self.stream.validate()),
+            ("central", self.central.validate()),
         ];
         for (section, r) in sections {
             if let Err(Invalid { key, message }) = r {

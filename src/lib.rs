@@ -8,6 +8,7 @@
 pub mod alert;
 pub mod analyze;
 pub mod capture;
+pub mod central;
 pub mod cli;
 pub mod config;
 pub mod corpus;
@@ -23,6 +24,7 @@ pub mod privacy;
 pub mod report;
 pub mod simulate_cmd;
 pub mod text;
+pub mod stream;
 pub mod watch;
 
 /// An error and its causes on one line, `outer: cause: root`, each text once: a cause whose

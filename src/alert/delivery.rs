@@ -89,6 +89,8 @@ impl Backoff {
 pub enum Target {
     Syslog(SyslogSender),
     Webhook(WebhookSender),
+    /// NATS JetStream (`[stream] url`), for a central correlator.
+    Stream(Box<crate::stream::publisher::AlertSender>),
 }
 
 impl Target {
@@ -97,6 +99,7 @@ impl Target {
         match self {
             Target::Syslog(s) => s.target().to_string(),
             Target::Webhook(w) => w.url().to_string(),
+            Target::Stream(n) => n.name(),
         }
     }
 
@@ -104,6 +107,7 @@ impl Target {
         match self {
             Target::Syslog(s) => s.send(alert).await,
             Target::Webhook(w) => w.send(alert).await,
+            Target::Stream(n) => n.send(alert).await,
         }
     }
 }
@@ -144,6 +148,9 @@ pub fn targets_from_config(cfg: &Config, timeout: Duration) -> Result<Vec<Target
             tls,
             t,
         )));
+    }
+    if let Some(n) = crate::stream::publisher::AlertSender::new(&cfg.stream, timeout) {
+        out.push(Target::Stream(Box::new(n)));
     }
     Ok(out)
 }

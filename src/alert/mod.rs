@@ -172,6 +172,9 @@ pub enum AlertKind {
     Threat,
     /// A line that relayed toll fraud (`line` is that line).
     CompromisedPbx,
+    /// A site formed across sensors by `simboxd central` (`line` is the shared peer, `lines`
+    /// the member lines).
+    Site,
 }
 
 impl AlertKind {
@@ -180,6 +183,7 @@ impl AlertKind {
             AlertKind::Line => "line",
             AlertKind::Threat => "threat",
             AlertKind::CompromisedPbx => "compromised_pbx",
+            AlertKind::Site => "site",
         }
     }
 }
@@ -218,6 +222,9 @@ pub struct Alert {
     /// For `threat` and `compromised_pbx`: the finding (at most `ALERT_THREAT_LINES` targets).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threat: Option<Box<Threat>>,
+    /// For `site`: the member lines (absent otherwise).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lines: Vec<IpAddr>,
 }
 
 impl Alert {
@@ -275,6 +282,18 @@ impl Alert {
 
     /// One line of text: line, verdict, score and the strongest reasons.
     pub fn summary(&self, max_reasons: usize) -> String {
+        if self.kind == AlertKind::Site {
+            let lines: Vec<String> = self.lines.iter().map(|l| l.to_string()).collect();
+            return one_line(&format!(
+                "{} site {} of {} lines from {} score {:.2}: {}",
+                self.state.as_str(),
+                self.site.as_deref().unwrap_or("-"),
+                self.lines.len(),
+                self.line,
+                self.score,
+                lines.join(", ")
+            ));
+        }
         if let Some(t) = &self.threat {
             let what = match self.kind {
                 AlertKind::CompromisedPbx => format!(
@@ -563,6 +582,7 @@ impl AlertManager {
             created,
             kind,
             threat: Some(Box::new(finding)),
+            lines: Vec::new(),
         };
         alert.sanitize();
         vec![alert]
@@ -644,6 +664,7 @@ fn make_alert(
         created,
         kind: AlertKind::Line,
         threat: None,
+        lines: Vec::new(),
     }
 }
 

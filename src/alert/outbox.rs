@@ -1116,6 +1116,7 @@ mod tests {
             flagged_at: Some(Timestamp(created)),
             kind: crate::alert::AlertKind::Line,
             threat: None,
+            lines: Vec::new(),
             created: Timestamp(created),
         }
     }

@@ -602,6 +602,7 @@ mod tests {
             created: Timestamp(1_700_000_060_500_000),
             kind: crate::alert::AlertKind::Line,
             threat: None,
+            lines: Vec::new(),
         }
     }
 

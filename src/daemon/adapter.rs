@@ -44,7 +44,14 @@ pub struct EngineWorker {
     /// Candidate version last published and correlator generation last picked up.
     published_sites: u64,
     seen_sites: u64,
+    /// Ended calls waiting for `[stream] publish_calls` (None when off); bounded, the oldest
+    /// dropped and counted in `calls_unpublished`.
+    calls_out: Option<VecDeque<serde_json::Value>>,
+    calls_unpublished: u64,
 }
+
+/// Call records held for the stream between two evidence intervals.
+pub const STREAM_CALLS: usize = 65536;
 
 impl EngineWorker {
     pub fn new(cfg: &Config, privacy: Pseudonymizer) -> Self {
@@ -56,6 +63,8 @@ impl EngineWorker {
             recent: TimedTable::new(RECENT_CALL_LINES),
             tallies: TimedTable::new(TALLY_LINES),
             now: Timestamp::default(),
+            calls_out: (cfg.stream.url.is_some() && cfg.stream.publish_calls).then(VecDeque::new),
+            calls_unpublished: 0,
             corr: None,
             published_sites: 0,
             seen_sites: 0,
@@ -123,6 +132,7 @@ impl EngineWorker {
                         }
                     }
                     self.remember_call(c);
+                    self.queue_call(c);
                 }
                 _ => {}
             }
@@ -149,6 +159,21 @@ impl EngineWorker {
         v.calls = f.calls;
         v.max_concurrent_calls = f.max_concurrent_calls;
         v
+    }
+
+    fn queue_call(&mut self, c: &CallRecord) {
+        let Some(q) = self.calls_out.as_mut() else {
+            return;
+        };
+        let mut c = c.clone();
+        self.privacy.call(&mut c);
+        if q.len() >= STREAM_CALLS {
+            q.pop_front();
+            self.calls_unpublished += 1;
+        }
+        if let Ok(v) = serde_json::to_value(&c) {
+            q.push_back(v);
+        }
     }
 
     fn remember_call(&mut self, c: &CallRecord) {
@@ -234,6 +259,7 @@ impl PacketEngine for EngineWorker {
                 e.insert("lines".into(), self.engine.lines().evictions().into());
                 e.insert("recent_call_lines".into(), self.recent.evictions().into());
                 e.insert("figure_lines".into(), self.tallies.evictions().into());
+                e.insert("stream_calls".into(), self.calls_unpublished.into());
             }
             if let Ok(c) = serde_json::to_value(self.engine.lines().counters()) {
                 obj.insert("lines".to_string(), c);
@@ -320,6 +346,27 @@ impl PacketEngine for EngineWorker {
     fn take_threat_changes(&mut self) -> Vec<simboxd_core::threats::Threat> {
         // Pseudonymised by the alert side, like verdict reasons.
         self.engine.take_threat_changes()
+    }
+
+    fn evidence_since(
+        &self,
+        since: Timestamp,
+        limit: usize,
+    ) -> Vec<simboxd_core::detect::LineEvidence> {
+        let mut all = self.engine.lines().evidence_since(since, limit);
+        for e in &mut all {
+            for r in &mut e.reasons {
+                r.detail = self.privacy.text(&r.detail);
+            }
+        }
+        all
+    }
+
+    fn take_calls(&mut self) -> Vec<serde_json::Value> {
+        self.calls_out
+            .as_mut()
+            .map(|q| q.drain(..).collect())
+            .unwrap_or_default()
     }
 
     fn reload(&mut self, cfg: &Config) {

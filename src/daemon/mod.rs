@@ -178,6 +178,9 @@ pub fn load_run_config(path: &Path) -> Result<Config, ConfigError> {
     if let Err(e) = crate::privacy::Pseudonymizer::from_config(&cfg.privacy) {
         return Err(invalid("privacy", "key_file", e.to_string()));
     }
+    if let Err((key, why)) = cfg.stream.check_files() {
+        return Err(invalid("stream", key, why));
+    }
     // CA files are read here, so an unreadable one fails `validate`, not the start.
     if let Err(e) =
         crate::alert::delivery::targets_from_config(&cfg, std::time::Duration::from_secs(1))

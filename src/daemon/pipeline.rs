@@ -58,6 +58,18 @@ pub trait PacketEngine: Send + 'static {
     }
     /// Picks up the other workers' final site candidates and re-forms sites now.
     fn resync(&mut self) {}
+    /// Evidence of the lines re-scored after `since`, for `[stream]` (numbers pseudonymised).
+    fn evidence_since(
+        &self,
+        _since: Timestamp,
+        _limit: usize,
+    ) -> Vec<simboxd_core::detect::LineEvidence> {
+        Vec::new()
+    }
+    /// Call records ended since the last call, as JSON, when `[stream] publish_calls` is on.
+    fn take_calls(&mut self) -> Vec<serde_json::Value> {
+        Vec::new()
+    }
 }
 
 /// An opened packet source (`capture::Capture`, live or file). Opened before privileges are

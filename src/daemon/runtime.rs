@@ -972,6 +972,9 @@ async fn serve<E: PacketEngine>(
         ));
     }
 
+    // Evidence (and calls) to NATS JetStream when `[stream] url` is set.
+    let stream = crate::stream::sensor::SensorStream::start(&cfg, shared.engines.clone())?;
+
     // Engines and capture.
     let (vtx, vrx) = tokio::sync::mpsc::channel::<LineVerdict>(VERDICT_QUEUE);
     let per_worker = (cfg.daemon.queue_packets / pipeline::BATCH_PACKETS).max(1);
@@ -1125,6 +1128,9 @@ async fn serve<E: PacketEngine>(
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         d.shutdown(Duration::from_secs(2)).await;
+    }
+    if let Some(s) = stream {
+        s.finish(DELIVERY_GRACE).await;
     }
     save_state(&shared, manager, &mut state_file);
     http_stop.notify_waiters();

@@ -26,6 +26,6 @@ pub use config::*;
 pub use score::*;
 pub use signals::*;
 pub(crate) use sites::rhythm;
-pub use sites::{Rhythm, SiteCandidate};
+pub use sites::{group as site_groups, site_signal, Rhythm, SiteCandidate};
 
 pub use table::*;

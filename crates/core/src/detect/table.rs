@@ -65,6 +65,25 @@ pub struct PeerSummary {
     pub opaque_flows: u16,
 }
 
+/// What a sensor publishes about one line for a central correlator (bounded: no calls, no
+/// packets): its verdict, its own score before any site (`base_score`, what makes it a site
+/// candidate), the site key (top `peer` and `rhythm`), the reasons and the headline figures.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LineEvidence {
+    pub line: IpAddr,
+    pub verdict: VerdictLevel,
+    pub score: f64,
+    pub base_score: f64,
+    pub flagged_at: Option<Timestamp>,
+    pub site: Option<String>,
+    /// Capture time of the evaluation.
+    pub updated: Timestamp,
+    pub peer: Option<IpAddr>,
+    pub rhythm: Option<Rhythm>,
+    pub reasons: Vec<Reason>,
+    pub summary: LineSummary,
+}
+
 /// Verdict state of one line between evaluations.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 struct VerdictState {
@@ -518,46 +537,15 @@ impl LineTable {
         out
     }
 
-    /// Groups candidates by peer, then by rhythm (each joins the first group whose first member
-    /// it is close to); groups of `site_min_lines` or more are sites.
-    /// Candidates of this table's lines and of other engines' lines (`remote`) are grouped
-    /// together, in address order, so every engine forms the same sites.
+    /// Sites among the candidates (see [`site_groups`]): this table's and other engines'
+    /// (`remote`) together, so every engine forms the same sites.
     fn sites(&self) -> BTreeMap<IpAddr, (String, usize)> {
-        let mut by_peer: BTreeMap<IpAddr, Vec<(Rhythm, Vec<IpAddr>)>> = BTreeMap::new();
-        let all: Box<dyn Iterator<Item = (&IpAddr, &(IpAddr, Rhythm))>> = if self.remote.is_empty()
-        {
-            Box::new(self.candidates.iter())
-        } else {
-            let mut merged: BTreeMap<&IpAddr, &(IpAddr, Rhythm)> = self.remote.iter().collect();
-            merged.extend(self.candidates.iter());
-            Box::new(merged.into_iter())
-        };
-        for (ip, (peer, r)) in all {
-            let groups = by_peer.entry(*peer).or_default();
-            match groups.iter_mut().find(|(anchor, _)| anchor.close(r)) {
-                Some((_, members)) => members.push(*ip),
-                None => groups.push((*r, vec![*ip])),
-            }
+        if self.remote.is_empty() {
+            return site_groups(&self.candidates, self.cfg.site_min_lines);
         }
-        let mut out = BTreeMap::new();
-        for (peer, groups) in by_peer {
-            let mut k = 0;
-            for (_, members) in groups {
-                if members.len() < self.cfg.site_min_lines.max(2) {
-                    continue;
-                }
-                k += 1;
-                let name = if k == 1 {
-                    format!("site-{peer}")
-                } else {
-                    format!("site-{peer}-{k}")
-                };
-                for m in &members {
-                    out.insert(*m, (name.clone(), members.len()));
-                }
-            }
-        }
-        out
+        let mut all = self.remote.clone();
+        all.extend(self.candidates.iter().map(|(k, v)| (*k, *v)));
+        site_groups(&all, self.cfg.site_min_lines)
     }
 
     fn rescore(
@@ -575,14 +563,7 @@ impl LineTable {
                 .top_peer()
                 .map(|x| x.ip.to_string())
                 .unwrap_or_default();
-            sigs.push(Signal {
-                name: "site",
-                value: *size as f64,
-                strength: ramp(*size as f64, 1.0, 3.0),
-                detail: format!(
-                    "one of {size} lines in {name} taking traffic from {peer} with the same rhythm"
-                ),
-            });
+            sigs.push(site_signal(name, *size, &peer));
         }
         let (score, level) = combine(&sigs, &self.cfg);
         let long_us = i64::from(self.cfg.long_window_secs) * 1_000_000;
@@ -723,6 +704,42 @@ impl LineTable {
             other_flows: p.other_flows,
             active_hours_utc: p.active_hours(),
         })
+    }
+
+    /// What a central correlator needs of one line (see [`LineEvidence`]).
+    pub fn evidence(&self, ip: IpAddr) -> Option<LineEvidence> {
+        let &i = self.index.get(&ip)?;
+        let e = self.slots.get(i as usize)?.entry.as_ref()?;
+        let now = self.last_eval.max(Timestamp(e.profile.last_seen));
+        let c = self.ctx(now);
+        let v = verdict_of(e);
+        Some(LineEvidence {
+            line: ip,
+            verdict: v.verdict,
+            score: v.score,
+            base_score: e.state.base_score,
+            flagged_at: v.flagged_at,
+            site: v.site,
+            updated: v.updated,
+            peer: e.profile.top_peer().map(|x| x.ip),
+            rhythm: Some(rhythm(&e.profile, &c)),
+            reasons: v.reasons,
+            summary: self.line_summary(ip)?,
+        })
+    }
+
+    /// Evidence of the lines re-scored after `since` that have any score (a line with none
+    /// has nothing to correlate), at most `limit`.
+    pub fn evidence_since(&self, since: Timestamp, limit: usize) -> Vec<LineEvidence> {
+        self.slots
+            .iter()
+            .filter_map(|s| s.entry.as_ref())
+            .filter(|e| {
+                e.state.updated > since && (e.state.score > 0.0 || e.state.base_score > 0.0)
+            })
+            .take(limit)
+            .filter_map(|e| self.evidence(e.ip))
+            .collect()
     }
 
     /// Lines in LRU order, least recently used first (for saving).

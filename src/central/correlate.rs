@@ -1,0 +1,522 @@
+//! The correlator's state, pure (no I/O, packet time only): the evidence of every line from
+//! every sensor, merged per line, sites across sensors by the core's site rule, and the sensors'
+//! alerts received (by idempotency key).
+//!
+//! Merge rule: a line seen by several sensors is judged on the strongest view of each signal
+//! (per signal the largest strength any sensor measured, its figures and the sensor named), so
+//! two taps that see the same calls never count them twice; the site key (top peer and rhythm)
+//! is that of the sensor with the highest own score. The merged score is the detection score
+//! (noisy-OR with `[detection]` weights) of those signals plus the `site` signal of a site formed
+//! across sensors; a line any sensor calls `gateway` stays `gateway`.
+
+use serde::{Deserialize, Serialize};
+use simboxd_core::detect::{
+    combine, site_groups, site_signal, DetectionConfig, LineEvidence, Signal,
+};
+use simboxd_core::model::{LineVerdict, Reason, Timestamp, VerdictLevel};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+/// The signal names detection weighs (`Signal::name` is `&'static str`).
+const SIGNALS: &[&str] = &[
+    "foreign_inbound",
+    "distinct_called",
+    "concurrency_ceiling",
+    "machine_rhythm",
+    "gap_regularity",
+    "registrations",
+    "fingerprint",
+    "opaque_media",
+];
+
+/// A site candidate's key: its top peer and rhythm.
+type SiteKey = (IpAddr, simboxd_core::detect::Rhythm);
+
+/// One line: its evidence per sensor.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LineViews {
+    pub sensors: BTreeMap<String, LineEvidence>,
+}
+
+/// A site formed across sensors.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Site {
+    pub name: String,
+    pub peer: IpAddr,
+    pub lines: Vec<IpAddr>,
+    /// Sensors that saw at least one member.
+    pub sensors: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Correlator {
+    pub lines: BTreeMap<IpAddr, LineViews>,
+    /// Lines evicted to stay within `max_lines` (the one updated longest ago goes).
+    pub evictions: u64,
+}
+
+impl Correlator {
+    /// Takes one sensor's evidence of a line (an older evaluation than the one held is ignored).
+    /// Returns whether anything changed.
+    pub fn on_evidence(&mut self, sensor: &str, ev: LineEvidence, max_lines: usize) -> bool {
+        if !self.lines.contains_key(&ev.line) && self.lines.len() >= max_lines.max(1) {
+            let victim = self
+                .lines
+                .iter()
+                .min_by_key(|(_, v)| v.sensors.values().map(|e| e.updated).max())
+                .map(|(k, _)| *k);
+            if let Some(k) = victim {
+                self.lines.remove(&k);
+                self.evictions += 1;
+            }
+        }
+        let views = self.lines.entry(ev.line).or_default();
+        match views.sensors.get(sensor) {
+            Some(old) if old.updated > ev.updated => false,
+            _ => {
+                views.sensors.insert(sensor.to_string(), ev);
+                true
+            }
+        }
+    }
+
+    /// Drops the views not refreshed for `idle_secs` before `now`.
+    pub fn expire(&mut self, now: Timestamp, idle_secs: u32) {
+        let limit = i64::from(idle_secs) * 1_000_000;
+        self.lines.retain(|_, v| {
+            v.sensors
+                .retain(|_, e| now.micros().saturating_sub(e.updated.micros()) <= limit);
+            !v.sensors.is_empty()
+        });
+    }
+
+    /// Merged verdicts of every line and the sites across sensors.
+    pub fn evaluate(&self, cfg: &DetectionConfig) -> (BTreeMap<IpAddr, LineVerdict>, Vec<Site>) {
+        let mut merged: BTreeMap<IpAddr, (Vec<Signal>, Option<SiteKey>)> = BTreeMap::new();
+        let mut candidates = BTreeMap::new();
+        for (ip, views) in &self.lines {
+            let sigs = merged_signals(views);
+            let (base, _) = combine(&sigs, cfg);
+            let key = views
+                .sensors
+                .values()
+                .max_by(|a, b| a.base_score.total_cmp(&b.base_score))
+                .and_then(|e| Some((e.peer?, e.rhythm?)));
+            if let Some(k) = key {
+                if base >= cfg.suspect_score {
+                    candidates.insert(*ip, k);
+                }
+            }
+            merged.insert(*ip, (sigs, key));
+        }
+        let groups = site_groups(&candidates, cfg.site_min_lines);
+        let mut verdicts = BTreeMap::new();
+        let mut sites: BTreeMap<String, Site> = BTreeMap::new();
+        for (ip, (mut sigs, key)) in merged {
+            let Some(views) = self.lines.get(&ip) else {
+                continue;
+            };
+            let site = groups.get(&ip).cloned();
+            if let (Some((name, size)), Some((peer, _))) = (&site, key) {
+                sigs.push(site_signal(name, *size, &peer.to_string()));
+                let s = sites.entry(name.clone()).or_insert_with(|| Site {
+                    name: name.clone(),
+                    peer,
+                    lines: Vec::new(),
+                    sensors: Vec::new(),
+                });
+                s.lines.push(ip);
+                for sensor in views.sensors.keys() {
+                    if !s.sensors.contains(sensor) {
+                        s.sensors.push(sensor.clone());
+                    }
+                }
+            }
+            verdicts.insert(ip, merged_verdict(ip, views, sigs, site.map(|s| s.0), cfg));
+        }
+        (verdicts, sites.into_values().collect())
+    }
+}
+
+/// Per signal, the strongest view any sensor has (its detail names the sensor when several saw
+/// the line).
+fn merged_signals(views: &LineViews) -> Vec<Signal> {
+    let many = views.sensors.len() > 1;
+    let mut best: BTreeMap<&'static str, Signal> = BTreeMap::new();
+    for (sensor, e) in &views.sensors {
+        for r in &e.reasons {
+            let Some(name) = SIGNALS.iter().find(|n| **n == r.signal) else {
+                continue;
+            };
+            if best.get(name).is_some_and(|b| b.strength >= r.strength) {
+                continue;
+            }
+            let detail = if many {
+                format!("{} (sensor {sensor})", r.detail)
+            } else {
+                r.detail.clone()
+            };
+            best.insert(
+                name,
+                Signal {
+                    name,
+                    value: r.value,
+                    strength: r.strength,
+                    detail,
+                },
+            );
+        }
+    }
+    best.into_values().collect()
+}
+
+fn merged_verdict(
+    ip: IpAddr,
+    views: &LineViews,
+    sigs: Vec<Signal>,
+    site: Option<String>,
+    cfg: &DetectionConfig,
+) -> LineVerdict {
+    let (mut score, mut level) = combine(&sigs, cfg);
+    let all = views.sensors.values();
+    let sensor_level = all
+        .clone()
+        .map(|e| e.verdict)
+        .max()
+        .unwrap_or(VerdictLevel::Normal);
+    let sensor_score = all.clone().map(|e| e.score).fold(0.0, f64::max);
+    if sensor_level > level {
+        level = sensor_level;
+    }
+    score = score.max(sensor_score);
+    let flagged_at = all.clone().filter_map(|e| e.flagged_at).min();
+    let updated = all.clone().map(|e| e.updated).max().unwrap_or_default();
+    let mut reasons: Vec<Reason> = sigs
+        .into_iter()
+        .filter(|s| s.strength >= 0.05)
+        .map(|s| Reason {
+            signal: s.name.to_string(),
+            value: s.value,
+            strength: s.strength,
+            detail: s.detail,
+        })
+        .collect();
+    reasons.sort_by(|a, b| b.strength.total_cmp(&a.strength));
+    LineVerdict {
+        line: ip,
+        verdict: level,
+        score,
+        flagged_at: if level == VerdictLevel::Gateway {
+            flagged_at.or(Some(updated))
+        } else {
+            flagged_at
+        },
+        site,
+        reasons,
+        updated,
+        calls: all.clone().map(|e| e.summary.calls).max().unwrap_or(0),
+        max_concurrent_calls: all
+            .map(|e| e.summary.max_concurrent_calls)
+            .max()
+            .unwrap_or(0),
+    }
+}
+
+/// Lifecycle of site alerts: raised when a site forms, updated when its members change, cleared
+/// when it dissolves. Ids are stable per site name and start.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct SiteAlerts {
+    open: BTreeMap<String, SiteEpisode>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct SiteEpisode {
+    id: String,
+    seq: u32,
+    first_seen: Timestamp,
+    lines: BTreeSet<IpAddr>,
+    peer: IpAddr,
+}
+
+impl SiteAlerts {
+    pub fn open_count(&self) -> usize {
+        self.open.len()
+    }
+
+    /// Alerts for what changed between the open sites and `sites` at `now`.
+    pub fn update(
+        &mut self,
+        sites: &[Site],
+        verdicts: &BTreeMap<IpAddr, LineVerdict>,
+        now: Timestamp,
+    ) -> Vec<crate::alert::Alert> {
+        use crate::alert::AlertState;
+        let mut out = Vec::new();
+        let names: BTreeSet<&str> = sites.iter().map(|s| s.name.as_str()).collect();
+        let gone: Vec<String> = self
+            .open
+            .keys()
+            .filter(|k| !names.contains(k.as_str()))
+            .cloned()
+            .collect();
+        for name in gone {
+            if let Some(mut ep) = self.open.remove(&name) {
+                ep.seq += 1;
+                let lines: Vec<IpAddr> = ep.lines.iter().copied().collect();
+                out.push(site_alert(
+                    &name,
+                    &ep,
+                    AlertState::Cleared,
+                    &lines,
+                    &[],
+                    verdicts,
+                    now,
+                ));
+            }
+        }
+        for s in sites {
+            let members: BTreeSet<IpAddr> = s.lines.iter().copied().collect();
+            let state = match self.open.get_mut(&s.name) {
+                Some(ep) if ep.lines == members => continue,
+                Some(ep) => {
+                    ep.seq += 1;
+                    ep.lines = members;
+                    AlertState::Updated
+                }
+                None => {
+                    let id = {
+                        use sha2::{Digest, Sha256};
+                        let mut h = Sha256::new();
+                        h.update(b"site|");
+                        h.update(s.name.as_bytes());
+                        h.update(now.micros().to_be_bytes());
+                        format!("sbx-{}", hex::encode(h.finalize().get(..8).unwrap_or(&[])))
+                    };
+                    self.open.insert(
+                        s.name.clone(),
+                        SiteEpisode {
+                            id,
+                            seq: 0,
+                            first_seen: now,
+                            lines: members,
+                            peer: s.peer,
+                        },
+                    );
+                    AlertState::Raised
+                }
+            };
+            if let Some(ep) = self.open.get(&s.name) {
+                out.push(site_alert(
+                    &s.name, ep, state, &s.lines, &s.sensors, verdicts, now,
+                ));
+            }
+        }
+        out
+    }
+}
+
+fn site_alert(
+    name: &str,
+    ep: &SiteEpisode,
+    state: crate::alert::AlertState,
+    lines: &[IpAddr],
+    sensors: &[String],
+    verdicts: &BTreeMap<IpAddr, LineVerdict>,
+    now: Timestamp,
+) -> crate::alert::Alert {
+    use crate::alert::{Alert, AlertKind, Severity};
+    let members: Vec<&LineVerdict> = lines.iter().filter_map(|l| verdicts.get(l)).collect();
+    let verdict = members
+        .iter()
+        .map(|v| v.verdict)
+        .max()
+        .unwrap_or(VerdictLevel::Suspect)
+        .max(VerdictLevel::Suspect);
+    let score = members.iter().map(|v| v.score).fold(0.0, f64::max);
+    let mut reasons = vec![Reason {
+        signal: "site".into(),
+        value: lines.len() as f64,
+        strength: 1.0,
+        detail: format!(
+            "{} lines taking traffic from {} with the same rhythm, seen by sensors {}",
+            lines.len(),
+            ep.peer,
+            if sensors.is_empty() {
+                "-".to_string()
+            } else {
+                sensors.join(", ")
+            }
+        ),
+    }];
+    for v in &members {
+        reasons.push(Reason {
+            signal: "site_line".into(),
+            value: v.score,
+            strength: v.score,
+            detail: format!(
+                "{} {} {:.2}",
+                v.line,
+                crate::alert::verdict_str(v.verdict),
+                v.score
+            ),
+        });
+    }
+    Alert {
+        idempotency_key: format!("{}:{}", ep.id, ep.seq),
+        id: ep.id.clone(),
+        seq: ep.seq,
+        state,
+        severity: Severity::of(verdict),
+        line: ep.peer,
+        site: Some(name.to_string()),
+        verdict,
+        score,
+        reasons,
+        first_seen: ep.first_seen,
+        last_seen: now,
+        flagged_at: members.iter().filter_map(|v| v.flagged_at).min(),
+        created: now,
+        kind: AlertKind::Site,
+        threat: None,
+        lines: lines.to_vec(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use simboxd_core::config::NetworkConfig;
+    use simboxd_core::detect::synth::{self, GatewaySpec};
+    use simboxd_core::detect::LineTable;
+    use simboxd_core::model::Event;
+
+    fn cfg(site_min_lines: usize) -> DetectionConfig {
+        DetectionConfig {
+            site_min_lines,
+            ..DetectionConfig::default()
+        }
+    }
+
+    fn ts(e: &Event) -> Timestamp {
+        match e {
+            Event::CallStarted { ts, .. }
+            | Event::CallAnswered { ts, .. }
+            | Event::MediaStarted { ts, .. } => *ts,
+            Event::CallEnded(r) => r.end.unwrap_or(r.start),
+            Event::Registration(r) => r.time,
+            Event::MediaEnded(r) => r.last,
+            Event::Probe(p) => p.time,
+        }
+    }
+
+    /// What one sensor publishes after seeing `events` (a line table as the engine runs it).
+    fn sensor(mut events: Vec<Event>, c: &DetectionConfig) -> Vec<LineEvidence> {
+        events.sort_by_key(ts);
+        let net = NetworkConfig {
+            domestic: vec![synth::DOMESTIC.parse().unwrap()],
+            ..Default::default()
+        };
+        let mut t = LineTable::new(c, &net);
+        let mut last = Timestamp::default();
+        for e in &events {
+            let now = ts(e);
+            if now.secs_since(last) >= 5.0 {
+                t.evaluate(now);
+                last = now;
+            }
+            t.on_event(e);
+        }
+        t.evaluate(last);
+        t.evidence_since(Timestamp::default(), 1000)
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_site_split_over_two_sensors_forms_only_centrally() {
+        let c = cfg(3);
+        let g = GatewaySpec {
+            channels: 4,
+            ..Default::default()
+        };
+        let lines = ["10.9.0.1", "10.9.0.2", "10.9.0.3", "10.9.0.4"];
+        let events = |ls: &[&str]| -> Vec<Event> {
+            ls.iter()
+                .enumerate()
+                .flat_map(|(i, l)| synth::gateway(ip(l), 40 + i as u64, 0.0, 1800.0, &g))
+                .collect()
+        };
+        let a = sensor(events(&lines[..2]), &c);
+        let b = sensor(events(&lines[2..]), &c);
+        assert!(
+            a.iter().chain(&b).all(|e| e.site.is_none()),
+            "no site per sensor"
+        );
+        let mut k = Correlator::default();
+        for e in a {
+            assert!(k.on_evidence("tap-a", e, 100));
+        }
+        for e in b {
+            k.on_evidence("tap-b", e, 100);
+        }
+        let (verdicts, sites) = k.evaluate(&c);
+        assert_eq!(sites.len(), 1, "{sites:?}");
+        let s = &sites[0];
+        assert_eq!(s.lines.len(), 4);
+        assert_eq!(s.sensors, vec!["tap-a".to_string(), "tap-b".to_string()]);
+        for l in lines {
+            let v = &verdicts[&ip(l)];
+            assert_eq!(v.site.as_deref(), Some(s.name.as_str()));
+            assert!(v.reasons.iter().any(|r| r.signal == "site"));
+        }
+        // Site alerts: raised once, nothing on a repeat, cleared when the site dissolves.
+        let mut sa = SiteAlerts::default();
+        let now = Timestamp(1);
+        let raised = sa.update(&sites, &verdicts, now);
+        assert_eq!(raised.len(), 1);
+        assert_eq!(raised[0].kind, crate::alert::AlertKind::Site);
+        assert_eq!(raised[0].lines.len(), 4);
+        assert!(sa.update(&sites, &verdicts, now).is_empty());
+        let cleared = sa.update(&[], &verdicts, now);
+        assert_eq!(cleared[0].state, crate::alert::AlertState::Cleared);
+        assert_eq!(cleared[0].id, raised[0].id);
+    }
+
+    #[test]
+    fn a_line_seen_twice_takes_the_strongest_view_and_older_evidence_is_ignored() {
+        let c = cfg(2);
+        let g = GatewaySpec::default();
+        let all = synth::gateway(ip("10.9.1.1"), 7, 0.0, 1800.0, &g);
+        // One tap sees only the first 5 minutes of the line, the other all of it.
+        let early: Vec<Event> = all
+            .iter()
+            .filter(|e| ts(e).secs_since(Timestamp::default()) < synth::T0 + 300.0)
+            .cloned()
+            .collect();
+        let weak = sensor(early, &c).remove(0);
+        let strong = sensor(all, &c).remove(0);
+        let mut k = Correlator::default();
+        k.on_evidence("tap-a", weak.clone(), 10);
+        k.on_evidence("tap-b", strong.clone(), 10);
+        let (v, _) = k.evaluate(&c);
+        let merged = &v[&ip("10.9.1.1")];
+        assert!(merged.score >= weak.score.max(strong.score) - 1e-9);
+        assert_eq!(merged.verdict, strong.verdict.max(weak.verdict));
+        for r in &merged.reasons {
+            let best = weak
+                .reasons
+                .iter()
+                .chain(&strong.reasons)
+                .filter(|x| x.signal == r.signal)
+                .map(|x| x.strength)
+                .fold(0.0, f64::max);
+            assert!((r.strength - best).abs() < 1e-9, "{}", r.signal);
+        }
+        // A redelivered older evaluation changes nothing.
+        let mut older = strong.clone();
+        older.updated = Timestamp(strong.updated.micros() - 1);
+        assert!(!k.on_evidence("tap-b", older, 10));
+    }
+}

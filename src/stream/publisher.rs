@@ -1,0 +1,312 @@
+//! Publishing to JetStream: alerts as a delivery target of the alert outbox, evidence and call
+//! records from the stream outbox by a background task.
+//!
+//! Contract: a message counts as sent only when JetStream acknowledged it; until then it stays in
+//! its outbox and is retried (capped backoff) with the same `Nats-Msg-Id`. Nothing here blocks
+//! the engines: they hand evidence over under their lock, the outbox write and the network run on
+//! the tokio side.
+
+use super::outbox::StreamOutbox;
+use super::{connect, ensure_stream, subject, Kind, LineEvidenceMsg, StreamConfig, StreamError};
+use crate::alert::syslog::SendError;
+use crate::alert::Alert;
+use async_nats::jetstream::message::PublishMessage as Publish;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// Messages published before their acks are awaited.
+const PUBLISH_BATCH: usize = 256;
+
+/// A JetStream context, connected on first use and kept (the client reconnects by itself).
+struct Lazy {
+    cfg: StreamConfig,
+    name: String,
+    timeout: Duration,
+    js: Option<async_nats::jetstream::Context>,
+}
+
+impl Lazy {
+    async fn get(&mut self) -> Result<async_nats::jetstream::Context, StreamError> {
+        if let Some(js) = &self.js {
+            return Ok(js.clone());
+        }
+        let client = connect(&self.cfg, &self.name, self.timeout).await?;
+        let js = async_nats::jetstream::new(client);
+        ensure_stream(&js, &self.cfg).await?;
+        self.js = Some(js.clone());
+        Ok(js)
+    }
+}
+
+/// Publishes one message and waits for JetStream's ack.
+async fn publish_acked(
+    js: &async_nats::jetstream::Context,
+    subject: String,
+    msg_id: &str,
+    payload: Vec<u8>,
+    timeout: Duration,
+) -> Result<(), StreamError> {
+    let fut = async {
+        let ack = js
+            .send_publish(
+                subject.clone(),
+                Publish::build().payload(payload.into()).message_id(msg_id),
+            )
+            .await
+            .map_err(|e| StreamError::Publish(subject.clone(), e.to_string()))?;
+        ack.await
+            .map_err(|e| StreamError::Publish(subject.clone(), e.to_string()))
+    };
+    match tokio::time::timeout(timeout, fut).await {
+        Ok(r) => r.map(|_| ()),
+        Err(_) => Err(StreamError::Timeout(format!("publish {subject}"))),
+    }
+}
+
+/// The alert outbox's target for JetStream: `simboxd.<sensor>.alerts`, message id = the
+/// alert's idempotency key.
+pub struct AlertSender {
+    url: String,
+    subject: String,
+    timeout: Duration,
+    conn: tokio::sync::Mutex<Lazy>,
+}
+
+impl AlertSender {
+    pub fn new(cfg: &StreamConfig, timeout: Duration) -> Option<AlertSender> {
+        let url = cfg.url.clone()?;
+        let sensor = cfg.sensor_name();
+        Some(AlertSender {
+            url,
+            subject: subject(&sensor, Kind::Alerts),
+            timeout,
+            conn: tokio::sync::Mutex::new(Lazy {
+                cfg: cfg.clone(),
+                name: format!("simboxd-sensor-{sensor}-alerts"),
+                timeout,
+                js: None,
+            }),
+        })
+    }
+
+    /// The outbox name of the target.
+    pub fn name(&self) -> String {
+        self.url.clone()
+    }
+
+    pub async fn send(&self, alert: &Alert) -> Result<(), SendError> {
+        let js = {
+            let mut c = self.conn.lock().await;
+            c.get()
+                .await
+                .map_err(|e| SendError::Connect(self.url.clone(), e.to_string()))?
+        };
+        let payload = serde_json::to_vec(alert).unwrap_or_default();
+        publish_acked(
+            &js,
+            self.subject.clone(),
+            &alert.idempotency_key,
+            payload,
+            self.timeout,
+        )
+        .await
+        .map_err(|e| match e {
+            StreamError::Timeout(s) => SendError::Timeout(s),
+            other => SendError::Io(self.url.clone(), other.to_string()),
+        })
+    }
+}
+
+/// Counters of the publisher for `/metrics`.
+#[derive(Debug, Default)]
+pub struct PublisherStats {
+    pub published: AtomicU64,
+    pub failures: AtomicU64,
+    pub up: AtomicBool,
+}
+
+/// The sensor's side of evidence and calls: the outbox and the task draining it.
+pub struct Publisher {
+    pub outbox: Arc<StreamOutbox>,
+    pub stats: Arc<PublisherStats>,
+    sensor: String,
+    wake: Arc<Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Publisher {
+    /// Opens the outbox and starts the draining task (connecting in the background).
+    pub fn start(cfg: &StreamConfig, outbox: Arc<StreamOutbox>) -> Publisher {
+        let stats = Arc::new(PublisherStats::default());
+        let wake = Arc::new(Notify::new());
+        let sensor = cfg.sensor_name();
+        let lazy = Lazy {
+            cfg: cfg.clone(),
+            name: format!("simboxd-sensor-{sensor}"),
+            timeout: Duration::from_secs(5),
+            js: None,
+        };
+        let task = tokio::spawn(drain(lazy, outbox.clone(), stats.clone(), wake.clone()));
+        Publisher {
+            outbox,
+            stats,
+            sensor,
+            wake,
+            task,
+        }
+    }
+
+    /// Queues evidence summaries and call records (JSON, with their message ids) and wakes the
+    /// task. Blocking (redb): call from a blocking context.
+    pub fn enqueue(
+        &self,
+        evidence: &[simboxd_core::detect::LineEvidence],
+        calls: &[serde_json::Value],
+    ) -> Result<(), super::outbox::StreamOutboxError> {
+        let lines_subject = subject(&self.sensor, Kind::Lines);
+        let calls_subject = subject(&self.sensor, Kind::Calls);
+        let ev: Vec<(String, String, String, String)> = evidence
+            .iter()
+            .map(|e| {
+                let msg = LineEvidenceMsg {
+                    sensor: self.sensor.clone(),
+                    evidence: e.clone(),
+                };
+                (
+                    e.line.to_string(),
+                    lines_subject.clone(),
+                    format!("{}:line:{}:{}", self.sensor, e.line, e.updated.micros()),
+                    serde_json::to_string(&msg).unwrap_or_default(),
+                )
+            })
+            .collect();
+        let cs: Vec<(String, String, String)> = calls
+            .iter()
+            .map(|c| {
+                let id = c.get("call_id").and_then(|x| x.as_str()).unwrap_or("");
+                let start = c.get("start").map(|x| x.to_string()).unwrap_or_default();
+                let line = c.get("line").map(|x| x.to_string()).unwrap_or_default();
+                let key = short_hash(&format!("{id}|{start}|{line}"));
+                (
+                    calls_subject.clone(),
+                    format!("{}:call:{key}", self.sensor),
+                    c.to_string(),
+                )
+            })
+            .collect();
+        self.outbox.enqueue(&ev, &cs)?;
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Waits up to `grace` for the outbox to empty, then stops the task.
+    pub async fn finish(&self, grace: Duration) {
+        self.wake.notify_one();
+        let t0 = std::time::Instant::now();
+        while t0.elapsed() < grace && self.outbox.len().unwrap_or(0) > 0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.task.abort();
+    }
+}
+
+async fn drain(
+    mut lazy: Lazy,
+    outbox: Arc<StreamOutbox>,
+    stats: Arc<PublisherStats>,
+    wake: Arc<Notify>,
+) {
+    let mut failures: u32 = 0;
+    loop {
+        let ob = outbox.clone();
+        let batch = tokio::task::spawn_blocking(move || ob.peek(PUBLISH_BATCH))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        if batch.is_empty() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), wake.notified()).await;
+            continue;
+        }
+        let result = async {
+            let js = lazy.get().await?;
+            // Send the batch, then await the acks in order: one round trip per batch.
+            let mut futures = Vec::with_capacity(batch.len());
+            for p in &batch {
+                let f = js
+                    .send_publish(
+                        p.subject.clone(),
+                        Publish::build()
+                            .payload(p.payload.clone().into_bytes().into())
+                            .message_id(p.msg_id.as_str()),
+                    )
+                    .await
+                    .map_err(|e| StreamError::Publish(p.subject.clone(), e.to_string()));
+                futures.push(f);
+            }
+            let mut acked = Vec::new();
+            let mut first_err = None;
+            for (p, f) in batch.iter().zip(futures) {
+                let r = match f {
+                    Ok(f) => match tokio::time::timeout(lazy.timeout, f).await {
+                        Ok(Ok(_)) => Ok(()),
+                        Ok(Err(e)) => Err(StreamError::Publish(p.subject.clone(), e.to_string())),
+                        Err(_) => Err(StreamError::Timeout(format!("ack of {}", p.subject))),
+                    },
+                    Err(e) => Err(e),
+                };
+                match r {
+                    Ok(()) => acked.push((p.key.clone(), p.msg_id.clone())),
+                    Err(e) => {
+                        first_err.get_or_insert(e);
+                    }
+                }
+            }
+            Ok::<_, StreamError>((acked, first_err))
+        }
+        .await;
+        match result {
+            Ok((acked, err)) => {
+                let n = acked.len() as u64;
+                let ob = outbox.clone();
+                let _ = tokio::task::spawn_blocking(move || ob.remove(&acked)).await;
+                stats.published.fetch_add(n, Ordering::Relaxed);
+                match err {
+                    None => {
+                        stats.up.store(true, Ordering::Relaxed);
+                        failures = 0;
+                    }
+                    Some(e) => {
+                        stats.up.store(false, Ordering::Relaxed);
+                        stats.failures.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(error = %e, "stream publish failed: retrying");
+                        failures = failures.saturating_add(1);
+                        tokio::time::sleep(backoff(failures)).await;
+                    }
+                }
+            }
+            Err(e) => {
+                stats.up.store(false, Ordering::Relaxed);
+                stats.failures.fetch_add(1, Ordering::Relaxed);
+                if failures == 0 {
+                    tracing::warn!(error = %e, "NATS unreachable: evidence waits in the stream outbox");
+                }
+                failures = failures.saturating_add(1);
+                tokio::time::sleep(backoff(failures)).await;
+            }
+        }
+    }
+}
+
+fn backoff(failures: u32) -> Duration {
+    Duration::from_millis(250u64.saturating_mul(1 << failures.min(6))).min(Duration::from_secs(10))
+}
+
+/// 16 hex digits of SHA-256: a stable message id part for a call record.
+fn short_hash(s: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(s.as_bytes());
+    hex::encode(d.get(..8).unwrap_or(&[]))
+}
