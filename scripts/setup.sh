@@ -5,8 +5,9 @@ set -euo pipefail
 # prometheus: promtool checks the live /metrics (tests/ops.rs; ~96 MB installed, the only
 # Debian package with promtool). util-linux: setpriv runs the daemon as the unit does.
 # tmux: tests/watch_tmux.rs drives `simboxd watch` in a real terminal.
+# python3: tests/data/siem_parse.py reads ECS and CEF alerts independently of simboxd.
 PKGS=(libpcap-dev pkg-config tshark tcpdump sip-tester rsyslog rsyslog-gnutls iproute2 chromium poppler-utils
-      systemd ca-certificates openssl prometheus util-linux tmux)
+      systemd ca-certificates openssl prometheus util-linux tmux python3)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

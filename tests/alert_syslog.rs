@@ -7,8 +7,9 @@ mod common;
 use common::make_certs;
 
 use simboxd::alert::delivery::{syslog_target, Backoff, Delivery};
+use simboxd::alert::format::{Origin, VERSION};
 use simboxd::alert::outbox::{Outbox, StorageConfig};
-use simboxd::alert::syslog::{Facility, SyslogFormat, SyslogFormatter, SyslogTarget};
+use simboxd::alert::syslog::{Facility, SyslogConfig, SyslogFormat, SyslogFormatter, SyslogTarget};
 use simboxd::alert::{Alert, AlertConfig, AlertManager};
 use simboxd_core::model::{LineVerdict, Reason, Timestamp, VerdictLevel};
 use std::path::{Path, PathBuf};
@@ -170,6 +171,7 @@ fn gateway_episode() -> Vec<Alert> {
         updated: Timestamp(t0 + secs * 1_000_000),
         calls,
         max_concurrent_calls: 8,
+        peer: Some("203.0.113.10".parse().unwrap()),
     };
     let mut m = AlertManager::new(AlertConfig {
         clear_after_secs: 600,
@@ -188,6 +190,8 @@ fn formatter(format: SyslogFormat, host: &str) -> SyslogFormatter {
         facility: Facility::Local0,
         hostname: host.to_string(),
         procid: 4242,
+        sd_enterprise: SyslogConfig::default().sd_enterprise,
+        origin: Origin::new("tap-01"),
     }
 }
 
@@ -280,7 +284,14 @@ async fn udp_and_tcp_in_5424_and_3164_reach_rsyslog() {
                 )),
                 "{l}"
             );
-            assert!(f[5].contains(r#"line="100.64.7.9""#), "{l}");
+            assert!(
+                f[5].contains(r#"line="100.64.7.9" peer="203.0.113.10""#),
+                "{l}"
+            );
+            assert!(
+                f[5].ends_with(&format!(r#" sensor="tap-01" version="{VERSION}"]"#)),
+                "{l}"
+            );
             assert!(f[5].contains(r#"site="cottage \"A\" [east\]""#), "{l}");
             assert!(f[6].contains("line 100.64.7.9"), "{l}");
         }
@@ -461,4 +472,280 @@ async fn tls_reaches_rsyslog_gtls_and_checks_the_certificate() {
     );
     assert!(got.iter().all(|l| !l.contains("badca")));
     delivery.shutdown(Duration::from_secs(2)).await;
+}
+
+const PYTHON: &str = "/usr/bin/python3";
+
+/// Text that every format must carry through intact or escape: delimiters of CEF (`|`, `=`,
+/// `\`), of RFC 5424 structured data (`"`, `]`), JSON (`"`, `}`), newlines, NUL and non-ASCII.
+const HOSTILE_SITE: &str = "cottage |A| =x\\y \"q\" [east] {}\u{0} ü€𝄞\nCEF:0|forged|\r end=1";
+const HOSTILE_DETAIL: &str = "212 calls | to=198 numbers \\ \"x\"]\nsecond line";
+/// Sensor names may not hold control characters (config validation); the rest is allowed.
+const HOSTILE_SENSOR: &str = "tap|01 =\\ \"east\" ]ü€";
+
+/// A line's episode and a threat (IPv6 attacker), with hostile text in every free field.
+pub fn hostile_alerts() -> Vec<Alert> {
+    use simboxd_core::threats::{Threat, ThreatKind, ThreatTarget};
+    let t0 = 1_764_500_000_000_000i64;
+    let v = |level, score, secs: i64, calls| LineVerdict {
+        line: "100.64.7.9".parse().unwrap(),
+        verdict: level,
+        score,
+        flagged_at: None,
+        site: Some(HOSTILE_SITE.into()),
+        reasons: vec![Reason {
+            signal: "inbound_many_numbers".into(),
+            value: 198.0,
+            strength: 0.9,
+            detail: HOSTILE_DETAIL.into(),
+        }],
+        updated: Timestamp(t0 + secs * 1_000_000),
+        calls,
+        max_concurrent_calls: 8,
+        peer: Some("203.0.113.10".parse().unwrap()),
+    };
+    let mut m = AlertManager::new(AlertConfig {
+        clear_after_secs: 600,
+        ..Default::default()
+    });
+    let mut out = m.on_verdict(&v(VerdictLevel::Suspect, 0.55, 0, 40));
+    out.extend(m.on_verdict(&v(VerdictLevel::Gateway, 0.91, 300, 120)));
+    out.extend(m.expire(Timestamp(t0 + 1200 * 1_000_000)));
+    let peer: std::net::IpAddr = "2001:db8::66".parse().unwrap();
+    let threat = Threat {
+        peer,
+        kind: ThreatKind::Scan,
+        severity: ThreatKind::Scan.severity(),
+        lines: (1..=3)
+            .map(|i| ThreatTarget {
+                line: format!("100.64.9.{i}").parse().unwrap(),
+                requests: 1,
+                answers: Default::default(),
+                first_seen: Timestamp(t0),
+                last_seen: Timestamp(t0),
+            })
+            .collect(),
+        lines_total: 3,
+        requests: 3,
+        first_seen: Timestamp(t0),
+        last_seen: Timestamp(t0 + 1),
+        user_agents: vec!["friendly|scanner=1".into()],
+        answers: Default::default(),
+        reasons: vec![Reason {
+            signal: "scan".into(),
+            value: 3.0,
+            strength: 1.0,
+            detail: HOSTILE_DETAIL.into(),
+        }],
+        numbers: Vec::new(),
+    };
+    out.extend(m.on_threat(
+        &threat,
+        Timestamp(t0 + 5),
+        &simboxd::privacy::Pseudonymizer::disabled(),
+    ));
+    assert_eq!(out.len(), 4);
+    out
+}
+
+/// Runs tests/data/siem_parse.py (Python's json module and a CEF reader of its own) on `path`.
+pub fn parse_independently(kind: &str, path: &Path) -> serde_json::Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/siem_parse.py");
+    let out = Command::new(PYTHON)
+        .arg(script)
+        .arg(kind)
+        .arg(path)
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "siem_parse.py {kind}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("parser output")
+}
+
+/// Waits until `path` has `n` lines.
+fn wait_file_lines(path: &Path, n: usize) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let got = std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .count();
+        if got >= n || Instant::now() > deadline {
+            return got;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// What CEF keeps of a value: CR and LF (escaped as `\r`, `\n`), other control characters as
+/// spaces.
+fn cef_kept(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' && c != '\r' {
+                ' '
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+/// RFC 5424 (SD parsed by rsyslog's mmpstrucdata), ECS and CEF targets configured as a user
+/// writes them (per-target `format`, `[alert] sensor`, `[syslog] sd_enterprise`), delivered to
+/// rsyslog over TCP and read back by independent parsers: every hostile value round-trips as
+/// each format documents, and the peer, sensor and version are fields of their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ecs_cef_and_5424_reach_rsyslog_and_parse_independently() {
+    if !have(RSYSLOGD) || !have(PYTHON) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ports = [free_port(), free_port(), free_port()];
+    let names = ["r5424", "recs", "rcef"];
+    let file = |n: &str| dir.path().join(format!("{n}.log"));
+    let mut inputs = String::from(
+        "module(load=\"imtcp\")\nmodule(load=\"mmpstrucdata\")\n\
+         template(name=\"tsv\" type=\"string\" \
+         string=\"%msgid%\\t%hostname%\\t%app-name%\\t%procid%\\t%$!rfc5424-sd%\\t%msg%\\n\")\n",
+    );
+    for (port, name) in ports.iter().zip(names) {
+        inputs.push_str(&format!(
+            "input(type=\"imtcp\" address=\"127.0.0.1\" port=\"{port}\" ruleset=\"{name}\")\n\
+             ruleset(name=\"{name}\") {{ action(type=\"mmpstrucdata\") \
+             action(type=\"omfile\" file=\"{}\" template=\"tsv\") stop }}\n",
+            file(name).display()
+        ));
+    }
+    let _rs = Rsyslog::start(dir.path(), &inputs, "", &ports);
+
+    let text = format!(
+        "[alert]\nsensor = {sensor}\n\n[syslog]\nhostname = \"fmt\"\nsd_enterprise = 99999\n\
+         targets = [\"tcp://127.0.0.1:{p0}\", {{ url = \"tcp://127.0.0.1:{p1}\", format = \"ecs\" }},\n\
+         {{ url = \"tcp://127.0.0.1:{p2}\", format = \"cef\" }}]\n\n[storage]\npath = \"{db}\"\n",
+        sensor = toml::Value::String(HOSTILE_SENSOR.into()),
+        p0 = ports[0],
+        p1 = ports[1],
+        p2 = ports[2],
+        db = dir.path().join("outbox.redb").display(),
+    );
+    let cfg = simboxd::config::Config::parse(&text, "formats.toml").unwrap();
+    let targets =
+        simboxd::alert::delivery::targets_from_config(&cfg, Duration::from_secs(3)).unwrap();
+    let target_names: Vec<String> = targets.iter().map(|t| t.name()).collect();
+    let outbox = Arc::new(Outbox::open(&cfg.storage, target_names).unwrap());
+    let delivery = Delivery::start(outbox.clone(), targets, backoff());
+    let alerts = hostile_alerts();
+    for a in &alerts {
+        assert!(delivery.submit(a).unwrap());
+    }
+    deliver_all(&outbox, Duration::from_secs(15)).await;
+    for n in names {
+        assert_eq!(wait_file_lines(&file(n), alerts.len()), alerts.len(), "{n}");
+    }
+    delivery.shutdown(Duration::from_secs(2)).await;
+
+    let sd = parse_independently("tsv", &file("r5424"));
+    let ecs = parse_independently("tsv", &file("recs"));
+    let cef = parse_independently("tsv", &file("rcef"));
+    let one_line = |s: &str| -> String {
+        s.chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect()
+    };
+    for (i, a) in alerts.iter().enumerate() {
+        let key = a.idempotency_key.as_str();
+        let peer = a.peer.unwrap().to_string();
+        let is_threat = a.threat.is_some();
+        let site = a.site.as_deref();
+
+        // RFC 5424: rsyslog parsed the header and the structured data.
+        let r = &sd[i];
+        assert_eq!(r[0], a.state.as_str(), "{r}");
+        assert_eq!((&r[1], &r[2]), (&"fmt".into(), &"simboxd".into()), "{r}");
+        let p = &r[4]["simboxd@99999"];
+        assert_eq!(p["key"], key, "{r}");
+        assert_eq!(p["line"], a.line.to_string(), "{r}");
+        assert_eq!(p["peer"], peer.as_str(), "{r}");
+        assert_eq!(p["sensor"], HOSTILE_SENSOR, "{r}");
+        assert_eq!(p["version"], VERSION, "{r}");
+        assert_eq!(p["type"], a.kind.as_str(), "{r}");
+        match site {
+            Some(s) => assert_eq!(p["site"], one_line(s).as_str(), "{r}"),
+            None => assert!(p.get("site").is_none(), "{r}"),
+        }
+        assert_eq!(r[5], a.summary(3).as_str(), "{r}");
+
+        // ECS: Python's json module read the MSG.
+        let d = &ecs[i][5];
+        assert_eq!(ecs[i][4], "", "ECS carries no structured data");
+        assert_eq!(d["@timestamp"], a.created.to_rfc3339());
+        assert_eq!(d["event"]["kind"], "alert");
+        assert_eq!(d["event"]["id"], key);
+        assert_eq!(d["event"]["action"], a.state.as_str());
+        assert!(d["event"]["severity"].is_u64(), "{d}");
+        assert_eq!(d["source"]["ip"], peer.as_str());
+        assert_eq!(d["observer"]["name"], HOSTILE_SENSOR);
+        assert_eq!(d["observer"]["version"], VERSION);
+        assert_eq!(d["agent"]["version"], VERSION);
+        assert_eq!(d["message"], a.summary(3).as_str());
+        assert_eq!(d["simboxd"]["reasons"][0]["detail"], HOSTILE_DETAIL);
+        assert!(d["related"]["ip"]
+            .as_array()
+            .unwrap()
+            .contains(&peer.as_str().into()));
+        if is_threat {
+            assert!(d.get("destination").is_none(), "{d}");
+            assert_eq!(d["rule"]["id"], "threat-scan");
+            assert_eq!(
+                d["simboxd"]["threat"]["user_agents"][0],
+                "friendly|scanner=1"
+            );
+            assert_eq!(d["related"]["ip"].as_array().unwrap().len(), 4, "{d}");
+        } else {
+            assert_eq!(d["destination"]["ip"], a.line.to_string());
+            assert_eq!(
+                d["simboxd"]["site"], HOSTILE_SITE,
+                "exact, NUL and newline included"
+            );
+        }
+
+        // CEF: read by the test's own CEF parser.
+        let c = &cef[i][5];
+        let h: Vec<&str> = c["header"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert_eq!(&h[..4], &["CEF:0", "simboxd", "simboxd", VERSION], "{c}");
+        let x = &c["ext"];
+        assert_eq!(x["externalId"], key, "{c}");
+        assert_eq!(x["dvchost"], HOSTILE_SENSOR, "{c}");
+        assert_eq!(x["cs6"], VERSION, "{c}");
+        assert_eq!(x["act"], a.state.as_str(), "{c}");
+        assert_eq!(x["msg"], a.summary(3).as_str(), "{c}");
+        assert_eq!(x["rt"], (a.created.micros() / 1000).to_string(), "{c}");
+        if is_threat {
+            assert_eq!(h[4], "threat-scan");
+            assert_eq!(x["c6a2"], peer.as_str(), "IPv6 peer: {c}");
+            assert!(x.get("dst").is_none() && x.get("src").is_none(), "{c}");
+        } else {
+            assert_eq!(x["src"], peer.as_str(), "{c}");
+            assert_eq!(x["dst"], a.line.to_string(), "{c}");
+            assert_eq!(x["cs2"], cef_kept(HOSTILE_SITE).as_str(), "{c}");
+            assert_eq!(x["cs2Label"], "site", "{c}");
+        }
+    }
+    // The levels: raised suspect (medium), updated gateway (high), cleared (low), scan (low).
+    let sev: Vec<&str> = cef
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r[5]["header"][6].as_str().unwrap())
+        .collect();
+    assert_eq!(sev, ["6", "9", "3", "3"]);
 }
