@@ -649,6 +649,27 @@ mod tests {
     }
 
     #[test]
+    fn ecs_and_cef_fit_a_syslog_message_and_stay_parsable() {
+        let mut a = alert();
+        a.reasons[0].detail = "é=|\\".repeat(4000);
+        a.site = Some("s".repeat(5000));
+        let f = fmt(SyslogFormat::Ecs, Facility::Local0, "h", 1);
+        let m = f.format(&a);
+        assert!(m.len() <= MAX_MESSAGE, "{}", m.len());
+        let (head, body) = m.split_once(" - ").unwrap();
+        assert!(
+            head.starts_with("<130>1 ") && head.ends_with(" updated"),
+            "{head}"
+        );
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["simboxd"]["truncated"], true);
+        let m = f.with_format(SyslogFormat::Cef).format(&a);
+        assert!(m.len() <= MAX_MESSAGE, "{}", m.len());
+        assert!(!m.ends_with('\\'), "no escape cut in half");
+        assert!(m.contains(" - CEF:0|simboxd|simboxd|"), "{m}");
+    }
+
+    #[test]
     fn long_messages_truncated_on_char_boundary() {
         let s = "é".repeat(5000);
         let t = truncate(s, MAX_MESSAGE);

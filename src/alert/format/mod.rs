@@ -146,4 +146,45 @@ pub(crate) mod tests {
         assert_eq!(prefix("é", 1), "");
         assert_eq!(prefix("aé", 2), "a");
     }
+
+    /// Unescaped `|` in a CEF record: exactly the seven that end the header fields.
+    fn header_pipes(m: &str) -> usize {
+        let mut n = 0;
+        let mut chars = m.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => {
+                    chars.next();
+                }
+                '|' => n += 1,
+                _ => {}
+            }
+            if n == 7 {
+                break;
+            }
+        }
+        n
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn no_value_breaks_a_record(site in "\\PC{0,40}|[|=\\\\\n\r\u{0}\"\\]{}]{0,20}", sensor in ".{1,30}", detail in ".{0,60}") {
+            let mut a = hostile();
+            a.site = Some(site.clone());
+            a.reasons[0].detail = detail;
+            let o = Origin::new(sensor.clone());
+            let c = cef::format_cef(&a, &o);
+            proptest::prop_assert!(!c.chars().any(char::is_control), "{}", c);
+            // The name and version cannot add header fields: the 7th unescaped pipe ends the
+            // severity, which is a digit.
+            proptest::prop_assert_eq!(header_pipes(&c), 7);
+            let sev = format!("|{}|rt=", cef::cef_severity(level(&a)));
+            proptest::prop_assert!(c.contains(&sev), "{}", c);
+            let e = ecs::format_ecs(&a, &o, usize::MAX);
+            proptest::prop_assert!(!e.contains('\n'));
+            let v: serde_json::Value = serde_json::from_str(&e).unwrap();
+            proptest::prop_assert_eq!(v["simboxd"]["site"].as_str(), Some(site.as_str()));
+            proptest::prop_assert_eq!(v["observer"]["name"].as_str(), Some(sensor.as_str()));
+        }
+    }
 }
