@@ -9,8 +9,9 @@ set -euo pipefail
 # rsyslog-relp: imrelp, the RELP receiver tests/alert_syslog.rs delivers to. wireshark-common:
 # editcap, mergecap and capinfos make the capture forms of tests/analyze_inputs.rs.
 # nats-server: JetStream between sensors and `simboxd central` (tests/stream_*.rs start it).
+# python3: tests/data/siem_parse.py reads ECS and CEF alerts independently of simboxd.
 PKGS=(libpcap-dev pkg-config tshark wireshark-common tcpdump sip-tester rsyslog rsyslog-gnutls rsyslog-relp iproute2 chromium poppler-utils
-      systemd ca-certificates openssl prometheus util-linux tmux tcpreplay curl nats-server)
+      systemd ca-certificates openssl prometheus util-linux tmux tcpreplay curl nats-server python3)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -159,6 +159,7 @@ fn alerts(n: usize) -> Vec<Alert> {
             updated: Timestamp(t0 + (i64::from(i) * 1000 + secs) * 1_000_000),
             calls: secs as u64,
             max_concurrent_calls: 4,
+            peer: None,
         };
         out.extend(m.on_verdict(&mk(VerdictLevel::Suspect, 0.5, 0, &["a"])));
         out.extend(m.on_verdict(&mk(VerdictLevel::Gateway, 0.9, 10, &["a", "b"])));
@@ -544,6 +545,7 @@ async fn sink_from_config_raises_for_the_gateway_line_with_numbers_pseudonymised
         updated: Timestamp(t0 + secs * 1_000_000),
         calls,
         max_concurrent_calls: 8,
+        peer: None,
     };
     let raised = sink
         .on_verdict(&verdict(VerdictLevel::Gateway, 0, 50))

@@ -106,6 +106,7 @@ fn alerts(n: usize) -> Vec<Alert> {
             score,
             flagged_at: None,
             site: None,
+            peer: None,
             reasons: signals
                 .iter()
                 .map(|s| Reason {

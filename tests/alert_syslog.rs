@@ -5,10 +5,17 @@
 
 mod common;
 use common::make_certs;
+#[path = "common/siem.rs"]
+mod siem;
+use siem::{
+    cef_kept, hostile_alerts, parse_independently, HOSTILE_DETAIL, HOSTILE_SENSOR, HOSTILE_SITE,
+    PYTHON,
+};
 
 use simboxd::alert::delivery::{syslog_target, Backoff, Delivery};
+use simboxd::alert::format::{Origin, VERSION};
 use simboxd::alert::outbox::{Outbox, StorageConfig};
-use simboxd::alert::syslog::{Facility, SyslogFormat, SyslogFormatter, SyslogTarget};
+use simboxd::alert::syslog::{Facility, SyslogConfig, SyslogFormat, SyslogFormatter, SyslogTarget};
 use simboxd::alert::{Alert, AlertConfig, AlertManager};
 use simboxd_core::model::{LineVerdict, Reason, Timestamp, VerdictLevel};
 use std::path::{Path, PathBuf};
@@ -186,6 +193,7 @@ fn gateway_episode() -> Vec<Alert> {
         updated: Timestamp(t0 + secs * 1_000_000),
         calls,
         max_concurrent_calls: 8,
+        peer: Some("203.0.113.10".parse().unwrap()),
     };
     let mut m = AlertManager::new(AlertConfig {
         clear_after_secs: 600,
@@ -204,6 +212,8 @@ fn formatter(format: SyslogFormat, host: &str) -> SyslogFormatter {
         facility: Facility::Local0,
         hostname: host.to_string(),
         procid: 4242,
+        sd_enterprise: SyslogConfig::default().sd_enterprise,
+        origin: Origin::new("tap-01"),
     }
 }
 
@@ -296,7 +306,14 @@ async fn udp_and_tcp_in_5424_and_3164_reach_rsyslog() {
                 )),
                 "{l}"
             );
-            assert!(f[5].contains(r#"line="100.64.7.9""#), "{l}");
+            assert!(
+                f[5].contains(r#"line="100.64.7.9" peer="203.0.113.10""#),
+                "{l}"
+            );
+            assert!(
+                f[5].ends_with(&format!(r#" sensor="tap-01" version="{VERSION}"]"#)),
+                "{l}"
+            );
             assert!(f[5].contains(r#"site="cottage \"A\" [east\]""#), "{l}");
             assert!(f[6].contains("line 100.64.7.9"), "{l}");
         }
@@ -504,6 +521,7 @@ fn many_alerts(n: usize) -> Vec<Alert> {
             score,
             flagged_at: None,
             site: None,
+            peer: None,
             reasons: signals
                 .iter()
                 .map(|s| Reason {
@@ -599,4 +617,175 @@ async fn relp_to_imrelp_restarted_mid_stream_loses_nothing() {
         st[0].failures
     );
     delivery.shutdown(Duration::from_secs(2)).await;
+}
+
+/// Waits until `path` has `n` lines.
+fn wait_file_lines(path: &Path, n: usize) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let got = std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .count();
+        if got >= n || Instant::now() > deadline {
+            return got;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// RFC 5424 (SD parsed by rsyslog's mmpstrucdata), ECS and CEF targets configured as a user
+/// writes them (per-target `format`, `[alert] sensor`, `[syslog] sd_enterprise`), delivered to
+/// rsyslog over TCP and read back by independent parsers: every hostile value round-trips as
+/// each format documents, and the peer, sensor and version are fields of their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ecs_cef_and_5424_reach_rsyslog_and_parse_independently() {
+    if !have(RSYSLOGD) || !have(PYTHON) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ports = [free_port(), free_port(), free_port()];
+    let names = ["r5424", "recs", "rcef"];
+    let file = |n: &str| dir.path().join(format!("{n}.log"));
+    let mut inputs = String::from(
+        "module(load=\"imtcp\")\nmodule(load=\"mmpstrucdata\")\n\
+         template(name=\"tsv\" type=\"string\" \
+         string=\"%msgid%\\t%hostname%\\t%app-name%\\t%procid%\\t%$!rfc5424-sd%\\t%msg%\\n\")\n",
+    );
+    for (port, name) in ports.iter().zip(names) {
+        inputs.push_str(&format!(
+            "input(type=\"imtcp\" address=\"127.0.0.1\" port=\"{port}\" ruleset=\"{name}\")\n\
+             ruleset(name=\"{name}\") {{ action(type=\"mmpstrucdata\") \
+             action(type=\"omfile\" file=\"{}\" template=\"tsv\") stop }}\n",
+            file(name).display()
+        ));
+    }
+    let _rs = Rsyslog::start(dir.path(), &inputs, "", &ports);
+
+    let text = format!(
+        "[alert]\nsensor = {sensor}\n\n[syslog]\nhostname = \"fmt\"\nsd_enterprise = 99999\n\
+         targets = [\"tcp://127.0.0.1:{p0}\", {{ url = \"tcp://127.0.0.1:{p1}\", format = \"ecs\" }},\n\
+         {{ url = \"tcp://127.0.0.1:{p2}\", format = \"cef\" }}]\n\n[storage]\npath = \"{db}\"\n",
+        sensor = toml::Value::String(HOSTILE_SENSOR.into()),
+        p0 = ports[0],
+        p1 = ports[1],
+        p2 = ports[2],
+        db = dir.path().join("outbox.redb").display(),
+    );
+    let cfg = simboxd::config::Config::parse(&text, "formats.toml").unwrap();
+    let targets =
+        simboxd::alert::delivery::targets_from_config(&cfg, Duration::from_secs(3)).unwrap();
+    let target_names: Vec<String> = targets.iter().map(|t| t.name()).collect();
+    let outbox = Arc::new(Outbox::open(&cfg.storage, target_names).unwrap());
+    let delivery = Delivery::start(outbox.clone(), targets, backoff());
+    let alerts = hostile_alerts();
+    for a in &alerts {
+        assert!(delivery.submit(a).unwrap());
+    }
+    deliver_all(&outbox, Duration::from_secs(15)).await;
+    for n in names {
+        assert_eq!(wait_file_lines(&file(n), alerts.len()), alerts.len(), "{n}");
+    }
+    delivery.shutdown(Duration::from_secs(2)).await;
+
+    let sd = parse_independently("tsv", &file("r5424"));
+    let ecs = parse_independently("tsv", &file("recs"));
+    let cef = parse_independently("tsv", &file("rcef"));
+    let one_line = |s: &str| -> String {
+        s.chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect()
+    };
+    for (i, a) in alerts.iter().enumerate() {
+        let key = a.idempotency_key.as_str();
+        let peer = a.peer.unwrap().to_string();
+        let is_threat = a.threat.is_some();
+        let site = a.site.as_deref();
+
+        // RFC 5424: rsyslog parsed the header and the structured data.
+        let r = &sd[i];
+        assert_eq!(r[0], a.state.as_str(), "{r}");
+        assert_eq!((&r[1], &r[2]), (&"fmt".into(), &"simboxd".into()), "{r}");
+        let p = &r[4]["simboxd@99999"];
+        assert_eq!(p["key"], key, "{r}");
+        assert_eq!(p["line"], a.line.to_string(), "{r}");
+        assert_eq!(p["peer"], peer.as_str(), "{r}");
+        assert_eq!(p["sensor"], HOSTILE_SENSOR, "{r}");
+        assert_eq!(p["version"], VERSION, "{r}");
+        assert_eq!(p["type"], a.kind.as_str(), "{r}");
+        match site {
+            Some(s) => assert_eq!(p["site"], one_line(s).as_str(), "{r}"),
+            None => assert!(p.get("site").is_none(), "{r}"),
+        }
+        assert_eq!(r[5], a.summary(3).as_str(), "{r}");
+
+        // ECS: Python's json module read the MSG.
+        let d = &ecs[i][5];
+        assert_eq!(ecs[i][4], "", "ECS carries no structured data");
+        assert_eq!(d["@timestamp"], a.created.to_rfc3339());
+        assert_eq!(d["event"]["kind"], "alert");
+        assert_eq!(d["event"]["id"], key);
+        assert_eq!(d["event"]["action"], a.state.as_str());
+        assert!(d["event"]["severity"].is_u64(), "{d}");
+        assert_eq!(d["source"]["ip"], peer.as_str());
+        assert_eq!(d["observer"]["name"], HOSTILE_SENSOR);
+        assert_eq!(d["observer"]["version"], VERSION);
+        assert_eq!(d["agent"]["version"], VERSION);
+        assert_eq!(d["message"], a.summary(3).as_str());
+        assert_eq!(d["simboxd"]["reasons"][0]["detail"], HOSTILE_DETAIL);
+        assert!(d["related"]["ip"]
+            .as_array()
+            .unwrap()
+            .contains(&peer.as_str().into()));
+        if is_threat {
+            assert!(d.get("destination").is_none(), "{d}");
+            assert_eq!(d["rule"]["id"], "threat-scan");
+            assert_eq!(
+                d["simboxd"]["threat"]["user_agents"][0],
+                "friendly|scanner=1"
+            );
+            assert_eq!(d["related"]["ip"].as_array().unwrap().len(), 4, "{d}");
+        } else {
+            assert_eq!(d["destination"]["ip"], a.line.to_string());
+            assert_eq!(
+                d["simboxd"]["site"], HOSTILE_SITE,
+                "exact, NUL and newline included"
+            );
+        }
+
+        // CEF: read by the test's own CEF parser.
+        let c = &cef[i][5];
+        let h: Vec<&str> = c["header"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert_eq!(&h[..4], &["CEF:0", "simboxd", "simboxd", VERSION], "{c}");
+        let x = &c["ext"];
+        assert_eq!(x["externalId"], key, "{c}");
+        assert_eq!(x["dvchost"], HOSTILE_SENSOR, "{c}");
+        assert_eq!(x["cs6"], VERSION, "{c}");
+        assert_eq!(x["act"], a.state.as_str(), "{c}");
+        assert_eq!(x["msg"], a.summary(3).as_str(), "{c}");
+        assert_eq!(x["rt"], (a.created.micros() / 1000).to_string(), "{c}");
+        if is_threat {
+            assert_eq!(h[4], "threat-scan");
+            assert_eq!(x["c6a2"], peer.as_str(), "IPv6 peer: {c}");
+            assert!(x.get("dst").is_none() && x.get("src").is_none(), "{c}");
+        } else {
+            assert_eq!(x["src"], peer.as_str(), "{c}");
+            assert_eq!(x["dst"], a.line.to_string(), "{c}");
+            assert_eq!(x["cs2"], cef_kept(HOSTILE_SITE).as_str(), "{c}");
+            assert_eq!(x["cs2Label"], "site", "{c}");
+        }
+    }
+    // The levels: raised suspect (medium), updated gateway (high), cleared (low), scan (low).
+    let sev: Vec<&str> = cef
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r[5]["header"][6].as_str().unwrap())
+        .collect();
+    assert_eq!(sev, ["6", "9", "3", "3"]);
 }

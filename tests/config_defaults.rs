@@ -119,6 +119,7 @@ fn every_default_key_is_in_the_shipped_file() {
         "http.token_file",
         "webhook.url",
         "syslog.hostname",
+        "alert.sensor",
     ] {
         let (section, key) = optional.rsplit_once('.').unwrap();
         let start = text

@@ -229,9 +229,15 @@ fn bad_webhook_url_is_rejected_with_position() {
 
 #[test]
 fn bad_syslog_target_is_rejected_with_position() {
+    // The bad entry itself is located (column 12), not the array's bracket.
     assert_rejected(
         "[capture]\ninterface = \"lo\"\n[syslog]\ntargets = [\"udp://127.0.0.1:99999\"]\n",
-        "4:11: syslog target \"udp://127.0.0.1:99999\": bad host or port",
+        "4:12: syslog target \"udp://127.0.0.1:99999\": bad host or port",
+    );
+    // A target with its own format: a bad format is located at its value.
+    assert_rejected(
+        "[capture]\ninterface = \"lo\"\n[syslog]\ntargets = [{ url = \"udp://h\", format = \"leef\" }]\n",
+        "4:40: unknown variant `leef`, expected one of `rfc5424`, `rfc3164`, `ecs`, `cef`",
     );
 }
 

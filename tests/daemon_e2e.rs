@@ -444,6 +444,13 @@ fn gateway_line_alert_reaches_syslog_webhook_and_api_normal_line_stays_quiet() {
     let body: serde_json::Value = serde_json::from_str(&first.body).expect("webhook body is JSON");
     assert_eq!(body["line"], GATEWAY);
     assert_eq!(body["state"], "raised");
+    // The peer (the softswitch feeding the line), the sensor and the version: fields of their own.
+    assert_eq!(body["peer"], SOFTSWITCH, "{body}");
+    assert!(
+        body["sensor"].as_str().is_some_and(|s| !s.is_empty()),
+        "{body}"
+    );
+    assert_eq!(body["version"], env!("CARGO_PKG_VERSION"), "{body}");
     assert!(
         !got.iter().any(|r| r.body.contains(NORMAL)),
         "normal line reached the webhook"

@@ -115,21 +115,23 @@ impl Target {
 /// Builds the targets configured in `[syslog]` and `[webhook]` (reads CA files).
 pub fn targets_from_config(cfg: &Config, timeout: Duration) -> Result<Vec<Target>, DeliveryError> {
     let mut out = Vec::new();
-    let formatter = Arc::new(SyslogFormatter::from_config(&cfg.syslog));
+    let origin = super::format::Origin::from_config(&cfg.alert);
+    let formatter = SyslogFormatter::from_config(&cfg.syslog, origin.clone());
     let needs_tls = cfg
         .syslog
         .targets
         .iter()
-        .any(|t| t.proto == SyslogProto::Tls);
+        .any(|t| t.target.proto == SyslogProto::Tls);
     let syslog_tls = if needs_tls {
         Some(tls_client_config(cfg.syslog.ca_file.as_deref())?)
     } else {
         None
     };
     for t in &cfg.syslog.targets {
+        let format = t.format.unwrap_or(cfg.syslog.format);
         out.push(Target::Syslog(SyslogSender::new(
-            t.clone(),
-            formatter.clone(),
+            t.target.clone(),
+            Arc::new(formatter.with_format(format)),
             syslog_tls.clone(),
             timeout,
         )));
@@ -142,12 +144,10 @@ pub fn targets_from_config(cfg: &Config, timeout: Duration) -> Result<Vec<Target
         };
         let t = Duration::from_secs(u64::from(cfg.webhook.timeout_secs))
             .min(timeout.max(Duration::from_secs(1)));
-        out.push(Target::Webhook(WebhookSender::new(
-            url.clone(),
-            cfg.webhook.auth_header.clone(),
-            tls,
-            t,
-        )));
+        out.push(Target::Webhook(
+            WebhookSender::new(url.clone(), cfg.webhook.auth_header.clone(), tls, t)
+                .with_format(cfg.webhook.format, origin.clone()),
+        ));
     }
     if let Some(n) = crate::stream::publisher::AlertSender::new(&cfg.stream, timeout) {
         out.push(Target::Stream(Box::new(n)));

@@ -11,6 +11,7 @@
 
 pub mod delivery;
 pub mod delivery_log;
+pub mod format;
 pub mod outbox;
 pub mod relp;
 pub mod syslog;
@@ -42,6 +43,9 @@ pub struct AlertConfig {
     /// Attempts an alert a target refuses (4xx, untrusted certificate, RELP error) gets before
     /// it moves to that target's dead-letter list; outages (timeouts, 5xx) retry without limit.
     pub dead_letter_after: u32,
+    /// Name of this sensor in every alert format (ECS `observer.name`, CEF `dvchost`, RFC 5424
+    /// `sensor`, the webhook's `sensor`); defaults to the host name.
+    pub sensor: Option<String>,
 }
 
 impl Default for AlertConfig {
@@ -54,6 +58,7 @@ impl Default for AlertConfig {
             retry_initial_ms: 500,
             retry_max_secs: 60,
             dead_letter_after: 5,
+            sensor: None,
         }
     }
 }
@@ -103,6 +108,14 @@ impl AlertConfig {
                 "dead_letter_after",
                 "alert.dead_letter_after must be in 1..=1000".into(),
             ));
+        }
+        if let Some(s) = &self.sensor {
+            if s.is_empty() || s.len() > 255 || s.chars().any(char::is_control) {
+                return Err(simboxd_core::config::Invalid::new(
+                    "sensor",
+                    "alert.sensor must be 1 to 255 bytes without control characters".into(),
+                ));
+            }
         }
         Ok(())
     }
@@ -191,7 +204,8 @@ impl AlertKind {
 /// Targets carried in a threat alert (the API and `analyze` list them all).
 pub const ALERT_THREAT_LINES: usize = 16;
 
-/// One alert record. This JSON is what the webhook posts and the HTTP API serves.
+/// One alert record. This JSON is what the HTTP API serves and the webhook's `json` format posts
+/// (with `sensor` and `version` added); [`format`] renders it for SIEMs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Alert {
     /// Stable for one line and episode: `sbx-` + 16 hex digits.
@@ -203,6 +217,11 @@ pub struct Alert {
     pub state: AlertState,
     pub severity: Severity,
     pub line: IpAddr,
+    /// The remote peer: for a line, the one that sent it most of its inbound calls and opaque
+    /// flows (the softswitch or trunk feeding a SIM box); for a threat, the attacker; for a
+    /// compromised PBX, the peer whose toll fraud it relayed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<IpAddr>,
     pub site: Option<String>,
     pub verdict: VerdictLevel,
     pub score: f64,
@@ -378,6 +397,9 @@ struct Episode {
     last_seen: Timestamp,
     flagged_at: Option<Timestamp>,
     site: Option<String>,
+    /// The line's main peer at the latest verdict.
+    #[serde(default)]
+    peer: Option<IpAddr>,
     /// Latest verdict figures, to tell new evidence from a repeated evaluation.
     score: f64,
     calls: u64,
@@ -464,6 +486,7 @@ impl AlertManager {
             // is corrected by an update, never left standing.
             let site_changed = v.site != ep.site;
             ep.site = v.site.clone();
+            ep.peer = v.peer;
             if ep.flagged_at.is_none() {
                 ep.flagged_at = v.flagged_at;
             }
@@ -518,6 +541,7 @@ impl AlertManager {
             last_seen: v.updated,
             flagged_at,
             site: v.site.clone(),
+            peer: v.peer,
             score,
             calls: v.calls,
             reasons,
@@ -572,6 +596,7 @@ impl AlertManager {
             state,
             severity: Severity::of_threat(t.severity),
             line: subject,
+            peer: Some(t.peer),
             site: None,
             verdict: VerdictLevel::Normal,
             score: 0.0,
@@ -655,6 +680,7 @@ fn make_alert(
             .site
             .as_deref()
             .map(|s| crate::text::escape(s).into_owned()),
+        peer: ep.peer,
         verdict,
         score: ep.score,
         reasons: ep.reasons.clone(),
@@ -700,6 +726,7 @@ mod tests {
             updated: Timestamp(T0 + secs * 1_000_000),
             calls,
             max_concurrent_calls: 4,
+            peer: Some("203.0.113.10".parse().unwrap()),
         }
     }
 
@@ -1019,7 +1046,7 @@ mod tests {
         let ok = "[syslog]\ntargets = [\"udp://127.0.0.1:514\", \"tls://logs.example.net\"]\nformat = \"rfc3164\"\nfacility = \"local3\"\n\n[webhook]\nurl = \"https://hooks.example.net/simbox\"\nauth_header = \"Authorization: Bearer abc\"\n\n[storage]\npath = \"/tmp/x.redb\"\n\n[privacy]\npseudonymize = true\nkey = \"0123456789abcdef0\"\n\n[alert]\nclear_after_secs = 900\n";
         let c = Config::parse(ok, "ok.toml").unwrap();
         assert_eq!(c.syslog.targets.len(), 2);
-        assert_eq!(c.syslog.targets[1].port, 6514);
+        assert_eq!(c.syslog.targets[1].target.port, 6514);
         assert_eq!(c.syslog.format, syslog::SyslogFormat::Rfc3164);
         assert_eq!(c.syslog.facility.code(), 19);
         assert_eq!(c.webhook.url.as_ref().unwrap().host, "hooks.example.net");
@@ -1032,7 +1059,54 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(e.starts_with("s.toml:2:11: ") && e.contains("smtp"), "{e}");
+        // The bad element itself is named (was the array's opening bracket).
+        assert!(e.starts_with("s.toml:3:3: ") && e.contains("smtp"), "{e}");
+
+        // Per-target formats, the webhook's format, the SD-ID number and the sensor name.
+        let c = Config::parse(
+            "[alert]\nsensor = \"tap-7\"\n[syslog]\nformat = \"cef\"\nsd_enterprise = 99999\ntargets = [\"udp://a:514\", { url = \"tcp://b\", format = \"ecs\" }]\n[webhook]\nformat = \"cef\"\n",
+            "f.toml",
+        )
+        .unwrap();
+        assert_eq!(c.syslog.format, syslog::SyslogFormat::Cef);
+        assert_eq!(c.syslog.sd_enterprise.get(), 99999);
+        assert_eq!(
+            (c.syslog.targets[0].format, c.syslog.targets[1].format),
+            (None, Some(syslog::SyslogFormat::Ecs))
+        );
+        assert_eq!(c.syslog.targets[1].target.to_string(), "tcp://b:601");
+        assert_eq!(c.webhook.format, webhook::WebhookFormat::Cef);
+        assert_eq!(c.alert.sensor.as_deref(), Some("tap-7"));
+        // And back: a target with its own format serialises as a table.
+        let back = toml::to_string(&c.syslog).unwrap();
+        let again: syslog::SyslogConfig = toml::from_str(&back).unwrap();
+        assert_eq!(again, c.syslog, "{back}");
+        let defaults = Config::parse("", "d.toml").unwrap();
+        assert_eq!(defaults.syslog.sd_enterprise.get(), 32473);
+        assert_eq!(defaults.webhook.format, webhook::WebhookFormat::Json);
+        for (text, at, what) in [
+            ("[syslog]\nformat = \"leef\"\n", "x.toml:2:10: ", "leef"),
+            (
+                "[syslog]\ntargets = [\n { url = \"udp://a\", format = \"xml\" }]\n",
+                "x.toml:3:",
+                "xml",
+            ),
+            (
+                "[syslog]\ntargets = [{ url = \"udp://a\", fmt = \"ecs\" }]\n",
+                "x.toml:2:",
+                "fmt",
+            ),
+            ("[syslog]\nsd_enterprise = 0\n", "x.toml:2:17: ", "nonzero"),
+            (
+                "[webhook]\nformat = \"rfc5424\"\n",
+                "x.toml:2:10: ",
+                "rfc5424",
+            ),
+            ("[alert]\nsensor = \"\"\n", "x.toml:2:1: ", "alert.sensor"),
+        ] {
+            let e = Config::parse(text, "x.toml").unwrap_err().to_string();
+            assert!(e.starts_with(at) && e.contains(what), "{text}: {e}");
+        }
         let e = Config::parse("[syslog]\nformat = \"rfc9999\"\n", "f.toml")
             .unwrap_err()
             .to_string();

@@ -1107,6 +1107,7 @@ mod tests {
             state: AlertState::Raised,
             severity: Severity::Critical,
             line: "10.0.0.9".parse().unwrap(),
+            peer: None,
             site: None,
             verdict: VerdictLevel::Gateway,
             score: 0.9,

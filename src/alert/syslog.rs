@@ -1,16 +1,19 @@
 //! Syslog output: RFC 5424 (with structured data) or RFC 3164 messages, sent over UDP, TCP with
 //! RFC 6587 octet counting, TLS (RFC 5425, rustls) or RELP (rsyslog's `imrelp`, see `relp`).
 //!
-//! Contract: formatting is pure (`format_rfc5424`, `format_rfc3164`, `octet_frame`); a
+//! Contract: formatting is pure (`octet_frame` here, the message formats in [`super::format`]); a
 //! [`SyslogSender`] keeps one connection, reconnects after any failure and reports success
 //! once the message is written and flushed (UDP: once sent), or for RELP once the receiver
 //! acknowledged it. Only RELP makes "delivered" mean "the receiver has it": over TCP/TLS a
 //! message written into the socket buffer of a connection the receiver drops (restart, black
 //! hole) is lost without an error.
 
-use super::{one_line, verdict_str, Alert};
+pub use super::format::rfc5424::{escape_sd_value, format_rfc3164, format_rfc5424};
+use super::format::Origin;
+use super::Alert;
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,12 +21,16 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
 /// `[syslog]` section.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct SyslogConfig {
-    /// `udp://host:514`, `tcp://host:601`, `tls://host:6514`, `relp://host:2514`.
-    pub targets: Vec<SyslogTarget>,
+    /// `udp://host:514`, `tcp://host:601`, `tls://host:6514`, `relp://host:2514`, each optionally as
+    /// `{ url = "...", format = "cef" }` to override `format` for that target.
+    pub targets: Vec<SyslogTargetSpec>,
+    /// Message format of targets that do not set their own.
     pub format: SyslogFormat,
+    /// Private Enterprise Number in the RFC 5424 SD-ID `simboxd@<number>`.
+    pub sd_enterprise: NonZeroU32,
     pub facility: Facility,
     /// HOSTNAME field; defaults to the system host name.
     pub hostname: Option<String>,
@@ -31,12 +38,98 @@ pub struct SyslogConfig {
     pub ca_file: Option<PathBuf>,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+impl Default for SyslogConfig {
+    fn default() -> Self {
+        SyslogConfig {
+            targets: Vec::new(),
+            format: SyslogFormat::default(),
+            sd_enterprise: super::format::rfc5424::DEFAULT_SD_ENTERPRISE,
+            facility: Facility::default(),
+            hostname: None,
+            ca_file: None,
+        }
+    }
+}
+
+/// What a syslog message carries after its header.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SyslogFormat {
+    /// RFC 5424 with the alert in structured data and a one-line summary.
     #[default]
     Rfc5424,
+    /// RFC 3164 (BSD) with the summary only.
     Rfc3164,
+    /// RFC 5424 header, the MSG one ECS JSON document.
+    Ecs,
+    /// RFC 5424 header, the MSG one CEF record.
+    Cef,
+}
+
+/// One `targets` entry: a URL, or a table with the URL and the target's own format.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SyslogTargetSpec {
+    pub target: SyslogTarget,
+    /// Overrides `[syslog] format` for this target.
+    pub format: Option<SyslogFormat>,
+}
+
+impl From<SyslogTarget> for SyslogTargetSpec {
+    fn from(target: SyslogTarget) -> Self {
+        SyslogTargetSpec {
+            target,
+            format: None,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SpecTable {
+    url: SyslogTarget,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    format: Option<SyslogFormat>,
+}
+
+impl Serialize for SyslogTargetSpec {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.format {
+            None => self.target.serialize(s),
+            Some(_) => SpecTable {
+                url: self.target.clone(),
+                format: self.format,
+            }
+            .serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for SyslogTargetSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = SyslogTargetSpec;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a URL like \"udp://host:514\" or { url = \"...\", format = \"...\" }")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Self::Value, E> {
+                s.parse::<SyslogTarget>()
+                    .map(SyslogTargetSpec::from)
+                    .map_err(E::custom)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                m: A,
+            ) -> Result<Self::Value, A::Error> {
+                let t = SpecTable::deserialize(serde::de::value::MapAccessDeserializer::new(m))?;
+                Ok(SyslogTargetSpec {
+                    target: t.url,
+                    format: t.format,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -194,40 +287,61 @@ impl Facility {
     }
 }
 
-/// Structured-data id: the RFC 5612 documentation enterprise number.
-pub const SD_ID: &str = "simboxd@32473";
 /// Longest message sent (rsyslog's default maxMessageSize is 8 KiB).
 pub const MAX_MESSAGE: usize = 8000;
 /// Reasons named in the message text.
 pub const TEXT_REASONS: usize = 3;
 
-/// Settings shared by every message of one process.
+/// Settings shared by the messages to one target.
 #[derive(Clone, Debug)]
 pub struct SyslogFormatter {
     pub format: SyslogFormat,
     pub facility: Facility,
     pub hostname: String,
     pub procid: u32,
+    /// Enterprise number of the RFC 5424 SD-ID.
+    pub sd_enterprise: NonZeroU32,
+    /// Sensor name and simboxd version, carried in every format.
+    pub origin: Origin,
 }
 
 impl SyslogFormatter {
-    pub fn from_config(cfg: &SyslogConfig) -> Self {
+    /// The `[syslog]` settings with `format`; `origin` names this sensor.
+    pub fn from_config(cfg: &SyslogConfig, origin: Origin) -> Self {
         SyslogFormatter {
             format: cfg.format,
             facility: cfg.facility,
             hostname: cfg.hostname.clone().unwrap_or_else(system_hostname),
             procid: std::process::id(),
+            sd_enterprise: cfg.sd_enterprise,
+            origin,
+        }
+    }
+
+    /// The same settings in another format (a target's own `format`).
+    pub fn with_format(&self, format: SyslogFormat) -> Self {
+        SyslogFormatter {
+            format,
+            ..self.clone()
         }
     }
 
     pub fn format(&self, alert: &Alert) -> String {
+        use super::format::{cef, ecs, rfc5424};
         let s = match self.format {
-            SyslogFormat::Rfc5424 => {
-                format_rfc5424(alert, self.facility, &self.hostname, self.procid)
+            SyslogFormat::Rfc5424 => format_rfc5424(alert, self),
+            SyslogFormat::Rfc3164 => format_rfc3164(alert, self),
+            SyslogFormat::Ecs => {
+                let head = rfc5424::header(alert, self);
+                // The JSON is shrunk to fit (never cut, which would leave it unparsable).
+                let body = ecs::format_ecs(alert, &self.origin, MAX_MESSAGE - head.len() - 3);
+                format!("{head} - {body}")
             }
-            SyslogFormat::Rfc3164 => {
-                format_rfc3164(alert, self.facility, &self.hostname, self.procid)
-            }
+            SyslogFormat::Cef => format!(
+                "{} - {}",
+                rfc5424::header(alert, self),
+                cef::format_cef(alert, &self.origin)
+            ),
         };
         truncate(s, MAX_MESSAGE)
     }
@@ -251,101 +365,6 @@ fn truncate(mut s: String, max: usize) -> String {
         s.truncate(cut);
     }
     s
-}
-
-/// A header field: printable US-ASCII without spaces, at most `max` bytes, `-` when empty.
-fn header_field(s: &str, max: usize) -> String {
-    let v: String = s
-        .chars()
-        .filter(|c| c.is_ascii_graphic())
-        .take(max)
-        .collect();
-    if v.is_empty() {
-        "-".to_string()
-    } else {
-        v
-    }
-}
-
-/// RFC 5424 section 6.3.3: `"`, `\` and `]` are escaped with a backslash, after control and
-/// bidi characters became visible escapes ([`crate::text::escape`]) so that a value can never
-/// break a receiver's line framing.
-pub fn escape_sd_value(v: &str) -> String {
-    let v = crate::text::escape(v);
-    let mut out = String::with_capacity(v.len());
-    for c in v.chars() {
-        if matches!(c, '"' | '\\' | ']') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
-fn pri(alert: &Alert, facility: Facility) -> u8 {
-    facility.code() * 8 + alert.syslog_severity()
-}
-
-/// `<PRI>1 TIMESTAMP HOST simboxd PROCID MSGID [simboxd@32473 ...] MSG`.
-pub fn format_rfc5424(alert: &Alert, facility: Facility, hostname: &str, procid: u32) -> String {
-    let mut sd = format!("[{SD_ID}");
-    let mut param = |name: &str, value: &str| {
-        sd.push(' ');
-        sd.push_str(name);
-        sd.push_str("=\"");
-        sd.push_str(&escape_sd_value(value));
-        sd.push('"');
-    };
-    param("id", &alert.id);
-    param("seq", &alert.seq.to_string());
-    param("key", &alert.idempotency_key);
-    param("state", alert.state.as_str());
-    param("severity", alert.severity.as_str());
-    param("line", &alert.line.to_string());
-    if let Some(site) = &alert.site {
-        param("site", site);
-    }
-    param("verdict", verdict_str(alert.verdict));
-    param("score", &format!("{:.3}", alert.score));
-    param("first_seen", &alert.first_seen.to_rfc3339());
-    param("last_seen", &alert.last_seen.to_rfc3339());
-    if let Some(f) = alert.flagged_at {
-        param("flagged_at", &f.to_rfc3339());
-    }
-    let signals: Vec<&str> = alert.reasons.iter().map(|r| r.signal.as_str()).collect();
-    if !signals.is_empty() {
-        param("signals", &signals.join(","));
-    }
-    sd.push(']');
-    format!(
-        "<{}>1 {} {} simboxd {} {} {} {}",
-        pri(alert, facility),
-        alert.created.to_rfc3339(),
-        header_field(hostname, 255),
-        procid,
-        alert.state.as_str(),
-        sd,
-        alert.summary(TEXT_REASONS)
-    )
-}
-
-/// `<PRI>Mmm dd hh:mm:ss HOST simboxd[PID]: MSG` (time in UTC; RFC 3164 has no zone).
-pub fn format_rfc3164(alert: &Alert, facility: Facility, hostname: &str, procid: u32) -> String {
-    let secs = alert.created.micros().div_euclid(1_000_000);
-    let stamp = chrono::DateTime::from_timestamp(secs, 0)
-        .map(|d| d.format("%b %e %H:%M:%S").to_string())
-        .unwrap_or_else(|| "Jan  1 00:00:00".to_string());
-    format!(
-        "<{}>{} {} simboxd[{}]: [{} key={} severity={}] {}",
-        pri(alert, facility),
-        stamp,
-        header_field(hostname, 255),
-        procid,
-        alert.id,
-        alert.idempotency_key,
-        alert.severity.as_str(),
-        one_line(&alert.summary(TEXT_REASONS))
-    )
 }
 
 /// RFC 6587 octet counting: `LEN SP MSG`.
@@ -576,7 +595,7 @@ pub(crate) async fn peer_closed(s: &mut dyn Stream) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alert::{AlertState, Severity};
+    use crate::alert::{one_line, AlertState, Severity};
     use simboxd_core::model::{Reason, Timestamp, VerdictLevel};
 
     fn alert() -> Alert {
@@ -587,6 +606,7 @@ mod tests {
             state: AlertState::Updated,
             severity: Severity::Critical,
             line: "10.0.0.7".parse().unwrap(),
+            peer: Some("203.0.113.10".parse().unwrap()),
             site: Some("cottage \"A\" [x]\\y".into()),
             verdict: VerdictLevel::Gateway,
             score: 0.9234,
@@ -606,9 +626,28 @@ mod tests {
         }
     }
 
+    fn fmt(format: SyslogFormat, facility: Facility, host: &str, procid: u32) -> SyslogFormatter {
+        SyslogFormatter {
+            format,
+            facility,
+            hostname: host.into(),
+            procid,
+            sd_enterprise: SyslogConfig::default().sd_enterprise,
+            origin: Origin::new("tap \"1\" [x]"),
+        }
+    }
+
+    fn f5424(a: &Alert, facility: Facility, host: &str, procid: u32) -> String {
+        format_rfc5424(a, &fmt(SyslogFormat::Rfc5424, facility, host, procid))
+    }
+
+    fn f3164(a: &Alert, facility: Facility, host: &str, procid: u32) -> String {
+        format_rfc3164(a, &fmt(SyslogFormat::Rfc3164, facility, host, procid))
+    }
+
     #[test]
     fn rfc5424_layout_and_escaping() {
-        let m = format_rfc5424(&alert(), Facility::Local0, "probe 1", 42);
+        let m = f5424(&alert(), Facility::Local0, "probe 1", 42);
         // local0 (16) * 8 + critical (2) = 130.
         assert!(
             m.starts_with("<130>1 2023-11-14T22:14:20.500000Z probe1 simboxd 42 updated [simboxd@32473 id=\"sbx-0011223344556677\" seq=\"2\" key=\"sbx-0011223344556677:2\""),
@@ -616,8 +655,18 @@ mod tests {
         );
         assert!(m.contains(r#" site="cottage \"A\" [x\]\\y""#), "{m}");
         assert!(m.contains(r#" score="0.923""#), "{m}");
-        assert!(m.contains(r#" signals="inbound_many_numbers"]"#), "{m}");
-        assert!(m.ends_with("] updated line 10.0.0.7 gateway score 0.92 site cottage \"A\" [x]\\y: inbound_many_numbers (212 calls\\nto 198 numbers)"), "{m}");
+        assert!(
+            m.contains(r#" type="line" line="10.0.0.7" peer="203.0.113.10" site="#),
+            "{m}"
+        );
+        assert!(
+            m.contains(&format!(
+                r#" signals="inbound_many_numbers" sensor="tap \"1\" [x\]" version="{}"]"#,
+                crate::alert::format::VERSION
+            )),
+            "{m}"
+        );
+        assert!(m.ends_with("] updated line 10.0.0.7 gateway score 0.92 site cottage \"A\" [x]\\y: inbound_many_numbers (212 calls to 198 numbers)"), "{m}");
         assert!(!m.contains('\n'));
         // Regression (found by the property test): a CR/LF inside an SD value broke the line.
         assert_eq!(escape_sd_value("a\r\n\"]"), "a\\\\r\\\\n\\\"\\]");
@@ -628,9 +677,14 @@ mod tests {
         let mut a = alert();
         a.state = AlertState::Cleared;
         a.created = Timestamp(1_699_000_000_000_000); // 2023-11-03 08:26:40 UTC
-        let m = format_rfc3164(&a, Facility::Daemon, "", 7);
+        let m = f3164(&a, Facility::Daemon, "", 7);
         // daemon (3) * 8 + notice (5) = 29; day padded with a space.
-        assert!(m.starts_with("<29>Nov  3 08:26:40 - simboxd[7]: [sbx-0011223344556677 key=sbx-0011223344556677:2 severity=critical] cleared line 10.0.0.7"), "{m}");
+        assert!(m.starts_with("<29>Nov  3 08:26:40 - simboxd[7]: [sbx-0011223344556677 key=sbx-0011223344556677:2 severity=critical peer="), "{m}");
+        assert!(m.contains("] cleared line 10.0.0.7"), "{m}");
+        assert!(
+            m.contains(" severity=critical peer=203.0.113.10 sensor=tap\"1\"[x_ version="),
+            "{m}"
+        );
     }
 
     #[test]
@@ -664,6 +718,27 @@ mod tests {
     }
 
     #[test]
+    fn ecs_and_cef_fit_a_syslog_message_and_stay_parsable() {
+        let mut a = alert();
+        a.reasons[0].detail = "é=|\\".repeat(4000);
+        a.site = Some("s".repeat(5000));
+        let f = fmt(SyslogFormat::Ecs, Facility::Local0, "h", 1);
+        let m = f.format(&a);
+        assert!(m.len() <= MAX_MESSAGE, "{}", m.len());
+        let (head, body) = m.split_once(" - ").unwrap();
+        assert!(
+            head.starts_with("<130>1 ") && head.ends_with(" updated"),
+            "{head}"
+        );
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["simboxd"]["truncated"], true);
+        let m = f.with_format(SyslogFormat::Cef).format(&a);
+        assert!(m.len() <= MAX_MESSAGE, "{}", m.len());
+        assert!(!m.ends_with('\\'), "no escape cut in half");
+        assert!(m.contains(" - CEF:0|simboxd|simboxd|"), "{m}");
+    }
+
+    #[test]
     fn long_messages_truncated_on_char_boundary() {
         let s = "é".repeat(5000);
         let t = truncate(s, MAX_MESSAGE);
@@ -693,12 +768,12 @@ mod tests {
             a.site = Some(site.clone());
             a.reasons[0].detail = detail;
             for m in [
-                format_rfc5424(&a, Facility::Local7, &host, 1),
-                format_rfc3164(&a, Facility::Local7, &host, 1),
+                f5424(&a, Facility::Local7, &host, 1),
+                f3164(&a, Facility::Local7, &host, 1),
             ] {
                 proptest::prop_assert!(!m.contains('\n') && !m.contains('\r'));
             }
-            let m = format_rfc5424(&a, Facility::Local7, &host, 1);
+            let m = f5424(&a, Facility::Local7, &host, 1);
             proptest::prop_assert_eq!(sd_param(&m, "site"), Some(one_line(&site)));
             proptest::prop_assert_eq!(sd_param(&m, "line"), Some("10.0.0.7".to_string()));
             // HOSTNAME stays one printable token.

@@ -1,10 +1,12 @@
-//! Webhook output: each alert is POSTed as JSON with an `Idempotency-Key` header.
+//! Webhook output: each alert is POSTed with an `Idempotency-Key` header, as simboxd's alert
+//! JSON (with `sensor` and `version`), an ECS document or a CEF record (`format`).
 //!
 //! Contract: a send succeeds only on a 2xx answer; anything else is an error: refused
 //! connections, timeouts and 5xx are outages the delivery worker retries with backoff, a 4xx
 //! (but 408/429) or an untrusted certificate refuses that alert (dead-letter list after
 //! `[alert] dead_letter_after` attempts, see `SendError::is_refusal`). HTTP/1.1 over hyper, HTTPS via rustls.
 
+use super::format::Origin;
 use super::syslog::{split_host_port, SendError};
 use super::Alert;
 use http_body_util::{BodyExt, Full};
@@ -29,6 +31,30 @@ pub struct WebhookConfig {
     pub ca_file: Option<PathBuf>,
     /// Connect + request timeout.
     pub timeout_secs: u32,
+    /// Body of each POST.
+    pub format: WebhookFormat,
+}
+
+/// What a webhook POST carries.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookFormat {
+    /// The alert record as the HTTP API serves it, plus `sensor` and `version`.
+    #[default]
+    Json,
+    /// One ECS document (`application/json`).
+    Ecs,
+    /// One CEF record (`text/plain`).
+    Cef,
+}
+
+/// The `json` body: the alert record and who made it.
+#[derive(Serialize)]
+struct JsonBody<'a> {
+    #[serde(flatten)]
+    alert: &'a Alert,
+    sensor: &'a str,
+    version: &'a str,
 }
 
 impl Default for WebhookConfig {
@@ -38,6 +64,7 @@ impl Default for WebhookConfig {
             auth_header: None,
             ca_file: None,
             timeout_secs: 10,
+            format: WebhookFormat::default(),
         }
     }
 }
@@ -202,6 +229,8 @@ pub struct WebhookSender {
     auth: Option<AuthHeader>,
     tls: Option<Arc<rustls::ClientConfig>>,
     timeout: Duration,
+    format: WebhookFormat,
+    origin: Origin,
 }
 
 impl WebhookSender {
@@ -216,7 +245,40 @@ impl WebhookSender {
             auth,
             tls,
             timeout,
+            format: WebhookFormat::Json,
+            origin: Origin::new(super::syslog::system_hostname()),
         }
+    }
+
+    /// The same sender posting `format`, naming `origin` as the sensor.
+    pub fn with_format(self, format: WebhookFormat, origin: Origin) -> Self {
+        WebhookSender {
+            format,
+            origin,
+            ..self
+        }
+    }
+
+    /// The body and its content type.
+    pub fn body(&self, alert: &Alert) -> Result<(Vec<u8>, &'static str), serde_json::Error> {
+        Ok(match self.format {
+            WebhookFormat::Json => (
+                serde_json::to_vec(&JsonBody {
+                    alert,
+                    sensor: &self.origin.sensor,
+                    version: &self.origin.version,
+                })?,
+                "application/json",
+            ),
+            WebhookFormat::Ecs => (
+                super::format::ecs::format_ecs(alert, &self.origin, usize::MAX).into_bytes(),
+                "application/json",
+            ),
+            WebhookFormat::Cef => (
+                super::format::cef::format_cef(alert, &self.origin).into_bytes(),
+                "text/plain; charset=utf-8",
+            ),
+        })
     }
 
     pub fn url(&self) -> &WebhookUrl {
@@ -225,15 +287,17 @@ impl WebhookSender {
 
     pub async fn send(&mut self, alert: &Alert) -> Result<(), SendError> {
         let name = self.url.to_string();
-        let body =
-            serde_json::to_vec(alert).map_err(|e| SendError::Io(name.clone(), e.to_string()))?;
-        match tokio::time::timeout(self.timeout, self.post(body, &alert.idempotency_key)).await {
+        let (body, content_type) = self
+            .body(alert)
+            .map_err(|e| SendError::Io(name.clone(), e.to_string()))?;
+        let post = self.post(body, content_type, &alert.idempotency_key);
+        match tokio::time::timeout(self.timeout, post).await {
             Ok(r) => r,
             Err(_) => Err(SendError::Timeout(name)),
         }
     }
 
-    async fn post(&self, body: Vec<u8>, key: &str) -> Result<(), SendError> {
+    async fn post(&self, body: Vec<u8>, content_type: &str, key: &str) -> Result<(), SendError> {
         let name = self.url.to_string();
         let tcp = TcpStream::connect((self.url.host.as_str(), self.url.port))
             .await
@@ -256,7 +320,7 @@ impl WebhookSender {
         });
         let mut req = hyper::Request::post(self.url.path.as_str())
             .header(hyper::header::HOST, self.url.authority())
-            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .header(hyper::header::CONTENT_TYPE, content_type)
             .header(
                 hyper::header::USER_AGENT,
                 concat!("simboxd/", env!("CARGO_PKG_VERSION")),

@@ -190,6 +190,11 @@ fn merged_verdict(
     }
     score = score.max(sensor_score);
     let flagged_at = all.clone().filter_map(|e| e.flagged_at).min();
+    // The peer (softswitch) as the sensor with the strongest view of the line saw it.
+    let peer = all
+        .clone()
+        .max_by(|a, b| a.score.total_cmp(&b.score))
+        .and_then(|e| e.peer);
     let updated = all.clone().map(|e| e.updated).max().unwrap_or_default();
     let mut reasons: Vec<Reason> = sigs
         .into_iter()
@@ -204,6 +209,7 @@ fn merged_verdict(
     reasons.sort_by(|a, b| b.strength.total_cmp(&a.strength));
     LineVerdict {
         line: ip,
+        peer,
         verdict: level,
         score,
         flagged_at: if level == VerdictLevel::Gateway {
@@ -368,6 +374,7 @@ fn site_alert(
         state,
         severity: Severity::of(verdict),
         line: ep.peer,
+        peer: Some(ep.peer),
         site: Some(name.to_string()),
         verdict,
         score,

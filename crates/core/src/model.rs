@@ -543,6 +543,10 @@ pub struct LineVerdict {
     pub updated: Timestamp,
     pub calls: u64,
     pub max_concurrent_calls: u32,
+    /// The remote peer that sent the line most of its inbound calls and opaque media flows (for
+    /// a SIM-box line: the softswitch or carrier trunk feeding it); none before any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<IpAddr>,
 }
 
 /// Counted stops and evictions. Keys are stable names used in JSON and metrics.

@@ -770,6 +770,7 @@ fn verdict_of(e: &LineEntry) -> LineVerdict {
         updated: e.state.updated,
         calls: e.profile.calls_total + e.profile.opaque_total,
         max_concurrent_calls: e.profile.max_concurrent,
+        peer: e.profile.top_peer().map(|x| x.ip),
     }
 }
 
