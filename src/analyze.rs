@@ -194,67 +194,15 @@ struct Collector {
     registrations: Vec<RegistrationRecord>,
     media: Vec<MediaFlowRecord>,
     dropped: u64,
-    /// Records as they come, joined into `calls`/`registrations` by `join`.
-    call_chunks: Chunks<CallRecord>,
-    reg_chunks: Chunks<RegistrationRecord>,
 }
 
 impl Collector {
     fn take(&mut self, ev: Event) {
         match ev {
-            Event::CallEnded(c) => self.call_chunks.push_bounded(*c, &mut self.dropped),
-            Event::Registration(r) => self.reg_chunks.push_bounded(*r, &mut self.dropped),
+            Event::CallEnded(c) => push_bounded(&mut self.calls, *c, &mut self.dropped),
+            Event::Registration(r) => push_bounded(&mut self.registrations, *r, &mut self.dropped),
             Event::MediaEnded(m) => push_bounded(&mut self.media, *m, &mut self.dropped),
             _ => {}
-        }
-    }
-
-    fn join(&mut self) {
-        std::mem::take(&mut self.call_chunks).append_to(&mut self.calls);
-        std::mem::take(&mut self.reg_chunks).append_to(&mut self.registrations);
-    }
-}
-
-/// Records kept in fixed-size chunks and joined once, at the end: a `Vec` grown by doubling
-/// holds up to twice its records (spare capacity, and the old and new buffer while it grows),
-/// which under a flood of 140 k call records was some 100 MB.
-struct Chunks<T> {
-    chunks: Vec<Vec<T>>,
-    len: usize,
-}
-
-const CHUNK: usize = 4096;
-
-impl<T> Default for Chunks<T> {
-    fn default() -> Self {
-        Chunks {
-            chunks: Vec::new(),
-            len: 0,
-        }
-    }
-}
-
-impl<T> Chunks<T> {
-    fn push_bounded(&mut self, x: T, dropped: &mut u64) {
-        if self.len >= MAX_RECORDS {
-            *dropped += 1;
-            return;
-        }
-        if self.chunks.last().is_none_or(|c| c.len() >= CHUNK) {
-            self.chunks.push(Vec::with_capacity(CHUNK));
-        }
-        if let Some(c) = self.chunks.last_mut() {
-            c.push(x);
-            self.len += 1;
-        }
-    }
-
-    /// Moves every record into `out` (one allocation of the exact size; each chunk is freed
-    /// as soon as it is moved).
-    fn append_to(self, out: &mut Vec<T>) {
-        out.reserve_exact(self.len);
-        for c in self.chunks {
-            out.extend(c);
         }
     }
 }
@@ -290,7 +238,6 @@ pub fn analyze_file_with(
     for w in writers.iter_mut() {
         w.flush()?;
     }
-    col.join();
     let st = engine.stats();
     let verdicts = engine.lines().verdicts();
     let mut a = build(path, sha256, size, st, col, cfg);
@@ -470,7 +417,6 @@ pub fn analysis_of_records(
         registrations,
         media,
         dropped,
-        ..Default::default()
     };
     let mut a = build(source, sha256, size, st, col, cfg);
     apply_verdicts(&mut a.lines, verdicts);

@@ -950,8 +950,14 @@ proptest! {
 #[test]
 fn an_invite_with_no_response_ages_out_at_timer_b_and_leaves_a_tombstone() {
     let mut r = Run::new();
-    let a = Call { id: "silent", ..INBOUND };
-    let b = Call { id: "trying", ..INBOUND };
+    let a = Call {
+        id: "silent",
+        ..INBOUND
+    };
+    let b = Call {
+        id: "trying",
+        ..INBOUND
+    };
     for ms in [0, 500, 1500, 3500] {
         r.sip(&a, true, ms, &a.invite(1, ""));
     }
