@@ -17,7 +17,7 @@ use serde::Serialize;
 use simboxd_core::model::{
     CallRecord, MediaFlowRecord, Outcome, Participation, RegistrationRecord, Timestamp,
 };
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::IpAddr;
 
@@ -111,7 +111,7 @@ struct LineAcc {
 /// Per-line tallies of a streaming analysis (see the module contract).
 pub struct LineTallies {
     /// Boxed: a flood of lines grows the map's spare capacity by pointers, not tallies.
-    lines: HashMap<IpAddr, Box<LineAcc>>,
+    lines: simboxd_core::model::FastMap<IpAddr, Box<LineAcc>>,
     sip_only_min_talk: f64,
     /// The tap carried media (any call with RTP, any media flow): answers must carry voice
     /// both ways to count (detection's rule).
@@ -122,7 +122,7 @@ pub struct LineTallies {
 impl LineTallies {
     pub fn new(sip_only_min_talk: f64) -> Self {
         LineTallies {
-            lines: HashMap::new(),
+            lines: Default::default(),
             sip_only_min_talk,
             tap_media: false,
             evictions: 0,
@@ -130,7 +130,7 @@ impl LineTallies {
     }
 
     fn acc(&mut self, line: IpAddr, ts: Timestamp) -> &mut LineAcc {
-        if !self.lines.contains_key(&line) && self.lines.len() >= MAX_TALLY_LINES {
+        if self.lines.len() >= MAX_TALLY_LINES && !self.lines.contains_key(&line) {
             self.evict();
         }
         let a = self.lines.entry(line).or_default();

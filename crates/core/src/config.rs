@@ -142,6 +142,10 @@ pub struct LimitsConfig {
     pub dialogs: usize,
     /// A dialog with no final response after this long is closed as incomplete.
     pub dialog_setup_timeout_secs: u32,
+    /// A dialog that has seen nothing but its INVITE (no provisional or final response, no
+    /// other request) is closed as incomplete after this long: RFC 3261 Timer B (64*T1 = 32 s)
+    /// is when the caller itself gives up. Keeps a flood of unanswered INVITEs cheap.
+    pub dialog_no_response_timeout_secs: u32,
     /// An established dialog with no BYE after this long is closed.
     pub dialog_timeout_secs: u32,
     /// UDP media flows tracked at once.
@@ -169,6 +173,7 @@ impl Default for LimitsConfig {
             tcp_timeout_secs: 600,
             dialogs: 200_000,
             dialog_setup_timeout_secs: 300,
+            dialog_no_response_timeout_secs: 32,
             dialog_timeout_secs: 4 * 3600,
             media_flows: 200_000,
             media_timeout_secs: 30,

@@ -18,8 +18,6 @@ pub(super) enum Phase {
     Answered,
     /// BYE, CANCEL or a failure seen at this time; reported after the linger.
     Ending(Timestamp),
-    /// Reported; kept as a tombstone.
-    Closed,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -61,6 +59,9 @@ pub(super) struct Dialog {
     pub(super) timed_out: bool,
     pub(super) private_contact: bool,
     pub(super) phase: Phase,
+    /// Something besides the INVITE was seen: a response from the callee or another request
+    /// of the dialog. Until then the dialog is an offer that may age out at Timer B.
+    pub(super) responded: bool,
     /// Last in-dialog signalling.
     pub(super) last: Timestamp,
     pub(super) endpoints: Vec<SocketAddr>,
@@ -134,6 +135,8 @@ impl Dialog {
 
     pub(super) fn deadline(&self, l: &Limits) -> Timestamp {
         match self.phase {
+            // RFC 3261 Timer B: a caller that heard nothing gives up; so can the tracker.
+            Phase::Setup if !self.responded => self.start.plus_secs(l.no_response_secs),
             Phase::Setup => self.start.plus_secs(l.setup_secs),
             Phase::Answered => self
                 .answer
@@ -143,7 +146,6 @@ impl Dialog {
                 at.plus_secs(CHALLENGE_WAIT_SECS)
             }
             Phase::Ending(at) => at.plus_secs(END_LINGER_SECS),
-            Phase::Closed => self.last.plus_secs(TOMBSTONE_SECS),
         }
     }
 }
@@ -228,8 +230,13 @@ impl Tracker {
     ) {
         let from_tag = msg.from().and_then(|f| f.tag);
         let to_tag = msg.to().and_then(|t| t.tag);
-        let key = call_id.to_string();
+        let key = self.key(call_id);
         if let Some(dl) = self.dialogs.get_mut(&key) {
+            if dl.call_id != call_id {
+                // Two Call-IDs with one 64-bit keyed hash: not seen in practice; counted.
+                self.errors.add("sip.call_id_hash_collision", 1);
+                return;
+            }
             let same_caller = match (from_tag, dl.from_tag.as_deref()) {
                 (Some(a), Some(b)) => a == b,
                 _ => true,
@@ -241,12 +248,6 @@ impl Tracker {
             }
             let new_attempt = same_caller && to_tag.is_none() && cseq > dl.invite_cseq;
             match dl.phase {
-                Phase::Closed if new_attempt => {
-                    // A fresh attempt reusing a reported Call-ID: a new record, same call count.
-                    self.reset_dialog(&key, msg, cseq, d, events);
-                    return;
-                }
-                Phase::Closed => return,
                 Phase::Setup | Phase::Ending(_)
                     if new_attempt && dl.answer.is_none() && !dl.bye =>
                 {
@@ -264,73 +265,70 @@ impl Tracker {
                     dl.last = d.ts;
                 }
             }
-            self.absorb_message(&key, msg, d);
-            self.reschedule(&key);
+            self.absorb_message(key, msg, d);
+            self.reschedule(key);
             return;
         }
-        self.new_dialog(key, msg, cseq, d, events);
+        if let Some(t) = self.tombs.get(&key).copied() {
+            let same_caller = match (self.tag_hash(from_tag), t.from_tag) {
+                (Some(a), Some(b)) => a == b,
+                _ => true,
+            };
+            if same_caller && cseq == t.invite_cseq {
+                self.stats.retransmissions += 1;
+                return;
+            }
+            if same_caller && to_tag.is_none() && cseq > t.invite_cseq {
+                // A fresh attempt reusing a reported Call-ID: a new record, same call count.
+                self.tombs.remove(&key);
+                self.start_dialog(key, call_id, msg, cseq, d, events, false);
+            }
+            return;
+        }
+        self.start_dialog(key, call_id, msg, cseq, d, events, true);
     }
 
-    pub(super) fn new_dialog(
+    /// Opens dialog `key`; `first`: a Call-ID not seen before (counted as a call, and an
+    /// inbound INVITE is also reported as a probe of the line by its sender).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn start_dialog(
         &mut self,
-        key: String,
+        key: CallKey,
+        call_id: &str,
         msg: &SipMessage<'_>,
         cseq: u32,
         d: &Datagram<'_>,
         events: &mut Vec<Event>,
+        first: bool,
     ) {
-        let dl = self.fresh_dialog(&key, msg, cseq, d);
+        let dl = self.fresh_dialog(call_id, msg, cseq, d);
         let deadline = dl.deadline(&self.limits);
         events.push(Event::CallStarted {
-            call_id: key.clone(),
+            call_id: dl.call_id.clone(),
             line: dl.line,
             direction: dl.direction,
             peer: dl.peer,
             ts: d.ts,
         });
-        self.stats.calls += 1;
-        if let (Direction::Inbound, Some(peer), Some(line)) = (dl.direction, dl.peer, dl.line) {
-            // The call record keeps the line's User-Agent; the sender's is evidence about it.
-            events.push(Event::Probe(Box::new(probe_record(
-                msg,
-                ProbeMethod::Invite,
-                peer,
-                line,
-                None,
-                d.ts,
-            ))));
-        }
-        if let Some((_, old)) = self.dialogs.insert(key.clone(), Box::new(dl), deadline) {
-            self.evicted("dialogs");
-            if old.phase != Phase::Closed {
-                self.emit_call(*old, d.ts, events);
+        if first {
+            self.stats.calls += 1;
+            if let (Direction::Inbound, Some(peer), Some(line)) = (dl.direction, dl.peer, dl.line) {
+                // The call record keeps the line's User-Agent; the sender's is evidence about it.
+                events.push(Event::Probe(Box::new(probe_record(
+                    msg,
+                    ProbeMethod::Invite,
+                    peer,
+                    line,
+                    None,
+                    d.ts,
+                ))));
             }
         }
-        self.absorb_message(&key, msg, d);
-    }
-
-    pub(super) fn reset_dialog(
-        &mut self,
-        key: &str,
-        msg: &SipMessage<'_>,
-        cseq: u32,
-        d: &Datagram<'_>,
-        events: &mut Vec<Event>,
-    ) {
-        let dl = self.fresh_dialog(key, msg, cseq, d);
-        events.push(Event::CallStarted {
-            call_id: key.to_string(),
-            line: dl.line,
-            direction: dl.direction,
-            peer: dl.peer,
-            ts: d.ts,
-        });
-        let k = key.to_string();
-        if let Some(slot) = self.dialogs.get_mut(&k) {
-            **slot = dl;
+        if let Some((_, old)) = self.dialogs.insert(key, Box::new(dl), deadline) {
+            self.evicted("dialogs");
+            self.emit_call(*old, d.ts, events);
         }
-        self.absorb_message(&k, msg, d);
-        self.reschedule(&k);
+        self.absorb_message(key, msg, d);
     }
 
     pub(super) fn fresh_dialog(
@@ -372,16 +370,17 @@ impl Tracker {
             timed_out: false,
             private_contact: false,
             phase: Phase::Setup,
+            responded: false,
             last: d.ts,
             endpoints: Vec::new(),
             rtp: Vec::new(),
         }
     }
 
-    pub(super) fn reschedule(&mut self, key: &str) {
-        if let Some(dl) = self.dialogs.get(key) {
+    pub(super) fn reschedule(&mut self, key: CallKey) {
+        if let Some(dl) = self.dialogs.get(&key) {
             let t = dl.deadline(&self.limits);
-            self.dialogs.set_deadline(key, t);
+            self.dialogs.set_deadline(&key, t);
         }
     }
 
@@ -398,8 +397,8 @@ impl Tracker {
     }
 
     /// Takes fingerprints and SDP from a message of dialog `key`.
-    pub(super) fn absorb_message(&mut self, key: &str, msg: &SipMessage<'_>, d: &Datagram<'_>) {
-        let Some(dl) = self.dialogs.get_mut(key) else {
+    pub(super) fn absorb_message(&mut self, key: CallKey, msg: &SipMessage<'_>, d: &Datagram<'_>) {
+        let Some(dl) = self.dialogs.get_mut(&key) else {
             return;
         };
         let by_caller = Self::sent_by_caller(dl, msg, d);
@@ -449,19 +448,16 @@ impl Tracker {
             entry.codecs = audio.codec_names().take(16).map(canonical_codec).collect();
             entry.ptime = audio.ptime;
         }
-        let mut announce = Vec::new();
+        let mut rates: Vec<(u8, u32)> = Vec::new();
         for m in &sdp.media {
             if let Some(ep) = m.rtp_endpoint() {
-                let rates: Vec<(u8, u32)> =
-                    m.rtpmaps.iter().map(|r| (r.pt, r.clock_rate)).collect();
-                announce.push((ep, rates));
+                rates.clear();
+                rates.extend(m.rtpmaps.iter().map(|r| (r.pt, r.clock_rate)));
+                self.media.expect_with_rates(ep, &dl.call_id, &rates, d.ts);
                 if !dl.endpoints.contains(&ep) && dl.endpoints.len() < MAX_ENDPOINTS {
                     dl.endpoints.push(ep);
                 }
             }
-        }
-        for (ep, rates) in announce {
-            self.media.expect_with_rates(ep, key, &rates, d.ts);
         }
         self.sync_evictions();
     }
@@ -475,14 +471,11 @@ impl Tracker {
         d: &Datagram<'_>,
         events: &mut Vec<Event>,
     ) {
-        let key = call_id;
+        let key = self.key(call_id);
         let from_tag = msg.from().and_then(|f| f.tag);
-        let Some(dl) = self.dialogs.get_mut(key) else {
+        let Some(dl) = self.dialogs.get_mut(&key) else {
             return;
         };
-        if dl.phase == Phase::Closed {
-            return;
-        }
         // Only the callee answers an INVITE. A response from any other address (a 200 OK or a
         // 403 forged by a third party) says nothing about the line and is not taken.
         let from_callee = match (dl.direction, dl.line) {
@@ -494,6 +487,7 @@ impl Tracker {
             self.errors.add("sip.response_not_from_callee", 1);
             return;
         }
+        dl.responded = true;
         let same_caller = match (from_tag, dl.from_tag.as_deref()) {
             (Some(a), Some(b)) => a == b,
             _ => true,
@@ -513,7 +507,7 @@ impl Tracker {
                         dl.phase = Phase::Answered;
                         self.stats.calls_answered += 1;
                         events.push(Event::CallAnswered {
-                            call_id: key.to_string(),
+                            call_id: call_id.to_string(),
                             line: dl.line,
                             direction: dl.direction,
                             invited: dl.start,
@@ -545,13 +539,11 @@ impl Tracker {
         call_id: &str,
         d: &Datagram<'_>,
     ) {
-        let key = call_id;
-        let Some(dl) = self.dialogs.get_mut(key) else {
+        let key = self.key(call_id);
+        let Some(dl) = self.dialogs.get_mut(&key) else {
             return;
         };
-        if dl.phase == Phase::Closed {
-            return;
-        }
+        dl.responded = true;
         dl.last = d.ts;
         match m {
             Method::Bye => {
@@ -580,46 +572,34 @@ impl Tracker {
         call_id: &str,
         d: &Datagram<'_>,
     ) {
-        let key = call_id;
-        let Some(dl) = self.dialogs.get_mut(key) else {
+        let key = self.key(call_id);
+        let Some(dl) = self.dialogs.get_mut(&key) else {
             return;
         };
-        if dl.phase == Phase::Closed {
-            return;
-        }
+        dl.responded = true;
         dl.last = d.ts;
         self.absorb_message(key, msg, d);
         self.reschedule(key);
     }
 
-    /// Reports dialog `key` (if not yet reported) and leaves a tombstone.
-    pub(super) fn report(&mut self, key: &str, now: Timestamp, events: &mut Vec<Event>) {
-        let Some(dl) = self.dialogs.get_mut(key) else {
+    /// Reports dialog `key` and leaves a tombstone.
+    pub(super) fn report(&mut self, key: &CallKey, now: Timestamp, events: &mut Vec<Event>) {
+        let Some(dl) = self.dialogs.remove(key) else {
             return;
         };
-        if dl.phase == Phase::Closed {
-            return;
-        }
         let rec = dl.record(&self.media);
-        let endpoints = std::mem::take(&mut dl.endpoints);
-        dl.phase = Phase::Closed;
-        dl.rtp = Vec::new();
-        // A tombstone only matches late messages (Call-ID, From-tag, CSeq): the record's
-        // fields are not needed any more.
-        dl.from = None;
-        dl.to = None;
-        dl.request_uri = None;
-        dl.user_agent = None;
-        dl.server = None;
-        dl.allow = None;
-        dl.caller_sdp = None;
-        dl.callee_sdp = None;
-        dl.last = dl.last.max(now);
-        for ep in endpoints {
-            self.media.unexpect(ep, key);
+        for ep in &dl.endpoints {
+            self.media.unexpect(*ep, &dl.call_id);
+        }
+        let tomb = Tomb {
+            from_tag: self.tag_hash(dl.from_tag.as_deref()),
+            invite_cseq: dl.invite_cseq,
+        };
+        let until = dl.last.max(now).plus_secs(TOMBSTONE_SECS);
+        if self.tombs.insert(*key, tomb, until).is_some() {
+            self.evicted("dialog_tombstones");
         }
         self.push_call(rec, events);
-        self.reschedule(key);
     }
 
     /// Reports a dialog that was evicted from the table.

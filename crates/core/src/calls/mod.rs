@@ -4,9 +4,14 @@
 //! order. SIP payloads are parsed (failures counted as `sip.<kind>`), everything else on UDP goes
 //! to the media table. Dialogs are keyed by Call-ID; a dialog is one call however many
 //! retransmissions, hops of the same transaction, authentication retries or re-INVITEs it sees.
-//! Every table is bounded (`limits.dialogs`, `limits.registrations`, `limits.media_flows`) and
-//! evicts the entry whose deadline comes first, counting it. Packet time only: `expire` is also
-//! run from `on_datagram` whenever packet time advances by a second.
+//! A dialog that has seen nothing but its INVITE (no response, no other request) is closed as
+//! incomplete after `limits.dialog_no_response_timeout_secs` (RFC 3261 Timer B: the caller gave
+//! up), so a flood of unanswered INVITEs holds a few seconds' worth of dialogs, not the setup
+//! timeout's. A reported dialog leaves a small tombstone (hashed From-tag and CSeq) in its own
+//! table. Every table is bounded (`limits.dialogs` for dialogs and for tombstones,
+//! `limits.registrations`, `limits.media_flows`) and evicts the entry whose deadline comes first,
+//! counting it. Packet time only: `expire` is also run from `on_datagram` whenever packet time
+//! advances by a second.
 
 use crate::config::{LimitsConfig, NetworkConfig};
 use crate::media::MediaTable;
@@ -71,6 +76,8 @@ use register::*;
 #[derive(Clone, Copy, Debug)]
 struct Limits {
     setup_secs: f64,
+    /// Setup timeout of a dialog that has seen nothing but its INVITE (at most `setup_secs`).
+    no_response_secs: f64,
     established_secs: f64,
     registration_secs: f64,
 }
@@ -80,9 +87,14 @@ pub struct Tracker {
     network: NetworkConfig,
     sip_limits: sip::Limits,
     limits: Limits,
-    /// Boxed: the table's slots hold a pointer, not a whole dialog, so its spare capacity
-    /// under a flood costs little.
-    dialogs: TimedTable<String, Box<Dialog>>,
+    /// Keyed by the Call-ID's keyed hash (the dialog keeps the Call-ID itself). Boxed: the
+    /// table's slots hold a pointer, not a whole dialog, so its spare capacity under a flood
+    /// costs little.
+    dialogs: TimedTable<CallKey, Box<Dialog>>,
+    /// Reported dialogs, kept `TOMBSTONE_SECS` so late messages do not start a new call.
+    tombs: TimedTable<CallKey, Tomb>,
+    /// Keyed per process: hostile Call-IDs cannot be crafted to collide.
+    hasher: ahash::RandomState,
     regs: TimedTable<String, PendingReg>,
     media: MediaTable,
     next_seq: u64,
@@ -92,6 +104,19 @@ pub struct Tracker {
     evictions: Counters,
     media_evictions_seen: u64,
     stats: TrackerStats,
+}
+
+/// A Call-ID as a table key: its keyed 64-bit hash. The dialog table's map and deadline index
+/// each hold the key, so a hash instead of the string saves two copies of every Call-ID.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(super) struct CallKey(u64);
+
+/// What is left of a reported dialog: enough to recognise its late retransmissions (same
+/// From-tag and CSeq) and a fresh attempt on its Call-ID.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Tomb {
+    pub(super) from_tag: Option<u64>,
+    pub(super) invite_cseq: u32,
 }
 
 fn short(s: &str) -> String {
@@ -137,10 +162,16 @@ impl Tracker {
             sip_limits: sip::Limits::from(l),
             limits: Limits {
                 setup_secs: f64::from(l.dialog_setup_timeout_secs.max(1)),
+                no_response_secs: f64::from(
+                    l.dialog_no_response_timeout_secs
+                        .clamp(1, l.dialog_setup_timeout_secs.max(1)),
+                ),
                 established_secs: f64::from(l.dialog_timeout_secs.max(1)),
                 registration_secs: f64::from(l.registration_timeout_secs.max(1)),
             },
             dialogs: TimedTable::new(l.dialogs),
+            tombs: TimedTable::new(l.dialogs),
+            hasher: ahash::RandomState::new(),
             regs: TimedTable::new(l.registrations),
             media: MediaTable::new(network, l),
             next_seq: 0,
@@ -151,6 +182,14 @@ impl Tracker {
             media_evictions_seen: 0,
             stats: TrackerStats::default(),
         }
+    }
+
+    pub(super) fn key(&self, call_id: &str) -> CallKey {
+        CallKey(self.hasher.hash_one(call_id))
+    }
+
+    pub(super) fn tag_hash(&self, tag: Option<&str>) -> Option<u64> {
+        tag.map(|t| self.hasher.hash_one(t))
     }
 
     /// Takes one transport payload; pushes what happened onto `events`.
@@ -188,14 +227,14 @@ impl Tracker {
         let from = events.len();
         self.media.expire(now, events);
         self.absorb_media(events, from);
+        while let Some(key) = self.tombs.first_due(now) {
+            self.tombs.remove(&key);
+        }
         while let Some(key) = self.dialogs.first_due(now) {
             let Some(phase) = self.dialogs.get(&key).map(|d| d.phase) else {
                 break;
             };
             match phase {
-                Phase::Closed => {
-                    self.dialogs.remove(&key);
-                }
                 Phase::Setup => {
                     if let Some(dl) = self.dialogs.get_mut(&key) {
                         dl.timed_out = true;
@@ -204,7 +243,13 @@ impl Tracker {
                 }
                 Phase::Answered => {
                     // No BYE seen: the call ended at its last sign of life.
-                    let last_rtp = self.media.streams_for(&key).iter().map(|s| s.last).max();
+                    let last_rtp = self.dialogs.get(&key).and_then(|dl| {
+                        self.media
+                            .streams_for(&dl.call_id)
+                            .iter()
+                            .map(|s| s.last)
+                            .max()
+                    });
                     if let Some(dl) = self.dialogs.get_mut(&key) {
                         dl.timed_out = true;
                         let rtp_end = dl.rtp.iter().map(|s| s.last).max().max(last_rtp);
@@ -235,17 +280,17 @@ impl Tracker {
         // Media first, so that call records carry the final RTP figures.
         self.media.finish(now, events);
         self.absorb_media(events, from);
-        let mut open: Vec<(u64, String)> = self
+        let mut open: Vec<(u64, CallKey)> = self
             .dialogs
             .values()
-            .filter(|d| d.phase != Phase::Closed)
-            .map(|d| (d.seq, d.call_id.clone()))
+            .map(|d| (d.seq, self.key(&d.call_id)))
             .collect();
         open.sort();
         for (_, key) in open {
             self.report(&key, now, events);
         }
         self.dialogs.drain_ordered();
+        self.tombs.drain_ordered();
         let mut regs = self.regs.drain_ordered();
         regs.sort_by_key(|(_, r)| r.time);
         for (_, r) in regs {
@@ -273,6 +318,7 @@ impl Tracker {
             ("registrations", self.regs.len()),
             ("media_flows", self.media.flow_count()),
             ("media_expectations", self.media.expectation_count()),
+            ("dialog_tombstones", self.tombs.len()),
         ]
     }
 
@@ -308,12 +354,11 @@ impl Tracker {
         for e in events.get(from..).unwrap_or(&[]) {
             if let Event::MediaEnded(r) = e {
                 if let Some(c) = &r.call_id {
-                    if let Some(dl) = self.dialogs.get_mut(c) {
-                        if dl.phase != Phase::Closed {
-                            for s in &r.streams {
-                                if dl.rtp.len() < MAX_CALL_STREAMS {
-                                    dl.rtp.push(s.clone());
-                                }
+                    let key = self.key(c);
+                    if let Some(dl) = self.dialogs.get_mut(&key) {
+                        for s in &r.streams {
+                            if dl.rtp.len() < MAX_CALL_STREAMS {
+                                dl.rtp.push(s.clone());
                             }
                         }
                     }

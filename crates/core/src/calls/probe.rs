@@ -60,7 +60,11 @@ impl Tracker {
             Method::Info | Method::Publish | Method::Refer | Method::Other(_) => ProbeMethod::Other,
             _ => return,
         };
-        if status.is_some_and(|c| c < 200) || self.dialogs.contains(call_id) {
+        if status.is_some_and(|c| c < 200) {
+            return;
+        }
+        let key = self.key(call_id);
+        if self.dialogs.contains(&key) || self.tombs.contains(&key) {
             return;
         }
         // Requests come from outside to the line; responses from the line back out.

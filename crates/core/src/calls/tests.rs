@@ -946,3 +946,42 @@ proptest! {
         prop_assert_eq!(r.calls().len(), r.count(started));
     }
 }
+
+#[test]
+fn an_invite_with_no_response_ages_out_at_timer_b_and_leaves_a_tombstone() {
+    let mut r = Run::new();
+    let a = Call {
+        id: "silent",
+        ..INBOUND
+    };
+    let b = Call {
+        id: "trying",
+        ..INBOUND
+    };
+    for ms in [0, 500, 1500, 3500] {
+        r.sip(&a, true, ms, &a.invite(1, ""));
+    }
+    r.sip(&b, true, 0, &b.invite(1, ""));
+    r.sip(&b, false, 100, &b.resp(100, 1, "INVITE", &[], ""));
+    r.expire(31_000);
+    assert!(r.calls().is_empty());
+    // 32 s (RFC 3261 Timer B) after the INVITE: the caller gave up; the dialog is reported.
+    r.expire(32_000);
+    let calls = r.calls();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].call_id, "silent");
+    assert_eq!(calls[0].outcome, Outcome::Incomplete);
+    assert_eq!(r.t.table_sizes()[0], ("dialogs", 1));
+    assert_eq!(r.t.table_sizes()[4], ("dialog_tombstones", 1));
+    // A late retransmission hits the tombstone: no new call.
+    r.sip(&a, true, 33_000, &a.invite(1, ""));
+    assert_eq!(r.t.stats().calls, 2);
+    // The dialog that got a provisional response waits for the setup timeout.
+    r.expire(299_000);
+    assert_eq!(r.calls().len(), 1);
+    r.expire(300_000);
+    assert_eq!(r.calls().len(), 2);
+    // Tombstones go after their linger.
+    r.expire(500_000);
+    assert_eq!(r.t.table_sizes()[4], ("dialog_tombstones", 0));
+}
