@@ -43,6 +43,8 @@ pub struct Config {
     pub threats: simboxd_core::threats::ThreatsConfig,
     pub daemon: crate::daemon::DaemonConfig,
     pub http: crate::daemon::http::HttpConfig,
+    /// Packets the daemon keeps for flagged lines (see `daemon::evidence`).
+    pub evidence: crate::daemon::evidence::EvidenceConfig,
 }
 
 impl Config {
@@ -82,7 +84,7 @@ impl Config {
     }
 
     fn validate(&self, text: &str, file: &str) -> Result<(), ConfigError> {
-        let sections: [(&str, Result<(), Invalid>); 9] = [
+        let sections: [(&str, Result<(), Invalid>); 10] = [
             ("limits", self.limits.validate()),
             ("alert", self.alert.validate()),
             ("webhook", self.webhook.validate()),
@@ -92,6 +94,7 @@ impl Config {
             ("threats", self.threats.validate()),
             ("daemon", self.daemon.validate()),
             ("http", self.http.validate()),
+            ("evidence", self.evidence.validate()),
         ];
         for (section, r) in sections {
             if let Err(Invalid { key, message }) = r {

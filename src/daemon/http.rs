@@ -133,6 +133,22 @@ pub trait ApiSource: Send + Sync + 'static {
         let _ = limit;
         serde_json::json!({ "threats": [], "total": 0 })
     }
+    /// Evidence folders of flagged lines, newest first, at most `limit`; `None` when
+    /// `[evidence]` is disabled.
+    fn evidence_list(&self, limit: usize) -> Option<serde_json::Value> {
+        let _ = limit;
+        None
+    }
+    /// The manifest of one alert's evidence; `None` when there is none.
+    fn evidence_manifest(&self, id: &str) -> Option<serde_json::Value> {
+        let _ = id;
+        None
+    }
+    /// A file that manifest lists, and how many of its bytes it lists (serve exactly those).
+    fn evidence_file(&self, id: &str, name: &str) -> Option<(PathBuf, u64)> {
+        let _ = (id, name);
+        None
+    }
     /// Prometheus text exposition.
     fn metrics(&self) -> String;
     /// `Err(reason)` when the daemon is not healthy (capture thread dead, engine stuck).
@@ -175,6 +191,9 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/api/v1/lines", get(lines))
         .route("/api/v1/lines/{addr}", get(line))
         .route("/api/v1/threats", get(threats))
+        .route("/api/v1/evidence", get(evidence_list))
+        .route("/api/v1/evidence/{id}", get(evidence_manifest))
+        .route("/api/v1/evidence/{id}/{file}", get(evidence_file))
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(api.clone(), require_token));
     Router::new()
@@ -275,6 +294,63 @@ async fn threats(State(api): State<Arc<Api>>, Query(q): Query<ListQuery>) -> Res
     let n = limit(&api, &q);
     match off_runtime(move || api.source.threats(n)).await {
         Some(v) => Json(v).into_response(),
+        None => internal(),
+    }
+}
+
+async fn evidence_list(State(api): State<Arc<Api>>, Query(q): Query<ListQuery>) -> Response {
+    let n = limit(&api, &q);
+    match off_runtime(move || api.source.evidence_list(n)).await {
+        Some(Some(v)) => Json(v).into_response(),
+        Some(None) => error(
+            StatusCode::NOT_FOUND,
+            "evidence is disabled ([evidence] enabled)",
+        ),
+        None => internal(),
+    }
+}
+
+async fn evidence_manifest(State(api): State<Arc<Api>>, Path(id): Path<String>) -> Response {
+    match off_runtime(move || api.source.evidence_manifest(&id)).await {
+        Some(Some(v)) => Json(v).into_response(),
+        Some(None) => error(StatusCode::NOT_FOUND, "no evidence for this alert"),
+        None => internal(),
+    }
+}
+
+/// A pcap the manifest lists, exactly the bytes the manifest hashed (the file may be growing).
+/// Only names the manifest lists are opened, inside the alert's own folder.
+async fn evidence_file(
+    State(api): State<Arc<Api>>,
+    Path((id, file)): Path<(String, String)>,
+) -> Response {
+    let name = file.clone();
+    let read = off_runtime(move || {
+        let (path, bytes) = api.source.evidence_file(&id, &file)?;
+        use std::io::Read;
+        let f = std::fs::File::open(path).ok()?;
+        let mut buf = Vec::with_capacity(usize::try_from(bytes).unwrap_or(0));
+        f.take(bytes).read_to_end(&mut buf).ok()?;
+        (buf.len() as u64 == bytes).then_some(buf)
+    })
+    .await;
+    match read {
+        Some(Some(buf)) => {
+            let disposition = format!("attachment; filename=\"{name}\"");
+            let mut resp = (
+                [(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/vnd.tcpdump.pcap"),
+                )],
+                buf,
+            )
+                .into_response();
+            if let Ok(v) = HeaderValue::from_str(&disposition) {
+                resp.headers_mut().insert(header::CONTENT_DISPOSITION, v);
+            }
+            resp
+        }
+        Some(None) => error(StatusCode::NOT_FOUND, "no such evidence file"),
         None => internal(),
     }
 }

@@ -8,6 +8,7 @@
 //! (STOPPING=1). Whatever is dropped anywhere is counted and exported in `/metrics`.
 
 pub mod adapter;
+pub mod evidence;
 pub mod http;
 pub mod http_tls;
 pub mod logging;

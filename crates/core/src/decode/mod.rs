@@ -26,7 +26,7 @@ mod link;
 mod peek;
 mod tcp;
 
-pub use peek::line_key;
+pub use peek::{line_key, peek, Peek};
 pub use tcp::starts_like_sip;
 
 use crate::config::LimitsConfig;
