@@ -1,9 +1,11 @@
-//! HTTP API of the daemon: alerts, lines, threats, health and Prometheus metrics.
+//! HTTP API of the daemon: alerts, lines, threats, evidence, health and Prometheus metrics.
 //!
 //! Contract: `/healthz` is open; everything else needs `Authorization: Bearer <token>` matching
 //! `[http] token` (or the file named by `token_file`), compared in constant time. Without a
 //! configured token every protected route answers 401, so the API is closed by default. The
 //! routes only read what an `ApiSource` hands them; they never touch the pipeline directly.
+//! Evidence files are served only by the name their manifest lists, from their alert's folder,
+//! and only the bytes the manifest hashed.
 
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};

@@ -193,3 +193,39 @@ impl Tap {
         self.send(pkts, false);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    #[test]
+    fn evidence_defaults_are_valid_and_bad_values_are_located() {
+        let c = Config::parse("", "t.toml").unwrap();
+        assert!(c.evidence.enabled);
+        assert_eq!(c.evidence.validate(), Ok(()));
+        let e = Config::parse(
+            "[evidence]\nmax_bytes = 10000\n\n  per_alert_max_bytes = 100\n",
+            "e.toml",
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "e.toml:4:3: evidence.per_alert_max_bytes must be at least 4096"
+        );
+        let e = Config::parse(
+            "[evidence]\nmax_bytes = 5000\nper_alert_max_bytes = 8192\n",
+            "e.toml",
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "e.toml:2:1: evidence.max_bytes must be at least evidence.per_alert_max_bytes"
+        );
+        let e = Config::parse("[evidence]\nmedia_every = 0\n", "e.toml").unwrap_err();
+        assert!(e.to_string().starts_with("e.toml:2:1: "), "{e}");
+        let e = Config::parse("[evidence]\nring_bytes = 1\n", "e.toml").unwrap_err();
+        assert!(e.to_string().starts_with("e.toml:2:1: "), "{e}");
+        let e = Config::parse("[evidence]\nbogus = 1\n", "e.toml").unwrap_err();
+        assert!(e.to_string().starts_with("e.toml:2:1: "), "{e}");
+    }
+}
