@@ -204,6 +204,13 @@ fn the_sample_gateway_evidence_is_listed_served_and_hashed() {
             .iter()
             .any(|(k, v)| k == "content-type" && v == "application/vnd.tcpdump.pcap"));
         assert_eq!(body.len() as u64, f["bytes"].as_u64().unwrap());
+        let length = f["bytes"].as_u64().unwrap().to_string();
+        assert!(
+            headers
+                .iter()
+                .any(|(k, v)| k == "content-length" && *v == length),
+            "{headers:?}"
+        );
         total_bytes += body.len() as u64;
         let digest = hex::encode(Sha256::digest(&body));
         assert_eq!(

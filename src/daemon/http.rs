@@ -320,40 +320,96 @@ async fn evidence_manifest(State(api): State<Arc<Api>>, Path(id): Path<String>) 
     }
 }
 
-/// A pcap the manifest lists, exactly the bytes the manifest hashed (the file may be growing).
-/// Only names the manifest lists are opened, inside the alert's own folder.
+/// A pcap the manifest lists, exactly the bytes the manifest hashed (the file may be growing),
+/// streamed in chunks with its length. Only names the manifest lists are opened, inside the
+/// alert's own folder.
 async fn evidence_file(
     State(api): State<Arc<Api>>,
     Path((id, file)): Path<(String, String)>,
 ) -> Response {
     let name = file.clone();
-    let read = off_runtime(move || {
-        let (path, bytes) = api.source.evidence_file(&id, &file)?;
-        use std::io::Read;
-        let f = std::fs::File::open(path).ok()?;
-        let mut buf = Vec::with_capacity(usize::try_from(bytes).unwrap_or(0));
-        f.take(bytes).read_to_end(&mut buf).ok()?;
-        (buf.len() as u64 == bytes).then_some(buf)
-    })
-    .await;
-    match read {
-        Some(Some(buf)) => {
-            let disposition = format!("attachment; filename=\"{name}\"");
-            let mut resp = (
-                [(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/vnd.tcpdump.pcap"),
-                )],
-                buf,
-            )
-                .into_response();
-            if let Ok(v) = HeaderValue::from_str(&disposition) {
-                resp.headers_mut().insert(header::CONTENT_DISPOSITION, v);
-            }
-            resp
+    let Some(found) = off_runtime(move || api.source.evidence_file(&id, &file)).await else {
+        return internal();
+    };
+    let Some((path, bytes)) = found else {
+        return error(StatusCode::NOT_FOUND, "no such evidence file");
+    };
+    let file = match tokio::fs::File::open(&path).await {
+        Ok(f) => f,
+        Err(_) => return error(StatusCode::NOT_FOUND, "no such evidence file"),
+    };
+    match file.metadata().await {
+        Ok(m) if m.len() >= bytes => {}
+        _ => return internal(),
+    }
+    let body = axum::body::Body::new(FileBody { file, left: bytes });
+    let mut resp = (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/vnd.tcpdump.pcap"),
+        )],
+        body,
+    )
+        .into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
+        resp.headers_mut().insert(header::CONTENT_DISPOSITION, v);
+    }
+    resp
+}
+
+/// Bytes read per chunk of a streamed evidence file.
+const FILE_CHUNK: usize = 64 * 1024;
+
+/// The first `left` bytes of a file as a response body of exact length (an evidence pcap can be
+/// tens of MiB: it is not read into memory whole).
+struct FileBody {
+    file: tokio::fs::File,
+    left: u64,
+}
+
+impl http_body::Body for FileBody {
+    type Data = axum::body::Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        use std::task::Poll;
+        use tokio::io::AsyncRead;
+        let this = &mut *self;
+        if this.left == 0 {
+            return Poll::Ready(None);
         }
-        Some(None) => error(StatusCode::NOT_FOUND, "no such evidence file"),
-        None => internal(),
+        let want = usize::try_from(this.left)
+            .unwrap_or(FILE_CHUNK)
+            .min(FILE_CHUNK);
+        let mut buf = vec![0u8; want];
+        let mut rb = tokio::io::ReadBuf::new(&mut buf);
+        match std::pin::Pin::new(&mut this.file).poll_read(cx, &mut rb) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e))),
+            Poll::Ready(Ok(())) => {
+                let n = rb.filled().len();
+                if n == 0 {
+                    return Poll::Ready(Some(Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "evidence file shorter than its manifest",
+                    ))));
+                }
+                this.left -= n as u64;
+                buf.truncate(n);
+                Poll::Ready(Some(Ok(http_body::Frame::data(buf.into()))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.left == 0
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.left)
     }
 }
 
