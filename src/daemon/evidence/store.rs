@@ -272,8 +272,10 @@ impl Store {
         st.files.store(self.files, Ordering::Relaxed);
         let closed = self.closed.len() as u64;
         st.alerts_closed.store(closed, Ordering::Relaxed);
-        st.alerts_open
-            .store(self.alerts.len() as u64 - closed, Ordering::Relaxed);
+        st.alerts_open.store(
+            (self.alerts.len() as u64).saturating_sub(closed),
+            Ordering::Relaxed,
+        );
     }
 
     /// Handles one message; false after `Stop`.
@@ -433,6 +435,14 @@ impl Store {
     }
 
     fn write_packet(&mut self, id: &str, p: &KeptPacket) {
+        // Packets of an alert whose folder could not be made, or that closed, have no file to go
+        // to (counted with write errors).
+        if !self.alerts.get(id).is_some_and(|a| a.closed_seq.is_none()) {
+            self.stats
+                .dropped_write_error
+                .fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         let Some(mut a) = self.alerts.remove(id) else {
             return;
         };
@@ -735,6 +745,10 @@ mod tests {
         assert_eq!(first.data.len(), 100);
         assert_eq!(stats.packets_written.load(Ordering::Relaxed), 2);
         assert_eq!(file(dir.path(), A, &f.file), Some((path, f.bytes)));
+        // A packet for a closed alert goes nowhere (counted), the folder stays as it was.
+        send(&mut s, A, pkt(2_500_000, 10, false));
+        assert_eq!(manifest(dir.path(), A).unwrap().packets, 2);
+        assert_eq!(stats.dropped_write_error.load(Ordering::Relaxed), 1);
         // Reopened (a restored alert): a second part.
         open(&mut s, A);
         send(&mut s, A, pkt(3_000_000, 10, false));
