@@ -189,7 +189,10 @@ impl LineRings {
             }
         }
         let limits = &self.limits;
-        let Some(ring) = self.rings.touch_or_insert(line, pkt.ts, LineRing::default) else {
+        // Recency to the second: a line's entry moves in the table's order at most once a second,
+        // not on every packet (the move is the costliest step here).
+        let recency = Timestamp(pkt.ts.micros().div_euclid(1_000_000) * 1_000_000);
+        let Some(ring) = self.rings.touch_or_insert(line, recency, LineRing::default) else {
             return;
         };
         let sip = match class {
