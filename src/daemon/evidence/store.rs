@@ -437,7 +437,7 @@ impl Store {
     fn write_packet(&mut self, id: &str, p: &KeptPacket) {
         // Packets of an alert whose folder could not be made, or that closed, have no file to go
         // to (counted with write errors).
-        if !self.alerts.get(id).is_some_and(|a| a.closed_seq.is_none()) {
+        if self.alerts.get(id).is_none_or(|a| a.closed_seq.is_some()) {
             self.stats
                 .dropped_write_error
                 .fetch_add(1, Ordering::Relaxed);
