@@ -8,10 +8,13 @@
 //! `SIMBOXD_BENCH_PCAP`, else `target/bench/mixed.pcap` (made by `cargo bench --bench analyze`),
 //! else a 10-minute simulation of the built-in scenario written to `target/bench/daemon.pcap`.
 //! Under `cargo test` (no `--bench` argument) it only smoke-runs on `captures/sample-site.pcap`.
+//! The "with evidence rings" line is the same replay with `[evidence]`'s pre-alert rings kept
+//! in the worker (default limits), i.e. the cost of the rings on the engine thread.
 
 use simboxd::capture::Capture;
 use simboxd::config::Config;
 use simboxd::daemon::adapter::EngineWorker;
+use simboxd::daemon::evidence::{ring, Tap};
 use simboxd::daemon::pipeline::{worker_loop, Dispatcher, PipelineStats, BATCH_PACKETS};
 use simboxd::privacy::Pseudonymizer;
 use simboxd_core::model::{LinkType, Timestamp};
@@ -62,8 +65,9 @@ fn load(path: &std::path::Path) -> Loaded {
     Loaded { link, packets }
 }
 
-/// Runs every packet through `workers` engine threads; returns (seconds, dropped, verdicts).
-fn run(data: &Loaded, cfg: &Config, workers: usize, live: bool) -> (f64, u64, u64) {
+/// Runs every packet through `workers` engine threads (with evidence rings when `rings`);
+/// returns (seconds, dropped, verdicts).
+fn run(data: &Loaded, cfg: &Config, workers: usize, live: bool, rings: bool) -> (f64, u64, u64) {
     let stats = Arc::new(PipelineStats::default());
     let (vtx, mut vrx) = tokio::sync::mpsc::channel(4096);
     let verdicts = std::thread::spawn(move || {
@@ -79,10 +83,15 @@ fn run(data: &Loaded, cfg: &Config, workers: usize, live: bool) -> (f64, u64, u6
     for _ in 0..workers {
         let (tx, rx) = std::sync::mpsc::sync_channel(per_worker);
         senders.push(tx);
-        let eng = Arc::new(Mutex::new(EngineWorker::new(
-            cfg,
-            Pseudonymizer::disabled(),
-        )));
+        let mut w = EngineWorker::new(cfg, Pseudonymizer::disabled());
+        if rings {
+            let (etx, erx) = std::sync::mpsc::sync_channel(1024);
+            std::thread::spawn(move || while erx.recv().is_ok() {});
+            let limits = ring::RingLimits::from_config(&cfg.evidence, workers);
+            let r = ring::LineRings::new(limits, cfg.network.clone());
+            w.attach_evidence(Tap::new(r, etx, live, Default::default()));
+        }
+        let eng = Arc::new(Mutex::new(w));
         let (vtx, stats) = (vtx.clone(), stats.clone());
         threads.push(std::thread::spawn(move || {
             worker_loop(eng, rx, vtx, stats, false, 1.0)
@@ -116,13 +125,18 @@ fn main() {
     let mut cfg = Config::default();
     cfg.network.domestic = vec!["198.18.0.0/15".parse().expect("cidr")];
     for workers in [1usize, 2] {
-        let (dt, dropped, verdicts) = run(&data, &cfg, workers, false);
+        let (dt, dropped, verdicts) = run(&data, &cfg, workers, false, false);
         println!(
             "  replay, {workers} engine thread(s): {:>10.0} packets/s ({dt:.2} s), {dropped} dropped, {verdicts} verdict changes",
             n / dt
         );
     }
-    let (dt, dropped, _) = run(&data, &cfg, 1, true);
+    let (dt, _, _) = run(&data, &cfg, 1, false, true);
+    println!(
+        "  replay, 1 engine thread with evidence rings: {:>10.0} packets/s ({dt:.2} s)",
+        n / dt
+    );
+    let (dt, dropped, _) = run(&data, &cfg, 1, true, false);
     println!(
         "  live burst, 1 engine thread, queue {} packets: {:.2} s, {dropped} dropped and counted ({:.1} %)",
         cfg.daemon.queue_packets,

@@ -47,6 +47,8 @@ pub struct Config {
     pub stream: crate::stream::StreamConfig,
     /// `simboxd central`: the correlator of many sensors.
     pub central: crate::central::CentralConfig,
+    /// Packets the daemon keeps for flagged lines (see `daemon::evidence`).
+    pub evidence: crate::daemon::evidence::EvidenceConfig,
 }
 
 impl Config {
@@ -86,7 +88,7 @@ impl Config {
     }
 
     fn validate(&self, text: &str, file: &str) -> Result<(), ConfigError> {
-        let sections: [(&str, Result<(), Invalid>); 11] = [
+        let sections: [(&str, Result<(), Invalid>); 12] = [
             ("limits", self.limits.validate()),
             ("alert", self.alert.validate()),
             ("webhook", self.webhook.validate()),
@@ -98,6 +100,7 @@ impl Config {
             ("http", self.http.validate()),
             ("stream", self.stream.validate()),
             ("central", self.central.validate()),
+            ("evidence", self.evidence.validate()),
         ];
         for (section, r) in sections {
             if let Err(Invalid { key, message }) = r {

@@ -480,6 +480,37 @@ fn gateway_line_alert_reaches_syslog_webhook_and_api_normal_line_stays_quiet() {
         }
     }
 
+    // Evidence captured live: the gateway line's folder is listed with its packets (pre-alert
+    // ring and later), and its manifest hashes the pcap the API serves.
+    let t_ev = Instant::now();
+    let evidence = loop {
+        let list = http_get(api, "/api/v1/evidence", Some(TOKEN))
+            .unwrap()
+            .json();
+        let found = list["evidence"]
+            .as_array()
+            .and_then(|a| a.iter().find(|e| e["line"] == GATEWAY).cloned());
+        match found {
+            Some(e) if e["packets"].as_u64() > Some(0) => break e,
+            _ if t_ev.elapsed() > Duration::from_secs(10) => {
+                panic!("no evidence for {GATEWAY}: {list}\n{diag}")
+            }
+            _ => std::thread::sleep(Duration::from_millis(300)),
+        }
+    };
+    let ev_id = evidence["alert_id"].as_str().unwrap().to_string();
+    let manifest = http_get(api, &format!("/api/v1/evidence/{ev_id}"), Some(TOKEN))
+        .unwrap()
+        .json();
+    assert!(
+        manifest["files"][0]["sip_packets"].as_u64() > Some(0),
+        "{manifest}"
+    );
+    assert!(
+        manifest["pre_alert_packets"].as_u64() > Some(0),
+        "{manifest}"
+    );
+
     // Graceful stop saves the profiles, as `nobody`, into its state directory.
     let st = daemon
         .stop(Duration::from_secs(20))
@@ -487,7 +518,14 @@ fn gateway_line_alert_reaches_syslog_webhook_and_api_normal_line_stays_quiet() {
     assert!(st.success(), "exit {st}\n{}", daemon.log_text());
     use std::os::unix::fs::MetadataExt;
     let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
-    for f in ["state/alerts.redb", "state/profiles.json"] {
+    let ev_dir = format!("state/evidence/{ev_id}");
+    let ev_manifest = format!("{ev_dir}/manifest.json");
+    for f in [
+        "state/alerts.redb",
+        "state/profiles.json",
+        ev_dir.as_str(),
+        ev_manifest.as_str(),
+    ] {
         let owner = std::fs::metadata(d.join(f)).unwrap().uid();
         assert_eq!(
             owner,

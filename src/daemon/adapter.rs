@@ -48,6 +48,8 @@ pub struct EngineWorker {
     /// dropped and counted in `calls_unpublished`.
     calls_out: Option<VecDeque<serde_json::Value>>,
     calls_unpublished: u64,
+    /// Pre-alert rings and the queue to the evidence writer (`[evidence] enabled`).
+    evidence: Option<super::evidence::Tap>,
 }
 
 /// Call records held for the stream between two evidence intervals.
@@ -63,6 +65,7 @@ impl EngineWorker {
             recent: TimedTable::new(RECENT_CALL_LINES),
             tallies: TimedTable::new(TALLY_LINES),
             now: Timestamp::default(),
+            evidence: None,
             calls_out: (cfg.stream.url.is_some() && cfg.stream.publish_calls).then(VecDeque::new),
             calls_unpublished: 0,
             corr: None,
@@ -95,6 +98,11 @@ impl EngineWorker {
             let remote = corr.remote_sites(*index);
             self.engine.lines_mut().set_remote_candidates(remote);
         }
+    }
+
+    /// Keeps evidence rings for this worker's lines and hands recorded packets to `tap`'s writer.
+    pub fn attach_evidence(&mut self, tap: super::evidence::Tap) {
+        self.evidence = Some(tap);
     }
 
     fn drain(&mut self) {
@@ -211,6 +219,9 @@ impl PacketEngine for EngineWorker {
         self.engine.process(pkt);
         self.drain();
         self.sync_sites();
+        if let Some(t) = self.evidence.as_mut() {
+            t.rings.on_packet(pkt);
+        }
     }
 
     fn tick(&mut self, now: Timestamp) {
@@ -254,12 +265,34 @@ impl PacketEngine for EngineWorker {
             if let Some(t) = obj.get_mut("tables").and_then(|t| t.as_object_mut()) {
                 t.insert("recent_call_lines".into(), self.recent.len().into());
                 t.insert("figure_lines".into(), self.tallies.len().into());
+                if let Some(ev) = &self.evidence {
+                    t.insert("evidence_ring_lines".into(), ev.rings.lines().into());
+                    t.insert("evidence_ring_bytes".into(), ev.rings.bytes().into());
+                }
             }
             if let Some(e) = obj.get_mut("evictions").and_then(|t| t.as_object_mut()) {
                 e.insert("lines".into(), self.engine.lines().evictions().into());
                 e.insert("recent_call_lines".into(), self.recent.evictions().into());
                 e.insert("figure_lines".into(), self.tallies.evictions().into());
                 e.insert("stream_calls".into(), self.calls_unpublished.into());
+                if let Some(ev) = &self.evidence {
+                    e.insert(
+                        "evidence_ring_lines".into(),
+                        ev.rings.line_evictions().into(),
+                    );
+                }
+            }
+            if let Some(ev) = &self.evidence {
+                let c = ev.rings.counters();
+                obj.insert(
+                    "evidence_ring".into(),
+                    serde_json::json!({
+                        "kept": c.kept,
+                        "media_sampled_out": c.media_sampled_out,
+                        "ring_overflow": c.ring_overflow,
+                        "recording_refused": c.recording_refused,
+                    }),
+                );
             }
             if let Ok(c) = serde_json::to_value(self.engine.lines().counters()) {
                 obj.insert("lines".to_string(), c);
@@ -369,6 +402,22 @@ impl PacketEngine for EngineWorker {
             .unwrap_or_default()
     }
 
+    fn evidence_start(&mut self, line: IpAddr, id: &str) -> bool {
+        self.evidence.as_mut().is_some_and(|t| t.start(line, id))
+    }
+
+    fn evidence_stop(&mut self, line: IpAddr) {
+        if let Some(t) = self.evidence.as_mut() {
+            t.stop(line);
+        }
+    }
+
+    fn evidence_flush(&mut self) {
+        if let Some(t) = self.evidence.as_mut() {
+            t.flush();
+        }
+    }
+
     fn reload(&mut self, cfg: &Config) {
         // Thresholds, weights and home/domestic nets apply at the next evaluation; the
         // evaluation period and the decode/calls limits stay until a restart.
@@ -384,5 +433,8 @@ impl PacketEngine for EngineWorker {
                 .set_config(&cfg.threats, &cfg.network),
         }
         self.network = cfg.network.clone();
+        if let Some(t) = self.evidence.as_mut() {
+            t.rings.set_network(&cfg.network);
+        }
     }
 }

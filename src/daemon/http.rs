@@ -1,9 +1,11 @@
-//! HTTP API of the daemon: alerts, lines, threats, health and Prometheus metrics.
+//! HTTP API of the daemon: alerts, lines, threats, evidence, health and Prometheus metrics.
 //!
 //! Contract: `/healthz` is open; everything else needs `Authorization: Bearer <token>` matching
 //! `[http] token` (or the file named by `token_file`), compared in constant time. Without a
 //! configured token every protected route answers 401, so the API is closed by default. The
 //! routes only read what an `ApiSource` hands them; they never touch the pipeline directly.
+//! Evidence files are served only by the name their manifest lists, from their alert's folder,
+//! and only the bytes the manifest hashed.
 
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -133,6 +135,22 @@ pub trait ApiSource: Send + Sync + 'static {
         let _ = limit;
         serde_json::json!({ "threats": [], "total": 0 })
     }
+    /// Evidence folders of flagged lines, newest first, at most `limit`; `None` when
+    /// `[evidence]` is disabled.
+    fn evidence_list(&self, limit: usize) -> Option<serde_json::Value> {
+        let _ = limit;
+        None
+    }
+    /// The manifest of one alert's evidence; `None` when there is none.
+    fn evidence_manifest(&self, id: &str) -> Option<serde_json::Value> {
+        let _ = id;
+        None
+    }
+    /// A file that manifest lists, and how many of its bytes it lists (serve exactly those).
+    fn evidence_file(&self, id: &str, name: &str) -> Option<(PathBuf, u64)> {
+        let _ = (id, name);
+        None
+    }
     /// Prometheus text exposition.
     fn metrics(&self) -> String;
     /// `Err(reason)` when the daemon is not healthy (capture thread dead, engine stuck, alert
@@ -195,6 +213,9 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/api/v1/lines", get(lines))
         .route("/api/v1/lines/{addr}", get(line))
         .route("/api/v1/threats", get(threats))
+        .route("/api/v1/evidence", get(evidence_list))
+        .route("/api/v1/evidence/{id}", get(evidence_manifest))
+        .route("/api/v1/evidence/{id}/{file}", get(evidence_file))
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(api.clone(), require_token));
     Router::new()
@@ -325,6 +346,119 @@ async fn threats(State(api): State<Arc<Api>>, Query(q): Query<ListQuery>) -> Res
     match off_runtime(move || api.source.threats(n)).await {
         Some(v) => Json(v).into_response(),
         None => internal(),
+    }
+}
+
+async fn evidence_list(State(api): State<Arc<Api>>, Query(q): Query<ListQuery>) -> Response {
+    let n = limit(&api, &q);
+    match off_runtime(move || api.source.evidence_list(n)).await {
+        Some(Some(v)) => Json(v).into_response(),
+        Some(None) => error(
+            StatusCode::NOT_FOUND,
+            "evidence is disabled ([evidence] enabled)",
+        ),
+        None => internal(),
+    }
+}
+
+async fn evidence_manifest(State(api): State<Arc<Api>>, Path(id): Path<String>) -> Response {
+    match off_runtime(move || api.source.evidence_manifest(&id)).await {
+        Some(Some(v)) => Json(v).into_response(),
+        Some(None) => error(StatusCode::NOT_FOUND, "no evidence for this alert"),
+        None => internal(),
+    }
+}
+
+/// A pcap the manifest lists, exactly the bytes the manifest hashed (the file may be growing),
+/// streamed in chunks with its length. Only names the manifest lists are opened, inside the
+/// alert's own folder.
+async fn evidence_file(
+    State(api): State<Arc<Api>>,
+    Path((id, file)): Path<(String, String)>,
+) -> Response {
+    let name = file.clone();
+    let Some(found) = off_runtime(move || api.source.evidence_file(&id, &file)).await else {
+        return internal();
+    };
+    let Some((path, bytes)) = found else {
+        return error(StatusCode::NOT_FOUND, "no such evidence file");
+    };
+    let file = match tokio::fs::File::open(&path).await {
+        Ok(f) => f,
+        Err(_) => return error(StatusCode::NOT_FOUND, "no such evidence file"),
+    };
+    match file.metadata().await {
+        Ok(m) if m.len() >= bytes => {}
+        _ => return internal(),
+    }
+    let body = axum::body::Body::new(FileBody { file, left: bytes });
+    let mut resp = (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/vnd.tcpdump.pcap"),
+        )],
+        body,
+    )
+        .into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
+        resp.headers_mut().insert(header::CONTENT_DISPOSITION, v);
+    }
+    resp
+}
+
+/// Bytes read per chunk of a streamed evidence file.
+const FILE_CHUNK: usize = 64 * 1024;
+
+/// The first `left` bytes of a file as a response body of exact length (an evidence pcap can be
+/// tens of MiB: it is not read into memory whole).
+struct FileBody {
+    file: tokio::fs::File,
+    left: u64,
+}
+
+impl http_body::Body for FileBody {
+    type Data = axum::body::Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        use std::task::Poll;
+        use tokio::io::AsyncRead;
+        let this = &mut *self;
+        if this.left == 0 {
+            return Poll::Ready(None);
+        }
+        let want = usize::try_from(this.left)
+            .unwrap_or(FILE_CHUNK)
+            .min(FILE_CHUNK);
+        let mut buf = vec![0u8; want];
+        let mut rb = tokio::io::ReadBuf::new(&mut buf);
+        match std::pin::Pin::new(&mut this.file).poll_read(cx, &mut rb) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e))),
+            Poll::Ready(Ok(())) => {
+                let n = rb.filled().len();
+                if n == 0 {
+                    return Poll::Ready(Some(Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "evidence file shorter than its manifest",
+                    ))));
+                }
+                this.left -= n as u64;
+                buf.truncate(n);
+                Poll::Ready(Some(Ok(http_body::Frame::data(buf.into()))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.left == 0
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.left)
     }
 }
 

@@ -9,6 +9,7 @@
 
 pub mod adapter;
 pub mod correlate;
+pub mod evidence;
 pub mod http;
 pub mod http_tls;
 pub mod logging;

@@ -70,6 +70,18 @@ pub trait PacketEngine: Send + 'static {
     fn take_calls(&mut self) -> Vec<serde_json::Value> {
         Vec::new()
     }
+    /// Starts recording `line`'s evidence for alert `id`: its pre-alert ring goes to the
+    /// evidence writer now, its later packets as they come. False when nothing was started here.
+    fn evidence_start(&mut self, line: IpAddr, id: &str) -> bool {
+        let _ = (line, id);
+        false
+    }
+    /// Stops recording `line` (its alert cleared).
+    fn evidence_stop(&mut self, line: IpAddr) {
+        let _ = line;
+    }
+    /// Hands the packets kept for recorded lines to the evidence writer (after every batch).
+    fn evidence_flush(&mut self) {}
 }
 
 /// An opened packet source (`capture::Capture`, live or file). Opened before privileges are
@@ -468,6 +480,7 @@ pub fn worker_loop<E: PacketEngine>(
                             }
                         }
                     }
+                    eng.evidence_flush();
                     eng.take_verdict_changes()
                 };
                 stats.queued_packets.fetch_sub(n, Ordering::Relaxed);
@@ -506,6 +519,7 @@ pub fn worker_loop<E: PacketEngine>(
                     eng.tick(t);
                 }
                 eng.finish();
+                eng.evidence_flush();
                 eng.take_verdict_changes()
             }
             Err(_) => Vec::new(),

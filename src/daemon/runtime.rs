@@ -2,6 +2,8 @@
 //! and the shared view the API reads.
 
 use super::adapter::EngineWorker;
+use super::evidence::store::{self as evidence_store, Store, StoreMsg};
+use super::evidence::{ring, EvidenceStats, Tap};
 use super::http::{Api, ApiSource, TokenCheck};
 use super::load_run_config;
 use super::metrics::{Exposition, Kind, Sample};
@@ -52,6 +54,16 @@ pub struct Shared<E: PacketEngine> {
     alert_store_errors: AtomicU64,
     /// What spans the workers' lines: threats and site candidates.
     correlator: Option<Arc<super::correlate::Correlator>>,
+    /// The evidence writer (`[evidence] enabled`).
+    evidence: Option<EvidenceSide>,
+}
+
+/// The daemon's handle on the evidence writer thread.
+pub struct EvidenceSide {
+    tx: std::sync::mpsc::SyncSender<StoreMsg>,
+    stats: Arc<EvidenceStats>,
+    root: PathBuf,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 /// Lines whose latest verdict is remembered (beyond it the oldest-updated normal line goes).
@@ -398,6 +410,9 @@ impl<E: PacketEngine> Shared<E> {
             "1 when the last delivery attempt to a target succeeded.",
             per_target(&|t| f64::from(u8::from(t.up))),
         );
+        if let Some(ev) = &self.evidence {
+            render_evidence_metrics(&mut m, &ev.stats);
+        }
         m.family(
             "simboxd_config_reloads_total",
             Kind::Counter,
@@ -412,6 +427,69 @@ impl<E: PacketEngine> Shared<E> {
         );
         m.finish()
     }
+}
+
+fn render_evidence_metrics(m: &mut Exposition, st: &EvidenceStats) {
+    let load = EvidenceStats::load;
+    m.single(
+        "simboxd_evidence_bytes",
+        Kind::Gauge,
+        "Pcap bytes on disk under the evidence folder ([evidence] max_bytes caps it).",
+        load(&st.bytes_on_disk),
+    );
+    m.single(
+        "simboxd_evidence_files",
+        Kind::Gauge,
+        "Evidence pcap files on disk.",
+        load(&st.files),
+    );
+    m.family(
+        "simboxd_evidence_alerts",
+        Kind::Gauge,
+        "Alerts with an evidence folder, by state.",
+        vec![
+            (vec![("state", "open".into())], load(&st.alerts_open)),
+            (vec![("state", "closed".into())], load(&st.alerts_closed)),
+        ],
+    );
+    m.single(
+        "simboxd_evidence_packets_written_total",
+        Kind::Counter,
+        "Packets written to evidence pcaps.",
+        load(&st.packets_written),
+    );
+    m.single(
+        "simboxd_evidence_pre_alert_packets_written_total",
+        Kind::Counter,
+        "Packets written to evidence pcaps from a line's pre-alert ring.",
+        load(&st.pre_alert_packets),
+    );
+    m.family(
+        "simboxd_evidence_packets_dropped_total",
+        Kind::Counter,
+        "Packets of recorded lines not written, by reason.",
+        vec![
+            (vec![("reason", "cap".into())], load(&st.dropped_cap)),
+            (
+                vec![("reason", "alert_cap".into())],
+                load(&st.dropped_alert_cap),
+            ),
+            (
+                vec![("reason", "queue_full".into())],
+                load(&st.dropped_queue_full),
+            ),
+            (
+                vec![("reason", "write_error".into())],
+                load(&st.dropped_write_error),
+            ),
+        ],
+    );
+    m.single(
+        "simboxd_evidence_deleted_alerts_total",
+        Kind::Counter,
+        "Closed alerts whose evidence was deleted to stay within [evidence] max_bytes.",
+        load(&st.deleted_alerts),
+    );
 }
 
 /// Metric family for an engine stats key (and, for keyed figures, one of its labels): name,
@@ -468,6 +546,12 @@ fn engine_family(
             "simboxd_events_total",
             Kind::Counter,
             "Pipeline events, by kind.",
+            "kind",
+        ),
+        "evidence_ring" => known(
+            "simboxd_evidence_ring_packets_total",
+            Kind::Counter,
+            "Pre-alert ring packets by outcome (kept, media_sampled_out, ring_overflow, recording_refused).",
             "kind",
         ),
         "lines" if label == "lines_evicted" => None,
@@ -568,6 +652,21 @@ impl<E: PacketEngine> ApiSource for Shared<E> {
 
     fn metrics(&self) -> String {
         self.render_metrics()
+    }
+
+    fn evidence_list(&self, limit: usize) -> Option<serde_json::Value> {
+        let ev = self.evidence.as_ref()?;
+        Some(evidence_store::list(&ev.root, limit))
+    }
+
+    fn evidence_manifest(&self, id: &str) -> Option<serde_json::Value> {
+        let ev = self.evidence.as_ref()?;
+        serde_json::to_value(evidence_store::manifest(&ev.root, id)?).ok()
+    }
+
+    fn evidence_file(&self, id: &str, name: &str) -> Option<(PathBuf, u64)> {
+        let ev = self.evidence.as_ref()?;
+        evidence_store::file(&ev.root, id, name)
     }
 
     fn health(&self) -> Result<(), String> {
@@ -689,9 +788,17 @@ pub fn run(config_path: PathBuf, cfg: Config) -> anyhow::Result<()> {
         &cfg.network,
         privacy.clone(),
     ));
+    let evidence = start_evidence(&cfg)?;
     let engines: Vec<Arc<Mutex<EngineWorker>>> = (0..workers)
         .map(|i| {
-            let w = EngineWorker::new(&cfg, privacy.clone()).correlated(correlator.clone(), i);
+            let mut w = EngineWorker::new(&cfg, privacy.clone()).correlated(correlator.clone(), i);
+            if let Some(ev) = &evidence {
+                let rings = ring::LineRings::new(
+                    ring::RingLimits::from_config(&cfg.evidence, workers),
+                    cfg.network.clone(),
+                );
+                w.attach_evidence(Tap::new(rings, ev.tx.clone(), live, ev.stats.clone()));
+            }
             Arc::new(Mutex::new(w))
         })
         .collect();
@@ -752,6 +859,7 @@ pub fn run(config_path: PathBuf, cfg: Config) -> anyhow::Result<()> {
         alert_evictions: AtomicU64::new(0),
         alert_store_errors: AtomicU64::new(0),
         correlator: Some(correlator),
+        evidence,
     });
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -769,6 +877,126 @@ pub fn run(config_path: PathBuf, cfg: Config) -> anyhow::Result<()> {
         state_file,
     };
     rt.block_on(serve(shared, cfg, parts))
+}
+
+/// Opens `<state dir>/evidence` (as the daemon user) and starts its writer thread.
+fn start_evidence(cfg: &Config) -> anyhow::Result<Option<EvidenceSide>> {
+    if !cfg.evidence.enabled {
+        return Ok(None);
+    }
+    let root = cfg.storage.path.with_file_name("evidence");
+    let stats = Arc::new(EvidenceStats::default());
+    let store = Store::open(&root, cfg.evidence.clone(), stats.clone())
+        .with_context(|| format!("opening the evidence folder {}", root.display()))?;
+    let (tx, rx) = std::sync::mpsc::sync_channel(evidence_store::QUEUE);
+    let thread = std::thread::Builder::new()
+        .name("simboxd-evidence".into())
+        .spawn(move || evidence_store::run(store, rx))?;
+    tracing::info!(folder = %root.display(), max_bytes = cfg.evidence.max_bytes, "evidence of flagged lines kept");
+    Ok(Some(EvidenceSide {
+        tx,
+        stats,
+        root,
+        thread: Mutex::new(Some(thread)),
+    }))
+}
+
+/// Starts and stops evidence recording as line alerts open and close: a raised (or, after a
+/// restart, updated) alert sends the line's pre-alert ring to the writer and records the line
+/// from then on; a cleared alert, or one the manager no longer holds (evicted), stops it.
+async fn evidence_on_alerts<E: PacketEngine>(
+    shared: &Arc<Shared<E>>,
+    recording: &mut BTreeMap<IpAddr, String>,
+    manager: &AlertManager,
+    alerts: &[crate::alert::Alert],
+) {
+    if shared.evidence.is_none() {
+        return;
+    }
+    let mut start = Vec::new();
+    let mut stop = Vec::new();
+    for a in alerts {
+        if a.kind != crate::alert::AlertKind::Line {
+            continue;
+        }
+        match a.state {
+            AlertState::Raised | AlertState::Updated => {
+                if recording.get(&a.line) != Some(&a.id) {
+                    if let Some(old) = recording.insert(a.line, a.id.clone()) {
+                        stop.push((a.line, old));
+                    }
+                    let verdict = crate::alert::verdict_str(a.verdict).to_string();
+                    start.push((a.line, a.id.clone(), verdict, a.first_seen));
+                }
+            }
+            AlertState::Cleared => {
+                if recording.get(&a.line) == Some(&a.id) {
+                    recording.remove(&a.line);
+                    stop.push((a.line, a.id.clone()));
+                }
+            }
+        }
+    }
+    let gone: Vec<IpAddr> = recording
+        .iter()
+        .filter(|(line, id)| manager.open_id(**line) != Some(id.as_str()))
+        .map(|(line, _)| *line)
+        .collect();
+    for line in gone {
+        if let Some(id) = recording.remove(&line) {
+            stop.push((line, id));
+        }
+    }
+    if start.is_empty() && stop.is_empty() {
+        return;
+    }
+    let shared = shared.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        let Some(ev) = shared.evidence.as_ref() else {
+            return;
+        };
+        for (line, id) in stop {
+            for e in &shared.engines {
+                if let Ok(mut eng) = e.lock() {
+                    eng.evidence_stop(line);
+                }
+            }
+            let _ = ev.tx.send(StoreMsg::Close { id });
+        }
+        for (line, id, verdict, first_seen) in start {
+            let open = StoreMsg::Open {
+                id: id.clone(),
+                line,
+                verdict,
+                first_seen,
+            };
+            if ev.tx.send(open).is_err() {
+                continue;
+            }
+            // Under the engine's lock: the ring goes out before any packet the worker keeps next.
+            for e in &shared.engines {
+                if let Ok(mut eng) = e.lock() {
+                    eng.evidence_start(line, &id);
+                }
+            }
+        }
+    })
+    .await;
+}
+
+/// Ends the evidence writer after the engines and the alert side: every manifest is final.
+async fn stop_evidence<E: PacketEngine>(shared: &Arc<Shared<E>>) {
+    let Some(ev) = shared.evidence.as_ref() else {
+        return;
+    };
+    let _ = ev.tx.send(StoreMsg::Stop);
+    let thread = ev.thread.lock().ok().and_then(|mut t| t.take());
+    if let Some(t) = thread {
+        let joined = tokio::task::spawn_blocking(move || t.join());
+        if tokio::time::timeout(SHUTDOWN_GRACE, joined).await.is_err() {
+            tracing::warn!("evidence writer did not stop in time");
+        }
+    }
 }
 
 /// What `run` opened before dropping privileges, handed to the async side.
@@ -810,6 +1038,8 @@ async fn alert_loop<E: PacketEngine>(
         .read()
         .map(|c| c.alert.clone())
         .unwrap_or_default();
+    // Lines whose evidence is being recorded -> alert id.
+    let mut recording: BTreeMap<IpAddr, String> = BTreeMap::new();
     loop {
         let alerts = tokio::select! {
             v = vrx.recv() => {
@@ -858,6 +1088,7 @@ async fn alert_loop<E: PacketEngine>(
                 alerts
             }
         };
+        evidence_on_alerts(&shared, &mut recording, &manager, &alerts).await;
         record_and_store(&shared, &manager, alerts).await;
     }
     manager
@@ -1121,6 +1352,7 @@ async fn serve<E: PacketEngine>(
             None
         }
     };
+    stop_evidence(&shared).await;
     let delivery = shared.delivery.lock().ok().and_then(|mut d| d.take());
     if let Some(d) = delivery {
         let t0 = Instant::now();
@@ -1263,6 +1495,9 @@ async fn reload<E: PacketEngine>(shared: &Shared<E>, api: &Api) {
         }
         if cur.storage != new.storage {
             restart.push("[storage]");
+        }
+        if cur.evidence != new.evidence {
+            restart.push("[evidence]");
         }
         if serde_json::to_value(&cur.privacy).ok() != serde_json::to_value(&new.privacy).ok() {
             restart.push("[privacy]");

@@ -32,7 +32,7 @@ mod sctp;
 mod tcp;
 mod ws;
 
-pub use peek::line_key;
+pub use peek::{line_key, peek, Peek};
 pub use tcp::starts_like_sip;
 
 use crate::config::LimitsConfig;

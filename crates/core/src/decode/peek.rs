@@ -41,6 +41,52 @@ fn ip_header(d: &[u8]) -> Option<(IpAddr, IpAddr, u8, Option<&[u8]>)> {
 /// The line of a frame, or, when neither end is a line, the lower address (any stable key);
 /// `None` for frames without IP.
 pub fn line_key(link_type: LinkType, data: &[u8], net: &NetworkConfig) -> Option<IpAddr> {
+    peek(link_type, data, net).map(|p| p.key)
+}
+
+/// What [`peek`] finds in a frame: the innermost IP header's ends and the line among them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Peek<'a> {
+    /// The line (per [`NetworkConfig::line_end`]), else the lower address.
+    pub key: IpAddr,
+    /// Whether `key` is a line (an end inside the home networks).
+    pub is_line: bool,
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    /// IP protocol of the innermost header (17 UDP, 6 TCP, ...).
+    pub proto: u8,
+    /// The transport header and payload; `None` for a non-first IP fragment.
+    pub l4: Option<&'a [u8]>,
+}
+
+impl<'a> Peek<'a> {
+    /// Source and destination ports of a UDP/TCP header that is whole enough to hold them.
+    pub fn ports(&self) -> Option<(u16, u16)> {
+        if !matches!(self.proto, 6 | 17) {
+            return None;
+        }
+        let h = self.l4?.get(..4)?;
+        Some((
+            u16::from_be_bytes([*h.first()?, *h.get(1)?]),
+            u16::from_be_bytes([*h.get(2)?, *h.get(3)?]),
+        ))
+    }
+
+    /// The transport payload of UDP (after its 8-byte header) or TCP (after its data offset).
+    pub fn payload(&self) -> Option<&'a [u8]> {
+        let l4 = self.l4?;
+        match self.proto {
+            17 => l4.get(8..),
+            6 => l4.get(usize::from(l4.get(12)? >> 4) * 4..),
+            _ => None,
+        }
+    }
+}
+
+/// The innermost IP header of a frame (after the decoder's tag and tunnel peeling) and its line,
+/// without state; `None` for frames without IP. The daemon's evidence ring keys and classifies
+/// packets with it, so its idea of a line's packets is the engine's.
+pub fn peek<'a>(link_type: LinkType, data: &'a [u8], net: &NetworkConfig) -> Option<Peek<'a>> {
     let mut layer = link::link(link_type, data);
     for _ in 0..MAX_LAYERS {
         layer = match layer {
@@ -50,9 +96,17 @@ pub fn line_key(link_type: LinkType, data: &[u8], net: &NetworkConfig) -> Option
             Layer::Ip(d) => {
                 let (a, b, proto, payload) = ip_header(d)?;
                 let (lo, hi) = (a.min(b), a.max(b));
-                let key = net.line_end(lo, hi).map_or(lo, |e| e.line);
+                let end = net.line_end(lo, hi);
+                let found = Peek {
+                    key: end.map_or(lo, |e| e.line),
+                    is_line: end.is_some(),
+                    src: a,
+                    dst: b,
+                    proto,
+                    l4: payload,
+                };
                 let Some(p) = payload else {
-                    return Some(key);
+                    return Some(found);
                 };
                 match proto {
                     4 | 41 => Layer::Ip(p),
@@ -60,17 +114,17 @@ pub fn line_key(link_type: LinkType, data: &[u8], net: &NetworkConfig) -> Option
                     17 => {
                         // A cut UDP header cannot be a tunnel: the outer addresses decide.
                         let Some(&[d0, d1]) = p.get(2..4) else {
-                            return Some(key);
+                            return Some(found);
                         };
                         let dport = u16::from_be_bytes([d0, d1]);
                         let body = p.get(8..).unwrap_or(&[]);
                         match (dport, link::vxlan(body), link::gtpu(body)) {
                             (VXLAN_PORT, Some(inner), _) => Layer::Ether(inner),
                             (GTPU_PORT, _, Gtp::Inner(ip)) => Layer::Ip(ip),
-                            _ => return Some(key),
+                            _ => return Some(found),
                         }
                     }
-                    _ => return Some(key),
+                    _ => return Some(found),
                 }
             }
             Layer::Other(_) | Layer::Bad(_) => return None,
@@ -162,6 +216,28 @@ mod tests {
         for len in 0..40 {
             let f = udp(LINE, PEER, 5060, b"abc");
             let _ = line_key(LinkType::RAW, f.get(..len).unwrap_or(&f), &n);
+        }
+    }
+
+    #[test]
+    fn peek_gives_ports_payload_and_whether_the_key_is_a_line() {
+        let n = net();
+        let back = udp(PEER, LINE, 7078, b"payload");
+        let p = peek(LinkType::RAW, &back, &n).unwrap();
+        assert_eq!(p.key, IpAddr::from(LINE));
+        assert!(p.is_line);
+        assert_eq!((p.src, p.dst), (IpAddr::from(PEER), IpAddr::from(LINE)));
+        assert_eq!(p.proto, 17);
+        assert_eq!(p.ports(), Some((5060, 7078)));
+        assert_eq!(p.payload(), Some(&b"payload"[..]));
+        let transit = udp(PEER, [8, 8, 8, 8], 53, b"q");
+        let t = peek(LinkType::RAW, &transit, &n).unwrap();
+        assert!(!t.is_line);
+        assert_eq!(t.key, IpAddr::from([8, 8, 8, 8]));
+        // A cut header has no ports, and no panic.
+        for len in 0..back.len() {
+            let cut = back.get(..len).unwrap();
+            let _ = peek(LinkType::RAW, cut, &n).map(|p| (p.ports(), p.payload()));
         }
     }
 }

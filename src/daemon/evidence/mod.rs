@@ -1,0 +1,231 @@
+//! Evidence kept by the daemon: a bounded pre-alert ring of packets per line in each engine
+//! worker (`ring`), and a writer thread (`store`) that turns a flagged line's ring into a pcap
+//! under `<state dir>/evidence/<alert-id>/` with a hashed `manifest.json`, keeps appending the
+//! line's packets while its alert is open, and holds the folder to `[evidence]`'s disk caps.
+//!
+//! Contract: the ring keys and classifies packets with the engine's own peeler and line rule
+//! (`decode::peek`, `NetworkConfig::line_end`); workers never touch the disk (they hand packets
+//! to the writer over a bounded queue: a live capture drops and counts when it is full, a replay
+//! waits); every drop is counted in `EvidenceStats` and exported in `/metrics`. Manifests are
+//! replaced atomically (temp file + rename) and hold no secret (no token, key or target URL).
+
+pub mod ring;
+pub mod store;
+
+use serde::{Deserialize, Serialize};
+use simboxd_core::config::Invalid;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// `[evidence]`: packets the daemon keeps for flagged lines (offline `analyze --evidence` is
+/// separate and takes no setting from here).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EvidenceConfig {
+    /// Keep a pre-alert ring per line and write flagged lines' packets to disk.
+    pub enabled: bool,
+    /// Most pcap bytes kept under `<state dir>/evidence` (all alerts). When a write would pass it,
+    /// the evidence of the oldest closed alerts is deleted; with none left, packets are dropped.
+    pub max_bytes: u64,
+    /// Most pcap bytes kept for one alert; later packets of that alert are dropped (counted).
+    pub per_alert_max_bytes: u64,
+    /// Lines with a pre-alert ring (all engine threads together); beyond it the line whose last
+    /// packet is oldest loses its ring (counted). Memory is at most ring_lines x ring_bytes.
+    pub ring_lines: usize,
+    /// Packets kept in one line's ring (the oldest go first).
+    pub ring_packets: usize,
+    /// Bytes kept in one line's ring (the oldest packets go first).
+    pub ring_bytes: usize,
+    /// Media (non-SIP UDP) packets kept whole at the start of each flow of a line ...
+    pub media_first: u32,
+    /// ... then one in this many. Signalling is always kept.
+    pub media_every: u32,
+}
+
+impl Default for EvidenceConfig {
+    fn default() -> Self {
+        EvidenceConfig {
+            enabled: true,
+            max_bytes: 1 << 30,
+            per_alert_max_bytes: 64 << 20,
+            ring_lines: 1024,
+            ring_packets: 2000,
+            ring_bytes: 256 << 10,
+            media_first: 50,
+            media_every: 50,
+        }
+    }
+}
+
+/// Smallest per-alert cap: a pcap header and a few SIP messages.
+pub const MIN_ALERT_BYTES: u64 = 4096;
+
+impl EvidenceConfig {
+    pub fn validate(&self) -> Result<(), Invalid> {
+        if self.per_alert_max_bytes < MIN_ALERT_BYTES {
+            return Err(Invalid::new(
+                "per_alert_max_bytes",
+                format!("evidence.per_alert_max_bytes must be at least {MIN_ALERT_BYTES}"),
+            ));
+        }
+        if self.max_bytes < self.per_alert_max_bytes {
+            return Err(Invalid::new(
+                "max_bytes",
+                "evidence.max_bytes must be at least evidence.per_alert_max_bytes".to_string(),
+            ));
+        }
+        if !(1..=1_000_000).contains(&self.ring_lines) {
+            return Err(Invalid::new(
+                "ring_lines",
+                "evidence.ring_lines must be between 1 and 1000000".to_string(),
+            ));
+        }
+        if !(16..=1_000_000).contains(&self.ring_packets) {
+            return Err(Invalid::new(
+                "ring_packets",
+                "evidence.ring_packets must be between 16 and 1000000".to_string(),
+            ));
+        }
+        if !(4096..=(64 << 20)).contains(&self.ring_bytes) {
+            return Err(Invalid::new(
+                "ring_bytes",
+                "evidence.ring_bytes must be between 4096 and 67108864".to_string(),
+            ));
+        }
+        if self.media_every == 0 {
+            return Err(Invalid::new(
+                "media_every",
+                "evidence.media_every must be at least 1".to_string(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Counters and gauges of the evidence side, shared by the workers, the writer and `/metrics`.
+#[derive(Debug, Default)]
+pub struct EvidenceStats {
+    /// Pcap bytes on disk under the evidence folder.
+    pub bytes_on_disk: AtomicU64,
+    /// Pcap files on disk.
+    pub files: AtomicU64,
+    /// Alert folders whose alert is open / closed.
+    pub alerts_open: AtomicU64,
+    pub alerts_closed: AtomicU64,
+    /// Packets written to pcaps (of them, taken from a pre-alert ring).
+    pub packets_written: AtomicU64,
+    pub pre_alert_packets: AtomicU64,
+    /// Packets not written: `max_bytes` with no closed alert left to delete, `per_alert_max_bytes`,
+    /// the writer's queue full (live), a write error.
+    pub dropped_cap: AtomicU64,
+    pub dropped_alert_cap: AtomicU64,
+    pub dropped_queue_full: AtomicU64,
+    pub dropped_write_error: AtomicU64,
+    /// Alert folders deleted to stay within `max_bytes`.
+    pub deleted_alerts: AtomicU64,
+}
+
+impl EvidenceStats {
+    pub fn load(a: &AtomicU64) -> f64 {
+        a.load(Ordering::Relaxed) as f64
+    }
+}
+
+/// One worker's side of the evidence: its rings and its queue to the writer.
+pub struct Tap {
+    pub rings: ring::LineRings,
+    tx: std::sync::mpsc::SyncSender<store::StoreMsg>,
+    /// A live capture never waits for the writer (drops and counts); a replay waits.
+    live: bool,
+    stats: std::sync::Arc<EvidenceStats>,
+}
+
+impl Tap {
+    pub fn new(
+        rings: ring::LineRings,
+        tx: std::sync::mpsc::SyncSender<store::StoreMsg>,
+        live: bool,
+        stats: std::sync::Arc<EvidenceStats>,
+    ) -> Self {
+        Tap {
+            rings,
+            tx,
+            live,
+            stats,
+        }
+    }
+
+    fn send(&self, pkts: Vec<(std::sync::Arc<str>, ring::KeptPacket)>, wait: bool) {
+        if pkts.is_empty() {
+            return;
+        }
+        let n = pkts.len() as u64;
+        let msg = store::StoreMsg::Packets(pkts);
+        let lost = if wait || !self.live {
+            self.tx.send(msg).is_err()
+        } else {
+            self.tx.try_send(msg).is_err()
+        };
+        if lost {
+            self.stats
+                .dropped_queue_full
+                .fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// Sends `line`'s ring to the writer (waiting for room: it is the evidence before the alert)
+    /// and records the line from now on.
+    pub fn start(&mut self, line: std::net::IpAddr, id: &str) -> bool {
+        let Some(ring) = self.rings.start(line, id) else {
+            return false;
+        };
+        let id: std::sync::Arc<str> = std::sync::Arc::from(id);
+        self.send(ring.into_iter().map(|p| (id.clone(), p)).collect(), true);
+        true
+    }
+
+    pub fn stop(&mut self, line: std::net::IpAddr) {
+        self.rings.stop(line);
+    }
+
+    /// Sends what recorded lines kept since the last call.
+    pub fn flush(&mut self) {
+        let pkts = self.rings.take_recorded();
+        self.send(pkts, false);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    #[test]
+    fn evidence_defaults_are_valid_and_bad_values_are_located() {
+        let c = Config::parse("", "t.toml").unwrap();
+        assert!(c.evidence.enabled);
+        assert_eq!(c.evidence.validate(), Ok(()));
+        let e = Config::parse(
+            "[evidence]\nmax_bytes = 10000\n\n  per_alert_max_bytes = 100\n",
+            "e.toml",
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "e.toml:4:3: evidence.per_alert_max_bytes must be at least 4096"
+        );
+        let e = Config::parse(
+            "[evidence]\nmax_bytes = 5000\nper_alert_max_bytes = 8192\n",
+            "e.toml",
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "e.toml:2:1: evidence.max_bytes must be at least evidence.per_alert_max_bytes"
+        );
+        let e = Config::parse("[evidence]\nmedia_every = 0\n", "e.toml").unwrap_err();
+        assert!(e.to_string().starts_with("e.toml:2:1: "), "{e}");
+        let e = Config::parse("[evidence]\nring_bytes = 1\n", "e.toml").unwrap_err();
+        assert!(e.to_string().starts_with("e.toml:2:1: "), "{e}");
+        let e = Config::parse("[evidence]\nbogus = 1\n", "e.toml").unwrap_err();
+        assert!(e.to_string().starts_with("e.toml:2:1: "), "{e}");
+    }
+}
