@@ -22,6 +22,9 @@ pub const STATE_VERSION: u32 = 2;
 const LINES: TableDefinition<&str, &[u8]> = TableDefinition::new("lines");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
+/// Page cache of the store.
+const STORE_CACHE_BYTES: usize = 32 << 20;
+
 /// Meta keys.
 const KEY_VERSION: &str = "version";
 const KEY_ALERTS: &str = "alerts";
@@ -69,7 +72,12 @@ impl StateStore {
                 .open(path)
                 .map_err(db)?;
         }
-        let database = Database::create(path).map_err(db)?;
+        // redb caches up to 1 GiB by default: resident memory a million-line daemon cannot
+        // spare (the profiles themselves are in the engines already).
+        let database = redb::Builder::new()
+            .set_cache_size(STORE_CACHE_BYTES)
+            .create(path)
+            .map_err(db)?;
         let txn = database.begin_write().map_err(db)?;
         {
             txn.open_table(LINES).map_err(db)?;
@@ -107,15 +115,20 @@ impl StateStore {
         if lines.is_empty() && removed.is_empty() {
             return Ok(());
         }
+        // In key order: B-tree inserts then touch each page once.
+        let mut keyed: Vec<(String, &[u8])> = lines
+            .iter()
+            .map(|(ip, b)| (ip.to_string(), b.as_slice()))
+            .collect();
+        keyed.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let txn = self.db.begin_write().map_err(db)?;
         {
             let mut t = txn.open_table(LINES).map_err(db)?;
             for ip in removed {
                 t.remove(ip.to_string().as_str()).map_err(db)?;
             }
-            for (ip, bytes) in lines {
-                t.insert(ip.to_string().as_str(), bytes.as_slice())
-                    .map_err(db)?;
+            for (k, bytes) in keyed {
+                t.insert(k.as_str(), bytes).map_err(db)?;
             }
         }
         txn.commit().map_err(db)
