@@ -272,7 +272,7 @@ impl LineTable {
         self.slots.get(i as usize)?.entry.as_ref()
     }
 
-    /// Adds a stored line (not counted as changed; re-scored at the next `evaluate`). A line
+    /// Adds a stored line (not counted as changed; re-scored at its next event). A line
     /// already present is kept; a full table evicts its least recently used line first.
     /// Restore oldest first, so that the LRU order follows the lines' activity.
     pub fn restore_entry(&mut self, mut e: LineEntry) {
@@ -305,14 +305,8 @@ impl LineTable {
         };
         self.index.insert(ip, i);
         self.push_front(i);
-        if let Some(e) = self
-            .slots
-            .get_mut(i as usize)
-            .and_then(|s| s.entry.as_mut())
-        {
-            e.state.dirty = true;
-            self.dirty.push(i);
-        }
+        // Not marked for re-scoring: the stored verdict stands until the line's next event
+        // (re-scoring a million restored lines at once would hold the engine for seconds).
     }
 
     /// Every line, least recently used first (consumes the table: the migration of a saved
