@@ -211,7 +211,7 @@ impl LineTable {
     }
 
     /// Lines changed (at most `max`) and removed since the last call; the rest stays for the
-    /// next call. O(returned).
+    /// next call. A changed line removed since is listed in both (it has no `entry`). O(returned).
     pub fn take_changes(&mut self, max: usize) -> LineChanges {
         let n = self.unsaved.len().min(max);
         let start = self.unsaved.len() - n;
