@@ -23,8 +23,8 @@ pub mod pcapng_out;
 pub mod privacy;
 pub mod report;
 pub mod simulate_cmd;
-pub mod text;
 pub mod stream;
+pub mod text;
 pub mod watch;
 
 /// An error and its causes on one line, `outer: cause: root`, each text once: a cause whose

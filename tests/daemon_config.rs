@@ -125,7 +125,7 @@ fn minimal_file_config_validates() {
 fn unknown_key_is_rejected_with_position() {
     assert_rejected(
         "[capture]\ninterface = \"lo\"\n[http]\nlisten = \"127.0.0.1:8080\"\nbogus = 1\n",
-        "5:1: unknown field `bogus`, expected one of `enabled`, `listen`, `token`, `token_file`, `max_list`, `tls_cert`, `tls_key`",
+        "5:1: unknown field `bogus`, expected one of `enabled`, `listen`, `token`, `token_file`, `max_list`, `tls_cert`, `tls_key`, `max_connections`, `header_timeout_secs`, `request_timeout_secs`, `max_requests_per_client`",
     );
 }
 

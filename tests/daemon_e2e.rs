@@ -522,7 +522,7 @@ fn gateway_line_alert_reaches_syslog_webhook_and_api_normal_line_stays_quiet() {
     let ev_manifest = format!("{ev_dir}/manifest.json");
     for f in [
         "state/alerts.redb",
-        "state/profiles.json",
+        "state/state.redb",
         ev_dir.as_str(),
         ev_manifest.as_str(),
     ] {
@@ -533,10 +533,13 @@ fn gateway_line_alert_reaches_syslog_webhook_and_api_normal_line_stays_quiet() {
             "{f} belongs to uid {owner}, not nobody"
         );
     }
-    let saved = std::fs::read_to_string(d.join("state/profiles.json")).unwrap();
+    // Lines are stored under their address as text.
+    let saved = std::fs::read(d.join("state/state.redb")).unwrap();
     assert!(
-        saved.contains(GATEWAY),
-        "profiles.json lacks the gateway line"
+        saved
+            .windows(GATEWAY.len())
+            .any(|w| w == GATEWAY.as_bytes()),
+        "state.redb lacks the gateway line"
     );
     assert!(
         t_start.elapsed() < Duration::from_secs(180),

@@ -656,7 +656,7 @@ fn daemon_works_as_the_unit_runs_it_unprivileged_with_ambient_capabilities() {
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
     let st = child.wait().unwrap();
     assert!(st.success(), "{}", logtext());
-    for f in ["alerts.redb", "profiles.json"] {
+    for f in ["alerts.redb", "state.redb"] {
         let m =
             std::fs::metadata(state.join(f)).unwrap_or_else(|e| panic!("{f}: {e}\n{}", logtext()));
         assert_eq!(m.uid(), nobody.uid.as_raw(), "{f} owner");

@@ -439,8 +439,12 @@ fn rank(v: &LineVerdict) -> (VerdictLevel, f64) {
 }
 
 impl ApiSource for Central {
-    fn alerts(&self, limit: usize, state: Option<&str>) -> serde_json::Value {
-        let scan = if state.is_some() { 1000 } else { limit };
+    fn alerts(&self, limit: usize, offset: usize, state: Option<&str>) -> serde_json::Value {
+        let scan = if state.is_some() {
+            1000
+        } else {
+            limit.saturating_add(offset)
+        };
         let entries = match self.outbox.list(scan) {
             Ok(e) => e,
             Err(e) => return serde_json::json!({ "alerts": [], "error": e.to_string() }),
@@ -448,6 +452,7 @@ impl ApiSource for Central {
         let alerts: Vec<serde_json::Value> = entries
             .into_iter()
             .filter(|e| state.is_none_or(|s| e.alert.state.as_str() == s))
+            .skip(offset)
             .take(limit)
             .map(|e| {
                 let mut v = serde_json::to_value(&e.alert).unwrap_or_default();
@@ -460,7 +465,7 @@ impl ApiSource for Central {
         serde_json::json!({ "alerts": alerts, "total": self.outbox.len().unwrap_or(0) })
     }
 
-    fn lines(&self, limit: usize) -> serde_json::Value {
+    fn lines(&self, limit: usize, offset: usize) -> serde_json::Value {
         let Ok(st) = self.state.lock() else {
             return serde_json::json!({ "lines": [], "total": 0 });
         };
@@ -472,6 +477,7 @@ impl ApiSource for Central {
         });
         let lines: Vec<serde_json::Value> = all
             .into_iter()
+            .skip(offset)
             .take(limit)
             .map(|v| {
                 let mut j = serde_json::to_value(v).unwrap_or_default();

@@ -10,10 +10,10 @@
 //! site candidates with the other workers after every packet (see `correlate`).
 
 use super::correlate::Correlator;
-use super::pipeline::PacketEngine;
+use super::pipeline::{PacketEngine, SavedChanges};
 use crate::config::Config;
 use crate::privacy::Pseudonymizer;
-use simboxd_core::detect::LineTable;
+use simboxd_core::detect::{LineEntry, LineTable, TableCounters};
 use simboxd_core::engine::Engine;
 use simboxd_core::model::{CallRecord, Counters, Event, LineVerdict, RawPacket, Timestamp};
 use simboxd_core::table::TimedTable;
@@ -161,6 +161,16 @@ impl EngineWorker {
             .figures(self.now)
     }
 
+    /// A line as `/api/v1/lines` lists it: the verdict with its headline figures.
+    fn list_entry(&self, v: LineVerdict) -> Option<serde_json::Value> {
+        let f = self.figures(v.line);
+        let mut j = serde_json::to_value(self.with_figures(v)).ok()?;
+        if let Some(o) = j.as_object_mut() {
+            o.insert("figures".into(), serde_json::to_value(f).ok()?);
+        }
+        Some(j)
+    }
+
     /// A verdict with its headline figures from the tally (one definition everywhere).
     fn with_figures(&self, mut v: LineVerdict) -> LineVerdict {
         let f = self.figures(v.line);
@@ -306,15 +316,79 @@ impl PacketEngine for EngineWorker {
             .lines()
             .verdicts()
             .into_iter()
-            .filter_map(|v| {
-                let f = self.figures(v.line);
-                let mut j = serde_json::to_value(self.with_figures(v)).ok()?;
-                if let Some(o) = j.as_object_mut() {
-                    o.insert("figures".into(), serde_json::to_value(f).ok()?);
-                }
-                Some(j)
-            })
+            .filter_map(|v| self.list_entry(v))
             .collect()
+    }
+
+    fn line_list_json(&self, addr: IpAddr) -> Option<serde_json::Value> {
+        self.list_entry(self.engine.lines().verdict(addr)?)
+    }
+
+    fn line_keys(&self, from: usize, max: usize) -> (Vec<(u8, f64, IpAddr)>, Option<usize>) {
+        let (keys, next) = self.engine.lines().verdict_keys(from, max);
+        let keys = keys
+            .into_iter()
+            .map(|(level, score, ip)| (level as u8, score, ip))
+            .collect();
+        (keys, next)
+    }
+
+    fn track_changes(&mut self) {
+        self.engine.lines_mut().track_changes();
+    }
+
+    fn take_changes(&mut self, max: usize) -> SavedChanges {
+        let table = self.engine.lines_mut();
+        let ch = table.take_changes(max);
+        let more = ch.changed.len() == max;
+        let mut lines = Vec::with_capacity(ch.changed.len());
+        for ip in ch.changed {
+            // A line changed and then removed is in `removed`.
+            let Some(e) = table.entry(ip) else { continue };
+            match postcard::to_stdvec(e) {
+                Ok(bytes) => lines.push((ip, bytes)),
+                Err(e) => tracing::warn!(line = %ip, error = %e, "line profile not encoded"),
+            }
+        }
+        SavedChanges {
+            lines,
+            removed: ch.removed,
+            resync: ch.resync,
+            more,
+        }
+    }
+
+    fn verdict_counts(&self) -> ([u64; 3], u64) {
+        let t = self.engine.lines();
+        (t.level_counts(), t.evictions())
+    }
+
+    fn mark_unsaved(&mut self, lines: &[IpAddr]) {
+        self.engine.lines_mut().mark_unsaved_lines(lines);
+    }
+
+    fn mark_all_unsaved(&mut self) {
+        self.engine.lines_mut().mark_all_unsaved();
+    }
+
+    fn restore_line(&mut self, bytes: &[u8]) -> Result<(), String> {
+        let e: LineEntry = postcard::from_bytes(bytes).map_err(|e| e.to_string())?;
+        self.engine.lines_mut().restore_entry(e);
+        Ok(())
+    }
+
+    fn finish_restore(&mut self) {
+        self.engine.lines_mut().sort_lru_by_activity();
+    }
+
+    fn counters(&self) -> Vec<u8> {
+        postcard::to_stdvec(&self.engine.lines().counters_state()).unwrap_or_default()
+    }
+
+    fn restore_counters(&mut self, bytes: &[u8]) {
+        if let Ok(c) = postcard::from_bytes::<TableCounters>(bytes) {
+            self.engine.lines_mut().restore_counters(c);
+        }
     }
 
     fn line_json(&self, addr: IpAddr) -> Option<serde_json::Value> {
@@ -359,12 +433,17 @@ impl PacketEngine for EngineWorker {
         if state.is_null() {
             return Ok(0);
         }
-        let mut t: LineTable = serde_json::from_value(state).map_err(|e| e.to_string())?;
-        let cfg = self.engine.lines().config().clone();
-        // The saved table carries its config; the running one wins.
-        t.reconfigure(&cfg, &self.network);
-        let n = t.len();
-        *self.engine.lines_mut() = t;
+        let t: LineTable = serde_json::from_value(state).map_err(|e| e.to_string())?;
+        let counters = t.counters_state();
+        // Into the running table (its config wins), oldest first so the LRU order holds.
+        let table = self.engine.lines_mut();
+        let mut n = 0;
+        for e in t.into_entries() {
+            table.restore_entry(e);
+            n += 1;
+        }
+        table.restore_counters(counters);
+        table.mark_all_unsaved();
         Ok(n)
     }
 

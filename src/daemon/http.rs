@@ -6,6 +6,7 @@
 //! routes only read what an `ApiSource` hands them; they never touch the pipeline directly.
 //! Evidence files are served only by the name their manifest lists, from their alert's folder,
 //! and only the bytes the manifest hashed.
+//! Lists take `limit` and `offset`. Connections are bounded and timed by `http_server`.
 
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -37,6 +38,16 @@ pub struct HttpConfig {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of `tls_cert`.
     pub tls_key: Option<PathBuf>,
+    /// Open connections at most; when full, the connection waiting longest for its next
+    /// request is closed to make room (so idle or slow clients cannot lock others out).
+    pub max_connections: usize,
+    /// Seconds a connection may take to send a complete request head, idle keep-alive time
+    /// included (slow or silent clients are closed after it).
+    pub header_timeout_secs: u64,
+    /// Seconds a request may take to be answered (then 503).
+    pub request_timeout_secs: u64,
+    /// Requests of one client address in progress at once (more are answered 429).
+    pub max_requests_per_client: usize,
 }
 
 impl Default for HttpConfig {
@@ -49,6 +60,10 @@ impl Default for HttpConfig {
             max_list: 1000,
             tls_cert: None,
             tls_key: None,
+            max_connections: 512,
+            header_timeout_secs: 10,
+            request_timeout_secs: 30,
+            max_requests_per_client: 8,
         }
     }
 }
@@ -70,6 +85,30 @@ impl HttpConfig {
                     "http.token and http.token_file are mutually exclusive".to_string(),
                 ));
             }
+        }
+        if !(1..=1_000_000).contains(&self.max_connections) {
+            return Err(Invalid::new(
+                "max_connections",
+                "http.max_connections must be between 1 and 1000000".to_string(),
+            ));
+        }
+        if !(1..=3600).contains(&self.header_timeout_secs) {
+            return Err(Invalid::new(
+                "header_timeout_secs",
+                "http.header_timeout_secs must be between 1 and 3600".to_string(),
+            ));
+        }
+        if !(1..=3600).contains(&self.request_timeout_secs) {
+            return Err(Invalid::new(
+                "request_timeout_secs",
+                "http.request_timeout_secs must be between 1 and 3600".to_string(),
+            ));
+        }
+        if self.max_requests_per_client == 0 {
+            return Err(Invalid::new(
+                "max_requests_per_client",
+                "http.max_requests_per_client must be at least 1".to_string(),
+            ));
         }
         if self.max_list == 0 {
             return Err(Invalid::new(
@@ -124,15 +163,17 @@ fn check_token(t: &str) -> Result<(), String> {
 
 /// What the API shows, supplied by the running daemon (or a test).
 pub trait ApiSource: Send + Sync + 'static {
-    /// Recent alerts, newest first, at most `limit`, optionally only those in `state`.
-    fn alerts(&self, limit: usize, state: Option<&str>) -> serde_json::Value;
-    /// Lines, flagged (highest verdict, then score) first, at most `limit`.
-    fn lines(&self, limit: usize) -> serde_json::Value;
+    /// Recent alerts, newest first, at most `limit` after skipping `offset`, optionally only
+    /// those in `state`.
+    fn alerts(&self, limit: usize, offset: usize, state: Option<&str>) -> serde_json::Value;
+    /// Lines, flagged (highest verdict, then score) first, at most `limit` after skipping
+    /// `offset`; `total` counts them all.
+    fn lines(&self, limit: usize, offset: usize) -> serde_json::Value;
     /// One line's profile, verdict, signals and recent calls; `None` when unknown.
     fn line(&self, addr: IpAddr) -> Option<serde_json::Value>;
-    /// Attacks on lines found so far (highest severity first), at most `limit`.
-    fn threats(&self, limit: usize) -> serde_json::Value {
-        let _ = limit;
+    /// Attacks on lines found so far (highest severity first), at most `limit` after `offset`.
+    fn threats(&self, limit: usize, offset: usize) -> serde_json::Value {
+        let _ = (limit, offset);
         serde_json::json!({ "threats": [], "total": 0 })
     }
     /// Evidence folders of flagged lines, newest first, at most `limit`; `None` when
@@ -267,6 +308,8 @@ async fn healthz(State(api): State<Arc<Api>>) -> Response {
 #[derive(Deserialize)]
 struct ListQuery {
     limit: Option<usize>,
+    /// Entries to skip (pagination: `offset=limit*page`).
+    offset: Option<usize>,
     state: Option<String>,
 }
 
@@ -287,7 +330,8 @@ fn internal() -> Response {
 
 async fn alerts(State(api): State<Arc<Api>>, Query(q): Query<ListQuery>) -> Response {
     let n = limit(&api, &q);
-    match off_runtime(move || api.source.alerts(n, q.state.as_deref())).await {
+    let skip = q.offset.unwrap_or(0);
+    match off_runtime(move || api.source.alerts(n, skip, q.state.as_deref())).await {
         Some(v) => Json(v).into_response(),
         None => internal(),
     }
@@ -324,7 +368,8 @@ async fn retry_dead_letters(State(api): State<Arc<Api>>, Query(q): Query<RetryQu
 
 async fn lines(State(api): State<Arc<Api>>, Query(q): Query<ListQuery>) -> Response {
     let n = limit(&api, &q);
-    match off_runtime(move || api.source.lines(n)).await {
+    let skip = q.offset.unwrap_or(0);
+    match off_runtime(move || api.source.lines(n, skip)).await {
         Some(v) => Json(v).into_response(),
         None => internal(),
     }
@@ -343,7 +388,8 @@ async fn line(State(api): State<Arc<Api>>, Path(addr): Path<String>) -> Response
 
 async fn threats(State(api): State<Arc<Api>>, Query(q): Query<ListQuery>) -> Response {
     let n = limit(&api, &q);
-    match off_runtime(move || api.source.threats(n)).await {
+    let skip = q.offset.unwrap_or(0);
+    match off_runtime(move || api.source.threats(n, skip)).await {
         Some(v) => Json(v).into_response(),
         None => internal(),
     }

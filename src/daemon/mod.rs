@@ -4,13 +4,16 @@
 //! Contract: this is the only module that reads the wall clock, spawns threads or opens
 //! sockets. Order at start: load config -> open capture -> bind API -> drop privileges ->
 //! start threads -> READY=1. SIGHUP re-reads the config without touching the engines' state
-//! (RELOADING=1 ... READY=1); SIGTERM/SIGINT stop the capture, let the workers drain and exit
-//! (STOPPING=1). Whatever is dropped anywhere is counted and exported in `/metrics`.
+//! (RELOADING=1 ... READY=1); SIGTERM/SIGINT stop the capture, let the workers drain, write
+//! the last checkpoint and exit (STOPPING=1). Line profiles are checkpointed every
+//! `checkpoint_interval_secs` and alert episodes as they change (`state`), so a crash loses at
+//! most one interval of profile changes and no episode. Whatever is dropped anywhere is counted and exported in `/metrics`.
 
 pub mod adapter;
 pub mod correlate;
 pub mod evidence;
 pub mod http;
+pub mod http_server;
 pub mod http_tls;
 pub mod logging;
 pub mod metrics;
@@ -45,6 +48,9 @@ pub struct DaemonConfig {
     pub log_level: String,
     /// `text` (journald-friendly lines) or `json` (one object per line).
     pub log_format: String,
+    /// Seconds between checkpoints of the line profiles that changed (to `state.redb` beside
+    /// the outbox); open alert episodes are committed as they change, and everything at stop.
+    pub checkpoint_interval_secs: u64,
 }
 
 /// One engine thread per core (the capture thread shares them: it costs far less per packet).
@@ -64,6 +70,7 @@ impl Default for DaemonConfig {
             tick_secs: 1.0,
             log_level: "info".to_string(),
             log_format: "text".to_string(),
+            checkpoint_interval_secs: 30,
         }
     }
 }
@@ -106,6 +113,12 @@ impl DaemonConfig {
                     "daemon.log_level {:?} is not one of error, warn, info, debug, trace",
                     d.log_level
                 ),
+            ));
+        }
+        if !(1..=86_400).contains(&d.checkpoint_interval_secs) {
+            return Err(Invalid::new(
+                "checkpoint_interval_secs",
+                "daemon.checkpoint_interval_secs must be between 1 and 86400".to_string(),
             ));
         }
         if !matches!(d.log_format.as_str(), "text" | "json") {

@@ -37,10 +37,54 @@ pub trait PacketEngine: Send + 'static {
     fn lines_json(&self) -> Vec<serde_json::Value>;
     /// One line's profile, signals and recent calls.
     fn line_json(&self, addr: IpAddr) -> Option<serde_json::Value>;
-    /// Line profiles to keep across restarts (`None`: nothing to save).
+    /// Line profiles as the JSON state file of earlier versions held them (`None`: nothing).
     fn save_state(&self) -> Option<serde_json::Value>;
-    /// Restores what `save_state` returned; returns how many lines came back.
+    /// Restores what `save_state` returned (the migration of `profiles.json`); returns how
+    /// many lines came back. The lines count as changed, so the next checkpoint stores them.
     fn restore_state(&mut self, state: serde_json::Value) -> Result<usize, String>;
+    /// From now on, remember changed and removed lines for `take_changes`.
+    fn track_changes(&mut self) {}
+    /// Lines changed since the last call (at most `max`, encoded for the state store) and the
+    /// lines removed.
+    fn take_changes(&mut self, max: usize) -> SavedChanges {
+        let _ = max;
+        SavedChanges::default()
+    }
+    /// Every line counts as changed (the next checkpoint stores them all).
+    fn mark_all_unsaved(&mut self) {}
+    /// Adds one stored line (as `take_changes` encoded it).
+    fn restore_line(&mut self, bytes: &[u8]) -> Result<(), String> {
+        let _ = bytes;
+        Ok(())
+    }
+    /// After the last `restore_line`: order the lines by activity again.
+    fn finish_restore(&mut self) {}
+    /// Table counters to store beside the lines (encoded), and restoring them.
+    fn counters(&self) -> Vec<u8> {
+        Vec::new()
+    }
+    fn restore_counters(&mut self, bytes: &[u8]) {
+        let _ = bytes;
+    }
+    /// Sort keys (verdict rank, score, line) of up to `max` lines from position `from`, and
+    /// where to continue (`None`: done): listing in short steps, never one long hold.
+    fn line_keys(&self, from: usize, max: usize) -> (Vec<(u8, f64, IpAddr)>, Option<usize>) {
+        let _ = (from, max);
+        (Vec::new(), None)
+    }
+    /// Lines by verdict (normal, suspect, gateway) and lines evicted from the full table.
+    fn verdict_counts(&self) -> ([u64; 3], u64) {
+        ([0; 3], 0)
+    }
+    /// These lines count as changed again (their write failed).
+    fn mark_unsaved(&mut self, lines: &[IpAddr]) {
+        let _ = lines;
+    }
+    /// One line as `/api/v1/lines` lists it.
+    fn line_list_json(&self, addr: IpAddr) -> Option<serde_json::Value> {
+        let _ = addr;
+        None
+    }
     /// Applies a reloaded config where that is possible without losing state.
     fn reload(&mut self, cfg: &crate::config::Config);
     /// Every threat this engine found (attacks on its lines), numbers as the output shows them.
@@ -82,6 +126,18 @@ pub trait PacketEngine: Send + 'static {
     }
     /// Hands the packets kept for recorded lines to the evidence writer (after every batch).
     fn evidence_flush(&mut self) {}
+}
+
+/// What one engine changed since its last checkpoint.
+#[derive(Debug, Default)]
+pub struct SavedChanges {
+    /// Changed lines and their stored form.
+    pub lines: Vec<(IpAddr, Vec<u8>)>,
+    pub removed: Vec<IpAddr>,
+    /// The engine lost track of removals: the store must be rewritten whole.
+    pub resync: bool,
+    /// More changed lines wait (call again).
+    pub more: bool,
 }
 
 /// An opened packet source (`capture::Capture`, live or file). Opened before privileges are
@@ -243,7 +299,7 @@ pub fn shard_for(link: LinkType, data: &[u8], home: &NetworkConfig, workers: usi
     shard_of_line(key, workers)
 }
 
-/// The worker that owns line `key` among `workers`.
+/// Worker index of a line address (the same for its packets, its stored profile and the API).
 pub fn shard_of_line(key: IpAddr, workers: usize) -> usize {
     if workers <= 1 {
         return 0;

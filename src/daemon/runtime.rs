@@ -10,7 +10,7 @@ use super::metrics::{Exposition, Kind, Sample};
 use super::notify::{watchdog_interval, Notifier};
 use super::pipeline::{self, PacketEngine, PipelineStats, Source};
 use super::privdrop::{drop_privileges, Dropped};
-use super::state::{SavedState, StateFile, STATE_VERSION};
+use super::state::{load_legacy, StateStore};
 use crate::alert::delivery::{targets_from_config, Backoff, Delivery};
 use crate::alert::outbox::Outbox;
 use crate::alert::{AlertManager, AlertState};
@@ -36,9 +36,19 @@ pub struct Shared<E: PacketEngine> {
     config: RwLock<Config>,
     engines: Vec<Arc<Mutex<E>>>,
     stats: Arc<PipelineStats>,
-    /// Latest verdict of every line that has had one.
-    verdicts: Mutex<BTreeMap<IpAddr, LineVerdict>>,
-    verdicts_evicted: AtomicU64,
+    /// Line profiles and alert episodes across restarts (checkpointed).
+    state: StateStore,
+    /// One checkpoint at a time.
+    checkpointing: Mutex<()>,
+    /// Lines removed whose removal could not be written yet (retried at the next checkpoint).
+    unsaved_removals: Mutex<Vec<IpAddr>>,
+    checkpoints_ok: AtomicU64,
+    checkpoints_failed: AtomicU64,
+    checkpoint_lines: AtomicU64,
+    /// Sorted keys of every line for `/api/v1/lines`, rebuilt at most every `SNAPSHOT_MAX_AGE`.
+    line_snapshot: Mutex<Option<(Instant, Arc<Vec<LineKey>>)>>,
+    /// One snapshot build at a time (readers arriving meanwhile get the one it makes).
+    snapshot_building: Mutex<()>,
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
     started: Instant,
@@ -66,25 +76,156 @@ pub struct EvidenceSide {
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
-/// Lines whose latest verdict is remembered (beyond it the oldest-updated normal line goes).
-const MAX_VERDICTS: usize = 1_000_000;
+/// Sort key of a line in listings: verdict rank, score, address.
+type LineKey = (u8, f64, IpAddr);
+/// Oldest line snapshot a listing is served from.
+const SNAPSHOT_MAX_AGE: Duration = Duration::from_secs(1);
+/// Lines read per hold of an engine's lock (listing, checkpoint): a few milliseconds.
+const LOCK_STEP: usize = 16_384;
 
 impl<E: PacketEngine> Shared<E> {
-    fn record_verdict(&self, v: &LineVerdict) {
-        let Ok(mut map) = self.verdicts.lock() else {
-            return;
+    /// Every line's sort key, sorted (flagged first, then by score, then by address). Built
+    /// from the engines in steps of `LOCK_STEP` lines, so capture never waits long for a
+    /// reader; shared by the readers of the next `SNAPSHOT_MAX_AGE`.
+    fn line_snapshot(&self) -> Arc<Vec<LineKey>> {
+        let fresh = |c: &Option<(Instant, Arc<Vec<LineKey>>)>| {
+            c.as_ref()
+                .filter(|(t, _)| t.elapsed() < SNAPSHOT_MAX_AGE)
+                .map(|(_, s)| s.clone())
         };
-        if map.len() >= MAX_VERDICTS && !map.contains_key(&v.line) {
-            let victim = map
-                .iter()
-                .min_by_key(|(_, x)| (x.verdict, x.updated))
-                .map(|(k, _)| *k);
-            if let Some(k) = victim {
-                map.remove(&k);
-                self.verdicts_evicted.fetch_add(1, Ordering::Relaxed);
+        if let Some(s) = self.line_snapshot.lock().ok().and_then(|c| fresh(&c)) {
+            return s;
+        }
+        let _one = self.snapshot_building.lock();
+        if let Some(s) = self.line_snapshot.lock().ok().and_then(|c| fresh(&c)) {
+            return s;
+        }
+        let mut all: Vec<LineKey> = Vec::new();
+        for e in &self.engines {
+            let mut from = Some(0);
+            while let Some(f) = from {
+                let Ok(eng) = e.lock() else { break };
+                let (keys, next) = eng.line_keys(f, LOCK_STEP);
+                drop(eng);
+                all.extend(keys);
+                from = next;
             }
         }
-        map.insert(v.line, v.clone());
+        all.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(b.1.total_cmp(&a.1)).then(a.2.cmp(&b.2)));
+        let snap = Arc::new(all);
+        if let Ok(mut c) = self.line_snapshot.lock() {
+            *c = Some((Instant::now(), snap.clone()));
+        }
+        snap
+    }
+
+    /// `f` on the engine that holds `line`: the one its packets go to, else any (a line whose
+    /// events named another end than its packets' shard key).
+    fn with_line<T>(&self, line: IpAddr, f: impl Fn(&E) -> Option<T>) -> Option<T> {
+        let home = pipeline::shard_of_line(line, self.engines.len());
+        let first = self.engines.get(home).into_iter();
+        let rest = self
+            .engines
+            .iter()
+            .enumerate()
+            .filter(move |(i, _)| *i != home)
+            .map(|(_, e)| e);
+        first
+            .chain(rest)
+            .find_map(|e| e.lock().ok().and_then(|eng| f(&eng)))
+    }
+
+    /// Writes what changed since the last checkpoint: the lines of each engine in chunks of
+    /// `LOCK_STEP` (one transaction each, the engine lock held only to take and encode a
+    /// chunk), then the table counters and, when given, the open alert episodes. A failed
+    /// write puts its lines back as changed, so the next checkpoint retries them. Returns the
+    /// lines written.
+    fn checkpoint(&self, alerts: Option<&AlertManager>) -> Result<usize, String> {
+        let alerts = match alerts.map(serde_json::to_vec).transpose() {
+            Ok(a) => a,
+            Err(e) => return Err(e.to_string()),
+        };
+        let _one = self.checkpointing.lock();
+        let res = self.checkpoint_lines().and_then(|n| {
+            let counters: Vec<Vec<u8>> = self
+                .engines
+                .iter()
+                .filter_map(|e| e.lock().ok().map(|eng| eng.counters()))
+                .collect();
+            self.state
+                .write_meta(alerts.as_deref(), Some(&counters))
+                .map(|()| n)
+        });
+        match &res {
+            Ok(n) => {
+                self.checkpoints_ok.fetch_add(1, Ordering::Relaxed);
+                self.checkpoint_lines
+                    .fetch_add(*n as u64, Ordering::Relaxed);
+            }
+            Err(_) => {
+                self.checkpoints_failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        res
+    }
+
+    fn checkpoint_lines(&self) -> Result<usize, String> {
+        let mut written = 0;
+        let retry = self
+            .unsaved_removals
+            .lock()
+            .map(|mut r| std::mem::take(&mut *r))
+            .unwrap_or_default();
+        if let Err(why) = self.state.write_lines(&[], &retry) {
+            self.keep_removals(retry);
+            return Err(why);
+        }
+        let mut resynced = false;
+        let mut i = 0;
+        while let Some(e) = self.engines.get(i) {
+            let ch = match e.lock() {
+                Ok(mut eng) => eng.take_changes(LOCK_STEP),
+                Err(_) => {
+                    i += 1;
+                    continue;
+                }
+            };
+            if ch.resync && !resynced {
+                // Removals overflowed their list: rewrite every line of every engine.
+                resynced = true;
+                self.state.clear_lines()?;
+                for e in &self.engines {
+                    if let Ok(mut eng) = e.lock() {
+                        eng.mark_all_unsaved();
+                    }
+                }
+                i = 0;
+                continue;
+            }
+            if let Err(why) = self.state.write_lines(&ch.lines, &ch.removed) {
+                let ips: Vec<IpAddr> = ch.lines.iter().map(|(ip, _)| *ip).collect();
+                if let Ok(mut eng) = e.lock() {
+                    eng.mark_unsaved(&ips);
+                }
+                self.keep_removals(ch.removed);
+                return Err(why);
+            }
+            written += ch.lines.len();
+            if !ch.more {
+                i += 1;
+            }
+        }
+        Ok(written)
+    }
+
+    fn keep_removals(&self, mut removed: Vec<IpAddr>) {
+        if let Ok(mut r) = self.unsaved_removals.lock() {
+            // Bounded: beyond a million, stale rows stay until the line table overflows its
+            // own removal list and the store is rewritten.
+            let room = 1_000_000usize.saturating_sub(r.len());
+            removed.truncate(room);
+            r.extend(removed);
+        }
     }
 
     fn merged_engine_stats(&self) -> BTreeMap<(String, String, String), f64> {
@@ -249,9 +390,13 @@ impl<E: PacketEngine> Shared<E> {
 
         let mut by_level: BTreeMap<&str, f64> =
             VerdictLevel::ALL.iter().map(|l| (l.name(), 0.0)).collect();
-        if let Ok(map) = self.verdicts.lock() {
-            for v in map.values() {
-                *by_level.entry(level_name(v.verdict)).or_insert(0.0) += 1.0;
+        let mut lines_evicted = 0u64;
+        for e in &self.engines {
+            let Ok(eng) = e.lock() else { continue };
+            let (counts, evicted) = eng.verdict_counts();
+            lines_evicted += evicted;
+            for (l, n) in VerdictLevel::ALL.iter().zip(counts) {
+                *by_level.entry(level_name(*l)).or_insert(0.0) += n as f64;
             }
         }
         m.family(
@@ -266,8 +411,26 @@ impl<E: PacketEngine> Shared<E> {
         m.single(
             "simboxd_verdicts_evicted_total",
             Kind::Counter,
-            "Remembered line verdicts evicted to stay within the cap.",
-            load(&self.verdicts_evicted),
+            "Line verdicts forgotten with their line, evicted from a full line table.",
+            lines_evicted as f64,
+        );
+        m.family(
+            "simboxd_checkpoints_total",
+            Kind::Counter,
+            "State checkpoints (line profiles, alert episodes), by result.",
+            vec![
+                (vec![("result", "ok".into())], load(&self.checkpoints_ok)),
+                (
+                    vec![("result", "failed".into())],
+                    load(&self.checkpoints_failed),
+                ),
+            ],
+        );
+        m.single(
+            "simboxd_checkpoint_lines_total",
+            Kind::Counter,
+            "Line profiles written by checkpoints.",
+            load(&self.checkpoint_lines),
         );
         let made = |i: usize| {
             self.alerts_made
@@ -413,6 +576,36 @@ impl<E: PacketEngine> Shared<E> {
         if let Some(ev) = &self.evidence {
             render_evidence_metrics(&mut m, &ev.stats);
         }
+        let hs = &super::http_server::SERVER_STATS;
+        m.family(
+            "simboxd_http_connections_total",
+            Kind::Counter,
+            "API connections: accepted, closed to make room (idle or slow), refused (all busy).",
+            vec![
+                (vec![("result", "accepted".into())], load(&hs.accepted)),
+                (vec![("result", "evicted".into())], load(&hs.evicted)),
+                (vec![("result", "refused".into())], load(&hs.refused)),
+                (vec![("result", "tls_failed".into())], load(&hs.tls_failed)),
+            ],
+        );
+        m.single(
+            "simboxd_http_connections_open",
+            Kind::Gauge,
+            "Open API connections.",
+            load(&hs.open),
+        );
+        m.family(
+            "simboxd_http_requests_refused_total",
+            Kind::Counter,
+            "API requests not served, by reason.",
+            vec![
+                (
+                    vec![("reason", "client_limit".into())],
+                    load(&hs.over_client_limit),
+                ),
+                (vec![("reason", "timeout".into())], load(&hs.timed_out)),
+            ],
+        );
         m.family(
             "simboxd_config_reloads_total",
             Kind::Counter,
@@ -580,17 +773,14 @@ fn level_name(l: VerdictLevel) -> &'static str {
     l.name()
 }
 
-fn level_rank(v: &serde_json::Value) -> u8 {
-    v.get("verdict")
-        .and_then(|x| x.as_str())
-        .and_then(VerdictLevel::from_name)
-        .map_or(0, |l| l as u8)
-}
-
 impl<E: PacketEngine> ApiSource for Shared<E> {
-    fn alerts(&self, limit: usize, state: Option<&str>) -> serde_json::Value {
+    fn alerts(&self, limit: usize, offset: usize, state: Option<&str>) -> serde_json::Value {
         // The outbox lists newest first; a state filter looks at up to its listing cap.
-        let scan = if state.is_some() { 1000 } else { limit };
+        let scan = if state.is_some() {
+            1000
+        } else {
+            limit.saturating_add(offset)
+        };
         let entries = match self.outbox.list(scan) {
             Ok(e) => e,
             Err(e) => return serde_json::json!({ "alerts": [], "error": e.to_string() }),
@@ -598,6 +788,7 @@ impl<E: PacketEngine> ApiSource for Shared<E> {
         let alerts: Vec<serde_json::Value> = entries
             .into_iter()
             .filter(|e| state.is_none_or(|s| e.alert.state.as_str() == s))
+            .skip(offset)
             .take(limit)
             .map(|e| {
                 let mut v = serde_json::to_value(&e.alert).unwrap_or_default();
@@ -608,33 +799,26 @@ impl<E: PacketEngine> ApiSource for Shared<E> {
             })
             .collect();
         let total = self.outbox.len().unwrap_or(0);
-        serde_json::json!({ "alerts": alerts, "total": total })
+        serde_json::json!({ "alerts": alerts, "total": total, "offset": offset })
     }
 
-    fn lines(&self, limit: usize) -> serde_json::Value {
-        let mut all: Vec<serde_json::Value> = Vec::new();
-        for e in &self.engines {
-            if let Ok(eng) = e.lock() {
-                all.extend(eng.lines_json());
-            }
-        }
-        let total = all.len();
-        all.sort_by(|a, b| {
-            let sa = a.get("score").and_then(|x| x.as_f64()).unwrap_or(0.0);
-            let sb = b.get("score").and_then(|x| x.as_f64()).unwrap_or(0.0);
-            level_rank(b).cmp(&level_rank(a)).then(sb.total_cmp(&sa))
-        });
-        all.truncate(limit);
-        serde_json::json!({ "lines": all, "total": total })
+    fn lines(&self, limit: usize, offset: usize) -> serde_json::Value {
+        let snap = self.line_snapshot();
+        let total = snap.len();
+        let page = snap.get(offset.min(total)..).unwrap_or(&[]);
+        let lines: Vec<serde_json::Value> = page
+            .iter()
+            .take(limit)
+            .filter_map(|&(_, _, ip)| self.with_line(ip, |e| e.line_list_json(ip)))
+            .collect();
+        serde_json::json!({ "lines": lines, "total": total, "offset": offset })
     }
 
     fn line(&self, addr: IpAddr) -> Option<serde_json::Value> {
-        self.engines
-            .iter()
-            .find_map(|e| e.lock().ok().and_then(|eng| eng.line_json(addr)))
+        self.with_line(addr, |e| e.line_json(addr))
     }
 
-    fn threats(&self, limit: usize) -> serde_json::Value {
+    fn threats(&self, limit: usize, offset: usize) -> serde_json::Value {
         let mut all = Vec::new();
         for e in &self.engines {
             if let Ok(eng) = e.lock() {
@@ -644,10 +828,10 @@ impl<E: PacketEngine> ApiSource for Shared<E> {
         if let Some(c) = &self.correlator {
             all.extend(c.threats());
         }
-        let mut merged = simboxd_core::threats::merge(all);
+        let merged = simboxd_core::threats::merge(all);
         let total = merged.len();
-        merged.truncate(limit);
-        serde_json::json!({ "threats": merged, "total": total })
+        let page: Vec<_> = merged.into_iter().skip(offset).take(limit).collect();
+        serde_json::json!({ "threats": page, "total": total, "offset": offset })
     }
 
     fn metrics(&self) -> String {
@@ -777,10 +961,6 @@ pub fn run(config_path: PathBuf, cfg: Config) -> anyhow::Result<()> {
         ),
         Err(e) => tracing::error!(error = %e, "re-queueing alerts of removed targets failed"),
     }
-    let state_path = StateFile::path_for(&cfg.storage.path);
-    let mut state_file = StateFile::open(&state_path)
-        .with_context(|| format!("opening {}", state_path.display()))?;
-
     let workers = cfg.daemon.workers.max(1);
     let correlator = Arc::new(super::correlate::Correlator::new(
         workers,
@@ -802,51 +982,43 @@ pub fn run(config_path: PathBuf, cfg: Config) -> anyhow::Result<()> {
             Arc::new(Mutex::new(w))
         })
         .collect();
-    let mut manager = AlertManager::new(cfg.alert.clone());
-    match state_file.load() {
-        Ok(Some(saved)) => {
-            let mut lines = 0;
-            if saved.workers.len() == engines.len() {
-                for (eng, st) in engines.iter().zip(saved.workers) {
-                    if let Ok(mut e) = eng.lock() {
-                        match e.restore_state(st) {
-                            Ok(n) => lines += n,
-                            Err(why) => tracing::warn!(%why, "line profiles not restored"),
-                        }
-                    }
-                }
-            } else {
-                tracing::warn!(
-                    saved = saved.workers.len(),
-                    now = engines.len(),
-                    "worker count changed: line profiles start empty"
-                );
-            }
-            if let Some(mut m) = saved.alerts {
-                m.set_config(cfg.alert.clone());
-                manager = m;
-            }
-            tracing::info!(
-                lines,
-                open_alerts = manager.open_count(),
-                file = %state_file.path().display(),
-                "restored saved state"
-            );
-        }
-        Ok(None) => {}
-        Err(why) => {
-            tracing::warn!(%why, file = %state_file.path().display(), "saved state ignored")
+    for e in &engines {
+        if let Ok(mut eng) = e.lock() {
+            eng.track_changes();
         }
     }
-
+    let t_restore = Instant::now();
+    let state = open_state_store(&cfg)?;
+    let legacy = StateStore::legacy_path_for(&cfg.storage.path);
+    let mut manager = AlertManager::new(cfg.alert.clone());
+    let migrated = match migrate_legacy(&legacy, &engines, &cfg) {
+        Some(m) => {
+            if let Some(m) = m {
+                manager = m;
+            }
+            true
+        }
+        None => {
+            if let Some(m) = restore_state(&state, &engines, &cfg) {
+                manager = m;
+            }
+            false
+        }
+    };
     let stats = Arc::new(PipelineStats::default());
     let shared = Arc::new(Shared {
         config_path,
         config: RwLock::new(cfg.clone()),
         engines,
         stats: stats.clone(),
-        verdicts: Mutex::new(BTreeMap::new()),
-        verdicts_evicted: AtomicU64::new(0),
+        state,
+        checkpointing: Mutex::new(()),
+        unsaved_removals: Mutex::new(Vec::new()),
+        checkpoints_ok: AtomicU64::new(0),
+        checkpoints_failed: AtomicU64::new(0),
+        checkpoint_lines: AtomicU64::new(0),
+        line_snapshot: Mutex::new(None),
+        snapshot_building: Mutex::new(()),
         reloads_ok: AtomicU64::new(0),
         reloads_failed: AtomicU64::new(0),
         started: Instant::now(),
@@ -862,6 +1034,23 @@ pub fn run(config_path: PathBuf, cfg: Config) -> anyhow::Result<()> {
         evidence,
     });
 
+    if migrated {
+        // Stored here before the JSON file goes, so a crash now loses nothing.
+        match shared.checkpoint(Some(&manager)) {
+            Ok(n) => {
+                let to = legacy.with_extension("json.migrated");
+                if let Err(e) = std::fs::rename(&legacy, &to) {
+                    tracing::warn!(error = %e, file = %legacy.display(), "could not rename the migrated state file");
+                }
+                tracing::info!(lines = n, from = %legacy.display(), to = %shared.state.path().display(), "migrated saved state")
+            }
+            Err(why) => {
+                tracing::error!(%why, "migrating the saved state failed: profiles.json kept")
+            }
+        }
+    }
+    tracing::info!(secs = t_restore.elapsed().as_secs_f64(), "state loaded");
+
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -874,7 +1063,6 @@ pub fn run(config_path: PathBuf, cfg: Config) -> anyhow::Result<()> {
         targets,
         manager,
         privacy,
-        state_file,
     };
     rt.block_on(serve(shared, cfg, parts))
 }
@@ -999,6 +1187,117 @@ async fn stop_evidence<E: PacketEngine>(shared: &Arc<Shared<E>>) {
     }
 }
 
+/// Opens `state.redb`; one that cannot be opened (corrupt, another version) is moved aside
+/// and the daemon starts with an empty one rather than not at all.
+fn open_state_store(cfg: &Config) -> anyhow::Result<StateStore> {
+    let path = StateStore::path_for(&cfg.storage.path);
+    match StateStore::open(&path) {
+        Ok(s) => Ok(s),
+        Err(why) => {
+            let aside = path.with_extension(format!("redb.broken-{}", std::process::id()));
+            tracing::error!(%why, file = %path.display(), moved_to = %aside.display(), "state store unreadable: starting empty");
+            std::fs::rename(&path, &aside)
+                .with_context(|| format!("moving {} aside", path.display()))?;
+            StateStore::open(&path).map_err(|e| anyhow::anyhow!("opening {}: {e}", path.display()))
+        }
+    }
+}
+
+/// Reads the line profiles and open alert episodes of the store into the engines (each line
+/// into the engine its packets go to). Returns the saved alert episodes.
+fn restore_state<E: PacketEngine>(
+    state: &StateStore,
+    engines: &[Arc<Mutex<E>>],
+    cfg: &Config,
+) -> Option<AlertManager> {
+    let mut failed = 0u64;
+    let res = state.for_each_line(|ip, bytes| {
+        let i = pipeline::shard_of_line(ip, engines.len());
+        if let Some(Ok(mut eng)) = engines.get(i).map(|e| e.lock()) {
+            if eng.restore_line(bytes).is_err() {
+                failed += 1;
+            }
+        }
+    });
+    for e in engines {
+        if let Ok(mut eng) = e.lock() {
+            eng.finish_restore();
+        }
+    }
+    match state.counters() {
+        Ok(c) => {
+            for (i, c) in c.iter().enumerate() {
+                if let Some(Ok(mut eng)) = engines.get(i % engines.len().max(1)).map(|e| e.lock()) {
+                    eng.restore_counters(c);
+                }
+            }
+        }
+        Err(why) => tracing::warn!(%why, "stored table counters ignored"),
+    }
+    let manager = match state.alerts() {
+        Ok(m) => m.map(|mut m| {
+            m.set_config(cfg.alert.clone());
+            m
+        }),
+        Err(why) => {
+            tracing::warn!(%why, "stored alert episodes ignored");
+            None
+        }
+    };
+    match res {
+        Ok(lines) => tracing::info!(
+            lines,
+            unreadable = failed,
+            open_alerts = manager.as_ref().map_or(0, |m| m.open_count()),
+            file = %state.path().display(),
+            "restored saved state"
+        ),
+        Err(why) => {
+            tracing::warn!(%why, file = %state.path().display(), "stored line profiles not restored")
+        }
+    }
+    manager
+}
+
+/// Reads `profiles.json` of an earlier version into the engines. `None` when there is none
+/// (or it is unreadable: logged); else the episodes it held.
+fn migrate_legacy<E: PacketEngine>(
+    path: &std::path::Path,
+    engines: &[Arc<Mutex<E>>],
+    cfg: &Config,
+) -> Option<Option<AlertManager>> {
+    let saved = match load_legacy(path) {
+        Ok(Some(s)) => s,
+        Ok(None) => return None,
+        Err(why) => {
+            tracing::warn!(%why, file = %path.display(), "old state file ignored");
+            return None;
+        }
+    };
+    let mut lines = 0;
+    if saved.workers.len() == engines.len() {
+        for (eng, st) in engines.iter().zip(saved.workers) {
+            if let Ok(mut e) = eng.lock() {
+                match e.restore_state(st) {
+                    Ok(n) => lines += n,
+                    Err(why) => tracing::warn!(%why, "line profiles not restored"),
+                }
+            }
+        }
+    } else {
+        tracing::warn!(
+            saved = saved.workers.len(),
+            now = engines.len(),
+            "worker count changed: line profiles of the old state file start empty"
+        );
+    }
+    tracing::info!(lines, file = %path.display(), "restored saved state from the old state file");
+    Some(saved.alerts.map(|mut m| {
+        m.set_config(cfg.alert.clone());
+        m
+    }))
+}
+
 /// What `run` opened before dropping privileges, handed to the async side.
 struct Parts {
     sources: Vec<Source>,
@@ -1007,7 +1306,6 @@ struct Parts {
     targets: Vec<crate::alert::delivery::Target>,
     manager: AlertManager,
     privacy: Pseudonymizer,
-    state_file: StateFile,
 }
 
 /// Packet time "now" for alert expiry: the newest packet, or the wall clock on a quiet live tap.
@@ -1052,7 +1350,6 @@ async fn alert_loop<E: PacketEngine>(
                 if v.verdict >= VerdictLevel::Suspect {
                     tracing::info!(line = %v.line, verdict = level_name(v.verdict), score = v.score, "line verdict");
                 }
-                shared.record_verdict(&v);
                 manager.on_verdict_with(&v, &privacy)
             }
             _ = tick.tick() => {
@@ -1089,9 +1386,32 @@ async fn alert_loop<E: PacketEngine>(
             }
         };
         evidence_on_alerts(&shared, &mut recording, &manager, &alerts).await;
+        let changed = !alerts.is_empty();
         record_and_store(&shared, &manager, alerts).await;
+        if changed {
+            save_episodes(&shared, &manager).await;
+        }
     }
     manager
+}
+
+/// Commits the open alert episodes to the state store right away (after their alerts are in
+/// the outbox): after a crash the episodes continue under their ids and sequence numbers.
+async fn save_episodes<E: PacketEngine>(shared: &Arc<Shared<E>>, manager: &AlertManager) {
+    let bytes = match serde_json::to_vec(manager) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!(error = %e, "alert episodes not encoded");
+            return;
+        }
+    };
+    let sh = shared.clone();
+    let res = tokio::task::spawn_blocking(move || sh.state.write_meta(Some(&bytes), None)).await;
+    match res {
+        Ok(Ok(())) => {}
+        Ok(Err(why)) => tracing::error!(%why, "saving alert episodes failed"),
+        Err(e) => tracing::error!(error = %e, "saving alert episodes failed"),
+    }
 }
 
 /// Threat findings the engines made since the last call, as alerts (raised, then updated).
@@ -1187,7 +1507,6 @@ async fn serve<E: PacketEngine>(
         targets,
         manager,
         privacy,
-        mut state_file,
     } = parts;
     let notifier = Arc::new(Notifier::from_env());
     let stop = Arc::new(AtomicBool::new(false));
@@ -1266,26 +1585,37 @@ async fn serve<E: PacketEngine>(
                 tracing::warn!("{w}");
             }
             tracing::info!(listen = %addr, tls = tls.is_some(), "HTTP API listening");
-            Some(tokio::spawn(async move {
-                let res = match tls {
-                    Some(tls) => {
-                        let l = super::http_tls::TlsListener::new(l, tls);
-                        axum::serve(l, app)
-                            .with_graceful_shutdown(async move { stop.notified().await })
-                            .await
-                    }
-                    None => {
-                        axum::serve(l, app)
-                            .with_graceful_shutdown(async move { stop.notified().await })
-                            .await
-                    }
-                };
-                if let Err(e) = res {
-                    tracing::error!(error = %e, "HTTP API failed");
-                }
-            }))
+            let limits = super::http_server::Limits::from_config(&cfg.http);
+            Some(tokio::spawn(super::http_server::serve(
+                l, app, tls, limits, stop,
+            )))
         }
         None => None,
+    };
+
+    // Periodic checkpoints of what changed (line profiles, counters); episodes are committed
+    // by the alert side as they change.
+    let checkpoint_task = {
+        let shared = shared.clone();
+        let every = Duration::from_secs(cfg.daemon.checkpoint_interval_secs.max(1));
+        tokio::spawn(async move {
+            let mut t = tokio::time::interval(every);
+            t.tick().await;
+            loop {
+                t.tick().await;
+                let sh = shared.clone();
+                let t0 = Instant::now();
+                match tokio::task::spawn_blocking(move || sh.checkpoint(None)).await {
+                    Ok(Ok(n)) => {
+                        tracing::debug!(lines = n, secs = t0.elapsed().as_secs_f64(), "checkpoint")
+                    }
+                    Ok(Err(why)) => {
+                        tracing::error!(%why, "checkpoint failed: retried at the next one")
+                    }
+                    Err(e) => tracing::error!(error = %e, "checkpoint task failed"),
+                }
+            }
+        })
     };
 
     // Signals, before anything tells systemd (or a test) that we are up: a SIGHUP that
@@ -1348,7 +1678,7 @@ async fn serve<E: PacketEngine>(
     let manager = match tokio::time::timeout(SHUTDOWN_GRACE, alert_task).await {
         Ok(Ok(m)) => Some(m),
         _ => {
-            tracing::warn!("alert side did not stop in time: open alerts not saved");
+            tracing::warn!("alert side did not stop in time: open alerts as last committed");
             None
         }
     };
@@ -1364,7 +1694,20 @@ async fn serve<E: PacketEngine>(
     if let Some(s) = stream {
         s.finish(DELIVERY_GRACE).await;
     }
-    save_state(&shared, manager, &mut state_file);
+    checkpoint_task.abort();
+    let t0 = Instant::now();
+    let sh = shared.clone();
+    let saved = tokio::task::spawn_blocking(move || sh.checkpoint(manager.as_ref())).await;
+    match saved {
+        Ok(Ok(lines)) => tracing::info!(
+            lines,
+            secs = t0.elapsed().as_secs_f64(),
+            file = %shared.state.path().display(),
+            "saved line profiles and open alerts"
+        ),
+        Ok(Err(why)) => tracing::error!(%why, "saving state failed"),
+        Err(e) => tracing::error!(error = %e, "saving state failed"),
+    }
     http_stop.notify_waiters();
     if let Some(t) = http_task {
         let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
@@ -1378,34 +1721,6 @@ async fn serve<E: PacketEngine>(
 
 /// Longest wait at shutdown for targets that are up to take what is pending.
 const DELIVERY_GRACE: Duration = Duration::from_secs(3);
-
-fn save_state<E: PacketEngine>(
-    shared: &Shared<E>,
-    alerts: Option<AlertManager>,
-    file: &mut StateFile,
-) {
-    let workers: Vec<serde_json::Value> = shared
-        .engines
-        .iter()
-        .map(|e| {
-            e.lock()
-                .ok()
-                .and_then(|eng| eng.save_state())
-                .unwrap_or(serde_json::Value::Null)
-        })
-        .collect();
-    let state = SavedState {
-        version: STATE_VERSION,
-        workers,
-        alerts,
-    };
-    match file.save(&state) {
-        Ok(bytes) => {
-            tracing::info!(bytes, file = %file.path().display(), "saved line profiles and open alerts")
-        }
-        Err(why) => tracing::error!(%why, file = %file.path().display(), "saving state failed"),
-    }
-}
 
 /// Replaces the delivery workers with ones for `new`'s targets: the old workers finish their
 /// current attempt, the outbox owes new alerts to the new targets, and what was owed to a

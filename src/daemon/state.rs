@@ -1,19 +1,36 @@
-//! Line profiles and open alert episodes kept across restarts (`profiles.json` beside the
-//! outbox in `[storage] path`'s directory).
+//! Line profiles and open alert episodes kept across restarts and crashes: `state.redb` beside
+//! the outbox in `[storage] path`'s directory.
 //!
-//! Contract: the file is opened (created) at start, as the daemon user, and kept open; SIGTERM
-//! rewrites it through that handle. A file that does not parse is logged and ignored (the daemon
-//! starts empty rather than not at all).
+//! Contract: lines are stored one record per line (key: the address as text; value: the
+//! profile in postcard, see `PacketEngine::take_changes`), so a checkpoint writes only what
+//! changed since the last one. Every write is a redb transaction (durable when `commit`
+//! returns): a crash, `kill -9` or a full disk leaves the last committed state, never a torn
+//! file. A checkpoint is committed in chunks of lines (each line whole) and then its meta
+//! (table counters, open alert episodes), which the alert side also commits on its own as soon
+//! as an episode opens or closes. `profiles.json` of earlier versions is read once on start
+//! (`load_legacy`) and renamed away once its content is stored here.
 
 use crate::alert::AlertManager;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
-use std::fs::File;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-/// Format version of the state file.
-pub const STATE_VERSION: u32 = 1;
+/// Format version of the store.
+pub const STATE_VERSION: u32 = 2;
 
+const LINES: TableDefinition<&str, &[u8]> = TableDefinition::new("lines");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+/// Page cache of the store.
+const STORE_CACHE_BYTES: usize = 32 << 20;
+
+/// Meta keys.
+const KEY_VERSION: &str = "version";
+const KEY_ALERTS: &str = "alerts";
+const KEY_COUNTERS: &str = "counters";
+
+/// The JSON state file of earlier versions (read for migration only).
 #[derive(Serialize, Deserialize)]
 pub struct SavedState {
     pub version: u32,
@@ -23,29 +40,65 @@ pub struct SavedState {
     pub alerts: Option<AlertManager>,
 }
 
-pub struct StateFile {
+pub struct StateStore {
+    db: Database,
     path: PathBuf,
-    file: File,
 }
 
-impl StateFile {
-    /// The state file for an outbox at `storage_path`.
+fn db<E: std::fmt::Display>(e: E) -> String {
+    e.to_string()
+}
+
+impl StateStore {
+    /// The store for an outbox at `storage_path`.
     pub fn path_for(storage_path: &Path) -> PathBuf {
+        storage_path.with_file_name("state.redb")
+    }
+
+    /// The JSON state file of earlier versions beside it.
+    pub fn legacy_path_for(storage_path: &Path) -> PathBuf {
         storage_path.with_file_name("profiles.json")
     }
 
-    pub fn open(path: &Path) -> std::io::Result<StateFile> {
+    pub fn open(path: &Path) -> Result<StateStore, String> {
         use std::os::unix::fs::OpenOptionsExt;
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o640)
-            .open(path)?;
-        Ok(StateFile {
+        // Created with the daemon's mode first; redb opens the existing (empty) file.
+        if !path.exists() {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o640)
+                .open(path)
+                .map_err(db)?;
+        }
+        // redb caches up to 1 GiB by default: resident memory a million-line daemon cannot
+        // spare (the profiles themselves are in the engines already).
+        let database = redb::Builder::new()
+            .set_cache_size(STORE_CACHE_BYTES)
+            .create(path)
+            .map_err(db)?;
+        let txn = database.begin_write().map_err(db)?;
+        {
+            txn.open_table(LINES).map_err(db)?;
+            let mut meta = txn.open_table(META).map_err(db)?;
+            let version = meta
+                .get(KEY_VERSION)
+                .map_err(db)?
+                .map(|v| v.value().to_vec());
+            match version {
+                None => {
+                    meta.insert(KEY_VERSION, STATE_VERSION.to_le_bytes().as_slice())
+                        .map_err(db)?;
+                }
+                Some(v) if v.as_slice() == STATE_VERSION.to_le_bytes() => {}
+                Some(v) => return Err(format!("state store version {v:?} is not {STATE_VERSION}")),
+            }
+        }
+        txn.commit().map_err(db)?;
+        Ok(StateStore {
+            db: database,
             path: path.to_path_buf(),
-            file,
         })
     }
 
@@ -53,36 +106,123 @@ impl StateFile {
         &self.path
     }
 
-    /// The saved state, `Ok(None)` when the file is empty.
-    pub fn load(&mut self) -> Result<Option<SavedState>, String> {
-        let mut text = String::new();
-        self.file
-            .seek(SeekFrom::Start(0))
-            .and_then(|_| self.file.read_to_string(&mut text))
-            .map_err(|e| e.to_string())?;
-        if text.trim().is_empty() {
-            return Ok(None);
+    /// Stores changed lines and forgets removed ones, in one transaction.
+    pub fn write_lines(
+        &self,
+        lines: &[(IpAddr, Vec<u8>)],
+        removed: &[IpAddr],
+    ) -> Result<(), String> {
+        if lines.is_empty() && removed.is_empty() {
+            return Ok(());
         }
-        let s: SavedState = serde_json::from_str(&text).map_err(|e| e.to_string())?;
-        if s.version != STATE_VERSION {
-            return Err(format!(
-                "state version {} is not {STATE_VERSION}",
-                s.version
-            ));
+        // In key order: B-tree inserts then touch each page once.
+        let mut keyed: Vec<(String, &[u8])> = lines
+            .iter()
+            .map(|(ip, b)| (ip.to_string(), b.as_slice()))
+            .collect();
+        keyed.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let txn = self.db.begin_write().map_err(db)?;
+        {
+            let mut t = txn.open_table(LINES).map_err(db)?;
+            for ip in removed {
+                t.remove(ip.to_string().as_str()).map_err(db)?;
+            }
+            for (k, bytes) in keyed {
+                t.insert(k.as_str(), bytes).map_err(db)?;
+            }
         }
-        Ok(Some(s))
+        txn.commit().map_err(db)
     }
 
-    pub fn save(&mut self, state: &SavedState) -> Result<u64, String> {
-        let bytes = serde_json::to_vec(state).map_err(|e| e.to_string())?;
-        self.file
-            .seek(SeekFrom::Start(0))
-            .and_then(|_| self.file.write_all(&bytes))
-            .and_then(|_| self.file.set_len(bytes.len() as u64))
-            .and_then(|_| self.file.sync_all())
-            .map_err(|e| e.to_string())?;
-        Ok(bytes.len() as u64)
+    /// Forgets every line (before a full rewrite).
+    pub fn clear_lines(&self) -> Result<(), String> {
+        let txn = self.db.begin_write().map_err(db)?;
+        txn.delete_table(LINES).map_err(db)?;
+        txn.open_table(LINES).map_err(db)?;
+        txn.commit().map_err(db)
     }
+
+    /// Stores, when given, the open alert episodes (`AlertManager` as JSON: a few hundred at
+    /// most) and the table counters of every worker.
+    pub fn write_meta(
+        &self,
+        alerts: Option<&[u8]>,
+        counters: Option<&[Vec<u8>]>,
+    ) -> Result<(), String> {
+        let txn = self.db.begin_write().map_err(db)?;
+        {
+            let mut meta = txn.open_table(META).map_err(db)?;
+            if let Some(bytes) = alerts {
+                meta.insert(KEY_ALERTS, bytes).map_err(db)?;
+            }
+            if let Some(c) = counters {
+                let bytes = postcard::to_stdvec(c).map_err(db)?;
+                meta.insert(KEY_COUNTERS, bytes.as_slice()).map_err(db)?;
+            }
+        }
+        txn.commit().map_err(db)
+    }
+
+    /// The stored open alert episodes.
+    pub fn alerts(&self) -> Result<Option<AlertManager>, String> {
+        let txn = self.db.begin_read().map_err(db)?;
+        let meta = txn.open_table(META).map_err(db)?;
+        let Some(v) = meta.get(KEY_ALERTS).map_err(db)? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(v.value()).map(Some).map_err(db)
+    }
+
+    /// The stored table counters (one entry per worker that saved them).
+    pub fn counters(&self) -> Result<Vec<Vec<u8>>, String> {
+        let txn = self.db.begin_read().map_err(db)?;
+        let meta = txn.open_table(META).map_err(db)?;
+        let Some(v) = meta.get(KEY_COUNTERS).map_err(db)? else {
+            return Ok(Vec::new());
+        };
+        postcard::from_bytes(v.value()).map_err(db)
+    }
+
+    /// Calls `each` with every stored line (address, encoded profile); returns how many.
+    /// A key that is not an address is skipped.
+    pub fn for_each_line(&self, mut each: impl FnMut(IpAddr, &[u8])) -> Result<usize, String> {
+        let txn = self.db.begin_read().map_err(db)?;
+        let t = txn.open_table(LINES).map_err(db)?;
+        let mut n = 0;
+        for row in t.iter().map_err(db)? {
+            let (k, v) = row.map_err(db)?;
+            if let Ok(ip) = k.value().parse::<IpAddr>() {
+                each(ip, v.value());
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    pub fn line_count(&self) -> Result<u64, String> {
+        use redb::ReadableTableMetadata;
+        let txn = self.db.begin_read().map_err(db)?;
+        let t = txn.open_table(LINES).map_err(db)?;
+        t.len().map_err(db)
+    }
+}
+
+/// Reads a JSON state file of an earlier version (`profiles.json`); `Ok(None)` when absent or
+/// empty.
+pub fn load_legacy(path: &Path) -> Result<Option<SavedState>, String> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    };
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    let s: SavedState = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+    if s.version != 1 {
+        return Err(format!("state file version {} is not 1", s.version));
+    }
+    Ok(Some(s))
 }
 
 #[cfg(test)]
@@ -90,38 +230,43 @@ mod tests {
     use super::*;
 
     #[test]
-    fn save_then_load_round_trips_and_shrinks() {
+    fn lines_are_written_removed_and_cleared_in_transactions() {
         let dir = tempfile::tempdir().unwrap();
-        let p = StateFile::path_for(&dir.path().join("alerts.redb"));
-        assert_eq!(p, dir.path().join("profiles.json"));
-        let mut f = StateFile::open(&p).unwrap();
-        assert!(f.load().unwrap().is_none());
-        let big = SavedState {
-            version: STATE_VERSION,
-            workers: vec![serde_json::json!({ "lines": vec!["x"; 100] })],
-            alerts: Some(AlertManager::default()),
-        };
-        f.save(&big).unwrap();
-        let small = SavedState {
-            version: STATE_VERSION,
-            workers: vec![serde_json::json!({"lines": []})],
-            alerts: None,
-        };
-        let n = f.save(&small).unwrap();
-        assert_eq!(std::fs::metadata(&p).unwrap().len(), n);
-        let mut again = StateFile::open(&p).unwrap();
-        let got = again.load().unwrap().unwrap();
-        assert_eq!(got.workers, small.workers);
-        assert!(got.alerts.is_none());
+        let p = StateStore::path_for(&dir.path().join("alerts.redb"));
+        assert_eq!(p, dir.path().join("state.redb"));
+        let s = StateStore::open(&p).unwrap();
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "2001:db8::7".parse().unwrap();
+        s.write_lines(&[(a, vec![1, 2]), (b, vec![3])], &[])
+            .unwrap();
+        s.write_lines(&[(b, vec![4, 5])], &[a]).unwrap();
+        let mut got = Vec::new();
+        assert_eq!(
+            s.for_each_line(|ip, v| got.push((ip, v.to_vec()))).unwrap(),
+            1
+        );
+        assert_eq!(got, vec![(b, vec![4, 5])]);
+        let m = serde_json::to_vec(&AlertManager::default()).unwrap();
+        s.write_meta(Some(&m), Some(&[vec![9]])).unwrap();
+        drop(s);
+        let s = StateStore::open(&p).unwrap();
+        assert_eq!(s.line_count().unwrap(), 1);
+        assert!(s.alerts().unwrap().is_some());
+        assert_eq!(s.counters().unwrap(), vec![vec![9]]);
+        s.clear_lines().unwrap();
+        assert_eq!(s.line_count().unwrap(), 0);
     }
 
     #[test]
-    fn garbage_is_an_error_not_a_panic() {
+    fn legacy_garbage_is_an_error_not_a_panic() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("profiles.json");
+        assert!(load_legacy(&p).unwrap().is_none());
         std::fs::write(&p, b"{\"version\": 1, \"workers\": [").unwrap();
-        assert!(StateFile::open(&p).unwrap().load().is_err());
+        assert!(load_legacy(&p).is_err());
         std::fs::write(&p, b"{\"version\": 9, \"workers\": [], \"alerts\": null}").unwrap();
-        assert!(StateFile::open(&p).unwrap().load().is_err());
+        assert!(load_legacy(&p).is_err());
+        std::fs::write(&p, b"{\"version\": 1, \"workers\": [], \"alerts\": null}").unwrap();
+        assert!(load_legacy(&p).unwrap().is_some());
     }
 }

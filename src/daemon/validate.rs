@@ -378,7 +378,7 @@ fn check_state_dir(cfg: &Config, id: &Identity, out: &mut Vec<Finding>) {
         ));
         return;
     }
-    let state = super::state::StateFile::path_for(path);
+    let state = super::state::StateStore::path_for(path);
     for file in [path.as_path(), state.as_path()] {
         if let Ok(m) = std::fs::metadata(file) {
             if !allowed(id, &m, 0o6) {

@@ -58,13 +58,22 @@ impl fmt::Display for Timestamp {
 }
 
 impl Serialize for Timestamp {
+    /// RFC 3339 text in JSON and other human-readable formats; microseconds in binary ones
+    /// (the daemon's state store), where formatting a million times would be the cost.
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_rfc3339())
+        if s.is_human_readable() {
+            s.serialize_str(&self.to_rfc3339())
+        } else {
+            s.serialize_i64(self.0)
+        }
     }
 }
 
 impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if !d.is_human_readable() {
+            return i64::deserialize(d).map(Timestamp);
+        }
         let s = String::deserialize(d)?;
         Timestamp::parse_rfc3339(&s)
             .ok_or_else(|| serde::de::Error::custom(format!("not an RFC 3339 time: {s}")))

@@ -56,10 +56,7 @@ pub fn signature(a: &Alert) -> (String, String) {
             format!("SIP {} by a remote peer", t.kind.label().replace('_', " ")),
         ),
         (AlertKind::Threat, None) => ("threat".into(), "SIP attack by a remote peer".into()),
-        (AlertKind::Site, _) => (
-            "site".into(),
-            "SIM-box site: lines of one premises".into(),
-        ),
+        (AlertKind::Site, _) => ("site".into(), "SIM-box site: lines of one premises".into()),
         (AlertKind::Line, _) => match a.verdict {
             VerdictLevel::Gateway => ("line-gateway".into(), "SIM-box gateway line".into()),
             VerdictLevel::Suspect => ("line-suspect".into(), "SIM-box suspect line".into()),

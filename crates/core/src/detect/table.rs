@@ -101,11 +101,47 @@ struct VerdictState {
     dirty: bool,
 }
 
+/// One line: its address, profile and verdict state. Serializable, so that the daemon can
+/// store lines one by one (`LineTable::take_changes`, `LineTable::restore_entry`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub(super) struct LineEntry {
+pub struct LineEntry {
     ip: IpAddr,
     pub(super) profile: Profile,
     state: VerdictState,
+    /// Changed since the last `take_changes` (change tracking only).
+    #[serde(skip)]
+    unsaved: bool,
+}
+
+impl LineEntry {
+    pub fn ip(&self) -> IpAddr {
+        self.ip
+    }
+    /// Packet time of the line's latest event (microseconds).
+    pub fn last_seen(&self) -> i64 {
+        self.profile.last_seen
+    }
+}
+
+/// Lines changed and removed since the last `LineTable::take_changes`.
+#[derive(Debug, Default)]
+pub struct LineChanges {
+    pub changed: Vec<IpAddr>,
+    pub removed: Vec<IpAddr>,
+    /// The removal list overflowed: whoever stores the lines must rewrite them all.
+    pub resync: bool,
+}
+
+/// Removed lines remembered between two `take_changes` before the table asks for a full
+/// rewrite instead (bounds the list under a flood of new lines evicting old ones).
+const MAX_REMOVED: usize = 1 << 20;
+
+/// Counters of the table kept across restarts with its lines.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TableCounters {
+    pub last_eval: Timestamp,
+    pub evictions: u64,
+    pub idle_evictions: u64,
 }
 
 const NIL: u32 = u32::MAX;
@@ -147,6 +183,13 @@ pub struct LineTable {
     /// Candidates of lines other engines own (the daemon's other workers): sites are formed over
     /// both sets, so a site spans every worker.
     remote: BTreeMap<IpAddr, (IpAddr, Rhythm)>,
+    /// Change tracking for incremental saving (off unless `track_changes`).
+    tracking: bool,
+    /// Lines by verdict (normal, suspect, gateway), kept as verdicts change.
+    level_counts: [u64; 3],
+    unsaved: Vec<IpAddr>,
+    removed: Vec<IpAddr>,
+    resync: bool,
 }
 
 impl LineTable {
@@ -169,7 +212,199 @@ impl LineTable {
             candidates: BTreeMap::new(),
             candidates_version: 0,
             remote: BTreeMap::new(),
+            tracking: false,
+            level_counts: [0; 3],
+            unsaved: Vec::new(),
+            removed: Vec::new(),
+            resync: false,
         }
+    }
+
+    /// Lines with a verdict, by verdict (normal, suspect, gateway). O(1).
+    pub fn level_counts(&self) -> [u64; 3] {
+        self.level_counts
+    }
+
+    fn count_level(&mut self, level: Option<VerdictLevel>, add: bool) {
+        if let Some(c) = level.and_then(|l| self.level_counts.get_mut(l as usize)) {
+            *c = if add { *c + 1 } else { c.saturating_sub(1) };
+        }
+    }
+
+    /// From now on, remember which lines change or go, for `take_changes`.
+    pub fn track_changes(&mut self) {
+        self.tracking = true;
+    }
+
+    /// Lines changed (at most `max`) and removed since the last call; the rest stays for the
+    /// next call. A changed line removed since is listed in both (it has no `entry`). O(returned).
+    pub fn take_changes(&mut self, max: usize) -> LineChanges {
+        let n = self.unsaved.len().min(max);
+        let start = self.unsaved.len() - n;
+        let changed: Vec<IpAddr> = self.unsaved.drain(start..).collect();
+        for ip in &changed {
+            if let Some(e) = self
+                .index
+                .get(ip)
+                .and_then(|&i| self.slots.get_mut(i as usize))
+                .and_then(|s| s.entry.as_mut())
+            {
+                e.unsaved = false;
+            }
+        }
+        LineChanges {
+            changed,
+            removed: std::mem::take(&mut self.removed),
+            resync: std::mem::take(&mut self.resync),
+        }
+    }
+
+    /// Every line counts as changed (after a failed save, or to rewrite the store).
+    pub fn mark_all_unsaved(&mut self) {
+        let all: Vec<u32> = self.index.values().copied().collect();
+        for i in all {
+            self.mark_unsaved(i);
+        }
+    }
+
+    /// These lines count as changed again (their write failed); lines gone are skipped.
+    pub fn mark_unsaved_lines(&mut self, ips: &[IpAddr]) {
+        for ip in ips {
+            if let Some(&i) = self.index.get(ip) {
+                self.mark_unsaved(i);
+            }
+        }
+    }
+
+    fn mark_unsaved(&mut self, i: u32) {
+        if !self.tracking {
+            return;
+        }
+        if let Some(e) = self
+            .slots
+            .get_mut(i as usize)
+            .and_then(|s| s.entry.as_mut())
+        {
+            if !e.unsaved {
+                e.unsaved = true;
+                self.unsaved.push(e.ip);
+            }
+        }
+    }
+
+    /// The stored form of one line.
+    pub fn entry(&self, ip: IpAddr) -> Option<&LineEntry> {
+        let &i = self.index.get(&ip)?;
+        self.slots.get(i as usize)?.entry.as_ref()
+    }
+
+    /// Adds a stored line (not counted as changed; re-scored at its next event). A line
+    /// already present is kept; a full table evicts its least recently used line first.
+    /// Restore oldest first, so that the LRU order follows the lines' activity.
+    pub fn restore_entry(&mut self, mut e: LineEntry) {
+        if self.index.contains_key(&e.ip) {
+            return;
+        }
+        while self.index.len() >= self.cfg.max_lines.max(1) {
+            self.evict_tail(false);
+        }
+        e.state.dirty = false;
+        e.unsaved = false;
+        let ip = e.ip;
+        self.count_level(e.state.level, true);
+        let slot = Slot {
+            entry: Some(e),
+            prev: NIL,
+            next: NIL,
+        };
+        let i = match self.free.pop() {
+            Some(i) => {
+                if let Some(s) = self.slots.get_mut(i as usize) {
+                    *s = slot;
+                }
+                i
+            }
+            None => {
+                self.slots.push(slot);
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.index.insert(ip, i);
+        self.push_front(i);
+        // Not marked for re-scoring: the stored verdict stands until the line's next event
+        // (re-scoring a million restored lines at once would hold the engine for seconds).
+    }
+
+    /// Every line, least recently used first (consumes the table: the migration of a saved
+    /// JSON table into the running one).
+    pub fn into_entries(mut self) -> Vec<LineEntry> {
+        let mut out = Vec::with_capacity(self.index.len());
+        let mut i = self.tail;
+        while let Some(s) = self.slots.get_mut(i as usize) {
+            i = s.prev;
+            if let Some(e) = s.entry.take() {
+                out.push(e);
+            }
+        }
+        out
+    }
+
+    /// Re-links the LRU list by the lines' last activity (after restoring lines in another
+    /// order): the idle sweep and eviction take the longest-idle line first again.
+    pub fn sort_lru_by_activity(&mut self) {
+        let mut order: Vec<(i64, u32)> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.entry.as_ref().map(|e| (e.profile.last_seen, i as u32)))
+            .collect();
+        order.sort_unstable();
+        self.head = NIL;
+        self.tail = NIL;
+        for (_, i) in order {
+            self.push_front(i);
+        }
+    }
+
+    pub fn counters_state(&self) -> TableCounters {
+        TableCounters {
+            last_eval: self.last_eval,
+            evictions: self.evictions,
+            idle_evictions: self.idle_evictions,
+        }
+    }
+
+    /// Adds restored counters (several stored tables may fold into one).
+    pub fn restore_counters(&mut self, c: TableCounters) {
+        self.last_eval = self.last_eval.max(c.last_eval);
+        self.evictions += c.evictions;
+        self.idle_evictions += c.idle_evictions;
+    }
+
+    /// Sort keys of up to `max` lines from slot `from` on: (verdict, score, line), and the slot
+    /// to continue from (`None` at the end). Lets a reader list a million lines in short
+    /// steps instead of one long hold of the engine.
+    pub fn verdict_keys(
+        &self,
+        from: usize,
+        max: usize,
+    ) -> (Vec<(VerdictLevel, f64, IpAddr)>, Option<usize>) {
+        let end = from.saturating_add(max).min(self.slots.len());
+        let keys = self
+            .slots
+            .get(from..end)
+            .unwrap_or(&[])
+            .iter()
+            .filter_map(|s| s.entry.as_ref())
+            .map(|e| {
+                (
+                    e.state.level.unwrap_or(VerdictLevel::Normal),
+                    e.state.score,
+                    e.ip,
+                )
+            })
+            .collect();
+        (keys, (end < self.slots.len()).then_some(end))
     }
 
     /// This table's site candidates: its lines that are suspect on their own evidence, with
@@ -284,6 +519,16 @@ impl LineTable {
             if self.candidates.remove(&e.ip).is_some() {
                 self.candidates_version += 1;
             }
+            self.count_level(e.state.level, false);
+            if self.tracking {
+                if self.removed.len() >= MAX_REMOVED {
+                    // Too many to list: the store is rewritten whole instead.
+                    self.removed.clear();
+                    self.resync = true;
+                } else {
+                    self.removed.push(e.ip);
+                }
+            }
         }
         self.free.push(i);
         if idle {
@@ -304,6 +549,7 @@ impl LineTable {
                 self.dirty.push(i);
             }
         }
+        self.mark_unsaved(i);
     }
 
     /// The slot of `ip`, created (evicting the least recently used line when full) and moved to
@@ -323,6 +569,7 @@ impl LineTable {
             ip,
             profile: Profile::new(ts),
             state: VerdictState::default(),
+            unsaved: false,
         };
         let i = match self.free.pop() {
             Some(i) => {
@@ -617,9 +864,19 @@ impl LineTable {
             || (prev.score - st.score).abs() >= 0.05
             || prev.site != st.site
             || signal_names(&prev.reasons) != signal_names(&st.reasons);
+        let (old, new) = (prev.level, st.level);
         let e = self.slots.get_mut(i as usize)?.entry.as_mut()?;
         e.state = st;
-        changed.then(|| verdict_of(e))
+        let v = changed.then(|| verdict_of(e));
+        if old != new {
+            self.count_level(old, false);
+            self.count_level(new, true);
+        }
+        if changed {
+            // A re-score that changes nothing shown is not worth rewriting the stored line.
+            self.mark_unsaved(i);
+        }
+        v
     }
 
     /// Every line with activity, flagged first (gateway, suspect, normal; then by score).
@@ -838,6 +1095,7 @@ impl<'de> Deserialize<'de> for LineTable {
             }
             e.state.dirty = false;
             let ip = e.ip;
+            t.count_level(e.state.level, true);
             t.slots.push(Slot {
                 entry: Some(e),
                 prev: NIL,

@@ -532,3 +532,50 @@ fn config_defaults_validate_and_reject_nonsense() {
     assert_eq!(parsed.weights.opaque_media, Weights::default().opaque_media);
     assert!(toml::from_str::<DetectionConfig>("bogus = 1\n").is_err());
 }
+
+#[test]
+fn change_tracking_lists_changed_and_evicted_lines_once_and_restores_them() {
+    let mut c = cfg();
+    c.max_lines = 2;
+    let mut t = LineTable::new(&c, &net());
+    t.track_changes();
+    let lines: Vec<IpAddr> = (1..=3u8).map(|i| IpAddr::from([10, 0, 0, i])).collect();
+    for (k, ip) in lines.iter().enumerate() {
+        let mut b = Builder::new(*ip, k as u64);
+        b.register(
+            "4930@voip.example",
+            peer("198.51.100.20:5060"),
+            k as f64,
+            3600,
+        );
+        for e in b.finish() {
+            t.on_event(&e);
+        }
+    }
+    // The first line was evicted by the third (cap 2): removed, not changed.
+    let ch = t.take_changes(10);
+    // (A changed line evicted since is listed too; it has no entry any more.)
+    let mut changed: Vec<IpAddr> = ch
+        .changed
+        .iter()
+        .copied()
+        .filter(|ip| t.entry(*ip).is_some())
+        .collect();
+    changed.sort();
+    assert_eq!(changed, vec![lines[1], lines[2]]);
+    assert_eq!(ch.removed, vec![lines[0]]);
+    assert!(!ch.resync);
+    let again = t.take_changes(10);
+    assert!(again.changed.is_empty() && again.removed.is_empty());
+
+    // A stored line comes back into another table, not counted as changed there.
+    let stored = serde_json::to_string(t.entry(lines[2]).unwrap()).unwrap();
+    let mut u = LineTable::new(&cfg(), &net());
+    u.track_changes();
+    u.restore_entry(serde_json::from_str::<LineEntry>(&stored).unwrap());
+    assert_eq!(u.len(), 1);
+    assert!(u.line_summary(lines[2]).is_some());
+    assert!(u.take_changes(10).changed.is_empty());
+    u.mark_all_unsaved();
+    assert_eq!(u.take_changes(10).changed, vec![lines[2]]);
+}
