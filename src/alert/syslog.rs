@@ -666,7 +666,7 @@ mod tests {
             )),
             "{m}"
         );
-        assert!(m.ends_with("] updated line 10.0.0.7 gateway score 0.92 site cottage \"A\" [x]\\y: inbound_many_numbers (212 calls to 198 numbers)"), "{m}");
+        assert!(m.ends_with("] updated line 10.0.0.7 gateway score 0.92 site cottage \"A\" [x]\\y: inbound_many_numbers (212 calls\\nto 198 numbers)"), "{m}");
         assert!(!m.contains('\n'));
         // Regression (found by the property test): a CR/LF inside an SD value broke the line.
         assert_eq!(escape_sd_value("a\r\n\"]"), "a\\\\r\\\\n\\\"\\]");
