@@ -8,8 +8,8 @@ use common::make_certs;
 #[path = "common/siem.rs"]
 mod siem;
 use siem::{
-    cef_kept, hostile_alerts, parse_independently, HOSTILE_DETAIL, HOSTILE_SENSOR, HOSTILE_SITE,
-    PYTHON,
+    cef_kept, hostile_alerts, parse_independently, sent, HOSTILE_DETAIL, HOSTILE_SENSOR,
+    HOSTILE_SITE, PYTHON,
 };
 
 use simboxd::alert::delivery::{syslog_target, Backoff, Delivery};
@@ -732,7 +732,10 @@ async fn ecs_cef_and_5424_reach_rsyslog_and_parse_independently() {
         assert_eq!(d["observer"]["version"], VERSION);
         assert_eq!(d["agent"]["version"], VERSION);
         assert_eq!(d["message"], a.summary(3).as_str());
-        assert_eq!(d["simboxd"]["reasons"][0]["detail"], HOSTILE_DETAIL);
+        assert_eq!(
+            d["simboxd"]["reasons"][0]["detail"],
+            sent(HOSTILE_DETAIL).as_str()
+        );
         assert!(d["related"]["ip"]
             .as_array()
             .unwrap()
@@ -748,7 +751,8 @@ async fn ecs_cef_and_5424_reach_rsyslog_and_parse_independently() {
         } else {
             assert_eq!(d["destination"]["ip"], a.line.to_string());
             assert_eq!(
-                d["simboxd"]["site"], HOSTILE_SITE,
+                d["simboxd"]["site"],
+                sent(HOSTILE_SITE).as_str(),
                 "exact, NUL and newline included"
             );
         }
@@ -776,7 +780,7 @@ async fn ecs_cef_and_5424_reach_rsyslog_and_parse_independently() {
         } else {
             assert_eq!(x["src"], peer.as_str(), "{c}");
             assert_eq!(x["dst"], a.line.to_string(), "{c}");
-            assert_eq!(x["cs2"], cef_kept(HOSTILE_SITE).as_str(), "{c}");
+            assert_eq!(x["cs2"], cef_kept(&sent(HOSTILE_SITE)).as_str(), "{c}");
             assert_eq!(x["cs2Label"], "site", "{c}");
         }
     }

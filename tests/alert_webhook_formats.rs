@@ -5,7 +5,9 @@
 
 #[path = "common/siem.rs"]
 mod siem;
-use siem::{cef_kept, hostile_alerts, parse_independently, HOSTILE_SENSOR, HOSTILE_SITE, PYTHON};
+use siem::{
+    cef_kept, hostile_alerts, parse_independently, sent, HOSTILE_SENSOR, HOSTILE_SITE, PYTHON,
+};
 
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -151,7 +153,11 @@ async fn webhook_bodies_in_json_ecs_and_cef_parse_independently() {
         assert_eq!(j["version"], VERSION);
         assert_eq!(j["peer"], peer.as_str());
         if line_alert {
-            assert_eq!(j["site"], HOSTILE_SITE, "exact, NUL and newline included");
+            assert_eq!(
+                j["site"],
+                sent(HOSTILE_SITE).as_str(),
+                "exact, control characters as escapes"
+            );
         }
 
         let e = &parsed["ecs"][i];
@@ -163,7 +169,7 @@ async fn webhook_bodies_in_json_ecs_and_cef_parse_independently() {
         assert_eq!(e["message"], a.summary(3).as_str());
         if line_alert {
             assert_eq!(e["destination"]["ip"], a.line.to_string());
-            assert_eq!(e["simboxd"]["site"], HOSTILE_SITE);
+            assert_eq!(e["simboxd"]["site"], sent(HOSTILE_SITE).as_str());
         } else {
             assert!(e.get("destination").is_none());
         }
@@ -176,7 +182,7 @@ async fn webhook_bodies_in_json_ecs_and_cef_parse_independently() {
         assert_eq!(x["msg"], a.summary(3).as_str(), "{c}");
         if line_alert {
             assert_eq!(x["src"], peer.as_str(), "{c}");
-            assert_eq!(x["cs2"], cef_kept(HOSTILE_SITE).as_str(), "{c}");
+            assert_eq!(x["cs2"], cef_kept(&sent(HOSTILE_SITE)).as_str(), "{c}");
         } else {
             assert_eq!(x["c6a2"], peer.as_str(), "{c}");
         }

@@ -69,7 +69,9 @@ fn settled_lines(api: SocketAddr, token: &str) -> Vec<serde_json::Value> {
             r.body
         );
         last = r.body;
-        std::thread::sleep(Duration::from_millis(300));
+        // The API lists lines from a snapshot rebuilt at most once a second: two equal
+        // answers further apart than that are the settled state.
+        std::thread::sleep(Duration::from_millis(1100));
     }
 }
 

@@ -121,11 +121,26 @@ fn under_journald_events_carry_priorities_and_fields() {
     }
     // The API still answers (the daemon is up, not stuck on logging).
     let h = http_get(api, "/healthz", None);
+    // Go on reading while it stops, as journald does: a journal that stops reading would
+    // block the daemon's log writes once the socket's queue is full.
+    let draining = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let drain = {
+        let sock = sock.try_clone().unwrap();
+        let draining = draining.clone();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 1 << 16];
+            while draining.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = sock.recv(&mut buf);
+            }
+        })
+    };
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
     );
     let _ = child.wait();
+    draining.store(false, std::sync::atomic::Ordering::Relaxed);
+    let _ = drain.join();
     let stderr = std::fs::read_to_string(&log).unwrap_or_default();
     let dump = entries
         .iter()

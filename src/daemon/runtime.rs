@@ -1188,11 +1188,17 @@ async fn stop_evidence<E: PacketEngine>(shared: &Arc<Shared<E>>) {
 }
 
 /// Opens `state.redb`; one that cannot be opened (corrupt, another version) is moved aside
-/// and the daemon starts with an empty one rather than not at all.
+/// and the daemon starts with an empty one rather than not at all. Where the disk cannot be
+/// written (full, read-only) nothing is moved: the daemon keeps its state in memory until a
+/// restart, and says so.
 fn open_state_store(cfg: &Config) -> anyhow::Result<StateStore> {
     let path = StateStore::path_for(&cfg.storage.path);
     match StateStore::open(&path) {
         Ok(s) => Ok(s),
+        Err(why) if why.contains("I/O error") || why.contains("os error") => {
+            tracing::error!(%why, file = %path.display(), "state store cannot be written: line profiles and alert episodes kept in memory only until a restart");
+            StateStore::in_memory(&path).map_err(|e| anyhow::anyhow!("state in memory: {e}"))
+        }
         Err(why) => {
             let aside = path.with_extension(format!("redb.broken-{}", std::process::id()));
             tracing::error!(%why, file = %path.display(), moved_to = %aside.display(), "state store unreadable: starting empty");

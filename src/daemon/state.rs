@@ -78,6 +78,19 @@ impl StateStore {
             .set_cache_size(STORE_CACHE_BYTES)
             .create(path)
             .map_err(db)?;
+        Self::init(database, path)
+    }
+
+    /// A store in memory, for a daemon whose state directory cannot be written (a full or
+    /// read-only disk): it runs, and what it would have saved is lost at its stop.
+    pub fn in_memory(path: &Path) -> Result<StateStore, String> {
+        let database = redb::Builder::new()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .map_err(db)?;
+        Self::init(database, path)
+    }
+
+    fn init(database: Database, path: &Path) -> Result<StateStore, String> {
         let txn = database.begin_write().map_err(db)?;
         {
             txn.open_table(LINES).map_err(db)?;

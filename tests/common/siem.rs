@@ -19,6 +19,12 @@ pub const HOSTILE_DETAIL: &str = "212 calls | to=198 numbers \\ \"x\"]\nsecond l
 /// Sensor names may not hold control characters (config validation); the rest is allowed.
 pub const HOSTILE_SENSOR: &str = "tap|01 =\\ \"east\" ]ü€";
 
+/// A wire text as every receiver gets it: alerts carry no raw control characters (issue 17),
+/// control and bidi characters arrive as visible escapes (`\x00`, `\n`, `\r`).
+pub fn sent(s: &str) -> String {
+    simboxd::text::escape(s).into_owned()
+}
+
 /// A line's episode and a threat (IPv6 attacker), with hostile text in every free field.
 pub fn hostile_alerts() -> Vec<Alert> {
     use simboxd_core::threats::{Threat, ThreatKind, ThreatTarget};
