@@ -4,6 +4,8 @@
 //! mid-way and restarted on the same redb file. Every alert must arrive, none twice.
 
 mod common;
+#[path = "common/episodes.rs"]
+mod episodes;
 use common::make_certs;
 
 use axum::extract::State;
@@ -12,7 +14,7 @@ use axum::routing::post;
 use axum::Router;
 use simboxd::alert::delivery::{targets_from_config, Backoff, Delivery};
 use simboxd::alert::outbox::Outbox;
-use simboxd::alert::{Alert, AlertConfig, AlertManager};
+use simboxd::alert::{Alert, AlertManager};
 use simboxd::config::Config;
 use simboxd_core::model::{LineVerdict, Reason, Timestamp, VerdictLevel};
 use std::collections::BTreeMap;
@@ -129,44 +131,9 @@ fn open(cfg: &Config) -> (Arc<Outbox>, Delivery) {
     let d = Delivery::start(outbox.clone(), targets, backoff());
     (outbox, d)
 }
-
 /// `n` alerts from `n / 3` lines, each raised, updated, cleared.
 fn alerts(n: usize) -> Vec<Alert> {
-    let t0 = 1_764_400_000_000_000i64;
-    let mut m = AlertManager::new(AlertConfig {
-        clear_after_secs: 60,
-        ..Default::default()
-    });
-    let mut out = Vec::new();
-    let mut i = 0u8;
-    while out.len() < n {
-        i += 1;
-        let mk = |level, score, secs: i64, signals: &[&str]| LineVerdict {
-            line: format!("100.64.0.{i}").parse().unwrap(),
-            verdict: level,
-            score,
-            flagged_at: None,
-            site: None,
-            reasons: signals
-                .iter()
-                .map(|s| Reason {
-                    signal: s.to_string(),
-                    value: 1.0,
-                    strength: 0.7,
-                    detail: format!("{s} for line {i}"),
-                })
-                .collect(),
-            updated: Timestamp(t0 + (i64::from(i) * 1000 + secs) * 1_000_000),
-            calls: secs as u64,
-            max_concurrent_calls: 4,
-            peer: None,
-        };
-        out.extend(m.on_verdict(&mk(VerdictLevel::Suspect, 0.5, 0, &["a"])));
-        out.extend(m.on_verdict(&mk(VerdictLevel::Gateway, 0.9, 10, &["a", "b"])));
-        out.extend(m.expire(Timestamp(t0 + (i64::from(i) * 1000 + 100) * 1_000_000)));
-    }
-    out.truncate(n);
-    out
+    episodes::episode_alerts(n, |s, i| format!("{s} for line {i}"))
 }
 
 async fn wait_backlog_zero(outbox: &Arc<Outbox>, timeout: Duration) {

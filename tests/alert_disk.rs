@@ -6,6 +6,8 @@
 //! Needs root for `mount` (CI runs as root); elsewhere it skips with a message.
 
 mod daemon_common;
+#[path = "common/episodes.rs"]
+mod episodes;
 
 use daemon_common::{
     free_port, http_get, http_request, parse_prometheus, sample, Daemon, HttpReceiver, Received,
@@ -13,9 +15,8 @@ use daemon_common::{
 };
 use simboxd::alert::delivery::{targets_from_config, Backoff, Delivery};
 use simboxd::alert::outbox::Outbox;
-use simboxd::alert::{Alert, AlertConfig, AlertManager};
+use simboxd::alert::Alert;
 use simboxd::config::Config;
-use simboxd_core::model::{LineVerdict, Reason, Timestamp, VerdictLevel};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -86,47 +87,12 @@ impl Drop for Tmpfs {
         let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
     }
 }
-
-/// `n` alerts from `n / 3` lines, each raised, updated, cleared.
+/// `n` alerts from `n / 3` lines, each raised, updated, cleared; bulky reasons, so that the
+/// store needs new pages for every few alerts.
 fn alerts(n: usize) -> Vec<Alert> {
-    let t0 = 1_764_400_000_000_000i64;
-    let mut m = AlertManager::new(AlertConfig {
-        clear_after_secs: 60,
-        ..Default::default()
-    });
-    let mut out = Vec::new();
-    let mut i = 0u16;
-    while out.len() < n {
-        i += 1;
-        let mk = |level, score, secs: i64, signals: &[&str]| LineVerdict {
-            line: format!("100.64.{}.{}", i / 200, i % 200 + 1)
-                .parse()
-                .unwrap(),
-            verdict: level,
-            score,
-            flagged_at: None,
-            site: None,
-            peer: None,
-            reasons: signals
-                .iter()
-                .map(|s| Reason {
-                    signal: s.to_string(),
-                    value: 1.0,
-                    strength: 0.7,
-                    // Bulk, so that the store needs new pages for every few alerts.
-                    detail: format!("{s} for line {i}: {}", "figures ".repeat(60)),
-                })
-                .collect(),
-            updated: Timestamp(t0 + (i64::from(i) * 1000 + secs) * 1_000_000),
-            calls: secs as u64,
-            max_concurrent_calls: 4,
-        };
-        out.extend(m.on_verdict(&mk(VerdictLevel::Suspect, 0.5, 0, &["a"])));
-        out.extend(m.on_verdict(&mk(VerdictLevel::Gateway, 0.9, 10, &["a", "b"])));
-        out.extend(m.expire(Timestamp(t0 + (i64::from(i) * 1000 + 100) * 1_000_000)));
-    }
-    out.truncate(n);
-    out
+    episodes::episode_alerts(n, |s, i| {
+        format!("{s} for line {i}: {}", "figures ".repeat(60))
+    })
 }
 
 /// Idempotency keys the receiver accepted, with how often.

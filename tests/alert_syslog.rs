@@ -4,6 +4,8 @@
 //! TCP reconnect after rsyslog restarts, and RELP to `imrelp` restarted mid-stream.
 
 mod common;
+#[path = "common/episodes.rs"]
+mod episodes;
 use common::make_certs;
 #[path = "common/siem.rs"]
 mod siem;
@@ -503,44 +505,9 @@ async fn tls_reaches_rsyslog_gtls_and_checks_the_certificate() {
     assert!(got.iter().all(|l| !l.contains("badca")));
     delivery.shutdown(Duration::from_secs(2)).await;
 }
-
 /// `n` distinct alerts (raised, updated, cleared over `n / 3` lines).
 fn many_alerts(n: usize) -> Vec<Alert> {
-    let t0 = 1_764_400_000_000_000i64;
-    let mut m = AlertManager::new(AlertConfig {
-        clear_after_secs: 60,
-        ..Default::default()
-    });
-    let mut out = Vec::new();
-    let mut i = 0i64;
-    while out.len() < n {
-        i += 1;
-        let v = |level, score, secs: i64, signals: &[&str]| LineVerdict {
-            line: format!("100.64.9.{i}").parse().unwrap(),
-            verdict: level,
-            score,
-            flagged_at: None,
-            site: None,
-            peer: None,
-            reasons: signals
-                .iter()
-                .map(|s| Reason {
-                    signal: s.to_string(),
-                    value: 1.0,
-                    strength: 0.8,
-                    detail: format!("{s} on line {i}"),
-                })
-                .collect(),
-            updated: Timestamp(t0 + (i * 1000 + secs) * 1_000_000),
-            calls: secs as u64,
-            max_concurrent_calls: 8,
-        };
-        out.extend(m.on_verdict(&v(VerdictLevel::Suspect, 0.5, 0, &["a"])));
-        out.extend(m.on_verdict(&v(VerdictLevel::Gateway, 0.9, 10, &["a", "b"])));
-        out.extend(m.expire(Timestamp(t0 + (i * 1000 + 100) * 1_000_000)));
-    }
-    out.truncate(n);
-    out
+    episodes::episode_alerts(n, |s, i| format!("{s} on line {i}"))
 }
 
 /// RELP: every message is acknowledged by `imrelp`, so an rsyslog restarted in the middle of
