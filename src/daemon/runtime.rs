@@ -233,7 +233,8 @@ impl<E: PacketEngine> Shared<E> {
         let mut out = BTreeMap::new();
         for e in &self.engines {
             let Ok(eng) = e.lock() else { continue };
-            let v = eng.stats_json();
+            // The metrics edge: the worker's typed figures walked as JSON (numbers, maps).
+            let v = serde_json::to_value(eng.stats()).unwrap_or_default();
             let Some(obj) = v.as_object() else { continue };
             for (k, val) in obj {
                 match val {
@@ -809,13 +810,15 @@ impl<E: PacketEngine> ApiSource for Shared<E> {
         let lines: Vec<serde_json::Value> = page
             .iter()
             .take(limit)
-            .filter_map(|&(_, _, ip)| self.with_line(ip, |e| e.line_list_json(ip)))
+            .filter_map(|&(_, _, ip)| self.with_line(ip, |e| e.line_listed(ip)))
+            .filter_map(|l| serde_json::to_value(l).ok())
             .collect();
         serde_json::json!({ "lines": lines, "total": total, "offset": offset })
     }
 
     fn line(&self, addr: IpAddr) -> Option<serde_json::Value> {
-        self.with_line(addr, |e| e.line_json(addr))
+        self.with_line(addr, |e| e.line_detail(addr))
+            .and_then(|d| serde_json::to_value(d).ok())
     }
 
     fn threats(&self, limit: usize, offset: usize) -> serde_json::Value {
