@@ -6,6 +6,7 @@
 //! lines -> detect) -> `alert`.
 
 pub mod alert;
+pub mod analysis;
 pub mod analyze;
 pub mod capture;
 pub mod central;

@@ -417,7 +417,7 @@ impl PacketEngine for EngineWorker {
     fn threats(&self) -> Vec<simboxd_core::threats::Threat> {
         let mut all = self.engine.threats();
         for t in &mut all {
-            crate::analyze::pseudonymize_threat(t, &self.privacy);
+            self.privacy.threat(t);
         }
         all
     }
