@@ -245,7 +245,7 @@ mod tests {
 
     #[test]
     fn config_shows_only_the_sections_analysis_used() {
-        let mut cfg = Config::default();
+        let mut cfg = crate::config::Config::default();
         cfg.http.token = Some("tok-SECRET".into());
         cfg.privacy.key = Some("key-SECRET".into());
         let t = used_config_toml(cfg.used_sections());
