@@ -135,25 +135,8 @@ struct Out {
     media: u64,
 }
 
-/// Writes the evidence files for `lines` into `dir` and returns the manifest (also written).
-pub fn export(
-    capture: &Path,
-    source_sha256: &str,
-    limits: &LimitsConfig,
-    lines: &[IpAddr],
-    dir: &Path,
-) -> anyhow::Result<Manifest> {
-    export_run(
-        capture,
-        source_sha256,
-        limits,
-        lines,
-        dir,
-        &RunInfo::default(),
-    )
-}
-
-/// `export` with the run's facts recorded in the manifest.
+/// Writes the evidence files for `lines` cut from `capture` into `dir` with the run's facts in
+/// the manifest (also written), and returns the manifest.
 pub fn export_run(
     capture: &Path,
     source_sha256: &str,
