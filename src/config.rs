@@ -52,6 +52,16 @@ pub struct Config {
 }
 
 impl Config {
+    /// The sections a run's provenance shows (report, evidence).
+    pub fn used_sections(&self) -> crate::report::provenance::UsedSections<'_> {
+        crate::report::provenance::UsedSections {
+            network: &self.network,
+            limits: &self.limits,
+            detection: &self.detection,
+            privacy: &self.privacy,
+        }
+    }
+
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();

@@ -7,9 +7,9 @@
 //! folder holds one run only: export refuses a non-empty folder, so every file in it is listed
 //! in its manifest. A requested line with no packet gets no file and is listed as such.
 
-use crate::config::Config;
 use crate::input::{InputInfo, Inputs};
 use serde::Serialize;
+use simboxd_core::config::LimitsConfig;
 use simboxd_core::decode::Decoder;
 use simboxd_core::model::Transport;
 use std::collections::BTreeMap;
@@ -135,22 +135,12 @@ struct Out {
     media: u64,
 }
 
-/// Writes the evidence files for `lines` into `dir` and returns the manifest (also written).
-pub fn export(
-    capture: &Path,
-    source_sha256: &str,
-    cfg: &Config,
-    lines: &[IpAddr],
-    dir: &Path,
-) -> anyhow::Result<Manifest> {
-    export_run(capture, source_sha256, cfg, lines, dir, &RunInfo::default())
-}
-
-/// `export` with the run's facts recorded in the manifest.
+/// Writes the evidence files for `lines` cut from `capture` into `dir` with the run's facts in
+/// the manifest (also written), and returns the manifest.
 pub fn export_run(
     capture: &Path,
     source_sha256: &str,
-    cfg: &Config,
+    limits: &LimitsConfig,
     lines: &[IpAddr],
     dir: &Path,
     run: &RunInfo,
@@ -169,7 +159,7 @@ pub fn export_run(
         last: None,
         truncated: None,
     };
-    export_inputs(&[input], source_sha256, cfg, lines, dir, run)
+    export_inputs(&[input], source_sha256, limits, lines, dir, run)
 }
 
 /// Writes the evidence for `lines` cut from `inputs` (as the analysis read them; each is
@@ -177,7 +167,7 @@ pub fn export_run(
 pub fn export_inputs(
     inputs: &[InputInfo],
     source_sha256: &str,
-    cfg: &Config,
+    limits: &LimitsConfig,
     lines: &[IpAddr],
     dir: &Path,
     run: &RunInfo,
@@ -197,7 +187,7 @@ pub fn export_inputs(
     let several = links.len() > 1;
     let mut pcap_link: Option<pcap::Linktype> = links.first().map(|l| pcap::Linktype(*l));
     let mut outs: BTreeMap<IpAddr, Out> = BTreeMap::new();
-    let mut decoder = Decoder::new(&cfg.limits);
+    let mut decoder = Decoder::new(limits);
     // (line, is_sip) hits of the current packet; small and reused.
     let mut hits: Vec<(IpAddr, bool)> = Vec::with_capacity(4);
     let mut written: Vec<IpAddr> = Vec::with_capacity(4);
@@ -297,7 +287,7 @@ pub fn export_inputs(
             lines_without_traffic.push(line.to_string());
             continue;
         }
-        let sha256 = crate::analyze::sha256_file(&o.path)?;
+        let sha256 = crate::analysis::sha256_file(&o.path)?;
         let bytes = std::fs::metadata(&o.path)?.len();
         files.push(ManifestFile {
             file: o

@@ -197,6 +197,20 @@ impl Pseudonymizer {
     }
 
     /// Pseudonymises the account (`user@host`) and contact of a registration in place.
+    /// Numbers a threat quotes (dialled numbers, numbers in its reasons) as keyed pseudonyms;
+    /// the same for `analyze`, the report, the API and alerts.
+    pub fn threat(&self, t: &mut simboxd_core::threats::Threat) {
+        if !self.enabled() {
+            return;
+        }
+        for n in &mut t.numbers {
+            *n = self.number(n);
+        }
+        for r in &mut t.reasons {
+            r.detail = self.text(&r.detail);
+        }
+    }
+
     pub fn registration(&self, reg: &mut RegistrationRecord) {
         if self.key.is_none() {
             return;

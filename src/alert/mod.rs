@@ -587,7 +587,7 @@ impl AlertManager {
         };
         let mut finding = t.clone();
         finding.lines.truncate(ALERT_THREAT_LINES);
-        crate::analyze::pseudonymize_threat(&mut finding, privacy);
+        privacy.threat(&mut finding);
         let reasons = finding.reasons.clone();
         let mut alert = Alert {
             idempotency_key: format!("{id}:{seq}"),

@@ -10,6 +10,7 @@
 //! site candidates with the other workers after every packet (see `correlate`).
 
 use super::correlate::Correlator;
+use super::outputs::{LineDetail, LineListed, RecentCall, RingFigures, WorkerStats};
 use super::pipeline::{PacketEngine, SavedChanges};
 use crate::config::Config;
 use crate::privacy::Pseudonymizer;
@@ -34,7 +35,7 @@ pub struct EngineWorker {
     /// Events by kind (`call_started`, `call_ended`, ...).
     events: Counters,
     /// Latest calls per line; a full table drops the line whose last call is oldest (counted).
-    recent: TimedTable<IpAddr, VecDeque<serde_json::Value>>,
+    recent: TimedTable<IpAddr, VecDeque<RecentCall>>,
     /// Headline figures per line; a full table drops the line idle longest (counted).
     tallies: TimedTable<IpAddr, crate::figures::LineTally>,
     /// Latest packet time seen.
@@ -46,7 +47,7 @@ pub struct EngineWorker {
     seen_sites: u64,
     /// Ended calls waiting for `[stream] publish_calls` (None when off); bounded, the oldest
     /// dropped and counted in `calls_unpublished`.
-    calls_out: Option<VecDeque<serde_json::Value>>,
+    calls_out: Option<VecDeque<CallRecord>>,
     calls_unpublished: u64,
     /// Pre-alert rings and the queue to the evidence writer (`[evidence] enabled`).
     evidence: Option<super::evidence::Tap>,
@@ -162,13 +163,11 @@ impl EngineWorker {
     }
 
     /// A line as `/api/v1/lines` lists it: the verdict with its headline figures.
-    fn list_entry(&self, v: LineVerdict) -> Option<serde_json::Value> {
-        let f = self.figures(v.line);
-        let mut j = serde_json::to_value(self.with_figures(v)).ok()?;
-        if let Some(o) = j.as_object_mut() {
-            o.insert("figures".into(), serde_json::to_value(f).ok()?);
+    fn list_entry(&self, v: LineVerdict) -> LineListed {
+        LineListed {
+            figures: self.figures(v.line),
+            verdict: self.with_figures(v),
         }
-        Some(j)
     }
 
     /// A verdict with its headline figures from the tally (one definition everywhere).
@@ -189,30 +188,28 @@ impl EngineWorker {
             q.pop_front();
             self.calls_unpublished += 1;
         }
-        if let Ok(v) = serde_json::to_value(&c) {
-            q.push_back(v);
-        }
+        q.push_back(c);
     }
 
     fn remember_call(&mut self, c: &CallRecord) {
         let Some(line) = c.line else { return };
         let p = &self.privacy;
-        let summary = serde_json::json!({
-            "call_id": c.call_id,
-            "direction": c.direction,
-            "peer": c.peer,
-            "from": p.opt(&c.from),
-            "to": p.opt(&c.to),
-            "request_uri": c.request_uri.as_deref().map(|u| p.uri(u)),
-            "user_agent": c.user_agent,
-            "codec": c.codec,
-            "start": c.start,
-            "answer": c.answer,
-            "end": c.end,
-            "outcome": c.outcome,
-            "status_code": c.status_code,
-            "talk_secs": c.talk_secs(),
-        });
+        let summary = RecentCall {
+            call_id: c.call_id.clone(),
+            direction: c.direction,
+            peer: c.peer,
+            from: p.opt(&c.from),
+            to: p.opt(&c.to),
+            request_uri: c.request_uri.as_deref().map(|u| p.uri(u)),
+            user_agent: c.user_agent.clone(),
+            codec: c.codec.clone(),
+            start: c.start,
+            answer: c.answer,
+            end: c.end,
+            outcome: c.outcome,
+            status_code: c.status_code,
+            talk_secs: c.talk_secs(),
+        };
         let last = c.end.unwrap_or(c.start);
         if let Some(ring) = self.recent.touch_or_insert(line, last, VecDeque::new) {
             if ring.len() >= RECENT_CALLS_PER_LINE {
@@ -266,62 +263,41 @@ impl PacketEngine for EngineWorker {
         self.engine.take_verdict_changes()
     }
 
-    fn stats_json(&self) -> serde_json::Value {
-        let mut v = serde_json::to_value(self.engine.stats()).unwrap_or_default();
-        if let Some(obj) = v.as_object_mut() {
-            if let Ok(ev) = serde_json::to_value(&self.events) {
-                obj.insert("events".to_string(), ev);
-            }
-            if let Some(t) = obj.get_mut("tables").and_then(|t| t.as_object_mut()) {
-                t.insert("recent_call_lines".into(), self.recent.len().into());
-                t.insert("figure_lines".into(), self.tallies.len().into());
-                if let Some(ev) = &self.evidence {
-                    t.insert("evidence_ring_lines".into(), ev.rings.lines().into());
-                    t.insert("evidence_ring_bytes".into(), ev.rings.bytes().into());
-                }
-            }
-            if let Some(e) = obj.get_mut("evictions").and_then(|t| t.as_object_mut()) {
-                e.insert("lines".into(), self.engine.lines().evictions().into());
-                e.insert("recent_call_lines".into(), self.recent.evictions().into());
-                e.insert("figure_lines".into(), self.tallies.evictions().into());
-                e.insert("stream_calls".into(), self.calls_unpublished.into());
-                if let Some(ev) = &self.evidence {
-                    e.insert(
-                        "evidence_ring_lines".into(),
-                        ev.rings.line_evictions().into(),
-                    );
-                }
-            }
-            if let Some(ev) = &self.evidence {
-                let c = ev.rings.counters();
-                obj.insert(
-                    "evidence_ring".into(),
-                    serde_json::json!({
-                        "kept": c.kept,
-                        "media_sampled_out": c.media_sampled_out,
-                        "ring_overflow": c.ring_overflow,
-                        "recording_refused": c.recording_refused,
-                    }),
-                );
-            }
-            if let Ok(c) = serde_json::to_value(self.engine.lines().counters()) {
-                obj.insert("lines".to_string(), c);
-            }
+    fn stats(&self) -> WorkerStats {
+        let mut engine = self.engine.stats();
+        let t = &mut engine.tables;
+        t.insert("recent_call_lines".into(), self.recent.len());
+        t.insert("figure_lines".into(), self.tallies.len());
+        if let Some(ev) = &self.evidence {
+            t.insert("evidence_ring_lines".into(), ev.rings.lines());
+            t.insert("evidence_ring_bytes".into(), ev.rings.bytes());
         }
-        v
+        let e = &mut engine.evictions.0;
+        e.insert("lines".into(), self.engine.lines().evictions());
+        e.insert("recent_call_lines".into(), self.recent.evictions());
+        e.insert("figure_lines".into(), self.tallies.evictions());
+        e.insert("stream_calls".into(), self.calls_unpublished);
+        if let Some(ev) = &self.evidence {
+            e.insert("evidence_ring_lines".into(), ev.rings.line_evictions());
+        }
+        WorkerStats {
+            engine,
+            events: self.events.clone(),
+            evidence_ring: self.evidence.as_ref().map(|ev| {
+                let c = ev.rings.counters();
+                RingFigures {
+                    kept: c.kept,
+                    media_sampled_out: c.media_sampled_out,
+                    ring_overflow: c.ring_overflow,
+                    recording_refused: c.recording_refused,
+                }
+            }),
+            lines: self.engine.lines().counters(),
+        }
     }
 
-    fn lines_json(&self) -> Vec<serde_json::Value> {
-        self.engine
-            .lines()
-            .verdicts()
-            .into_iter()
-            .filter_map(|v| self.list_entry(v))
-            .collect()
-    }
-
-    fn line_list_json(&self, addr: IpAddr) -> Option<serde_json::Value> {
-        self.list_entry(self.engine.lines().verdict(addr)?)
+    fn line_listed(&self, addr: IpAddr) -> Option<LineListed> {
+        Some(self.list_entry(self.engine.lines().verdict(addr)?))
     }
 
     fn line_keys(&self, from: usize, max: usize) -> (Vec<(u8, f64, IpAddr)>, Option<usize>) {
@@ -391,38 +367,29 @@ impl PacketEngine for EngineWorker {
         }
     }
 
-    fn line_json(&self, addr: IpAddr) -> Option<serde_json::Value> {
+    fn line_detail(&self, addr: IpAddr) -> Option<LineDetail> {
         let lines = self.engine.lines();
-        let summary = lines.line_summary(addr)?;
+        let mut profile = lines.line_summary(addr)?;
         let verdict = lines.verdict(addr).map(|v| self.with_figures(v));
-        let calls: Vec<&serde_json::Value> = self
+        let recent_calls = self
             .recent
             .get(&addr)
-            .map(|r| r.iter().rev().collect())
+            .map(|r| r.iter().rev().cloned().collect())
             .unwrap_or_default();
         let figures = self.figures(addr);
-        let mut profile = serde_json::to_value(&summary).ok()?;
-        if let Some(p) = profile.as_object_mut() {
-            // The profile's own counters are detection's (windowed, sketched); the headline ones
-            // shown beside them must not contradict `figures`.
-            p.insert("calls".into(), figures.calls.into());
-            p.insert(
-                "max_concurrent_calls".into(),
-                figures.max_concurrent_calls.into(),
-            );
-            let cap = u64::from(summary.calls_in).min(figures.inbound_calls) as f64;
-            p.insert(
-                "distinct_called_estimate".into(),
-                summary.distinct_called_estimate.min(cap).into(),
-            );
-        }
-        Some(serde_json::json!({
-            "line": addr,
-            "verdict": verdict,
-            "profile": profile,
-            "figures": figures,
-            "recent_calls": calls,
-        }))
+        // The profile's own counters are detection's (windowed, sketched); the headline ones
+        // shown beside them must not contradict `figures`.
+        profile.calls = figures.calls;
+        profile.max_concurrent_calls = figures.max_concurrent_calls;
+        let cap = u64::from(profile.calls_in).min(figures.inbound_calls) as f64;
+        profile.distinct_called_estimate = profile.distinct_called_estimate.min(cap);
+        Some(LineDetail {
+            line: addr,
+            verdict,
+            profile,
+            figures,
+            recent_calls,
+        })
     }
 
     fn save_state(&self) -> Option<serde_json::Value> {
@@ -450,7 +417,7 @@ impl PacketEngine for EngineWorker {
     fn threats(&self) -> Vec<simboxd_core::threats::Threat> {
         let mut all = self.engine.threats();
         for t in &mut all {
-            crate::analyze::pseudonymize_threat(t, &self.privacy);
+            self.privacy.threat(t);
         }
         all
     }
@@ -474,7 +441,7 @@ impl PacketEngine for EngineWorker {
         all
     }
 
-    fn take_calls(&mut self) -> Vec<serde_json::Value> {
+    fn take_calls(&mut self) -> Vec<CallRecord> {
         self.calls_out
             .as_mut()
             .map(|q| q.drain(..).collect())
@@ -515,5 +482,68 @@ impl PacketEngine for EngineWorker {
         if let Some(t) = self.evidence.as_mut() {
             t.rings.set_network(&cfg.network);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    /// The edge's conversion: the runtime, the metrics and the stream sensor do the same.
+    fn json<T: serde::Serialize>(x: T) -> serde_json::Value {
+        serde_json::to_value(x).expect("serialises")
+    }
+
+    /// The JSON the API, `/metrics` and the stream get from one worker after the shipped site
+    /// sample: line list entries, line details, engine figures and published calls.
+    fn worker_json() -> serde_json::Value {
+        let mut cfg = Config::default();
+        cfg.stream.url = Some("nats://127.0.0.1:4222".into());
+        cfg.stream.publish_calls = true;
+        let privacy = Pseudonymizer::with_key(b"golden-key-golden-key-golden-key").expect("key");
+        let mut w = EngineWorker::new(&cfg, privacy);
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("captures/sample-site.pcap");
+        let mut cap = crate::capture::Capture::open_file(&path).expect("sample capture");
+        while let Some(p) = cap.next_packet().expect("read") {
+            w.process(&p);
+        }
+        w.finish();
+        let lines: Vec<serde_json::Value> = w
+            .engine
+            .lines()
+            .verdicts()
+            .into_iter()
+            .map(|v| json(w.list_entry(v)))
+            .collect();
+        let mut addrs: Vec<IpAddr> = lines
+            .iter()
+            .filter_map(|l| l.get("line")?.as_str()?.parse().ok())
+            .collect();
+        addrs.sort();
+        let listed: Vec<_> = addrs.iter().map(|a| w.line_listed(*a).map(json)).collect();
+        let details: Vec<_> = addrs
+            .iter()
+            .take(12)
+            .map(|a| w.line_detail(*a).map(json))
+            .collect();
+        let calls: Vec<_> = w.take_calls().into_iter().take(25).map(json).collect();
+        serde_json::json!({
+            "lines": lines,
+            "listed": listed,
+            "details": details,
+            "stats": json(w.stats()),
+            "calls": calls,
+        })
+    }
+
+    /// The engine's outputs are typed and turn into JSON at the edge; the bytes stay those the
+    /// worker gave before (recorded in tests/data/worker_api.json from the JSON-returning code).
+    #[test]
+    fn worker_outputs_serialize_to_the_recorded_api_json() {
+        let got = serde_json::to_string_pretty(&worker_json()).expect("json") + "\n";
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/worker_api.json");
+        let want = std::fs::read_to_string(&file).expect("recorded output");
+        assert!(got == want, "worker JSON differs from {}", file.display());
     }
 }

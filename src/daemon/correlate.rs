@@ -91,7 +91,7 @@ impl Correlator {
     pub fn threats(&self) -> Vec<Threat> {
         let mut all = self.threats.lock().map(|t| t.threats()).unwrap_or_default();
         for t in &mut all {
-            crate::analyze::pseudonymize_threat(t, &self.privacy);
+            self.privacy.threat(t);
         }
         all
     }

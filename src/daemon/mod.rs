@@ -18,6 +18,7 @@ pub mod http_tls;
 pub mod logging;
 pub mod metrics;
 pub mod notify;
+pub mod outputs;
 pub mod pipeline;
 pub mod privdrop;
 pub mod runtime;

@@ -31,12 +31,10 @@ pub trait PacketEngine: Send + 'static {
     fn finish(&mut self);
     /// Verdicts that changed since the last call.
     fn take_verdict_changes(&mut self) -> Vec<LineVerdict>;
-    /// Figures for `/metrics` (engine stats as JSON: numbers, and maps of numbers by name).
-    fn stats_json(&self) -> serde_json::Value;
-    /// Every line this engine knows, as API objects with at least `line`, `verdict`, `score`.
-    fn lines_json(&self) -> Vec<serde_json::Value>;
+    /// Figures for `/metrics` (numbers, and maps of numbers by name, once serialised).
+    fn stats(&self) -> super::outputs::WorkerStats;
     /// One line's profile, signals and recent calls.
-    fn line_json(&self, addr: IpAddr) -> Option<serde_json::Value>;
+    fn line_detail(&self, addr: IpAddr) -> Option<super::outputs::LineDetail>;
     /// Line profiles as the JSON state file of earlier versions held them (`None`: nothing).
     fn save_state(&self) -> Option<serde_json::Value>;
     /// Restores what `save_state` returned (the migration of `profiles.json`); returns how
@@ -81,7 +79,7 @@ pub trait PacketEngine: Send + 'static {
         let _ = lines;
     }
     /// One line as `/api/v1/lines` lists it.
-    fn line_list_json(&self, addr: IpAddr) -> Option<serde_json::Value> {
+    fn line_listed(&self, addr: IpAddr) -> Option<super::outputs::LineListed> {
         let _ = addr;
         None
     }
@@ -110,8 +108,9 @@ pub trait PacketEngine: Send + 'static {
     ) -> Vec<simboxd_core::detect::LineEvidence> {
         Vec::new()
     }
-    /// Call records ended since the last call, as JSON, when `[stream] publish_calls` is on.
-    fn take_calls(&mut self) -> Vec<serde_json::Value> {
+    /// Call records ended since the last call (numbers pseudonymised), when `[stream]
+    /// publish_calls` is on.
+    fn take_calls(&mut self) -> Vec<simboxd_core::model::CallRecord> {
         Vec::new()
     }
     /// Starts recording `line`'s evidence for alert `id`: its pre-alert ring goes to the
@@ -794,13 +793,10 @@ mod tests {
         fn take_verdict_changes(&mut self) -> Vec<LineVerdict> {
             Vec::new()
         }
-        fn stats_json(&self) -> serde_json::Value {
-            serde_json::Value::Null
+        fn stats(&self) -> crate::daemon::outputs::WorkerStats {
+            Default::default()
         }
-        fn lines_json(&self) -> Vec<serde_json::Value> {
-            Vec::new()
-        }
-        fn line_json(&self, _addr: IpAddr) -> Option<serde_json::Value> {
+        fn line_detail(&self, _addr: IpAddr) -> Option<crate::daemon::outputs::LineDetail> {
             None
         }
         fn save_state(&self) -> Option<serde_json::Value> {

@@ -12,7 +12,7 @@ pub mod charts;
 pub mod provenance;
 pub mod words;
 
-use crate::analyze::{Analysis, LineEntry};
+use crate::analysis::{Analysis, LineEntry};
 use crate::figures::Span;
 pub use provenance::{Clock, Provenance};
 use simboxd_core::model::{CallRecord, Direction, Outcome, Timestamp, VerdictLevel};
@@ -711,7 +711,7 @@ fn provenance(h: &mut String, a: &Analysis, prov: &Provenance) {
 
 /// Every input of the analysis with its size and SHA-256, and where one was cut off (shown
 /// when there are several inputs or one was cut off).
-fn inputs_table(h: &mut String, c: &crate::analyze::CaptureInfo, clock: &Clock) {
+fn inputs_table(h: &mut String, c: &crate::analysis::CaptureInfo, clock: &Clock) {
     let plain = |i: &crate::input::InputInfo| {
         i.file != crate::input::STDIN && i.compression.is_none() && i.truncated.is_none()
     };

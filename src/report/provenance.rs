@@ -2,12 +2,21 @@
 //! host, for which case, in which timezone; the configuration it used with secrets removed; and
 //! the file's own SHA-256 written beside it (`<file>.sha256`, sha256sum format).
 
-use crate::config::Config;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use simboxd_core::model::Timestamp;
 use std::io::Write as _;
 use std::path::Path;
+
+/// The sections a run's provenance shows: those offline analysis uses (the aggregate
+/// `config::Config` hands them out: `Config::used_sections`).
+#[derive(Clone, Copy, Debug)]
+pub struct UsedSections<'a> {
+    pub network: &'a simboxd_core::config::NetworkConfig,
+    pub limits: &'a simboxd_core::config::LimitsConfig,
+    pub detection: &'a simboxd_core::detect::DetectionConfig,
+    pub privacy: &'a crate::privacy::PrivacyConfig,
+}
 
 /// The git commit the binary was built from (`-dirty` when tracked files differed), or
 /// `unknown` (see build.rs).
@@ -139,9 +148,9 @@ pub struct Provenance {
 }
 
 impl Provenance {
-    /// Provenance of this process run with `cfg`.
+    /// Provenance of this process run with `cfg`'s sections.
     pub fn of_run(
-        cfg: &Config,
+        cfg: UsedSections<'_>,
         case: Option<String>,
         examiner: Option<String>,
         clock: Clock,
@@ -165,7 +174,7 @@ impl Provenance {
 /// The sections offline analysis uses ([network], [limits], [detection], and of [privacy] only
 /// whether pseudonyms are on), pretty-printed. Everything else (alert targets, webhook, HTTP,
 /// storage, daemon, capture) and every key or token is left out.
-pub fn used_config_toml(cfg: &Config) -> String {
+pub fn used_config_toml(cfg: UsedSections<'_>) -> String {
     #[derive(Serialize)]
     struct Privacy {
         pseudonymize: bool,
@@ -178,9 +187,9 @@ pub fn used_config_toml(cfg: &Config) -> String {
         privacy: Privacy,
     }
     let used = Used {
-        network: &cfg.network,
-        limits: &cfg.limits,
-        detection: &cfg.detection,
+        network: cfg.network,
+        limits: cfg.limits,
+        detection: cfg.detection,
         privacy: Privacy {
             pseudonymize: cfg.privacy.pseudonymize,
         },
@@ -236,10 +245,10 @@ mod tests {
 
     #[test]
     fn config_shows_only_the_sections_analysis_used() {
-        let mut cfg = Config::default();
+        let mut cfg = crate::config::Config::default();
         cfg.http.token = Some("tok-SECRET".into());
         cfg.privacy.key = Some("key-SECRET".into());
-        let t = used_config_toml(&cfg);
+        let t = used_config_toml(cfg.used_sections());
         assert!(t.contains("[network]") && t.contains("[detection]"), "{t}");
         assert!(!t.contains("SECRET") && !t.contains("[webhook]") && !t.contains("[syslog]"));
         assert!(t.lines().count() > 10, "pretty-printed: {t}");

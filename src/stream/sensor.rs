@@ -80,7 +80,12 @@ async fn hand_over<E: PacketEngine>(
             *from = (*from).max(newest);
         }
         evidence.extend(ev);
-        calls.extend(eng.take_calls());
+        // The stream edge: call records become JSON here.
+        calls.extend(
+            eng.take_calls()
+                .iter()
+                .filter_map(|c| serde_json::to_value(c).ok()),
+        );
     }
     if evidence.is_empty() && calls.is_empty() {
         return;

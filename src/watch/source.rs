@@ -244,7 +244,14 @@ fn write_evidence(
         &format!("evidence-{}", line.to_string().replace(':', "_")),
         "",
     );
-    let m = crate::evidence::export_run(&source, &sha, cfg, &[line], &dir, &run_info(out, None))?;
+    let m = crate::evidence::export_run(
+        &source,
+        &sha,
+        &cfg.limits,
+        &[line],
+        &dir,
+        &run_info(out, None),
+    )?;
     let files = m.files.len();
     Ok(if files == 0 {
         format!(
@@ -276,7 +283,7 @@ fn write_report(
         cfg,
     )?;
     let prov = crate::report::Provenance::of_run(
-        cfg,
+        cfg.used_sections(),
         out.case.clone(),
         out.examiner.clone(),
         crate::report::Clock::default(),
