@@ -44,8 +44,12 @@ fn parse_entry(mut b: &[u8]) -> BTreeMap<String, String> {
     out
 }
 
+/// One fake journald at a time (both tests bind the same socket).
+static JOURNAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn under_journald_events_carry_priorities_and_fields() {
+    let _one = JOURNAL.lock().unwrap_or_else(|e| e.into_inner());
     if !nix::unistd::Uid::effective().is_root() {
         eprintln!("SKIP: binding the journal socket needs root");
         return;
@@ -189,5 +193,119 @@ fn under_journald_events_carry_priorities_and_fields() {
     assert!(
         !stderr.contains(&host_port),
         "delivery failures were printed on stderr too:\n{stderr}"
+    );
+}
+
+/// Field values reach the journal escaped like the text output (`crate::text::escape`): a
+/// value with a newline, a carriage return, a terminal escape and a bidi override (here the
+/// state directory's name, which the daemon logs as a field at start) arrives as one line of
+/// visible escapes, and cannot forge a field (`PRIORITY=0`) of its entry.
+#[test]
+fn under_journald_field_values_are_escaped() {
+    let _one = JOURNAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("SKIP: binding the journal socket needs root");
+        return;
+    }
+    if Path::new(SOCKET).exists() {
+        eprintln!("SKIP: a journald is running here ({SOCKET} exists)");
+        return;
+    }
+    std::fs::create_dir_all("/run/systemd/journal").unwrap();
+    let sock = UnixDatagram::bind(SOCKET).expect("bind the journal socket");
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    struct Cleanup;
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(SOCKET);
+        }
+    }
+    let _cleanup = Cleanup;
+
+    let dir = tempfile::tempdir().unwrap();
+    let forged = "st\nPRIORITY=0\r\x1b]0;owned\x07\u{202e}x";
+    let state = dir.path().join(forged);
+    std::fs::create_dir_all(&state).unwrap();
+    let api: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let cfg = dir.path().join("simboxd.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[capture]\nfile = {cap:?}\nfilter = \"udp port 1\"\n\n[http]\nlisten = \"{api}\"\n\
+             token = \"{TOKEN}\"\n\n[daemon]\nuser = \"\"\ngroup = \"\"\n\n[storage]\npath = {st}\n",
+            cap = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("captures/sample-site.pcap")
+                .display()
+                .to_string(),
+            // (A TOML string: its escapes are not Rust's.)
+            st = toml::Value::String(state.join("alerts.redb").display().to_string()),
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("stderr");
+    let out = std::fs::File::create(&log).unwrap();
+    let meta = std::fs::metadata(&log).unwrap();
+    let mut child = Command::new(bin())
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .env("RUST_LOG", "info")
+        .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(out))
+        .spawn()
+        .unwrap();
+    let mut raw: Vec<Vec<u8>> = Vec::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let t0 = Instant::now();
+    let seen = |raw: &[Vec<u8>]| {
+        raw.iter()
+            .any(|d| String::from_utf8_lossy(d).contains("restored saved state"))
+    };
+    while t0.elapsed() < Duration::from_secs(30) && !seen(&raw) {
+        if let Ok(n @ 1..) = sock.recv(&mut buf) {
+            raw.push(buf[..n].to_vec());
+        }
+    }
+    let draining = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let drain = {
+        let sock = sock.try_clone().unwrap();
+        let draining = draining.clone();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 1 << 16];
+            while draining.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = sock.recv(&mut buf);
+            }
+        })
+    };
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = child.wait();
+    draining.store(false, std::sync::atomic::Ordering::Relaxed);
+    let _ = drain.join();
+    let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+    let entry = raw
+        .iter()
+        .find(|d| String::from_utf8_lossy(d).contains("restored saved state"))
+        .unwrap_or_else(|| panic!("no start-up entry in the journal\nstderr:\n{stderr}"));
+    let text = String::from_utf8(entry.clone()).expect("UTF-8 entry");
+    // Every line is KEY=value (no length-prefixed binary values, no raw control character).
+    for line in text.lines() {
+        assert!(line.contains('='), "{line:?} in {text:?}");
+        assert!(
+            !line.chars().any(|c| c.is_control() || c == '\u{202e}'),
+            "raw control character in {line:?}"
+        );
+    }
+    let e = parse_entry(entry);
+    assert_eq!(e.get("PRIORITY").map(String::as_str), Some("6"), "{e:?}");
+    let file = e
+        .get("FILE")
+        .unwrap_or_else(|| panic!("no FILE field: {e:?}"));
+    assert!(
+        file.contains("st\\nPRIORITY=0\\r\\x1b]0;owned\\x07\\u{202e}x"),
+        "{file}"
     );
 }

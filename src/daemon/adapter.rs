@@ -51,6 +51,10 @@ pub struct EngineWorker {
     calls_unpublished: u64,
     /// Pre-alert rings and the queue to the evidence writer (`[evidence] enabled`).
     evidence: Option<super::evidence::Tap>,
+    /// Lines shed by the table when last looked, and the count at the start of the current
+    /// shedding episode (`None`: not shedding), for one log line per episode.
+    shed_seen: u64,
+    shed_since: Option<u64>,
 }
 
 /// Call records held for the stream between two evidence intervals.
@@ -72,7 +76,33 @@ impl EngineWorker {
             corr: None,
             published_sites: 0,
             seen_sites: 0,
+            shed_seen: 0,
+            shed_since: None,
         }
+    }
+
+    /// Logs a shedding episode of the line table once when it starts and once when a tick
+    /// passes without a new line shed.
+    fn log_shedding(&mut self) {
+        let t = self.engine.lines();
+        let shed = t.lines_shed();
+        match (shed > self.shed_seen, self.shed_since) {
+            (true, None) => {
+                tracing::warn!(
+                    lines = t.len(),
+                    max_lines = t.config().max_lines,
+                    new_lines_per_sec = t.config().new_lines_per_sec,
+                    "shedding new lines: the line table is full of active lines or new lines                      come faster than [detection] new_lines_per_sec (known lines are still tracked)"
+                );
+                self.shed_since = Some(self.shed_seen);
+            }
+            (false, Some(from)) => {
+                tracing::info!(shed = shed - from, "stopped shedding new lines");
+                self.shed_since = None;
+            }
+            _ => {}
+        }
+        self.shed_seen = shed;
     }
 
     /// Joins this worker to the correlator shared by all workers, as worker `index`: threats
@@ -234,6 +264,7 @@ impl PacketEngine for EngineWorker {
     fn tick(&mut self, now: Timestamp) {
         self.engine.tick(now);
         self.drain();
+        self.log_shedding();
         if let Some((corr, _)) = &self.corr {
             corr.expire(self.engine.now());
         }
@@ -243,6 +274,7 @@ impl PacketEngine for EngineWorker {
     fn finish(&mut self) {
         self.engine.finish();
         self.drain();
+        self.log_shedding();
         self.sync_sites();
     }
 
@@ -343,6 +375,10 @@ impl PacketEngine for EngineWorker {
         self.engine.lines_mut().mark_unsaved_lines(lines);
     }
 
+    fn unsaved_lines(&self) -> usize {
+        self.engine.lines().unsaved_lines()
+    }
+
     fn mark_all_unsaved(&mut self) {
         self.engine.lines_mut().mark_all_unsaved();
     }
@@ -351,6 +387,10 @@ impl PacketEngine for EngineWorker {
         let e: LineEntry = postcard::from_bytes(bytes).map_err(|e| e.to_string())?;
         self.engine.lines_mut().restore_entry(e);
         Ok(())
+    }
+
+    fn reserve_lines(&mut self, n: usize) {
+        self.engine.lines_mut().reserve(n);
     }
 
     fn finish_restore(&mut self) {

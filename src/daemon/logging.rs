@@ -57,21 +57,8 @@ pub fn init(d: &DaemonConfig) -> Sink {
     let journal = stderr_is_journal();
     let mut sink = choose(d, journal);
     if sink == Sink::Journald {
-        match tracing_journald::layer() {
+        match JournalLayer::new(JOURNAL_SOCKET) {
             Ok(layer) => {
-                // syslog priorities as journalctl -p reads them (info 6, not the crate's notice 5),
-                // and fields under their own names (DELIVERY_TARGET=, ERROR=; none of ours
-                // collides with a journal field).
-                let layer = layer
-                    .with_syslog_identifier("simboxd".to_string())
-                    .with_field_prefix(None)
-                    .with_priority_mappings(tracing_journald::PriorityMappings {
-                        error: tracing_journald::Priority::Error,
-                        warn: tracing_journald::Priority::Warning,
-                        info: tracing_journald::Priority::Informational,
-                        debug: tracing_journald::Priority::Debug,
-                        trace: tracing_journald::Priority::Debug,
-                    });
                 if tracing_subscriber::registry()
                     .with(filter())
                     .with(layer)
@@ -99,6 +86,117 @@ pub fn init(d: &DaemonConfig) -> Sink {
         eprintln!("simboxd: logging was already initialised");
     }
     sink
+}
+
+/// journald's native protocol socket.
+pub const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
+
+/// Events to journald in its native protocol: syslog priorities as `journalctl -p` reads them
+/// (error 3, warn 4, info 6, debug/trace 7), `SYSLOG_IDENTIFIER=simboxd`, and every field under
+/// its own name (`DELIVERY_TARGET=`, `ERROR=`; upper-cased, `.` as `_`; none of ours collides
+/// with a journal field). Every value passes through [`crate::text::escape`] like the text
+/// output, so wire text (a User-Agent, a receiver's error) reaches the journal with its control
+/// and bidi characters as visible escapes, never raw.
+pub struct JournalLayer {
+    socket: std::os::unix::net::UnixDatagram,
+    path: std::path::PathBuf,
+}
+
+/// Longest value sent when a whole entry does not fit one datagram.
+const JOURNAL_VALUE_CAP: usize = 4096;
+
+impl JournalLayer {
+    pub fn new(path: impl Into<std::path::PathBuf>) -> std::io::Result<Self> {
+        let path = path.into();
+        let socket = std::os::unix::net::UnixDatagram::unbound()?;
+        // As journald clients do: fail now when nothing listens there.
+        socket.send_to(&[], &path)?;
+        Ok(JournalLayer { socket, path })
+    }
+
+    /// The datagram of one entry (`KEY=value` lines; values hold no newline once escaped).
+    pub fn entry(fields: &[(String, String)], cap: usize) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(256);
+        for (k, v) in fields {
+            let v = crate::text::escape(v);
+            let mut end = v.len().min(cap);
+            while !v.is_char_boundary(end) {
+                end -= 1;
+            }
+            buf.extend_from_slice(k.as_bytes());
+            buf.push(b'=');
+            buf.extend_from_slice(v.get(..end).unwrap_or("").as_bytes());
+            buf.push(b'\n');
+        }
+        buf
+    }
+
+    /// `name` as a journal field name: upper case letters, digits and `_`, not starting with `_`.
+    fn field_name(name: &str) -> String {
+        let n: String = name
+            .chars()
+            .map(|c| if c == '.' { '_' } else { c })
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .map(|c| c.to_ascii_uppercase())
+            .collect();
+        let n = n.trim_start_matches('_');
+        match n.chars().next() {
+            None => "FIELD".to_string(),
+            Some(c) if c.is_ascii_digit() => format!("F_{n}"),
+            Some(_) => n.to_string(),
+        }
+    }
+}
+
+struct JournalFields(Vec<(String, String)>);
+
+impl tracing::field::Visit for JournalFields {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        let name = match field.name() {
+            "message" => "MESSAGE".to_string(),
+            n => JournalLayer::field_name(n),
+        };
+        self.0.push((name, value.to_string()));
+    }
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.record_str(field, &format!("{value:?}"));
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for JournalLayer {
+    fn on_event(
+        &self,
+        event: &tracing::Event<'_>,
+        _ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let meta = event.metadata();
+        let priority = match *meta.level() {
+            tracing::Level::ERROR => "3",
+            tracing::Level::WARN => "4",
+            tracing::Level::INFO => "6",
+            _ => "7",
+        };
+        let mut f = JournalFields(vec![
+            ("PRIORITY".into(), priority.into()),
+            ("SYSLOG_IDENTIFIER".into(), "simboxd".into()),
+            ("TARGET".into(), meta.target().into()),
+        ]);
+        if let Some(file) = meta.file() {
+            f.0.push(("CODE_FILE".into(), file.into()));
+        }
+        if let Some(line) = meta.line() {
+            f.0.push(("CODE_LINE".into(), line.to_string()));
+        }
+        event.record(&mut f);
+        let buf = JournalLayer::entry(&f.0, usize::MAX);
+        if let Err(e) = self.socket.send_to(&buf, &self.path) {
+            if e.raw_os_error() == Some(libc::EMSGSIZE) {
+                let _ = self
+                    .socket
+                    .send_to(&JournalLayer::entry(&f.0, JOURNAL_VALUE_CAP), &self.path);
+            }
+        }
+    }
 }
 
 /// One log line on its way to stderr: control and bidi characters that reached a field or a
@@ -193,6 +291,30 @@ mod tests {
 #[cfg(test)]
 mod journal_tests {
     use super::*;
+
+    #[test]
+    fn journal_entries_escape_wire_text_and_name_fields() {
+        let e = JournalLayer::entry(
+            &[
+                ("MESSAGE".into(), "delivery failed".into()),
+                (
+                    JournalLayer::field_name("error"),
+                    "400\nPRIORITY=0\r\x1b]0;pwned\x07\u{202e}".into(),
+                ),
+                (JournalLayer::field_name("delivery.target"), "a".into()),
+            ],
+            usize::MAX,
+        );
+        let text = String::from_utf8(e).unwrap();
+        assert_eq!(
+            text,
+            "MESSAGE=delivery failed\nERROR=400\\nPRIORITY=0\\r\\x1b]0;pwned\\x07\\u{202e}\nDELIVERY_TARGET=a\n"
+        );
+        assert_eq!(text.lines().count(), 3, "one line per field: {text}");
+        assert_eq!(JournalLayer::field_name("_9x"), "F_9X");
+        let long = JournalLayer::entry(&[("M".into(), "\u{e9}".repeat(10))], 5);
+        assert_eq!(long, "M=\u{e9}\u{e9}\n".as_bytes());
+    }
 
     #[test]
     fn journal_only_when_stderr_is_the_named_stream() {

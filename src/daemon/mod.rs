@@ -280,6 +280,14 @@ pub fn run_main(args: RunArgs) -> anyhow::Result<()> {
         std::process::exit(1);
     }
     logging::init(&cfg.daemon);
+    // No transparent huge pages in the daemon: the allocator asks for them, and then every page
+    // it returns to the kernel and takes again costs zeroing 2 MiB, and a sparsely used 2 MiB
+    // page counts whole in the resident size. Measured at 300 k lines: more than half of the
+    // start-up spent zeroing huge pages. (Best effort: kernels without it keep THP.)
+    // SAFETY: prctl with integer arguments only.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
     runtime::run(args.config, cfg)
 }
 

@@ -48,12 +48,20 @@ pub trait PacketEngine: Send + 'static {
         let _ = max;
         SavedChanges::default()
     }
+    /// Lines changed since they were last taken by `take_changes`.
+    fn unsaved_lines(&self) -> usize {
+        0
+    }
     /// Every line counts as changed (the next checkpoint stores them all).
     fn mark_all_unsaved(&mut self) {}
     /// Adds one stored line (as `take_changes` encoded it).
     fn restore_line(&mut self, bytes: &[u8]) -> Result<(), String> {
         let _ = bytes;
         Ok(())
+    }
+    /// Room for about `n` more lines (before restoring them).
+    fn reserve_lines(&mut self, n: usize) {
+        let _ = n;
     }
     /// After the last `restore_line`: order the lines by activity again.
     fn finish_restore(&mut self) {}

@@ -83,6 +83,8 @@ type LineKey = (u8, f64, IpAddr);
 const SNAPSHOT_MAX_AGE: Duration = Duration::from_secs(1);
 /// Lines read per hold of an engine's lock (listing, checkpoint): a few milliseconds.
 const LOCK_STEP: usize = 16_384;
+/// Changed lines from which a checkpoint starts before its interval is over.
+const CHECKPOINT_EARLY_LINES: usize = 4 * LOCK_STEP;
 
 impl<E: PacketEngine> Shared<E> {
     /// Every line's sort key, sorted (flagged first, then by score, then by address). Built
@@ -654,7 +656,7 @@ fn open_state_store(cfg: &Config) -> anyhow::Result<StateStore> {
     let path = StateStore::path_for(&cfg.storage.path);
     match StateStore::open(&path) {
         Ok(s) => Ok(s),
-        Err(why) if why.contains("I/O error") || why.contains("os error") => {
+        Err(why @ super::state::OpenError::Io(_)) => {
             tracing::error!(%why, file = %path.display(), "state store cannot be written: line profiles and alert episodes kept in memory only until a restart");
             StateStore::in_memory(&path).map_err(|e| anyhow::anyhow!("state in memory: {e}"))
         }
@@ -675,15 +677,72 @@ fn restore_state<E: PacketEngine>(
     engines: &[Arc<Mutex<E>>],
     cfg: &Config,
 ) -> Option<AlertManager> {
-    let mut failed = 0u64;
-    let res = state.for_each_line(|ip, bytes| {
-        let i = pipeline::shard_of_line(ip, engines.len());
-        if let Some(Ok(mut eng)) = engines.get(i).map(|e| e.lock()) {
-            if eng.restore_line(bytes).is_err() {
-                failed += 1;
+    // One read transaction in this thread; each engine decodes and inserts its own lines in
+    // a thread of its own (batches under one lock hold), so decoding runs on every core.
+    const BATCH: usize = 4096;
+    let stored = state.line_count().unwrap_or(0) as usize;
+    let per_engine = stored / engines.len().max(1) + stored / 16;
+    let failed = AtomicU64::new(0);
+    let res = std::thread::scope(|scope| {
+        // A batch is the lines' bytes end to end and where each ends; emptied batches go
+        // back to the reader (no allocation per line).
+        type Batch = (Vec<u8>, Vec<usize>);
+        let mut txs = Vec::with_capacity(engines.len());
+        let (back_tx, back_rx) = std::sync::mpsc::channel::<Batch>();
+        for e in engines {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(4);
+            txs.push(tx);
+            let (failed, back_tx) = (&failed, back_tx.clone());
+            scope.spawn(move || {
+                if let Ok(mut eng) = e.lock() {
+                    eng.reserve_lines(per_engine);
+                }
+                for (mut bytes, mut ends) in rx {
+                    if let Ok(mut eng) = e.lock() {
+                        let mut start = 0;
+                        for &end in &ends {
+                            let ok = bytes
+                                .get(start..end)
+                                .is_some_and(|b| eng.restore_line(b).is_ok());
+                            if !ok {
+                                failed.fetch_add(1, Ordering::Relaxed);
+                            }
+                            start = end;
+                        }
+                    }
+                    bytes.clear();
+                    ends.clear();
+                    let _ = back_tx.send((bytes, ends));
+                }
+            });
+        }
+        drop(back_tx);
+        let new_batch = || -> Batch {
+            back_rx
+                .try_recv()
+                .unwrap_or_else(|_| (Vec::with_capacity(BATCH << 10), Vec::with_capacity(BATCH)))
+        };
+        let mut batches: Vec<Batch> = (0..engines.len()).map(|_| new_batch()).collect();
+        let res = state.for_each_line(|ip, bytes| {
+            let i = pipeline::shard_of_line(ip, engines.len());
+            if let Some(b) = batches.get_mut(i) {
+                b.0.extend_from_slice(bytes);
+                b.1.push(b.0.len());
+                if b.1.len() >= BATCH {
+                    if let Some(tx) = txs.get(i) {
+                        let _ = tx.send(std::mem::replace(b, new_batch()));
+                    }
+                }
+            }
+        });
+        for (tx, b) in txs.into_iter().zip(batches) {
+            if !b.1.is_empty() {
+                let _ = tx.send(b);
             }
         }
+        res
     });
+    let failed = failed.into_inner();
     for e in engines {
         if let Ok(mut eng) = e.lock() {
             eng.finish_restore();
@@ -1064,10 +1123,22 @@ async fn serve<E: PacketEngine>(
         let shared = shared.clone();
         let every = Duration::from_secs(cfg.daemon.checkpoint_interval_secs.max(1));
         tokio::spawn(async move {
-            let mut t = tokio::time::interval(every);
+            // Every `every`, and sooner once many lines wait (a burst of new lines): what a
+            // stop must write stays small.
+            let mut t = tokio::time::interval(Duration::from_secs(1).min(every));
             t.tick().await;
+            let mut last = Instant::now();
             loop {
                 t.tick().await;
+                let waiting: usize = shared
+                    .engines
+                    .iter()
+                    .filter_map(|e| e.lock().ok().map(|eng| eng.unsaved_lines()))
+                    .sum();
+                if last.elapsed() < every && waiting < CHECKPOINT_EARLY_LINES {
+                    continue;
+                }
+                last = Instant::now();
                 let sh = shared.clone();
                 let t0 = Instant::now();
                 match tokio::task::spawn_blocking(move || sh.checkpoint(None)).await {

@@ -17,7 +17,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 /// Format version of the store.
-pub const STATE_VERSION: u32 = 2;
+pub const STATE_VERSION: u32 = 3;
 
 const LINES: TableDefinition<&str, &[u8]> = TableDefinition::new("lines");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -49,6 +49,44 @@ fn db<E: std::fmt::Display>(e: E) -> String {
     e.to_string()
 }
 
+/// Why the store could not be opened.
+#[derive(Debug)]
+pub enum OpenError {
+    /// Its file or directory cannot be read or written (a full or read-only disk, missing
+    /// permissions): the store itself may be fine.
+    Io(std::io::Error),
+    /// The store is unusable: corrupt, or of another format version.
+    Unusable(String),
+}
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpenError::Io(e) => write!(f, "I/O error: {e}"),
+            OpenError::Unusable(why) => f.write_str(why),
+        }
+    }
+}
+
+impl std::error::Error for OpenError {}
+
+fn open_err<E: Into<redb::Error>>(e: E) -> OpenError {
+    match e.into() {
+        // A file too short or malformed to be a store reads as an I/O error too.
+        redb::Error::Io(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::InvalidData
+            ) =>
+        {
+            OpenError::Unusable(e.to_string())
+        }
+        redb::Error::Io(e) => OpenError::Io(e),
+        redb::Error::PreviousIo => OpenError::Io(std::io::Error::other("an earlier write failed")),
+        other => OpenError::Unusable(other.to_string()),
+    }
+}
+
 impl StateStore {
     /// The store for an outbox at `storage_path`.
     pub fn path_for(storage_path: &Path) -> PathBuf {
@@ -60,7 +98,7 @@ impl StateStore {
         storage_path.with_file_name("profiles.json")
     }
 
-    pub fn open(path: &Path) -> Result<StateStore, String> {
+    pub fn open(path: &Path) -> Result<StateStore, OpenError> {
         use std::os::unix::fs::OpenOptionsExt;
         // Created with the daemon's mode first; redb opens the existing (empty) file.
         if !path.exists() {
@@ -70,14 +108,14 @@ impl StateStore {
                 .truncate(false)
                 .mode(0o640)
                 .open(path)
-                .map_err(db)?;
+                .map_err(OpenError::Io)?;
         }
         // redb caches up to 1 GiB by default: resident memory a million-line daemon cannot
         // spare (the profiles themselves are in the engines already).
         let database = redb::Builder::new()
             .set_cache_size(STORE_CACHE_BYTES)
             .create(path)
-            .map_err(db)?;
+            .map_err(open_err)?;
         Self::init(database, path)
     }
 
@@ -87,28 +125,32 @@ impl StateStore {
         let database = redb::Builder::new()
             .create_with_backend(redb::backends::InMemoryBackend::new())
             .map_err(db)?;
-        Self::init(database, path)
+        Self::init(database, path).map_err(|e| e.to_string())
     }
 
-    fn init(database: Database, path: &Path) -> Result<StateStore, String> {
-        let txn = database.begin_write().map_err(db)?;
+    fn init(database: Database, path: &Path) -> Result<StateStore, OpenError> {
+        let txn = database.begin_write().map_err(open_err)?;
         {
-            txn.open_table(LINES).map_err(db)?;
-            let mut meta = txn.open_table(META).map_err(db)?;
+            txn.open_table(LINES).map_err(open_err)?;
+            let mut meta = txn.open_table(META).map_err(open_err)?;
             let version = meta
                 .get(KEY_VERSION)
-                .map_err(db)?
+                .map_err(open_err)?
                 .map(|v| v.value().to_vec());
             match version {
                 None => {
                     meta.insert(KEY_VERSION, STATE_VERSION.to_le_bytes().as_slice())
-                        .map_err(db)?;
+                        .map_err(open_err)?;
                 }
                 Some(v) if v.as_slice() == STATE_VERSION.to_le_bytes() => {}
-                Some(v) => return Err(format!("state store version {v:?} is not {STATE_VERSION}")),
+                Some(v) => {
+                    return Err(OpenError::Unusable(format!(
+                        "state store version {v:?} is not {STATE_VERSION}"
+                    )))
+                }
             }
         }
-        txn.commit().map_err(db)?;
+        txn.commit().map_err(open_err)?;
         Ok(StateStore {
             db: database,
             path: path.to_path_buf(),
@@ -268,6 +310,20 @@ mod tests {
         assert_eq!(s.counters().unwrap(), vec![vec![9]]);
         s.clear_lines().unwrap();
         assert_eq!(s.line_count().unwrap(), 0);
+    }
+
+    #[test]
+    fn open_tells_a_disk_that_cannot_be_written_from_a_broken_store() {
+        let dir = tempfile::tempdir().unwrap();
+        // No such directory: the disk side (the daemon keeps its state in memory).
+        let p = dir.path().join("missing/state.redb");
+        assert!(matches!(StateStore::open(&p), Err(OpenError::Io(_))));
+        // Garbage, short or long: the store side (moved aside).
+        let p = dir.path().join("state.redb");
+        std::fs::write(&p, b"not a store").unwrap();
+        assert!(matches!(StateStore::open(&p), Err(OpenError::Unusable(_))));
+        std::fs::write(&p, vec![0x5a; 1 << 16]).unwrap();
+        assert!(matches!(StateStore::open(&p), Err(OpenError::Unusable(_))));
     }
 
     #[test]

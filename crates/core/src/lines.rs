@@ -44,6 +44,80 @@ pub struct Bucket {
     pub sip_flows: u16,
 }
 
+/// What the long ring keeps per bucket: the figures read over the long window only (its
+/// buckets are a quarter of a medium bucket's size; a day of them per line).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct LongBucket {
+    /// SIP calls started (in, out and internal).
+    pub calls: u32,
+    pub opaque_flows: u16,
+    pub media_calls: u16,
+}
+
+impl<'de> Deserialize<'de> for LongBucket {
+    /// Also reads a whole [`Bucket`] (the long ring's form in JSON state of earlier versions).
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if d.is_human_readable() {
+            #[derive(Deserialize, Default)]
+            #[serde(default)]
+            struct AnyForm {
+                calls: Option<u32>,
+                opaque_flows: u16,
+                media_calls: u16,
+                calls_in: u16,
+                calls_out: u16,
+                calls_internal: u16,
+            }
+            let a = AnyForm::deserialize(d)?;
+            Ok(LongBucket {
+                calls: a.calls.unwrap_or(
+                    u32::from(a.calls_in) + u32::from(a.calls_out) + u32::from(a.calls_internal),
+                ),
+                opaque_flows: a.opaque_flows,
+                media_calls: a.media_calls,
+            })
+        } else {
+            #[derive(Deserialize)]
+            struct Compact(u32, u16, u16);
+            let Compact(calls, opaque_flows, media_calls) = Compact::deserialize(d)?;
+            Ok(LongBucket {
+                calls,
+                opaque_flows,
+                media_calls,
+            })
+        }
+    }
+}
+
+/// A bucket of a time ring.
+trait RingCell: Default + Copy {
+    fn add(&mut self, o: &Self);
+}
+
+impl RingCell for LongBucket {
+    fn add(&mut self, o: &LongBucket) {
+        self.calls = self.calls.saturating_add(o.calls);
+        self.opaque_flows = self.opaque_flows.saturating_add(o.opaque_flows);
+        self.media_calls = self.media_calls.saturating_add(o.media_calls);
+    }
+}
+
+impl LongBucket {
+    fn of(b: &Bucket) -> LongBucket {
+        LongBucket {
+            calls: b.calls(),
+            opaque_flows: b.opaque_flows,
+            media_calls: b.media_calls,
+        }
+    }
+}
+
+impl RingCell for Bucket {
+    fn add(&mut self, o: &Bucket) {
+        Bucket::add(self, o);
+    }
+}
+
 impl Bucket {
     fn add(&mut self, o: &Bucket) {
         self.calls_in = self.calls_in.saturating_add(o.calls_in);
@@ -70,12 +144,12 @@ impl Bucket {
 }
 
 /// A ring of time buckets over a slice: `newest` is the bucket index (time / width) of the newest.
-fn ring_slot<'a>(
-    ring: &'a mut [Bucket],
+fn ring_slot<'a, B: RingCell>(
+    ring: &'a mut [B],
     newest: &mut i64,
     t: i64,
     width: i64,
-) -> Option<&'a mut Bucket> {
+) -> Option<&'a mut B> {
     let n = ring.len() as i64;
     if n == 0 || width <= 0 {
         return None;
@@ -86,7 +160,7 @@ fn ring_slot<'a>(
         for k in 0..steps {
             let i = (idx - k).rem_euclid(n) as usize;
             if let Some(b) = ring.get_mut(i) {
-                *b = Bucket::default();
+                *b = B::default();
             }
         }
         *newest = idx;
@@ -97,8 +171,8 @@ fn ring_slot<'a>(
 }
 
 /// Sum of the buckets covering `(now - window, now]` (whole buckets).
-fn ring_sum(ring: &[Bucket], newest: i64, now: i64, width: i64) -> Bucket {
-    let mut s = Bucket::default();
+fn ring_sum<B: RingCell>(ring: &[B], newest: i64, now: i64, width: i64) -> B {
+    let mut s = B::default();
     let n = ring.len() as i64;
     if n == 0 || width <= 0 {
         return s;
@@ -503,7 +577,7 @@ pub struct Profile {
     /// Medium-window ring (12 buckets) and long-window ring (24 buckets).
     medium: [Bucket; MEDIUM_BUCKETS],
     medium_newest: i64,
-    long: [Bucket; LONG_BUCKETS],
+    long: [LongBucket; LONG_BUCKETS],
     long_newest: i64,
     /// Lifetime totals (saturating).
     pub calls_total: u64,
@@ -563,7 +637,7 @@ impl Profile {
             first_call: None,
             medium: [Bucket::default(); MEDIUM_BUCKETS],
             medium_newest: i64::MIN / 2,
-            long: [Bucket::default(); LONG_BUCKETS],
+            long: [LongBucket::default(); LONG_BUCKETS],
             long_newest: i64::MIN / 2,
             calls_total: 0,
             opaque_total: 0,
@@ -637,7 +711,9 @@ impl Profile {
             f(b);
         }
         if let Some(b) = ring_slot(&mut self.long, &mut self.long_newest, ts, lw) {
-            f(b);
+            let mut d = Bucket::default();
+            f(&mut d);
+            b.add(&LongBucket::of(&d));
         }
     }
 
@@ -645,7 +721,7 @@ impl Profile {
     pub fn window(&self, now: Timestamp, p: &ProfileParams) -> Bucket {
         ring_sum(&self.medium, self.medium_newest, now.0, p.medium_width())
     }
-    pub fn long_window(&self, now: Timestamp, p: &ProfileParams) -> Bucket {
+    pub fn long_window(&self, now: Timestamp, p: &ProfileParams) -> LongBucket {
         ring_sum(&self.long, self.long_newest, now.0, p.long_width())
     }
     /// Sum of the last `k` medium buckets (window/12 each: 5 min by default).
@@ -1390,7 +1466,7 @@ mod tests {
         assert_eq!(w.in_foreign, 10);
         // Two hours later the medium window is empty but the long one still has them.
         assert_eq!(pr.window(t(7800.0), &p).calls_in, 0);
-        assert_eq!(pr.long_window(t(7800.0), &p).calls_in, 10);
+        assert_eq!(pr.long_window(t(7800.0), &p).calls, 10);
         assert_eq!(pr.calls_total, 10);
     }
 

@@ -60,10 +60,20 @@ pub struct DetectionConfig {
     /// Long window for activity figures (24 buckets); a `gateway` verdict also holds this long
     /// after it was last earned. Default 86400 s.
     pub long_window_secs: u32,
-    /// Lines kept; beyond it the least recently active is evicted. Default 1 000 000.
+    /// Lines kept; beyond it the least recently active is evicted if idle long enough
+    /// (`full_table_min_idle_secs`), else the new line is shed. Default 1 000 000.
     pub max_lines: usize,
     /// A line with no event for this long is dropped. Default 604800 s (7 days).
     pub line_idle_secs: u32,
+    /// A full table (`max_lines`) makes room for a new line by evicting its least recently
+    /// active line only when that line has been idle at least this long; else the new line is
+    /// shed (counted), so a burst of new lines cannot push out the lines being watched.
+    /// 0: always evict. Default 600 s.
+    pub full_table_min_idle_secs: u32,
+    /// New lines admitted per second of packet time (a token bucket holding a minute of it);
+    /// beyond it new lines are shed (counted) while known lines keep being tracked. 0: no
+    /// budget. Default 0.
+    pub new_lines_per_sec: u32,
     /// How often (packet time) the engine should call `evaluate`. Default 5 s.
     pub evaluate_every_secs: u32,
     /// Calls and opaque flows tracked as open per line (concurrency). Default 64.
@@ -103,6 +113,8 @@ impl Default for DetectionConfig {
             long_window_secs: 86400,
             max_lines: 1_000_000,
             line_idle_secs: 7 * 86400,
+            full_table_min_idle_secs: 600,
+            new_lines_per_sec: 0,
             evaluate_every_secs: 5,
             max_open_per_line: 64,
             max_accounts_per_line: 32,

@@ -136,6 +136,9 @@ pub struct LineChanges {
 /// rewrite instead (bounds the list under a flood of new lines evicting old ones).
 const MAX_REMOVED: usize = 1 << 20;
 
+/// Shed lines remembered so that each counts once (beyond it, a line may count again).
+const SHED_REMEMBERED: usize = 1 << 16;
+
 /// Counters of the table kept across restarts with its lines.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct TableCounters {
@@ -154,13 +157,72 @@ pub(super) struct Slot {
     next: u32,
 }
 
+/// Slots of a slab in chunks of fixed size: growing never moves (copies) the lines already
+/// held, and the slack is at most one chunk (a `Vec` grown by doubling copies every line
+/// each time and holds up to as much again unused).
+#[derive(Debug)]
+pub(super) struct Slab<T> {
+    chunks: Vec<Vec<T>>,
+    len: usize,
+}
+
+const CHUNK_BITS: u32 = 12;
+const CHUNK: usize = 1 << CHUNK_BITS;
+
+impl<T> Slab<T> {
+    fn new() -> Self {
+        Slab {
+            chunks: Vec::new(),
+            len: 0,
+        }
+    }
+    pub(super) fn len(&self) -> usize {
+        self.len
+    }
+    pub(super) fn get(&self, i: usize) -> Option<&T> {
+        self.chunks.get(i >> CHUNK_BITS)?.get(i & (CHUNK - 1))
+    }
+    pub(super) fn get_mut(&mut self, i: usize) -> Option<&mut T> {
+        self.chunks
+            .get_mut(i >> CHUNK_BITS)?
+            .get_mut(i & (CHUNK - 1))
+    }
+    fn push(&mut self, v: T) {
+        if self.chunks.last().is_none_or(|c| c.len() >= CHUNK) {
+            self.chunks.push(Vec::with_capacity(CHUNK));
+        }
+        if let Some(c) = self.chunks.last_mut() {
+            c.push(v);
+            self.len += 1;
+        }
+    }
+    pub(super) fn iter(&self) -> impl Iterator<Item = &T> {
+        self.chunks.iter().flatten()
+    }
+    /// Slots `from..to` (clamped to the slab).
+    fn range(&self, from: usize, to: usize) -> impl Iterator<Item = &T> {
+        (from..to.min(self.len)).filter_map(|i| self.get(i))
+    }
+}
+
+#[cfg(test)]
+impl<T> std::ops::Index<usize> for Slab<T> {
+    type Output = T;
+    fn index(&self, i: usize) -> &T {
+        match self.get(i) {
+            Some(v) => v,
+            None => panic!("slot {i} out of {}", self.len),
+        }
+    }
+}
+
 /// All line profiles: an LRU-capped table fed events in capture order.
 #[derive(Debug)]
 pub struct LineTable {
     cfg: DetectionConfig,
     pub(super) params: ProfileParams,
     pub(super) index: crate::model::FastMap<IpAddr, u32>,
-    pub(super) slots: Vec<Slot>,
+    pub(super) slots: Slab<Slot>,
     free: Vec<u32>,
     /// Most recently used and least recently used slots.
     head: u32,
@@ -169,6 +231,16 @@ pub struct LineTable {
     evictions: u64,
     idle_evictions: u64,
     events_without_line: u64,
+    /// New lines refused: the table was full of lines active within
+    /// `full_table_min_idle_secs`, or the `new_lines_per_sec` budget was spent.
+    shed_full: u64,
+    shed_rate: u64,
+    /// Lines refused lately (so that a line's later events do not count it again); cleared
+    /// when it holds `SHED_REMEMBERED`.
+    shed_seen: crate::model::FastMap<IpAddr, ()>,
+    /// Admission budget left (lines) and the packet time it was last refilled.
+    admit_tokens: f64,
+    admit_at: Option<Timestamp>,
     /// Offers to lines without a profile (INVITEs they did not take, probes, one-way media):
     /// dropped here, they cost no memory.
     offers_to_unknown_lines: u64,
@@ -183,6 +255,9 @@ pub struct LineTable {
     /// Candidates of lines other engines own (the daemon's other workers): sites are formed over
     /// both sets, so a site spans every worker.
     remote: BTreeMap<IpAddr, (IpAddr, Rhythm)>,
+    /// Lines whose verdict names a site (so that finding those that left one is not a scan of
+    /// every line at every evaluation).
+    sited: std::collections::BTreeSet<IpAddr>,
     /// Change tracking for incremental saving (off unless `track_changes`).
     tracking: bool,
     /// Lines by verdict (normal, suspect, gateway), kept as verdicts change.
@@ -198,7 +273,7 @@ impl LineTable {
             cfg: cfg.clone(),
             params: cfg.profile_params(net),
             index: crate::model::FastMap::default(),
-            slots: Vec::new(),
+            slots: Slab::new(),
             free: Vec::new(),
             head: NIL,
             tail: NIL,
@@ -206,12 +281,18 @@ impl LineTable {
             evictions: 0,
             idle_evictions: 0,
             events_without_line: 0,
+            shed_full: 0,
+            shed_rate: 0,
+            shed_seen: crate::model::FastMap::default(),
+            admit_tokens: 0.0,
+            admit_at: None,
             offers_to_unknown_lines: 0,
             tap_media: false,
             last_eval: Timestamp::default(),
             candidates: BTreeMap::new(),
             candidates_version: 0,
             remote: BTreeMap::new(),
+            sited: std::collections::BTreeSet::new(),
             tracking: false,
             level_counts: [0; 3],
             unsaved: Vec::new(),
@@ -257,6 +338,11 @@ impl LineTable {
             removed: std::mem::take(&mut self.removed),
             resync: std::mem::take(&mut self.resync),
         }
+    }
+
+    /// Lines changed and not yet taken by `take_changes`.
+    pub fn unsaved_lines(&self) -> usize {
+        self.unsaved.len()
     }
 
     /// Every line counts as changed (after a failed save, or to rewrite the store).
@@ -312,6 +398,9 @@ impl LineTable {
         e.unsaved = false;
         let ip = e.ip;
         self.count_level(e.state.level, true);
+        if e.state.site.is_some() {
+            self.sited.insert(ip);
+        }
         let slot = Slot {
             entry: Some(e),
             prev: NIL,
@@ -333,6 +422,13 @@ impl LineTable {
         self.push_front(i);
         // Not marked for re-scoring: the stored verdict stands until the line's next event
         // (re-scoring a million restored lines at once would hold the engine for seconds).
+    }
+
+    /// Room for `n` more lines (up to `max_lines`) without growing (before a restore).
+    pub fn reserve(&mut self, n: usize) {
+        let n = n.min(self.cfg.max_lines.saturating_sub(self.index.len()));
+        self.slots.chunks.reserve(n / CHUNK + 1);
+        self.index.reserve(n);
     }
 
     /// Every line, least recently used first (consumes the table: the migration of a saved
@@ -392,9 +488,7 @@ impl LineTable {
         let end = from.saturating_add(max).min(self.slots.len());
         let keys = self
             .slots
-            .get(from..end)
-            .unwrap_or(&[])
-            .iter()
+            .range(from, end)
             .filter_map(|s| s.entry.as_ref())
             .map(|e| {
                 (
@@ -470,7 +564,70 @@ impl LineTable {
         c.add("lines_idle_removed", self.idle_evictions);
         c.add("events_without_line", self.events_without_line);
         c.add("offers_to_unknown_lines", self.offers_to_unknown_lines);
+        c.add("lines_shed_table_full", self.shed_full);
+        c.add("lines_shed_rate", self.shed_rate);
         c
+    }
+
+    /// New lines shed so far (table full of active lines, or over the admission budget).
+    pub fn lines_shed(&self) -> u64 {
+        self.shed_full + self.shed_rate
+    }
+
+    /// Whether a new line may be created at `ts` (counts it when not): the admission budget,
+    /// then room in the table (evicting a line idle long enough). O(1) but for the eviction.
+    fn admit(&mut self, ip: IpAddr, ts: Timestamp) -> bool {
+        match self.admission(ts) {
+            Ok(()) => true,
+            Err(full) => {
+                if self.shed_seen.len() >= SHED_REMEMBERED {
+                    self.shed_seen.clear();
+                }
+                if self.shed_seen.insert(ip, ()).is_none() {
+                    if full {
+                        self.shed_full += 1;
+                    } else {
+                        self.shed_rate += 1;
+                    }
+                }
+                false
+            }
+        }
+    }
+
+    /// `Err(true)`: the table is full of active lines; `Err(false)`: over the budget.
+    fn admission(&mut self, ts: Timestamp) -> Result<(), bool> {
+        let rate = f64::from(self.cfg.new_lines_per_sec);
+        if rate > 0.0 {
+            let burst = rate * 60.0;
+            let dt = match self.admit_at {
+                Some(at) => (ts.0.saturating_sub(at.0)).max(0) as f64 / 1e6,
+                None => f64::INFINITY,
+            };
+            if self.admit_at.is_none_or(|at| ts > at) {
+                self.admit_at = Some(ts);
+            }
+            self.admit_tokens = (self.admit_tokens + dt * rate).min(burst);
+            if self.admit_tokens < 1.0 {
+                return Err(false);
+            }
+        }
+        let min_idle = i64::from(self.cfg.full_table_min_idle_secs) * 1_000_000;
+        while self.index.len() >= self.cfg.max_lines.max(1) {
+            let idle_enough = self
+                .slots
+                .get(self.tail as usize)
+                .and_then(|s| s.entry.as_ref())
+                .is_some_and(|e| ts.0.saturating_sub(e.profile.last_seen) >= min_idle);
+            if !idle_enough {
+                return Err(true);
+            }
+            self.evict_tail(false);
+        }
+        if rate > 0.0 {
+            self.admit_tokens -= 1.0;
+        }
+        Ok(())
     }
 
     fn unlink(&mut self, i: u32) {
@@ -516,6 +673,7 @@ impl LineTable {
         self.unlink(i);
         if let Some(e) = self.slots.get_mut(i as usize).and_then(|s| s.entry.take()) {
             self.index.remove(&e.ip);
+            self.sited.remove(&e.ip);
             if self.candidates.remove(&e.ip).is_some() {
                 self.candidates_version += 1;
             }
@@ -554,16 +712,16 @@ impl LineTable {
 
     /// The slot of `ip`, created (evicting the least recently used line when full) and moved to
     /// the front.
-    fn slot_for(&mut self, ip: IpAddr, ts: Timestamp) -> u32 {
+    fn slot_for(&mut self, ip: IpAddr, ts: Timestamp) -> Option<u32> {
         if let Some(&i) = self.index.get(&ip) {
             if self.head != i {
                 self.unlink(i);
                 self.push_front(i);
             }
-            return i;
+            return Some(i);
         }
-        while self.index.len() >= self.cfg.max_lines.max(1) {
-            self.evict_tail(false);
+        if !self.admit(ip, ts) {
+            return None;
         }
         let entry = LineEntry {
             ip,
@@ -579,13 +737,6 @@ impl LineTable {
                 i
             }
             None => {
-                if self.slots.len() == self.slots.capacity() {
-                    // Grow by a quarter (not double): at a million lines the slack is the
-                    // largest memory cost after the profiles themselves.
-                    let room = self.cfg.max_lines.saturating_sub(self.slots.len());
-                    self.slots
-                        .reserve_exact((self.slots.len() / 4).max(64).min(room.max(1)));
-                }
                 self.slots.push(Slot {
                     entry: Some(entry),
                     prev: NIL,
@@ -596,7 +747,7 @@ impl LineTable {
         };
         self.index.insert(ip, i);
         self.push_front(i);
-        i
+        Some(i)
     }
 
     /// Feeds one event (capture order).
@@ -639,7 +790,10 @@ impl LineTable {
             Event::Probe(_) => false,
         };
         let i = if own {
-            self.slot_for(ip, ts)
+            match self.slot_for(ip, ts) {
+                Some(i) => i,
+                None => return,
+            }
         } else {
             match self.index.get(&ip) {
                 Some(&i) => i,
@@ -756,17 +910,11 @@ impl LineTable {
             }
         }
         // Lines that left a site.
-        let left: Vec<u32> = self
-            .index
+        let left = self
+            .sited
             .iter()
-            .filter(|(ip, _)| !sites.contains_key(ip))
-            .filter_map(|(_, &i)| {
-                let e = self.slots.get(i as usize)?.entry.as_ref()?;
-                e.state.site.is_some().then_some(i)
-            })
-            .collect();
-        // (Only candidates can hold a site, so this scan is over a small set in practice; it
-        // is kept simple rather than indexed.)
+            .filter(|ip| !sites.contains_key(*ip))
+            .filter_map(|ip| self.index.get(ip).copied());
         todo.extend(left);
         todo.sort_unstable();
         todo.dedup();
@@ -867,6 +1015,11 @@ impl LineTable {
         let (old, new) = (prev.level, st.level);
         let e = self.slots.get_mut(i as usize)?.entry.as_mut()?;
         e.state = st;
+        if e.state.site.is_some() {
+            self.sited.insert(e.ip);
+        } else {
+            self.sited.remove(&e.ip);
+        }
         let v = changed.then(|| verdict_of(e));
         if old != new {
             self.count_level(old, false);
@@ -921,7 +1074,7 @@ impl LineTable {
             calls_internal: w.calls_internal.into(),
             calls_in_foreign: w.in_foreign.into(),
             calls_last_short_window: p.short_window(now, &self.params).calls(),
-            calls_last_long_window: l.calls() + u32::from(l.opaque_flows),
+            calls_last_long_window: l.calls + u32::from(l.opaque_flows),
             answered_in: w.in_answered.into(),
             ended_in: w.in_ended.into(),
             taken_in: w.in_taken.into(),
@@ -1096,6 +1249,9 @@ impl<'de> Deserialize<'de> for LineTable {
             e.state.dirty = false;
             let ip = e.ip;
             t.count_level(e.state.level, true);
+            if e.state.site.is_some() {
+                t.sited.insert(ip);
+            }
             t.slots.push(Slot {
                 entry: Some(e),
                 prev: NIL,

@@ -357,6 +357,7 @@ fn feed(t: &mut LineTable, ev: &[Event]) {
 fn lru_evicts_least_recent_line_and_counts() {
     let c = DetectionConfig {
         max_lines: 2,
+        full_table_min_idle_secs: 0,
         ..cfg()
     };
     let mut t = LineTable::new(&c, &net());
@@ -537,6 +538,7 @@ fn config_defaults_validate_and_reject_nonsense() {
 fn change_tracking_lists_changed_and_evicted_lines_once_and_restores_them() {
     let mut c = cfg();
     c.max_lines = 2;
+    c.full_table_min_idle_secs = 0;
     let mut t = LineTable::new(&c, &net());
     t.track_changes();
     let lines: Vec<IpAddr> = (1..=3u8).map(|i| IpAddr::from([10, 0, 0, i])).collect();
@@ -578,4 +580,66 @@ fn change_tracking_lists_changed_and_evicted_lines_once_and_restores_them() {
     assert!(u.take_changes(10).changed.is_empty());
     u.mark_all_unsaved();
     assert_eq!(u.take_changes(10).changed, vec![lines[2]]);
+}
+
+#[test]
+fn a_full_table_sheds_new_lines_and_keeps_its_active_ones() {
+    let c = DetectionConfig {
+        max_lines: 3,
+        full_table_min_idle_secs: 600,
+        ..cfg()
+    };
+    let mut t = LineTable::new(&c, &net());
+    let reg = |t: &mut LineTable, ip: IpAddr, at: f64| {
+        let mut b = Builder::new(ip, 1);
+        b.register("4930@voip.example", peer(synth::PROVIDER), at, 3600);
+        feed(t, &b.finish());
+    };
+    let known: Vec<IpAddr> = (1..=3u8).map(|i| IpAddr::from([10, 0, 0, i])).collect();
+    for (k, ip) in known.iter().enumerate() {
+        reg(&mut t, *ip, k as f64);
+    }
+    // A burst of 50 new lines, each registering twice: shed, each counted once.
+    for round in 0..2 {
+        for i in 0..50u8 {
+            reg(&mut t, IpAddr::from([10, 1, 0, i]), 10.0 + f64::from(round));
+        }
+    }
+    assert_eq!(t.len(), 3);
+    assert_eq!(t.lines_shed(), 50);
+    assert_eq!(t.counters().get("lines_shed_table_full"), 50);
+    assert_eq!(t.evictions(), 0);
+    // Known lines keep being tracked.
+    reg(&mut t, known[0], 20.0);
+    assert_eq!(t.entry(known[0]).map(|e| e.last_seen()), Some(at(20.0).0));
+    // Once the least recently active line has been idle long enough, a new line takes its place.
+    reg(&mut t, IpAddr::from([10, 2, 0, 1]), 1000.0);
+    assert_eq!(t.len(), 3);
+    assert_eq!(t.evictions(), 1);
+    assert!(t.entry(known[1]).is_none());
+}
+
+#[test]
+fn new_lines_over_the_admission_budget_are_shed() {
+    let c = DetectionConfig {
+        new_lines_per_sec: 1,
+        ..cfg()
+    };
+    let mut t = LineTable::new(&c, &net());
+    // The bucket holds a minute of budget: 60 lines at once, the other 40 shed.
+    for i in 0..100u8 {
+        let mut b = Builder::new(IpAddr::from([10, 3, 0, i]), 1);
+        b.register("4930@voip.example", peer(synth::PROVIDER), 5.0, 3600);
+        feed(&mut t, &b.finish());
+    }
+    assert_eq!(t.len(), 60);
+    assert_eq!(t.counters().get("lines_shed_rate"), 40);
+    // Ten seconds later, ten more.
+    for i in 0..20u8 {
+        let mut b = Builder::new(IpAddr::from([10, 4, 0, i]), 1);
+        b.register("4930@voip.example", peer(synth::PROVIDER), 15.0, 3600);
+        feed(&mut t, &b.finish());
+    }
+    assert_eq!(t.len(), 70);
+    assert_eq!(t.lines_shed(), 50);
 }
