@@ -458,6 +458,41 @@ mod tests {
     }
 
     #[test]
+    fn threat_events_are_those_the_threat_table_reads_and_round_trip() {
+        use simboxd_core::model::ProbeMethod;
+        let net = simboxd_core::config::NetworkConfig::default();
+        let tolls = vec!["00".to_string(), "+".to_string()];
+        let probe = |peer: &str| {
+            Event::Probe(Box::new(ProbeRecord {
+                peer: peer.parse().unwrap(),
+                line: "10.1.0.1".parse().unwrap(),
+                method: ProbeMethod::Options,
+                request_user: Some("100".into()),
+                to_user: None,
+                user_agent: Some("friendly-scanner".into()),
+                time: simboxd_core::model::Timestamp(1_700_000_000_000_000),
+                status: None,
+            }))
+        };
+        let outside = ThreatEvent::of(&probe("203.0.113.10:5060"), &net, &tolls).unwrap();
+        assert_eq!(outside.peer(), Some("203.0.113.10".parse().unwrap()));
+        // A request from a home address is no attack from outside.
+        assert!(ThreatEvent::of(&probe("10.1.0.2:5060"), &net, &tolls).is_none());
+        let json = serde_json::to_string(&ThreatEventsMsg {
+            sensor: "tap-a".into(),
+            events: vec![outside.clone()],
+        })
+        .unwrap();
+        assert!(json.contains("\"probe\""), "{json}");
+        let back: ThreatEventsMsg = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.events, vec![outside.clone()]);
+        assert_eq!(
+            back.events[0].clone().into_event(),
+            probe("203.0.113.10:5060")
+        );
+    }
+
+    #[test]
     fn bad_values_are_located() {
         let e =
             crate::config::Config::parse("[stream]\nurl = \"http://x\"\n", "s.toml").unwrap_err();
