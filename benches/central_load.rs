@@ -6,6 +6,9 @@
 //! the stream first, then the central is started and timed until its metrics count them all.
 //! Without `--bench` (`cargo test --all-targets`) it is a smoke run on a few hundred messages.
 
+#[path = "../tests/common/nats.rs"]
+mod nats;
+
 use simboxd_core::config::NetworkConfig;
 use simboxd_core::detect::synth::{self, GatewaySpec};
 use simboxd_core::detect::{DetectionConfig, LineEvidence, LineTable};
@@ -59,28 +62,12 @@ fn main() {
         .unwrap_or(if full { 20_000 } else { 200 });
     let alerts = lines / 4;
     let sensors = 4;
-    if Command::new("nats-server")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("central_load: nats-server is not installed (scripts/setup.sh): skipped");
+    if !nats::available() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut nats = Command::new("nats-server")
-        .args(["-js", "-sd"])
-        .arg(dir.path().join("nats"))
-        .args(["-p", &port.to_string(), "-a", "127.0.0.1"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let url = format!("nats://127.0.0.1:{port}");
+    let mut nats = nats::NatsServer::start(&dir.path().join("nats"), free_port());
+    let url = nats.url();
 
     // Publish: evidence of `lines` lines (4 per premises sharing a peer), over `sensors`
     // sensors, and `alerts` sensor alerts.
@@ -219,6 +206,5 @@ fn main() {
         nix::sys::signal::Signal::SIGTERM,
     );
     let _ = central.wait();
-    let _ = nats.kill();
-    let _ = nats.wait();
+    nats.stop();
 }

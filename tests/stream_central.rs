@@ -5,15 +5,16 @@
 //! alert still reaches the central, and the stream holds each exactly once.
 
 mod daemon_common;
-mod stream_common;
+#[path = "common/nats.rs"]
+mod nats;
 
 use daemon_common::{free_port, http_get, parse_prometheus, sample, Daemon, TOKEN};
+use nats::{available, read_stream, NatsServer};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
-use stream_common::{available, read_stream, NatsServer};
 
 const DETECTION: &str = "[detection]\nsite_min_lines = 3\nevaluate_every_secs = 5\n";
 

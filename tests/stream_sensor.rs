@@ -4,14 +4,15 @@
 //! in the order the outboxes hold them.
 
 mod daemon_common;
-mod stream_common;
+#[path = "common/nats.rs"]
+mod nats;
 
 use daemon_common::{free_port, http_get, Daemon, TOKEN};
+use nats::{available, read_stream, NatsServer};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
-use stream_common::{available, read_stream, NatsServer};
 
 fn sensor_config(dir: &Path, api: SocketAddr, nats: &str, sensor: &str) -> std::path::PathBuf {
     let p = dir.join(format!("{sensor}.toml"));

@@ -512,6 +512,56 @@ impl Outbox {
         delivered: &[String],
     ) -> Result<bool, OutboxError> {
         let txn = d.begin_write().map_err(db)?;
+        let fresh = Self::store_in(&txn, config, alert, targets, delivered)?;
+        if fresh {
+            txn.commit().map_err(db)?;
+        }
+        Ok(fresh)
+    }
+
+    /// Stores `alerts` (pending for every target) in one transaction: one disk sync for a batch
+    /// (the central's). Returns how many were new; on a write failure every one is held in
+    /// memory as `enqueue` holds one.
+    pub fn enqueue_batch(&self, alerts: &[Alert]) -> Result<usize, OutboxError> {
+        if alerts.is_empty() {
+            return Ok(0);
+        }
+        let held = || -> Result<usize, OutboxError> {
+            let mut n = 0;
+            for a in alerts {
+                n += usize::from(self.hold(a)?);
+            }
+            Ok(n)
+        };
+        if self.is_broken() && !self.maintain() {
+            return held();
+        }
+        let targets = self.targets();
+        let stored = self.with_db(|d| {
+            let txn = d.begin_write().map_err(db)?;
+            let mut n = 0;
+            for a in alerts {
+                n += usize::from(Self::store_in(&txn, &self.config, a, &targets, &[])?);
+            }
+            txn.commit().map_err(db)?;
+            Ok(n)
+        });
+        match stored {
+            Err(e @ (OutboxError::Db(_) | OutboxError::Closed)) => {
+                self.write_failed(&e);
+                held()
+            }
+            other => other,
+        }
+    }
+
+    fn store_in(
+        txn: &redb::WriteTransaction,
+        config: &StorageConfig,
+        alert: &Alert,
+        targets: &[String],
+        delivered: &[String],
+    ) -> Result<bool, OutboxError> {
         {
             let mut keys = txn.open_table(KEYS).map_err(db)?;
             if keys
@@ -580,7 +630,6 @@ impl Outbox {
                     .map_err(db)?;
             }
         }
-        txn.commit().map_err(db)?;
         Ok(true)
     }
 

@@ -228,8 +228,13 @@ fn merged_verdict(
     }
 }
 
+/// Packet seconds a site must stay dissolved before it is cleared: the members' evidence arrives
+/// line by line and sensor by sensor, so a site can miss a member between two summaries; one
+/// that re-forms within this is the same episode (updated, not cleared and raised again).
+pub const SITE_CLEAR_SECS: f64 = 300.0;
+
 /// Lifecycle of site alerts: raised when a site forms, updated when its members change, cleared
-/// when it dissolves. Ids are stable per site name and start.
+/// when it has stayed dissolved for `SITE_CLEAR_SECS`. Ids are stable per site name and start.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct SiteAlerts {
     open: BTreeMap<String, SiteEpisode>,
@@ -242,6 +247,9 @@ struct SiteEpisode {
     first_seen: Timestamp,
     lines: BTreeSet<IpAddr>,
     peer: IpAddr,
+    /// Packet time the site was first found dissolved (cleared `SITE_CLEAR_SECS` later).
+    #[serde(default)]
+    missing_since: Option<Timestamp>,
 }
 
 impl SiteAlerts {
@@ -259,12 +267,17 @@ impl SiteAlerts {
         use crate::alert::AlertState;
         let mut out = Vec::new();
         let names: BTreeSet<&str> = sites.iter().map(|s| s.name.as_str()).collect();
-        let gone: Vec<String> = self
-            .open
-            .keys()
-            .filter(|k| !names.contains(k.as_str()))
-            .cloned()
-            .collect();
+        let mut gone = Vec::new();
+        for (name, ep) in self.open.iter_mut() {
+            if names.contains(name.as_str()) {
+                ep.missing_since = None;
+                continue;
+            }
+            let since = *ep.missing_since.get_or_insert(now);
+            if now.secs_since(since) >= SITE_CLEAR_SECS {
+                gone.push(name.clone());
+            }
+        }
         for name in gone {
             if let Some(mut ep) = self.open.remove(&name) {
                 ep.seq += 1;
@@ -306,6 +319,7 @@ impl SiteAlerts {
                             first_seen: now,
                             lines: members,
                             peer: s.peer,
+                            missing_since: None,
                         },
                     );
                     AlertState::Raised
@@ -486,7 +500,12 @@ mod tests {
         assert_eq!(raised[0].kind, crate::alert::AlertKind::Site);
         assert_eq!(raised[0].lines.len(), 4);
         assert!(sa.update(&sites, &verdicts, now).is_empty());
-        let cleared = sa.update(&[], &verdicts, now);
+        // Dissolved for a moment: nothing; back within SITE_CLEAR_SECS: the same episode.
+        assert!(sa.update(&[], &verdicts, now).is_empty());
+        let later = now.plus_secs(SITE_CLEAR_SECS / 2.0);
+        assert!(sa.update(&sites, &verdicts, later).is_empty());
+        assert!(sa.update(&[], &verdicts, later).is_empty());
+        let cleared = sa.update(&[], &verdicts, later.plus_secs(SITE_CLEAR_SECS));
         assert_eq!(cleared[0].state, crate::alert::AlertState::Cleared);
         assert_eq!(cleared[0].id, raised[0].id);
     }

@@ -1,7 +1,9 @@
-//! `simboxd central`: consumes every sensor's alerts and line evidence from NATS JetStream
-//! through one durable pull consumer, merges the evidence of a line seen by several sensors,
-//! forms sites across sensors with the core's site rule and raises alerts through the same
-//! pipeline as a sensor (outbox, syslog, webhook, the HTTP API).
+//! `simboxd central`: consumes every sensor's alerts, line evidence and threat events from NATS
+//! JetStream through one durable pull consumer, merges the evidence of a line seen by several
+//! sensors, forms sites across sensors with the core's site rule, feeds every sensor's threat
+//! events to one threat table (so a peer sweeping lines behind two taps is one scan with all its
+//! targets) and raises alerts through the same pipeline as a sensor (outbox, syslog, webhook,
+//! the HTTP API).
 //!
 //! Contract: a message is acknowledged only after what it changed is committed to the state
 //! file (`[central] state_path`, redb) and the alerts it caused to the outbox; a crash before
@@ -35,6 +37,9 @@ pub struct CentralConfig {
     pub batch: usize,
     /// Seconds JetStream waits for an ack before redelivering a message.
     pub ack_wait_secs: u32,
+    /// Threat events of all sensors kept in the state file (the threat table is rebuilt from
+    /// them at start); beyond it the oldest go (counted).
+    pub max_threat_events: u64,
 }
 
 impl Default for CentralConfig {
@@ -46,6 +51,7 @@ impl Default for CentralConfig {
             line_idle_secs: 7 * 86_400,
             batch: 512,
             ack_wait_secs: 30,
+            max_threat_events: 200_000,
         }
     }
 }
@@ -88,6 +94,12 @@ impl CentralConfig {
             return Err(Invalid::new(
                 "ack_wait_secs",
                 "central.ack_wait_secs must be between 1 and 3600".into(),
+            ));
+        }
+        if !(1_000..=100_000_000).contains(&self.max_threat_events) {
+            return Err(Invalid::new(
+                "max_threat_events",
+                "central.max_threat_events must be between 1000 and 100000000".into(),
             ));
         }
         if self.line_idle_secs < 60 {

@@ -9,10 +9,11 @@ use crate::alert::{Alert, AlertManager};
 use crate::config::Config;
 use crate::daemon::http::{Api, ApiSource, TokenCheck};
 use crate::daemon::metrics::{Exposition, Kind};
-use crate::stream::{parse_subject, Kind as Subject, LineEvidenceMsg};
+use crate::stream::{parse_subject, Kind as Subject, LineEvidenceMsg, ThreatEventsMsg};
 use anyhow::Context;
 use futures_util::StreamExt;
 use simboxd_core::model::{LineVerdict, Timestamp, VerdictLevel};
+use simboxd_core::threats::ThreatTable;
 use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -31,17 +32,37 @@ struct State {
     /// Packet time: the newest evaluation any sensor reported.
     now: Timestamp,
     sensor_alerts: VecDeque<(String, Alert)>,
+    /// Every sensor's threat events, in the order consumed (rebuilt from the state file).
+    threats: ThreatTable,
 }
+
+/// Subject kinds in the order of `Stats::messages`.
+const KINDS: [Subject; 4] = [
+    Subject::Alerts,
+    Subject::Lines,
+    Subject::Calls,
+    Subject::Threats,
+];
 
 #[derive(Default)]
 struct Stats {
-    messages: [AtomicU64; 3],
+    messages: [AtomicU64; 4],
     sensor_alerts_new: AtomicU64,
     sensor_alerts_duplicate: AtomicU64,
+    threat_chunks_duplicate: AtomicU64,
     malformed: AtomicU64,
     batches: AtomicU64,
-    alerts_made: AtomicU64,
+    /// Alerts made, by kind (`AlertKind` order: line, site, threat, compromised_pbx).
+    alerts_made: [AtomicU64; 4],
     store_errors: AtomicU64,
+    acked: AtomicU64,
+    ack_errors: AtomicU64,
+    /// Messages delivered more than once (after a crash, an ack lost or ack_wait passed).
+    redelivered: AtomicU64,
+    /// Messages the server still holds for the consumer after the last batch, and how old the
+    /// last one consumed was (publish to consume, milliseconds).
+    lag_messages: AtomicU64,
+    lag_millis: AtomicU64,
 }
 
 pub struct Central {
@@ -53,6 +74,7 @@ pub struct Central {
     stats: Stats,
     connected: AtomicBool,
     started: Instant,
+    privacy: crate::privacy::Pseudonymizer,
 }
 
 /// Waits for the state file (another instance holding it: stand by), or `None` when stopped.
@@ -116,6 +138,16 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         .manager
         .unwrap_or_else(|| AlertManager::new(cfg.alert.clone()));
     manager.set_config(cfg.alert.clone());
+    let privacy =
+        crate::privacy::Pseudonymizer::from_config(&cfg.privacy).context("[privacy] key")?;
+    // The threat table from the events kept: what it found then was alerted then (the alert
+    // episodes are in the manager), so the findings of the replay are not alerted again.
+    let mut threats = ThreatTable::new(&cfg.threats, &cfg.network);
+    let replayed = loaded.threat_events.len();
+    for e in loaded.threat_events {
+        threats.on_event(&e.into_event());
+    }
+    let _ = threats.take_changes();
     let correlator = loaded.correlator;
     let (verdicts, sites) = correlator.evaluate(&cfg.detection);
     let now = verdicts
@@ -132,6 +164,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             site_alerts: loaded.sites.unwrap_or_default(),
             now,
             sensor_alerts: VecDeque::new(),
+            threats,
         }),
         store,
         outbox: outbox.clone(),
@@ -143,8 +176,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         stats: Stats::default(),
         connected: AtomicBool::new(false),
         started: Instant::now(),
+        privacy,
         cfg: cfg.clone(),
     });
+    tracing::info!(threat_events = replayed, "threat table rebuilt");
 
     let http_stop = Arc::new(tokio::sync::Notify::new());
     let http_task = if cfg.http.enabled {
@@ -228,7 +263,11 @@ async fn consume(central: &Arc<Central>, stop: &AtomicBool) {
             Ok(c) => c,
             Err(e) => {
                 if failures == 0 {
-                    tracing::warn!(error = %e, "NATS not reachable: retrying");
+                    if matches!(e, crate::stream::StreamError::Auth(..)) {
+                        tracing::error!(error = %e, "NATS refused the central: retrying");
+                    } else {
+                        tracing::warn!(error = %e, "NATS not reachable: retrying");
+                    }
                 }
                 failures += 1;
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -267,6 +306,21 @@ async fn consume(central: &Arc<Central>, stop: &AtomicBool) {
             if got.is_empty() {
                 continue;
             }
+            for m in &got {
+                if m.info().is_ok_and(|i| i.delivered > 1) {
+                    central.stats.redelivered.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            if let Some(i) = got.last().and_then(|m| m.info().ok()) {
+                let st = &central.stats;
+                st.lag_messages.store(i.pending, Ordering::Relaxed);
+                let now_ns = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as i128);
+                let age_ns = now_ns - i.published.unix_timestamp_nanos();
+                st.lag_millis
+                    .store((age_ns.max(0) / 1_000_000) as u64, Ordering::Relaxed);
+            }
             let parsed: Vec<(String, Subject, Vec<u8>)> = got
                 .iter()
                 .filter_map(|m| {
@@ -283,11 +337,21 @@ async fn consume(central: &Arc<Central>, stop: &AtomicBool) {
             let applied = tokio::task::spawn_blocking(move || c.apply(parsed)).await;
             match applied {
                 Ok(Ok(())) => {
+                    // Committed: acknowledge the batch (a lost ack is a redelivery, applied as
+                    // a duplicate that changes nothing).
+                    let mut failed = 0u64;
                     for m in &got {
                         if let Err(e) = m.ack().await {
-                            tracing::warn!(error = %e, "ack failed: the message will be redelivered");
+                            if failed == 0 {
+                                tracing::warn!(error = %e, "ack failed: the message will be redelivered");
+                            }
+                            failed += 1;
                         }
                     }
+                    let st = &central.stats;
+                    st.acked
+                        .fetch_add(got.len() as u64 - failed, Ordering::Relaxed);
+                    st.ack_errors.fetch_add(failed, Ordering::Relaxed);
                     central.stats.batches.fetch_add(1, Ordering::Relaxed);
                     if let Ok(d) = central.delivery.lock() {
                         if let Some(d) = d.as_ref() {
@@ -318,13 +382,15 @@ impl Central {
         // Sensor alerts: new keys only (redeliveries and replays are counted, not applied).
         let mut alerts_in: Vec<(String, Alert)> = Vec::new();
         let mut evidence_changed = false;
+        // Threat-event chunks: (key, sensor, events); applied below once their keys are
+        // known to be new.
+        let mut chunks: Vec<(String, ThreatEventsMsg)> = Vec::new();
         for (sensor, kind, payload) in &batch {
-            let idx = match kind {
-                Subject::Alerts => 0,
-                Subject::Lines => 1,
-                Subject::Calls => 2,
-            };
-            if let Some(c) = self.stats.messages.get(idx) {
+            if let Some(c) = KINDS
+                .iter()
+                .position(|k| k == kind)
+                .and_then(|i| self.stats.messages.get(i))
+            {
                 c.fetch_add(1, Ordering::Relaxed);
             }
             match kind {
@@ -352,10 +418,41 @@ impl Central {
                         self.stats.malformed.fetch_add(1, Ordering::Relaxed);
                     }
                 },
+                Subject::Threats => match serde_json::from_slice::<ThreatEventsMsg>(payload) {
+                    Ok(m) if m.sensor == *sensor => {
+                        let key = format!("{sensor}:threats:{}", hash_hex(payload));
+                        chunks.push((key, m));
+                    }
+                    _ => {
+                        self.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                    }
+                },
                 // Call records are for other consumers of the stream; the central counts them.
                 Subject::Calls => {}
             }
         }
+        let chunk_keys: Vec<String> = chunks.iter().map(|(k, _)| k.clone()).collect();
+        let chunk_counts = self.store.chunk_counts(&chunk_keys)?;
+        let mut threat_now = Timestamp::default();
+        for ((key, m), before) in chunks.into_iter().zip(chunk_counts) {
+            let n = changes.chunks.get(&key).copied().unwrap_or(before);
+            changes.chunks.insert(key, n + 1);
+            if n > 0 {
+                self.stats
+                    .threat_chunks_duplicate
+                    .fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            for e in m.events {
+                changes
+                    .threat_events
+                    .push(serde_json::to_vec(&e).unwrap_or_default());
+                let ev = e.into_event();
+                threat_now = threat_now.max(event_time(&ev));
+                st.threats.on_event(&ev);
+            }
+        }
+        changes.max_threat_events = self.cfg.central.max_threat_events;
         let keys: Vec<String> = alerts_in
             .iter()
             .map(|(_, a)| a.idempotency_key.clone())
@@ -395,7 +492,14 @@ impl Central {
             st.verdicts = verdicts;
             st.sites = sites;
         }
+        if !changes.threat_events.is_empty() {
+            st.now = st.now.max(threat_now);
+        }
         let now = st.now;
+        st.threats.expire(now);
+        for t in st.threats.take_changes() {
+            alerts.extend(st.manager.on_threat(&t, now, &self.privacy));
+        }
         alerts.extend(st.manager.expire(now));
         for a in &alerts {
             tracing::warn!(
@@ -407,11 +511,12 @@ impl Central {
                 score = a.score,
                 "alert"
             );
-            self.outbox.enqueue(a)?;
+            if let Some(c) = self.stats.alerts_made.get(kind_index(a.kind)) {
+                c.fetch_add(1, Ordering::Relaxed);
+            }
         }
-        self.stats
-            .alerts_made
-            .fetch_add(alerts.len() as u64, Ordering::Relaxed);
+        // One transaction for the batch's alerts, then one for the state; acks follow.
+        self.outbox.enqueue_batch(&alerts)?;
         if !alerts.is_empty() || evidence_changed {
             changes.manager = serde_json::to_vec(&st.manager).ok();
             changes.sites = serde_json::to_vec(&st.site_alerts).ok();
@@ -423,6 +528,33 @@ impl Central {
     /// Sensor alert keys received and how often each arrived.
     pub fn received(&self, limit: usize) -> Vec<(String, u64)> {
         self.store.received(limit).unwrap_or_default()
+    }
+}
+
+fn kind_index(k: crate::alert::AlertKind) -> usize {
+    use crate::alert::AlertKind;
+    match k {
+        AlertKind::Line => 0,
+        AlertKind::Site => 1,
+        AlertKind::Threat => 2,
+        AlertKind::CompromisedPbx => 3,
+    }
+}
+
+/// 16 hex digits of SHA-256: the key a threat-event chunk is remembered by.
+fn hash_hex(b: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(b).get(..8).unwrap_or(&[]))
+}
+
+/// Packet time of a threat event.
+fn event_time(e: &simboxd_core::model::Event) -> Timestamp {
+    use simboxd_core::model::Event;
+    match e {
+        Event::Probe(p) => p.time,
+        Event::Registration(r) => r.time,
+        Event::CallEnded(c) => c.end.unwrap_or(c.start),
+        _ => Timestamp::default(),
     }
 }
 
@@ -440,29 +572,7 @@ fn rank(v: &LineVerdict) -> (VerdictLevel, f64) {
 
 impl ApiSource for Central {
     fn alerts(&self, limit: usize, offset: usize, state: Option<&str>) -> serde_json::Value {
-        let scan = if state.is_some() {
-            1000
-        } else {
-            limit.saturating_add(offset)
-        };
-        let entries = match self.outbox.list(scan) {
-            Ok(e) => e,
-            Err(e) => return serde_json::json!({ "alerts": [], "error": e.to_string() }),
-        };
-        let alerts: Vec<serde_json::Value> = entries
-            .into_iter()
-            .filter(|e| state.is_none_or(|s| e.alert.state.as_str() == s))
-            .skip(offset)
-            .take(limit)
-            .map(|e| {
-                let mut v = serde_json::to_value(&e.alert).unwrap_or_default();
-                if let Some(o) = v.as_object_mut() {
-                    o.insert("pending".into(), serde_json::json!(e.pending));
-                }
-                v
-            })
-            .collect();
-        serde_json::json!({ "alerts": alerts, "total": self.outbox.len().unwrap_or(0) })
+        crate::daemon::http::alert_listing(&self.outbox, limit, offset, state)
     }
 
     fn lines(&self, limit: usize, offset: usize) -> serde_json::Value {
@@ -510,6 +620,20 @@ impl ApiSource for Central {
         }))
     }
 
+    fn threats(&self, limit: usize, offset: usize) -> serde_json::Value {
+        let Ok(st) = self.state.lock() else {
+            return serde_json::json!({ "threats": [], "total": 0 });
+        };
+        let mut all = st.threats.threats();
+        drop(st);
+        for t in &mut all {
+            self.privacy.threat(t);
+        }
+        let total = all.len();
+        let page: Vec<_> = all.into_iter().skip(offset).take(limit).collect();
+        serde_json::json!({ "threats": page, "total": total, "offset": offset })
+    }
+
     fn metrics(&self) -> String {
         let s = &self.stats;
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
@@ -536,7 +660,50 @@ impl ApiSource for Central {
                 (vec![("kind", "alerts".into())], msg(0)),
                 (vec![("kind", "lines".into())], msg(1)),
                 (vec![("kind", "calls".into())], msg(2)),
+                (vec![("kind", "threats".into())], msg(3)),
             ],
+        );
+        m.single(
+            "simboxd_central_acked_total",
+            Kind::Counter,
+            "Messages acknowledged after their batch was committed.",
+            load(&s.acked),
+        );
+        m.single(
+            "simboxd_central_ack_errors_total",
+            Kind::Counter,
+            "Acks that could not be sent (the message is redelivered and applied as a duplicate).",
+            load(&s.ack_errors),
+        );
+        m.single(
+            "simboxd_central_redelivered_total",
+            Kind::Counter,
+            "Messages JetStream delivered more than once.",
+            load(&s.redelivered),
+        );
+        m.single(
+            "simboxd_central_lag_messages",
+            Kind::Gauge,
+            "Messages the server still held for the durable consumer after the last batch.",
+            load(&s.lag_messages),
+        );
+        m.single(
+            "simboxd_central_lag_seconds",
+            Kind::Gauge,
+            "Age of the last message consumed (from its arrival at the server).",
+            load(&s.lag_millis) / 1000.0,
+        );
+        m.single(
+            "simboxd_central_threat_chunks_duplicate_total",
+            Kind::Counter,
+            "Threat-event chunks received again after being applied (dropped).",
+            load(&s.threat_chunks_duplicate),
+        );
+        m.single(
+            "simboxd_central_threat_events_dropped_total",
+            Kind::Counter,
+            "Threat events dropped from the state file to stay within [central] max_threat_events.",
+            self.store.threat_events_dropped() as f64,
         );
         m.family(
             "simboxd_central_sensor_alerts_total",
@@ -568,11 +735,16 @@ impl ApiSource for Central {
             "Batches whose state could not be committed (left unacknowledged).",
             load(&s.store_errors),
         );
-        m.single(
+        let made = |i: usize| s.alerts_made.get(i).map_or(0.0, load);
+        m.family(
             "simboxd_alerts_made_total",
             Kind::Counter,
-            "Alert records the central made.",
-            load(&s.alerts_made),
+            "Alert records the central made (raised, updated, cleared), by alert type.",
+            ["line", "site", "threat", "compromised_pbx"]
+                .iter()
+                .enumerate()
+                .map(|(i, k)| (vec![("type", (*k).into())], made(i)))
+                .collect(),
         );
         if let Ok(st) = self.state.lock() {
             m.single(
@@ -586,6 +758,22 @@ impl ApiSource for Central {
                 Kind::Gauge,
                 "Sites formed across sensors.",
                 st.sites.len() as f64,
+            );
+            let (peers, findings) = {
+                let sizes = st.threats.table_sizes();
+                (sizes[0].1, sizes[1].1)
+            };
+            m.single(
+                "simboxd_central_threat_peers",
+                Kind::Gauge,
+                "Attacking peers the central's threat table tracks (all sensors).",
+                peers as f64,
+            );
+            m.single(
+                "simboxd_central_threat_findings",
+                Kind::Gauge,
+                "Findings of peers no longer tracked, kept for the API.",
+                findings as f64,
             );
             m.single(
                 "simboxd_central_line_evictions_total",

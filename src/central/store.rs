@@ -1,6 +1,8 @@
-//! The central's state file (redb): line views per sensor, the sensor alerts received (by
-//! idempotency key, with how often each arrived) and the alert episodes. One transaction per
-//! fetched batch, committed before the batch is acknowledged.
+//! The central's state file (redb): line views per sensor, the sensor alerts and threat-event
+//! chunks received (by key, with how often each arrived), the threat events themselves (the
+//! threat table is rebuilt from them at start; the newest `max_threat_events` are kept) and the
+//! alert episodes. One transaction per fetched batch, committed before the batch is
+//! acknowledged.
 
 use super::correlate::{Correlator, LineViews, SiteAlerts};
 use crate::alert::AlertManager;
@@ -15,6 +17,12 @@ const LINES: TableDefinition<&str, &[u8]> = TableDefinition::new("lines");
 const RECEIVED: TableDefinition<&str, u64> = TableDefinition::new("received");
 /// `manager`, `sites` (JSON).
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// Threat-event chunk key (`<sensor>:threats:<hash>`) -> times received.
+const CHUNKS: TableDefinition<&str, u64> = TableDefinition::new("threat_chunks");
+/// Sequence -> one threat event (`stream::ThreatEvent` as JSON), in the order applied.
+const THREAT_EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("threat_events");
+/// `next_threat_event`, `threat_events_dropped`.
+const COUNTS: TableDefinition<&str, u64> = TableDefinition::new("counts");
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -40,8 +48,14 @@ pub struct Store {
 pub struct Changes {
     pub lines: BTreeMap<IpAddr, Option<LineViews>>,
     pub received: BTreeMap<String, u64>,
+    /// Threat-event chunk keys and how often each arrived.
+    pub chunks: BTreeMap<String, u64>,
     pub manager: Option<Vec<u8>>,
     pub sites: Option<Vec<u8>>,
+    /// Threat events applied (JSON), appended in order.
+    pub threat_events: Vec<Vec<u8>>,
+    /// Threat events kept at most (the oldest go first).
+    pub max_threat_events: u64,
 }
 
 /// Everything loaded at start.
@@ -50,6 +64,8 @@ pub struct Loaded {
     pub received: u64,
     pub manager: Option<AlertManager>,
     pub sites: Option<SiteAlerts>,
+    /// Threat events kept, oldest first.
+    pub threat_events: Vec<crate::stream::ThreatEvent>,
 }
 
 impl Store {
@@ -70,6 +86,9 @@ impl Store {
             txn.open_table(LINES).map_err(db)?;
             txn.open_table(RECEIVED).map_err(db)?;
             txn.open_table(META).map_err(db)?;
+            txn.open_table(THREAT_EVENTS).map_err(db)?;
+            txn.open_table(CHUNKS).map_err(db)?;
+            txn.open_table(COUNTS).map_err(db)?;
         }
         txn.commit().map_err(db)?;
         Ok(Store { db: database })
@@ -99,18 +118,44 @@ impl Store {
             .get("sites")
             .map_err(db)?
             .and_then(|v| serde_json::from_slice(v.value()).ok());
+        let mut threat_events = Vec::new();
+        for item in txn
+            .open_table(THREAT_EVENTS)
+            .map_err(db)?
+            .iter()
+            .map_err(db)?
+        {
+            let (_, v) = item.map_err(db)?;
+            if let Ok(e) = serde_json::from_slice(v.value()) {
+                threat_events.push(e);
+            }
+        }
         Ok(Loaded {
             correlator,
             received,
             manager,
             sites,
+            threat_events,
         })
     }
 
-    /// How often each key was received before (0: new). Read-only.
+    /// How often each sensor alert key was received before (0: new). Read-only.
     pub fn received_counts(&self, keys: &[String]) -> Result<Vec<u64>, StoreError> {
+        self.counts(RECEIVED, keys)
+    }
+
+    /// How often each threat-event chunk key was received before (0: new). Read-only.
+    pub fn chunk_counts(&self, keys: &[String]) -> Result<Vec<u64>, StoreError> {
+        self.counts(CHUNKS, keys)
+    }
+
+    fn counts(
+        &self,
+        table: TableDefinition<&str, u64>,
+        keys: &[String],
+    ) -> Result<Vec<u64>, StoreError> {
         let txn = self.db.begin_read().map_err(db)?;
-        let t = txn.open_table(RECEIVED).map_err(db)?;
+        let t = txn.open_table(table).map_err(db)?;
         keys.iter()
             .map(|k| Ok(t.get(k.as_str()).map_err(db)?.map_or(0, |g| g.value())))
             .collect()
@@ -151,6 +196,10 @@ impl Store {
             for (k, n) in &c.received {
                 rec.insert(k.as_str(), *n).map_err(db)?;
             }
+            let mut chunks = txn.open_table(CHUNKS).map_err(db)?;
+            for (k, n) in &c.chunks {
+                chunks.insert(k.as_str(), *n).map_err(db)?;
+            }
             let mut meta = txn.open_table(META).map_err(db)?;
             if let Some(m) = &c.manager {
                 meta.insert("manager", m.as_slice()).map_err(db)?;
@@ -158,8 +207,48 @@ impl Store {
             if let Some(s) = &c.sites {
                 meta.insert("sites", s.as_slice()).map_err(db)?;
             }
+            if !c.threat_events.is_empty() {
+                let mut events = txn.open_table(THREAT_EVENTS).map_err(db)?;
+                let mut counts = txn.open_table(COUNTS).map_err(db)?;
+                let get = |t: &redb::Table<&str, u64>, k: &str| -> Result<u64, StoreError> {
+                    Ok(t.get(k).map_err(db)?.map_or(0, |g| g.value()))
+                };
+                let mut next = get(&counts, "next_threat_event")?;
+                for e in &c.threat_events {
+                    events.insert(next, e.as_slice()).map_err(db)?;
+                    next += 1;
+                }
+                counts.insert("next_threat_event", next).map_err(db)?;
+                let mut dropped = 0u64;
+                while events.len().map_err(db)? > c.max_threat_events.max(1) {
+                    if events.pop_first().map_err(db)?.is_none() {
+                        break;
+                    }
+                    dropped += 1;
+                }
+                if dropped > 0 {
+                    let before = get(&counts, "threat_events_dropped")?;
+                    counts
+                        .insert("threat_events_dropped", before + dropped)
+                        .map_err(db)?;
+                }
+            }
         }
         txn.commit().map_err(db)?;
         Ok(())
+    }
+}
+
+impl Store {
+    /// Threat events dropped from the state file to stay within `max_threat_events`.
+    pub fn threat_events_dropped(&self) -> u64 {
+        let read = || -> Result<u64, StoreError> {
+            let txn = self.db.begin_read().map_err(db)?;
+            let t = txn.open_table(COUNTS).map_err(db)?;
+            Ok(t.get("threat_events_dropped")
+                .map_err(db)?
+                .map_or(0, |g| g.value()))
+        };
+        read().unwrap_or(0)
     }
 }

@@ -34,6 +34,17 @@ pub struct Correlator {
     generation: AtomicU64,
     workers: usize,
     finished: AtomicUsize,
+    /// Threat events waiting for the `[stream]` hand-over (`None`: not publishing).
+    stream_events: Mutex<Option<StreamEvents>>,
+}
+
+/// Threat events held for the stream between two hand-overs: at most `cap`, the rest counted.
+struct StreamEvents {
+    events: Vec<crate::stream::ThreatEvent>,
+    cap: usize,
+    dropped: u64,
+    network: NetworkConfig,
+    toll_prefixes: Vec<String>,
 }
 
 impl Correlator {
@@ -50,6 +61,37 @@ impl Correlator {
             generation: AtomicU64::new(0),
             workers,
             finished: AtomicUsize::new(0),
+            stream_events: Mutex::new(None),
+        }
+    }
+
+    /// Keeps up to `cap` threat events per hand-over for `[stream]` (see [`take_stream_events`]).
+    ///
+    /// [`take_stream_events`]: Self::take_stream_events
+    pub fn keep_stream_events(&self, cap: usize, threats: &ThreatsConfig, network: &NetworkConfig) {
+        if let Ok(mut s) = self.stream_events.lock() {
+            *s = Some(StreamEvents {
+                events: Vec::new(),
+                cap,
+                dropped: 0,
+                network: network.clone(),
+                toll_prefixes: threats.toll_prefixes.clone(),
+            });
+        }
+    }
+
+    /// The threat events kept since the last call, in the order the workers handed them over,
+    /// and how many did not fit.
+    pub fn take_stream_events(&self) -> (Vec<crate::stream::ThreatEvent>, u64) {
+        let Ok(mut s) = self.stream_events.lock() else {
+            return (Vec::new(), 0);
+        };
+        match s.as_mut() {
+            Some(s) => (
+                std::mem::take(&mut s.events),
+                std::mem::take(&mut s.dropped),
+            ),
+            None => (Vec::new(), 0),
         }
     }
 
@@ -72,9 +114,22 @@ impl Correlator {
         if relevant.peek().is_none() {
             return;
         }
+        let mut keep = self.stream_events.lock().ok();
+        let mut keep = keep.as_mut().and_then(|k| k.as_mut());
         if let Ok(mut t) = self.threats.lock() {
             for e in relevant {
                 t.on_event(e);
+                if let Some(k) = keep.as_mut() {
+                    if let Some(te) =
+                        crate::stream::ThreatEvent::of(e, &k.network, &k.toll_prefixes)
+                    {
+                        if k.events.len() < k.cap {
+                            k.events.push(te);
+                        } else {
+                            k.dropped += 1;
+                        }
+                    }
+                }
             }
         }
     }

@@ -243,6 +243,41 @@ pub struct Api {
     pub source: Arc<dyn ApiSource>,
 }
 
+/// `/api/v1/alerts` from an alert outbox (the daemon's and the central's): newest first, at most
+/// `limit` after `offset`, optionally only those in `state` (looked for among the newest 1000),
+/// each with the targets it is still `pending` for; `total` counts the stored records.
+pub fn alert_listing(
+    outbox: &crate::alert::outbox::Outbox,
+    limit: usize,
+    offset: usize,
+    state: Option<&str>,
+) -> serde_json::Value {
+    let scan = if state.is_some() {
+        1000
+    } else {
+        limit.saturating_add(offset)
+    };
+    let entries = match outbox.list(scan) {
+        Ok(e) => e,
+        Err(e) => return serde_json::json!({ "alerts": [], "error": e.to_string() }),
+    };
+    let alerts: Vec<serde_json::Value> = entries
+        .into_iter()
+        .filter(|e| state.is_none_or(|s| e.alert.state.as_str() == s))
+        .skip(offset)
+        .take(limit)
+        .map(|e| {
+            let mut v = serde_json::to_value(&e.alert).unwrap_or_default();
+            if let Some(o) = v.as_object_mut() {
+                o.insert("pending".into(), serde_json::json!(e.pending));
+            }
+            v
+        })
+        .collect();
+    let total = outbox.len().unwrap_or(0);
+    serde_json::json!({ "alerts": alerts, "total": total, "offset": offset })
+}
+
 pub fn router(api: Arc<Api>) -> Router {
     let protected = Router::new()
         .route("/api/v1/alerts", get(alerts))

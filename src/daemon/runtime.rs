@@ -67,6 +67,8 @@ pub struct Shared<E: PacketEngine> {
     correlator: Option<Arc<super::correlate::Correlator>>,
     /// The evidence writer (`[evidence] enabled`).
     evidence: Option<EvidenceSide>,
+    /// The stream publisher (`[stream] url`), for `/metrics`.
+    stream: std::sync::OnceLock<Arc<crate::stream::publisher::Publisher>>,
 }
 
 /// The daemon's handle on the evidence writer thread.
@@ -234,31 +236,7 @@ impl<E: PacketEngine> Shared<E> {
 
 impl<E: PacketEngine> ApiSource for Shared<E> {
     fn alerts(&self, limit: usize, offset: usize, state: Option<&str>) -> serde_json::Value {
-        // The outbox lists newest first; a state filter looks at up to its listing cap.
-        let scan = if state.is_some() {
-            1000
-        } else {
-            limit.saturating_add(offset)
-        };
-        let entries = match self.outbox.list(scan) {
-            Ok(e) => e,
-            Err(e) => return serde_json::json!({ "alerts": [], "error": e.to_string() }),
-        };
-        let alerts: Vec<serde_json::Value> = entries
-            .into_iter()
-            .filter(|e| state.is_none_or(|s| e.alert.state.as_str() == s))
-            .skip(offset)
-            .take(limit)
-            .map(|e| {
-                let mut v = serde_json::to_value(&e.alert).unwrap_or_default();
-                if let Some(o) = v.as_object_mut() {
-                    o.insert("pending".into(), serde_json::json!(e.pending));
-                }
-                v
-            })
-            .collect();
-        let total = self.outbox.len().unwrap_or(0);
-        serde_json::json!({ "alerts": alerts, "total": total, "offset": offset })
+        super::http::alert_listing(&self.outbox, limit, offset, state)
     }
 
     fn lines(&self, limit: usize, offset: usize) -> serde_json::Value {
@@ -493,6 +471,7 @@ pub fn run(config_path: PathBuf, cfg: Config) -> anyhow::Result<()> {
         alert_store_errors: AtomicU64::new(0),
         correlator: Some(correlator),
         evidence,
+        stream: std::sync::OnceLock::new(),
     });
 
     if migrated {
@@ -1047,7 +1026,14 @@ async fn serve<E: PacketEngine>(
     }
 
     // Evidence (and calls) to NATS JetStream when `[stream] url` is set.
-    let stream = crate::stream::sensor::SensorStream::start(&cfg, shared.engines.clone())?;
+    let stream = crate::stream::sensor::SensorStream::start(
+        &cfg,
+        shared.engines.clone(),
+        shared.correlator.clone(),
+    )?;
+    if let Some(s) = &stream {
+        let _ = shared.stream.set(s.publisher().clone());
+    }
 
     // Engines and capture.
     let (vtx, vrx) = tokio::sync::mpsc::channel::<LineVerdict>(VERDICT_QUEUE);

@@ -1,15 +1,16 @@
 //! Scale-out transport: a sensor publishes its alerts, per-line evidence and (optionally) call
 //! records to NATS JetStream; `simboxd central` consumes them (see `crate::central`).
 //!
-//! Contract: subjects are `simboxd.<sensor>.alerts`, `simboxd.<sensor>.lines` and
-//! `simboxd.<sensor>.calls`, all in one stream (`[stream] stream`, default `SIMBOXD`, on
+//! Contract: subjects are `simboxd.<sensor>.alerts`, `simboxd.<sensor>.lines`,
+//! `simboxd.<sensor>.threats` and `simboxd.<sensor>.calls`, all in one stream (`[stream] stream`, default `SIMBOXD`, on
 //! `simboxd.>`), created when missing. Every message is published with a `Nats-Msg-Id` (an
 //! alert's idempotency key; `<sensor>:line:<addr>:<micros>` for evidence) and counts as sent only
 //! once JetStream acknowledged it, so a retry after an outage is dropped by the stream's
 //! duplicate window instead of stored twice. Alerts are a delivery target of the alert outbox
 //! (`AlertSender`); evidence and calls wait in the stream outbox (`outbox::StreamOutbox`) while
-//! NATS is down. Payloads are JSON: an alert as the webhook posts it, [`LineEvidenceMsg`], and a
-//! call as `analyze --format ndjson` prints it.
+//! NATS is down. Payloads are JSON: an alert as the webhook posts it, [`LineEvidenceMsg`],
+//! [`ThreatEventsMsg`] (the probes, outside REGISTERs and ended calls the threat table reads,
+//! capped per interval and per peer, in chunks) and a call as `analyze --format ndjson` prints it.
 
 pub mod outbox;
 pub mod publisher;
@@ -17,6 +18,7 @@ pub mod sensor;
 
 use serde::{Deserialize, Serialize};
 use simboxd_core::config::Invalid;
+use simboxd_core::model::{CallRecord, Direction, Event, ProbeRecord, RegistrationRecord};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -32,6 +34,10 @@ pub struct StreamConfig {
     pub credentials_file: Option<PathBuf>,
     /// File holding a NATS auth token (instead of credentials).
     pub token_file: Option<PathBuf>,
+    /// NATS user name (with `password_file`; instead of a token or credentials).
+    pub user: Option<String>,
+    /// File holding the NATS user's password.
+    pub password_file: Option<PathBuf>,
     /// PEM CA bundle for a TLS server; setting it requires TLS.
     pub ca_file: Option<PathBuf>,
     /// JetStream stream holding `simboxd.>`; created when missing.
@@ -40,6 +46,13 @@ pub struct StreamConfig {
     pub evidence_interval_secs: u32,
     /// Also publish every ended call record (`simboxd.<sensor>.calls`).
     pub publish_calls: bool,
+    /// Publish the events the threat table reads (`simboxd.<sensor>.threats`), so that the
+    /// central forms threats over every sensor's view of an attacking peer.
+    pub publish_threats: bool,
+    /// Threat events handed over per evidence interval at most (beyond: dropped, counted).
+    pub threat_events_per_interval: u32,
+    /// Of those, at most this many per attacking peer (a flood does not crowd out the rest).
+    pub threat_events_per_peer: u32,
     /// Duplicate window of the stream when simboxd creates it (drops replays by message id).
     pub duplicate_window_secs: u32,
     /// Messages kept in the stream outbox while NATS is unreachable; beyond it the oldest call
@@ -54,10 +67,15 @@ impl Default for StreamConfig {
             sensor: None,
             credentials_file: None,
             token_file: None,
+            user: None,
+            password_file: None,
             ca_file: None,
             stream: "SIMBOXD".into(),
             evidence_interval_secs: 30,
             publish_calls: false,
+            publish_threats: true,
+            threat_events_per_interval: 20_000,
+            threat_events_per_peer: 2_000,
             duplicate_window_secs: 600,
             max_pending: 100_000,
         }
@@ -81,6 +99,15 @@ impl StreamConfig {
                 .strip_prefix("nats://")
                 .or_else(|| u.strip_prefix("tls://"));
             match rest {
+                // Credentials never go in the URL (it is logged): user/password_file instead.
+                Some(r) if r.contains('@') => {
+                    return Err(Invalid::new(
+                        "url",
+                        "stream.url must not carry credentials: use stream.user and \
+                         stream.password_file, token_file or credentials_file"
+                            .into(),
+                    ))
+                }
                 Some(r) if !r.is_empty() && !r.contains('/') => {}
                 _ => {
                     return Err(Invalid::new(
@@ -107,10 +134,23 @@ impl StreamConfig {
                 ),
             ));
         }
-        if self.credentials_file.is_some() && self.token_file.is_some() {
+        let ways = [
+            self.credentials_file.is_some(),
+            self.token_file.is_some(),
+            self.user.is_some() || self.password_file.is_some(),
+        ];
+        if ways.iter().filter(|w| **w).count() > 1 {
             return Err(Invalid::new(
                 "token_file",
-                "stream.credentials_file and stream.token_file are mutually exclusive".into(),
+                "stream.credentials_file, stream.token_file and stream.user/password_file are \
+                 mutually exclusive"
+                    .into(),
+            ));
+        }
+        if self.user.is_some() != self.password_file.is_some() {
+            return Err(Invalid::new(
+                "user",
+                "stream.user and stream.password_file go together".into(),
             ));
         }
         if !(1..=86_400).contains(&self.evidence_interval_secs) {
@@ -123,6 +163,19 @@ impl StreamConfig {
             return Err(Invalid::new(
                 "duplicate_window_secs",
                 "stream.duplicate_window_secs must be between 1 and 86400".into(),
+            ));
+        }
+        if !(1..=1_000_000).contains(&self.threat_events_per_interval) {
+            return Err(Invalid::new(
+                "threat_events_per_interval",
+                "stream.threat_events_per_interval must be between 1 and 1000000".into(),
+            ));
+        }
+        if !(1..=self.threat_events_per_interval).contains(&self.threat_events_per_peer) {
+            return Err(Invalid::new(
+                "threat_events_per_peer",
+                "stream.threat_events_per_peer must be between 1 and threat_events_per_interval"
+                    .into(),
             ));
         }
         if self.max_pending < 100 {
@@ -165,6 +218,7 @@ impl StreamConfig {
         for (key, p) in [
             ("credentials_file", &self.credentials_file),
             ("token_file", &self.token_file),
+            ("password_file", &self.password_file),
             ("ca_file", &self.ca_file),
         ] {
             if let Some(p) = p {
@@ -183,6 +237,7 @@ pub enum Kind {
     Alerts,
     Lines,
     Calls,
+    Threats,
 }
 
 impl Kind {
@@ -191,6 +246,7 @@ impl Kind {
             Kind::Alerts => "alerts",
             Kind::Lines => "lines",
             Kind::Calls => "calls",
+            Kind::Threats => "threats",
         }
     }
 }
@@ -211,6 +267,7 @@ pub fn parse_subject(s: &str) -> Option<(&str, Kind)> {
         "alerts" => Kind::Alerts,
         "lines" => Kind::Lines,
         "calls" => Kind::Calls,
+        "threats" => Kind::Threats,
         _ => return None,
     };
     if it.next().is_some() || !valid_token(sensor) {
@@ -227,10 +284,79 @@ pub struct LineEvidenceMsg {
     pub evidence: simboxd_core::detect::LineEvidence,
 }
 
+/// One event the threat table reads (`simboxd_core::threats::ThreatTable::on_event`), as a
+/// sensor publishes it: probes and their answers, REGISTERs from outside, ended calls with an
+/// outside peer or to an international/premium number.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ThreatEvent {
+    Probe(Box<ProbeRecord>),
+    Registration(Box<RegistrationRecord>),
+    Call(Box<CallRecord>),
+}
+
+impl ThreatEvent {
+    /// The event when the threat table would read it (`None` for every other kind).
+    pub fn of(
+        ev: &Event,
+        network: &simboxd_core::config::NetworkConfig,
+        toll_prefixes: &[String],
+    ) -> Option<ThreatEvent> {
+        let outside = |ip: std::net::IpAddr| !network.is_home(ip);
+        match ev {
+            Event::Probe(p) if outside(p.peer.ip()) => Some(ThreatEvent::Probe(p.clone())),
+            Event::Registration(r)
+                if r.line.is_some_and(|l| l != r.source.ip()) && outside(r.source.ip()) =>
+            {
+                Some(ThreatEvent::Registration(r.clone()))
+            }
+            Event::CallEnded(c) if c.line.is_some() => {
+                let inbound =
+                    c.direction == Direction::Inbound && c.peer.is_some_and(|p| outside(p.ip()));
+                // An outbound call matters only as a compromised PBX calling a toll number.
+                let tolled = matches!(c.direction, Direction::Outbound | Direction::Internal)
+                    && c.request_uri
+                        .as_deref()
+                        .or(c.to.as_deref())
+                        .is_some_and(|n| toll_prefixes.iter().any(|p| n.starts_with(p.as_str())));
+                (inbound || tolled).then(|| ThreatEvent::Call(c.clone()))
+            }
+            _ => None,
+        }
+    }
+
+    /// The attacking peer (for the per-peer cap); the line for an outbound call.
+    pub fn peer(&self) -> Option<std::net::IpAddr> {
+        match self {
+            ThreatEvent::Probe(p) => Some(p.peer.ip()),
+            ThreatEvent::Registration(r) => Some(r.source.ip()),
+            ThreatEvent::Call(c) => c.peer.map(|p| p.ip()).or(c.line),
+        }
+    }
+
+    pub fn into_event(self) -> Event {
+        match self {
+            ThreatEvent::Probe(p) => Event::Probe(p),
+            ThreatEvent::Registration(r) => Event::Registration(r),
+            ThreatEvent::Call(c) => Event::CallEnded(c),
+        }
+    }
+}
+
+/// A chunk of one sensor's threat events on `simboxd.<sensor>.threats`, in capture order.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ThreatEventsMsg {
+    pub sensor: String,
+    pub events: Vec<ThreatEvent>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StreamError {
     #[error("NATS connect {0}: {1}")]
     Connect(String, String),
+    /// The server refused the credentials (never retried quietly: a config error).
+    #[error("NATS at {0} refused the credentials ({1}): check stream.token_file, stream.user/password_file or stream.credentials_file")]
+    Auth(String, String),
     #[error("JetStream stream {0}: {1}")]
     Stream(String, String),
     #[error("publish {0}: {1}")]
@@ -268,12 +394,25 @@ pub async fn connect(
             .map_err(|e| StreamError::Config(format!("stream.token_file: {e}")))?;
         opts = opts.token(t.trim().to_string());
     }
+    if let (Some(u), Some(p)) = (&cfg.user, &cfg.password_file) {
+        let pw = std::fs::read_to_string(p)
+            .map_err(|e| StreamError::Config(format!("stream.password_file: {e}")))?;
+        opts = opts.user_and_password(u.clone(), pw.trim_end_matches(['\n', '\r']).to_string());
+    }
     if let Some(ca) = &cfg.ca_file {
         opts = opts.add_root_certificates(ca.clone()).require_tls(true);
     }
     match tokio::time::timeout(timeout, opts.connect(url.as_str())).await {
         Ok(Ok(c)) => Ok(c),
-        Ok(Err(e)) => Err(StreamError::Connect(url, e.to_string())),
+        Ok(Err(e)) => {
+            use async_nats::ConnectErrorKind as K;
+            match e.kind() {
+                K::AuthorizationViolation | K::Authentication => {
+                    Err(StreamError::Auth(url, e.to_string()))
+                }
+                _ => Err(StreamError::Connect(url, e.to_string())),
+            }
+        }
         Err(_) => Err(StreamError::Timeout(format!("NATS connect {url}"))),
     }
 }
@@ -316,6 +455,41 @@ mod tests {
         assert_eq!(parse_subject("simboxd.a.b.alerts"), None);
         assert_eq!(parse_subject("other.a.alerts"), None);
         assert_eq!(parse_subject("simboxd.a.nope"), None);
+    }
+
+    #[test]
+    fn threat_events_are_those_the_threat_table_reads_and_round_trip() {
+        use simboxd_core::model::ProbeMethod;
+        let net = simboxd_core::config::NetworkConfig::default();
+        let tolls = vec!["00".to_string(), "+".to_string()];
+        let probe = |peer: &str| {
+            Event::Probe(Box::new(ProbeRecord {
+                peer: peer.parse().unwrap(),
+                line: "10.1.0.1".parse().unwrap(),
+                method: ProbeMethod::Options,
+                request_user: Some("100".into()),
+                to_user: None,
+                user_agent: Some("friendly-scanner".into()),
+                time: simboxd_core::model::Timestamp(1_700_000_000_000_000),
+                status: None,
+            }))
+        };
+        let outside = ThreatEvent::of(&probe("203.0.113.10:5060"), &net, &tolls).unwrap();
+        assert_eq!(outside.peer(), Some("203.0.113.10".parse().unwrap()));
+        // A request from a home address is no attack from outside.
+        assert!(ThreatEvent::of(&probe("10.1.0.2:5060"), &net, &tolls).is_none());
+        let json = serde_json::to_string(&ThreatEventsMsg {
+            sensor: "tap-a".into(),
+            events: vec![outside.clone()],
+        })
+        .unwrap();
+        assert!(json.contains("\"probe\""), "{json}");
+        let back: ThreatEventsMsg = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.events, vec![outside.clone()]);
+        assert_eq!(
+            back.events[0].clone().into_event(),
+            probe("203.0.113.10:5060")
+        );
     }
 
     #[test]

@@ -25,6 +25,8 @@ struct Lazy {
     name: String,
     timeout: Duration,
     js: Option<async_nats::jetstream::Context>,
+    /// The client's connection figures (connects counts the first one and every reconnect).
+    client_stats: Option<Arc<async_nats::Statistics>>,
 }
 
 impl Lazy {
@@ -33,6 +35,7 @@ impl Lazy {
             return Ok(js.clone());
         }
         let client = connect(&self.cfg, &self.name, self.timeout).await?;
+        self.client_stats = Some(client.statistics());
         let js = async_nats::jetstream::new(client);
         ensure_stream(&js, &self.cfg).await?;
         self.js = Some(js.clone());
@@ -87,6 +90,7 @@ impl AlertSender {
                 name: format!("simboxd-sensor-{sensor}-alerts"),
                 timeout,
                 js: None,
+                client_stats: None,
             }),
         })
     }
@@ -122,8 +126,15 @@ impl AlertSender {
 /// Counters of the publisher for `/metrics`.
 #[derive(Debug, Default)]
 pub struct PublisherStats {
+    /// Messages JetStream acknowledged.
     pub published: AtomicU64,
+    /// Publish rounds that failed (connect, publish or ack).
     pub failures: AtomicU64,
+    /// Times the client connected again after losing the server.
+    pub reconnects: AtomicU64,
+    /// Threat events handed over, and those over the per-interval or per-peer cap.
+    pub threat_events: AtomicU64,
+    pub threat_events_dropped: AtomicU64,
     pub up: AtomicBool,
 }
 
@@ -147,6 +158,7 @@ impl Publisher {
             name: format!("simboxd-sensor-{sensor}"),
             timeout: Duration::from_secs(5),
             js: None,
+            client_stats: None,
         };
         let task = tokio::spawn(drain(lazy, outbox.clone(), stats.clone(), wake.clone()));
         Publisher {
@@ -163,10 +175,12 @@ impl Publisher {
     pub fn enqueue(
         &self,
         evidence: &[simboxd_core::detect::LineEvidence],
+        threats: &[super::ThreatEventsMsg],
         calls: &[serde_json::Value],
     ) -> Result<(), super::outbox::StreamOutboxError> {
         let lines_subject = subject(&self.sensor, Kind::Lines);
         let calls_subject = subject(&self.sensor, Kind::Calls);
+        let threats_subject = subject(&self.sensor, Kind::Threats);
         let ev: Vec<(String, String, String, String)> = evidence
             .iter()
             .map(|e| {
@@ -182,20 +196,30 @@ impl Publisher {
                 )
             })
             .collect();
-        let cs: Vec<(String, String, String)> = calls
+        // Threat chunks queue in order with the call records (their id: a hash of the chunk,
+        // which carries its events' times, so a retry has the same id).
+        let mut cs: Vec<(String, String, String)> = threats
             .iter()
-            .map(|c| {
-                let id = c.get("call_id").and_then(|x| x.as_str()).unwrap_or("");
-                let start = c.get("start").map(|x| x.to_string()).unwrap_or_default();
-                let line = c.get("line").map(|x| x.to_string()).unwrap_or_default();
-                let key = short_hash(&format!("{id}|{start}|{line}"));
+            .map(|m| {
+                let payload = serde_json::to_string(m).unwrap_or_default();
                 (
-                    calls_subject.clone(),
-                    format!("{}:call:{key}", self.sensor),
-                    c.to_string(),
+                    threats_subject.clone(),
+                    format!("{}:threats:{}", self.sensor, short_hash(&payload)),
+                    payload,
                 )
             })
             .collect();
+        cs.extend(calls.iter().map(|c| {
+            let id = c.get("call_id").and_then(|x| x.as_str()).unwrap_or("");
+            let start = c.get("start").map(|x| x.to_string()).unwrap_or_default();
+            let line = c.get("line").map(|x| x.to_string()).unwrap_or_default();
+            let key = short_hash(&format!("{id}|{start}|{line}"));
+            (
+                calls_subject.clone(),
+                format!("{}:call:{key}", self.sensor),
+                c.to_string(),
+            )
+        }));
         self.outbox.enqueue(&ev, &cs)?;
         self.wake.notify_one();
         Ok(())
@@ -267,6 +291,12 @@ async fn drain(
             Ok::<_, StreamError>((acked, first_err))
         }
         .await;
+        if let Some(c) = &lazy.client_stats {
+            let n = c.connects.load(Ordering::Relaxed);
+            stats
+                .reconnects
+                .store(n.saturating_sub(1), Ordering::Relaxed);
+        }
         match result {
             Ok((acked, err)) => {
                 let n = acked.len() as u64;
@@ -291,7 +321,11 @@ async fn drain(
                 stats.up.store(false, Ordering::Relaxed);
                 stats.failures.fetch_add(1, Ordering::Relaxed);
                 if failures == 0 {
-                    tracing::warn!(error = %e, "NATS unreachable: evidence waits in the stream outbox");
+                    if matches!(e, StreamError::Auth(..)) {
+                        tracing::error!(error = %e, "NATS refused the sensor: evidence waits in the stream outbox");
+                    } else {
+                        tracing::warn!(error = %e, "NATS unreachable: evidence waits in the stream outbox");
+                    }
                 }
                 failures = failures.saturating_add(1);
                 tokio::time::sleep(backoff(failures)).await;
@@ -309,4 +343,61 @@ fn short_hash(s: &str) -> String {
     use sha2::{Digest, Sha256};
     let d = Sha256::digest(s.as_bytes());
     hex::encode(d.get(..8).unwrap_or(&[]))
+}
+
+impl Publisher {
+    /// The stream families of a sensor's `/metrics`: the outbox and the publishing task.
+    pub fn metrics(&self, m: &mut crate::metrics::Snapshot) {
+        use crate::metrics::Kind;
+        let s = &self.stats;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
+        m.single(
+            "simboxd_stream_connected",
+            Kind::Gauge,
+            "1 while the last publish round to JetStream succeeded.",
+            f64::from(u8::from(s.up.load(Ordering::Relaxed))),
+        );
+        m.single(
+            "simboxd_stream_pending",
+            Kind::Gauge,
+            "Evidence summaries, threat-event chunks and call records waiting in the stream outbox.",
+            self.outbox.len().unwrap_or(0) as f64,
+        );
+        m.single(
+            "simboxd_stream_published_total",
+            Kind::Counter,
+            "Messages JetStream acknowledged (alerts go through the alert outbox's target).",
+            load(&s.published),
+        );
+        m.single(
+            "simboxd_stream_publish_errors_total",
+            Kind::Counter,
+            "Publish rounds that failed (connect, publish or ack); retried with backoff.",
+            load(&s.failures),
+        );
+        m.single(
+            "simboxd_stream_reconnects_total",
+            Kind::Counter,
+            "Times the NATS client connected again after losing the server.",
+            load(&s.reconnects),
+        );
+        m.single(
+            "simboxd_stream_outbox_dropped_total",
+            Kind::Counter,
+            "Messages dropped from the stream outbox to stay within [stream] max_pending.",
+            self.outbox.dropped().unwrap_or(0) as f64,
+        );
+        m.family(
+            "simboxd_stream_threat_events_total",
+            Kind::Counter,
+            "Threat events handed to the stream, or left out by the per-interval/per-peer caps.",
+            vec![
+                (vec![("result", "queued".into())], load(&s.threat_events)),
+                (
+                    vec![("result", "dropped".into())],
+                    load(&s.threat_events_dropped),
+                ),
+            ],
+        );
+    }
 }

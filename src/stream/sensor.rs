@@ -1,9 +1,12 @@
 //! The sensor's side: every `evidence_interval_secs` the engines hand over the evidence of the
-//! lines they re-scored (and, with `publish_calls`, the calls that ended) to the stream outbox.
+//! lines they re-scored, the threat events the workers' shared threat table read (with
+//! `publish_threats`; capped per interval and per peer) and, with `publish_calls`, the calls that
+//! ended, to the stream outbox.
 
 use super::outbox::StreamOutbox;
 use super::publisher::Publisher;
 use crate::config::Config;
+use crate::daemon::correlate::Correlator;
 use crate::daemon::pipeline::PacketEngine;
 use simboxd_core::model::Timestamp;
 use std::sync::{Arc, Mutex};
@@ -11,17 +14,33 @@ use std::time::Duration;
 
 /// Lines of one engine handed over per interval (the rest follow at the next one).
 const EVIDENCE_PER_ROUND: usize = 65536;
+/// Threat events per message (a JetStream message stays well below the 1 MiB default limit).
+const THREAT_EVENTS_PER_MSG: usize = 500;
+
+/// Where the threat events come from and their caps.
+#[derive(Clone)]
+struct ThreatFeed {
+    correlator: Arc<Correlator>,
+    per_peer: usize,
+    sensor: String,
+}
 
 pub struct SensorStream<E: PacketEngine> {
     publisher: Arc<Publisher>,
     engines: Vec<Arc<Mutex<E>>>,
     since: Arc<Mutex<Vec<Timestamp>>>,
+    threats: Option<ThreatFeed>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl<E: PacketEngine> SensorStream<E> {
-    /// Opens the stream outbox and starts publishing; `None` without `[stream] url`.
-    pub fn start(cfg: &Config, engines: Vec<Arc<Mutex<E>>>) -> anyhow::Result<Option<Self>> {
+    /// Opens the stream outbox and starts publishing; `None` without `[stream] url`. The threat
+    /// events come from `correlator` (the workers' shared threat table).
+    pub fn start(
+        cfg: &Config,
+        engines: Vec<Arc<Mutex<E>>>,
+        correlator: Option<Arc<Correlator>>,
+    ) -> anyhow::Result<Option<Self>> {
         if cfg.stream.url.is_none() {
             return Ok(None);
         }
@@ -30,13 +49,30 @@ impl<E: PacketEngine> SensorStream<E> {
         let publisher = Arc::new(Publisher::start(&cfg.stream, outbox));
         let since = Arc::new(Mutex::new(vec![Timestamp::default(); engines.len()]));
         let every = Duration::from_secs(u64::from(cfg.stream.evidence_interval_secs));
-        let (p, e, s) = (publisher.clone(), engines.clone(), since.clone());
+        let threats = correlator.filter(|_| cfg.stream.publish_threats).map(|c| {
+            c.keep_stream_events(
+                cfg.stream.threat_events_per_interval as usize,
+                &cfg.threats,
+                &cfg.network,
+            );
+            ThreatFeed {
+                correlator: c,
+                per_peer: cfg.stream.threat_events_per_peer as usize,
+                sensor: cfg.stream.sensor_name(),
+            }
+        });
+        let (p, e, s, th) = (
+            publisher.clone(),
+            engines.clone(),
+            since.clone(),
+            threats.clone(),
+        );
         let task = tokio::spawn(async move {
             let mut t = tokio::time::interval(every);
             t.tick().await;
             loop {
                 t.tick().await;
-                hand_over(&p, &e, &s).await;
+                hand_over(&p, &e, &s, th.as_ref()).await;
             }
         });
         tracing::info!(
@@ -48,18 +84,25 @@ impl<E: PacketEngine> SensorStream<E> {
             publisher,
             engines,
             since,
+            threats,
             task,
         }))
     }
 
-    pub fn publisher(&self) -> &Publisher {
+    pub fn publisher(&self) -> &Arc<Publisher> {
         &self.publisher
     }
 
     /// At shutdown: hands over what the engines concluded last and gives the publisher `grace`.
     pub async fn finish(self, grace: Duration) {
         self.task.abort();
-        hand_over(&self.publisher, &self.engines, &self.since).await;
+        hand_over(
+            &self.publisher,
+            &self.engines,
+            &self.since,
+            self.threats.as_ref(),
+        )
+        .await;
         self.publisher.finish(grace).await;
     }
 }
@@ -68,6 +111,7 @@ async fn hand_over<E: PacketEngine>(
     publisher: &Arc<Publisher>,
     engines: &[Arc<Mutex<E>>],
     since: &Arc<Mutex<Vec<Timestamp>>>,
+    threats: Option<&ThreatFeed>,
 ) {
     let mut evidence = Vec::new();
     let mut calls = Vec::new();
@@ -87,14 +131,61 @@ async fn hand_over<E: PacketEngine>(
                 .filter_map(|c| serde_json::to_value(c).ok()),
         );
     }
-    if evidence.is_empty() && calls.is_empty() {
+    let chunks = threats
+        .map(|f| threat_chunks(f, &publisher.stats))
+        .unwrap_or_default();
+    if evidence.is_empty() && calls.is_empty() && chunks.is_empty() {
         return;
     }
     let p = publisher.clone();
-    let n = (evidence.len(), calls.len());
-    match tokio::task::spawn_blocking(move || p.enqueue(&evidence, &calls)).await {
-        Ok(Ok(())) => tracing::debug!(lines = n.0, calls = n.1, "evidence queued for the stream"),
+    let n = (evidence.len(), calls.len(), chunks.len());
+    match tokio::task::spawn_blocking(move || p.enqueue(&evidence, &chunks, &calls)).await {
+        Ok(Ok(())) => tracing::debug!(
+            lines = n.0,
+            calls = n.1,
+            threat_chunks = n.2,
+            "evidence queued for the stream"
+        ),
         Ok(Err(e)) => tracing::error!(error = %e, "stream outbox write failed"),
         Err(e) => tracing::error!(error = %e, "stream outbox task failed"),
     }
+}
+
+/// The threat events kept since the last hand-over, at most `per_peer` per attacking peer, in
+/// messages of `THREAT_EVENTS_PER_MSG`; what is left out is counted.
+fn threat_chunks(
+    feed: &ThreatFeed,
+    stats: &super::publisher::PublisherStats,
+) -> Vec<super::ThreatEventsMsg> {
+    use std::sync::atomic::Ordering;
+    let (events, mut dropped) = feed.correlator.take_stream_events();
+    let mut per_peer: std::collections::HashMap<std::net::IpAddr, usize> =
+        std::collections::HashMap::new();
+    let mut kept = Vec::with_capacity(events.len());
+    for e in events {
+        let n = per_peer
+            .entry(e.peer().unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into()))
+            .or_default();
+        if *n >= feed.per_peer {
+            dropped += 1;
+            continue;
+        }
+        *n += 1;
+        kept.push(e);
+    }
+    stats
+        .threat_events
+        .fetch_add(kept.len() as u64, Ordering::Relaxed);
+    stats
+        .threat_events_dropped
+        .fetch_add(dropped, Ordering::Relaxed);
+    let mut out = Vec::new();
+    let mut it = kept.into_iter().peekable();
+    while it.peek().is_some() {
+        out.push(super::ThreatEventsMsg {
+            sensor: feed.sensor.clone(),
+            events: it.by_ref().take(THREAT_EVENTS_PER_MSG).collect(),
+        });
+    }
+    out
 }

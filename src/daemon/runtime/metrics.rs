@@ -543,6 +543,10 @@ impl<E: PacketEngine> Shared<E> {
         emit(&mut m, &head(), &frame);
         engine_families(&mut m, &self.merged_engine_stats());
         emit(&mut m, &alerts(), &frame);
+        // The stream publisher's own figures (`[stream] url`).
+        if let Some(p) = self.stream.get() {
+            p.metrics(&mut m);
+        }
         if let Some(ev) = &self.evidence {
             emit(&mut m, EVIDENCE, &*ev.stats);
         }

@@ -1,4 +1,5 @@
-//! A real `nats-server -js` for the stream tests, and a reader of what a JetStream stream holds.
+//! A real `nats-server -js` for the stream tests (plain, or from a config with TLS and
+//! authorization), and a reader of what a JetStream stream holds.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -9,6 +10,8 @@ use std::time::{Duration, Instant};
 pub struct NatsServer {
     pub port: u16,
     pub dir: PathBuf,
+    /// Extra configuration (`tls { ... }`, `authorization { ... }`); empty: plain `-js`.
+    conf: String,
     child: Option<Child>,
 }
 
@@ -30,9 +33,15 @@ pub fn available() -> bool {
 
 impl NatsServer {
     pub fn start(dir: &Path, port: u16) -> NatsServer {
+        Self::start_with(dir, port, "")
+    }
+
+    /// Started from a configuration file with `conf` added (TLS, authorization blocks).
+    pub fn start_with(dir: &Path, port: u16, conf: &str) -> NatsServer {
         let mut s = NatsServer {
             port,
             dir: dir.to_path_buf(),
+            conf: conf.to_string(),
             child: None,
         };
         s.resume();
@@ -48,10 +57,29 @@ impl NatsServer {
         assert!(self.child.is_none(), "already running");
         std::fs::create_dir_all(&self.dir).unwrap();
         let log = std::fs::File::create(self.dir.join("nats.log")).unwrap();
-        let child = Command::new("nats-server")
-            .args(["-js", "-sd"])
-            .arg(&self.dir)
-            .args(["-p", &self.port.to_string(), "-a", "127.0.0.1"])
+        let mut cmd = Command::new("nats-server");
+        if self.conf.is_empty() {
+            cmd.args(["-js", "-sd"]).arg(&self.dir).args([
+                "-p",
+                &self.port.to_string(),
+                "-a",
+                "127.0.0.1",
+            ]);
+        } else {
+            let file = self.dir.join("nats.conf");
+            std::fs::write(
+                &file,
+                format!(
+                    "listen: \"127.0.0.1:{}\"\njetstream {{ store_dir: \"{}\" }}\n{}\n",
+                    self.port,
+                    self.dir.join("js").display(),
+                    self.conf
+                ),
+            )
+            .unwrap();
+            cmd.arg("-c").arg(file);
+        }
+        let child = cmd
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
             .spawn()
