@@ -1,8 +1,9 @@
 //! Classification: which kinds a peer has earned, and the findings (with reasons) built from
 //! its state.
 
+use super::flood::LineFlood;
 use super::peer::*;
-use super::table::ThreatTable;
+use super::table::{Subject, ThreatTable};
 use super::{Threat, ThreatKind, ThreatSeverity, ThreatTarget, PEER_KINDS};
 use crate::model::{Participation, Reason};
 use std::net::IpAddr;
@@ -34,16 +35,19 @@ impl ThreatTable {
         if p.probed_total() >= u64::from(cfg.scan_min_lines) {
             kinds |= ThreatKind::Scan.bit();
         }
-        // Enumeration tools try names one after another (waiting for each answer); dozens of
-        // INVITEs open at once at a line are a burst (a flood from forged sources), not a search.
+        // Many user names at one line, whatever the rhythm (one at a time, or many INVITEs
+        // open at once at a device that answers or lingers). A flood's random names are no
+        // search: they count once the peer has been at it for a flood window (by then a flood
+        // is known as one), and not at a line flooded from many sources while they came.
+        let settled = p.last.secs_since(p.first) >= f64::from(cfg.flood_window_secs);
         let searched = p
             .targets
             .iter()
-            .filter(|t| t.max_open <= ENUMERATION_MAX_OPEN)
+            .filter(|t| !self.flooded_during(t))
             .map(|t| t.users)
             .max()
             .unwrap_or(0);
-        if searched >= cfg.enumeration_min_users {
+        if settled && searched >= cfg.enumeration_min_users {
             kinds |= ThreatKind::Enumeration.bit();
         }
         if self.toll_fraud(p) {
@@ -56,7 +60,7 @@ impl ThreatTable {
         }
         // Derived from the (bounded) targets each time, so no change to a target's shape can
         // be missed.
-        if kinds & ThreatKind::Flood.bit() == 0 && p.targets.iter().any(|t| t.framed(cfg)) {
+        if kinds & ThreatKind::Flood.bit() == 0 && !p.framed_targets(cfg).is_empty() {
             kinds |= ThreatKind::Framing.bit();
         }
         let new = kinds & !p.kinds;
@@ -76,6 +80,14 @@ impl ThreatTable {
                 out.push(self.build(p, k));
             }
         }
+        // Kinds reported before and withdrawn now: their episodes close.
+        for k in PEER_KINDS {
+            if p.kinds & withdrawn & k.bit() != 0 {
+                let mut t = self.build(p, k);
+                t.ended = Some(self.now);
+                out.push(t);
+            }
+        }
         // Lines that relayed this peer's calls before it was known as a toll-fraud attacker.
         let mut relays = Vec::new();
         if new & ThreatKind::TollFraudAttempt.bit() != 0 {
@@ -83,8 +95,13 @@ impl ThreatTable {
                 relays.push((t.line, t.premium_relayed, t.last));
             }
         }
+        let mut last = None;
         if let Some(p) = self.peers.get_mut(&ip) {
             p.kinds = (p.kinds | kinds) & !withdrawn;
+            last = Some(p.last);
+        }
+        if let Some(last) = last {
+            self.episode(Subject::Peer, ip, last);
         }
         for t in out {
             self.push_change(t);
@@ -102,6 +119,13 @@ impl ThreatTable {
             }
             self.pbx_changed(line);
         }
+    }
+
+    /// Whether `t`'s line was flooded from many sources while the peer sent it requests.
+    fn flooded_during(&self, t: &Target) -> bool {
+        self.floods
+            .get(&t.line)
+            .is_some_and(|e| e.flagged && t.first <= e.last && e.first <= t.last)
     }
 
     pub(super) fn toll_fraud(&self, p: &Peer) -> bool {
@@ -151,6 +175,67 @@ impl ThreatTable {
             } else {
                 Vec::new()
             },
+            sources: Vec::new(),
+            sources_total: 0,
+            ended: p.ended,
+        }
+    }
+
+    /// The finding of a flood from many sources at one line.
+    pub(super) fn build_flood(&self, e: &LineFlood) -> Threat {
+        let w = self.cfg.flood_window_secs.max(1);
+        let peak = e.peak as f64 / f64::from(w);
+        let sources = e.sources_total();
+        let m = &e.methods;
+        let mut what = Vec::new();
+        for (name, n) in [
+            ("INVITE", m.invite),
+            ("REGISTER", m.register),
+            ("OPTIONS", m.options),
+            ("other", m.other),
+        ] {
+            if n > 0 {
+                what.push(format!("{name} x {n}"));
+            }
+        }
+        let detail = format!(
+            "{} requests at {} from ~{sources} source addresses within {w} s (peak {peak:.0}/s; no source near the per-peer rate: forged sources), {} in all over {} ({}){}; answered: {}",
+            e.peak,
+            e.line,
+            e.requests,
+            short_span(e.last.secs_since(e.first)),
+            what.join(", "),
+            agents_text(&e.agents),
+            e.answers.text()
+        );
+        let answers = e.answers.to_map();
+        Threat {
+            peer: e.samples.first().copied().unwrap_or(e.line),
+            kind: ThreatKind::Flood,
+            severity: ThreatKind::Flood.severity(),
+            lines: vec![ThreatTarget {
+                line: e.line,
+                requests: e.requests,
+                answers: answers.clone(),
+                first_seen: e.first,
+                last_seen: e.last,
+            }],
+            lines_total: 1,
+            requests: e.requests,
+            first_seen: e.first,
+            last_seen: e.last,
+            user_agents: e.agents.clone(),
+            answers,
+            reasons: vec![Reason {
+                signal: "flood".into(),
+                value: peak,
+                strength: 1.0,
+                detail,
+            }],
+            numbers: Vec::new(),
+            sources: e.samples.clone(),
+            sources_total: sources,
+            ended: e.ended,
         }
     }
 
@@ -226,8 +311,7 @@ impl ThreatTable {
                 )
             }
             ThreatKind::Framing => {
-                let framed: Vec<&Target> =
-                    p.targets.iter().filter(|t| t.framed(&self.cfg)).collect();
+                let framed = p.framed_targets(&self.cfg);
                 let calls: u64 = framed.iter().map(|t| t.calls_ended).sum();
                 let numbers: u64 = framed.iter().map(|t| u64::from(t.numbers)).sum();
                 let relayed: u64 = framed.iter().map(|t| t.calls_relayed).sum();
@@ -308,6 +392,9 @@ impl ThreatTable {
                 ),
             }],
             numbers: f.numbers.clone(),
+            sources: Vec::new(),
+            sources_total: 0,
+            ended: f.ended,
         }
     }
 }

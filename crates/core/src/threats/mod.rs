@@ -19,6 +19,7 @@
 //! from them, `tests` the tests.
 
 mod classify;
+mod flood;
 mod peer;
 mod table;
 #[cfg(test)]
@@ -59,6 +60,17 @@ pub struct ThreatsConfig {
     /// `flood`: at least `flood_min_requests` requests within `flood_window_secs`.
     pub flood_window_secs: u32,
     pub flood_min_requests: u32,
+    /// `flood` from many sources: requests at one line within `flood_window_secs`, at least
+    /// `flood_min_requests` of them from at least this many source addresses (forged sources
+    /// each stay below the per-peer rate). One finding per line, "from many sources".
+    pub flood_min_sources: u32,
+    /// Lines whose request rate is tracked at once for floods from many sources (the quietest
+    /// goes first when full; evictions counted).
+    pub max_flood_lines: usize,
+    /// A threat episode closes (its alert is `cleared`) when the attacker (for a flood from
+    /// many sources: the flood at the line; for a compromised PBX: its relaying) has been
+    /// quiet this long; renewed activity opens a new episode.
+    pub clear_after_secs: u32,
     /// `framing`: at one line, at least this many ended INVITEs ...
     pub framing_min_invites: u32,
     /// ... to at least this many distinct numbers ...
@@ -97,6 +109,9 @@ impl Default for ThreatsConfig {
             toll_min_invites: 3,
             flood_window_secs: 10,
             flood_min_requests: 500,
+            flood_min_sources: 16,
+            max_flood_lines: 4096,
+            clear_after_secs: 3600,
             framing_min_invites: 10,
             framing_min_numbers: 8,
             framing_max_relayed_share: 0.1,
@@ -114,7 +129,7 @@ impl Default for ThreatsConfig {
 
 impl ThreatsConfig {
     pub fn validate(&self) -> Result<(), Invalid> {
-        let caps: [(&str, bool); 12] = [
+        let caps: [(&str, bool); 15] = [
             ("max_peers", self.max_peers > 0),
             ("max_lines_per_peer", self.max_lines_per_peer > 0),
             ("max_users_per_peer", self.max_users_per_peer > 0),
@@ -127,6 +142,9 @@ impl ThreatsConfig {
             ("flood_window_secs", self.flood_window_secs > 0),
             ("flood_min_requests", self.flood_min_requests >= 2),
             ("framing_min_invites", self.framing_min_invites >= 2),
+            ("flood_min_sources", self.flood_min_sources >= 2),
+            ("max_flood_lines", self.max_flood_lines > 0),
+            ("clear_after_secs", self.clear_after_secs > 0),
         ];
         if let Some((key, _)) = caps.iter().find(|(_, ok)| !ok) {
             return Err(Invalid::new(*key, format!("threats.{key} is too small")));
@@ -262,6 +280,20 @@ pub struct Threat {
     /// International/premium numbers dialled (a sample; phone numbers: personal data).
     #[serde(default)]
     pub numbers: Vec<String>,
+    /// A flood from many (forged) sources at one line: a sample of the source addresses
+    /// (`peer` is the first of them) and how many there were (estimated).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<IpAddr>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub sources_total: u64,
+    /// When the episode closed: the attacker had been quiet for `threats.clear_after_secs`
+    /// (packet time). Absent while it is open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended: Option<Timestamp>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Orders findings: highest severity first, then most requests.
@@ -276,15 +308,23 @@ fn sort_threats(v: &mut [Threat]) {
 }
 
 /// Findings of several engines (the daemon shards lines over workers, so each sees its share of
-/// a peer's targets) as one list: one entry per peer and kind (and line, for `compromised_pbx`),
-/// counts added, targets and user agents joined, each engine's reasons kept.
+/// a peer's targets) as one list: one entry per peer and kind (and line, for `compromised_pbx`;
+/// per line only, for a flood from many sources), counts added, targets and user agents joined,
+/// each engine's reasons kept.
 pub fn merge(all: Vec<Threat>) -> Vec<Threat> {
     let mut by: BTreeMap<(IpAddr, ThreatKind, Option<IpAddr>), Threat> = BTreeMap::new();
     for t in all {
-        let line = (t.kind == ThreatKind::CompromisedPbx)
+        // A compromised PBX, and a flood from many sources, are about one line.
+        let line = (t.kind == ThreatKind::CompromisedPbx || !t.sources.is_empty())
             .then(|| t.lines.first().map(|l| l.line))
             .flatten();
-        match by.entry((t.peer, t.kind, line)) {
+        // A flood from many sources is one per line, whichever source each engine names.
+        let peer = if t.sources.is_empty() {
+            t.peer
+        } else {
+            IpAddr::from([0u8, 0, 0, 0])
+        };
+        match by.entry((peer, t.kind, line)) {
             std::collections::btree_map::Entry::Vacant(e) => {
                 e.insert(t);
             }
@@ -311,6 +351,17 @@ pub fn merge(all: Vec<Threat>) -> Vec<Threat> {
                         m.numbers.push(n);
                     }
                 }
+                for a in t.sources {
+                    if !m.sources.contains(&a) {
+                        m.sources.push(a);
+                    }
+                }
+                m.sources_total += t.sources_total;
+                // Closed only when every engine's episode is.
+                m.ended = match (m.ended, t.ended) {
+                    (Some(a), Some(b)) => Some(a.max(b)),
+                    _ => None,
+                };
             }
         }
     }

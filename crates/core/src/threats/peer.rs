@@ -88,9 +88,6 @@ impl Answers {
     }
 }
 
-/// Most INVITEs open at once at a line for its names to count as enumeration.
-pub(super) const ENUMERATION_MAX_OPEN: u32 = 8;
-
 #[derive(Clone, Debug)]
 pub(super) struct Target {
     pub(super) line: IpAddr,
@@ -132,6 +129,16 @@ impl Target {
             max_open: 0,
             answers: Answers::default(),
         }
+    }
+
+    /// Part of a gateway-shaped stream: INVITEs to a new number nearly every time, within a
+    /// gateway's channel count at once, hardly any relayed by the line.
+    pub(super) fn stream_shaped(&self, cfg: &ThreatsConfig) -> bool {
+        self.calls_ended >= 2
+            && u64::from(self.numbers) * 2 >= self.calls_ended
+            && self.max_open <= cfg.framing_max_concurrent
+            && (self.calls_relayed as f64)
+                <= cfg.framing_max_relayed_share * self.calls_ended as f64
     }
 
     pub(super) fn framed(&self, cfg: &ThreatsConfig) -> bool {
@@ -211,6 +218,8 @@ pub(super) struct Peer {
     pub(super) window_count: u64,
     pub(super) flood_max: u64,
     pub(super) kinds: u8,
+    /// When its episode closed (quiet for `clear_after_secs`), until it is active again.
+    pub(super) ended: Option<Timestamp>,
 }
 
 impl Peer {
@@ -240,6 +249,7 @@ impl Peer {
             window_count: 0,
             flood_max: 0,
             kinds: 0,
+            ended: None,
         }
     }
 
@@ -260,6 +270,37 @@ impl Peer {
         }
     }
 
+    /// The targets of a framing stream: those framed on their own, or else one stream split
+    /// over several lines (each stream-shaped, together past the thresholds). Empty if none.
+    pub(super) fn framed_targets(&self, cfg: &ThreatsConfig) -> Vec<&Target> {
+        let alone: Vec<&Target> = self.targets.iter().filter(|t| t.framed(cfg)).collect();
+        if !alone.is_empty() {
+            return alone;
+        }
+        let split: Vec<&Target> = self
+            .targets
+            .iter()
+            .filter(|t| t.stream_shaped(cfg))
+            .collect();
+        let calls: u64 = split.iter().map(|t| t.calls_ended).sum();
+        let numbers: u64 = split.iter().map(|t| u64::from(t.numbers)).sum();
+        let first = split.iter().map(|t| t.first).min();
+        let last = split.iter().map(|t| t.last).max();
+        let span = match (first, last) {
+            (Some(f), Some(l)) => l.secs_since(f),
+            _ => 0.0,
+        };
+        if split.len() >= 2
+            && calls >= u64::from(cfg.framing_min_invites)
+            && numbers >= u64::from(cfg.framing_min_numbers)
+            && span >= f64::from(cfg.framing_min_secs)
+        {
+            split
+        } else {
+            Vec::new()
+        }
+    }
+
     pub(super) fn target_index(&self, line: IpAddr) -> Option<usize> {
         self.targets.iter().position(|t| t.line == line)
     }
@@ -277,6 +318,10 @@ pub(super) struct PbxFinding {
     pub(super) numbers: Vec<String>,
     pub(super) agents: Vec<String>,
     pub(super) answers: Answers,
+    /// When its episode closed (quiet for `clear_after_secs`), until it relays again.
+    pub(super) ended: Option<Timestamp>,
+    /// Relaying again after its episode closed: the next change is reported.
+    pub(super) renewed: bool,
 }
 
 /// A recent international INVITE to a line: (number hash, time, peer, number).

@@ -1,5 +1,6 @@
 //! The threat table: events in, per-peer state updated, findings and changes out.
 
+use super::flood::LineFlood;
 use super::peer::*;
 use super::{sort_threats, Threat, ThreatKind, ThreatsConfig, PEER_KINDS};
 use crate::config::NetworkConfig;
@@ -10,6 +11,15 @@ use crate::model::{
 use crate::table::TimedTable;
 use std::collections::VecDeque;
 use std::net::IpAddr;
+
+/// What an open threat episode is about: a peer's kinds, a compromised PBX line, a flood from
+/// many sources at a line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(super) enum Subject {
+    Peer,
+    Pbx,
+    Flood,
+}
 
 /// The threat stage: every attacking peer, its targets and what they answered.
 pub struct ThreatTable {
@@ -22,6 +32,10 @@ pub struct ThreatTable {
     pub(super) pbx: TimedTable<IpAddr, PbxFinding>,
     pub(super) watch: TimedTable<IpAddr, Vec<Watched>>,
     pub(super) changes: Vec<Threat>,
+    /// Request rate per line, for floods from many sources.
+    pub(super) floods: TimedTable<IpAddr, LineFlood>,
+    /// Open threat episodes, due when their subject has been quiet for `clear_after_secs`.
+    pub(super) episodes: TimedTable<(Subject, IpAddr), ()>,
     pub(super) evictions: Counters,
     pub(super) now: Timestamp,
 }
@@ -46,6 +60,12 @@ impl ThreatTable {
             pbx: TimedTable::new(cfg.max_pbx_lines),
             watch: TimedTable::new(cfg.max_pbx_lines),
             changes: Vec::new(),
+            floods: TimedTable::new(cfg.max_flood_lines),
+            episodes: TimedTable::new(
+                cfg.max_peers
+                    .saturating_add(cfg.max_pbx_lines)
+                    .saturating_add(cfg.max_flood_lines),
+            ),
             evictions: Counters::default(),
             now: Timestamp::default(),
         }
@@ -121,20 +141,112 @@ impl ThreatTable {
         // the unclassified first.
         let keep = if p.kinds != 0 { idle * 24.0 } else { idle };
         let want = p.last.plus_secs(keep);
+        let classified = p.kinds != 0;
+        let last = p.last;
+        // A peer whose episode had closed is at it again: a new episode.
+        let reopened = classified && p.ended.take().is_some();
         if want.micros() - deadline.micros() >= 1_000_000 {
             self.peers.set_deadline(&ip, want);
+        }
+        if classified {
+            self.episode(Subject::Peer, ip, last);
+        }
+        if reopened {
+            self.peer_changed(ip);
         }
         self.peers.get_mut(&ip)
     }
 
+    /// Every kind of `ip` as a change (an episode opened or closed).
+    pub(super) fn peer_changed(&mut self, ip: IpAddr) {
+        let Some(p) = self.peers.get(&ip) else { return };
+        let mut out = Vec::new();
+        for k in PEER_KINDS {
+            if p.kinds & k.bit() != 0 {
+                out.push(self.build(p, k));
+            }
+        }
+        for t in out {
+            self.push_change(t);
+        }
+    }
+
+    /// Moves the episode of `(subject, ip)` (opened when new) to close `clear_after_secs` after
+    /// `last`.
+    pub(super) fn episode(&mut self, subject: Subject, ip: IpAddr, last: Timestamp) {
+        let due = last.plus_secs(f64::from(self.cfg.clear_after_secs));
+        let key = (subject, ip);
+        match self.episodes.deadline(&key) {
+            Some(d) if due.micros() - d.micros() < 1_000_000 => {}
+            Some(_) => self.episodes.set_deadline(&key, due),
+            None => {
+                if let Some((old, ())) = self.episodes.insert(key, (), due) {
+                    self.evictions.add("threat_episodes", 1);
+                    self.close(old, self.now);
+                }
+            }
+        }
+    }
+
+    /// Closes the episode of `key` at `now`: its findings, as changes with `ended` set.
+    pub(super) fn close(&mut self, key: (Subject, IpAddr), now: Timestamp) {
+        let (subject, ip) = key;
+        match subject {
+            Subject::Peer => {
+                let Some(p) = self.peers.get_mut(&ip) else {
+                    return;
+                };
+                if p.kinds == 0 || p.ended.is_some() {
+                    return;
+                }
+                p.ended = Some(now);
+                self.peer_changed(ip);
+            }
+            Subject::Pbx => {
+                let Some(f) = self.pbx.get_mut(&ip) else {
+                    return;
+                };
+                if f.ended.is_some() {
+                    return;
+                }
+                f.ended = Some(now);
+                if let Some(t) = self.pbx.get(&ip).map(|f| self.build_pbx(f)) {
+                    self.push_change(t);
+                }
+            }
+            Subject::Flood => {
+                let Some(e) = self.floods.get_mut(&ip) else {
+                    return;
+                };
+                if !e.flagged || e.ended.is_some() {
+                    return;
+                }
+                e.ended = Some(now);
+                e.hot = false;
+                if let Some(t) = self.floods.get(&ip).map(|e| self.build_flood(e)) {
+                    self.push_change(t);
+                }
+            }
+        }
+    }
+
     /// A peer leaves the table: what it earned is kept as findings.
-    pub(super) fn retire(&mut self, p: Peer) {
+    pub(super) fn retire(&mut self, mut p: Peer) {
         if p.kinds == 0 {
             return;
         }
+        // Its episode closes with it.
+        let open = p.ended.is_none();
+        if open {
+            p.ended = Some(self.now);
+        }
+        self.episodes.remove(&(Subject::Peer, p.ip));
         for k in PEER_KINDS {
             if p.kinds & k.bit() != 0 {
                 let t = self.build(&p, k);
+                if open {
+                    self.push_change(t.clone());
+                }
                 if self.past.len() >= self.cfg.max_findings {
                     self.past.pop_front();
                     self.evictions.add("threat_findings", 1);
@@ -170,8 +282,20 @@ impl ThreatTable {
             return;
         }
         match p.status {
-            None => self.on_request(peer_ip, p),
+            None => {
+                self.line_request(
+                    p.line,
+                    peer_ip,
+                    p.time,
+                    Some(p.method),
+                    p.user_agent.as_deref(),
+                );
+                self.on_request(peer_ip, p);
+            }
             Some(code) => {
+                if let Some(e) = self.floods.get_mut(&p.line).filter(|e| e.hot) {
+                    e.answers.code(code);
+                }
                 let Some(peer) = self.peers.get_mut(&peer_ip) else {
                     return;
                 };
@@ -333,6 +457,12 @@ impl ThreatTable {
         if src == line || self.network.is_home(src) {
             return;
         }
+        self.line_request(line, src, r.time, None, r.user_agent.as_deref());
+        if let (Some(c), Some(e)) = (r.status_code, self.floods.get_mut(&line)) {
+            if e.hot {
+                e.answers.code(c);
+            }
+        }
         let user = r.account.split('@').next().filter(|u| !u.is_empty());
         let uh = user.map(|u| self.hash(u));
         let lh = self.hasher.hash_one(line);
@@ -483,9 +613,17 @@ impl ThreatTable {
                 numbers: Vec::new(),
                 agents,
                 answers: Answers::default(),
+                ended: None,
+                renewed: false,
             };
-            if self.pbx.insert(line, f, at).is_some() {
+            if let Some((_, mut old)) = self.pbx.insert(line, f, at) {
                 self.evictions.add("pbx_findings", 1);
+                self.episodes.remove(&(Subject::Pbx, old.line));
+                if old.ended.is_none() {
+                    old.ended = Some(self.now);
+                    let t = self.build_pbx(&old);
+                    self.push_change(t);
+                }
             }
         } else {
             self.pbx.set_deadline(&line, at);
@@ -495,16 +633,25 @@ impl ThreatTable {
             f.last = at;
         }
         f.first = f.first.min(at);
-        Some(f)
+        // Relaying again after its episode closed: a new episode.
+        if f.ended.take().is_some() {
+            f.renewed = true;
+        }
+        let last = f.last;
+        self.episode(Subject::Pbx, line, last);
+        self.pbx.get_mut(&line)
     }
 
     pub(super) fn pbx_changed(&mut self, line: IpAddr) {
         let Some(f) = self.pbx.get(&line) else { return };
         // An alert on the first evidence and whenever the evidence doubles.
         let n = f.relayed + f.placed;
-        if n.is_power_of_two() {
+        if n.is_power_of_two() || f.renewed {
             let t = self.build_pbx(f);
             self.push_change(t);
+        }
+        if let Some(f) = self.pbx.get_mut(&line) {
+            f.renewed = false;
         }
     }
 
@@ -592,6 +739,101 @@ impl ThreatTable {
         while let Some(k) = self.watch.first_due(now) {
             self.watch.remove(&k);
         }
+        while let Some(k) = self.episodes.first_due(now) {
+            self.episodes.remove(&k);
+            self.close(k, now);
+        }
+        while let Some(k) = self.floods.first_due(now) {
+            if let Some(e) = self.floods.remove(&k) {
+                self.retire_flood(e);
+            }
+        }
+    }
+
+    /// A line's flood entry leaves the table: a flood it had is kept as a finding.
+    pub(super) fn retire_flood(&mut self, mut e: LineFlood) {
+        if !e.flagged {
+            return;
+        }
+        self.episodes.remove(&(Subject::Flood, e.line));
+        if e.ended.is_none() {
+            e.ended = Some(self.now);
+            let t = self.build_flood(&e);
+            self.push_change(t);
+        }
+        let t = self.build_flood(&e);
+        if self.past.len() >= self.cfg.max_findings {
+            self.past.pop_front();
+            self.evictions.add("threat_findings", 1);
+        }
+        self.past.push_back(t);
+    }
+
+    /// One request from outside at `line`: the line's request rate (floods from many sources).
+    pub(super) fn line_request(
+        &mut self,
+        line: IpAddr,
+        src: IpAddr,
+        ts: Timestamp,
+        method: Option<ProbeMethod>,
+        agent: Option<&str>,
+    ) {
+        let cfg = self.cfg.clone();
+        let window = f64::from(cfg.flood_window_secs);
+        let sh = self.hasher.hash_one(src);
+        if !self.floods.contains(&line) {
+            let due = ts.plus_secs(2.0 * window);
+            if let Some((_, old)) = self.floods.insert(line, LineFlood::new(line, ts), due) {
+                self.evictions.add("threat_flood_lines", 1);
+                self.retire_flood(old);
+            }
+        }
+        // Sources the line does business with (it relayed their calls), and domestic ones,
+        // are not named as the flood's sources.
+        let business = self.network.is_domestic(src)
+            || self.peers.get(&src).is_some_and(|p| {
+                p.target_index(line)
+                    .and_then(|i| p.targets.get(i))
+                    .is_some_and(|t| t.calls_relayed > 0)
+            });
+        let Some((e, deadline)) = self.floods.get_mut_with_deadline(&line) else {
+            return;
+        };
+        let tripped = e.request(
+            ts,
+            sh,
+            window,
+            u64::from(cfg.flood_min_requests),
+            cfg.flood_min_sources as usize,
+        );
+        if !e.hot {
+            return;
+        }
+        if !business {
+            e.sample(src);
+        }
+        e.agent(agent, cfg.max_agents_per_peer);
+        match method {
+            Some(ProbeMethod::Options) => e.methods.options += 1,
+            Some(ProbeMethod::Invite) => e.methods.invite += 1,
+            None => e.methods.register += 1,
+            Some(_) => e.methods.other += 1,
+        }
+        if method != Some(ProbeMethod::Invite) {
+            e.answers.asked += 1;
+        }
+        let last = e.last;
+        // A line that flooded is kept (as a finding) as long as a classified peer.
+        let want = last.plus_secs(f64::from(cfg.idle_secs) * 24.0);
+        if want.micros() - deadline.micros() >= 1_000_000 {
+            self.floods.set_deadline(&line, want);
+        }
+        if tripped {
+            if let Some(t) = self.floods.get(&line).map(|e| self.build_flood(e)) {
+                self.push_change(t);
+            }
+        }
+        self.episode(Subject::Flood, line, last);
     }
 
     /// Every finding: current peers' kinds, those of peers no longer tracked, compromised PBXs;
@@ -608,23 +850,28 @@ impl ThreatTable {
         for f in self.pbx.values() {
             out.push(self.build_pbx(f));
         }
+        for e in self.floods.values().filter(|e| e.flagged) {
+            out.push(self.build_flood(e));
+        }
         sort_threats(&mut out);
         out
     }
 
     /// Evictions by table (`threat_peers`, `threat_findings`, `pbx_findings`, `pbx_watch`,
-    /// `threat_changes`).
+    /// `threat_changes`, `threat_flood_lines`, `threat_episodes`).
     pub fn evictions(&self) -> &Counters {
         &self.evictions
     }
 
     /// Current entries by table.
-    pub fn table_sizes(&self) -> [(&'static str, usize); 4] {
+    pub fn table_sizes(&self) -> [(&'static str, usize); 6] {
         [
             ("threat_peers", self.peers.len()),
             ("threat_findings", self.past.len()),
             ("pbx_findings", self.pbx.len()),
             ("pbx_watch", self.watch.len()),
+            ("threat_flood_lines", self.floods.len()),
+            ("threat_episodes", self.episodes.len()),
         ]
     }
 }

@@ -534,3 +534,182 @@ fn threats_config_is_validated() {
     assert_eq!(parsed.scan_min_lines, 5);
     assert!(toml::from_str::<ThreatsConfig>("bogus = 1").is_err());
 }
+
+/// A forged source address per request, from a pool of `pool` addresses.
+fn forged(i: u32, pool: u32) -> String {
+    let h = i.wrapping_mul(2_654_435_761) % pool;
+    format!("198.51.{}.{}:{}", 100 + h / 250, h % 250, 32768 + i % 20000)
+}
+
+#[test]
+fn threats_flood_from_forged_sources_is_one_finding_at_the_line() {
+    let mut t = table();
+    // 150 INVITEs/s for 8 s at one line, every one from a forged source: no source comes near
+    // the per-peer rate, the line's rate is a flood.
+    for i in 0..1200u32 {
+        let src = forged(i, 230);
+        let n = format!("1380013{:04}", i);
+        invite(
+            &mut t,
+            &src,
+            line(5),
+            &n,
+            100.0 + f64::from(i) / 150.0,
+            Participation::Ignored,
+        );
+    }
+    let all = t.threats();
+    assert_eq!(all.len(), 1, "{:?}", kinds(&t));
+    let f = &all[0];
+    assert_eq!(f.kind, ThreatKind::Flood);
+    assert_eq!(f.lines.len(), 1);
+    assert_eq!(f.lines[0].line, line(5));
+    assert!(f.requests >= 1000, "{}", f.requests);
+    assert!(!f.sources.is_empty() && f.sources.contains(&f.peer));
+    assert!(f.sources_total >= 150, "{}", f.sources_total);
+    assert!(
+        f.reasons[0].detail.contains("source addresses"),
+        "{}",
+        f.reasons[0].detail
+    );
+    // One change for the finding (not one per forged source).
+    let ch = t.take_changes();
+    assert_eq!(ch.len(), 1, "{ch:?}");
+    // Busy but not a flood: 400 requests in 10 s from 50 sources.
+    let mut t = table();
+    for i in 0..400u32 {
+        let src = forged(i, 50);
+        t.on_event(&probe(
+            &src,
+            line(6),
+            ProbeMethod::Options,
+            "1",
+            f64::from(i) * 0.025,
+        ));
+    }
+    assert!(t.threats().is_empty(), "{:?}", kinds(&t));
+    // One source at the flood rate is a flood of that peer, not one "from many sources".
+    let mut t = table();
+    for i in 0..800 {
+        t.on_event(&probe(
+            SCANNER,
+            line(7),
+            ProbeMethod::Options,
+            "1",
+            f64::from(i) * 0.01,
+        ));
+    }
+    let f = find(&t, ThreatKind::Flood);
+    assert_eq!((f.peer, f.sources_total), (sa(SCANNER).ip(), 0));
+    assert_eq!(t.threats().len(), 1);
+}
+
+#[test]
+fn threats_framing_split_over_two_lines_is_one_peers_stream() {
+    let mut t = table();
+    let framer = "203.0.113.66:5060";
+    // Four channels over two lines, 50 s per attempt (one-way RTP keeps them open): six
+    // attempts per line in five minutes, below the per-line thresholds.
+    for i in 0..12u32 {
+        let n = format!("1380013{:04}", i);
+        let to = line(10 + i % 2);
+        invite(
+            &mut t,
+            framer,
+            to,
+            &n,
+            f64::from(i / 2) * 50.0,
+            Participation::Rejected,
+        );
+    }
+    let f = find(&t, ThreatKind::Framing);
+    assert_eq!(f.lines_total, 2);
+    assert!(
+        f.reasons[0]
+            .detail
+            .starts_with("12 INVITEs to 12 distinct numbers at 2 lines"),
+        "{}",
+        f.reasons[0].detail
+    );
+    // A provider's calls to two households, each called on its own number and not answered
+    // for a while: no stream of distinct numbers, no threat.
+    let mut t = table();
+    for i in 0..12u32 {
+        let to = line(20 + i % 2);
+        let n = format!("3021000{:04}", 20 + i % 2);
+        invite(
+            &mut t,
+            framer,
+            to,
+            &n,
+            f64::from(i) * 50.0,
+            Participation::Ignored,
+        );
+    }
+    assert!(t.threats().is_empty(), "{:?}", kinds(&t));
+}
+
+#[test]
+fn threats_episodes_close_after_the_quiet_period_and_reopen() {
+    let cfg = ThreatsConfig {
+        clear_after_secs: 600,
+        ..ThreatsConfig::default()
+    };
+    let mut t = ThreatTable::new(&cfg, &NetworkConfig::default());
+    for i in 0..12 {
+        t.on_event(&probe(
+            SCANNER,
+            line(i),
+            ProbeMethod::Options,
+            "100",
+            f64::from(i),
+        ));
+    }
+    let raised = t.take_changes();
+    assert_eq!(raised.len(), 1);
+    assert_eq!(raised[0].ended, None);
+    // Not quiet long enough yet.
+    t.expire(at(11.0 + 590.0));
+    assert!(t.take_changes().is_empty());
+    t.expire(at(11.0 + 605.0));
+    let closed = t.take_changes();
+    assert_eq!(closed.len(), 1, "{closed:?}");
+    assert_eq!(
+        (closed[0].kind, closed[0].ended),
+        (ThreatKind::Scan, Some(at(616.0)))
+    );
+    assert_eq!(t.threats()[0].ended, Some(at(616.0)));
+    // Closed once only.
+    t.expire(at(2000.0));
+    assert!(t.take_changes().is_empty());
+    // At it again: a new episode.
+    t.on_event(&probe(
+        SCANNER,
+        line(1),
+        ProbeMethod::Options,
+        "100",
+        2100.0,
+    ));
+    let again = t.take_changes();
+    assert_eq!(again.len(), 1);
+    assert_eq!((again[0].kind, again[0].ended), (ThreatKind::Scan, None));
+    // A flood from many sources closes too.
+    for i in 0..1200u32 {
+        t.on_event(&probe(
+            &forged(i, 230),
+            line(40),
+            ProbeMethod::Invite,
+            "1",
+            3000.0 + f64::from(i) / 150.0,
+        ));
+    }
+    assert_eq!(t.take_changes().len(), 1);
+    t.expire(at(3000.0 + 8.0 + 601.0));
+    let closed: Vec<Threat> = t.take_changes();
+    assert!(
+        closed
+            .iter()
+            .any(|c| c.kind == ThreatKind::Flood && c.sources_total > 0 && c.ended.is_some()),
+        "{closed:?}"
+    );
+}
