@@ -479,9 +479,9 @@ pub fn merge_threat_rows(per_seed: &[Vec<ThreatRow>]) -> Vec<ThreatRow> {
     out
 }
 
-/// The threats the engine reported for a capture, as (peer, kind). The engine does not report
-/// threats yet: when it does (analyze JSON `threats`: {peer, kind, lines, ...}), take them from
-/// the table here and `eval` scores them with `score_threats`.
+/// The threats the engine reported for a capture, as (peer, kind), for `score_threats`.
+/// A flood from many sources names a sample of its (forged) sources: each is scored as a finding
+/// about that address (the labels list every forged address under the flood's campaign).
 pub fn engine_threats(threats: &[Threat]) -> Option<Vec<(String, String)>> {
     Some(
         threats
@@ -489,8 +489,18 @@ pub fn engine_threats(threats: &[Threat]) -> Option<Vec<(String, String)>> {
             .filter(|t| t.kind != FoundKind::CompromisedPbx)
             .filter_map(|t| {
                 let kind = serde_json::to_value(t.kind).ok()?.as_str()?.to_string();
-                Some((t.peer.to_string(), kind))
+                let peers = if t.sources.is_empty() {
+                    vec![t.peer]
+                } else {
+                    t.sources.clone()
+                };
+                Some(
+                    peers
+                        .into_iter()
+                        .map(move |p| (p.to_string(), kind.clone())),
+                )
             })
+            .flatten()
             .collect(),
     )
 }

@@ -319,6 +319,12 @@ impl Alert {
                     "compromised_pbx line {} relayed toll fraud from {}",
                     self.line, t.peer
                 ),
+                _ if t.sources_total > 0 => format!(
+                    "threat {} from ~{} sources to line {}",
+                    t.kind.label(),
+                    t.sources_total,
+                    self.line
+                ),
                 _ => format!(
                     "threat {} from {} to {} lines",
                     t.kind.label(),
@@ -413,10 +419,14 @@ pub struct AlertManager {
     open: BTreeMap<IpAddr, Episode>,
     /// Open episodes dropped because `max_open` was reached.
     evictions: u64,
-    /// Threat episodes (peer, kind; line for a compromised PBX) -> (id, seq). Threat alerts
-    /// are raised once and updated as the finding grows; they are not cleared.
+    /// Open threat episodes (peer, kind; line for a compromised PBX or a flood from many
+    /// sources) -> (id, seq). Threat alerts are raised once, updated as the finding grows and
+    /// cleared when the threat table closes the episode (`threats.clear_after_secs` quiet).
     #[serde(default)]
     threats: BTreeMap<String, (String, u32)>,
+    /// Threat episodes closed so far per key (a new episode of the same key gets a new id).
+    #[serde(default)]
+    threats_closed: BTreeMap<String, u32>,
 }
 
 impl AlertManager {
@@ -426,6 +436,7 @@ impl AlertManager {
             open: BTreeMap::new(),
             evictions: 0,
             threats: BTreeMap::new(),
+            threats_closed: BTreeMap::new(),
         }
     }
 
@@ -551,22 +562,42 @@ impl AlertManager {
         vec![alert]
     }
 
-    /// Feeds one threat finding (new, or grown); returns its alert (a raise, then updates).
+    /// Feeds one threat finding (new, grown, or its episode closed: `ended`); returns its alert
+    /// (a raise, then updates, then `cleared`).
     pub fn on_threat(
         &mut self,
         t: &Threat,
         created: Timestamp,
         privacy: &Pseudonymizer,
     ) -> Vec<Alert> {
+        let target = t.lines.first().map_or(t.peer, |l| l.line);
+        // A flood from many sources is about its target line; its sources are forged.
+        let many = t.sources_total > 0;
         let (kind, subject) = match t.kind {
-            ThreatKind::CompromisedPbx => (
-                AlertKind::CompromisedPbx,
-                t.lines.first().map_or(t.peer, |l| l.line),
-            ),
+            ThreatKind::CompromisedPbx => (AlertKind::CompromisedPbx, target),
+            _ if many => (AlertKind::Threat, target),
             _ => (AlertKind::Threat, t.peer),
         };
-        let key = format!("{}|{}|{subject}", t.kind.label(), t.peer);
+        let key = if many {
+            format!("{}|many|{subject}", t.kind.label())
+        } else {
+            format!("{}|{}|{subject}", t.kind.label(), t.peer)
+        };
         let (id, seq, state) = match self.threats.get_mut(&key) {
+            Some((id, seq)) if t.ended.is_some() => {
+                let out = (id.clone(), seq.saturating_add(1), AlertState::Cleared);
+                self.threats.remove(&key);
+                if self.threats_closed.len() >= self.config.max_open
+                    && !self.threats_closed.contains_key(&key)
+                {
+                    self.threats_closed.pop_first();
+                }
+                let n = self.threats_closed.entry(key).or_insert(0);
+                *n = n.saturating_add(1);
+                out
+            }
+            // A closed episode of a key with no open alert (already cleared): nothing to say.
+            None if t.ended.is_some() => return Vec::new(),
             Some((id, seq)) => {
                 *seq = seq.saturating_add(1);
                 (id.clone(), *seq, AlertState::Updated)
@@ -579,6 +610,10 @@ impl AlertManager {
                 let mut h = Sha256::new();
                 h.update(key.as_bytes());
                 h.update(t.first_seen.micros().to_be_bytes());
+                // Later episodes of the same key get ids of their own.
+                if let Some(n) = self.threats_closed.get(&key) {
+                    h.update(n.to_be_bytes());
+                }
                 let d = h.finalize();
                 let id = format!("sbx-{}", hex::encode(d.get(..8).unwrap_or(&[])));
                 self.threats.insert(key, (id.clone(), 0));
@@ -947,6 +982,9 @@ mod tests {
                 detail: "INVITEs to 011972599123456".into(),
             }],
             numbers: vec!["011972599123456".into()],
+            sources: Vec::new(),
+            sources_total: 0,
+            ended: None,
         }
     }
 
@@ -999,6 +1037,45 @@ mod tests {
         }
         let back: Alert = serde_json::from_value(old).unwrap();
         assert_eq!((back.kind, back.threat), (AlertKind::Line, None));
+    }
+
+    #[test]
+    fn threat_episodes_are_cleared_when_the_table_closes_them() {
+        let mut m = AlertManager::new(AlertConfig::default());
+        let p = Pseudonymizer::disabled();
+        let t = threat(ThreatKind::Scan);
+        let raised = m.on_threat(&t, Timestamp(T0), &p);
+        let up = m.on_threat(&t, Timestamp(T0 + 5), &p);
+        let mut ended = t.clone();
+        ended.ended = Some(Timestamp(T0 + 3600));
+        let cleared = m.on_threat(&ended, Timestamp(T0 + 3600), &p);
+        assert_eq!(
+            (cleared[0].state, cleared[0].seq, &cleared[0].id),
+            (AlertState::Cleared, 2, &raised[0].id)
+        );
+        assert_eq!(up[0].seq, 1);
+        assert!(cleared[0]
+            .summary(1)
+            .starts_with("cleared threat scan from"));
+        assert_eq!(cleared[0].syslog_severity(), 5);
+        // Cleared once: a second close (another worker's) says nothing.
+        assert!(m.on_threat(&ended, Timestamp(T0 + 3605), &p).is_empty());
+        // The same peer at it again: a new episode with an id of its own.
+        let again = m.on_threat(&t, Timestamp(T0 + 7200), &p);
+        assert_eq!((again[0].state, again[0].seq), (AlertState::Raised, 0));
+        assert_ne!(again[0].id, raised[0].id);
+        // A flood from many sources is about its line, whichever source it names first.
+        let mut f = threat(ThreatKind::Flood);
+        f.sources = vec!["198.51.100.7".parse().unwrap()];
+        f.sources_total = 180;
+        let a = m.on_threat(&f, Timestamp(T0), &p);
+        assert_eq!(a[0].line.to_string(), "10.0.0.0");
+        assert!(a[0]
+            .summary(0)
+            .starts_with("raised threat flood from ~180 sources to line 10.0.0.0"));
+        f.peer = "198.51.100.9".parse().unwrap();
+        let b = m.on_threat(&f, Timestamp(T0 + 1), &p);
+        assert_eq!((b[0].state, &b[0].id), (AlertState::Updated, &a[0].id));
     }
 
     #[test]

@@ -936,7 +936,8 @@ fn threat_alerts<E: PacketEngine>(
     for changes in std::iter::once(shared_changes).chain(per_engine) {
         for t in changes {
             tracing::info!(peer = %t.peer, kind = t.kind.label(), severity = t.severity.label(), "threat");
-            out.extend(manager.on_threat(&t, t.last_seen, privacy));
+            // A closed episode is cleared at the packet time it closed.
+            out.extend(manager.on_threat(&t, t.ended.unwrap_or(t.last_seen), privacy));
         }
     }
     out

@@ -80,6 +80,9 @@ pub fn hostile_alerts() -> Vec<Alert> {
             detail: HOSTILE_DETAIL.into(),
         }],
         numbers: Vec::new(),
+        sources: Vec::new(),
+        sources_total: 0,
+        ended: None,
     };
     out.extend(m.on_threat(
         &threat,

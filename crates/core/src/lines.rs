@@ -1380,7 +1380,10 @@ impl Profile {
 
     /// Concurrency at the true start of an opaque flow that just ended: flows to the same peer
     /// still open that were reported before it (still running now, so running then) plus
-    /// recently ended ones whose span covers it.
+    /// recently ended ones whose span covers it. Or at its end: a flow still open now (not idle
+    /// for the media timeout, so running when this one ended) that started before this one
+    /// ended ran beside it then; that is known as soon as this one is told, not only when the
+    /// later flows end.
     fn verify_opaque(&mut self, remote: u32, start: i64, end: i64) {
         let open = self
             .open
@@ -1392,7 +1395,12 @@ impl Profile {
             .iter()
             .filter(|&&(s, e, r)| r == remote && s <= start && start <= e)
             .count();
-        let n = (1 + open + closed).min(usize::from(u16::MAX)) as u16;
+        let open_at_end = self
+            .open
+            .iter()
+            .filter(|s| s.kind == SessionKind::Opaque && s.remote == remote && s.start <= end)
+            .count();
+        let n = (1 + (open + closed).max(open_at_end)).min(usize::from(u16::MAX)) as u16;
         self.opaque_verified_peak = self.opaque_verified_peak.max(n);
         if self.open.iter().any(|s| s.kind == SessionKind::Opaque) {
             if self.closed_opaque.len() >= 16 {
@@ -1645,6 +1653,22 @@ mod tests {
         pr.on_media_ended(&flow_ended("10.0.0.9:1002", r, 10.0, 120.0), &p);
         assert_eq!(pr.opaque_verified_peak, 2, "A had ended before C started");
         assert_eq!(pr.open_sessions(), 0);
+    }
+
+    #[test]
+    fn opaque_concurrency_is_verified_at_a_flows_end_too() {
+        // A runs 0..60 s; B (from 10 s) and C (from 50 s) are still open when A is told: all
+        // three ran at 60 s, known then (not only when B or C end).
+        let p = p();
+        let mut pr = Profile::new(t(0.0));
+        let r = "203.0.113.9:4000";
+        pr.on_media_started(sa("10.0.0.9:1000"), sa(r), None, t(0.0), &p);
+        pr.on_media_started(sa("10.0.0.9:1002"), sa(r), None, t(10.0), &p);
+        pr.on_media_started(sa("10.0.0.9:1004"), sa(r), None, t(50.0), &p);
+        // D starts after A ended: it did not run beside A.
+        pr.on_media_started(sa("10.0.0.9:1006"), sa(r), None, t(75.0), &p);
+        pr.on_media_ended(&flow_ended("10.0.0.9:1000", r, 0.0, 60.0), &p);
+        assert_eq!(pr.opaque_verified_peak, 3);
     }
 
     #[test]

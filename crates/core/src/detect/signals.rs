@@ -218,7 +218,17 @@ pub fn machine_rhythm(p: &Profile, c: &Ctx) -> Signal {
         }
     } else {
         let median = p.opaque_durations.quantile(0.5).unwrap_or(0.0);
-        let strength = ramp(opaque_n, min - 1.0, min + 2.0) * (1.0 - ramp(median, 90.0, 240.0));
+        // Flows end (and are told) a media timeout after their last packet, so counting ended
+        // ones is what makes a sparse box late. Once several have run at once to one peer (three
+        // confirmed, or four seen), a few short ones are rhythm enough; without that, it takes
+        // more (one or two app calls at a time are no gateway).
+        let several = p.opaque_verified_peak >= 3 || p.opaque_peak_same_peer >= 4;
+        let (lo, hi) = if several {
+            (min - 2.0, min)
+        } else {
+            (min - 1.0, min + 2.0)
+        };
+        let strength = ramp(opaque_n, lo, hi) * (1.0 - ramp(median, 90.0, 240.0));
         Signal {
             name: "machine_rhythm",
             value: median,

@@ -1,0 +1,140 @@
+//! Floods from many sources: the request rate at one line, whatever the source addresses.
+//!
+//! A flood tool that forges a random source per request keeps every forged "peer" far below
+//! the per-peer rate; what it cannot hide is the rate at its target. Per line that receives
+//! requests from outside: requests and distinct sources within `flood_window_secs`. A window
+//! with at least `flood_min_requests` requests from at least `flood_min_sources` sources is a
+//! flood window; the line's flood episode is its flood windows (requests, sources, agents,
+//! answers counted from the request that tripped it on), and ends when no window has been a
+//! flood window for `clear_after_secs`. Lines tracked at once: `max_flood_lines`.
+
+use super::peer::{Answers, MethodCounts, Sketch};
+use crate::model::Timestamp;
+use std::net::IpAddr;
+
+/// Distinct sources remembered per window (enough to tell "many" from "few").
+pub(super) const MAX_WINDOW_SOURCES: usize = 64;
+/// Source addresses kept as a sample per flood finding.
+pub(super) const MAX_SOURCE_SAMPLES: usize = 8;
+
+/// Request rate at one line, and its flood episode once it had one.
+#[derive(Clone, Debug)]
+pub(super) struct LineFlood {
+    pub(super) line: IpAddr,
+    pub(super) window_start: Timestamp,
+    pub(super) window_count: u64,
+    pub(super) window_sources: Vec<u64>,
+    /// The current window is a flood window.
+    pub(super) hot: bool,
+    /// The line has had a flood window (it is a finding).
+    pub(super) flagged: bool,
+    pub(super) first: Timestamp,
+    pub(super) last: Timestamp,
+    pub(super) requests: u64,
+    pub(super) peak: u64,
+    pub(super) sources: Sketch,
+    pub(super) samples: Vec<IpAddr>,
+    pub(super) agents: Vec<String>,
+    pub(super) methods: MethodCounts,
+    pub(super) answers: Answers,
+    /// When the episode closed (reported as ended), until the line floods again.
+    pub(super) ended: Option<Timestamp>,
+}
+
+impl LineFlood {
+    pub(super) fn new(line: IpAddr, ts: Timestamp) -> LineFlood {
+        LineFlood {
+            line,
+            window_start: ts,
+            window_count: 0,
+            window_sources: Vec::new(),
+            hot: false,
+            flagged: false,
+            first: ts,
+            last: ts,
+            requests: 0,
+            peak: 0,
+            sources: Sketch::new(),
+            samples: Vec::new(),
+            agents: Vec::new(),
+            methods: MethodCounts::default(),
+            answers: Answers::default(),
+            ended: None,
+        }
+    }
+
+    /// Counts one request from `src` (hash `sh`) at `ts`. Returns true when this request made
+    /// the window a flood window (a new finding, or a new episode after one ended).
+    pub(super) fn request(
+        &mut self,
+        ts: Timestamp,
+        sh: u64,
+        window_secs: f64,
+        min_requests: u64,
+        min_sources: usize,
+    ) -> bool {
+        if ts.secs_since(self.window_start) >= window_secs {
+            self.window_start = ts;
+            self.window_count = 0;
+            self.window_sources.clear();
+            self.hot = false;
+        }
+        // Out of time order by more than a window: no longer part of the rate seen now.
+        if self.window_start.secs_since(ts) >= window_secs {
+            return false;
+        }
+        self.window_count += 1;
+        if self.window_sources.len() < MAX_WINDOW_SOURCES && !self.window_sources.contains(&sh) {
+            self.window_sources.push(sh);
+        }
+        if self.hot {
+            self.requests += 1;
+            self.sources.insert(sh);
+            self.peak = self.peak.max(self.window_count);
+            if ts > self.last {
+                self.last = ts;
+            }
+            return false;
+        }
+        if self.window_count < min_requests || self.window_sources.len() < min_sources {
+            return false;
+        }
+        self.hot = true;
+        let renewed = !self.flagged || self.ended.is_some();
+        if !self.flagged {
+            self.first = self.window_start;
+        }
+        self.flagged = true;
+        self.ended = None;
+        // The whole window that tripped it belongs to the flood.
+        self.requests += self.window_count;
+        for h in &self.window_sources {
+            self.sources.insert(*h);
+        }
+        self.peak = self.peak.max(self.window_count);
+        if ts > self.last {
+            self.last = ts;
+        }
+        renewed
+    }
+
+    /// Remembers a source address as a sample of the flood's sources.
+    pub(super) fn sample(&mut self, src: IpAddr) {
+        if self.samples.len() < MAX_SOURCE_SAMPLES && !self.samples.contains(&src) {
+            self.samples.push(src);
+        }
+    }
+
+    pub(super) fn agent(&mut self, agent: Option<&str>, max: usize) {
+        if let Some(a) = agent {
+            if !a.is_empty() && self.agents.len() < max && !self.agents.iter().any(|x| x == a) {
+                self.agents.push(a.to_string());
+            }
+        }
+    }
+
+    /// Distinct sources of the episode (estimated).
+    pub(super) fn sources_total(&self) -> u64 {
+        self.sources.estimate().max(self.samples.len() as u64)
+    }
+}

@@ -1,0 +1,334 @@
+//! Per-peer state: what one remote peer sent to which line, and what each line answered.
+
+use super::{ThreatTarget, ThreatsConfig};
+use crate::model::{Participation, Timestamp};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+pub(super) const PARTICIPATIONS: [Participation; 7] = [
+    Participation::Placed,
+    Participation::TwoWayVoice,
+    Participation::AnsweredNoMedia,
+    Participation::EarlyMedia,
+    Participation::AnsweredOneWay,
+    Participation::Rejected,
+    Participation::Ignored,
+];
+
+pub(super) fn participation_index(p: Participation) -> usize {
+    PARTICIPATIONS.iter().position(|x| *x == p).unwrap_or(6)
+}
+
+/// Distinct status codes kept per answer tally; others are counted as `other`.
+pub(super) const MAX_CODES: usize = 8;
+/// Premium numbers kept as text per peer (for the report) and distinct ones remembered.
+pub(super) const MAX_NUMBER_SAMPLES: usize = 8;
+pub(super) const MAX_PREMIUM_HASHES: usize = 64;
+/// Recent international INVITEs remembered per watched line (compromised-PBX check).
+pub(super) const MAX_WATCH_PER_LINE: usize = 8;
+/// How long an international INVITE is remembered for the outbound-call check: the PBX's
+/// outbound call is reported when it ends, and may last this long.
+pub(super) const WATCH_KEEP_SECS: f64 = 4.0 * 3600.0;
+/// Threat changes held for `take_changes`; beyond it they are counted, not kept.
+pub(super) const MAX_PENDING_CHANGES: usize = 10_000;
+/// Linear-counting bitmap size (bits) for distinct lines beyond the kept targets.
+pub(super) const SKETCH_BITS: usize = 1024;
+
+/// What lines answered: status codes of probes/REGISTERs and participation in INVITEs.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Answers {
+    pub(super) codes: Vec<(u16, u64)>,
+    pub(super) other_codes: u64,
+    pub(super) participation: [u64; 7],
+    /// Non-INVITE requests sent and final responses seen to them.
+    pub(super) asked: u64,
+    pub(super) answered: u64,
+}
+
+impl Answers {
+    pub(super) fn code(&mut self, c: u16) {
+        self.answered += 1;
+        if let Some(e) = self.codes.iter_mut().find(|(k, _)| *k == c) {
+            e.1 += 1;
+        } else if self.codes.len() < MAX_CODES {
+            self.codes.push((c, 1));
+        } else {
+            self.other_codes += 1;
+        }
+    }
+    pub(super) fn to_map(&self) -> BTreeMap<String, u64> {
+        let mut m = BTreeMap::new();
+        for (c, n) in &self.codes {
+            m.insert(c.to_string(), *n);
+        }
+        if self.other_codes > 0 {
+            m.insert("other".into(), self.other_codes);
+        }
+        for (p, n) in PARTICIPATIONS.iter().zip(self.participation) {
+            if n > 0 {
+                m.insert(p.label().to_string(), n);
+            }
+        }
+        let none = self.asked.saturating_sub(self.answered);
+        if none > 0 {
+            m.insert("none".into(), none);
+        }
+        m
+    }
+    /// "200 x 3, 404 x 12, none x 197"
+    pub(super) fn text(&self) -> String {
+        let mut v: Vec<(String, u64)> = self.to_map().into_iter().collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        let parts: Vec<String> = v.iter().map(|(k, n)| format!("{k} x {n}")).collect();
+        if parts.is_empty() {
+            "nothing".into()
+        } else {
+            parts.join(", ")
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub(super) struct Target {
+    pub(super) line: IpAddr,
+    pub(super) first: Timestamp,
+    pub(super) last: Timestamp,
+    pub(super) requests: u64,
+    /// Non-INVITE requests (OPTIONS, REGISTER, ...).
+    pub(super) probes: u64,
+    /// Distinct user names tried (enumeration) and distinct ordinary numbers called (framing).
+    pub(super) users: u32,
+    pub(super) numbers: u32,
+    pub(super) names: Vec<u64>,
+    /// Ordinary (not international/premium) INVITEs that ended, and how many the line relayed.
+    pub(super) calls_ended: u64,
+    pub(super) calls_relayed: u64,
+    pub(super) premium: u64,
+    pub(super) premium_relayed: u64,
+    pub(super) open: u32,
+    pub(super) max_open: u32,
+    pub(super) answers: Answers,
+}
+
+impl Target {
+    pub(super) fn new(line: IpAddr, ts: Timestamp) -> Target {
+        Target {
+            line,
+            first: ts,
+            last: ts,
+            requests: 0,
+            probes: 0,
+            users: 0,
+            numbers: 0,
+            names: Vec::new(),
+            calls_ended: 0,
+            calls_relayed: 0,
+            premium: 0,
+            premium_relayed: 0,
+            open: 0,
+            max_open: 0,
+            answers: Answers::default(),
+        }
+    }
+
+    /// Part of a gateway-shaped stream: INVITEs to a new number nearly every time, within a
+    /// gateway's channel count at once, hardly any relayed by the line.
+    pub(super) fn stream_shaped(&self, cfg: &ThreatsConfig) -> bool {
+        self.calls_ended >= 2
+            && u64::from(self.numbers) * 2 >= self.calls_ended
+            && self.max_open <= cfg.framing_max_concurrent
+            && (self.calls_relayed as f64)
+                <= cfg.framing_max_relayed_share * self.calls_ended as f64
+    }
+
+    pub(super) fn framed(&self, cfg: &ThreatsConfig) -> bool {
+        self.calls_ended >= u64::from(cfg.framing_min_invites)
+            && self.numbers >= cfg.framing_min_numbers
+            && self.max_open <= cfg.framing_max_concurrent
+            && self.last.secs_since(self.first) >= f64::from(cfg.framing_min_secs)
+            && (self.calls_relayed as f64)
+                <= cfg.framing_max_relayed_share * self.calls_ended as f64
+    }
+
+    pub(super) fn output(&self) -> ThreatTarget {
+        ThreatTarget {
+            line: self.line,
+            requests: self.requests,
+            answers: self.answers.to_map(),
+            first_seen: self.first,
+            last_seen: self.last,
+        }
+    }
+}
+
+/// Distinct-count sketch (linear counting) for lines beyond the kept targets.
+#[derive(Clone, Debug)]
+pub(super) struct Sketch(pub(super) [u64; SKETCH_BITS / 64]);
+
+impl Sketch {
+    pub(super) fn new() -> Sketch {
+        Sketch([0; SKETCH_BITS / 64])
+    }
+    pub(super) fn insert(&mut self, h: u64) {
+        let bit = (h % SKETCH_BITS as u64) as usize;
+        if let Some(w) = self.0.get_mut(bit / 64) {
+            *w |= 1 << (bit % 64);
+        }
+    }
+    pub(super) fn estimate(&self) -> u64 {
+        let set: u32 = self.0.iter().map(|w| w.count_ones()).sum();
+        let m = SKETCH_BITS as f64;
+        let zero = (m - f64::from(set)).max(1.0);
+        (-m * (zero / m).ln()).round() as u64
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct MethodCounts {
+    pub(super) options: u64,
+    pub(super) register: u64,
+    pub(super) invite: u64,
+    pub(super) other: u64,
+}
+
+#[derive(Clone, Debug)]
+pub(super) struct Peer {
+    pub(super) ip: IpAddr,
+    pub(super) first: Timestamp,
+    pub(super) last: Timestamp,
+    pub(super) requests: u64,
+    pub(super) methods: MethodCounts,
+    pub(super) targets: Vec<Target>,
+    /// Some line could not be kept as a target: `lines_total` comes from the sketches.
+    pub(super) overflow: bool,
+    pub(super) lines: Sketch,
+    pub(super) probed: Sketch,
+    pub(super) probed_lines: u64,
+    pub(super) agents: Vec<String>,
+    pub(super) names_used: usize,
+    pub(super) answers: Answers,
+    pub(super) premium_invites: u64,
+    pub(super) premium_ended: u64,
+    pub(super) premium_relayed: u64,
+    pub(super) premium_hashes: Vec<u64>,
+    pub(super) premium_distinct: u64,
+    pub(super) premium_samples: Vec<String>,
+    pub(super) max_users_at_line: u32,
+    pub(super) window_start: Timestamp,
+    pub(super) window_count: u64,
+    pub(super) flood_max: u64,
+    pub(super) kinds: u8,
+    /// When its episode closed (quiet for `clear_after_secs`), until it is active again.
+    pub(super) ended: Option<Timestamp>,
+}
+
+impl Peer {
+    pub(super) fn new(ip: IpAddr, ts: Timestamp) -> Peer {
+        Peer {
+            ip,
+            first: ts,
+            last: ts,
+            requests: 0,
+            methods: MethodCounts::default(),
+            targets: Vec::new(),
+            overflow: false,
+            lines: Sketch::new(),
+            probed: Sketch::new(),
+            probed_lines: 0,
+            agents: Vec::new(),
+            names_used: 0,
+            answers: Answers::default(),
+            premium_invites: 0,
+            premium_ended: 0,
+            premium_relayed: 0,
+            premium_hashes: Vec::new(),
+            premium_distinct: 0,
+            premium_samples: Vec::new(),
+            max_users_at_line: 0,
+            window_start: ts,
+            window_count: 0,
+            flood_max: 0,
+            kinds: 0,
+            ended: None,
+        }
+    }
+
+    pub(super) fn lines_total(&self) -> u64 {
+        let kept = self.targets.len() as u64;
+        if self.overflow {
+            kept.max(self.lines.estimate())
+        } else {
+            kept
+        }
+    }
+
+    pub(super) fn probed_total(&self) -> u64 {
+        if self.overflow {
+            self.probed_lines.max(self.probed.estimate())
+        } else {
+            self.probed_lines
+        }
+    }
+
+    /// The targets of a framing stream: those framed on their own, or else one stream split
+    /// over several lines (each stream-shaped, together past the thresholds). Empty if none.
+    pub(super) fn framed_targets(&self, cfg: &ThreatsConfig) -> Vec<&Target> {
+        let alone: Vec<&Target> = self.targets.iter().filter(|t| t.framed(cfg)).collect();
+        if !alone.is_empty() {
+            return alone;
+        }
+        let split: Vec<&Target> = self
+            .targets
+            .iter()
+            .filter(|t| t.stream_shaped(cfg))
+            .collect();
+        let calls: u64 = split.iter().map(|t| t.calls_ended).sum();
+        let numbers: u64 = split.iter().map(|t| u64::from(t.numbers)).sum();
+        let first = split.iter().map(|t| t.first).min();
+        let last = split.iter().map(|t| t.last).max();
+        let span = match (first, last) {
+            (Some(f), Some(l)) => l.secs_since(f),
+            _ => 0.0,
+        };
+        if split.len() >= 2
+            && calls >= u64::from(cfg.framing_min_invites)
+            && numbers >= u64::from(cfg.framing_min_numbers)
+            && span >= f64::from(cfg.framing_min_secs)
+        {
+            split
+        } else {
+            Vec::new()
+        }
+    }
+
+    pub(super) fn target_index(&self, line: IpAddr) -> Option<usize> {
+        self.targets.iter().position(|t| t.line == line)
+    }
+}
+
+/// A compromised-PBX finding about one line.
+#[derive(Clone, Debug)]
+pub(super) struct PbxFinding {
+    pub(super) line: IpAddr,
+    pub(super) peer: IpAddr,
+    pub(super) first: Timestamp,
+    pub(super) last: Timestamp,
+    pub(super) relayed: u64,
+    pub(super) placed: u64,
+    pub(super) numbers: Vec<String>,
+    pub(super) agents: Vec<String>,
+    pub(super) answers: Answers,
+    /// When its episode closed (quiet for `clear_after_secs`), until it relays again.
+    pub(super) ended: Option<Timestamp>,
+    /// Relaying again after its episode closed: the next change is reported.
+    pub(super) renewed: bool,
+}
+
+/// A recent international INVITE to a line: (number hash, time, peer, number).
+pub(super) type Watched = (u64, Timestamp, IpAddr, String);
+
+/// Whether a user part is a phone number (digits, optionally after `+`, at least 7).
+pub(super) fn number_like(u: &str) -> bool {
+    let d = u.strip_prefix('+').unwrap_or(u);
+    d.len() >= 7 && d.bytes().all(|b| b.is_ascii_digit())
+}
