@@ -85,7 +85,13 @@ fn json_spool_is_byte_identical_on_a_hostile_capture_of_several_runs() {
     gen::write_hostile(&mut f, 7, 40_000).unwrap();
     f.flush().unwrap();
     drop(f);
-    let (a, _) = analyze_spooled(&[cap.clone()], &Config::default(), false, &mut []).unwrap();
+    let (a, _) = analyze_spooled(
+        std::slice::from_ref(&cap),
+        &Config::default(),
+        false,
+        &mut [],
+    )
+    .unwrap();
     assert!(
         a.stats.calls as usize > CHUNK_CALLS,
         "{} calls: too few for several sorted runs",

@@ -315,7 +315,7 @@ impl LineFacts {
             e.median_talk_secs_inbound = figures::median(&f.talk);
             out.push(e);
         }
-        out.sort_by(|a, b| a.line.cmp(&b.line));
+        out.sort_by_key(|e| e.line);
         out
     }
 }
