@@ -7,7 +7,11 @@
 //! `analyze_streaming` (`--format ndjson`, `--format text` without `--report`) writes records as
 //! they are produced (`stream::RecordWriter`) and keeps per-line figures in bounded tallies
 //! (`stream::LineTallies`), so its memory does not grow with the number of calls.
+//! `analyze_spooled` (`--format json` without `--report`) gives the same document as
+//! `analyze_file` with the records spooled to disk (`spool`), its exact per-line figures kept in
+//! a few bytes per call.
 
+pub mod spool;
 pub mod stream;
 
 // The result's types and the file digest live in the leaf `analysis` (the report, evidence
@@ -171,6 +175,51 @@ fn write_record(w: &mut stream::RecordWriter<Box<dyn Write>>, ev: &Event) -> std
         Event::MediaEnded(m) => w.media_flow(m),
         _ => Ok(()),
     }
+}
+
+/// `analyze_file_with` for `--format json`: the records go to a spool on disk as they are
+/// produced (see `spool`) instead of into the `Analysis`, whose record arrays stay empty;
+/// `spool::RecordSpool::write_document` writes the document `analyze_file_with`'s would be.
+pub fn analyze_spooled(
+    paths: &[PathBuf],
+    cfg: &Config,
+    progress: bool,
+    writers: &mut [stream::RecordWriter<Box<dyn Write>>],
+) -> anyhow::Result<(Analysis, spool::RecordSpool)> {
+    let mut sp = spool::RecordSpool::new(cfg.detection.sip_only_min_talk_secs)
+        .context("cannot create a temporary file for the records")?;
+    let (engine, inputs) = run_engine(paths, cfg, progress, &mut |ev, _| {
+        for w in writers.iter_mut() {
+            write_record(w, &ev)?;
+        }
+        match ev {
+            Event::CallEnded(c) => sp.call(*c),
+            Event::Registration(r) => sp.registration(&r),
+            Event::MediaEnded(m) => sp.media_flow(&m),
+            _ => Ok(()),
+        }
+    })?;
+    for w in writers.iter_mut() {
+        w.flush()?;
+    }
+    let st = engine.stats();
+    let verdicts = engine.lines().verdicts();
+    let threats = engine.threats();
+    drop(engine);
+    let mut lines = sp.take_facts().entries(st.last);
+    apply_verdicts(&mut lines, &verdicts);
+    let col = Collector {
+        dropped: sp.dropped,
+        ..Default::default()
+    };
+    let mut a = build_with_lines(inputs, st, col, cfg, lines);
+    a.stats.media_flows = sp.n_media as u64;
+    a.threats = threats;
+    let privacy = privacy_of(cfg)?;
+    if privacy.enabled() {
+        pseudonymize(&mut a, &privacy);
+    }
+    Ok((a, sp))
 }
 
 /// What a streaming analysis keeps: the `Analysis` without its record arrays (`calls` holds
@@ -583,8 +632,10 @@ pub fn cli_main(args: AnalyzeArgs) -> anyhow::Result<i32> {
         ));
         writers.push(stream::RecordWriter::new(w, privacy_of(&cfg)?));
     }
-    // The JSON document and the report need every record; the rest streams.
+    // The report needs every record in memory; the JSON document spools them to disk; the
+    // rest streams.
     let streaming = args.format != OutputFormat::Json && args.report.is_none();
+    let mut spooled = None;
     let (a, call_records, estimated) = if streaming {
         let first = if args.format == OutputFormat::Text {
             TEXT_CALLS
@@ -593,6 +644,12 @@ pub fn cli_main(args: AnalyzeArgs) -> anyhow::Result<i32> {
         };
         let s = analyze_streaming(&args.captures, &cfg, progress, &mut writers, first)?;
         (s.analysis, s.call_records, s.estimated)
+    } else if args.report.is_none() {
+        // `--format json`: the records wait on disk, not in memory.
+        let (a, sp) = analyze_spooled(&args.captures, &cfg, progress, &mut writers)?;
+        spooled = Some(sp);
+        let n = a.stats.calls;
+        (a, n, BTreeMap::new())
     } else {
         let a = analyze_file_with(&args.captures, &cfg, progress, &mut writers)?;
         let n = a.calls.len() as u64;
@@ -657,7 +714,10 @@ pub fn cli_main(args: AnalyzeArgs) -> anyhow::Result<i32> {
     let mut out = std::io::BufWriter::new(stdout.lock());
     match args.format {
         OutputFormat::Json => {
-            serde_json::to_writer_pretty(&mut out, &a)?;
+            match spooled {
+                Some(sp) => sp.write_document(&mut out, &a, &privacy_of(&cfg)?)?,
+                None => serde_json::to_writer_pretty(&mut out, &a)?,
+            }
             writeln!(out)?;
         }
         OutputFormat::Text => write_text_with(&mut out, &a, call_records, &estimated)?,

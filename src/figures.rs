@@ -137,7 +137,9 @@ pub fn inbound_talk_secs(c: &CallRecord) -> Option<f64> {
 /// k-minimum-values sketch, relative standard error about 1/sqrt(K-2)).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Kmv {
-    smallest: std::collections::BTreeSet<u64>,
+    /// The smallest hashes seen, ascending, at most `KMV_K` (a sorted vector: no allocation
+    /// per node, and a line's few numbers cost a few words).
+    smallest: Vec<u64>,
     overflowed: bool,
 }
 
@@ -145,19 +147,17 @@ pub(crate) const KMV_K: usize = 256;
 
 impl Kmv {
     pub(crate) fn add(&mut self, h: u64) {
-        if self.smallest.contains(&h) {
+        let Err(pos) = self.smallest.binary_search(&h) else {
             return;
-        }
+        };
         if self.smallest.len() < KMV_K {
-            self.smallest.insert(h);
+            self.smallest.insert(pos, h);
             return;
         }
         self.overflowed = true;
-        if let Some(&max) = self.smallest.iter().next_back() {
-            if h < max {
-                self.smallest.remove(&max);
-                self.smallest.insert(h);
-            }
+        if pos < self.smallest.len() {
+            self.smallest.pop();
+            self.smallest.insert(pos, h);
         }
     }
 
@@ -166,13 +166,7 @@ impl Kmv {
         if !self.overflowed {
             return (self.smallest.len() as f64, true);
         }
-        let kth = self
-            .smallest
-            .iter()
-            .next_back()
-            .copied()
-            .unwrap_or(u64::MAX)
-            .max(1);
+        let kth = self.smallest.last().copied().unwrap_or(u64::MAX).max(1);
         let frac = kth as f64 / u64::MAX as f64;
         (((KMV_K - 1) as f64) / frac, false)
     }

@@ -3,7 +3,11 @@
 //! Contract: `add` takes one fragment and returns the reassembled transport payload once every
 //! byte of it has arrived. Overlapping or inconsistent fragments drop the whole datagram (RFC 5722
 //! for IPv6; the same rule for IPv4, since overlaps are an evasion trick); an exact duplicate is
-//! ignored. A full table evicts the oldest reassembly. Buffers are recycled through a small pool.
+//! ignored. A full table evicts the oldest reassembly. Fragments are held as received (charged
+//! to the byte cap by their length) and copied into one buffer only when the datagram is complete,
+//! so a fragment far into a datagram that never completes costs its own bytes, not its offset (a
+//! flood of them used to allocate and zero up to 64 KiB each). Finished buffers are recycled
+//! through a small pool.
 
 use crate::model::{Counters, Timestamp};
 use crate::table::TimedTable;
@@ -48,10 +52,12 @@ pub(crate) struct Reassembled {
 
 struct Entry {
     first_ts: Timestamp,
-    buf: Vec<u8>,
+    /// The fragments received: (offset, bytes), in arrival order; never overlapping.
+    pieces: Vec<(usize, Box<[u8]>)>,
+    /// Bytes in `pieces`.
+    held: usize,
     /// Received byte ranges, sorted and coalesced.
     have: Vec<(usize, usize)>,
-    pieces: usize,
     total: Option<usize>,
     first: Option<(u8, usize)>,
 }
@@ -92,14 +98,12 @@ impl FragTable {
 
     fn remove(&mut self, key: &FragKey) -> Option<Entry> {
         let e = self.map.remove(key)?;
-        self.bytes = self.bytes.saturating_sub(e.buf.capacity());
+        self.bytes = self.bytes.saturating_sub(e.held);
         Some(e)
     }
 
     fn discard(&mut self, key: &FragKey) {
-        if let Some(e) = self.remove(key) {
-            self.recycle(e.buf);
-        }
+        self.remove(key);
     }
 
     /// Returns a finished buffer to the pool.
@@ -124,9 +128,7 @@ impl FragTable {
     /// Drops reassemblies older than the timeout at `now`.
     pub fn expire(&mut self, now: Timestamp, errors: &mut Counters) {
         while let Some(key) = self.map.first_due(now) {
-            if let Some(e) = self.remove(&key) {
-                self.recycle(e.buf);
-            }
+            self.remove(&key);
             errors.add(ERR_FRAGMENT_TIMEOUT, 1);
         }
     }
@@ -166,16 +168,14 @@ impl FragTable {
             if self.map.len() >= self.map.capacity() {
                 self.evict_oldest_except(None, evictions);
             }
-            let buf = self.pool.pop().unwrap_or_default();
             let deadline = Timestamp(ts.micros().saturating_add(self.timeout_us));
-            self.bytes = self.bytes.saturating_add(buf.capacity());
             self.map.insert(
                 key,
                 Entry {
                     first_ts: ts,
-                    buf,
+                    pieces: Vec::new(),
+                    held: 0,
                     have: Vec::new(),
-                    pieces: 0,
                     total: None,
                     first: None,
                 },
@@ -196,10 +196,8 @@ impl FragTable {
             }
             Check::Ok => {}
         }
-        // Make room for the buffer growth. Buffers are charged by capacity (what they hold in
-        // memory): a far-off fragment of a few bytes costs its whole offset.
-        let cur_cap = self.map.get(&key).map_or(0, |e| e.buf.capacity());
-        let grow = end.saturating_sub(cur_cap);
+        // Make room for the fragment's bytes.
+        let grow = frag.data.len();
         while grow > 0 && self.bytes.saturating_add(grow) > self.cap_bytes {
             if !self.evict_oldest_except(Some(&key), evictions) {
                 // This datagram alone exceeds the byte cap.
@@ -209,16 +207,10 @@ impl FragTable {
             }
         }
         let e = self.map.get_mut(&key)?;
-        if e.buf.len() < end {
-            // Exactly as much as needed: amortised doubling would hold up to twice the cap.
-            e.buf.reserve_exact(end - e.buf.len());
-            e.buf.resize(end, 0);
-        }
-        let cap_now = e.buf.capacity();
-        self.bytes = self.bytes.saturating_sub(cur_cap).saturating_add(cap_now);
-        e.buf.get_mut(start..end)?.copy_from_slice(frag.data);
+        e.pieces.push((start, frag.data.into()));
+        e.held += grow;
+        self.bytes = self.bytes.saturating_add(grow);
         insert_range(&mut e.have, start, end);
-        e.pieces += 1;
         if !frag.more {
             e.total = Some(end);
         }
@@ -232,9 +224,16 @@ impl FragTable {
         if !complete {
             return None;
         }
-        let e = self.remove(&key)?;
+        let mut e = self.remove(&key)?;
         let (proto, hdr_len) = e.first?;
-        let mut buf = e.buf;
+        // The pieces cover [0, total) without overlap: in offset order they are the datagram.
+        e.pieces.sort_unstable_by_key(|p| p.0);
+        let mut buf = self.pool.pop().unwrap_or_default();
+        buf.clear();
+        buf.reserve_exact(e.total.unwrap_or(0));
+        for (_, data) in &e.pieces {
+            buf.extend_from_slice(data);
+        }
         buf.truncate(e.total.unwrap_or(0));
         Some(Reassembled {
             buf,
@@ -251,7 +250,7 @@ enum Check {
 }
 
 fn check(e: &Entry, start: usize, end: usize, frag: &Fragment<'_>) -> Check {
-    if e.pieces >= MAX_PIECES {
+    if e.pieces.len() >= MAX_PIECES {
         return Check::Bad;
     }
     // Beyond or disagreeing with a known end.
@@ -269,11 +268,21 @@ fn check(e: &Entry, start: usize, end: usize, frag: &Fragment<'_>) -> Check {
         if lo < end && start < hi {
             // Overlap: an exact resend of bytes already held is a duplicate, anything else
             // is inconsistent.
-            let same = start >= lo && end <= hi && e.buf.get(start..end) == Some(frag.data);
+            let same = start >= lo && end <= hi && held_equals(e, start, frag.data);
             return if same { Check::Duplicate } else { Check::Bad };
         }
     }
     Check::Ok
+}
+
+/// Whether the bytes held at `[start, start + data.len())` (known to be all held) are `data`.
+fn held_equals(e: &Entry, start: usize, data: &[u8]) -> bool {
+    let end = start + data.len();
+    e.pieces.iter().all(|(off, bytes)| {
+        let (lo, hi) = (*off, off + bytes.len());
+        let (a, b) = (lo.max(start), hi.min(end));
+        a >= b || bytes.get(a - lo..b - lo) == data.get(a - start..b - start)
+    })
 }
 
 /// Inserts `[start, end)` (known not to overlap) into sorted coalesced ranges.
