@@ -9,7 +9,9 @@
 //! else a 10-minute simulation of the built-in scenario written to `target/bench/daemon.pcap`.
 //! Under `cargo test` (no `--bench` argument) it only smoke-runs on `captures/sample-site.pcap`.
 //! The "with evidence rings" line is the same replay with `[evidence]`'s pre-alert rings kept
-//! in the worker (default limits), i.e. the cost of the rings on the engine thread.
+//! in the worker (default limits), i.e. the cost of the rings on the engine thread; the "rings
+//! alone" line times the rings by themselves, fed by a second walk over each frame (`peek`, as
+//! before) and by the engine's own decode (`Engine::innermost`, as now).
 
 use simboxd::capture::Capture;
 use simboxd::config::Config;
@@ -113,6 +115,52 @@ fn run(data: &Loaded, cfg: &Config, workers: usize, live: bool, rings: bool) -> 
     (dt, stats.dropped_queue_full.load(Ordering::Relaxed), n)
 }
 
+/// The rings' own cost per packet, two ways: walking each frame again (`decode::peek`, what the
+/// worker did before) and taking the engine's decode of it (`Engine::innermost`, what it does
+/// now; the decode itself is not timed, the engine does it anyway).
+fn rings_alone(data: &Loaded, cfg: &Config) {
+    let limits = ring::RingLimits::from_config(&cfg.evidence, 1);
+    fn raw(link: LinkType, p: &(Timestamp, u32, Vec<u8>)) -> simboxd_core::model::RawPacket<'_> {
+        simboxd_core::model::RawPacket {
+            ts: p.0,
+            link,
+            data: &p.2,
+            wire_len: p.1,
+        }
+    }
+    let mut dec = simboxd_core::decode::Decoder::new(&cfg.limits);
+    dec.keep_innermost(true);
+    let seen: Vec<_> = data
+        .packets
+        .iter()
+        .map(|p| {
+            dec.decode(&raw(data.link, p), &mut |_| {});
+            dec.innermost().copied()
+        })
+        .collect();
+    let mut r = ring::LineRings::new(limits.clone(), cfg.network.clone());
+    let t = Instant::now();
+    for p in &data.packets {
+        r.on_packet(&raw(data.link, p));
+    }
+    let peek_s = t.elapsed().as_secs_f64();
+    let kept_peek = r.counters().kept;
+    let mut r = ring::LineRings::new(limits, cfg.network.clone());
+    let t = Instant::now();
+    for (p, s) in data.packets.iter().zip(&seen) {
+        r.on_decoded(&raw(data.link, p), s.as_ref());
+    }
+    let decoded_s = t.elapsed().as_secs_f64();
+    let n = data.packets.len() as f64;
+    println!(
+        "  evidence rings alone: walking each frame again (peek) {:.0} ns/packet, from the engine's decode {:.0} ns/packet ({} / {} packets kept)",
+        peek_s / n * 1e9,
+        decoded_s / n * 1e9,
+        kept_peek,
+        r.counters().kept
+    );
+}
+
 fn main() {
     let path = bench_file();
     let data = load(&path);
@@ -136,6 +184,7 @@ fn main() {
         "  replay, 1 engine thread with evidence rings: {:>10.0} packets/s ({dt:.2} s)",
         n / dt
     );
+    rings_alone(&data, &cfg);
     let (dt, dropped, _) = run(&data, &cfg, 1, true, false);
     println!(
         "  live burst, 1 engine thread, queue {} packets: {:.2} s, {dropped} dropped and counted ({:.1} %)",

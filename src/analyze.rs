@@ -19,7 +19,7 @@ pub mod stream;
 pub use crate::analysis::{sha256_file, Analysis, CaptureInfo, LineEntry, Stats};
 
 use crate::config::Config;
-use crate::input::{InputInfo, Inputs};
+use crate::input::{InputInfo, Inputs, ReadAhead};
 use anyhow::Context;
 use serde::Serialize;
 use simboxd_core::engine::{Engine, EngineStats};
@@ -304,7 +304,9 @@ fn run_engine(
     progress: bool,
     take: &mut dyn FnMut(Event, Timestamp) -> std::io::Result<()>,
 ) -> anyhow::Result<(Engine, Vec<InputInfo>)> {
-    let mut inputs = Inputs::open(paths)?;
+    // Parsing runs ahead on a thread of its own (hashing on the inputs' reading threads): the
+    // engine, the longest stage, is the only one on this thread.
+    let mut inputs = ReadAhead::start(Inputs::open(paths)?)?;
     let bar = if progress {
         let b = indicatif::ProgressBar::new(inputs.total_size());
         b.set_style(
@@ -321,9 +323,11 @@ fn run_engine(
     let mut n: u64 = 0;
     while let Some(pkt) = inputs.next_packet()? {
         engine.process(&pkt);
-        let now = engine.now();
-        for ev in engine.drain_events() {
-            take(ev, now).context("writing records")?;
+        if engine.has_events() {
+            let now = engine.now();
+            for ev in engine.drain_events() {
+                take(ev, now).context("writing records")?;
+            }
         }
         n += 1;
         if n % 65536 == 0 {

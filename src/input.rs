@@ -14,7 +14,9 @@
 //! an input being read holds one parse buffer (grown only to fit its largest block, at most
 //! `MAX_BLOCK`) and a queue of `QUEUE` chunks of `CHUNK` bytes; an input whose first packet lies
 //! after the packets being read is opened only when they reach it, so a ring is read one or two
-//! files at a time.
+//! files at a time. `ReadAhead` runs `Inputs` on a parsing thread of its own and hands packets
+//! over in reused batches (at most `BATCH_QUEUE` + 2 of `BATCH_BYTES`), so that `analyze`'s
+//! engine thread does nothing but the engine.
 
 use pcap_parser::pcapng::Block;
 use pcap_parser::traits::PcapReaderIterator;
@@ -853,4 +855,175 @@ impl Inputs {
 /// Whether `path` names standard input.
 pub fn is_stdin(path: &Path) -> bool {
     path.as_os_str() == STDIN
+}
+
+/// Packets copied out of the inputs, a batch at a time (see [`ReadAhead`]).
+struct Batch {
+    data: Vec<u8>,
+    /// (time, link, wire length, start in `data`, length) per packet.
+    pkts: Vec<(Timestamp, LinkType, u32, usize, usize)>,
+}
+
+/// Bytes of packet data a read-ahead batch holds before it is handed over.
+const BATCH_BYTES: usize = 256 * 1024;
+/// Packets a read-ahead batch holds before it is handed over.
+const BATCH_PACKETS: usize = 2048;
+/// Batches between the read-ahead thread and the consumer (besides the two being used).
+const BATCH_QUEUE: usize = 4;
+
+impl Batch {
+    fn new() -> Batch {
+        Batch {
+            data: Vec::with_capacity(BATCH_BYTES + 65536),
+            pkts: Vec::with_capacity(BATCH_PACKETS),
+        }
+    }
+    fn full(&self) -> bool {
+        self.data.len() >= BATCH_BYTES || self.pkts.len() >= BATCH_PACKETS
+    }
+}
+
+/// What the read-ahead thread sends: a batch, or the error that stopped it.
+enum Ahead {
+    Batch(Batch),
+    Failed(InputError),
+}
+
+/// [`Inputs`] read on a thread of their own: parsing (and, on the inputs' own reading threads,
+/// hashing) overlaps the consumer's work on the previous packets. Packets come in the same
+/// order as from [`Inputs::next_packet`], copied in batches of at most `BATCH_PACKETS` packets or
+/// `BATCH_BYTES` bytes; buffers are reused, so nothing is allocated per packet or per batch once
+/// running.
+pub struct ReadAhead {
+    rx: mpsc::Receiver<Ahead>,
+    back: mpsc::SyncSender<Batch>,
+    cur: Option<Batch>,
+    pos: usize,
+    done: bool,
+    progress: Arc<AtomicU64>,
+    total_size: u64,
+    handle: Option<std::thread::JoinHandle<Vec<InputInfo>>>,
+}
+
+impl ReadAhead {
+    /// Starts reading `inputs` ahead on a thread.
+    pub fn start(mut inputs: Inputs) -> std::io::Result<ReadAhead> {
+        let (tx, rx) = mpsc::sync_channel::<Ahead>(BATCH_QUEUE);
+        let (back, spare) = mpsc::sync_channel::<Batch>(BATCH_QUEUE + 2);
+        let progress = inputs.progress.clone();
+        let total_size = inputs.total_size;
+        let handle = std::thread::Builder::new()
+            .name("simboxd-parse".into())
+            .spawn(move || {
+                let mut batch = Batch::new();
+                loop {
+                    match inputs.next_packet() {
+                        Ok(Some(p)) => {
+                            let start = batch.data.len();
+                            batch.data.extend_from_slice(p.data);
+                            batch
+                                .pkts
+                                .push((p.ts, p.link, p.wire_len, start, p.data.len()));
+                            if batch.full() {
+                                let next = spare.try_recv().unwrap_or_else(|_| Batch::new());
+                                if tx.send(Ahead::Batch(batch)).is_err() {
+                                    break;
+                                }
+                                batch = next;
+                            }
+                        }
+                        Ok(None) => {
+                            if !batch.pkts.is_empty() {
+                                let _ = tx.send(Ahead::Batch(batch));
+                            }
+                            break;
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Ahead::Failed(e));
+                            break;
+                        }
+                    }
+                }
+                drop(tx);
+                inputs.finish()
+            })?;
+        Ok(ReadAhead {
+            rx,
+            back,
+            cur: None,
+            pos: 0,
+            done: false,
+            progress,
+            total_size,
+            handle: Some(handle),
+        })
+    }
+
+    /// Total size of the input files (standard input not counted).
+    pub fn total_size(&self) -> u64 {
+        self.total_size
+    }
+
+    /// Bytes read so far from all inputs (as stored, compressed or not).
+    pub fn bytes_read(&self) -> u64 {
+        self.progress.load(Ordering::Relaxed)
+    }
+
+    /// The next packet, as [`Inputs::next_packet`] gives it.
+    pub fn next_packet(&mut self) -> Result<Option<RawPacket<'_>>, InputError> {
+        loop {
+            if let Some(b) = &self.cur {
+                if self.pos < b.pkts.len() {
+                    break;
+                }
+            }
+            if let Some(mut old) = self.cur.take() {
+                old.data.clear();
+                old.pkts.clear();
+                let _ = self.back.try_send(old);
+            }
+            if self.done {
+                return Ok(None);
+            }
+            match self.rx.recv() {
+                Ok(Ahead::Batch(b)) => {
+                    self.cur = Some(b);
+                    self.pos = 0;
+                }
+                Ok(Ahead::Failed(e)) => {
+                    self.done = true;
+                    return Err(e);
+                }
+                Err(_) => {
+                    self.done = true;
+                    return Ok(None);
+                }
+            }
+        }
+        let Some(b) = &self.cur else {
+            return Ok(None);
+        };
+        let Some(&(ts, link, wire_len, start, len)) = b.pkts.get(self.pos) else {
+            return Ok(None);
+        };
+        self.pos += 1;
+        Ok(Some(RawPacket {
+            ts,
+            link,
+            data: b.data.get(start..start + len).unwrap_or_default(),
+            wire_len,
+        }))
+    }
+
+    /// Stops reading (what is left is still hashed) and returns every input's facts, in the
+    /// order given.
+    pub fn finish(mut self) -> Vec<InputInfo> {
+        // Whatever is queued is not wanted: the thread ends at its next send.
+        let rx = std::mem::replace(&mut self.rx, mpsc::sync_channel(0).1);
+        drop(rx);
+        self.handle
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default()
+    }
 }

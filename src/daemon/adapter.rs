@@ -133,10 +133,14 @@ impl EngineWorker {
 
     /// Keeps evidence rings for this worker's lines and hands recorded packets to `tap`'s writer.
     pub fn attach_evidence(&mut self, tap: super::evidence::Tap) {
+        self.engine.keep_innermost();
         self.evidence = Some(tap);
     }
 
     fn drain(&mut self) {
+        if !self.engine.has_events() {
+            return;
+        }
         let events: Vec<Event> = self.engine.drain_events().collect();
         if let Some((corr, _)) = &self.corr {
             corr.on_events(&events);
@@ -257,7 +261,8 @@ impl PacketEngine for EngineWorker {
         self.drain();
         self.sync_sites();
         if let Some(t) = self.evidence.as_mut() {
-            t.rings.on_packet(pkt);
+            // The engine's own decode of the frame: no second walk over its headers.
+            t.rings.on_decoded(pkt, self.engine.innermost());
         }
     }
 

@@ -182,6 +182,19 @@ impl Engine {
         self.evaluate(true);
     }
 
+    /// From now on, keep what each packet's innermost IP header holds (see
+    /// [`innermost`](Self::innermost)).
+    pub fn keep_innermost(&mut self) {
+        self.decoder.keep_innermost(true);
+    }
+
+    /// The innermost IP header of the packet processed last, as the decoder saw it (after tags
+    /// and tunnels), once [`keep_innermost`](Self::keep_innermost) was called; `None` for a
+    /// packet without IP.
+    pub fn innermost(&self) -> Option<&crate::decode::Innermost> {
+        self.decoder.innermost()
+    }
+
     /// Threats are tracked elsewhere, over the events of several engines (see
     /// [`drain_events`](Self::drain_events)): this engine's own table is no longer fed.
     pub fn track_threats_elsewhere(&mut self) {
@@ -227,6 +240,12 @@ impl Engine {
     /// For a config reload or restoring saved profiles.
     pub fn lines_mut(&mut self) -> &mut LineTable {
         &mut self.lines
+    }
+
+    /// Whether events wait to be drained (most packets produce none: a check is cheaper than
+    /// an empty drain).
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty()
     }
 
     /// Events produced since the last drain, in capture order.

@@ -47,8 +47,38 @@ const TOUCH_GRANULARITY_US: i64 = 1_000_000;
 type RateHints = Vec<(u8, u32)>;
 
 /// Unordered address pair: lower address first.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct FlowKey(pub SocketAddr, pub SocketAddr);
+
+/// One word for an IPv4 end (address and port), the bulk of the keys: the flow table is probed
+/// on every media packet, so its key hashes in two or three writes instead of a dozen.
+fn end_word(a: &SocketAddr) -> (u64, Option<u128>) {
+    match a {
+        SocketAddr::V4(v4) => (
+            (u64::from(u32::from(*v4.ip())) << 16) | u64::from(v4.port()),
+            None,
+        ),
+        SocketAddr::V6(v6) => (
+            (1u64 << 48) | u64::from(v6.port()),
+            Some(u128::from(*v6.ip())),
+        ),
+    }
+}
+
+impl Hash for FlowKey {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        // Equal keys have equal ends, hence equal words: consistent with the derived `Eq`.
+        let (a, a6) = end_word(&self.0);
+        let (b, b6) = end_word(&self.1);
+        h.write_u128((u128::from(a) << 64) | u128::from(b));
+        if let Some(x) = a6 {
+            h.write_u128(x);
+        }
+        if let Some(x) = b6 {
+            h.write_u128(x);
+        }
+    }
+}
 
 impl FlowKey {
     pub fn new(a: SocketAddr, b: SocketAddr) -> Self {
@@ -151,7 +181,8 @@ struct Flow {
     state: FlowState,
     started: bool,
     voice_like: bool,
-    /// `MediaTable::expect_gen` when this flow was last checked for reused ports.
+    /// `MediaTable::expect_gen` when this flow was last checked for reused ports (and, untied,
+    /// for an announcement of its endpoints).
     checked_gen: u64,
 }
 
@@ -217,6 +248,119 @@ pub struct MediaStats {
     pub rtp_packets: u64,
     /// RTCP datagrams seen in tracked flows.
     pub rtcp_packets: u64,
+}
+
+/// A media datagram with what `MediaTable::on_datagram` read from it.
+struct MediaPacket<'a, 'b> {
+    d: &'a Datagram<'b>,
+    ip_len: u64,
+    rtcp: bool,
+    header: Option<rtp::RtpHeader>,
+}
+
+/// Adds one packet to its flow `f` (whose deadline is `deadline`); returns the new deadline
+/// when it is due to move (in steps, not on every packet: the order index is a BTreeMap).
+#[allow(clippy::too_many_arguments)]
+fn update_flow(
+    f: &mut Flow,
+    deadline: Timestamp,
+    p: &MediaPacket<'_, '_>,
+    gen: u64,
+    timeout_us: i64,
+    expected: &TimedTable<SocketAddr, Expectation>,
+    stats: &mut MediaStats,
+    evictions: &mut Counters,
+    events: &mut Vec<Event>,
+) -> Option<Timestamp> {
+    let d = p.d;
+    let want = d.ts.micros().saturating_add(timeout_us);
+    let touch = (want - deadline.micros() >= TOUCH_GRANULARITY_US).then_some(Timestamp(want));
+    f.checked_gen = gen;
+    if d.ts > f.last {
+        f.last = d.ts;
+    }
+    if f.state == FlowState::Rejected {
+        return touch;
+    }
+    let out = d.src == f.local;
+    let di = if out { 0 } else { 1 };
+    if let Some(ds) = f.dir.get_mut(di) {
+        ds.add(d.ts, p.ip_len);
+    }
+    if p.rtcp {
+        stats.rtcp_packets += 1;
+    }
+    let mut stream_overflow = false;
+    if let Some(h) = &p.header {
+        if let Some(ds) = f.dir.get_mut(di) {
+            if let Some((ssrc, seq, ts)) = ds.rtp_last {
+                let step = h.timestamp.wrapping_sub(ts);
+                if h.ssrc == ssrc && h.seq == seq.wrapping_add(1) && step <= 48_000 {
+                    ds.rtp_continuous += 1;
+                }
+            }
+            ds.rtp_last = Some((h.ssrc, h.seq, h.timestamp));
+        }
+        let pos = f
+            .streams
+            .iter()
+            .position(|s| s.ssrc == h.ssrc && s.src == d.src && s.dst == d.dst);
+        let idx = match pos {
+            Some(i) => Some(i),
+            None if f.streams.len() < MAX_STREAMS_PER_FLOW => {
+                // A new SSRC often follows a re-INVITE: take the rtpmaps announced now.
+                let current = expected
+                    .get(&d.dst)
+                    .or_else(|| expected.get(&d.src))
+                    .filter(|e| f.call_id.as_ref() == Some(&e.call_id));
+                if let Some(e) = current {
+                    f.rates.clone_from(&e.rates);
+                }
+                let hint = f
+                    .rates
+                    .iter()
+                    .find(|(pt, _)| *pt == h.payload_type)
+                    .map(|&(_, r)| r);
+                let rate = rtp::clock_rate(h.payload_type, hint);
+                f.streams
+                    .push(StreamStats::new(d.src, d.dst, h, d.ts, rate));
+                Some(f.streams.len() - 1)
+            }
+            None => {
+                stream_overflow = true;
+                None
+            }
+        };
+        if let Some(s) = idx.and_then(|i| f.streams.get_mut(i)) {
+            s.update(h, d.ts, d.payload.len());
+        }
+    }
+
+    if !f.voice_like && f.dir[0].voice_shaped() && f.dir[1].voice_shaped() {
+        f.voice_like = true;
+    }
+    if f.state == FlowState::Candidate {
+        if f.voice_like || f.rtp() {
+            f.state = FlowState::Kept;
+        } else if f.last.secs_since(f.first) >= CANDIDATE_SECS {
+            f.state = FlowState::Rejected;
+            f.streams = Vec::new();
+        }
+    }
+    if f.voice_like && !f.started {
+        f.started = true;
+        events.push(Event::MediaStarted {
+            local: f.local,
+            remote: f.remote,
+            line: f.line,
+            call_id: f.call_id.as_deref().map(str::to_string),
+            ts: d.ts,
+        });
+    }
+    if stream_overflow {
+        evictions.add("media_streams", 1);
+    }
+    touch
 }
 
 /// The bounded table of UDP media flows and of SDP-announced endpoints.
@@ -395,14 +539,42 @@ impl MediaTable {
         } else {
             rtp::parse(d.payload).ok().filter(rtp::plausible)
         };
+        let pkt = MediaPacket {
+            d,
+            ip_len,
+            rtcp,
+            header,
+        };
 
-        // One probe of the flow table: does the flow exist, does it still wait to be tied to a
-        // call, and is this packet's RTP stream one it already has?
+        // The common case in one probe of the flow table: a known flow, checked since the last
+        // change of the announced endpoints (`expect_gen` moves whenever an endpoint is
+        // announced anew, changes call or goes). Such a flow needs no re-check for reused ports,
+        // and if it is not tied to a call, its endpoints were not announced when last checked
+        // and still are not: no tie to look up either.
         let gen = self.expect_gen;
-        let mut probe = self.flows.get(&key).map(|f| {
+        let mut probe = None;
+        if let Some((f, deadline)) = self.flows.get_mut_with_deadline(&key) {
             let untied = f.call_id.is_none() && f.state != FlowState::Rejected;
-            (untied, f.checked_gen == gen)
-        });
+            let checked = f.checked_gen == gen;
+            if checked {
+                let touch = update_flow(
+                    f,
+                    deadline,
+                    &pkt,
+                    gen,
+                    self.timeout_us,
+                    &self.expected,
+                    &mut self.stats,
+                    &mut self.evictions,
+                    events,
+                );
+                if let Some(t) = touch {
+                    self.flows.set_deadline(&key, t);
+                }
+                return true;
+            }
+            probe = Some((untied, checked));
+        }
         // Ports reused by the next call before the flow went idle: the old call's media ends
         // here and a new flow starts for the call that announced the endpoint now. Only a change
         // of the announced endpoints can bring that about, so a flow re-checks only after one.
@@ -471,103 +643,22 @@ impl MediaTable {
             }
         }
 
-        let want = d.ts.micros().saturating_add(self.timeout_us);
         let Some((f, deadline)) = self.flows.get_mut_with_deadline(&key) else {
             return false;
         };
-        let touch = want - deadline.micros() >= TOUCH_GRANULARITY_US;
-        f.checked_gen = gen;
-        if d.ts > f.last {
-            f.last = d.ts;
-        }
-        if f.state == FlowState::Rejected {
-            if touch {
-                self.flows.set_deadline(&key, Timestamp(want));
-            }
-            return true;
-        }
-        let out = d.src == f.local;
-        let di = if out { 0 } else { 1 };
-        if let Some(ds) = f.dir.get_mut(di) {
-            ds.add(d.ts, ip_len);
-        }
-        if rtcp {
-            self.stats.rtcp_packets += 1;
-        }
-        let mut stream_overflow = false;
-        if let Some(h) = header {
-            if let Some(ds) = f.dir.get_mut(di) {
-                if let Some((ssrc, seq, ts)) = ds.rtp_last {
-                    let step = h.timestamp.wrapping_sub(ts);
-                    if h.ssrc == ssrc && h.seq == seq.wrapping_add(1) && step <= 48_000 {
-                        ds.rtp_continuous += 1;
-                    }
-                }
-                ds.rtp_last = Some((h.ssrc, h.seq, h.timestamp));
-            }
-            let pos = f
-                .streams
-                .iter()
-                .position(|s| s.ssrc == h.ssrc && s.src == d.src && s.dst == d.dst);
-            let idx = match pos {
-                Some(i) => Some(i),
-                None if f.streams.len() < MAX_STREAMS_PER_FLOW => {
-                    // A new SSRC often follows a re-INVITE: take the rtpmaps announced now.
-                    let current = self
-                        .expected
-                        .get(&d.dst)
-                        .or_else(|| self.expected.get(&d.src))
-                        .filter(|e| f.call_id.as_ref() == Some(&e.call_id));
-                    if let Some(e) = current {
-                        f.rates.clone_from(&e.rates);
-                    }
-                    let hint = f
-                        .rates
-                        .iter()
-                        .find(|(pt, _)| *pt == h.payload_type)
-                        .map(|&(_, r)| r);
-                    let rate = rtp::clock_rate(h.payload_type, hint);
-                    f.streams
-                        .push(StreamStats::new(d.src, d.dst, &h, d.ts, rate));
-                    Some(f.streams.len() - 1)
-                }
-                None => {
-                    stream_overflow = true;
-                    None
-                }
-            };
-            if let Some(s) = idx.and_then(|i| f.streams.get_mut(i)) {
-                s.update(&h, d.ts, d.payload.len());
-            }
-        }
-
-        if !f.voice_like && f.dir[0].voice_shaped() && f.dir[1].voice_shaped() {
-            f.voice_like = true;
-        }
-        if f.state == FlowState::Candidate {
-            if f.voice_like || f.rtp() {
-                f.state = FlowState::Kept;
-            } else if f.last.secs_since(f.first) >= CANDIDATE_SECS {
-                f.state = FlowState::Rejected;
-                f.streams = Vec::new();
-            }
-        }
-        if f.voice_like && !f.started {
-            f.started = true;
-            events.push(Event::MediaStarted {
-                local: f.local,
-                remote: f.remote,
-                line: f.line,
-                call_id: f.call_id.as_deref().map(str::to_string),
-                ts: d.ts,
-            });
-        }
-        if stream_overflow {
-            self.evictions.add("media_streams", 1);
-        }
-        // The deadline moves in steps, not on every packet: the order index is a BTreeMap.
-        if touch {
-            self.flows.set_deadline(&key, Timestamp(want));
+        let touch = update_flow(
+            f,
+            deadline,
+            &pkt,
+            gen,
+            self.timeout_us,
+            &self.expected,
+            &mut self.stats,
+            &mut self.evictions,
+            events,
+        );
+        if let Some(t) = touch {
+            self.flows.set_deadline(&key, t);
         }
         true
     }

@@ -2,8 +2,8 @@
 //! flagged now has the packets that led to the verdict, not only those after it.
 //!
 //! Contract: no I/O and no clock (packet time only). A packet belongs to the line the engine
-//! gives it (`decode::peek`, i.e. `NetworkConfig::line_end` on the innermost IP header); frames
-//! of no line are not kept. Signalling (SIP over UDP/TCP/SCTP, and IP fragments, which are
+//! gives it (`NetworkConfig::line_end` on the innermost IP header, as the engine's decoder saw
+//! it, `Engine::innermost`, or as `decode::peek` finds it); frames of no line are not kept. Signalling (SIP over UDP/TCP/SCTP, and IP fragments, which are
 //! large SIP messages) is always kept; media (other UDP) is kept for the first `media_first`
 //! packets of each flow and then one in `media_every`. One ring holds at most `ring_packets`
 //! packets and `ring_bytes` bytes (the oldest go first, counted); at most `lines` lines have a
@@ -11,7 +11,7 @@
 //! alert is open) sends what it keeps to `take_recorded` instead of its ring.
 
 use simboxd_core::config::NetworkConfig;
-use simboxd_core::decode::{peek, Peek};
+use simboxd_core::decode::{peek, Innermost};
 use simboxd_core::model::{FastMap, LinkType, RawPacket, Timestamp};
 use simboxd_core::table::TimedTable;
 use std::collections::VecDeque;
@@ -78,18 +78,17 @@ enum Class {
 /// Both ends of a media flow, lower end first (both directions share it).
 type FlowKey = ((IpAddr, u16), (IpAddr, u16));
 
-fn classify(p: &Peek<'_>) -> Class {
+fn classify(p: &Innermost) -> Class {
     // A non-first fragment: in SIP/RTP traffic that is a large SIP message (SDP-heavy INVITEs).
-    if p.l4.is_none() {
+    if p.later_fragment {
         return Class::Signalling;
     }
     match p.proto {
         17 => {
-            let payload = p.payload().unwrap_or(&[]);
-            if simboxd_core::sip::looks_like_sip(payload) {
+            if p.sip {
                 return Class::Signalling;
             }
-            match p.ports() {
+            match p.ports {
                 Some((sp, dp)) => {
                     let (a, b) = ((p.src, sp), (p.dst, dp));
                     Class::Media((a.min(b), a.max(b)))
@@ -99,10 +98,9 @@ fn classify(p: &Peek<'_>) -> Class {
         }
         6 => {
             let sip_port = p
-                .ports()
+                .ports
                 .is_some_and(|(s, d)| [s, d].iter().any(|x| matches!(x, 5060 | 5061)));
-            let payload = p.payload().unwrap_or(&[]);
-            if sip_port || simboxd_core::decode::starts_like_sip(payload) {
+            if sip_port || p.sip {
                 Class::Signalling
             } else {
                 Class::Ignored
@@ -168,19 +166,27 @@ impl LineRings {
     }
 
     /// Keeps `pkt` in its line's ring (or for its recording) when it is signalling or sampled
-    /// media of a line.
+    /// media of a line; looks at the frame itself (`decode::peek`). The engine's workers use
+    /// [`on_decoded`](Self::on_decoded) instead.
     pub fn on_packet(&mut self, pkt: &RawPacket<'_>) {
-        let Some(p) = peek(pkt.link, pkt.data, &self.net) else {
+        let seen = peek(pkt.link, pkt.data, &self.net).map(|p| p.innermost());
+        self.on_decoded(pkt, seen.as_ref());
+    }
+
+    /// [`on_packet`](Self::on_packet) with the frame's innermost IP header as the engine's
+    /// decoder saw it (`Engine::innermost`): the frame is not walked a second time.
+    pub fn on_decoded(&mut self, pkt: &RawPacket<'_>, seen: Option<&Innermost>) {
+        let Some(p) = seen else {
             return;
         };
-        if !p.is_line {
+        let (line, is_line) = p.line(&self.net);
+        if !is_line {
             return;
         }
-        let class = classify(&p);
+        let class = classify(p);
         if class == Class::Ignored {
             return;
         }
-        let line = p.key;
         if !self.rings.contains(&line) && self.rings.len() >= self.rings.capacity() {
             // The line whose last packet is oldest makes room (its bytes leave with it).
             if let Some((_, old)) = self.rings.pop_first() {
@@ -430,6 +436,74 @@ mod tests {
         feed(&mut r, 2, &udp(PEER, LINE, 5060, 5060, INVITE));
         assert!(r.take_recorded().is_empty());
         assert_eq!(r.start(line, "sbx-b").map(|v| v.len()), Some(1));
+    }
+
+    #[test]
+    fn the_engines_decode_files_frames_as_peek_does() {
+        use simboxd_core::config::LimitsConfig;
+        use simboxd_core::decode::Decoder;
+        let mut frames = vec![
+            udp(PEER, LINE, 5060, 5060, INVITE),
+            udp(LINE, PEER, 20000, 10000, &[0x80; 40]),
+            udp(PEER, [8, 8, 8, 8], 1, 2, INVITE),
+        ];
+        for i in 0..30u8 {
+            frames.push(udp(
+                PEER,
+                LINE,
+                10000 + u16::from(i % 3),
+                20000,
+                &[0x80; 60],
+            ));
+        }
+        // SIP over TCP (port 5060) and a TCP segment elsewhere.
+        for (sport, payload) in [(5060u16, &b"x"[..]), (40000, b"hello")] {
+            let mut v = Vec::new();
+            PacketBuilder::ipv4(PEER, LINE, 64)
+                .tcp(sport, 40001, 1, 1000)
+                .write(&mut v, payload)
+                .unwrap();
+            frames.push(v);
+        }
+        // VXLAN between two collectors inside the home range: the inner packet's line.
+        let mut vx = vec![0x08, 0, 0, 0, 0, 0, 0x2a, 0];
+        vx.extend_from_slice(&[2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x00]);
+        vx.extend_from_slice(&udp(PEER, LINE, 5060, 5060, INVITE));
+        frames.push(udp([100, 64, 9, 1], [100, 64, 9, 2], 4000, 4789, &vx));
+        // An IPv4 packet in two fragments (the later one has no UDP header).
+        let whole = udp(PEER, LINE, 5060, 5060, &[b'A'; 64]);
+        let body = &whole[20..];
+        for (off, more, part) in [(0u16, true, &body[..40]), (5, false, &body[40..])] {
+            let mut h = whole[..20].to_vec();
+            let total = (20 + part.len()) as u16;
+            h[2..4].copy_from_slice(&total.to_be_bytes());
+            h[6..8].copy_from_slice(&(off | if more { 0x2000 } else { 0 }).to_be_bytes());
+            h[10..12].copy_from_slice(&[0, 0]);
+            h.extend_from_slice(part);
+            frames.push(h);
+        }
+        let mut by_peek = LineRings::new(limits(), net());
+        let mut by_engine = LineRings::new(limits(), net());
+        let mut dec = Decoder::new(&LimitsConfig::default());
+        dec.keep_innermost(true);
+        for (i, f) in frames.iter().enumerate() {
+            let pkt = RawPacket {
+                ts: Timestamp(i as i64),
+                link: LinkType::RAW,
+                data: f,
+                wire_len: f.len() as u32,
+            };
+            by_peek.on_packet(&pkt);
+            dec.decode(&pkt, &mut |_| {});
+            by_engine.on_decoded(&pkt, dec.innermost());
+        }
+        assert_eq!(by_peek.counters(), by_engine.counters());
+        assert!(by_peek.counters().kept > 10, "{:?}", by_peek.counters());
+        assert_eq!(by_peek.lines(), by_engine.lines());
+        let line = IpAddr::from(LINE);
+        let a = by_peek.start(line, "a").unwrap();
+        assert_eq!(a, by_engine.start(line, "a").unwrap());
+        assert_eq!(a.iter().filter(|p| p.sip).count(), 4, "{a:?}");
     }
 
     #[test]

@@ -32,7 +32,7 @@ mod sctp;
 mod tcp;
 mod ws;
 
-pub use peek::{line_key, peek, Peek};
+pub use peek::{line_key, peek, Innermost, Peek};
 pub use tcp::starts_like_sip;
 
 use crate::config::LimitsConfig;
@@ -91,6 +91,9 @@ pub struct Decoder {
     evictions: Counters,
     frags: FragTable,
     tcp: TcpTable,
+    /// Whether to keep `innermost` (the daemon's evidence rings file frames with it).
+    keep_innermost: bool,
+    innermost: Option<Innermost>,
 }
 
 /// Result of walking IPv6 extension headers.
@@ -177,12 +180,37 @@ impl Decoder {
                 limits.tcp_total_bytes,
                 limits.tcp_timeout_secs,
             ),
+            keep_innermost: false,
+            innermost: None,
+        }
+    }
+
+    /// From now on, keep what each frame's innermost IP header holds (see [`innermost`]).
+    ///
+    /// [`innermost`]: Self::innermost
+    pub fn keep_innermost(&mut self, on: bool) {
+        self.keep_innermost = on;
+        self.innermost = None;
+    }
+
+    /// The innermost IP header of the frame decoded last (after tags and tunnels), when kept
+    /// (see [`keep_innermost`](Self::keep_innermost)); `None` for a frame without IP.
+    pub fn innermost(&self) -> Option<&Innermost> {
+        self.innermost.as_ref()
+    }
+
+    fn note(&mut self, src: IpAddr, dst: IpAddr, proto: u8, l4: Option<&[u8]>) {
+        if self.keep_innermost {
+            self.innermost = Some(Innermost::of(src, dst, proto, l4));
         }
     }
 
     /// Decodes one packet and calls `out` for every transport payload in it: none, one, or
     /// several (tunnels, several SIP messages in one TCP segment).
     pub fn decode(&mut self, pkt: &RawPacket<'_>, out: &mut dyn FnMut(&Datagram<'_>)) {
+        if self.keep_innermost {
+            self.innermost = None;
+        }
         self.layers(pkt.ts, link::link(pkt.link, pkt.data), 0, out);
     }
 
@@ -279,6 +307,7 @@ impl Decoder {
         let dst = IpAddr::V4(h.destination_addr());
         let proto = h.protocol().0;
         let offset = usize::from(h.fragments_offset().value()) * 8;
+        self.note(src, dst, proto, (offset == 0).then_some(payload));
         if h.more_fragments() || offset != 0 {
             if truncated {
                 return self.errors.add(frag::ERR_FRAGMENT, 1);
@@ -339,7 +368,15 @@ impl Decoder {
         let ip_len = u32::try_from(40 + plen.max(body.len())).unwrap_or(u32::MAX);
         let src = IpAddr::V6(h.source_addr());
         let dst = IpAddr::V6(h.destination_addr());
-        match walk_v6(h.next_header().0, body) {
+        let walked = walk_v6(h.next_header().0, body);
+        match &walked {
+            V6::Payload(proto, payload) => self.note(src, dst, *proto, Some(*payload)),
+            V6::Fragment {
+                offset, next, data, ..
+            } => self.note(src, dst, *next, (*offset == 0).then_some(*data)),
+            V6::NoNext | V6::Bad => self.note(src, dst, h.next_header().0, Some(&[])),
+        }
+        match walked {
             V6::Payload(proto, payload) => {
                 let l4 = L4 {
                     ts,

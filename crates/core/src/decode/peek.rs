@@ -83,6 +83,77 @@ impl<'a> Peek<'a> {
     }
 }
 
+impl Peek<'_> {
+    /// The facts of [`Innermost`], from this peek.
+    pub fn innermost(&self) -> Innermost {
+        Innermost::of(self.src, self.dst, self.proto, self.l4)
+    }
+}
+
+/// What a frame's innermost IP header holds, as the decoder saw it while decoding (kept when
+/// asked, see [`Decoder::keep_innermost`](super::Decoder::keep_innermost)) or as [`peek`] finds
+/// it: enough to file the frame under its line and to tell signalling from media without a
+/// second walk over the frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Innermost {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    /// IP protocol (17 UDP, 6 TCP, 132 SCTP, ...).
+    pub proto: u8,
+    /// Ports of a UDP/TCP header whole enough to hold them.
+    pub ports: Option<(u16, u16)>,
+    /// A fragment other than the first: no transport header.
+    pub later_fragment: bool,
+    /// A UDP payload that looks like SIP, or a TCP payload that starts like SIP.
+    pub sip: bool,
+}
+
+impl Innermost {
+    /// From the IP ends, protocol and transport bytes (`None` for a non-first fragment).
+    pub fn of(src: IpAddr, dst: IpAddr, proto: u8, l4: Option<&[u8]>) -> Innermost {
+        let ports = l4
+            .filter(|_| matches!(proto, 6 | 17))
+            .and_then(|h| h.get(..4))
+            .map(|h| {
+                (
+                    u16::from_be_bytes([h[0], h[1]]), // ok: 4 bytes
+                    u16::from_be_bytes([h[2], h[3]]), // ok: 4 bytes
+                )
+            });
+        let sip = match (proto, l4) {
+            (17, Some(l4)) => crate::sip::looks_like_sip(l4.get(8..).unwrap_or(&[])),
+            (6, Some(l4)) => l4
+                .get(12)
+                .and_then(|off| l4.get(usize::from(off >> 4) * 4..))
+                .is_some_and(super::starts_like_sip),
+            _ => false,
+        };
+        Innermost {
+            src,
+            dst,
+            proto,
+            ports,
+            later_fragment: l4.is_none(),
+            sip,
+        }
+    }
+
+    /// The frame's line (per [`NetworkConfig::line_end`]) and `true`, else the lower address and
+    /// `false`: the same key [`peek`] gives.
+    pub fn line(&self, net: &NetworkConfig) -> (IpAddr, bool) {
+        line_of(self.src, self.dst, net)
+    }
+}
+
+/// The line of two IP ends (either order), else the lower address.
+fn line_of(a: IpAddr, b: IpAddr, net: &NetworkConfig) -> (IpAddr, bool) {
+    let (lo, hi) = (a.min(b), a.max(b));
+    match net.line_end(lo, hi) {
+        Some(e) => (e.line, true),
+        None => (lo, false),
+    }
+}
+
 /// The innermost IP header of a frame (after the decoder's tag and tunnel peeling) and its line,
 /// without state; `None` for frames without IP. The daemon's evidence ring keys and classifies
 /// packets with it, so its idea of a line's packets is the engine's.
@@ -95,11 +166,10 @@ pub fn peek<'a>(link_type: LinkType, data: &'a [u8], net: &NetworkConfig) -> Opt
             Layer::Ppp(d) => link::ppp(d),
             Layer::Ip(d) => {
                 let (a, b, proto, payload) = ip_header(d)?;
-                let (lo, hi) = (a.min(b), a.max(b));
-                let end = net.line_end(lo, hi);
+                let (key, is_line) = line_of(a, b, net);
                 let found = Peek {
-                    key: end.map_or(lo, |e| e.line),
-                    is_line: end.is_some(),
+                    key,
+                    is_line,
                     src: a,
                     dst: b,
                     proto,
