@@ -589,6 +589,15 @@ mod tests {
         let got = serde_json::to_string_pretty(&worker_json()).expect("json") + "\n";
         let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/worker_api.json");
         let want = std::fs::read_to_string(&file).expect("recorded output");
-        assert!(got == want, "worker JSON differs from {}", file.display());
+        if got != want {
+            // Left for a diff against the recording.
+            let out = std::env::temp_dir().join("worker_api.got.json");
+            let _ = std::fs::write(&out, &got);
+            panic!(
+                "worker JSON differs from {} (this run's output: {})",
+                file.display(),
+                out.display()
+            );
+        }
     }
 }
