@@ -37,9 +37,16 @@ impl ThreatTable {
         }
         // Many user names at one line, whatever the rhythm (one at a time, or many INVITEs
         // open at once at a device that answers or lingers). A flood's random names are no
-        // search: they count once the peer has been at it for a flood window (by then a flood
-        // is known as one), and not at a line flooded from many sources while they came.
-        let settled = p.last.secs_since(p.first) >= f64::from(cfg.flood_window_secs);
+        // search: names tried at a pace that could be a flood's start count once the peer has
+        // been at it for a flood window (by then a flood is known as one); a search at a
+        // tool's pace below a flood's (sipcli, svwar: a few to tens per second) counts at
+        // once, so a short burst is found too. Never at a line flooded from many sources
+        // while the names came.
+        let active = p.last.secs_since(p.first);
+        let window = f64::from(cfg.flood_window_secs);
+        let below_flood_pace =
+            (p.requests as f64) * window < f64::from(cfg.flood_min_requests) * active;
+        let settled = active >= window || below_flood_pace;
         let searched = p
             .targets
             .iter()
