@@ -40,6 +40,9 @@ pub struct CentralConfig {
     /// Threat events of all sensors kept in the state file (the threat table is rebuilt from
     /// them at start); beyond it the oldest go (counted).
     pub max_threat_events: u64,
+    /// Sensor alert keys and threat-event chunk keys remembered (each) to drop redeliveries;
+    /// beyond it the oldest are forgotten (counted).
+    pub max_dedup_keys: u64,
 }
 
 impl Default for CentralConfig {
@@ -52,6 +55,7 @@ impl Default for CentralConfig {
             batch: 512,
             ack_wait_secs: 30,
             max_threat_events: 200_000,
+            max_dedup_keys: 1_000_000,
         }
     }
 }
@@ -100,6 +104,12 @@ impl CentralConfig {
             return Err(Invalid::new(
                 "max_threat_events",
                 "central.max_threat_events must be between 1000 and 100000000".into(),
+            ));
+        }
+        if !(1_000..=100_000_000).contains(&self.max_dedup_keys) {
+            return Err(Invalid::new(
+                "max_dedup_keys",
+                "central.max_dedup_keys must be between 1000 and 100000000".into(),
             ));
         }
         if self.line_idle_secs < 60 {

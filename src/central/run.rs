@@ -453,6 +453,7 @@ impl Central {
             }
         }
         changes.max_threat_events = self.cfg.central.max_threat_events;
+        changes.max_dedup_keys = self.cfg.central.max_dedup_keys;
         let keys: Vec<String> = alerts_in
             .iter()
             .map(|(_, a)| a.idempotency_key.clone())
@@ -704,6 +705,12 @@ impl ApiSource for Central {
             Kind::Counter,
             "Threat events dropped from the state file to stay within [central] max_threat_events.",
             self.store.threat_events_dropped() as f64,
+        );
+        m.single(
+            "simboxd_central_dedup_keys_dropped_total",
+            Kind::Counter,
+            "Sensor alert and threat-chunk keys forgotten to stay within [central] max_dedup_keys.",
+            self.store.dedup_keys_dropped() as f64,
         );
         m.family(
             "simboxd_central_sensor_alerts_total",

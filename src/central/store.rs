@@ -21,8 +21,14 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const CHUNKS: TableDefinition<&str, u64> = TableDefinition::new("threat_chunks");
 /// Sequence -> one threat event (`stream::ThreatEvent` as JSON), in the order applied.
 const THREAT_EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("threat_events");
-/// `next_threat_event`, `threat_events_dropped`.
+/// `next_threat_event`, `threat_events_dropped`, `next_received`, `next_chunk`,
+/// `dedup_keys_dropped`.
 const COUNTS: TableDefinition<&str, u64> = TableDefinition::new("counts");
+/// Arrival sequence -> sensor alert key, oldest first: `RECEIVED` keeps the newest
+/// `max_dedup_keys` keys.
+const RECEIVED_ORDER: TableDefinition<u64, &str> = TableDefinition::new("received_order");
+/// Arrival sequence -> threat-event chunk key, oldest first (as `RECEIVED_ORDER`).
+const CHUNKS_ORDER: TableDefinition<u64, &str> = TableDefinition::new("threat_chunks_order");
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -56,6 +62,8 @@ pub struct Changes {
     pub threat_events: Vec<Vec<u8>>,
     /// Threat events kept at most (the oldest go first).
     pub max_threat_events: u64,
+    /// Sensor alert keys and threat-chunk keys remembered at most, each (the oldest go first).
+    pub max_dedup_keys: u64,
 }
 
 /// Everything loaded at start.
@@ -192,14 +200,39 @@ impl Store {
                     }
                 }
             }
-            let mut rec = txn.open_table(RECEIVED).map_err(db)?;
-            for (k, n) in &c.received {
-                rec.insert(k.as_str(), *n).map_err(db)?;
+            let mut counts = txn.open_table(COUNTS).map_err(db)?;
+            // 0: not set, nothing forgotten.
+            let keep = if c.max_dedup_keys == 0 {
+                u64::MAX
+            } else {
+                c.max_dedup_keys
+            };
+            let mut dropped = remember(
+                &mut txn.open_table(RECEIVED).map_err(db)?,
+                &mut txn.open_table(RECEIVED_ORDER).map_err(db)?,
+                &mut counts,
+                "next_received",
+                &c.received,
+                keep,
+            )?;
+            dropped += remember(
+                &mut txn.open_table(CHUNKS).map_err(db)?,
+                &mut txn.open_table(CHUNKS_ORDER).map_err(db)?,
+                &mut counts,
+                "next_chunk",
+                &c.chunks,
+                keep,
+            )?;
+            if dropped > 0 {
+                let before = counts
+                    .get("dedup_keys_dropped")
+                    .map_err(db)?
+                    .map_or(0, |g| g.value());
+                counts
+                    .insert("dedup_keys_dropped", before + dropped)
+                    .map_err(db)?;
             }
-            let mut chunks = txn.open_table(CHUNKS).map_err(db)?;
-            for (k, n) in &c.chunks {
-                chunks.insert(k.as_str(), *n).map_err(db)?;
-            }
+            drop(counts);
             let mut meta = txn.open_table(META).map_err(db)?;
             if let Some(m) = &c.manager {
                 meta.insert("manager", m.as_slice()).map_err(db)?;
@@ -239,16 +272,99 @@ impl Store {
     }
 }
 
+/// Stores `keys` (key -> times received) in `table`; a key new to the table is appended to
+/// `order` under the next arrival number (`counts[next]`), and the oldest keys beyond `keep`
+/// are forgotten from both. Returns how many were forgotten. Deduplication needs only recent
+/// keys: JetStream drops a sensor's republished message within its duplicate window, and
+/// redelivers only what the central has not acknowledged (acks follow the commit).
+fn remember(
+    table: &mut redb::Table<&str, u64>,
+    order: &mut redb::Table<u64, &str>,
+    counts: &mut redb::Table<&str, u64>,
+    next: &str,
+    keys: &BTreeMap<String, u64>,
+    keep: u64,
+) -> Result<u64, StoreError> {
+    if keys.is_empty() {
+        return Ok(0);
+    }
+    let mut seq = counts.get(next).map_err(db)?.map_or(0, |g| g.value());
+    for (k, n) in keys {
+        if table.insert(k.as_str(), *n).map_err(db)?.is_none() {
+            order.insert(seq, k.as_str()).map_err(db)?;
+            seq += 1;
+        }
+    }
+    counts.insert(next, seq).map_err(db)?;
+    let mut dropped = 0;
+    while order.len().map_err(db)? > keep {
+        let Some((_, oldest)) = order.pop_first().map_err(db)? else {
+            break;
+        };
+        table.remove(oldest.value()).map_err(db)?;
+        dropped += 1;
+    }
+    Ok(dropped)
+}
+
 impl Store {
     /// Threat events dropped from the state file to stay within `max_threat_events`.
     pub fn threat_events_dropped(&self) -> u64 {
+        self.count("threat_events_dropped")
+    }
+
+    /// Sensor alert and threat-chunk keys forgotten to stay within `max_dedup_keys`.
+    pub fn dedup_keys_dropped(&self) -> u64 {
+        self.count("dedup_keys_dropped")
+    }
+
+    fn count(&self, name: &str) -> u64 {
         let read = || -> Result<u64, StoreError> {
             let txn = self.db.begin_read().map_err(db)?;
             let t = txn.open_table(COUNTS).map_err(db)?;
-            Ok(t.get("threat_events_dropped")
-                .map_err(db)?
-                .map_or(0, |g| g.value()))
+            Ok(t.get(name).map_err(db)?.map_or(0, |g| g.value()))
         };
         read().unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(ks: &[&str], n: u64) -> BTreeMap<String, u64> {
+        ks.iter().map(|k| (k.to_string(), n)).collect()
+    }
+
+    #[test]
+    fn dedup_keys_keep_the_newest_and_count_the_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("central.redb")).unwrap();
+        let commit = |received: &[&str], n: u64, chunks: &[&str]| {
+            let c = Changes {
+                received: keys(received, n),
+                chunks: keys(chunks, 1),
+                max_dedup_keys: 3,
+                ..Default::default()
+            };
+            store.commit(&c).unwrap();
+        };
+        commit(&["a1", "a2"], 1, &["c1"]);
+        // A redelivery of a key already kept: its count moves, no new arrival.
+        commit(&["a1"], 2, &[]);
+        commit(&["a3", "a4", "a5"], 1, &["c2", "c3", "c4", "c5"]);
+        let all = ["a1", "a2", "a3", "a4", "a5"].map(String::from);
+        assert_eq!(store.received_counts(&all).unwrap(), vec![0, 0, 1, 1, 1]);
+        let all = ["c1", "c2", "c3", "c4", "c5"].map(String::from);
+        assert_eq!(store.chunk_counts(&all).unwrap(), vec![0, 0, 1, 1, 1]);
+        assert_eq!(store.dedup_keys_dropped(), 4);
+        assert_eq!(store.load().unwrap().received, 3);
+        // Unset (0): nothing is forgotten.
+        let c = Changes {
+            received: keys(&["a6", "a7"], 1),
+            ..Default::default()
+        };
+        store.commit(&c).unwrap();
+        assert_eq!(store.load().unwrap().received, 5);
     }
 }
