@@ -10,6 +10,7 @@
 //!
 //! `cargo bench --bench scale [-- SIZES...]` (sizes in lines; default 100000 300000 1000000).
 //! Captures and state go under `$SCALE_DIR` (default: a temp dir; about 450 bytes per line).
+//! `SCALE_SKIP_ANALYZE=1` measures only the daemon (replay, stop, start).
 
 use std::io::{BufWriter, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -210,18 +211,22 @@ fn run(dir: &Path, n: u64) {
     let gen_s = t0.elapsed().as_secs_f64();
     let mb = std::fs::metadata(&cap).map_or(0, |m| m.len()) / 1_000_000;
 
-    // analyze
-    let t0 = Instant::now();
-    let mut a = Command::new(env!("CARGO_BIN_EXE_simboxd"))
-        .arg("analyze")
-        .arg(&cap)
-        .args(["--format", "json"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn analyze");
-    let (ok, analyze_rss) = wait_rss(&mut a);
-    let analyze_s = t0.elapsed().as_secs_f64();
+    // analyze (`SCALE_SKIP_ANALYZE=1`: only the daemon's figures)
+    let (ok, analyze_rss, analyze_s) = if std::env::var_os("SCALE_SKIP_ANALYZE").is_some() {
+        (true, 0, 0.0)
+    } else {
+        let t0 = Instant::now();
+        let mut a = Command::new(env!("CARGO_BIN_EXE_simboxd"))
+            .arg("analyze")
+            .arg(&cap)
+            .args(["--format", "json"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn analyze");
+        let (ok, rss) = wait_rss(&mut a);
+        (ok, rss, t0.elapsed().as_secs_f64())
+    };
 
     // daemon replay
     let run_dir = dir.join(format!("run-{n}"));
