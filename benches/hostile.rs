@@ -85,6 +85,7 @@ fn main() {
     // SIMBOXD_BENCH_DIR=D keeps the captures in D (for profiling them).
     let dir =
         std::env::var_os("SIMBOXD_BENCH_DIR").map_or_else(|| tmp.path().to_path_buf(), Into::into);
+    std::fs::create_dir_all(&dir).expect("bench dir");
     let hostile = dir.join("hostile.pcap");
     let normal = dir.join("normal.pcap");
     let mut f = BufWriter::new(std::fs::File::create(&hostile).expect("create"));
