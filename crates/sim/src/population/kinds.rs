@@ -756,6 +756,21 @@ fn app_calls(
     params.insert("srtp_like".into(), json!(cfg.srtp_like));
 }
 
+/// Three servers at consecutive hosts and ports from `first` (IPv6: group and host; IPv4: the
+/// address), as game and video services are reached.
+fn three_servers(v6: bool, first6: (u16, u16), first4: [u8; 4], port: u16) -> Vec<SocketAddr> {
+    (0..3u16)
+        .map(|i| {
+            if v6 {
+                sock6(first6.0, first6.1 + i, port + i)
+            } else {
+                let [a, b, c, d] = first4;
+                v4(a, b, c, d + i as u8, port + i)
+            }
+        })
+        .collect()
+}
+
 /// Game sessions: steady small UDP to game servers.
 fn gaming(
     p: &Population,
@@ -764,15 +779,7 @@ fn gaming(
     params: &mut Map<String, Value>,
     v6: bool,
 ) {
-    cfg.peers = (0..3u16)
-        .map(|i| {
-            if v6 {
-                sock6(0x9a, 0x20 + i, 30000 + i)
-            } else {
-                v4(198, 51, 100, 200 + i as u8, 30000 + i)
-            }
-        })
-        .collect();
+    cfg.peers = three_servers(v6, (0x9a, 0x20), [198, 51, 100, 200], 30000);
     cfg.calls_per_hour = p.calls_per_hour.unwrap_or(1.5);
     cfg.max_active = 1;
     cfg.session_median = uniform(rng, 1200.0, 2700.0);
@@ -787,15 +794,7 @@ fn video(
     _params: &mut Map<String, Value>,
     v6: bool,
 ) {
-    cfg.peers = (0..3u16)
-        .map(|i| {
-            if v6 {
-                sock6(0xcd, 0x30 + i, 9000 + i)
-            } else {
-                v4(198, 18, 200, 10 + i as u8, 9000 + i)
-            }
-        })
-        .collect();
+    cfg.peers = three_servers(v6, (0xcd, 0x30), [198, 18, 200, 10], 9000);
     cfg.calls_per_hour = p.calls_per_hour.unwrap_or(1.0);
     cfg.max_active = 1;
     cfg.session_median = uniform(rng, 900.0, 2400.0);
