@@ -19,40 +19,11 @@ use std::time::{Duration, Instant};
 const DETECTION: &str = "[detection]\nsite_min_lines = 3\nevaluate_every_secs = 5\n";
 
 fn sensor_config(dir: &Path, pcap: &Path, api: SocketAddr, nats: &str, sensor: &str) -> PathBuf {
-    let p = dir.join(format!("{sensor}.toml"));
-    std::fs::write(
-        &p,
-        format!(
-            r#"[capture]
-file = "{pcap}"
-
-[network]
-domestic = ["198.18.0.0/15"]
-
-{DETECTION}
-[storage]
-path = "{state}/alerts.redb"
-
-[http]
-listen = "{api}"
-token = "{TOKEN}"
-
-[daemon]
-user = ""
-group = ""
-tick_secs = 0.2
-
-[stream]
-url = "{nats}"
-sensor = "{sensor}"
-evidence_interval_secs = 1
-"#,
-            pcap = pcap.display(),
-            state = dir.join(format!("{sensor}-state")).display(),
-        ),
-    )
-    .unwrap();
-    p
+    let sections = format!(
+        "{}\n{DETECTION}",
+        "[network]\ndomestic = [\"198.18.0.0/15\"]\n"
+    );
+    nats::sensor_config(dir, pcap, api, TOKEN, nats, sensor, &sections, "")
 }
 
 fn central_config(dir: &Path, api: SocketAddr, nats: &str) -> PathBuf {

@@ -15,41 +15,18 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 fn sensor_config(dir: &Path, api: SocketAddr, nats: &str, sensor: &str) -> std::path::PathBuf {
-    let p = dir.join(format!("{sensor}.toml"));
     let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("captures/sample-site.pcap");
-    std::fs::write(
-        &p,
-        format!(
-            r#"[capture]
-file = "{sample}"
-
-[network]
-domestic = ["198.18.0.0/15"]
-
-[storage]
-path = "{state}/alerts.redb"
-
-[http]
-listen = "{api}"
-token = "{TOKEN}"
-
-[daemon]
-user = ""
-group = ""
-tick_secs = 0.2
-
-[stream]
-url = "{nats}"
-sensor = "{sensor}"
-evidence_interval_secs = 1
-publish_calls = true
-"#,
-            sample = sample.display(),
-            state = dir.join(format!("{sensor}-state")).display(),
-        ),
+    let network = "[network]\ndomestic = [\"198.18.0.0/15\"]\n";
+    nats::sensor_config(
+        dir,
+        &sample,
+        api,
+        TOKEN,
+        nats,
+        sensor,
+        network,
+        "publish_calls = true\n",
     )
-    .unwrap();
-    p
 }
 
 fn alert_keys(api: SocketAddr) -> Vec<String> {

@@ -47,39 +47,8 @@ fn sweep(path: &Path, from: u32, to: u32) {
 }
 
 fn sensor_config(dir: &Path, pcap: &Path, api: SocketAddr, nats: &str, sensor: &str) -> PathBuf {
-    let p = dir.join(format!("{sensor}.toml"));
-    std::fs::write(
-        &p,
-        format!(
-            r#"[capture]
-file = "{pcap}"
-
-[threats]
-scan_min_lines = 10
-
-[storage]
-path = "{state}/alerts.redb"
-
-[http]
-listen = "{api}"
-token = "{TOKEN}"
-
-[daemon]
-user = ""
-group = ""
-tick_secs = 0.2
-
-[stream]
-url = "{nats}"
-sensor = "{sensor}"
-evidence_interval_secs = 1
-"#,
-            pcap = pcap.display(),
-            state = dir.join(format!("{sensor}-state")).display(),
-        ),
-    )
-    .unwrap();
-    p
+    let threats = "[threats]\nscan_min_lines = 10\n";
+    nats::sensor_config(dir, pcap, api, TOKEN, nats, sensor, threats, "")
 }
 
 fn central_config(dir: &Path, api: SocketAddr, nats: &str) -> PathBuf {

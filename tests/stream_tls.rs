@@ -42,43 +42,14 @@ impl Auth {
 }
 
 fn sensor_config(dir: &Path, api: SocketAddr, url: &str, name: &str, auth: &Auth) -> PathBuf {
-    let p = dir.join(format!("{name}.toml"));
     let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("captures/sample-site.pcap");
-    std::fs::write(
-        &p,
-        format!(
-            r#"[capture]
-file = "{sample}"
-
-[network]
-domestic = ["198.18.0.0/15"]
-
-[storage]
-path = "{state}/alerts.redb"
-
-[http]
-listen = "{api}"
-token = "{TOKEN}"
-
-[daemon]
-user = ""
-group = ""
-tick_secs = 0.2
-
-[stream]
-url = "{url}"
-sensor = "{name}"
-evidence_interval_secs = 1
-ca_file = "{ca}"
-{keys}"#,
-            sample = sample.display(),
-            state = dir.join(format!("{name}-state")).display(),
-            ca = dir.join("ca.pem").display(),
-            keys = auth.keys(dir, name),
-        ),
-    )
-    .unwrap();
-    p
+    let stream_keys = format!(
+        "ca_file = \"{}\"\n{}",
+        dir.join("ca.pem").display(),
+        auth.keys(dir, name)
+    );
+    let network = "[network]\ndomestic = [\"198.18.0.0/15\"]\n";
+    nats::sensor_config(dir, &sample, api, TOKEN, url, name, network, &stream_keys)
 }
 
 fn central_config(dir: &Path, api: SocketAddr, url: &str, name: &str, auth: &Auth) -> PathBuf {

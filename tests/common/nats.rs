@@ -185,3 +185,51 @@ pub fn read_stream(url: &str, name: &str, filter: &str) -> Vec<Held> {
         out
     })
 }
+
+/// Writes `<dir>/<sensor>.toml`: a sensor reading `capture`, its alert store under
+/// `<dir>/<sensor>-state`, its API at `api` with `token`, publishing to `url` every second.
+/// `sections` (whole sections, e.g. `[network]` or `[detection]`) come before `[storage]`;
+/// `stream_keys` are more lines of `[stream]`.
+#[allow(clippy::too_many_arguments)] // each is one fact of the config; a struct would only name them again
+pub fn sensor_config(
+    dir: &Path,
+    capture: &Path,
+    api: std::net::SocketAddr,
+    token: &str,
+    url: &str,
+    sensor: &str,
+    sections: &str,
+    stream_keys: &str,
+) -> PathBuf {
+    let p = dir.join(format!("{sensor}.toml"));
+    std::fs::write(
+        &p,
+        format!(
+            r#"[capture]
+file = "{capture}"
+
+{sections}
+[storage]
+path = "{state}/alerts.redb"
+
+[http]
+listen = "{api}"
+token = "{token}"
+
+[daemon]
+user = ""
+group = ""
+tick_secs = 0.2
+
+[stream]
+url = "{url}"
+sensor = "{sensor}"
+evidence_interval_secs = 1
+{stream_keys}"#,
+            capture = capture.display(),
+            state = dir.join(format!("{sensor}-state")).display(),
+        ),
+    )
+    .unwrap();
+    p
+}
