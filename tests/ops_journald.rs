@@ -19,6 +19,29 @@ use std::time::{Duration, Instant};
 
 const SOCKET: &str = "/run/systemd/journal/socket";
 
+/// Stops the daemon with SIGTERM while reading the journal socket, as journald does: a journal
+/// that stops reading would block the daemon's log writes once the socket's queue is full.
+fn stop_while_draining(sock: &UnixDatagram, child: &mut std::process::Child) {
+    let draining = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let drain = {
+        let sock = sock.try_clone().unwrap();
+        let draining = draining.clone();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 1 << 16];
+            while draining.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = sock.recv(&mut buf);
+            }
+        })
+    };
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = child.wait();
+    draining.store(false, std::sync::atomic::Ordering::Relaxed);
+    let _ = drain.join();
+}
+
 /// One journal entry in the native protocol: `KEY=value\n`, or `KEY\n` + 64-bit LE length +
 /// bytes + `\n` for values with newlines.
 fn parse_entry(mut b: &[u8]) -> BTreeMap<String, String> {
@@ -125,26 +148,7 @@ fn under_journald_events_carry_priorities_and_fields() {
     }
     // The API still answers (the daemon is up, not stuck on logging).
     let h = http_get(api, "/healthz", None);
-    // Go on reading while it stops, as journald does: a journal that stops reading would
-    // block the daemon's log writes once the socket's queue is full.
-    let draining = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let drain = {
-        let sock = sock.try_clone().unwrap();
-        let draining = draining.clone();
-        std::thread::spawn(move || {
-            let mut buf = vec![0u8; 1 << 16];
-            while draining.load(std::sync::atomic::Ordering::Relaxed) {
-                let _ = sock.recv(&mut buf);
-            }
-        })
-    };
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    );
-    let _ = child.wait();
-    draining.store(false, std::sync::atomic::Ordering::Relaxed);
-    let _ = drain.join();
+    stop_while_draining(&sock, &mut child);
     let stderr = std::fs::read_to_string(&log).unwrap_or_default();
     let dump = entries
         .iter()
@@ -267,24 +271,7 @@ fn under_journald_field_values_are_escaped() {
             raw.push(buf[..n].to_vec());
         }
     }
-    let draining = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let drain = {
-        let sock = sock.try_clone().unwrap();
-        let draining = draining.clone();
-        std::thread::spawn(move || {
-            let mut buf = vec![0u8; 1 << 16];
-            while draining.load(std::sync::atomic::Ordering::Relaxed) {
-                let _ = sock.recv(&mut buf);
-            }
-        })
-    };
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    );
-    let _ = child.wait();
-    draining.store(false, std::sync::atomic::Ordering::Relaxed);
-    let _ = drain.join();
+    stop_while_draining(&sock, &mut child);
     let stderr = std::fs::read_to_string(&log).unwrap_or_default();
     let entry = raw
         .iter()
