@@ -164,9 +164,22 @@ fn fill(src: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(n)
 }
 
-/// The parser's side of a reading thread: a `Read` over the chunks it hashed and queued.
+/// Where a `ChunkReader`'s chunks come from.
+enum Feed {
+    /// A reading thread that hashes every chunk; used chunks go back to it on `back`, so that
+    /// nothing is allocated (nor zeroed) per chunk.
+    Thread {
+        rx: mpsc::Receiver<Chunk>,
+        back: mpsc::SyncSender<Vec<u8>>,
+    },
+    /// A file read here, `PEEK_BUFFER` bytes at a time (opened only to find its first packet).
+    Direct(Box<dyn Read + Send>),
+}
+
+/// The parser's side of an input: a `Read` over its chunks, which a plain pcap also reads in
+/// place (see [`PlainPcap`]).
 struct ChunkReader {
-    rx: mpsc::Receiver<Chunk>,
+    feed: Feed,
     cur: Vec<u8>,
     pos: usize,
     done: bool,
@@ -181,6 +194,7 @@ impl ChunkReader {
         progress: Arc<AtomicU64>,
     ) -> std::io::Result<(ChunkReader, std::thread::JoinHandle<Hashed>)> {
         let (tx, rx) = mpsc::sync_channel(QUEUE);
+        let (back, spare) = mpsc::sync_channel::<Vec<u8>>(QUEUE + 2);
         let handle = std::thread::Builder::new()
             .name("simboxd-read".into())
             .spawn(move || {
@@ -188,8 +202,16 @@ impl ChunkReader {
                 let mut bytes = 0u64;
                 let mut live = true;
                 let mut error = None;
+                // A chunk the parser gave back, or (once it is gone) the last one read.
+                let mut own: Option<Vec<u8>> = None;
                 loop {
-                    let mut buf = vec![0u8; CHUNK];
+                    let mut buf = own
+                        .take()
+                        .or_else(|| spare.try_recv().ok())
+                        .unwrap_or_default();
+                    // A reused chunk keeps its length: only a short last read leaves a tail to
+                    // zero.
+                    buf.resize(CHUNK, 0);
                     match fill(&mut *src, &mut buf) {
                         Ok(0) => break,
                         Ok(n) => {
@@ -197,8 +219,15 @@ impl ChunkReader {
                             h.update(&buf);
                             bytes += n as u64;
                             progress.fetch_add(n as u64, Ordering::Relaxed);
-                            if live && tx.send(Chunk::Data(buf)).is_err() {
-                                live = false;
+                            if live {
+                                if let Err(mpsc::SendError(Chunk::Data(b))) =
+                                    tx.send(Chunk::Data(buf))
+                                {
+                                    live = false;
+                                    own = Some(b);
+                                }
+                            } else {
+                                own = Some(buf);
                             }
                         }
                         Err(e) => {
@@ -219,7 +248,7 @@ impl ChunkReader {
             })?;
         Ok((
             ChunkReader {
-                rx,
+                feed: Feed::Thread { rx, back },
                 cur: Vec::new(),
                 pos: 0,
                 done: false,
@@ -228,20 +257,51 @@ impl ChunkReader {
         ))
     }
 
+    /// Reads `src` here, a small chunk at a time, without hashing.
+    fn direct(src: Box<dyn Read + Send>) -> ChunkReader {
+        ChunkReader {
+            feed: Feed::Direct(src),
+            cur: Vec::new(),
+            pos: 0,
+            done: false,
+        }
+    }
+
     /// The bytes not read yet of the current chunk, loading the next one when it is used up
     /// (empty only at the end of the input).
     fn peek(&mut self) -> std::io::Result<&[u8]> {
         while self.pos >= self.cur.len() && !self.done {
-            match self.rx.recv() {
-                Ok(Chunk::Data(v)) => {
-                    self.cur = v;
-                    self.pos = 0;
+            let used = std::mem::take(&mut self.cur);
+            self.pos = 0;
+            match &mut self.feed {
+                Feed::Thread { rx, back } => {
+                    if used.capacity() > 0 {
+                        let _ = back.try_send(used);
+                    }
+                    match rx.recv() {
+                        Ok(Chunk::Data(v)) => self.cur = v,
+                        Ok(Chunk::Failed(e)) => {
+                            self.done = true;
+                            return Err(e);
+                        }
+                        Err(_) => self.done = true,
+                    }
                 }
-                Ok(Chunk::Failed(e)) => {
-                    self.done = true;
-                    return Err(e);
+                Feed::Direct(src) => {
+                    let mut buf = used;
+                    buf.resize(PEEK_BUFFER, 0);
+                    match fill(&mut **src, &mut buf) {
+                        Ok(0) => self.done = true,
+                        Ok(n) => {
+                            buf.truncate(n);
+                            self.cur = buf;
+                        }
+                        Err(e) => {
+                            self.done = true;
+                            return Err(e);
+                        }
+                    }
                 }
-                Err(_) => self.done = true,
             }
         }
         Ok(self.cur.get(self.pos..).unwrap_or_default())
@@ -255,6 +315,200 @@ impl Read for ChunkReader {
         out[..n].copy_from_slice(&avail[..n]);
         self.pos += n;
         Ok(n)
+    }
+}
+
+/// Why a plain pcap stopped before its end.
+enum PlainStop {
+    Cut,
+    TooLong,
+    Read(std::io::Error),
+}
+
+/// A record of a plain pcap: its header's fields and where its data lies.
+#[derive(Clone, Copy)]
+struct PlainRecord {
+    ts: Timestamp,
+    wire_len: u32,
+    start: usize,
+    len: usize,
+    in_carry: bool,
+}
+
+/// A plain (uncompressed) pcap, read record by record where its chunks lie: a packet's bytes
+/// are copied only when its record straddles two chunks (into `carry`). pcap-parser reads every
+/// other form; this is the same format and the same stops (`cut off`, a record of 64 MiB or
+/// more) without copying each packet twice.
+struct PlainPcap {
+    chunks: ChunkReader,
+    /// Record header length: 16, or 24 in the "modified" (Kuznetzov) format.
+    hdr_len: usize,
+    big_endian: bool,
+    nanos: bool,
+    link: LinkType,
+    /// A record that straddles chunks, put together.
+    carry: Vec<u8>,
+    /// Capture bytes before the head record (the file header included).
+    consumed: u64,
+    /// Length of the head record, added to `consumed` when the next one is read.
+    head_len: u64,
+}
+
+/// The legacy pcap magic numbers (as the first four bytes read little-endian) pcap-parser
+/// knows: (big-endian, nanoseconds, modified format).
+fn plain_pcap_magic(head: &[u8]) -> Option<(bool, bool, bool)> {
+    let m = u32::from_le_bytes(head.get(..4)?.try_into().ok()?);
+    match m {
+        0xa1b2_c3d4 => Some((false, false, false)),
+        0xa1b2_3c4d => Some((false, true, false)),
+        0xa1b2_cd34 => Some((false, false, true)),
+        0xd4c3_b2a1 => Some((true, false, false)),
+        0x4d3c_b2a1 => Some((true, true, false)),
+        _ => None,
+    }
+}
+
+impl PlainPcap {
+    /// Reads the file header; `None` when the input ends inside it.
+    fn open(
+        mut chunks: ChunkReader,
+        (big_endian, nanos, modified): (bool, bool, bool),
+    ) -> Result<PlainPcap, Option<std::io::Error>> {
+        let mut hdr = [0u8; 24];
+        let mut got = 0;
+        while got < hdr.len() {
+            match chunks.peek() {
+                Ok([]) => return Err(None),
+                Ok(avail) => {
+                    let n = avail.len().min(hdr.len() - got);
+                    hdr[got..got + n].copy_from_slice(&avail[..n]);
+                    got += n;
+                    chunks.pos += n;
+                }
+                Err(e) => return Err(Some(e)),
+            }
+        }
+        let network = [hdr[20], hdr[21], hdr[22], hdr[23]];
+        let network = if big_endian {
+            i32::from_be_bytes(network)
+        } else {
+            i32::from_le_bytes(network)
+        };
+        Ok(PlainPcap {
+            chunks,
+            hdr_len: if modified { 24 } else { 16 },
+            big_endian,
+            nanos,
+            link: crate::capture::link_type_from_dlt(network),
+            carry: Vec::new(),
+            consumed: 24,
+            head_len: 0,
+        })
+    }
+
+    /// (time, wire length, captured length) of the record header at the start of `b` (at
+    /// least 16 bytes).
+    fn header(b: &[u8], big_endian: bool, nanos: bool) -> (Timestamp, u32, usize) {
+        let word = |at: usize| {
+            let w = match b.get(at..at + 4) {
+                Some(&[x, y, z, t]) => [x, y, z, t],
+                _ => [0; 4],
+            };
+            if big_endian {
+                u32::from_be_bytes(w)
+            } else {
+                u32::from_le_bytes(w)
+            }
+        };
+        let (sec, frac) = (word(0), word(4));
+        let frac = if nanos {
+            i64::from(frac) / 1000
+        } else {
+            i64::from(frac)
+        };
+        let ts = Timestamp::from_micros(i64::from(sec).saturating_mul(1_000_000) + frac);
+        (ts, word(12), word(8) as usize)
+    }
+
+    /// The next record, `None` at the end of the input.
+    fn next(&mut self) -> Result<Option<PlainRecord>, PlainStop> {
+        self.consumed += self.head_len;
+        self.head_len = 0;
+        let hl = self.hdr_len;
+        let avail = self.chunks.peek().map_err(PlainStop::Read)?;
+        if avail.len() >= hl {
+            let (ts, wire_len, caplen) = Self::header(avail, self.big_endian, self.nanos);
+            let rec = hl.saturating_add(caplen);
+            if rec <= avail.len() {
+                let start = self.chunks.pos + hl;
+                self.chunks.pos += rec;
+                self.head_len = rec as u64;
+                return Ok(Some(PlainRecord {
+                    ts,
+                    wire_len,
+                    start,
+                    len: caplen,
+                    in_carry: false,
+                }));
+            }
+        }
+        self.assemble()
+    }
+
+    /// A record that straddles chunks (or the end of the input), put together in `carry`.
+    fn assemble(&mut self) -> Result<Option<PlainRecord>, PlainStop> {
+        let hl = self.hdr_len;
+        self.carry.clear();
+        let mut need = hl;
+        let mut fields = None;
+        loop {
+            if self.carry.len() >= need {
+                match fields {
+                    None => {
+                        let (ts, wire_len, caplen) =
+                            Self::header(&self.carry, self.big_endian, self.nanos);
+                        // As pcap-parser: a record of `MAX_BLOCK` bytes or more is a damaged
+                        // length when that much data follows, else the capture is cut off.
+                        need = hl.saturating_add(caplen).min(MAX_BLOCK);
+                        fields = Some((ts, wire_len, caplen));
+                        continue;
+                    }
+                    Some((ts, wire_len, caplen)) => {
+                        if hl.saturating_add(caplen) >= MAX_BLOCK {
+                            return Err(PlainStop::TooLong);
+                        }
+                        self.head_len = (hl + caplen) as u64;
+                        return Ok(Some(PlainRecord {
+                            ts,
+                            wire_len,
+                            start: hl,
+                            len: caplen,
+                            in_carry: true,
+                        }));
+                    }
+                }
+            }
+            let avail = self.chunks.peek().map_err(PlainStop::Read)?;
+            if avail.is_empty() {
+                return if self.carry.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(PlainStop::Cut)
+                };
+            }
+            let take = (need - self.carry.len()).min(avail.len());
+            self.carry.extend_from_slice(&avail[..take]);
+            self.chunks.pos += take;
+        }
+    }
+
+    fn data(&self, r: &PlainRecord) -> Option<&[u8]> {
+        let buf = if r.in_carry {
+            &self.carry
+        } else {
+            &self.chunks.cur
+        };
+        buf.get(r.start..r.start.checked_add(r.len)?)
     }
 }
 
@@ -324,11 +578,17 @@ struct Head {
     start: usize,
     len: usize,
     consume: usize,
+    /// A plain pcap's record put together in its carry buffer.
+    in_carry: bool,
 }
 
 /// One input being read.
 struct Source {
     info: InputInfo,
+    /// A plain pcap, read in place; `reader` reads every other form.
+    plain: Option<PlainPcap>,
+    /// Whether the input is a plain pcap (read in place, cheap enough for the engine's thread).
+    in_place: bool,
     reader: Option<Box<dyn PcapReaderIterator + Send>>,
     io_error: Arc<Mutex<Option<std::io::Error>>>,
     hasher: Option<std::thread::JoinHandle<Hashed>>,
@@ -340,8 +600,7 @@ struct Source {
     last_ts: Timestamp,
 }
 
-/// How an input starts: plain `Read` (a file opened to find its first packet) or a reading
-/// thread that hashes.
+/// The file (or standard input) behind an input.
 fn open_raw(name: &str) -> Result<Box<dyn Read + Send>, InputError> {
     if name == STDIN {
         return Ok(Box::new(std::io::stdin()));
@@ -364,15 +623,15 @@ impl Source {
                     file: name.to_string(),
                     source,
                 })?;
-                Source::with_reader(name, Box::new(r), Some(h), PARSE_BUFFER)
+                Source::with_reader(name, r, Some(h), PARSE_BUFFER)
             }
-            None => Source::with_reader(name, raw, None, PEEK_BUFFER),
+            None => Source::with_reader(name, ChunkReader::direct(raw), None, PEEK_BUFFER),
         }
     }
 
     fn with_reader(
         name: &str,
-        mut raw: Box<dyn Read + Send>,
+        mut chunks: ChunkReader,
         hasher: Option<std::thread::JoinHandle<Hashed>>,
         capacity: usize,
     ) -> Result<Source, InputError> {
@@ -380,13 +639,20 @@ impl Source {
             file: name.to_string(),
             source,
         };
-        // The first bytes tell the compression and then the format.
+        // The first bytes tell the compression and then the format (a chunk is whole unless
+        // the input ends: the first one holds them all).
         let mut magic = [0u8; 8];
-        let got = fill(&mut *raw, &mut magic).map_err(open_err)?;
+        let first = chunks.peek().map_err(open_err)?;
+        let got = first.len().min(magic.len());
+        magic[..got].copy_from_slice(&first[..got]);
         let magic = &magic[..got];
-        let raw: Box<dyn Read + Send> = Box::new(std::io::Cursor::new(magic.to_vec()).chain(raw));
         let compression = compression_of(magic);
-        let mut info = InputInfo {
+        let plain = if compression.is_none() {
+            plain_pcap_magic(magic)
+        } else {
+            None
+        };
+        let info = InputInfo {
             file: name.to_string(),
             sha256: String::new(),
             size: 0,
@@ -398,9 +664,41 @@ impl Source {
             last: None,
             truncated: None,
         };
+        let io_error = Arc::new(Mutex::new(None));
+        let mut src = Source {
+            info,
+            plain: None,
+            in_place: false,
+            reader: None,
+            io_error,
+            hasher,
+            legacy: None,
+            ifaces: Vec::new(),
+            head: None,
+            capacity,
+            last_ts: Timestamp::from_micros(0),
+        };
+        if let Some(kind) = plain {
+            src.in_place = true;
+            src.info.format = if kind.1 { "pcap-nsec" } else { "pcap" };
+            match PlainPcap::open(chunks, kind) {
+                Ok(p) => {
+                    push_link(&mut src.info.link_types, p.link);
+                    src.plain = Some(p);
+                }
+                Err(None) => {
+                    src.info.format = "pcap";
+                    src.damaged(0, "cut off inside the file header");
+                }
+                Err(Some(e)) => src.damaged(0, &format!("read error ({e})")),
+            }
+            src.advance();
+            return Ok(src);
+        }
+        let raw: Box<dyn Read + Send> = Box::new(chunks);
         let data: Box<dyn Read + Send> = match compression {
             Some("gzip") => {
-                info.compression = Some("gzip");
+                src.info.compression = Some("gzip");
                 Box::new(flate2::read::MultiGzDecoder::new(raw))
             }
             Some(other) => {
@@ -413,21 +711,9 @@ impl Source {
             }
             None => raw,
         };
-        let io_error = Arc::new(Mutex::new(None));
         let fill_read = FillRead {
             inner: data,
-            error: io_error.clone(),
-        };
-        let mut src = Source {
-            info,
-            reader: None,
-            io_error,
-            hasher,
-            legacy: None,
-            ifaces: Vec::new(),
-            head: None,
-            capacity,
-            last_ts: Timestamp::from_micros(0),
+            error: src.io_error.clone(),
         };
         match pcap_parser::create_reader(capacity, fill_read) {
             Ok(r) => src.reader = Some(r),
@@ -472,16 +758,74 @@ impl Source {
             reason: reason.to_string(),
         });
         self.reader = None;
+        self.plain = None;
         self.head = None;
     }
 
     fn consumed(&self) -> u64 {
+        if let Some(p) = &self.plain {
+            return p.consumed;
+        }
         self.reader.as_ref().map_or(0, |r| r.consumed() as u64)
+    }
+
+    /// The packet of a record read in place.
+    fn found(&mut self, ts: Timestamp, link: LinkType, wire_len: u32, at: (usize, usize)) -> Head {
+        self.last_ts = ts;
+        self.info.packets += 1;
+        if self.info.first.is_none() {
+            self.info.first = Some(ts);
+        }
+        if self.info.last.is_none_or(|l| ts > l) {
+            self.info.last = Some(ts);
+        }
+        Head {
+            ts,
+            link,
+            wire_len,
+            start: at.0,
+            len: at.1,
+            consume: 0,
+            in_carry: false,
+        }
+    }
+
+    /// `advance` for a plain pcap.
+    fn advance_plain(&mut self) {
+        self.head = None;
+        let Some(p) = self.plain.as_mut() else {
+            return;
+        };
+        let link = p.link;
+        match p.next() {
+            Ok(Some(r)) => {
+                let h = self.found(r.ts, link, r.wire_len, (r.start, r.len));
+                self.head = Some(Head {
+                    in_carry: r.in_carry,
+                    ..h
+                });
+            }
+            Ok(None) => self.plain = None,
+            Err(stop) => {
+                let at = self.consumed();
+                let reason = match stop {
+                    PlainStop::Cut => "the capture ends inside a record (cut off)".to_string(),
+                    PlainStop::TooLong => {
+                        "a record longer than 64 MiB (a damaged length field)".to_string()
+                    }
+                    PlainStop::Read(e) => format!("read error ({e})"),
+                };
+                self.damaged(at, &reason);
+            }
+        }
     }
 
     /// Consumes the current head (if any) and reads up to the next packet; `head` is `None` at
     /// the end of the input or where it is cut off.
     fn advance(&mut self) {
+        if self.in_place {
+            return self.advance_plain();
+        }
         if let (Some(h), Some(r)) = (self.head.take(), self.reader.as_mut()) {
             r.consume_noshift(h.consume);
         }
@@ -584,22 +928,8 @@ impl Source {
                         reader.consume_noshift(off);
                         continue;
                     }
-                    self.last_ts = ts;
-                    self.info.packets += 1;
-                    if self.info.first.is_none() {
-                        self.info.first = Some(ts);
-                    }
-                    if self.info.last.is_none_or(|l| ts > l) {
-                        self.info.last = Some(ts);
-                    }
-                    self.head = Some(Head {
-                        ts,
-                        link,
-                        wire_len,
-                        start,
-                        len,
-                        consume: off,
-                    });
+                    let h = self.found(ts, link, wire_len, (start, len));
+                    self.head = Some(Head { consume: off, ..h });
                     return;
                 }
                 Err(Stop::End) => {
@@ -647,7 +977,16 @@ impl Source {
     /// The head packet's bytes.
     fn head_packet(&self) -> Option<RawPacket<'_>> {
         let h = self.head?;
-        let data = self.reader.as_ref()?.data().get(h.start..h.start + h.len)?;
+        let data = match &self.plain {
+            Some(p) => p.data(&PlainRecord {
+                ts: h.ts,
+                wire_len: h.wire_len,
+                start: h.start,
+                len: h.len,
+                in_carry: h.in_carry,
+            })?,
+            None => self.reader.as_ref()?.data().get(h.start..h.start + h.len)?,
+        };
         Some(RawPacket {
             ts: h.ts,
             link: h.link,
@@ -659,6 +998,7 @@ impl Source {
     /// Ends reading (the reading thread hashes whatever is left) and returns the facts.
     fn finish(mut self) -> InputInfo {
         self.reader = None;
+        self.plain = None;
         self.head = None;
         if let Some(h) = self.hasher.take() {
             if let Ok(hashed) = h.join() {
@@ -710,6 +1050,8 @@ struct Waiting {
     index: usize,
     name: String,
     first: Option<Timestamp>,
+    /// A plain pcap (read in place).
+    in_place: bool,
 }
 
 /// Every input, merged in packet-time order.
@@ -750,11 +1092,12 @@ impl Inputs {
             }
             total_size += std::fs::metadata(name).map(|m| m.len()).unwrap_or(0);
             // A look at the first packet orders the inputs and checks the format early.
-            let first = Source::open(name, None)?.head.map(|h| h.ts);
+            let peek = Source::open(name, None)?;
             waiting.push(Waiting {
                 index,
                 name: name.clone(),
-                first,
+                first: peek.head.map(|h| h.ts),
+                in_place: peek.in_place,
             });
         }
         // No first packet (empty or cut in the header): opened at once, to be reported.
@@ -768,6 +1111,12 @@ impl Inputs {
             progress,
             total_size,
         })
+    }
+
+    /// Whether every input is a plain pcap, read in place: cheap enough to read on the
+    /// consumer's own thread (see [`ReadAhead`]).
+    fn all_in_place(&self) -> bool {
+        self.open.iter().all(|(_, s)| s.in_place) && self.waiting.iter().all(|w| w.in_place)
     }
 
     /// The names given, in order.
@@ -893,8 +1242,12 @@ enum Ahead {
 /// hashing) overlaps the consumer's work on the previous packets. Packets come in the same
 /// order as from [`Inputs::next_packet`], copied in batches of at most `BATCH_PACKETS` packets or
 /// `BATCH_BYTES` bytes; buffers are reused, so nothing is allocated per packet or per batch once
-/// running.
+/// running. Plain pcap files need no such thread: they are read in place, which costs less
+/// than the copy into a batch, so when every input is one they are read on the consumer's
+/// thread (still hashed on their reading threads).
 pub struct ReadAhead {
+    /// The inputs, when read on the consumer's thread (then `rx` is never connected).
+    inline: Option<Inputs>,
     rx: mpsc::Receiver<Ahead>,
     back: mpsc::SyncSender<Batch>,
     cur: Option<Batch>,
@@ -912,6 +1265,19 @@ impl ReadAhead {
         let (back, spare) = mpsc::sync_channel::<Batch>(BATCH_QUEUE + 2);
         let progress = inputs.progress.clone();
         let total_size = inputs.total_size;
+        if inputs.all_in_place() {
+            return Ok(ReadAhead {
+                inline: Some(inputs),
+                rx,
+                back,
+                cur: None,
+                pos: 0,
+                done: false,
+                progress,
+                total_size,
+                handle: None,
+            });
+        }
         let handle = std::thread::Builder::new()
             .name("simboxd-parse".into())
             .spawn(move || {
@@ -948,6 +1314,7 @@ impl ReadAhead {
                 inputs.finish()
             })?;
         Ok(ReadAhead {
+            inline: None,
             rx,
             back,
             cur: None,
@@ -971,6 +1338,9 @@ impl ReadAhead {
 
     /// The next packet, as [`Inputs::next_packet`] gives it.
     pub fn next_packet(&mut self) -> Result<Option<RawPacket<'_>>, InputError> {
+        if let Some(inputs) = &mut self.inline {
+            return inputs.next_packet();
+        }
         loop {
             if let Some(b) = &self.cur {
                 if self.pos < b.pkts.len() {
@@ -1018,6 +1388,9 @@ impl ReadAhead {
     /// Stops reading (what is left is still hashed) and returns every input's facts, in the
     /// order given.
     pub fn finish(mut self) -> Vec<InputInfo> {
+        if let Some(inputs) = self.inline.take() {
+            return inputs.finish();
+        }
         // Whatever is queued is not wanted: the thread ends at its next send.
         let rx = std::mem::replace(&mut self.rx, mpsc::sync_channel(0).1);
         drop(rx);
