@@ -47,14 +47,17 @@ impl ThreatTable {
         let below_flood_pace =
             (p.requests as f64) * window < f64::from(cfg.flood_min_requests) * active;
         let settled = active >= window || below_flood_pace;
-        let searched = p
-            .targets
-            .iter()
-            .filter(|t| !self.flooded_during(t))
-            .map(|t| t.users)
-            .max()
-            .unwrap_or(0);
-        if settled && searched >= cfg.enumeration_min_users {
+        // Whether some line not flooded meanwhile saw enough names: the flood table is looked
+        // up only for targets past the threshold (a flood peer has up to `max_lines_per_peer`
+        // targets, and this runs on every request it sends).
+        let min_users = cfg.enumeration_min_users;
+        let searched = || {
+            min_users == 0
+                || p.targets
+                    .iter()
+                    .any(|t| t.users >= min_users && !self.flooded_during(t))
+        };
+        if settled && searched() {
             kinds |= ThreatKind::Enumeration.bit();
         }
         if self.toll_fraud(p) {
