@@ -22,6 +22,7 @@ pub mod outputs;
 pub mod pipeline;
 pub mod privdrop;
 pub mod runtime;
+pub mod sensor;
 pub mod state;
 pub mod validate;
 

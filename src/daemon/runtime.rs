@@ -1027,7 +1027,7 @@ async fn serve<E: PacketEngine>(
     }
 
     // Evidence (and calls) to NATS JetStream when `[stream] url` is set.
-    let stream = crate::stream::sensor::SensorStream::start(
+    let stream = super::sensor::SensorStream::start(
         &cfg,
         shared.engines.clone(),
         shared.correlator.clone(),

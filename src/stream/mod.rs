@@ -14,7 +14,6 @@
 
 pub mod outbox;
 pub mod publisher;
-pub mod sensor;
 
 use serde::{Deserialize, Serialize};
 use simboxd_core::config::Invalid;

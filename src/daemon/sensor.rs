@@ -3,11 +3,12 @@
 //! `publish_threats`; capped per interval and per peer) and, with `publish_calls`, the calls that
 //! ended, to the stream outbox.
 
-use super::outbox::StreamOutbox;
-use super::publisher::Publisher;
+use super::correlate::Correlator;
+use super::pipeline::PacketEngine;
 use crate::config::Config;
-use crate::daemon::correlate::Correlator;
-use crate::daemon::pipeline::PacketEngine;
+use crate::stream::outbox::StreamOutbox;
+use crate::stream::publisher::{Publisher, PublisherStats};
+use crate::stream::ThreatEventsMsg;
 use simboxd_core::model::Timestamp;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -44,7 +45,7 @@ impl<E: PacketEngine> SensorStream<E> {
         if cfg.stream.url.is_none() {
             return Ok(None);
         }
-        let path = super::outbox_path(&cfg.storage.path);
+        let path = crate::stream::outbox_path(&cfg.storage.path);
         let outbox = Arc::new(StreamOutbox::open(&path, cfg.stream.max_pending)?);
         let publisher = Arc::new(Publisher::start(&cfg.stream, outbox));
         let since = Arc::new(Mutex::new(vec![Timestamp::default(); engines.len()]));
@@ -153,10 +154,7 @@ async fn hand_over<E: PacketEngine>(
 
 /// The threat events kept since the last hand-over, at most `per_peer` per attacking peer, in
 /// messages of `THREAT_EVENTS_PER_MSG`; what is left out is counted.
-fn threat_chunks(
-    feed: &ThreatFeed,
-    stats: &super::publisher::PublisherStats,
-) -> Vec<super::ThreatEventsMsg> {
+fn threat_chunks(feed: &ThreatFeed, stats: &PublisherStats) -> Vec<ThreatEventsMsg> {
     use std::sync::atomic::Ordering;
     let (events, mut dropped) = feed.correlator.take_stream_events();
     let mut per_peer: std::collections::HashMap<std::net::IpAddr, usize> =
@@ -182,7 +180,7 @@ fn threat_chunks(
     let mut out = Vec::new();
     let mut it = kept.into_iter().peekable();
     while it.peek().is_some() {
-        out.push(super::ThreatEventsMsg {
+        out.push(ThreatEventsMsg {
             sensor: feed.sensor.clone(),
             events: it.by_ref().take(THREAT_EVENTS_PER_MSG).collect(),
         });
