@@ -1027,8 +1027,14 @@ async fn serve<E: PacketEngine>(
     }
 
     // Evidence (and calls) to NATS JetStream when `[stream] url` is set.
+    let sections = super::sensor::SensorSections {
+        stream: &cfg.stream,
+        storage: &cfg.storage.path,
+        threats: &cfg.threats,
+        network: &cfg.network,
+    };
     let stream = super::sensor::SensorStream::start(
-        &cfg,
+        sections,
         shared.engines.clone(),
         shared.correlator.clone(),
     )?;
