@@ -62,6 +62,17 @@ impl Config {
         }
     }
 
+    /// The sections alert delivery is built from (a sensor's alerts also go to `[stream]`).
+    pub fn delivery(&self) -> crate::alert::delivery::DeliverySections<'_> {
+        crate::alert::delivery::DeliverySections {
+            alert: &self.alert,
+            syslog: &self.syslog,
+            webhook: &self.webhook,
+            storage: &self.storage,
+            stream: Some(&self.stream),
+        }
+    }
+
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();

@@ -3,7 +3,7 @@
 
 use super::correlate::{Correlator, Site, SiteAlerts};
 use super::store::{Changes, Store, StoreError};
-use crate::alert::delivery::{targets_from_config, Backoff, Delivery};
+use crate::alert::delivery::{targets_from_config, Backoff, Delivery, DeliverySections};
 use crate::alert::outbox::Outbox;
 use crate::alert::{Alert, AlertManager};
 use crate::config::Config;
@@ -125,9 +125,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         "active: state loaded"
     );
     // The central's own alerts go to [syslog]/[webhook], never back into the stream it reads.
-    let mut target_cfg = cfg.clone();
-    target_cfg.stream.url = None;
-    let targets = targets_from_config(&target_cfg, Duration::from_secs(10))
+    let sections = DeliverySections {
+        stream: None,
+        ..cfg.delivery()
+    };
+    let targets = targets_from_config(sections, Duration::from_secs(10))
         .context("setting up [syslog]/[webhook] targets")?;
     let names: Vec<String> = targets.iter().map(|t| t.name()).collect();
     let outbox = Arc::new(

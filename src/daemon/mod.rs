@@ -198,9 +198,10 @@ pub fn load_run_config(path: &Path) -> Result<Config, ConfigError> {
         return Err(invalid("stream", key, why));
     }
     // CA files are read here, so an unreadable one fails `validate`, not the start.
-    if let Err(e) =
-        crate::alert::delivery::targets_from_config(&cfg, std::time::Duration::from_secs(1))
-    {
+    if let Err(e) = crate::alert::delivery::targets_from_config(
+        cfg.delivery(),
+        std::time::Duration::from_secs(1),
+    ) {
         let webhook_ca = cfg
             .webhook
             .ca_file

@@ -373,7 +373,7 @@ pub fn run(config_path: PathBuf, cfg: Config) -> anyhow::Result<()> {
     } else {
         None
     };
-    let targets = targets_from_config(&cfg, Duration::from_secs(10))
+    let targets = targets_from_config(cfg.delivery(), Duration::from_secs(10))
         .context("setting up [syslog]/[webhook] targets")?;
     let names: Vec<String> = targets.iter().map(|t| t.name()).collect();
     match drop_privileges(&cfg.daemon.user, &cfg.daemon.group)? {
@@ -1255,7 +1255,7 @@ const DELIVERY_GRACE: Duration = Duration::from_secs(3);
 /// current attempt, the outbox owes new alerts to the new targets, and what was owed to a
 /// target that is gone is re-queued to the current ones.
 async fn restart_delivery<E: PacketEngine>(shared: &Shared<E>, new: &Config) -> anyhow::Result<()> {
-    let targets = targets_from_config(new, Duration::from_secs(10))?;
+    let targets = targets_from_config(new.delivery(), Duration::from_secs(10))?;
     let names: Vec<String> = targets.iter().map(|t| t.name()).collect();
     let old = shared.delivery.lock().ok().and_then(|mut d| d.take());
     if let Some(d) = old {
