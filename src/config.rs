@@ -42,7 +42,7 @@ pub struct Config {
     /// Attacks on lines, reported about the attacking peer (see `threats::ThreatsConfig`).
     pub threats: simboxd_core::threats::ThreatsConfig,
     pub daemon: crate::daemon::DaemonConfig,
-    pub http: crate::daemon::http::HttpConfig,
+    pub http: crate::http::HttpConfig,
     /// Publishing to NATS JetStream (sensors) and consuming it (`simboxd central`).
     pub stream: crate::stream::StreamConfig,
     /// `simboxd central`: the correlator of many sensors.

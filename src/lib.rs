@@ -16,6 +16,7 @@ pub mod config;
 pub mod corpus;
 pub mod daemon;
 pub mod eval;
+pub mod http;
 pub mod input;
 pub mod privacy;
 pub mod report;

@@ -7,8 +7,8 @@ use crate::alert::delivery::{targets_from_config, Backoff, Delivery, DeliverySec
 use crate::alert::outbox::Outbox;
 use crate::alert::{Alert, AlertManager};
 use crate::config::Config;
-use crate::daemon::http::{Api, ApiSource, TokenCheck};
 use crate::daemon::metrics::{Exposition, Kind};
+use crate::http::{Api, ApiSource, TokenCheck};
 use crate::stream::{parse_subject, Kind as Subject, LineEvidenceMsg, ThreatEventsMsg};
 use anyhow::Context;
 use futures_util::StreamExt;
@@ -197,7 +197,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             max_list: cfg.http.max_list,
             source: central.clone(),
         });
-        let app = crate::daemon::http::router(api);
+        let app = crate::http::router(api);
         let s = http_stop.clone();
         tracing::info!(listen = %cfg.http.listen, "HTTP API listening");
         Some(tokio::spawn(async move {
@@ -575,7 +575,7 @@ fn rank(v: &LineVerdict) -> (VerdictLevel, f64) {
 
 impl ApiSource for Central {
     fn alerts(&self, limit: usize, offset: usize, state: Option<&str>) -> serde_json::Value {
-        crate::daemon::http::alert_listing(&self.outbox, limit, offset, state)
+        crate::http::alert_listing(&self.outbox, limit, offset, state)
     }
 
     fn lines(&self, limit: usize, offset: usize) -> serde_json::Value {

@@ -12,9 +12,6 @@
 pub mod adapter;
 pub mod correlate;
 pub mod evidence;
-pub mod http;
-pub mod http_server;
-pub mod http_tls;
 pub mod logging;
 pub mod metrics;
 pub mod notify;
@@ -187,7 +184,7 @@ pub fn load_run_config(path: &Path) -> Result<Config, ConfigError> {
         return Err(invalid("http", "token_file", why));
     }
     if let (Some(cert), Some(key)) = (&cfg.http.tls_cert, &cfg.http.tls_key) {
-        if let Err(why) = http_tls::server_config(cert, key) {
+        if let Err(why) = crate::http::tls::server_config(cert, key) {
             return Err(invalid("http", "tls_cert", why));
         }
     }

@@ -419,7 +419,7 @@ fn check_http(cfg: &Config, out: &mut Vec<Finding>) {
             out.push(Finding::warning("http", "token_file", w));
         }
     }
-    if let Some(w) = super::http_tls::exposure_warning(h) {
+    if let Some(w) = crate::http::tls::exposure_warning(h) {
         out.push(Finding::warning("http", "listen", w));
     }
 }

@@ -4,7 +4,7 @@
 //! Contract: the listener hands axum only connections whose TLS handshake finished within
 //! `HANDSHAKE_TIMEOUT`; a failed or slow handshake is counted and dropped, never fatal.
 
-use super::http::HttpConfig;
+use super::HttpConfig;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

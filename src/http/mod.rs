@@ -1,4 +1,5 @@
-//! HTTP API of the daemon: alerts, lines, threats, evidence, health and Prometheus metrics.
+//! HTTP API of the daemon (and of `simboxd central`): alerts, lines, threats, evidence, health
+//! and Prometheus metrics.
 //!
 //! Contract: `/healthz` is open; everything else needs `Authorization: Bearer <token>` matching
 //! `[http] token` (or the file named by `token_file`), compared in constant time. Without a
@@ -6,7 +7,10 @@
 //! routes only read what an `ApiSource` hands them; they never touch the pipeline directly.
 //! Evidence files are served only by the name their manifest lists, from their alert's folder,
 //! and only the bytes the manifest hashed.
-//! Lists take `limit` and `offset`. Connections are bounded and timed by `http_server`.
+//! Lists take `limit` and `offset`. Connections are bounded and timed by `server`.
+
+pub mod server;
+pub mod tls;
 
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -34,7 +38,7 @@ pub struct HttpConfig {
     pub token_file: Option<PathBuf>,
     /// Most entries one listing returns (`?limit=` is capped to this).
     pub max_list: usize,
-    /// PEM certificate chain: with `tls_key`, the API is served over TLS (see `http_tls`).
+    /// PEM certificate chain: with `tls_key`, the API is served over TLS (see `tls`).
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of `tls_cert`.
     pub tls_key: Option<PathBuf>,
@@ -138,12 +142,12 @@ impl HttpConfig {
             return Ok(Some(t.clone()));
         }
         let credential = std::env::var_os("CREDENTIALS_DIRECTORY")
-            .map(|d| PathBuf::from(d).join(super::validate::TOKEN_CREDENTIAL))
+            .map(|d| PathBuf::from(d).join(crate::daemon::validate::TOKEN_CREDENTIAL))
             .filter(|p| p.exists());
         let Some(path) = self.token_file.as_ref().or(credential.as_ref()) else {
             return Ok(None);
         };
-        let text = super::validate::read_secret_file(path)
+        let text = crate::daemon::validate::read_secret_file(path)
             .map_err(|e| format!("cannot read http.token_file {e}"))?;
         let t = text.lines().next().unwrap_or("").trim().to_string();
         check_token(&t).map_err(|why| format!("{}: token {why}", path.display()))?;
