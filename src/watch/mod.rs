@@ -105,8 +105,8 @@ fn mode_of(args: &WatchArgs) -> anyhow::Result<(Mode, String)> {
     let Some(tf) = &args.token_file else {
         anyhow::bail!("--connect needs --token-file (the daemon's API token)");
     };
-    let text = crate::daemon::validate::read_secret_file(tf)
-        .map_err(|e| anyhow::anyhow!("--token-file {e}"))?;
+    let text =
+        crate::http::read_secret_file(tf).map_err(|e| anyhow::anyhow!("--token-file {e}"))?;
     let token = text.lines().next().unwrap_or("").trim().to_string();
     if token.is_empty() {
         anyhow::bail!("--token-file {}: empty", tf.display());
