@@ -8,7 +8,7 @@
 //! time stamps (journald adds its own). `$JOURNAL_STREAM` inherited by a process whose stderr
 //! was redirected elsewhere is ignored.
 
-use super::DaemonConfig;
+use crate::config::daemon::DaemonConfig;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
