@@ -31,6 +31,7 @@ pub(crate) mod analysis;
 pub(crate) mod evidence;
 pub(crate) mod figures;
 pub(crate) mod geoip;
+pub(crate) mod logging;
 pub(crate) mod metrics;
 pub(crate) mod pcapng_out;
 pub(crate) mod simulate_cmd;

@@ -51,7 +51,7 @@ pub fn central_main(args: CentralArgs) -> anyhow::Result<()> {
         eprintln!("{}:{line}:{col}: {why}", args.config.display());
         std::process::exit(1);
     }
-    crate::daemon::logging::init(&cfg.daemon);
+    crate::logging::init(&cfg.daemon);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -12,7 +12,6 @@
 pub mod adapter;
 pub mod correlate;
 pub mod evidence;
-pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod outputs;
@@ -166,7 +165,7 @@ pub fn run_main(args: RunArgs) -> anyhow::Result<()> {
     if report_findings(&args.config, &cfg) {
         std::process::exit(1);
     }
-    logging::init(&cfg.daemon);
+    crate::logging::init(&cfg.daemon);
     // No transparent huge pages in the daemon: the allocator asks for them, and then every page
     // it returns to the kernel and takes again costs zeroing 2 MiB, and a sparsely used 2 MiB
     // page counts whole in the resident size. Measured at 300 k lines: more than half of the
