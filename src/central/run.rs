@@ -7,8 +7,8 @@ use crate::alert::delivery::{targets_from_config, Backoff, Delivery, DeliverySec
 use crate::alert::outbox::Outbox;
 use crate::alert::{Alert, AlertManager};
 use crate::config::Config;
-use crate::daemon::metrics::{Exposition, Kind};
 use crate::http::{Api, ApiSource, TokenCheck};
+use crate::metrics::{Kind, Snapshot as Exposition};
 use crate::stream::{parse_subject, Kind as Subject, LineEvidenceMsg, ThreatEventsMsg};
 use anyhow::Context;
 use futures_util::StreamExt;

@@ -12,7 +12,6 @@
 pub mod adapter;
 pub mod correlate;
 pub mod evidence;
-pub mod metrics;
 pub mod notify;
 pub mod outputs;
 pub mod pipeline;
