@@ -254,9 +254,6 @@ impl TokenCheck {
     pub fn new(token: Option<&str>) -> Self {
         TokenCheck(token.map(|t| Sha256::digest(t.as_bytes()).into()))
     }
-    pub fn is_set(&self) -> bool {
-        self.0.is_some()
-    }
     /// Whether `presented` is the token. Always false when no token is configured.
     pub fn accepts(&self, presented: &str) -> bool {
         let Some(want) = &self.0 else { return false };
@@ -607,7 +604,6 @@ mod tests {
         assert!(!t.accepts(""));
         let none = TokenCheck::new(None);
         assert!(!none.accepts(""));
-        assert!(!none.is_set());
     }
 
     #[test]
