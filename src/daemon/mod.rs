@@ -10,16 +10,16 @@
 //! most one interval of profile changes and no episode. Whatever is dropped anywhere is counted and exported in `/metrics`.
 
 pub mod adapter;
-pub mod correlate;
+pub(crate) mod correlate;
 pub mod evidence;
-pub mod notify;
-pub mod outputs;
+pub(crate) mod notify;
+pub(crate) mod outputs;
 pub mod pipeline;
-pub mod privdrop;
-pub mod runtime;
-pub mod sensor;
-pub mod state;
-pub mod validate;
+pub(crate) mod privdrop;
+pub(crate) mod runtime;
+pub(crate) mod sensor;
+pub(crate) mod state;
+pub(crate) mod validate;
 
 use crate::config::{key_position, Config, ConfigError};
 use std::path::{Path, PathBuf};
