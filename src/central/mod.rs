@@ -13,7 +13,7 @@
 //! the state file's lock, so it must share the state path: same host or a shared volume) and
 //! takes over when the active one stops.
 
-pub mod correlate;
+pub(crate) mod correlate;
 pub mod run;
 pub mod store;
 

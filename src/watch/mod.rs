@@ -8,10 +8,10 @@
 //! terminal is restored on `q`, on a panic (hook) and on SIGTERM/SIGHUP.
 
 pub mod app;
-pub mod engine_view;
-pub mod remote;
+pub(crate) mod engine_view;
+pub(crate) mod remote;
 pub mod source;
-pub mod threats;
+pub(crate) mod threats;
 pub mod ui;
 pub mod view;
 
