@@ -12,7 +12,7 @@
 //! a few bytes per call.
 
 pub mod spool;
-pub mod stream;
+pub(crate) mod stream;
 
 // The result's types and the file digest live in the leaf `analysis` (the report, evidence
 // and the daemon read them without importing the analysis run); their paths here stay.

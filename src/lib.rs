@@ -21,18 +21,18 @@ pub mod privacy;
 pub mod report;
 pub mod text;
 pub mod watch;
-// Public until its figures (outbox drops, publisher stats) are read by `/metrics`; then the
-// binary's own like the modules below.
-pub mod stream;
 
 // The binary's own modules: reachable only through the public ones (types they hand out).
 pub(crate) mod analysis;
 pub(crate) mod evidence;
 pub(crate) mod figures;
 pub(crate) mod geoip;
+pub(crate) mod http;
+pub(crate) mod logging;
 pub(crate) mod metrics;
 pub(crate) mod pcapng_out;
 pub(crate) mod simulate_cmd;
+pub(crate) mod stream;
 
 /// An error and its causes on one line, `outer: cause: root`, each text once: a cause whose
 /// text the previous one already shows (`thiserror` messages that interpolate their `source`)

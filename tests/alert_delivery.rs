@@ -125,7 +125,7 @@ fn config(port: u16, db: &Path) -> Config {
 }
 
 fn open(cfg: &Config) -> (Arc<Outbox>, Delivery) {
-    let targets = targets_from_config(cfg, Duration::from_secs(2)).unwrap();
+    let targets = targets_from_config(cfg.delivery(), Duration::from_secs(2)).unwrap();
     let names = targets.iter().map(|t| t.name()).collect();
     let outbox = Arc::new(Outbox::open(&cfg.storage, names).unwrap());
     let d = Delivery::start(outbox.clone(), targets, backoff());
@@ -440,7 +440,7 @@ async fn https_webhook_with_configured_ca_and_refusal_without_it() {
 
     // System trust store only: the test CA is unknown, so nothing is sent.
     let cfg = https_config("a.redb", None);
-    if let Ok(targets) = targets_from_config(&cfg, Duration::from_secs(2)) {
+    if let Ok(targets) = targets_from_config(cfg.delivery(), Duration::from_secs(2)) {
         let names = targets.iter().map(|t| t.name()).collect();
         let outbox = Arc::new(Outbox::open(&cfg.storage, names).unwrap());
         let d = Delivery::start(outbox.clone(), targets, backoff());
@@ -490,7 +490,7 @@ async fn sink_from_config_raises_for_the_gateway_line_with_numbers_pseudonymised
     );
     let cfg = Config::parse(&text, "sink.toml").unwrap();
     let privacy = Pseudonymizer::from_config(&cfg.privacy).unwrap();
-    let delivery = Arc::new(Delivery::from_config(&cfg).unwrap());
+    let delivery = Arc::new(Delivery::from_config(cfg.delivery()).unwrap());
     let mut sink = AlertSink::new(
         AlertManager::new(cfg.alert.clone()),
         privacy.clone(),

@@ -127,7 +127,7 @@ async fn full_then_read_only_store_holds_alerts_and_delivers_each_once() {
         fs.dir.join("alerts.redb").display()
     );
     let cfg = Config::parse(&text, "disk.toml").unwrap();
-    let targets = targets_from_config(&cfg, Duration::from_secs(2)).unwrap();
+    let targets = targets_from_config(cfg.delivery(), Duration::from_secs(2)).unwrap();
     let outbox = Arc::new(Outbox::open(&cfg.storage, vec![targets[0].name()]).unwrap());
     let backoff = Backoff {
         initial: Duration::from_millis(40),
@@ -213,7 +213,7 @@ async fn full_then_read_only_store_holds_alerts_and_delivers_each_once() {
     delivery.shutdown(Duration::from_secs(2)).await;
     drop(outbox);
     fs.remount("ro");
-    let targets = targets_from_config(&cfg, Duration::from_secs(2)).unwrap();
+    let targets = targets_from_config(cfg.delivery(), Duration::from_secs(2)).unwrap();
     let outbox = Arc::new(Outbox::open_or_hold(&cfg.storage, vec![targets[0].name()]));
     assert!(outbox.is_broken());
     let delivery = Delivery::start(outbox.clone(), targets, backoff);

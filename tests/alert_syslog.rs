@@ -641,7 +641,8 @@ async fn ecs_cef_and_5424_reach_rsyslog_and_parse_independently() {
     );
     let cfg = simboxd::config::Config::parse(&text, "formats.toml").unwrap();
     let targets =
-        simboxd::alert::delivery::targets_from_config(&cfg, Duration::from_secs(3)).unwrap();
+        simboxd::alert::delivery::targets_from_config(cfg.delivery(), Duration::from_secs(3))
+            .unwrap();
     let target_names: Vec<String> = targets.iter().map(|t| t.name()).collect();
     let outbox = Arc::new(Outbox::open(&cfg.storage, target_names).unwrap());
     let delivery = Delivery::start(outbox.clone(), targets, backoff());

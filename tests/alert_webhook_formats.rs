@@ -89,7 +89,7 @@ async fn webhook_bodies_in_json_ecs_and_cef_parse_independently() {
             db = dir.path().join(format!("{f}.redb")).display(),
         );
         let cfg = Config::parse(&text, "webhook.toml").unwrap();
-        let targets = targets_from_config(&cfg, Duration::from_secs(2)).unwrap();
+        let targets = targets_from_config(cfg.delivery(), Duration::from_secs(2)).unwrap();
         let names = targets.iter().map(|t| t.name()).collect();
         let outbox = Arc::new(Outbox::open(&cfg.storage, names).unwrap());
         let backoff = Backoff {

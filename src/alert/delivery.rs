@@ -12,12 +12,15 @@
 //! workers without any bookkeeping (what a crash does); nothing is lost because pending marks
 //! live in the outbox.
 
-use super::outbox::{Outbox, OutboxError};
-use super::syslog::{SendError, SyslogFormatter, SyslogProto, SyslogSender, SyslogTarget};
-use super::webhook::WebhookSender;
-use super::{Alert, AlertManager};
-use crate::config::Config;
+use super::outbox::{Outbox, OutboxError, StorageConfig};
+use super::syslog::{
+    SendError, SyslogConfig, SyslogFormatter, SyslogProto, SyslogSender, SyslogTarget,
+};
+use super::webhook::{WebhookConfig, WebhookSender};
+use super::{Alert, AlertConfig, AlertManager};
 use crate::privacy::Pseudonymizer;
+use crate::stream::publisher::{AlertSendError, AlertSender};
+use crate::stream::{StreamConfig, StreamError};
 use rand::Rng;
 use serde::Serialize;
 use simboxd_core::model::{LineVerdict, Timestamp};
@@ -90,7 +93,7 @@ pub enum Target {
     Syslog(SyslogSender),
     Webhook(WebhookSender),
     /// NATS JetStream (`[stream] url`), for a central correlator.
-    Stream(Box<crate::stream::publisher::AlertSender>),
+    Stream(Box<AlertSender>),
 }
 
 impl Target {
@@ -107,16 +110,40 @@ impl Target {
         match self {
             Target::Syslog(s) => s.send(alert).await,
             Target::Webhook(w) => w.send(alert).await,
-            Target::Stream(n) => n.send(alert).await,
+            Target::Stream(n) => {
+                let payload = serde_json::to_vec(alert).unwrap_or_default();
+                n.send(&alert.idempotency_key, payload)
+                    .await
+                    .map_err(|e| match e {
+                        AlertSendError::Connect(e) => SendError::Connect(n.name(), e.to_string()),
+                        AlertSendError::Publish(StreamError::Timeout(s)) => SendError::Timeout(s),
+                        AlertSendError::Publish(e) => SendError::Io(n.name(), e.to_string()),
+                    })
+            }
         }
     }
 }
 
-/// Builds the targets configured in `[syslog]` and `[webhook]` (reads CA files).
-pub fn targets_from_config(cfg: &Config, timeout: Duration) -> Result<Vec<Target>, DeliveryError> {
+/// The sections delivery is built from: `[alert]`, `[syslog]`, `[webhook]`, `[storage]` and,
+/// for the JetStream target, `[stream]` (`None`: no stream target, as for `simboxd central`,
+/// whose alerts must not go back into the stream it reads).
+#[derive(Clone, Copy)]
+pub struct DeliverySections<'a> {
+    pub alert: &'a AlertConfig,
+    pub syslog: &'a SyslogConfig,
+    pub webhook: &'a WebhookConfig,
+    pub storage: &'a StorageConfig,
+    pub stream: Option<&'a StreamConfig>,
+}
+
+/// Builds the targets configured in `[syslog]`, `[webhook]` and `[stream]` (reads CA files).
+pub fn targets_from_config(
+    cfg: DeliverySections<'_>,
+    timeout: Duration,
+) -> Result<Vec<Target>, DeliveryError> {
     let mut out = Vec::new();
-    let origin = super::format::Origin::from_config(&cfg.alert);
-    let formatter = SyslogFormatter::from_config(&cfg.syslog, origin.clone());
+    let origin = super::format::Origin::from_config(cfg.alert);
+    let formatter = SyslogFormatter::from_config(cfg.syslog, origin.clone());
     let needs_tls = cfg
         .syslog
         .targets
@@ -149,7 +176,7 @@ pub fn targets_from_config(cfg: &Config, timeout: Duration) -> Result<Vec<Target
                 .with_format(cfg.webhook.format, origin.clone()),
         ));
     }
-    if let Some(n) = crate::stream::publisher::AlertSender::new(&cfg.stream, timeout) {
+    if let Some(n) = cfg.stream.and_then(|s| AlertSender::new(s, timeout)) {
         out.push(Target::Stream(Box::new(n)));
     }
     Ok(out)
@@ -406,11 +433,11 @@ impl Delivery {
 impl Delivery {
     /// Opens the outbox at `[storage] path` and starts a worker for every configured target.
     /// Needs a tokio runtime.
-    pub fn from_config(cfg: &Config) -> Result<Delivery, DeliveryError> {
-        let backoff = Backoff::from_config(&cfg.alert);
+    pub fn from_config(cfg: DeliverySections<'_>) -> Result<Delivery, DeliveryError> {
+        let backoff = Backoff::from_config(cfg.alert);
         let targets = targets_from_config(cfg, backoff.timeout)?;
         let names = targets.iter().map(Target::name).collect();
-        let outbox = Arc::new(Outbox::open(&cfg.storage, names)?);
+        let outbox = Arc::new(Outbox::open(cfg.storage, names)?);
         Ok(Delivery::start(outbox, targets, backoff))
     }
 }

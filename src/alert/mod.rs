@@ -10,12 +10,12 @@
 //! [`delivery::Delivery`] workers (syslog, webhook) that mark them delivered per target.
 
 pub mod delivery;
-pub mod delivery_log;
+pub(crate) mod delivery_log;
 pub mod format;
 pub mod outbox;
-pub mod relp;
+pub(crate) mod relp;
 pub mod syslog;
-pub mod webhook;
+pub(crate) mod webhook;
 
 use crate::privacy::Pseudonymizer;
 use serde::{Deserialize, Serialize};

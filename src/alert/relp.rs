@@ -171,11 +171,6 @@ impl Session {
         self.exchange("syslog", msg).await.map(|_| ())
     }
 
-    /// Sends `close` and waits for its answer (best effort).
-    pub async fn close(mut self) {
-        let _ = self.exchange("close", b"").await;
-    }
-
     async fn exchange(&mut self, command: &str, data: &[u8]) -> Result<Vec<u8>, RelpError> {
         let txnr = self.next;
         self.next = if txnr >= MAX_TXNR { 1 } else { txnr + 1 };

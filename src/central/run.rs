@@ -3,12 +3,12 @@
 
 use super::correlate::{Correlator, Site, SiteAlerts};
 use super::store::{Changes, Store, StoreError};
-use crate::alert::delivery::{targets_from_config, Backoff, Delivery};
+use crate::alert::delivery::{targets_from_config, Backoff, Delivery, DeliverySections};
 use crate::alert::outbox::Outbox;
 use crate::alert::{Alert, AlertManager};
 use crate::config::Config;
-use crate::daemon::http::{Api, ApiSource, TokenCheck};
-use crate::daemon::metrics::{Exposition, Kind};
+use crate::http::{Api, ApiSource, TokenCheck};
+use crate::metrics::{Kind, Snapshot as Exposition};
 use crate::stream::{parse_subject, Kind as Subject, LineEvidenceMsg, ThreatEventsMsg};
 use anyhow::Context;
 use futures_util::StreamExt;
@@ -125,9 +125,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         "active: state loaded"
     );
     // The central's own alerts go to [syslog]/[webhook], never back into the stream it reads.
-    let mut target_cfg = cfg.clone();
-    target_cfg.stream.url = None;
-    let targets = targets_from_config(&target_cfg, Duration::from_secs(10))
+    let sections = DeliverySections {
+        stream: None,
+        ..cfg.delivery()
+    };
+    let targets = targets_from_config(sections, Duration::from_secs(10))
         .context("setting up [syslog]/[webhook] targets")?;
     let names: Vec<String> = targets.iter().map(|t| t.name()).collect();
     let outbox = Arc::new(
@@ -195,7 +197,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             max_list: cfg.http.max_list,
             source: central.clone(),
         });
-        let app = crate::daemon::http::router(api);
+        let app = crate::http::router(api);
         let s = http_stop.clone();
         tracing::info!(listen = %cfg.http.listen, "HTTP API listening");
         Some(tokio::spawn(async move {
@@ -573,7 +575,7 @@ fn rank(v: &LineVerdict) -> (VerdictLevel, f64) {
 
 impl ApiSource for Central {
     fn alerts(&self, limit: usize, offset: usize, state: Option<&str>) -> serde_json::Value {
-        crate::daemon::http::alert_listing(&self.outbox, limit, offset, state)
+        crate::http::alert_listing(&self.outbox, limit, offset, state)
     }
 
     fn lines(&self, limit: usize, offset: usize) -> serde_json::Value {

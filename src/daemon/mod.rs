@@ -10,135 +10,19 @@
 //! most one interval of profile changes and no episode. Whatever is dropped anywhere is counted and exported in `/metrics`.
 
 pub mod adapter;
-pub mod correlate;
+pub(crate) mod correlate;
 pub mod evidence;
-pub mod http;
-pub mod http_server;
-pub mod http_tls;
-pub mod logging;
-pub mod metrics;
-pub mod notify;
-pub mod outputs;
+pub(crate) mod notify;
+pub(crate) mod outputs;
 pub mod pipeline;
-pub mod privdrop;
-pub mod runtime;
-pub mod state;
-pub mod validate;
+pub(crate) mod privdrop;
+pub(crate) mod runtime;
+pub(crate) mod sensor;
+pub(crate) mod state;
+pub(crate) mod validate;
 
 use crate::config::{key_position, Config, ConfigError};
-use serde::{Deserialize, Serialize};
-use simboxd_core::config::Invalid;
 use std::path::{Path, PathBuf};
-
-/// `[daemon]`: process settings of `simboxd run`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct DaemonConfig {
-    /// User to switch to once the capture is open (as root). Empty: keep the current user.
-    pub user: String,
-    /// Group to switch to; empty: the user's primary group.
-    pub group: String,
-    /// Engine threads; packets are sharded over them by line address. Sites and threats are
-    /// formed over the lines of all of them. Default: one per core.
-    pub workers: usize,
-    /// Packets queued per worker before a live capture drops (counted as `queue_full`).
-    pub queue_packets: usize,
-    /// Seconds of packet time between housekeeping ticks (expiry, re-evaluation).
-    pub tick_secs: f64,
-    /// Log level when `RUST_LOG` is not set: error, warn, info, debug, trace.
-    pub log_level: String,
-    /// `text` (journald-friendly lines) or `json` (one object per line).
-    pub log_format: String,
-    /// Seconds between checkpoints of the line profiles that changed (to `state.redb` beside
-    /// the outbox); open alert episodes are committed as they change, and everything at stop.
-    pub checkpoint_interval_secs: u64,
-}
-
-/// One engine thread per core (the capture thread shares them: it costs far less per packet).
-pub fn default_workers() -> usize {
-    std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .clamp(1, MAX_WORKERS)
-}
-
-impl Default for DaemonConfig {
-    fn default() -> Self {
-        DaemonConfig {
-            user: "simboxd".to_string(),
-            group: "simboxd".to_string(),
-            workers: default_workers(),
-            queue_packets: 65536,
-            tick_secs: 1.0,
-            log_level: "info".to_string(),
-            log_format: "text".to_string(),
-            checkpoint_interval_secs: 30,
-        }
-    }
-}
-
-/// Most worker threads accepted.
-pub const MAX_WORKERS: usize = 64;
-
-impl DaemonConfig {
-    /// Values that parse but cannot work.
-    pub fn validate(&self) -> Result<(), Invalid> {
-        let d = self;
-        if d.workers == 0 || d.workers > MAX_WORKERS {
-            return Err(Invalid::new(
-                "workers",
-                format!("daemon.workers must be between 1 and {MAX_WORKERS}"),
-            ));
-        }
-        if d.queue_packets < pipeline::BATCH_PACKETS {
-            return Err(Invalid::new(
-                "queue_packets",
-                format!(
-                    "daemon.queue_packets must be at least {}",
-                    pipeline::BATCH_PACKETS
-                ),
-            ));
-        }
-        if !(d.tick_secs.is_finite() && (0.05..=60.0).contains(&d.tick_secs)) {
-            return Err(Invalid::new(
-                "tick_secs",
-                "daemon.tick_secs must be between 0.05 and 60".to_string(),
-            ));
-        }
-        if !matches!(
-            d.log_level.as_str(),
-            "error" | "warn" | "info" | "debug" | "trace"
-        ) {
-            return Err(Invalid::new(
-                "log_level",
-                format!(
-                    "daemon.log_level {:?} is not one of error, warn, info, debug, trace",
-                    d.log_level
-                ),
-            ));
-        }
-        if !(1..=86_400).contains(&d.checkpoint_interval_secs) {
-            return Err(Invalid::new(
-                "checkpoint_interval_secs",
-                "daemon.checkpoint_interval_secs must be between 1 and 86400".to_string(),
-            ));
-        }
-        if !matches!(d.log_format.as_str(), "text" | "json") {
-            return Err(Invalid::new(
-                "log_format",
-                format!("daemon.log_format {:?} is not text or json", d.log_format),
-            ));
-        }
-        if d.group.is_empty() && d.user.is_empty() {
-            // fine: no drop at all
-        } else if d.user.is_empty() {
-            return Err(Invalid::new(
-                "group",
-                "daemon.group needs daemon.user".to_string(),
-            ));
-        }
-        Ok(())
-    }
-}
 
 /// Loads `path` as a config for `run`: `Config::load` plus what only a running daemon needs
 /// (a capture source, a readable token file). Errors read `FILE:LINE:COL: reason`.
@@ -186,7 +70,7 @@ pub fn load_run_config(path: &Path) -> Result<Config, ConfigError> {
         return Err(invalid("http", "token_file", why));
     }
     if let (Some(cert), Some(key)) = (&cfg.http.tls_cert, &cfg.http.tls_key) {
-        if let Err(why) = http_tls::server_config(cert, key) {
+        if let Err(why) = crate::http::tls::server_config(cert, key) {
             return Err(invalid("http", "tls_cert", why));
         }
     }
@@ -197,9 +81,10 @@ pub fn load_run_config(path: &Path) -> Result<Config, ConfigError> {
         return Err(invalid("stream", key, why));
     }
     // CA files are read here, so an unreadable one fails `validate`, not the start.
-    if let Err(e) =
-        crate::alert::delivery::targets_from_config(&cfg, std::time::Duration::from_secs(1))
-    {
+    if let Err(e) = crate::alert::delivery::targets_from_config(
+        cfg.delivery(),
+        std::time::Duration::from_secs(1),
+    ) {
         let webhook_ca = cfg
             .webhook
             .ca_file
@@ -279,7 +164,7 @@ pub fn run_main(args: RunArgs) -> anyhow::Result<()> {
     if report_findings(&args.config, &cfg) {
         std::process::exit(1);
     }
-    logging::init(&cfg.daemon);
+    crate::logging::init(&cfg.daemon);
     // No transparent huge pages in the daemon: the allocator asks for them, and then every page
     // it returns to the kernel and takes again costs zeroing 2 MiB, and a sparsely used 2 MiB
     // page counts whole in the resident size. Measured at 300 k lines: more than half of the

@@ -23,10 +23,6 @@ impl Notifier {
         }
     }
 
-    pub fn enabled(&self) -> bool {
-        self.enabled
-    }
-
     fn send(&self, state: &[NotifyState<'_>]) {
         if !self.enabled {
             return;
@@ -49,9 +45,6 @@ impl Notifier {
     }
     pub fn stopping(&self) {
         self.send(&[NotifyState::Stopping]);
-    }
-    pub fn status(&self, status: &str) {
-        self.send(&[NotifyState::Status(status)]);
     }
     pub fn watchdog(&self) {
         self.send(&[NotifyState::Watchdog]);

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Packets per batch handed to a worker.
-pub const BATCH_PACKETS: usize = 256;
+pub use crate::config::daemon::BATCH_PACKETS;
 /// A partly filled batch waits at most this long before it is sent.
 const FLUSH_AFTER: Duration = Duration::from_millis(50);
 

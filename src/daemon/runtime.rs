@@ -4,7 +4,6 @@
 use super::adapter::EngineWorker;
 use super::evidence::store::{self as evidence_store, Store, StoreMsg};
 use super::evidence::{ring, EvidenceStats, Tap};
-use super::http::{Api, ApiSource, TokenCheck};
 use super::load_run_config;
 use super::notify::{watchdog_interval, Notifier};
 use super::pipeline::{self, PacketEngine, PipelineStats, Source};
@@ -14,6 +13,7 @@ use crate::alert::delivery::{targets_from_config, Backoff, Delivery};
 use crate::alert::outbox::Outbox;
 use crate::alert::{AlertManager, AlertState};
 use crate::config::Config;
+use crate::http::{Api, ApiSource, TokenCheck};
 use crate::privacy::Pseudonymizer;
 use anyhow::Context;
 use simboxd_core::model::{LineVerdict, VerdictLevel};
@@ -236,7 +236,7 @@ impl<E: PacketEngine> Shared<E> {
 
 impl<E: PacketEngine> ApiSource for Shared<E> {
     fn alerts(&self, limit: usize, offset: usize, state: Option<&str>) -> serde_json::Value {
-        super::http::alert_listing(&self.outbox, limit, offset, state)
+        crate::http::alert_listing(&self.outbox, limit, offset, state)
     }
 
     fn lines(&self, limit: usize, offset: usize) -> serde_json::Value {
@@ -373,7 +373,7 @@ pub fn run(config_path: PathBuf, cfg: Config) -> anyhow::Result<()> {
     } else {
         None
     };
-    let targets = targets_from_config(&cfg, Duration::from_secs(10))
+    let targets = targets_from_config(cfg.delivery(), Duration::from_secs(10))
         .context("setting up [syslog]/[webhook] targets")?;
     let names: Vec<String> = targets.iter().map(|t| t.name()).collect();
     match drop_privileges(&cfg.daemon.user, &cfg.daemon.group)? {
@@ -1027,8 +1027,14 @@ async fn serve<E: PacketEngine>(
     }
 
     // Evidence (and calls) to NATS JetStream when `[stream] url` is set.
-    let stream = crate::stream::sensor::SensorStream::start(
-        &cfg,
+    let sections = super::sensor::SensorSections {
+        stream: &cfg.stream,
+        storage: &cfg.storage.path,
+        threats: &cfg.threats,
+        network: &cfg.network,
+    };
+    let stream = super::sensor::SensorStream::start(
+        sections,
         shared.engines.clone(),
         shared.correlator.clone(),
     )?;
@@ -1084,20 +1090,20 @@ async fn serve<E: PacketEngine>(
         Some(l) => {
             let l = tokio::net::TcpListener::from_std(l)?;
             let addr = l.local_addr()?;
-            let app = super::http::router(api.clone());
+            let app = crate::http::router(api.clone());
             let stop = http_stop.clone();
             let tls = match (&cfg.http.tls_cert, &cfg.http.tls_key) {
                 (Some(c), Some(k)) => {
-                    Some(super::http_tls::server_config(c, k).map_err(anyhow::Error::msg)?)
+                    Some(crate::http::tls::server_config(c, k).map_err(anyhow::Error::msg)?)
                 }
                 _ => None,
             };
-            if let Some(w) = super::http_tls::exposure_warning(&cfg.http) {
+            if let Some(w) = crate::http::tls::exposure_warning(&cfg.http) {
                 tracing::warn!("{w}");
             }
             tracing::info!(listen = %addr, tls = tls.is_some(), "HTTP API listening");
-            let limits = super::http_server::Limits::from_config(&cfg.http);
-            Some(tokio::spawn(super::http_server::serve(
+            let limits = crate::http::server::Limits::from_config(&cfg.http);
+            Some(tokio::spawn(crate::http::server::serve(
                 l, app, tls, limits, stop,
             )))
         }
@@ -1249,7 +1255,7 @@ const DELIVERY_GRACE: Duration = Duration::from_secs(3);
 /// current attempt, the outbox owes new alerts to the new targets, and what was owed to a
 /// target that is gone is re-queued to the current ones.
 async fn restart_delivery<E: PacketEngine>(shared: &Shared<E>, new: &Config) -> anyhow::Result<()> {
-    let targets = targets_from_config(new, Duration::from_secs(10))?;
+    let targets = targets_from_config(new.delivery(), Duration::from_secs(10))?;
     let names: Vec<String> = targets.iter().map(|t| t.name()).collect();
     let old = shared.delivery.lock().ok().and_then(|mut d| d.take());
     if let Some(d) = old {

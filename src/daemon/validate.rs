@@ -47,35 +47,6 @@ impl Finding {
     }
 }
 
-/// Name of the systemd credential holding the API token (`LoadCredential=api-token:FILE`).
-pub const TOKEN_CREDENTIAL: &str = "api-token";
-
-/// Largest secret file (token, key) read; anything bigger is not a token (`/dev/zero` would
-/// otherwise be read forever).
-pub const MAX_SECRET_FILE: u64 = 4096;
-
-/// Reads a small secret file: a regular file of at most `MAX_SECRET_FILE` bytes. Checked on the
-/// metadata first, so that a FIFO or device is refused without opening it.
-pub fn read_secret_file(path: &Path) -> Result<String, String> {
-    use std::io::Read;
-    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    if !meta.is_file() {
-        return Err(format!("{}: not a regular file", path.display()));
-    }
-    if meta.len() > MAX_SECRET_FILE {
-        return Err(format!(
-            "{}: {} bytes, more than the {MAX_SECRET_FILE} a secret file may have",
-            path.display(),
-            meta.len()
-        ));
-    }
-    let mut text = String::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(MAX_SECRET_FILE).read_to_string(&mut text))
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(text)
-}
-
 /// Warning text when a secret file may be read by every user.
 pub fn world_readable(path: &Path) -> Option<String> {
     let mode = std::fs::metadata(path).ok()?.permissions().mode();
@@ -419,7 +390,7 @@ fn check_http(cfg: &Config, out: &mut Vec<Finding>) {
             out.push(Finding::warning("http", "token_file", w));
         }
     }
-    if let Some(w) = super::http_tls::exposure_warning(h) {
+    if let Some(w) = crate::http::tls::exposure_warning(h) {
         out.push(Finding::warning("http", "listen", w));
     }
 }
@@ -448,6 +419,7 @@ mod tests {
 
     #[test]
     fn secret_files_must_be_small_regular_files() {
+        use crate::http::read_secret_file;
         let e = read_secret_file(Path::new("/dev/zero")).unwrap_err();
         assert!(e.contains("not a regular file"), "{e}");
         let dir = tempfile::tempdir().unwrap();

@@ -71,11 +71,6 @@ impl Snapshot {
         self.family(name, kind, help, vec![(Vec::new(), value)]);
     }
 
-    /// Families by name (tests).
-    pub fn get(&self, name: &str) -> Option<&Fam> {
-        self.fams.iter().find(|f| f.name == name)
-    }
-
     /// The exposition text (`encode`).
     pub fn finish(self) -> String {
         self.encode()

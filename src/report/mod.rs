@@ -8,9 +8,9 @@
 //! per line and charted lines are capped, with the cap stated in the page); printing keeps every
 //! table and chart (no collapsed sections).
 
-pub mod charts;
-pub mod provenance;
-pub mod words;
+pub(crate) mod charts;
+pub(crate) mod provenance;
+pub(crate) mod words;
 
 use crate::analysis::{Analysis, LineEntry};
 use crate::figures::Span;

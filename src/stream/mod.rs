@@ -1,5 +1,6 @@
 //! Scale-out transport: a sensor publishes its alerts, per-line evidence and (optionally) call
-//! records to NATS JetStream; `simboxd central` consumes them (see `crate::central`).
+//! records to NATS JetStream (handed over by the daemon's `sensor`); `simboxd central` consumes
+//! them (the `central` module).
 //!
 //! Contract: subjects are `simboxd.<sensor>.alerts`, `simboxd.<sensor>.lines`,
 //! `simboxd.<sensor>.threats` and `simboxd.<sensor>.calls`, all in one stream (`[stream] stream`, default `SIMBOXD`, on
@@ -14,7 +15,6 @@
 
 pub mod outbox;
 pub mod publisher;
-pub mod sensor;
 
 use serde::{Deserialize, Serialize};
 use simboxd_core::config::Invalid;

@@ -164,10 +164,6 @@ impl StreamOutbox {
         t.len().map_err(db)
     }
 
-    pub fn is_empty(&self) -> Result<bool, StreamOutboxError> {
-        Ok(self.len()? == 0)
-    }
-
     /// Messages dropped by the bound.
     pub fn dropped(&self) -> Result<u64, StreamOutboxError> {
         let txn = self.db.begin_read().map_err(db)?;

@@ -8,8 +8,6 @@
 
 use super::outbox::StreamOutbox;
 use super::{connect, ensure_stream, subject, Kind, LineEvidenceMsg, StreamConfig, StreamError};
-use crate::alert::syslog::SendError;
-use crate::alert::Alert;
 use async_nats::jetstream::message::PublishMessage as Publish;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -69,7 +67,8 @@ async fn publish_acked(
 }
 
 /// The alert outbox's target for JetStream: `simboxd.<sensor>.alerts`, message id = the
-/// alert's idempotency key.
+/// alert's idempotency key. It publishes the JSON delivery hands it (alert types stay in
+/// `alert`).
 pub struct AlertSender {
     url: String,
     subject: String,
@@ -100,27 +99,24 @@ impl AlertSender {
         self.url.clone()
     }
 
-    pub async fn send(&self, alert: &Alert) -> Result<(), SendError> {
+    /// Publishes one alert (`payload`, its JSON) with `msg_id` and waits for the ack.
+    pub async fn send(&self, msg_id: &str, payload: Vec<u8>) -> Result<(), AlertSendError> {
         let js = {
             let mut c = self.conn.lock().await;
-            c.get()
-                .await
-                .map_err(|e| SendError::Connect(self.url.clone(), e.to_string()))?
+            c.get().await.map_err(AlertSendError::Connect)?
         };
-        let payload = serde_json::to_vec(alert).unwrap_or_default();
-        publish_acked(
-            &js,
-            self.subject.clone(),
-            &alert.idempotency_key,
-            payload,
-            self.timeout,
-        )
-        .await
-        .map_err(|e| match e {
-            StreamError::Timeout(s) => SendError::Timeout(s),
-            other => SendError::Io(self.url.clone(), other.to_string()),
-        })
+        publish_acked(&js, self.subject.clone(), msg_id, payload, self.timeout)
+            .await
+            .map_err(AlertSendError::Publish)
     }
+}
+
+/// Why an alert was not published: the connection (or the stream) could not be set up, or the
+/// publish was not acknowledged.
+#[derive(Debug)]
+pub enum AlertSendError {
+    Connect(StreamError),
+    Publish(StreamError),
 }
 
 /// Counters of the publisher for `/metrics`.

@@ -160,10 +160,6 @@ impl WatchEngine {
         })
     }
 
-    pub fn pseudonymized(&self) -> bool {
-        self.privacy.enabled()
-    }
-
     pub fn stats(&self) -> EngineStats {
         self.engine.stats()
     }

@@ -8,10 +8,10 @@
 //! terminal is restored on `q`, on a panic (hook) and on SIGTERM/SIGHUP.
 
 pub mod app;
-pub mod engine_view;
-pub mod remote;
+pub(crate) mod engine_view;
+pub(crate) mod remote;
 pub mod source;
-pub mod threats;
+pub(crate) mod threats;
 pub mod ui;
 pub mod view;
 
@@ -105,8 +105,8 @@ fn mode_of(args: &WatchArgs) -> anyhow::Result<(Mode, String)> {
     let Some(tf) = &args.token_file else {
         anyhow::bail!("--connect needs --token-file (the daemon's API token)");
     };
-    let text = crate::daemon::validate::read_secret_file(tf)
-        .map_err(|e| anyhow::anyhow!("--token-file {e}"))?;
+    let text =
+        crate::http::read_secret_file(tf).map_err(|e| anyhow::anyhow!("--token-file {e}"))?;
     let token = text.lines().next().unwrap_or("").trim().to_string();
     if token.is_empty() {
         anyhow::bail!("--token-file {}: empty", tf.display());

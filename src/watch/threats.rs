@@ -16,15 +16,6 @@ pub trait ThreatFeed: Send {
     fn threats(&self, engine: &Engine) -> Option<Vec<ThreatRow>>;
 }
 
-/// The feed of an engine without a threat table.
-pub struct NoThreats;
-
-impl ThreatFeed for NoThreats {
-    fn threats(&self, _engine: &Engine) -> Option<Vec<ThreatRow>> {
-        None
-    }
-}
-
 /// The engine's own threat table.
 pub struct EngineThreats;
 

@@ -7,9 +7,9 @@
 //! escapes every value per its format, so that no alert field can forge another field or break a
 //! receiver's framing. Sizes are bounded by the caller's limit without cutting a format's syntax.
 
-pub mod cef;
-pub mod ecs;
-pub mod rfc5424;
+pub(crate) mod cef;
+pub(crate) mod ecs;
+pub(crate) mod rfc5424;
 
 use super::{verdict_str, Alert, AlertKind, AlertState, Severity};
 use simboxd_core::model::VerdictLevel;

@@ -4,9 +4,8 @@
 //! Contract: the listener hands axum only connections whose TLS handshake finished within
 //! `HANDSHAKE_TIMEOUT`; a failed or slow handshake is counted and dropped, never fatal.
 
-use super::http::HttpConfig;
+use super::HttpConfig;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,62 +46,6 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig
         .map_err(|e| format!("http.tls_cert/tls_key: {e}"))?;
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
-}
-
-/// The API's listener with TLS in front.
-pub struct TlsListener {
-    tcp: tokio::net::TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
-    failed: Arc<AtomicU64>,
-}
-
-impl TlsListener {
-    pub fn new(tcp: tokio::net::TcpListener, cfg: Arc<rustls::ServerConfig>) -> TlsListener {
-        TlsListener {
-            tcp,
-            acceptor: tokio_rustls::TlsAcceptor::from(cfg),
-            failed: Arc::new(AtomicU64::new(0)),
-        }
-    }
-
-    /// Handshakes that failed or timed out so far.
-    pub fn failed_handshakes(&self) -> Arc<AtomicU64> {
-        self.failed.clone()
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
-    type Addr = std::net::SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            let (tcp, addr) = match self.tcp.accept().await {
-                Ok(x) => x,
-                Err(e) => {
-                    // Out of descriptors and the like: wait instead of spinning.
-                    tracing::warn!(error = %e, "API accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => return (tls, addr),
-                Ok(Err(e)) => {
-                    self.failed.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(peer = %addr, error = %e, "API TLS handshake failed");
-                }
-                Err(_) => {
-                    self.failed.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(peer = %addr, "API TLS handshake timed out");
-                }
-            }
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.tcp.local_addr()
-    }
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@
 //! task with their own timeout, never in the accept loop. Every refusal is counted
 //! (`SERVER_STATS`).
 
-use super::http::HttpConfig;
+use super::HttpConfig;
 use axum::body::Body;
 use axum::http::{Request, Response, StatusCode};
 use axum::Router;
@@ -204,8 +204,7 @@ pub async fn serve(
             tokio::pin!(close);
             match acceptor {
                 Some(acc) => {
-                    let hs =
-                        tokio::time::timeout(super::http_tls::HANDSHAKE_TIMEOUT, acc.accept(tcp));
+                    let hs = tokio::time::timeout(super::tls::HANDSHAKE_TIMEOUT, acc.accept(tcp));
                     let tls = tokio::select! {
                         _ = &mut close => return,
                         r = hs => r,

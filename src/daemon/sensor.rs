@@ -3,12 +3,16 @@
 //! `publish_threats`; capped per interval and per peer) and, with `publish_calls`, the calls that
 //! ended, to the stream outbox.
 
-use super::outbox::StreamOutbox;
-use super::publisher::Publisher;
-use crate::config::Config;
-use crate::daemon::correlate::Correlator;
-use crate::daemon::pipeline::PacketEngine;
+use super::correlate::Correlator;
+use super::pipeline::PacketEngine;
+use crate::stream::outbox::StreamOutbox;
+use crate::stream::publisher::{Publisher, PublisherStats};
+use crate::stream::StreamConfig;
+use crate::stream::ThreatEventsMsg;
+use simboxd_core::config::NetworkConfig;
 use simboxd_core::model::Timestamp;
+use simboxd_core::threats::ThreatsConfig;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,6 +20,16 @@ use std::time::Duration;
 const EVIDENCE_PER_ROUND: usize = 65536;
 /// Threat events per message (a JetStream message stays well below the 1 MiB default limit).
 const THREAT_EVENTS_PER_MSG: usize = 500;
+
+/// The sections the sensor side reads: `[stream]`, `[storage] path` (the stream outbox sits
+/// beside the alert outbox) and, for the threat events, `[threats]` and `[network]`.
+#[derive(Clone, Copy)]
+pub struct SensorSections<'a> {
+    pub stream: &'a StreamConfig,
+    pub storage: &'a Path,
+    pub threats: &'a ThreatsConfig,
+    pub network: &'a NetworkConfig,
+}
 
 /// Where the threat events come from and their caps.
 #[derive(Clone)]
@@ -37,23 +51,23 @@ impl<E: PacketEngine> SensorStream<E> {
     /// Opens the stream outbox and starts publishing; `None` without `[stream] url`. The threat
     /// events come from `correlator` (the workers' shared threat table).
     pub fn start(
-        cfg: &Config,
+        cfg: SensorSections<'_>,
         engines: Vec<Arc<Mutex<E>>>,
         correlator: Option<Arc<Correlator>>,
     ) -> anyhow::Result<Option<Self>> {
         if cfg.stream.url.is_none() {
             return Ok(None);
         }
-        let path = super::outbox_path(&cfg.storage.path);
+        let path = crate::stream::outbox_path(cfg.storage);
         let outbox = Arc::new(StreamOutbox::open(&path, cfg.stream.max_pending)?);
-        let publisher = Arc::new(Publisher::start(&cfg.stream, outbox));
+        let publisher = Arc::new(Publisher::start(cfg.stream, outbox));
         let since = Arc::new(Mutex::new(vec![Timestamp::default(); engines.len()]));
         let every = Duration::from_secs(u64::from(cfg.stream.evidence_interval_secs));
         let threats = correlator.filter(|_| cfg.stream.publish_threats).map(|c| {
             c.keep_stream_events(
                 cfg.stream.threat_events_per_interval as usize,
-                &cfg.threats,
-                &cfg.network,
+                cfg.threats,
+                cfg.network,
             );
             ThreatFeed {
                 correlator: c,
@@ -153,10 +167,7 @@ async fn hand_over<E: PacketEngine>(
 
 /// The threat events kept since the last hand-over, at most `per_peer` per attacking peer, in
 /// messages of `THREAT_EVENTS_PER_MSG`; what is left out is counted.
-fn threat_chunks(
-    feed: &ThreatFeed,
-    stats: &super::publisher::PublisherStats,
-) -> Vec<super::ThreatEventsMsg> {
+fn threat_chunks(feed: &ThreatFeed, stats: &PublisherStats) -> Vec<ThreatEventsMsg> {
     use std::sync::atomic::Ordering;
     let (events, mut dropped) = feed.correlator.take_stream_events();
     let mut per_peer: std::collections::HashMap<std::net::IpAddr, usize> =
@@ -182,7 +193,7 @@ fn threat_chunks(
     let mut out = Vec::new();
     let mut it = kept.into_iter().peekable();
     while it.peek().is_some() {
-        out.push(super::ThreatEventsMsg {
+        out.push(ThreatEventsMsg {
             sensor: feed.sensor.clone(),
             events: it.by_ref().take(THREAT_EVENTS_PER_MSG).collect(),
         });

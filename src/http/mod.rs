@@ -1,4 +1,5 @@
-//! HTTP API of the daemon: alerts, lines, threats, evidence, health and Prometheus metrics.
+//! HTTP API of the daemon (and of `simboxd central`): alerts, lines, threats, evidence, health
+//! and Prometheus metrics.
 //!
 //! Contract: `/healthz` is open; everything else needs `Authorization: Bearer <token>` matching
 //! `[http] token` (or the file named by `token_file`), compared in constant time. Without a
@@ -6,7 +7,10 @@
 //! routes only read what an `ApiSource` hands them; they never touch the pipeline directly.
 //! Evidence files are served only by the name their manifest lists, from their alert's folder,
 //! and only the bytes the manifest hashed.
-//! Lists take `limit` and `offset`. Connections are bounded and timed by `http_server`.
+//! Lists take `limit` and `offset`. Connections are bounded and timed by `server`.
+
+pub mod server;
+pub mod tls;
 
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -34,7 +38,7 @@ pub struct HttpConfig {
     pub token_file: Option<PathBuf>,
     /// Most entries one listing returns (`?limit=` is capped to this).
     pub max_list: usize,
-    /// PEM certificate chain: with `tls_key`, the API is served over TLS (see `http_tls`).
+    /// PEM certificate chain: with `tls_key`, the API is served over TLS (see `tls`).
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of `tls_cert`.
     pub tls_key: Option<PathBuf>,
@@ -132,23 +136,52 @@ impl HttpConfig {
     /// The token to require: from `token`, else the first line of `token_file`, else the
     /// systemd credential `api-token` (`LoadCredential=api-token:...`, read from
     /// `$CREDENTIALS_DIRECTORY`) when there is one. A file must be a regular file of at most
-    /// `validate::MAX_SECRET_FILE` bytes.
+    /// `MAX_SECRET_FILE` bytes.
     pub fn resolve_token(&self) -> Result<Option<String>, String> {
         if let Some(t) = &self.token {
             return Ok(Some(t.clone()));
         }
         let credential = std::env::var_os("CREDENTIALS_DIRECTORY")
-            .map(|d| PathBuf::from(d).join(super::validate::TOKEN_CREDENTIAL))
+            .map(|d| PathBuf::from(d).join(TOKEN_CREDENTIAL))
             .filter(|p| p.exists());
         let Some(path) = self.token_file.as_ref().or(credential.as_ref()) else {
             return Ok(None);
         };
-        let text = super::validate::read_secret_file(path)
-            .map_err(|e| format!("cannot read http.token_file {e}"))?;
+        let text =
+            read_secret_file(path).map_err(|e| format!("cannot read http.token_file {e}"))?;
         let t = text.lines().next().unwrap_or("").trim().to_string();
         check_token(&t).map_err(|why| format!("{}: token {why}", path.display()))?;
         Ok(Some(t))
     }
+}
+
+/// Name of the systemd credential holding the API token (`LoadCredential=api-token:FILE`).
+pub const TOKEN_CREDENTIAL: &str = "api-token";
+
+/// Largest secret file (token, key) read; anything bigger is not a token (`/dev/zero` would
+/// otherwise be read forever).
+pub const MAX_SECRET_FILE: u64 = 4096;
+
+/// Reads a small secret file: a regular file of at most `MAX_SECRET_FILE` bytes. Checked on the
+/// metadata first, so that a FIFO or device is refused without opening it.
+pub fn read_secret_file(path: &std::path::Path) -> Result<String, String> {
+    use std::io::Read;
+    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if !meta.is_file() {
+        return Err(format!("{}: not a regular file", path.display()));
+    }
+    if meta.len() > MAX_SECRET_FILE {
+        return Err(format!(
+            "{}: {} bytes, more than the {MAX_SECRET_FILE} a secret file may have",
+            path.display(),
+            meta.len()
+        ));
+    }
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_SECRET_FILE).read_to_string(&mut text))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(text)
 }
 
 fn check_token(t: &str) -> Result<(), String> {
@@ -220,9 +253,6 @@ pub struct TokenCheck(Option<[u8; 32]>);
 impl TokenCheck {
     pub fn new(token: Option<&str>) -> Self {
         TokenCheck(token.map(|t| Sha256::digest(t.as_bytes()).into()))
-    }
-    pub fn is_set(&self) -> bool {
-        self.0.is_some()
     }
     /// Whether `presented` is the token. Always false when no token is configured.
     pub fn accepts(&self, presented: &str) -> bool {
@@ -574,7 +604,6 @@ mod tests {
         assert!(!t.accepts(""));
         let none = TokenCheck::new(None);
         assert!(!none.accepts(""));
-        assert!(!none.is_set());
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Logging of `simboxd run`: journald-native when stderr is the journal (systemd sets
+//! Logging of `simboxd run` and `simboxd central`: journald-native when stderr is the journal (systemd sets
 //! `$JOURNAL_STREAM` to its device:inode), plain lines or JSON elsewhere.
 //!
 //! Contract: under journald every event goes to the journal through `tracing-journald` with its
@@ -8,7 +8,7 @@
 //! time stamps (journald adds its own). `$JOURNAL_STREAM` inherited by a process whose stderr
 //! was redirected elsewhere is ignored.
 
-use super::DaemonConfig;
+use crate::config::daemon::DaemonConfig;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 

@@ -3,6 +3,10 @@
 //! Contract: unknown keys and bad values are errors naming the file, line, column and reason
 //! (`ConfigError::Invalid`); a loaded `Config` is valid, so later stages never re-check it.
 
+pub mod central;
+pub mod daemon;
+pub mod evidence;
+
 use serde::{Deserialize, Serialize};
 use simboxd_core::config::{Invalid, LimitsConfig, NetworkConfig};
 use simboxd_core::detect::DetectionConfig;
@@ -41,14 +45,14 @@ pub struct Config {
     pub detection: DetectionConfig,
     /// Attacks on lines, reported about the attacking peer (see `threats::ThreatsConfig`).
     pub threats: simboxd_core::threats::ThreatsConfig,
-    pub daemon: crate::daemon::DaemonConfig,
-    pub http: crate::daemon::http::HttpConfig,
+    pub daemon: daemon::DaemonConfig,
+    pub http: crate::http::HttpConfig,
     /// Publishing to NATS JetStream (sensors) and consuming it (`simboxd central`).
     pub stream: crate::stream::StreamConfig,
     /// `simboxd central`: the correlator of many sensors.
-    pub central: crate::central::CentralConfig,
+    pub central: central::CentralConfig,
     /// Packets the daemon keeps for flagged lines (see `daemon::evidence`).
-    pub evidence: crate::daemon::evidence::EvidenceConfig,
+    pub evidence: evidence::EvidenceConfig,
 }
 
 impl Config {
@@ -59,6 +63,17 @@ impl Config {
             limits: &self.limits,
             detection: &self.detection,
             privacy: &self.privacy,
+        }
+    }
+
+    /// The sections alert delivery is built from (a sensor's alerts also go to `[stream]`).
+    pub fn delivery(&self) -> crate::alert::delivery::DeliverySections<'_> {
+        crate::alert::delivery::DeliverySections {
+            alert: &self.alert,
+            syslog: &self.syslog,
+            webhook: &self.webhook,
+            storage: &self.storage,
+            stream: Some(&self.stream),
         }
     }
 
