@@ -130,11 +130,25 @@ impl Pseudonymizer {
             .chars()
             .filter(|c| !matches!(c, ' ' | '-' | '.' | '(' | ')'))
             .collect();
+        Self::tag(key, &normal)
+    }
+
+    /// Pseudonym of a text as it is (no separators dropped): user names such as `john.doe` and
+    /// `johndoe` stay two names.
+    pub fn exact(&self, text: &str) -> String {
+        match &self.key {
+            Some(key) => Self::tag(key, text),
+            None => text.to_string(),
+        }
+    }
+
+    /// `p:` + the first 16 hex digits of HMAC-SHA256(key, text).
+    fn tag(key: &[u8], text: &str) -> String {
         // HMAC accepts keys of any length: new_from_slice cannot fail for Hmac<Sha256>.
         let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key) else {
             return "p:invalid".to_string();
         };
-        mac.update(normal.as_bytes());
+        mac.update(text.as_bytes());
         let tag = mac.finalize().into_bytes();
         let mut out = String::with_capacity(18);
         out.push_str("p:");

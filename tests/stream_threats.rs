@@ -248,3 +248,234 @@ fn central_joins_a_sweep_split_over_two_sensors_into_one_scan() {
     central.stop(Duration::from_secs(20));
     nats.stop();
 }
+
+const ENUMERATOR: &str = "203.0.113.20";
+const TOLL: &str = "203.0.113.30";
+const FRAMER: &str = "203.0.113.50";
+const PBX: &str = "10.1.3.9";
+const TRUNK: &str = "198.51.100.1";
+/// Dialled with three prefixes: the digits after them are one number.
+const PREMIUM: [&str; 3] = ["011972599123456", "9011972599123456", "00972599123456"];
+
+/// Half of the sweep, and attacks whose SIP user parts are personal data: on `a` REGISTER
+/// guessing of 12 user names at one line and INVITEs to an international number (in prefix
+/// variants) at four lines; on `b` the same attacker's INVITE to a PBX that dials the number out
+/// through its trunk, and a gateway-shaped stream of INVITEs to 12 mobile numbers.
+fn attacks(a: &Path, b: &Path) {
+    let mut p = Pcap::new();
+    for i in 1..=7 {
+        let line = format!("10.1.0.{i}");
+        let id = format!("scan{i}");
+        let r = request("OPTIONS", SCANNER, &line, "100", &id, "friendly-scanner");
+        p.udp(f64::from(i) * 0.5, SCANNER, &line, &r);
+    }
+    for i in 0..12 {
+        let (line, user, id) = ("10.1.1.1", format!("ext{}", 4100 + i), format!("enum{i}"));
+        let t = 20.0 + f64::from(i) * 0.3;
+        let r = request("REGISTER", ENUMERATOR, line, &user, &id, "sipcli/v1.8");
+        p.udp(t, ENUMERATOR, line, &r);
+        let r = response(404, "REGISTER", ENUMERATOR, line, &user, &id);
+        p.udp(t + 0.01, line, ENUMERATOR, &r);
+    }
+    for i in 1..=4u32 {
+        let (line, id) = (format!("10.1.2.{i}"), format!("toll{i}"));
+        let n = PREMIUM[i as usize % 3];
+        let t = 40.0 + f64::from(i);
+        let r = request("INVITE", TOLL, &line, n, &id, "Cisco-SIPGateway");
+        p.udp(t, TOLL, &line, &r);
+        let r = response(403, "INVITE", TOLL, &line, n, &id);
+        p.udp(t + 0.05, &line, TOLL, &r);
+    }
+    std::fs::write(a, &p.out).unwrap();
+
+    let mut p = Pcap::new();
+    for i in 8..=14 {
+        let line = format!("10.1.0.{i}");
+        let id = format!("scan{i}");
+        let r = request("OPTIONS", SCANNER, &line, "100", &id, "friendly-scanner");
+        p.udp(f64::from(i) * 0.5, SCANNER, &line, &r);
+    }
+    let n = PREMIUM[0];
+    let r = request("INVITE", TOLL, PBX, n, "tollpbx", "Cisco-SIPGateway");
+    p.udp(50.0, TOLL, PBX, &r);
+    p.udp(
+        50.2,
+        PBX,
+        TOLL,
+        &response(200, "INVITE", TOLL, PBX, n, "tollpbx"),
+    );
+    let r = request("INVITE", PBX, TRUNK, n, "pbxout", "Asterisk PBX");
+    p.udp(51.0, PBX, TRUNK, &r);
+    p.udp(
+        51.5,
+        TRUNK,
+        PBX,
+        &response(200, "INVITE", PBX, TRUNK, n, "pbxout"),
+    );
+    for i in 0..12 {
+        let (line, n, id) = ("10.1.5.1", format!("138001380{i:02}"), format!("frame{i}"));
+        let t = 70.0 + f64::from(i) * 6.0;
+        p.udp(
+            t,
+            FRAMER,
+            line,
+            &request("INVITE", FRAMER, line, &n, &id, "VOS3000"),
+        );
+        let r = response(486, "INVITE", FRAMER, line, &n, &id);
+        p.udp(t + 0.1, line, FRAMER, &r);
+    }
+    std::fs::write(b, &p.out).unwrap();
+}
+
+/// Every threat at the central by what must not depend on pseudonymising: peer, kind,
+/// requests, lines, answers and how many numbers it quotes.
+fn shape(threats: &[serde_json::Value]) -> Vec<String> {
+    let mut v: Vec<String> = threats
+        .iter()
+        .map(|t| {
+            let lines: Vec<&str> = t["lines"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| l["line"].as_str().unwrap())
+                .collect();
+            format!(
+                "{} {} requests={} lines_total={} lines={lines:?} answers={} numbers={}",
+                t["peer"],
+                t["kind"],
+                t["requests"],
+                t["lines_total"],
+                t["answers"],
+                t["numbers"].as_array().map_or(0, Vec::len)
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// The attacks split over two sensors (with `privacy` in their configs) and one central: the
+/// central's threats once every sensor has published everything, and every message the stream
+/// holds.
+fn run_split(d: &Path, privacy: &str) -> (Vec<serde_json::Value>, Vec<nats::Held>) {
+    std::fs::create_dir_all(d).unwrap();
+    let (a_pcap, b_pcap) = (d.join("a.pcap"), d.join("b.pcap"));
+    attacks(&a_pcap, &b_pcap);
+    let mut nats = NatsServer::start(&d.join("nats"), free_port());
+    let url = nats.url();
+    let addr = |p: u16| -> SocketAddr { format!("127.0.0.1:{p}").parse().unwrap() };
+    let (c_api, a_api, b_api) = (addr(free_port()), addr(free_port()), addr(free_port()));
+    let mut central = start_central(&central_config(d, c_api, &url), &d.join("central.log"));
+    central.wait_healthy(c_api, Duration::from_secs(30));
+    let sections = format!("[threats]\nscan_min_lines = 10\n\n{privacy}\n");
+    let config = |pcap: &Path, api: SocketAddr, name: &str| {
+        nats::sensor_config(d, pcap, api, TOKEN, &url, name, &sections, "")
+    };
+    let mut a = Daemon::start(&config(&a_pcap, a_api, "tap-a"), &d.join("a.log"));
+    let mut b = Daemon::start(&config(&b_pcap, b_api, "tap-b"), &d.join("b.log"));
+    a.wait_healthy(a_api, Duration::from_secs(30));
+    b.wait_healthy(b_api, Duration::from_secs(30));
+    let want = [
+        "scan",
+        "enumeration",
+        "toll_fraud_attempt",
+        "compromised_pbx",
+        "framing",
+    ];
+    let threats = || get(c_api, "/api/v1/threats?limit=100")["threats"].clone();
+    wait_for(Duration::from_secs(60), || {
+        let t = threats();
+        let t = t.as_array()?;
+        let all = want.iter().all(|k| t.iter().any(|x| x["kind"] == *k))
+            && t.iter()
+                .any(|x| x["kind"] == "scan" && x["lines_total"] == 14);
+        all.then_some(())
+    })
+    .unwrap_or_else(|| panic!("not every threat at the central: {}", threats()));
+    // Everything published and consumed before the picture is taken.
+    let settled = |api: SocketAddr, series: &str| {
+        let m = parse_prometheus(&http_get(api, "/metrics", Some(TOKEN)).unwrap().body).unwrap();
+        sample(&m, series) == Some(0.0)
+    };
+    wait_for(Duration::from_secs(30), || {
+        (settled(a_api, "simboxd_stream_pending")
+            && settled(b_api, "simboxd_stream_pending")
+            && settled(c_api, "simboxd_central_lag_messages"))
+        .then_some(())
+    })
+    .expect("sensors and central settle");
+    std::thread::sleep(Duration::from_secs(3));
+    let out = threats().as_array().unwrap().clone();
+    let held = nats::read_stream(&url, "SIMBOXD", "simboxd.>");
+    a.stop(Duration::from_secs(20));
+    b.stop(Duration::from_secs(20));
+    central.stop(Duration::from_secs(20));
+    nats.stop();
+    (out, held)
+}
+
+#[test]
+fn pseudonymised_threat_events_give_the_central_the_same_threats_without_numbers() {
+    if !available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (plain, _) = run_split(&dir.path().join("plain"), "");
+    let privacy = "[privacy]\npseudonymize = true\nkey = \"stream-test-key-0123456789\"\n";
+    let (pseudo, held) = run_split(&dir.path().join("pseudo"), privacy);
+    assert_eq!(shape(&pseudo), shape(&plain), "same threats either way");
+    let toll = pseudo
+        .iter()
+        .find(|t| t["kind"] == "toll_fraud_attempt")
+        .unwrap();
+    assert_eq!(toll["lines_total"], 5, "{toll}");
+    assert!(
+        toll["reasons"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("(1 distinct: "),
+        "prefix variants are one number: {toll}"
+    );
+    // No dialled number or user name of the capture anywhere on the stream (threat events,
+    // alerts, line summaries) nor in what the central shows.
+    let raw = ["972599123456", "13800138", "ext41"];
+    let threat_msgs = held
+        .iter()
+        .filter(|h| h.subject.ends_with(".threats"))
+        .count();
+    assert!(threat_msgs >= 2, "threat events from both sensors");
+    for h in &held {
+        let text = h.json.to_string();
+        for r in raw {
+            assert!(
+                !text.contains(r),
+                "{r} on the stream in {}: {text}",
+                h.subject
+            );
+        }
+    }
+    let shown = serde_json::Value::from(pseudo.clone()).to_string();
+    for r in raw {
+        assert!(!shown.contains(r), "{r} at the central: {shown}");
+    }
+    // The user parts the threat table reads travel as pseudonym and class.
+    let mut classes = BTreeSet::new();
+    for h in held.iter().filter(|h| h.subject.ends_with(".threats")) {
+        for e in h.json["events"].as_array().unwrap() {
+            let users = [
+                &e["probe"]["request_user"],
+                &e["probe"]["to_user"],
+                &e["call"]["request_uri"],
+                &e["call"]["to"],
+            ];
+            for u in users.into_iter().filter_map(|u| u.as_str()) {
+                let (p, class) = u.split_once(';').unwrap_or_else(|| panic!("{u} in {e}"));
+                assert!(p.starts_with("p:"), "{u}");
+                classes.insert(class.to_string());
+            }
+        }
+    }
+    for c in ["toll=011", "toll=9011", "toll=00", "number", "name"] {
+        assert!(classes.contains(c), "{c} in {classes:?}");
+    }
+}

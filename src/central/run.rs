@@ -150,8 +150,15 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         threats.on_event(&e.into_event());
     }
     let _ = threats.take_changes();
-    let correlator = loaded.correlator;
-    let (verdicts, sites) = correlator.evaluate(&cfg.detection);
+    let mut correlator = loaded.correlator;
+    // Every line once; later batches re-evaluate only what changed.
+    let verdicts: BTreeMap<IpAddr, LineVerdict> = correlator
+        .evaluate_changed(&cfg.detection)
+        .verdicts
+        .into_iter()
+        .map(|v| (v.line, v))
+        .collect();
+    let sites = correlator.sites();
     let now = verdicts
         .values()
         .map(|v| v.updated)
@@ -483,17 +490,25 @@ impl Central {
         let mut alerts = Vec::new();
         if evidence_changed {
             let now = st.now;
+            let st = &mut *st;
             st.correlator.expire(now, self.cfg.central.line_idle_secs);
-            let (verdicts, sites) = st.correlator.evaluate(&self.cfg.detection);
-            for (ip, v) in &verdicts {
-                if st.verdicts.get(ip).is_some_and(|old| !changed(old, v)) {
-                    continue;
-                }
-                alerts.extend(st.manager.on_verdict(v));
+            // Only the lines whose evidence changed, and the members of their peers' sites.
+            let update = st.correlator.evaluate_changed(&self.cfg.detection);
+            for ip in update.removed {
+                st.verdicts.remove(&ip);
+                changes.lines.insert(ip, None);
             }
-            alerts.extend(st.site_alerts.update(&sites, &verdicts, now));
-            st.verdicts = verdicts;
-            st.sites = sites;
+            for v in update.verdicts {
+                if st.verdicts.get(&v.line).is_none_or(|old| changed(old, &v)) {
+                    alerts.extend(st.manager.on_verdict(&v));
+                }
+                st.verdicts.insert(v.line, v);
+            }
+            if update.sites_changed {
+                st.sites = st.correlator.sites();
+            }
+            let clear = f64::from(self.cfg.central.site_clear_secs);
+            alerts.extend(st.site_alerts.update(&st.sites, &st.verdicts, now, clear));
         }
         if !changes.threat_events.is_empty() {
             st.now = st.now.max(threat_now);

@@ -27,6 +27,9 @@ pub struct CentralConfig {
     /// Sensor alert keys and threat-event chunk keys remembered (each) to drop redeliveries;
     /// beyond it the oldest are forgotten (counted).
     pub max_dedup_keys: u64,
+    /// Packet seconds a site must stay dissolved before its alert is cleared (a site missing a
+    /// member between two sensors' summaries stays the same episode).
+    pub site_clear_secs: u32,
 }
 
 impl Default for CentralConfig {
@@ -40,6 +43,7 @@ impl Default for CentralConfig {
             ack_wait_secs: 30,
             max_threat_events: 200_000,
             max_dedup_keys: 1_000_000,
+            site_clear_secs: 300,
         }
     }
 }
@@ -88,6 +92,12 @@ impl CentralConfig {
             return Err(Invalid::new(
                 "max_threat_events",
                 "central.max_threat_events must be between 1000 and 100000000".into(),
+            ));
+        }
+        if !(1..=86_400).contains(&self.site_clear_secs) {
+            return Err(Invalid::new(
+                "site_clear_secs",
+                "central.site_clear_secs must be between 1 and 86400".into(),
             ));
         }
         if !(1_000..=100_000_000).contains(&self.max_dedup_keys) {

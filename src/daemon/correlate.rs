@@ -38,13 +38,37 @@ pub struct Correlator {
     stream_events: Mutex<Option<StreamEvents>>,
 }
 
-/// Threat events held for the stream between two hand-overs: at most `cap`, the rest counted.
+/// Threat events held for the stream between two hand-overs: at most `cap`, of them at most
+/// `per_peer` per attacking peer, the rest counted. The caps are checked before an event is
+/// copied (and pseudonymised): a flood costs a counter, not a copy per request.
 struct StreamEvents {
     events: Vec<crate::stream::ThreatEvent>,
     cap: usize,
+    per_peer: usize,
+    /// Events kept per attacking peer since the last hand-over (at most `cap` entries).
+    kept_per_peer: std::collections::HashMap<std::net::IpAddr, usize>,
     dropped: u64,
+    /// Events copied since the start (equals the events kept).
+    copied: u64,
     network: NetworkConfig,
     toll_prefixes: Vec<String>,
+}
+
+impl StreamEvents {
+    /// Whether an event of `peer` still fits this interval's caps (counted as dropped if not).
+    fn admit(&mut self, peer: std::net::IpAddr) -> bool {
+        if self.events.len() >= self.cap {
+            self.dropped += 1;
+            return false;
+        }
+        let n = self.kept_per_peer.entry(peer).or_default();
+        if *n >= self.per_peer {
+            self.dropped += 1;
+            return false;
+        }
+        *n += 1;
+        true
+    }
 }
 
 impl Correlator {
@@ -65,15 +89,25 @@ impl Correlator {
         }
     }
 
-    /// Keeps up to `cap` threat events per hand-over for `[stream]` (see [`take_stream_events`]).
+    /// Keeps up to `cap` threat events per hand-over for `[stream]`, at most `per_peer` of one
+    /// attacking peer (see [`take_stream_events`]).
     ///
     /// [`take_stream_events`]: Self::take_stream_events
-    pub fn keep_stream_events(&self, cap: usize, threats: &ThreatsConfig, network: &NetworkConfig) {
+    pub fn keep_stream_events(
+        &self,
+        cap: usize,
+        per_peer: usize,
+        threats: &ThreatsConfig,
+        network: &NetworkConfig,
+    ) {
         if let Ok(mut s) = self.stream_events.lock() {
             *s = Some(StreamEvents {
                 events: Vec::new(),
                 cap,
+                per_peer,
+                kept_per_peer: std::collections::HashMap::new(),
                 dropped: 0,
+                copied: 0,
                 network: network.clone(),
                 toll_prefixes: threats.toll_prefixes.clone(),
             });
@@ -87,10 +121,13 @@ impl Correlator {
             return (Vec::new(), 0);
         };
         match s.as_mut() {
-            Some(s) => (
-                std::mem::take(&mut s.events),
-                std::mem::take(&mut s.dropped),
-            ),
+            Some(s) => {
+                s.kept_per_peer.clear();
+                (
+                    std::mem::take(&mut s.events),
+                    std::mem::take(&mut s.dropped),
+                )
+            }
             None => (Vec::new(), 0),
         }
     }
@@ -119,16 +156,18 @@ impl Correlator {
         if let Ok(mut t) = self.threats.lock() {
             for e in relevant {
                 t.on_event(e);
-                if let Some(k) = keep.as_mut() {
-                    if let Some(te) =
-                        crate::stream::ThreatEvent::of(e, &k.network, &k.toll_prefixes)
-                    {
-                        if k.events.len() < k.cap {
-                            k.events.push(te);
-                        } else {
-                            k.dropped += 1;
-                        }
-                    }
+                let Some(k) = keep.as_mut() else { continue };
+                let Some(peer) =
+                    crate::stream::ThreatEvent::attacker(e, &k.network, &k.toll_prefixes)
+                else {
+                    continue;
+                };
+                if !k.admit(peer) {
+                    continue;
+                }
+                if let Some(te) = crate::stream::ThreatEvent::publishable(e, &self.privacy, &t) {
+                    k.copied += 1;
+                    k.events.push(te);
                 }
             }
         }
@@ -222,6 +261,113 @@ mod tests {
             "line": line, "peer": peer, "rhythm": {"median": 30.0, "asr": 0.9}
         }))
         .unwrap()
+    }
+
+    fn probe(peer: std::net::IpAddr, i: u32, user: &str) -> Event {
+        Event::Probe(Box::new(simboxd_core::model::ProbeRecord {
+            peer: std::net::SocketAddr::new(peer, 5060),
+            line: std::net::IpAddr::from([10, 1, (i >> 8) as u8, i as u8]),
+            method: simboxd_core::model::ProbeMethod::Invite,
+            request_user: Some(user.to_string()),
+            to_user: Some(user.to_string()),
+            user_agent: Some("sipsak".into()),
+            time: Timestamp::from_secs_f64(1_700_000_000.0 + f64::from(i) * 0.001),
+            status: None,
+        }))
+    }
+
+    #[test]
+    fn a_flood_over_the_caps_is_counted_not_copied() {
+        let c = Correlator::new(
+            1,
+            &ThreatsConfig::default(),
+            &NetworkConfig::default(),
+            Pseudonymizer::disabled(),
+        );
+        c.keep_stream_events(
+            1000,
+            300,
+            &ThreatsConfig::default(),
+            &NetworkConfig::default(),
+        );
+        let flooder = std::net::IpAddr::from([203, 0, 113, 40]);
+        let flood: Vec<Event> = (0..5000).map(|i| probe(flooder, i, "100")).collect();
+        c.on_events(&flood);
+        let other: Vec<Event> = (0..10)
+            .map(|i| probe(std::net::IpAddr::from([203, 0, 113, 41]), i, "100"))
+            .collect();
+        c.on_events(&other);
+        let copied = |c: &Correlator| {
+            c.stream_events
+                .lock()
+                .unwrap()
+                .as_ref()
+                .map_or(0, |s| s.copied)
+        };
+        assert_eq!(
+            copied(&c),
+            310,
+            "only the events within the caps are copied"
+        );
+        let (kept, dropped) = c.take_stream_events();
+        assert_eq!((kept.len(), dropped), (310, 4700));
+        // A new interval: the per-peer count starts again; many peers meet the interval cap.
+        let many: Vec<Event> = (0..2000)
+            .map(|i| {
+                probe(
+                    std::net::IpAddr::from([198, 51, (i >> 8) as u8, i as u8]),
+                    i,
+                    "1",
+                )
+            })
+            .collect();
+        c.on_events(&many);
+        let (kept, dropped) = c.take_stream_events();
+        assert_eq!((kept.len(), dropped), (1000, 1000));
+        assert_eq!(copied(&c), 1310);
+    }
+
+    #[test]
+    fn pseudonymised_threat_events_carry_classes_and_pseudonyms_not_numbers() {
+        let privacy = Pseudonymizer::with_key(b"0123456789abcdef-key").unwrap();
+        let c = Correlator::new(
+            1,
+            &ThreatsConfig::default(),
+            &NetworkConfig::default(),
+            privacy.clone(),
+        );
+        c.keep_stream_events(
+            100,
+            100,
+            &ThreatsConfig::default(),
+            &NetworkConfig::default(),
+        );
+        let peer = std::net::IpAddr::from([203, 0, 113, 30]);
+        c.on_events(&[
+            probe(peer, 1, "011972599123456"),
+            probe(peer, 2, "13800138000"),
+            probe(peer, 3, "admin"),
+        ]);
+        let (kept, _) = c.take_stream_events();
+        let users: Vec<String> = kept
+            .iter()
+            .map(|e| match e {
+                crate::stream::ThreatEvent::Probe(p) => p.request_user.clone().unwrap(),
+                _ => panic!("{e:?}"),
+            })
+            .collect();
+        assert_eq!(
+            users,
+            [
+                format!("{};toll=011", privacy.exact("972599123456")),
+                format!("{};number", privacy.exact("13800138000")),
+                format!("{};name", privacy.exact("admin")),
+            ]
+        );
+        let json = serde_json::to_string(&kept).unwrap();
+        for raw in ["972599123456", "13800138000", "admin"] {
+            assert!(!json.contains(raw), "{raw} in {json}");
+        }
     }
 
     #[test]

@@ -31,11 +31,10 @@ pub struct SensorSections<'a> {
     pub network: &'a NetworkConfig,
 }
 
-/// Where the threat events come from and their caps.
+/// Where the threat events come from (the correlator applies the caps as it keeps them).
 #[derive(Clone)]
 struct ThreatFeed {
     correlator: Arc<Correlator>,
-    per_peer: usize,
     sensor: String,
 }
 
@@ -66,12 +65,12 @@ impl<E: PacketEngine> SensorStream<E> {
         let threats = correlator.filter(|_| cfg.stream.publish_threats).map(|c| {
             c.keep_stream_events(
                 cfg.stream.threat_events_per_interval as usize,
+                cfg.stream.threat_events_per_peer as usize,
                 cfg.threats,
                 cfg.network,
             );
             ThreatFeed {
                 correlator: c,
-                per_peer: cfg.stream.threat_events_per_peer as usize,
                 sensor: cfg.stream.sensor_name(),
             }
         });
@@ -165,25 +164,11 @@ async fn hand_over<E: PacketEngine>(
     }
 }
 
-/// The threat events kept since the last hand-over, at most `per_peer` per attacking peer, in
-/// messages of `THREAT_EVENTS_PER_MSG`; what is left out is counted.
+/// The threat events kept since the last hand-over (within the caps, already applied by the
+/// correlator), in messages of `THREAT_EVENTS_PER_MSG`; what was left out is counted.
 fn threat_chunks(feed: &ThreatFeed, stats: &PublisherStats) -> Vec<ThreatEventsMsg> {
     use std::sync::atomic::Ordering;
-    let (events, mut dropped) = feed.correlator.take_stream_events();
-    let mut per_peer: std::collections::HashMap<std::net::IpAddr, usize> =
-        std::collections::HashMap::new();
-    let mut kept = Vec::with_capacity(events.len());
-    for e in events {
-        let n = per_peer
-            .entry(e.peer().unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into()))
-            .or_default();
-        if *n >= feed.per_peer {
-            dropped += 1;
-            continue;
-        }
-        *n += 1;
-        kept.push(e);
-    }
+    let (kept, dropped) = feed.correlator.take_stream_events();
     stats
         .threat_events
         .fetch_add(kept.len() as u64, Ordering::Relaxed);

@@ -302,13 +302,25 @@ impl ThreatEvent {
         network: &simboxd_core::config::NetworkConfig,
         toll_prefixes: &[String],
     ) -> Option<ThreatEvent> {
+        Self::attacker(ev, network, toll_prefixes)?;
+        Self::copy(ev)
+    }
+
+    /// When the threat table would read `ev` (see [`ThreatEvent::of`]): its attacking peer as
+    /// [`ThreatEvent::peer`] names it (unspecified when it has none), without copying the event,
+    /// so that caps are checked before the copy.
+    pub fn attacker(
+        ev: &Event,
+        network: &simboxd_core::config::NetworkConfig,
+        toll_prefixes: &[String],
+    ) -> Option<std::net::IpAddr> {
         let outside = |ip: std::net::IpAddr| !network.is_home(ip);
         match ev {
-            Event::Probe(p) if outside(p.peer.ip()) => Some(ThreatEvent::Probe(p.clone())),
+            Event::Probe(p) if outside(p.peer.ip()) => Some(p.peer.ip()),
             Event::Registration(r)
                 if r.line.is_some_and(|l| l != r.source.ip()) && outside(r.source.ip()) =>
             {
-                Some(ThreatEvent::Registration(r.clone()))
+                Some(r.source.ip())
             }
             Event::CallEnded(c) if c.line.is_some() => {
                 let inbound =
@@ -319,10 +331,76 @@ impl ThreatEvent {
                         .as_deref()
                         .or(c.to.as_deref())
                         .is_some_and(|n| toll_prefixes.iter().any(|p| n.starts_with(p.as_str())));
-                (inbound || tolled).then(|| ThreatEvent::Call(c.clone()))
+                (inbound || tolled).then(|| {
+                    c.peer
+                        .map(|p| p.ip())
+                        .or(c.line)
+                        .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into())
+                })
             }
             _ => None,
         }
+    }
+
+    /// A copy of a probe, registration or ended call.
+    fn copy(ev: &Event) -> Option<ThreatEvent> {
+        match ev {
+            Event::Probe(p) => Some(ThreatEvent::Probe(p.clone())),
+            Event::Registration(r) => Some(ThreatEvent::Registration(r.clone())),
+            Event::CallEnded(c) => Some(ThreatEvent::Call(c.clone())),
+            _ => None,
+        }
+    }
+
+    /// The event as a sensor publishes it: with `[privacy] pseudonymize`, every SIP user part
+    /// the threat table reads becomes its pseudonymous form (the keyed pseudonym and its class
+    /// by `table`'s rules, `simboxd_core::threats::pseudonymous`), the other numbers their
+    /// pseudonyms, and what the table does not read and may hold a number (SDP origin and
+    /// session names) is left out; without it, the event as seen.
+    pub fn publishable(
+        ev: &Event,
+        privacy: &crate::privacy::Pseudonymizer,
+        table: &simboxd_core::threats::ThreatTable,
+    ) -> Option<ThreatEvent> {
+        use simboxd_core::threats::pseudonymous;
+        let mut te = Self::copy(ev)?;
+        if !privacy.enabled() {
+            return Some(te);
+        }
+        let user = |u: &str| {
+            if u.is_empty() {
+                String::new()
+            } else {
+                pseudonymous(u, table.user_class(u), |s| privacy.exact(s))
+            }
+        };
+        let user_opt = |u: &mut Option<String>| {
+            if let Some(x) = u.as_mut() {
+                *x = user(x.as_str());
+            }
+        };
+        match &mut te {
+            ThreatEvent::Probe(p) => {
+                user_opt(&mut p.request_user);
+                user_opt(&mut p.to_user);
+            }
+            ThreatEvent::Registration(r) => {
+                r.account = match r.account.split_once('@') {
+                    Some((u, host)) => format!("{}@{host}", user(u)),
+                    None => user(r.account.as_str()),
+                };
+                r.contact = r.contact.as_deref().map(|c| privacy.uri(c));
+            }
+            ThreatEvent::Call(c) => {
+                user_opt(&mut c.request_uri);
+                user_opt(&mut c.to);
+                c.from = privacy.opt(&c.from);
+                c.call_id = privacy.exact(&c.call_id);
+                c.sdp_origin = None;
+                c.sdp_session = None;
+            }
+        }
+        Some(te)
     }
 
     /// The attacking peer (for the per-peer cap); the line for an outbound call.

@@ -16,7 +16,8 @@
 //!
 //! Files: this one holds the public types and `merge`; `table` the table and how events update
 //! it, `peer` the per-peer state, `classify` the rules that earn kinds and the findings built
-//! from them, `tests` the tests.
+//! from them, `user` how a dialled number or user name is read (and its pseudonymous form),
+//! `tests` the tests.
 
 mod classify;
 mod flood;
@@ -24,8 +25,10 @@ mod peer;
 mod table;
 #[cfg(test)]
 mod tests;
+mod user;
 
 pub use table::ThreatTable;
+pub use user::{pseudonymous, UserClass};
 
 use crate::config::Invalid;
 use crate::model::{Reason, Timestamp};

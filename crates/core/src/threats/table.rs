@@ -91,27 +91,13 @@ impl ThreatTable {
     }
 
     /// The digits after an international/premium prefix, when `number` is one (and not a
-    /// home-country number written internationally).
+    /// home-country number written internationally); of a pseudonymous user part, the pseudonym
+    /// of those digits (see [`ThreatTable::user_class`]).
     pub(super) fn premium(&self, number: &str) -> Option<String> {
-        let n = number.trim();
-        for p in &self.prefixes {
-            let Some(rest) = n.strip_prefix(p.as_str()) else {
-                continue;
-            };
-            if rest.len() < 6 || !rest.bytes().all(|b| b.is_ascii_digit()) {
-                continue;
-            }
-            if self
-                .cfg
-                .home_calling_codes
-                .iter()
-                .any(|cc| rest.starts_with(cc.as_str()))
-            {
-                return None;
-            }
-            return Some(rest.to_string());
+        match self.user_class(number) {
+            super::UserClass::Toll { rest, .. } => Some(rest.to_string()),
+            _ => None,
         }
-        None
     }
 
     pub(super) fn hash(&self, s: &str) -> u64 {
@@ -317,6 +303,7 @@ impl ThreatTable {
             _ => None,
         };
         let uh = user.map(|u| self.hash(u));
+        let number = user.is_some_and(|u| self.user_class(u) == super::UserClass::Number);
         let ph = premium.as_deref().map(|n| self.hash(n));
         let lh = self.hasher.hash_one(p.line);
         let cfg = self.cfg.clone();
@@ -373,9 +360,9 @@ impl ThreatTable {
         }
         // Names: user names tried (any probe, or an INVITE to an extension-like user) and
         // ordinary numbers called (INVITEs), per line.
-        if let (Some(u), Some(h)) = (user, uh) {
+        if let Some(h) = uh {
             if premium.is_none() {
-                let is_number = invite && number_like(u);
+                let is_number = invite && number;
                 Self::add_name(&cfg, peer, ti, h, is_number);
             }
         }
