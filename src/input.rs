@@ -1265,18 +1265,19 @@ impl ReadAhead {
         let (back, spare) = mpsc::sync_channel::<Batch>(BATCH_QUEUE + 2);
         let progress = inputs.progress.clone();
         let total_size = inputs.total_size;
+        let ahead = |inline, handle| ReadAhead {
+            inline,
+            rx,
+            back,
+            cur: None,
+            pos: 0,
+            done: false,
+            progress,
+            total_size,
+            handle,
+        };
         if inputs.all_in_place() {
-            return Ok(ReadAhead {
-                inline: Some(inputs),
-                rx,
-                back,
-                cur: None,
-                pos: 0,
-                done: false,
-                progress,
-                total_size,
-                handle: None,
-            });
+            return Ok(ahead(Some(inputs), None));
         }
         let handle = std::thread::Builder::new()
             .name("simboxd-parse".into())
@@ -1313,17 +1314,7 @@ impl ReadAhead {
                 drop(tx);
                 inputs.finish()
             })?;
-        Ok(ReadAhead {
-            inline: None,
-            rx,
-            back,
-            cur: None,
-            pos: 0,
-            done: false,
-            progress,
-            total_size,
-            handle: Some(handle),
-        })
+        Ok(ahead(None, Some(handle)))
     }
 
     /// Total size of the input files (standard input not counted).
