@@ -296,22 +296,13 @@ fn attacks(a: &Path, b: &Path) {
         p.udp(f64::from(i) * 0.5, SCANNER, &line, &r);
     }
     let n = PREMIUM[0];
-    let r = request("INVITE", TOLL, PBX, n, "tollpbx", "Cisco-SIPGateway");
-    p.udp(50.0, TOLL, PBX, &r);
-    p.udp(
-        50.2,
-        PBX,
-        TOLL,
-        &response(200, "INVITE", TOLL, PBX, n, "tollpbx"),
-    );
-    let r = request("INVITE", PBX, TRUNK, n, "pbxout", "Asterisk PBX");
-    p.udp(51.0, PBX, TRUNK, &r);
-    p.udp(
-        51.5,
-        TRUNK,
-        PBX,
-        &response(200, "INVITE", PBX, TRUNK, n, "pbxout"),
-    );
+    // The toll-fraud INVITE answered by the PBX, then relayed out through its trunk.
+    let mut answered = |t: f64, from: &str, to: &str, id: &str, ua: &str| {
+        p.udp(t, from, to, &request("INVITE", from, to, n, id, ua));
+        p.udp(t + 0.2, to, from, &response(200, "INVITE", from, to, n, id));
+    };
+    answered(50.0, TOLL, PBX, "tollpbx", "Cisco-SIPGateway");
+    answered(51.0, PBX, TRUNK, "pbxout", "Asterisk PBX");
     for i in 0..12 {
         let (line, n, id) = ("10.1.5.1", format!("138001380{i:02}"), format!("frame{i}"));
         let t = 70.0 + f64::from(i) * 6.0;
