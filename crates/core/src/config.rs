@@ -51,7 +51,7 @@ pub struct NetworkConfig {
     pub geoip: Option<std::sync::Arc<dyn CountryDb>>,
 }
 
-pub fn default_home_nets() -> Vec<IpNet> {
+pub(crate) fn default_home_nets() -> Vec<IpNet> {
     [
         "10.0.0.0/8",
         "172.16.0.0/12",
@@ -78,7 +78,7 @@ impl Default for NetworkConfig {
 
 /// Which end of a packet, flow or call is the subscriber line, and the direction that makes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LineEnd {
+pub(crate) struct LineEnd {
     pub line: std::net::IpAddr,
     /// `Inbound` (the line receives), `Outbound` (the line sends to outside the home networks)
     /// or `Internal` (both ends are lines; the sender is taken).
@@ -94,7 +94,7 @@ impl NetworkConfig {
     /// daemon's sharding: the home end; of two home ends, the sender `src`; none when neither
     /// end is home (transit). Callers that need the same answer for both directions of a flow
     /// (media, sharding) pass the two ends in a fixed order (lower address first).
-    pub fn line_end(&self, src: std::net::IpAddr, dst: std::net::IpAddr) -> Option<LineEnd> {
+    pub(crate) fn line_end(&self, src: std::net::IpAddr, dst: std::net::IpAddr) -> Option<LineEnd> {
         use crate::model::Direction;
         match (self.is_home(src), self.is_home(dst)) {
             (true, false) => Some(LineEnd {

@@ -88,7 +88,7 @@ impl LinkType {
     pub const NULL: LinkType = LinkType(0);
     pub const ETHERNET: LinkType = LinkType(1);
     pub const RAW: LinkType = LinkType(101);
-    pub const LOOP: LinkType = LinkType(108);
+    pub(crate) const LOOP: LinkType = LinkType(108);
     pub const LINUX_SLL: LinkType = LinkType(113);
     pub const IPV4: LinkType = LinkType(228);
     pub const IPV6: LinkType = LinkType(229);
@@ -319,7 +319,7 @@ impl CallRecord {
 
     /// What the line did in the call, from who answered and which way voice flowed.
     /// `answered_by_line` is whether the 2xx came from the line's own address.
-    pub fn judge_participation(&self, answered_by_line: bool) -> Participation {
+    pub(crate) fn judge_participation(&self, answered_by_line: bool) -> Participation {
         if self.direction != Direction::Inbound {
             return if self.line.is_some() {
                 Participation::Placed
@@ -440,10 +440,10 @@ pub struct MediaFlowRecord {
     pub call_id: Option<String>,
     pub first: Timestamp,
     pub last: Timestamp,
-    pub packets_out: u64,
+    pub(crate) packets_out: u64,
     pub packets_in: u64,
-    pub bytes_out: u64,
-    pub bytes_in: u64,
+    pub(crate) bytes_out: u64,
+    pub(crate) bytes_in: u64,
     /// Mean IP packet length over both directions.
     pub mean_ip_len: f64,
     /// Whether a valid RTP header (v2, steady SSRC/sequence) was seen.

@@ -46,7 +46,7 @@ impl RtpError {
 pub struct RtpHeader {
     pub padding: bool,
     pub extension: bool,
-    pub csrc_count: u8,
+    pub(crate) csrc_count: u8,
     pub marker: bool,
     pub payload_type: u8,
     pub seq: u16,
@@ -129,11 +129,11 @@ pub struct RtcpInfo {
     /// Number of RTCP packets in the datagram.
     pub packets: usize,
     /// Packet type of the first packet (200 SR, 201 RR, 202 SDES, 203 BYE, 204 APP, ...).
-    pub first_type: u8,
+    pub(crate) first_type: u8,
     /// Sender SSRC of the first packet.
     pub ssrc: u32,
     /// Whether one of the packets is a BYE.
-    pub has_bye: bool,
+    pub(crate) has_bye: bool,
 }
 
 /// Most RTCP packets walked in one compound datagram (a bound, not a protocol limit).
@@ -183,7 +183,7 @@ pub fn parse_rtcp(buf: &[u8]) -> Result<RtcpInfo, RtpError> {
 }
 
 /// Whether `buf` is a valid RTCP datagram (possibly compound).
-pub fn is_rtcp(buf: &[u8]) -> bool {
+pub(crate) fn is_rtcp(buf: &[u8]) -> bool {
     parse_rtcp(buf).is_ok()
 }
 
@@ -195,7 +195,7 @@ pub fn looks_like_rtp(buf: &[u8]) -> bool {
 }
 
 /// Whether a parsed header has a media payload type and a payload (see `looks_like_rtp`).
-pub fn plausible(h: &RtpHeader) -> bool {
+pub(crate) fn plausible(h: &RtpHeader) -> bool {
     (h.payload_type <= 34 || (96..=127).contains(&h.payload_type)) && h.payload_len > 0
 }
 
@@ -289,7 +289,7 @@ impl StreamStats {
     }
 
     /// Changes the clock rate (e.g. when the rtpmap becomes known); resets jitter.
-    pub fn set_clock_rate(&mut self, rate: u32) {
+    pub(crate) fn set_clock_rate(&mut self, rate: u32) {
         if rate > 0 && rate != self.clock_rate {
             self.clock_rate = rate;
             self.jitter = 0.0;
@@ -375,7 +375,7 @@ impl StreamStats {
     }
 
     /// Highest sequence number with its wrap count (A.3 `extended_max`).
-    pub fn extended_max(&self) -> u64 {
+    pub(crate) fn extended_max(&self) -> u64 {
         u64::from(self.cycles) + u64::from(self.max_seq)
     }
 

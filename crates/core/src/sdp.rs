@@ -12,7 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 pub const MAX_MEDIA: usize = 8;
 pub const MAX_PAYLOAD_TYPES: usize = 32;
 /// Largest SDP body looked at.
-pub const MAX_SDP: usize = 65535;
+pub(crate) const MAX_SDP: usize = 65535;
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SdpError {
@@ -67,7 +67,7 @@ impl MediaDirection {
 
 /// `a=rtpmap:<pt> <encoding>/<clock rate>[/<channels>]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RtpMap<'a> {
+pub(crate) struct RtpMap<'a> {
     pub pt: u8,
     pub encoding: &'a str,
     pub clock_rate: u32,
@@ -86,7 +86,7 @@ pub struct Media<'a> {
     pub formats: &'a str,
     /// Numeric formats (RTP payload types) in offer order.
     pub payload_types: heapless::Vec<u8, MAX_PAYLOAD_TYPES>,
-    pub rtpmaps: heapless::Vec<RtpMap<'a>, MAX_PAYLOAD_TYPES>,
+    pub(crate) rtpmaps: heapless::Vec<RtpMap<'a>, MAX_PAYLOAD_TYPES>,
     /// Media-level c=, else the session c=.
     pub connection: Option<IpAddr>,
     pub ptime: Option<u32>,
@@ -95,7 +95,7 @@ pub struct Media<'a> {
 
 impl<'a> Media<'a> {
     /// Codec name of payload type `pt`: its rtpmap, else the RFC 3551 static table.
-    pub fn codec_name(&self, pt: u8) -> Option<&'a str> {
+    pub(crate) fn codec_name(&self, pt: u8) -> Option<&'a str> {
         self.rtpmaps
             .iter()
             .find(|r| r.pt == pt)
@@ -117,7 +117,7 @@ impl<'a> Media<'a> {
         }
         Some(SocketAddr::new(ip, self.port))
     }
-    pub fn is_audio(&self) -> bool {
+    pub(crate) fn is_audio(&self) -> bool {
         self.kind.eq_ignore_ascii_case("audio")
     }
 }
@@ -130,18 +130,18 @@ pub struct Sdp<'a> {
     /// The whole `o=` value.
     pub origin: Option<&'a str>,
     /// `s=` value.
-    pub session_name: Option<&'a str>,
+    pub(crate) session_name: Option<&'a str>,
     /// Session-level c= address.
     pub connection: Option<IpAddr>,
     /// Session-level direction attribute, when given (media without their own inherit it).
     pub direction: Option<MediaDirection>,
     pub media: heapless::Vec<Media<'a>, MAX_MEDIA>,
     /// `m=` sections beyond `MAX_MEDIA` (ignored).
-    pub dropped_media: u32,
+    pub(crate) dropped_media: u32,
     /// Payload types or rtpmaps beyond `MAX_PAYLOAD_TYPES` (ignored).
-    pub dropped_formats: u32,
+    pub(crate) dropped_formats: u32,
     /// Lines that are not `x=value`, not UTF-8, or whose value did not parse (ignored).
-    pub bad_lines: u32,
+    pub(crate) bad_lines: u32,
 }
 
 impl<'a> Sdp<'a> {

@@ -18,7 +18,7 @@
 use std::net::IpAddr;
 
 /// Capacity of the fixed header array; `Limits::max_headers` above this is clamped to it.
-pub const MAX_HEADERS: usize = 128;
+pub(crate) const MAX_HEADERS: usize = 128;
 
 /// Size caps applied before and during scanning.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,7 +26,7 @@ pub struct Limits {
     /// Largest message accepted, in bytes.
     pub max_message: usize,
     /// Most headers accepted (clamped to `MAX_HEADERS`).
-    pub max_headers: usize,
+    pub(crate) max_headers: usize,
 }
 
 impl From<&crate::config::LimitsConfig> for Limits {
@@ -111,7 +111,7 @@ pub enum Method<'a> {
 
 impl<'a> Method<'a> {
     /// Maps a method token (exact case) to a `Method`.
-    pub fn from_token(s: &'a str) -> Method<'a> {
+    pub(crate) fn from_token(s: &'a str) -> Method<'a> {
         match s {
             "INVITE" => Method::Invite,
             "ACK" => Method::Ack,
@@ -190,10 +190,10 @@ pub struct SipMessage<'a> {
     pub trailing: usize,
     /// Set only by `parse_lenient`: the message ended early, inside the header block (the
     /// partial last line is dropped) or before Content-Length bytes of body.
-    pub body_truncated: bool,
+    pub(crate) body_truncated: bool,
     /// Set only by `parse_lenient`: a Content-Length header could not be read (or disagreed with
     /// another) and was ignored; the body is the rest of the datagram.
-    pub content_length_ignored: bool,
+    pub(crate) content_length_ignored: bool,
 }
 
 /// URI scheme understood by `parse_uri`.
@@ -280,10 +280,6 @@ pub struct NameAddr<'a> {
 }
 
 impl<'a> NameAddr<'a> {
-    /// The URI, parsed (None for unknown schemes or malformed URIs).
-    pub fn parsed_uri(&self) -> Option<Uri<'a>> {
-        parse_uri(self.uri)
-    }
     /// `expires=` header parameter (Contact).
     pub fn expires(&self) -> Option<u32> {
         parse_u32_sat(self.params.get("expires")?)
@@ -927,7 +923,7 @@ fn expand_compact(name: &str) -> &str {
 }
 
 /// Whether two header names denote the same header.
-pub fn same_header(a: &str, b: &str) -> bool {
+pub(crate) fn same_header(a: &str, b: &str) -> bool {
     expand_compact(a).eq_ignore_ascii_case(expand_compact(b))
 }
 

@@ -64,7 +64,7 @@ impl<K: Hash + Eq + Clone, V> TimedTable<K, V> {
         self.map.get_mut(k).map(|e| &mut e.0)
     }
     /// The value and its deadline in one lookup.
-    pub fn get_mut_with_deadline<Q: Hash + Eq + ?Sized>(
+    pub(crate) fn get_mut_with_deadline<Q: Hash + Eq + ?Sized>(
         &mut self,
         k: &Q,
     ) -> Option<(&mut V, Timestamp)>
@@ -111,7 +111,7 @@ impl<K: Hash + Eq + Clone, V> TimedTable<K, V> {
         self.map.get_mut(&k).map(|e| &mut e.0)
     }
     /// Moves `k`'s deadline.
-    pub fn set_deadline<Q: Hash + Eq + ?Sized>(&mut self, k: &Q, deadline: Timestamp)
+    pub(crate) fn set_deadline<Q: Hash + Eq + ?Sized>(&mut self, k: &Q, deadline: Timestamp)
     where
         K: Borrow<Q>,
     {
@@ -142,7 +142,7 @@ impl<K: Hash + Eq + Clone, V> TimedTable<K, V> {
         Some((k, v))
     }
     /// The key with the earliest deadline other than `keep`.
-    pub fn first_except<Q: Hash + Eq + ?Sized>(&self, keep: Option<&Q>) -> Option<K>
+    pub(crate) fn first_except<Q: Hash + Eq + ?Sized>(&self, keep: Option<&Q>) -> Option<K>
     where
         K: Borrow<Q>,
     {
@@ -152,7 +152,7 @@ impl<K: Hash + Eq + Clone, V> TimedTable<K, V> {
             .cloned()
     }
     /// The key with the earliest deadline if that deadline is at or before `now`.
-    pub fn first_due(&self, now: Timestamp) -> Option<K> {
+    pub(crate) fn first_due(&self, now: Timestamp) -> Option<K> {
         let (slot, k) = self.order.first_key_value()?;
         (slot.0 <= now.micros()).then(|| k.clone())
     }
@@ -160,7 +160,7 @@ impl<K: Hash + Eq + Clone, V> TimedTable<K, V> {
         self.map.values().map(|e| &e.0)
     }
     /// Removes everything, in deadline order.
-    pub fn drain_ordered(&mut self) -> Vec<(K, V)> {
+    pub(crate) fn drain_ordered(&mut self) -> Vec<(K, V)> {
         let mut out = Vec::with_capacity(self.map.len());
         while let Some(e) = self.pop_first() {
             out.push(e);

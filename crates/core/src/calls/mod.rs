@@ -43,24 +43,24 @@ const MIN_MEDIA_PAYLOAD: usize = 12;
 pub struct TrackerStats {
     /// SIP messages parsed.
     pub sip_messages: u64,
-    pub sip_requests: u64,
-    pub sip_responses: u64,
+    pub(crate) sip_requests: u64,
+    pub(crate) sip_responses: u64,
     /// Distinct INVITE dialogs (distinct Call-IDs that carried an INVITE request).
     pub calls: u64,
     /// Call records reported.
     pub calls_ended: u64,
-    pub calls_answered: u64,
+    pub(crate) calls_answered: u64,
     /// REGISTER transactions reported.
     pub registrations: u64,
     /// Requests and responses recognised as retransmissions (or other hops of one transaction).
     pub retransmissions: u64,
     /// Media flows created and reported.
     pub media_flows: u64,
-    pub media_reported: u64,
+    pub(crate) media_reported: u64,
     /// RTP streams and packets in reported media flows.
     pub rtp_streams: u64,
     pub rtp_packets: u64,
-    pub rtcp_packets: u64,
+    pub(crate) rtcp_packets: u64,
 }
 
 mod dialog;

@@ -44,16 +44,16 @@ use std::net::{IpAddr, SocketAddr};
 use tcp::{Segment, TcpTable};
 
 /// Most encapsulations (tunnels) opened in one frame.
-pub const MAX_DEPTH: u8 = 6;
+pub(crate) const MAX_DEPTH: u8 = 6;
 /// Most headers peeled at the link layer of one encapsulation level (tags, labels, PPPoE...).
 const MAX_LINK_STEPS: usize = 12;
 /// Most IPv6 extension headers walked.
 const MAX_V6_EXT: usize = 8;
 
 /// UDP port of VXLAN (RFC 7348).
-pub const VXLAN_PORT: u16 = 4789;
+pub(crate) const VXLAN_PORT: u16 = 4789;
 /// UDP port of GTP-U (3GPP TS 29.281).
-pub const GTPU_PORT: u16 = 2152;
+pub(crate) const GTPU_PORT: u16 = 2152;
 
 const ERR_IP: &str = "ip";
 const ERR_IPV4: &str = "ipv4";

@@ -193,7 +193,7 @@ impl DetectionConfig {
         Ok(())
     }
 
-    pub fn profile_params(&self, net: &NetworkConfig) -> ProfileParams {
+    pub(crate) fn profile_params(&self, net: &NetworkConfig) -> ProfileParams {
         ProfileParams {
             window_us: i64::from(self.window_secs.max(60)) * 1_000_000,
             long_window_us: i64::from(self.long_window_secs.max(self.window_secs).max(60))

@@ -20,22 +20,22 @@ pub struct LineSummary {
     pub calls: u64,
     pub calls_in: u32,
     pub calls_out: u32,
-    pub calls_internal: u32,
+    pub(crate) calls_internal: u32,
     pub calls_in_foreign: u32,
-    pub calls_last_short_window: u32,
-    pub calls_last_long_window: u32,
-    pub answered_in: u32,
-    pub ended_in: u32,
+    pub(crate) calls_last_short_window: u32,
+    pub(crate) calls_last_long_window: u32,
+    pub(crate) answered_in: u32,
+    pub(crate) ended_in: u32,
     /// Inbound calls (ended, window) the line took part in: voice both ways, early media it
     /// sent, or on a SIP-only tap an answer that lasted. The signals count these only.
     #[serde(default)]
-    pub taken_in: u32,
+    pub(crate) taken_in: u32,
     #[serde(default)]
-    pub taken_in_foreign: u32,
+    pub(crate) taken_in_foreign: u32,
     #[serde(default)]
-    pub taken_in_answered: u32,
-    pub answer_ratio_in: Option<f64>,
-    pub median_talk_secs: Option<f64>,
+    pub(crate) taken_in_answered: u32,
+    pub(crate) answer_ratio_in: Option<f64>,
+    pub(crate) median_talk_secs: Option<f64>,
     pub max_concurrent_calls: u32,
     pub open_calls: usize,
     pub distinct_called_estimate: f64,
@@ -43,14 +43,14 @@ pub struct LineSummary {
     pub peers_seen: u32,
     pub accounts_registered: usize,
     pub registrations: u32,
-    pub user_agents_seen: u8,
+    pub(crate) user_agents_seen: u8,
     pub fingerprint: Option<String>,
     pub codecs: Vec<String>,
-    pub voice_flows_sip: u32,
+    pub(crate) voice_flows_sip: u32,
     pub voice_flows_opaque: u64,
-    pub max_opaque_flows_one_peer: u16,
+    pub(crate) max_opaque_flows_one_peer: u16,
     pub other_flows: u32,
-    pub active_hours_utc: Vec<u8>,
+    pub(crate) active_hours_utc: Vec<u8>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -60,7 +60,7 @@ pub struct PeerSummary {
     pub calls_in: u16,
     /// Of `calls_in`, calls the line took part in.
     #[serde(default)]
-    pub taken_in: u16,
+    pub(crate) taken_in: u16,
     pub calls_out: u16,
     pub opaque_flows: u16,
 }
@@ -142,9 +142,9 @@ const SHED_REMEMBERED: usize = 1 << 16;
 /// Counters of the table kept across restarts with its lines.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct TableCounters {
-    pub last_eval: Timestamp,
+    pub(crate) last_eval: Timestamp,
     pub evictions: u64,
-    pub idle_evictions: u64,
+    pub(crate) idle_evictions: u64,
 }
 
 const NIL: u32 = u32::MAX;
