@@ -11,18 +11,25 @@ use std::net::SocketAddr;
 const RTP_VERSION: u8 = 2;
 const FIXED_HEADER: usize = 12;
 
+/// Why a datagram was not read as RTP or RTCP.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RtpError {
+    /// Shorter than the 12-byte fixed header (RTP) or 8 bytes (RTCP).
     #[error("shorter than the fixed header")]
     TooShort,
+    /// The version bits are not 2.
     #[error("version is not 2")]
     Version,
+    /// The CSRC list or header extension runs past the end.
     #[error("CSRC list or extension runs past the end")]
     Truncated,
+    /// The padding count is zero or larger than the payload.
     #[error("padding count is invalid")]
     Padding,
+    /// An RTCP length field disagrees with the datagram.
     #[error("RTCP length field disagrees with the datagram")]
     RtcpLength,
+    /// An RTCP packet type outside 200-207.
     #[error("RTCP packet type outside 200-207")]
     RtcpType,
 }
@@ -44,13 +51,20 @@ impl RtpError {
 /// A parsed RTP fixed header (plus CSRC/extension lengths).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RtpHeader {
+    /// P bit: the payload ends in padding.
     pub padding: bool,
+    /// X bit: a header extension follows the CSRCs.
     pub extension: bool,
     pub(crate) csrc_count: u8,
+    /// M bit (talkspurt start for audio).
     pub marker: bool,
+    /// Payload type (7 bits).
     pub payload_type: u8,
+    /// Sequence number.
     pub seq: u16,
+    /// RTP timestamp, in the payload's clock rate.
     pub timestamp: u32,
+    /// Synchronisation source identifier.
     pub ssrc: u32,
     /// Bytes before the payload: fixed header, CSRCs and extension.
     pub header_len: usize,
@@ -223,8 +237,11 @@ const MIN_SEQUENTIAL: u32 = 2;
 /// One RTP stream (SSRC + direction): counts, RFC 3550 A.1 sequence state, A.3 loss, A.8 jitter.
 #[derive(Clone, Debug)]
 pub struct StreamStats {
+    /// Sender's address and port.
     pub src: SocketAddr,
+    /// Receiver's address and port.
     pub dst: SocketAddr,
+    /// Synchronisation source identifier.
     pub ssrc: u32,
     /// Payload type of the stream's first packet.
     pub payload_type: u8,
@@ -232,7 +249,9 @@ pub struct StreamStats {
     pub packets: u64,
     /// RTP bytes (header + payload) of those packets.
     pub bytes: u64,
+    /// Capture time of the first packet.
     pub first: Timestamp,
+    /// Capture time of the latest packet.
     pub last: Timestamp,
     clock_rate: u32,
     // A.1 state.
@@ -297,6 +316,7 @@ impl StreamStats {
         }
     }
 
+    /// RTP timestamp units per second used for jitter (at least 1).
     pub fn clock_rate(&self) -> u32 {
         self.clock_rate
     }
@@ -400,6 +420,7 @@ impl StreamStats {
         self.jitter * 1000.0 / f64::from(self.clock_rate)
     }
 
+    /// The stream's figures as handed on in call and flow records.
     pub fn to_record(&self) -> RtpStreamStats {
         RtpStreamStats {
             src: self.src,

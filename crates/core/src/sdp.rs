@@ -9,17 +9,23 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+/// Most `m=` sections kept per body; more are counted and ignored.
 pub const MAX_MEDIA: usize = 8;
+/// Most payload types (and rtpmaps) kept per `m=` section; more are counted and ignored.
 pub const MAX_PAYLOAD_TYPES: usize = 32;
 /// Largest SDP body looked at.
 pub(crate) const MAX_SDP: usize = 65535;
 
+/// Why a body was not read as SDP.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SdpError {
+    /// The body is longer than 65535 bytes (its length is given).
     #[error("SDP body of {0} bytes is too large")]
     TooLarge(usize),
+    /// The body is empty or white space.
     #[error("empty SDP body")]
     Empty,
+    /// The first line is not `v=`.
     #[error("SDP does not start with v=")]
     NotSdp,
 }
@@ -38,10 +44,14 @@ impl SdpError {
 /// Media direction attribute (RFC 4566 6); sendrecv when absent.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum MediaDirection {
+    /// `a=sendrecv` (the default).
     #[default]
     SendRecv,
+    /// `a=sendonly`.
     SendOnly,
+    /// `a=recvonly`.
     RecvOnly,
+    /// `a=inactive`.
     Inactive,
 }
 
@@ -55,6 +65,7 @@ impl MediaDirection {
             _ => None,
         }
     }
+    /// The attribute's name (`sendrecv`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
             MediaDirection::SendRecv => "sendrecv",
@@ -79,6 +90,7 @@ pub(crate) struct RtpMap<'a> {
 pub struct Media<'a> {
     /// `audio`, `video`, `image`, ...
     pub kind: &'a str,
+    /// Port of the `m=` line (0: stream disabled).
     pub port: u16,
     /// `RTP/AVP`, `RTP/SAVP`, `udptl`, ...
     pub proto: &'a str,
@@ -89,7 +101,9 @@ pub struct Media<'a> {
     pub(crate) rtpmaps: heapless::Vec<RtpMap<'a>, MAX_PAYLOAD_TYPES>,
     /// Media-level c=, else the session c=.
     pub connection: Option<IpAddr>,
+    /// `a=ptime` of the section, in milliseconds.
     pub ptime: Option<u32>,
+    /// The section's direction attribute, else the session's, else sendrecv.
     pub direction: MediaDirection,
 }
 
@@ -135,6 +149,7 @@ pub struct Sdp<'a> {
     pub connection: Option<IpAddr>,
     /// Session-level direction attribute, when given (media without their own inherit it).
     pub direction: Option<MediaDirection>,
+    /// The `m=` sections in order, at most `MAX_MEDIA`.
     pub media: heapless::Vec<Media<'a>, MAX_MEDIA>,
     /// `m=` sections beyond `MAX_MEDIA` (ignored).
     pub(crate) dropped_media: u32,
