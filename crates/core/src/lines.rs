@@ -198,6 +198,7 @@ pub(crate) const DURATION_EDGES: [f64; 9] =
 pub struct DurationHist(pub [u16; 10]);
 
 impl DurationHist {
+    /// Counts one duration of `secs` seconds in its bin (bin counts saturate).
     pub fn add(&mut self, secs: f64) {
         let i = DURATION_EDGES
             .iter()
@@ -207,6 +208,7 @@ impl DurationHist {
             *c = c.saturating_add(1);
         }
     }
+    /// Durations counted (sum of the bins).
     pub fn count(&self) -> u32 {
         self.0.iter().map(|&c| u32::from(c)).sum()
     }
@@ -339,14 +341,20 @@ pub(crate) fn called_keys(user: &str) -> (u32, u32) {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum FpField {
+    /// The `User-Agent` header.
     UserAgent,
+    /// The `Server` header.
     Server,
+    /// The `Allow` header (compared as a set of methods).
     Allow,
+    /// The SDP `o=` username.
     SdpOrigin,
+    /// The SDP `s=` session name.
     SdpSession,
 }
 
 impl FpField {
+    /// The field's name as shown to people (`User-Agent`, `SDP o=`, ...).
     pub fn label(self) -> &'static str {
         match self {
             FpField::UserAgent => "User-Agent",
@@ -362,12 +370,16 @@ impl FpField {
 /// (trimmed) value; otherwise it is a substring. Allow sets compare as sorted method sets.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct FingerprintSet {
+    /// User-Agent/Server patterns (lower-cased).
     pub agents: Vec<String>,
+    /// SDP `o=`/`s=` patterns (lower-cased).
     pub sdp: Vec<String>,
     pub(crate) allow_sets: Vec<Vec<String>>,
 }
 
 impl FingerprintSet {
+    /// The set from configured patterns: agent and SDP patterns are trimmed and lower-cased, each
+    /// allow set (comma-separated methods) becomes a sorted set of upper-case methods.
     pub fn new(agents: &[String], sdp: &[String], allow_sets: &[String]) -> Self {
         FingerprintSet {
             agents: agents
@@ -434,7 +446,9 @@ pub struct ProfileParams {
     /// On a line whose tap carries no media, an answered call counts as taken from this talk
     /// time (seconds) on.
     pub sip_only_min_talk_secs: f64,
+    /// Home and domestic networks (which peers are foreign).
     pub network: NetworkConfig,
+    /// Gateway fingerprint patterns.
     pub fingerprints: FingerprintSet,
 }
 
@@ -472,19 +486,24 @@ const MAX_RING_US: i64 = 180 * US;
 /// A remote peer of the line, kept with space-saving counts (the least used is replaced).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerStat {
+    /// The peer's address.
     pub ip: IpAddr,
     /// Inbound calls offered by this peer (INVITEs, whatever the line did with them).
     pub calls_in: u16,
     /// Of those, calls the line took part in.
     #[serde(default)]
     pub(crate) taken_in: u16,
+    /// Outbound calls the line placed to this peer.
     pub calls_out: u16,
     /// Voice-shaped flows without readable SIP to this peer.
     pub opaque_flows: u16,
+    /// Whether the peer is inside the domestic networks.
     pub domestic: bool,
 }
 
 impl PeerStat {
+    /// Rank of the peer among the line's peers: offered inbound calls, plus eight times the calls
+    /// the line took part in, plus outbound calls and opaque flows. The lowest is replaced first.
     pub fn weight(&self) -> u32 {
         // Calls the line took part in weigh more than offers anyone can send.
         u32::from(self.calls_in)
@@ -521,8 +540,11 @@ struct Account {
 /// The first fingerprint seen on the line.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Fingerprint {
+    /// Which field matched.
     pub field: FpField,
+    /// The value that matched, as seen (its first 64 characters).
     pub value: String,
+    /// The configured pattern it matched.
     pub pattern: String,
 }
 
@@ -542,18 +564,23 @@ fn codec_bit(name: &str) -> u16 {
 /// Welford statistics with decay (halving the weight keeps mean and variance).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct RunningStats {
+    /// Weight of the samples (halved by decay).
     pub n: f32,
+    /// Mean of the samples.
     pub mean: f32,
+    /// Sum of squared deviations from the mean (Welford's M2).
     pub m2: f32,
 }
 
 impl RunningStats {
+    /// Adds one sample.
     pub fn add(&mut self, x: f32) {
         self.n += 1.0;
         let d = x - self.mean;
         self.mean += d / self.n;
         self.m2 += d * (x - self.mean);
     }
+    /// Sample standard deviation; 0 with fewer than two samples.
     pub fn sd(&self) -> f32 {
         if self.n < 2.0 {
             0.0
@@ -571,7 +598,9 @@ impl RunningStats {
 /// line is idle (open sessions, registered accounts) and one optional fingerprint.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Profile {
+    /// Capture time the line was first seen (microseconds since the epoch).
     pub first_seen: i64,
+    /// Capture time of the line's latest event (microseconds since the epoch).
     pub last_seen: i64,
     /// Start of the first call or voice flow (time-to-detect is measured from it).
     pub first_call: Option<i64>,
@@ -583,7 +612,9 @@ pub struct Profile {
     /// Lifetime totals (saturating).
     pub(crate) calls_total: u64,
     pub(crate) opaque_total: u64,
+    /// Media flows that ended without being voice-shaped.
     pub other_flows: u32,
+    /// Most calls and opaque flows open at once.
     pub max_concurrent: u32,
     /// Time (0.1 s units) spent at each concurrency level of calls + opaque flows.
     level_time: [u32; LEVELS],
@@ -609,6 +640,7 @@ pub struct Profile {
     /// Distinct called numbers over the medium window: current and previous half-window sketch.
     called_hll: [Hll64; 2],
     called_epoch: i64,
+    /// The line's top peers (at most four, space-saving: the least weighty is replaced).
     pub peers: [Option<PeerStat>; 4],
     /// New peers admitted (an upper estimate of distinct peers).
     pub peers_seen: u32,
@@ -619,10 +651,13 @@ pub struct Profile {
     pub(crate) registrations_total: u32,
     ua_hashes: [u32; 4],
     pub(crate) user_agents_seen: u8,
+    /// The first gateway fingerprint seen on the line.
     pub fingerprint: Option<Box<Fingerprint>>,
     /// Records (calls/registrations) that matched a fingerprint, of records with any UA/SDP.
     pub(crate) fingerprint_hits: u16,
     pub(crate) fingerprint_checked: u16,
+    /// Codecs negotiated on the line's calls: bit i set for the i-th name of the tracked list
+    /// (PCMU, PCMA, G729, G722, G723, GSM, iLBC, opus, AMR, AMR-WB, other).
     pub codecs: u16,
     pub(crate) g729_calls: u16,
     /// Session starts by UTC hour of day (decayed).
@@ -631,6 +666,7 @@ pub struct Profile {
 }
 
 impl Profile {
+    /// An empty profile for a line first seen at `ts`.
     pub fn new(ts: Timestamp) -> Self {
         Profile {
             first_seen: ts.0,

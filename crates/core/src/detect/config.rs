@@ -48,6 +48,7 @@ impl Default for Weights {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DetectionConfig {
+    /// Weight of each signal in the noisy-OR score.
     pub weights: Weights,
     /// Score from which a line is `suspect`. Default 0.5.
     pub suspect_score: f64,

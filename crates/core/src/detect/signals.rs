@@ -17,9 +17,13 @@ pub(crate) fn ramp(x: f64, lo: f64, hi: f64) -> f64 {
 /// One signal's output.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Signal {
+    /// The signal's name (e.g. `foreign_inbound`), as in the weights and reasons.
     pub name: &'static str,
+    /// The measured figure (its unit depends on the signal; see `detail`).
     pub value: f64,
+    /// Strength 0..1 with which it points at a gateway.
     pub strength: f64,
+    /// Human text with the figures.
     pub detail: String,
 }
 

@@ -30,7 +30,9 @@ pub(crate) fn rhythm(p: &Profile, c: &Ctx) -> Rhythm {
 /// A line's rhythm: median session seconds and the answer ratio of inbound calls it took.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Rhythm {
+    /// Median talk time of answered inbound calls in seconds, else of opaque flows; 0 when none.
     pub median: f64,
+    /// Share of the inbound calls the line took part in that it answered (1 when none).
     pub asr: f64,
 }
 
@@ -40,8 +42,11 @@ pub struct Rhythm {
 /// ([`LineTable::set_remote_candidates`](crate::detect::LineTable::set_remote_candidates)).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SiteCandidate {
+    /// The suspect line.
     pub line: IpAddr,
+    /// The peer feeding it (its top peer).
     pub peer: IpAddr,
+    /// The line's rhythm.
     pub rhythm: Rhythm,
 }
 
