@@ -16,10 +16,12 @@ use std::path::PathBuf;
 pub struct Invalid {
     /// The key, relative to its section; dotted for subsections (`weights.site`).
     pub key: String,
+    /// What is wrong with it, for a person.
     pub message: String,
 }
 
 impl Invalid {
+    /// An error about `key` with `message`.
     pub fn new(key: impl Into<String>, message: String) -> Invalid {
         Invalid {
             key: key.into(),
@@ -34,6 +36,7 @@ pub trait CountryDb: std::fmt::Debug + Send + Sync {
     fn in_country(&self, ip: std::net::IpAddr, iso: &str) -> bool;
 }
 
+/// Which addresses are lines (home) and which peers are domestic (the `[network]` section).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NetworkConfig {
@@ -86,6 +89,7 @@ pub(crate) struct LineEnd {
 }
 
 impl NetworkConfig {
+    /// Whether `ip` is inside the home networks (a line).
     pub fn is_home(&self, ip: std::net::IpAddr) -> bool {
         self.home.iter().any(|n| n.contains(&ip))
     }
@@ -112,6 +116,8 @@ impl NetworkConfig {
             (false, false) => None,
         }
     }
+    /// Whether `ip` is home, inside the domestic prefixes, or placed in `home_country` by the
+    /// country database.
     pub fn is_domestic(&self, ip: std::net::IpAddr) -> bool {
         self.is_home(ip)
             || self.domestic.iter().any(|n| n.contains(&ip))
@@ -130,6 +136,7 @@ pub struct LimitsConfig {
     pub fragments: usize,
     /// Bytes held by all fragment reassemblies together.
     pub fragment_bytes: usize,
+    /// An IP fragment reassembly not completed after this long is dropped.
     pub fragment_timeout_secs: u32,
     /// TCP streams carrying SIP that are being framed.
     pub tcp_streams: usize,
@@ -137,6 +144,7 @@ pub struct LimitsConfig {
     pub tcp_stream_bytes: usize,
     /// Bytes buffered across all TCP streams.
     pub tcp_total_bytes: usize,
+    /// A TCP stream idle this long is forgotten.
     pub tcp_timeout_secs: u32,
     /// INVITE dialogs tracked at once.
     pub dialogs: usize,
@@ -154,6 +162,7 @@ pub struct LimitsConfig {
     pub media_timeout_secs: u32,
     /// REGISTER transactions awaiting a final response.
     pub registrations: usize,
+    /// A REGISTER with no final response after this long is reported as `no-response`.
     pub registration_timeout_secs: u32,
     /// Largest SIP message accepted (bytes).
     pub max_sip_message: usize,

@@ -81,6 +81,7 @@ impl Hash for FlowKey {
 }
 
 impl FlowKey {
+    /// The pair `a`, `b` in either order.
     pub fn new(a: SocketAddr, b: SocketAddr) -> Self {
         if a <= b {
             FlowKey(a, b)

@@ -23,6 +23,7 @@ pub struct TimedTable<K, V> {
 }
 
 impl<K: Hash + Eq + Clone, V> TimedTable<K, V> {
+    /// An empty table holding at most `cap` entries (at least 1).
     pub fn new(cap: usize) -> Self {
         TimedTable {
             map: crate::model::FastMap::default(),
@@ -32,12 +33,15 @@ impl<K: Hash + Eq + Clone, V> TimedTable<K, V> {
             evictions: 0,
         }
     }
+    /// Entries held.
     pub fn len(&self) -> usize {
         self.map.len()
     }
+    /// Whether no entry is held.
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
     }
+    /// Most entries held (the `cap` given to `new`, at least 1).
     pub fn capacity(&self) -> usize {
         self.cap
     }
@@ -45,18 +49,21 @@ impl<K: Hash + Eq + Clone, V> TimedTable<K, V> {
     pub fn evictions(&self) -> u64 {
         self.evictions
     }
+    /// Whether `k` has an entry.
     pub fn contains<Q: Hash + Eq + ?Sized>(&self, k: &Q) -> bool
     where
         K: Borrow<Q>,
     {
         self.map.contains_key(k)
     }
+    /// The value of `k`.
     pub fn get<Q: Hash + Eq + ?Sized>(&self, k: &Q) -> Option<&V>
     where
         K: Borrow<Q>,
     {
         self.map.get(k).map(|e| &e.0)
     }
+    /// The value of `k`, mutable (its deadline unchanged).
     pub fn get_mut<Q: Hash + Eq + ?Sized>(&mut self, k: &Q) -> Option<&mut V>
     where
         K: Borrow<Q>,
@@ -127,6 +134,7 @@ impl<K: Hash + Eq + Clone, V> TimedTable<K, V> {
             }
         }
     }
+    /// Removes `k`'s entry and returns its value.
     pub fn remove<Q: Hash + Eq + ?Sized>(&mut self, k: &Q) -> Option<V>
     where
         K: Borrow<Q>,
@@ -156,6 +164,7 @@ impl<K: Hash + Eq + Clone, V> TimedTable<K, V> {
         let (slot, k) = self.order.first_key_value()?;
         (slot.0 <= now.micros()).then(|| k.clone())
     }
+    /// Every value, in no particular order.
     pub fn values(&self) -> impl Iterator<Item = &V> {
         self.map.values().map(|e| &e.0)
     }

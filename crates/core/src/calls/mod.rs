@@ -59,6 +59,7 @@ pub struct TrackerStats {
     pub(crate) media_reported: u64,
     /// RTP streams and packets in reported media flows.
     pub rtp_streams: u64,
+    /// RTP packets counted in those streams.
     pub rtp_packets: u64,
     pub(crate) rtcp_packets: u64,
 }
@@ -156,6 +157,7 @@ fn same_ip(host: &str, ip: IpAddr) -> bool {
 }
 
 impl Tracker {
+    /// An empty tracker with `l`'s table caps and timeouts; `network` says which end is the line.
     pub fn new(network: &NetworkConfig, l: &LimitsConfig) -> Self {
         Tracker {
             network: network.clone(),
@@ -304,9 +306,12 @@ impl Tracker {
         self.sync_evictions();
     }
 
+    /// Messages that failed to parse or lacked what the tracker needs, by kind (`sip.<kind>`,
+    /// `sdp.<kind>`, ...).
     pub fn errors(&self) -> &Counters {
         &self.errors
     }
+    /// Evictions by table (dialogs, registrations, media flows, ...).
     pub fn evictions(&self) -> &Counters {
         &self.evictions
     }
@@ -322,6 +327,7 @@ impl Tracker {
         ]
     }
 
+    /// Running totals so far.
     pub fn stats(&self) -> TrackerStats {
         let m = self.media.stats();
         TrackerStats {

@@ -84,6 +84,8 @@ const ERR_VXLAN: &str = "vxlan";
 const ERR_SCTP: &str = "sctp";
 const ERR_SCTP_FRAGMENT: &str = "sctp_fragment";
 
+/// Link, IP (with reassembly), tunnel and transport decoding of captured frames into
+/// [`Datagram`]s, with bounded fragment and TCP tables and counted stops.
 pub struct Decoder {
     errors: Counters,
     /// Well-formed frames of other protocols, by kind.
@@ -164,6 +166,7 @@ fn walk_v6(mut next: u8, body: &[u8]) -> V6<'_> {
 }
 
 impl Decoder {
+    /// A decoder whose fragment and TCP tables have `limits`' caps and timeouts.
     pub fn new(limits: &LimitsConfig) -> Self {
         Decoder {
             errors: Counters::default(),

@@ -47,11 +47,13 @@ pub fn line_key(link_type: LinkType, data: &[u8], net: &NetworkConfig) -> Option
 /// What [`peek`] finds in a frame: the innermost IP header's ends and the line among them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Peek<'a> {
-    /// The line (per [`NetworkConfig::line_end`]), else the lower address.
+    /// The line (the home end; of two home ends, the lower), else the lower address.
     pub key: IpAddr,
     /// Whether `key` is a line (an end inside the home networks).
     pub is_line: bool,
+    /// Source address of the innermost IP header.
     pub src: IpAddr,
+    /// Destination address of the innermost IP header.
     pub dst: IpAddr,
     /// IP protocol of the innermost header (17 UDP, 6 TCP, ...).
     pub proto: u8,
@@ -96,7 +98,9 @@ impl Peek<'_> {
 /// second walk over the frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Innermost {
+    /// Source address of the innermost IP header.
     pub src: IpAddr,
+    /// Destination address of the innermost IP header.
     pub dst: IpAddr,
     /// IP protocol (17 UDP, 6 TCP, 132 SCTP, ...).
     pub proto: u8,
@@ -138,7 +142,7 @@ impl Innermost {
         }
     }
 
-    /// The frame's line (per [`NetworkConfig::line_end`]) and `true`, else the lower address and
+    /// The frame's line (the home end; of two, the lower) and `true`, else the lower address and
     /// `false`: the same key [`peek`] gives.
     pub fn line(&self, net: &NetworkConfig) -> (IpAddr, bool) {
         line_of(self.src, self.dst, net)
