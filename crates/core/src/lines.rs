@@ -19,11 +19,11 @@ const US: i64 = 1_000_000;
 
 /// Counters kept per time bucket (saturating).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Bucket {
+pub(crate) struct Bucket {
     /// SIP calls into the line.
-    pub calls_in: u16,
+    pub(crate) calls_in: u16,
     /// SIP calls out of the line (to a peer outside the home networks).
-    pub calls_out: u16,
+    pub(crate) calls_out: u16,
     /// SIP calls inside the home networks.
     pub(crate) calls_internal: u16,
     /// Inbound SIP calls whose peer is not domestic.
@@ -40,7 +40,7 @@ pub struct Bucket {
     /// Calls ended in this bucket whose record carried RTP (the tap shows this line's media).
     pub(crate) media_calls: u16,
     /// Voice-shaped media flows without readable SIP (no call id), and with it.
-    pub opaque_flows: u16,
+    pub(crate) opaque_flows: u16,
     pub(crate) sip_flows: u16,
 }
 
@@ -49,8 +49,8 @@ pub struct Bucket {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub(crate) struct LongBucket {
     /// SIP calls started (in, out and internal).
-    pub calls: u32,
-    pub opaque_flows: u16,
+    pub(crate) calls: u32,
+    pub(crate) opaque_flows: u16,
     pub(crate) media_calls: u16,
 }
 
@@ -134,7 +134,7 @@ impl Bucket {
         self.sip_flows = self.sip_flows.saturating_add(o.sip_flows);
     }
     /// All SIP calls started.
-    pub fn calls(&self) -> u32 {
+    pub(crate) fn calls(&self) -> u32 {
         u32::from(self.calls_in) + u32::from(self.calls_out) + u32::from(self.calls_internal)
     }
     /// Calls the line took part in: inbound calls it took and calls it placed.
@@ -195,11 +195,11 @@ pub(crate) const DURATION_EDGES: [f64; 9] =
 
 /// Log-spaced histogram of durations (seconds), decayed by halving.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DurationHist(pub [u16; 10]);
+pub(crate) struct DurationHist(pub [u16; 10]);
 
 impl DurationHist {
     /// Counts one duration of `secs` seconds in its bin (bin counts saturate).
-    pub fn add(&mut self, secs: f64) {
+    pub(crate) fn add(&mut self, secs: f64) {
         let i = DURATION_EDGES
             .iter()
             .position(|&e| secs < e)
@@ -209,7 +209,7 @@ impl DurationHist {
         }
     }
     /// Durations counted (sum of the bins).
-    pub fn count(&self) -> u32 {
+    pub(crate) fn count(&self) -> u32 {
         self.0.iter().map(|&c| u32::from(c)).sum()
     }
     /// Quantile `q` (0..1) by linear interpolation inside the bin; `None` when empty.
@@ -254,14 +254,14 @@ impl Hll64 {
             *w = (*w & !(0xffu64 << shift)) | (u64::from(v) << shift);
         }
     }
-    pub fn insert(&mut self, h: u64) {
+    pub(crate) fn insert(&mut self, h: u64) {
         let i = (h & 63) as usize;
         let rank = ((h >> 6).leading_zeros().saturating_sub(6) + 1).min(58) as u8;
         if rank > self.reg(i) {
             self.set_reg(i, rank);
         }
     }
-    pub fn merge(&self, o: &Hll64) -> Hll64 {
+    pub(crate) fn merge(&self, o: &Hll64) -> Hll64 {
         let mut r = *self;
         for i in 0..64 {
             let v = o.reg(i);
@@ -271,7 +271,7 @@ impl Hll64 {
         }
         r
     }
-    pub fn estimate(&self) -> f64 {
+    pub(crate) fn estimate(&self) -> f64 {
         let m = 64.0;
         let mut sum = 0.0;
         let mut zeros = 0u32;
@@ -340,7 +340,7 @@ pub(crate) fn called_keys(user: &str) -> (u32, u32) {
 /// Which field a fingerprint matched in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum FpField {
+pub(crate) enum FpField {
     /// The `User-Agent` header.
     UserAgent,
     /// The `Server` header.
@@ -355,7 +355,7 @@ pub enum FpField {
 
 impl FpField {
     /// The field's name as shown to people (`User-Agent`, `SDP o=`, ...).
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             FpField::UserAgent => "User-Agent",
             FpField::Server => "Server",
@@ -369,18 +369,18 @@ impl FpField {
 /// Gateway fingerprint patterns, lower-cased. A pattern starting with `=` must equal the whole
 /// (trimmed) value; otherwise it is a substring. Allow sets compare as sorted method sets.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct FingerprintSet {
+pub(crate) struct FingerprintSet {
     /// User-Agent/Server patterns (lower-cased).
-    pub agents: Vec<String>,
+    pub(crate) agents: Vec<String>,
     /// SDP `o=`/`s=` patterns (lower-cased).
-    pub sdp: Vec<String>,
+    pub(crate) sdp: Vec<String>,
     pub(crate) allow_sets: Vec<Vec<String>>,
 }
 
 impl FingerprintSet {
     /// The set from configured patterns: agent and SDP patterns are trimmed and lower-cased, each
     /// allow set (comma-separated methods) becomes a sorted set of upper-case methods.
-    pub fn new(agents: &[String], sdp: &[String], allow_sets: &[String]) -> Self {
+    pub(crate) fn new(agents: &[String], sdp: &[String], allow_sets: &[String]) -> Self {
         FingerprintSet {
             agents: agents
                 .iter()
@@ -398,7 +398,7 @@ impl FingerprintSet {
         })
     }
     /// The first pattern matching `value` in `field`, as its text.
-    pub fn matches(&self, field: FpField, value: &str) -> Option<String> {
+    pub(crate) fn matches(&self, field: FpField, value: &str) -> Option<String> {
         match field {
             FpField::UserAgent | FpField::Server => {
                 Self::text_match(&self.agents, value).and_then(|i| self.agents.get(i).cloned())
@@ -431,25 +431,25 @@ fn method_set(s: &str) -> Vec<String> {
 
 /// What a profile needs from configuration while ingesting.
 #[derive(Clone, Debug)]
-pub struct ProfileParams {
+pub(crate) struct ProfileParams {
     /// Medium window (signals), 12 buckets.
-    pub window_us: i64,
+    pub(crate) window_us: i64,
     /// Long window (summary, activity), 24 buckets.
     pub(crate) long_window_us: i64,
     /// Calls and flows tracked as open at once per line (concurrency), beyond which they are
     /// not tracked (counted in `open_overflow`).
-    pub max_open: usize,
+    pub(crate) max_open: usize,
     /// Registered accounts remembered per line.
     pub(crate) max_accounts: usize,
     /// A call starting this soon after another ended re-seizes its channel (gap statistic).
     pub(crate) refill_us: i64,
     /// On a line whose tap carries no media, an answered call counts as taken from this talk
     /// time (seconds) on.
-    pub sip_only_min_talk_secs: f64,
+    pub(crate) sip_only_min_talk_secs: f64,
     /// Home and domestic networks (which peers are foreign).
-    pub network: NetworkConfig,
+    pub(crate) network: NetworkConfig,
     /// Gateway fingerprint patterns.
-    pub fingerprints: FingerprintSet,
+    pub(crate) fingerprints: FingerprintSet,
 }
 
 impl Default for ProfileParams {
@@ -485,26 +485,26 @@ const MAX_RING_US: i64 = 180 * US;
 
 /// A remote peer of the line, kept with space-saving counts (the least used is replaced).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PeerStat {
+pub(crate) struct PeerStat {
     /// The peer's address.
-    pub ip: IpAddr,
+    pub(crate) ip: IpAddr,
     /// Inbound calls offered by this peer (INVITEs, whatever the line did with them).
-    pub calls_in: u16,
+    pub(crate) calls_in: u16,
     /// Of those, calls the line took part in.
     #[serde(default)]
     pub(crate) taken_in: u16,
     /// Outbound calls the line placed to this peer.
-    pub calls_out: u16,
+    pub(crate) calls_out: u16,
     /// Voice-shaped flows without readable SIP to this peer.
-    pub opaque_flows: u16,
+    pub(crate) opaque_flows: u16,
     /// Whether the peer is inside the domestic networks.
-    pub domestic: bool,
+    pub(crate) domestic: bool,
 }
 
 impl PeerStat {
     /// Rank of the peer among the line's peers: offered inbound calls, plus eight times the calls
     /// the line took part in, plus outbound calls and opaque flows. The lowest is replaced first.
-    pub fn weight(&self) -> u32 {
+    pub(crate) fn weight(&self) -> u32 {
         // Calls the line took part in weigh more than offers anyone can send.
         u32::from(self.calls_in)
             + 8 * u32::from(self.taken_in)
@@ -539,13 +539,13 @@ struct Account {
 
 /// The first fingerprint seen on the line.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Fingerprint {
+pub(crate) struct Fingerprint {
     /// Which field matched.
-    pub field: FpField,
+    pub(crate) field: FpField,
     /// The value that matched, as seen (its first 64 characters).
-    pub value: String,
+    pub(crate) value: String,
     /// The configured pattern it matched.
-    pub pattern: String,
+    pub(crate) pattern: String,
 }
 
 /// Codec names tracked in `codecs` (bit i = `CODECS[i]`, the last bit is "other").
@@ -563,25 +563,25 @@ fn codec_bit(name: &str) -> u16 {
 
 /// Welford statistics with decay (halving the weight keeps mean and variance).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct RunningStats {
+pub(crate) struct RunningStats {
     /// Weight of the samples (halved by decay).
-    pub n: f32,
+    pub(crate) n: f32,
     /// Mean of the samples.
-    pub mean: f32,
+    pub(crate) mean: f32,
     /// Sum of squared deviations from the mean (Welford's M2).
-    pub m2: f32,
+    pub(crate) m2: f32,
 }
 
 impl RunningStats {
     /// Adds one sample.
-    pub fn add(&mut self, x: f32) {
+    pub(crate) fn add(&mut self, x: f32) {
         self.n += 1.0;
         let d = x - self.mean;
         self.mean += d / self.n;
         self.m2 += d * (x - self.mean);
     }
     /// Sample standard deviation; 0 with fewer than two samples.
-    pub fn sd(&self) -> f32 {
+    pub(crate) fn sd(&self) -> f32 {
         if self.n < 2.0 {
             0.0
         } else {
@@ -599,11 +599,11 @@ impl RunningStats {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Profile {
     /// Capture time the line was first seen (microseconds since the epoch).
-    pub first_seen: i64,
+    pub(crate) first_seen: i64,
     /// Capture time of the line's latest event (microseconds since the epoch).
-    pub last_seen: i64,
+    pub(crate) last_seen: i64,
     /// Start of the first call or voice flow (time-to-detect is measured from it).
-    pub first_call: Option<i64>,
+    pub(crate) first_call: Option<i64>,
     /// Medium-window ring (12 buckets) and long-window ring (24 buckets).
     medium: [Bucket; MEDIUM_BUCKETS],
     medium_newest: i64,
@@ -613,9 +613,9 @@ pub struct Profile {
     pub(crate) calls_total: u64,
     pub(crate) opaque_total: u64,
     /// Media flows that ended without being voice-shaped.
-    pub other_flows: u32,
+    pub(crate) other_flows: u32,
     /// Most calls and opaque flows open at once.
-    pub max_concurrent: u32,
+    pub(crate) max_concurrent: u32,
     /// Time (0.1 s units) spent at each concurrency level of calls + opaque flows.
     level_time: [u32; LEVELS],
     level_since: i64,
@@ -629,10 +629,10 @@ pub struct Profile {
     /// Recently ended opaque flows (start, end, remote hash) while others are still open.
     closed_opaque: Vec<(i64, i64, u32)>,
     /// Talk time of answered inbound calls; durations of opaque flows.
-    pub talk: DurationHist,
+    pub(crate) talk: DurationHist,
     pub(crate) opaque_durations: DurationHist,
     /// Gap between a session end and the next inbound/opaque start that re-seized the channel.
-    pub gaps: RunningStats,
+    pub(crate) gaps: RunningStats,
     pending_ends: [i64; 8],
     /// Called numbers of the last 16 inbound calls: (number key << 32 | block key), 0 = empty.
     recent_called: [u64; 16],
@@ -641,9 +641,9 @@ pub struct Profile {
     called_hll: [Hll64; 2],
     called_epoch: i64,
     /// The line's top peers (at most four, space-saving: the least weighty is replaced).
-    pub peers: [Option<PeerStat>; 4],
+    pub(crate) peers: [Option<PeerStat>; 4],
     /// New peers admitted (an upper estimate of distinct peers).
-    pub peers_seen: u32,
+    pub(crate) peers_seen: u32,
     accounts: Vec<Account>,
     /// Registrar with the most accounts from this line, and the shortest Expires seen.
     pub(crate) top_registrar: Option<SocketAddr>,
@@ -652,22 +652,22 @@ pub struct Profile {
     ua_hashes: [u32; 4],
     pub(crate) user_agents_seen: u8,
     /// The first gateway fingerprint seen on the line.
-    pub fingerprint: Option<Box<Fingerprint>>,
+    pub(crate) fingerprint: Option<Box<Fingerprint>>,
     /// Records (calls/registrations) that matched a fingerprint, of records with any UA/SDP.
     pub(crate) fingerprint_hits: u16,
     pub(crate) fingerprint_checked: u16,
     /// Codecs negotiated on the line's calls: bit i set for the i-th name of the tracked list
     /// (PCMU, PCMA, G729, G722, G723, GSM, iLBC, opus, AMR, AMR-WB, other).
-    pub codecs: u16,
+    pub(crate) codecs: u16,
     pub(crate) g729_calls: u16,
     /// Session starts by UTC hour of day (decayed).
-    pub hours: [u16; 24],
+    pub(crate) hours: [u16; 24],
     last_decay: i64,
 }
 
 impl Profile {
     /// An empty profile for a line first seen at `ts`.
-    pub fn new(ts: Timestamp) -> Self {
+    pub(crate) fn new(ts: Timestamp) -> Self {
         Profile {
             first_seen: ts.0,
             last_seen: ts.0,
@@ -1451,7 +1451,7 @@ impl Profile {
     }
 
     /// Codec names seen on the line's calls.
-    pub fn codec_names(&self) -> Vec<&'static str> {
+    pub(crate) fn codec_names(&self) -> Vec<&'static str> {
         CODECS
             .iter()
             .enumerate()
