@@ -30,7 +30,7 @@ pub struct EngineStats {
     /// Their length on the wire, in bytes.
     pub bytes: u64,
     /// Transport payloads handed from decode to the calls stage.
-    pub datagrams: u64,
+    pub(crate) datagrams: u64,
     /// Capture time of the first frame.
     pub first: Option<Timestamp>,
     /// Capture time of the latest frame.

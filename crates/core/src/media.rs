@@ -237,13 +237,13 @@ struct Expectation {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct MediaStats {
     /// Flows created (announced or candidate).
-    pub flows: u64,
+    pub(crate) flows: u64,
     /// Flows reported with `MediaEnded`.
-    pub reported: u64,
+    pub(crate) reported: u64,
     /// Reported flows that were voice-like.
-    pub voice_like: u64,
+    pub(crate) voice_like: u64,
     /// UDP datagrams not tracked (first packet large and not RTP).
-    pub ignored: u64,
+    pub(crate) ignored: u64,
     /// RTP streams and their packets in reported flows.
     pub rtp_streams: u64,
     pub rtp_packets: u64,
@@ -528,7 +528,7 @@ impl MediaTable {
     }
 
     /// Offers one UDP datagram that is not SIP. Returns whether a flow tracks it.
-    pub fn on_datagram(&mut self, d: &Datagram<'_>, events: &mut Vec<Event>) -> bool {
+    pub(crate) fn on_datagram(&mut self, d: &Datagram<'_>, events: &mut Vec<Event>) -> bool {
         let key = FlowKey::new(d.src, d.dst);
         let ip_len = if d.ip_len > 0 {
             u64::from(d.ip_len)

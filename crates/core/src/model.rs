@@ -212,14 +212,14 @@ pub enum Participation {
 impl Participation {
     /// The line relayed the call: voice both ways, early media it sent, or a call it placed.
     /// [`Participation::AnsweredNoMedia`] is left to the caller (it depends on the tap).
-    pub fn relayed(self) -> bool {
+    pub(crate) fn relayed(self) -> bool {
         matches!(
             self,
             Participation::Placed | Participation::TwoWayVoice | Participation::EarlyMedia
         )
     }
     /// The participation's name in JSON and reports (`placed`, `two_way_voice`, ...).
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Participation::Placed => "placed",
             Participation::TwoWayVoice => "two_way_voice",
@@ -469,19 +469,7 @@ pub enum ProbeMethod {
     Other,
 }
 
-impl ProbeMethod {
-    /// The method's name as sent (`OPTIONS`, ...; `other` for the rest).
-    pub fn label(self) -> &'static str {
-        match self {
-            ProbeMethod::Options => "OPTIONS",
-            ProbeMethod::Subscribe => "SUBSCRIBE",
-            ProbeMethod::Message => "MESSAGE",
-            ProbeMethod::Notify => "NOTIFY",
-            ProbeMethod::Invite => "INVITE",
-            ProbeMethod::Other => "other",
-        }
-    }
-}
+impl ProbeMethod {}
 
 /// A request from outside the home networks to a line outside any dialog (an OPTIONS ping or
 /// sweep above all), or the line's response to one (`status` set). Evidence about the peer.
@@ -686,7 +674,7 @@ impl Counters {
         self.0.get(key).copied().unwrap_or(0)
     }
     /// Adds every counter of `other` to this one.
-    pub fn merge(&mut self, other: &Counters) {
+    pub(crate) fn merge(&mut self, other: &Counters) {
         for (k, v) in &other.0 {
             self.add(k, *v);
         }

@@ -52,12 +52,12 @@ impl RtpError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RtpHeader {
     /// P bit: the payload ends in padding.
-    pub padding: bool,
+    pub(crate) padding: bool,
     /// X bit: a header extension follows the CSRCs.
-    pub extension: bool,
+    pub(crate) extension: bool,
     pub(crate) csrc_count: u8,
     /// M bit (talkspurt start for audio).
-    pub marker: bool,
+    pub(crate) marker: bool,
     /// Payload type (7 bits).
     pub payload_type: u8,
     /// Sequence number.
@@ -65,7 +65,7 @@ pub struct RtpHeader {
     /// RTP timestamp, in the payload's clock rate.
     pub timestamp: u32,
     /// Synchronisation source identifier.
-    pub ssrc: u32,
+    pub(crate) ssrc: u32,
     /// Bytes before the payload: fixed header, CSRCs and extension.
     pub header_len: usize,
     /// Payload bytes, without padding.
@@ -145,7 +145,7 @@ pub struct RtcpInfo {
     /// Packet type of the first packet (200 SR, 201 RR, 202 SDES, 203 BYE, 204 APP, ...).
     pub(crate) first_type: u8,
     /// Sender SSRC of the first packet.
-    pub ssrc: u32,
+    pub(crate) ssrc: u32,
     /// Whether one of the packets is a BYE.
     pub(crate) has_bye: bool,
 }
@@ -242,7 +242,7 @@ pub struct StreamStats {
     /// Receiver's address and port.
     pub dst: SocketAddr,
     /// Synchronisation source identifier.
-    pub ssrc: u32,
+    pub(crate) ssrc: u32,
     /// Payload type of the stream's first packet.
     pub payload_type: u8,
     /// Every packet seen for this SSRC, including probation and duplicates.
@@ -314,11 +314,6 @@ impl StreamStats {
             self.jitter = 0.0;
             self.have_transit = false;
         }
-    }
-
-    /// RTP timestamp units per second used for jitter (at least 1).
-    pub fn clock_rate(&self) -> u32 {
-        self.clock_rate
     }
 
     fn init_seq(&mut self, seq: u16) {
@@ -400,7 +395,7 @@ impl StreamStats {
     }
 
     /// Packets expected since validation (A.3), 0 before the stream is validated.
-    pub fn expected(&self) -> u64 {
+    pub(crate) fn expected(&self) -> u64 {
         if !self.validated {
             return 0;
         }
@@ -408,7 +403,7 @@ impl StreamStats {
     }
 
     /// Expected minus received (A.3): negative with duplicates.
-    pub fn lost(&self) -> i64 {
+    pub(crate) fn lost(&self) -> i64 {
         if !self.validated {
             return 0;
         }

@@ -79,9 +79,9 @@ impl MediaDirection {
 /// `a=rtpmap:<pt> <encoding>/<clock rate>[/<channels>]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct RtpMap<'a> {
-    pub pt: u8,
-    pub encoding: &'a str,
-    pub clock_rate: u32,
+    pub(crate) pt: u8,
+    pub(crate) encoding: &'a str,
+    pub(crate) clock_rate: u32,
     pub channels: Option<u8>,
 }
 
@@ -89,18 +89,18 @@ pub(crate) struct RtpMap<'a> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Media<'a> {
     /// `audio`, `video`, `image`, ...
-    pub kind: &'a str,
+    pub(crate) kind: &'a str,
     /// Port of the `m=` line (0: stream disabled).
     pub port: u16,
     /// `RTP/AVP`, `RTP/SAVP`, `udptl`, ...
     pub proto: &'a str,
     /// The format list as written (`0 8 101`, or `t38` for image/udptl).
-    pub formats: &'a str,
+    pub(crate) formats: &'a str,
     /// Numeric formats (RTP payload types) in offer order.
     pub payload_types: heapless::Vec<u8, MAX_PAYLOAD_TYPES>,
     pub(crate) rtpmaps: heapless::Vec<RtpMap<'a>, MAX_PAYLOAD_TYPES>,
     /// Media-level c=, else the session c=.
-    pub connection: Option<IpAddr>,
+    pub(crate) connection: Option<IpAddr>,
     /// `a=ptime` of the section, in milliseconds.
     pub ptime: Option<u32>,
     /// The section's direction attribute, else the session's, else sendrecv.
@@ -142,11 +142,11 @@ pub struct Sdp<'a> {
     /// Username field of `o=` (`-` when not given).
     pub origin_user: Option<&'a str>,
     /// The whole `o=` value.
-    pub origin: Option<&'a str>,
+    pub(crate) origin: Option<&'a str>,
     /// `s=` value.
     pub(crate) session_name: Option<&'a str>,
     /// Session-level c= address.
-    pub connection: Option<IpAddr>,
+    pub(crate) connection: Option<IpAddr>,
     /// Session-level direction attribute, when given (media without their own inherit it).
     pub direction: Option<MediaDirection>,
     /// The `m=` sections in order, at most `MAX_MEDIA`.

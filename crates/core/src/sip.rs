@@ -231,7 +231,7 @@ pub struct Header<'a> {
 
 impl Header<'_> {
     /// Whether this header is `name` (case-insensitive, compact forms equal their long forms).
-    pub fn is(&self, name: &str) -> bool {
+    pub(crate) fn is(&self, name: &str) -> bool {
         same_header(self.name, name)
     }
 }
@@ -297,7 +297,8 @@ impl<'a> Params<'a> {
         self.get(name).is_some()
     }
     /// Whether there is no parameter at all.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.iter().next().is_none()
     }
 }
@@ -310,7 +311,7 @@ pub struct Uri<'a> {
     /// User part as written, including user parameters (`+1-555;npdi`); for tel: the number.
     pub user: Option<&'a str>,
     /// Password after `user:`, when written (deprecated by RFC 3261 but still seen).
-    pub password: Option<&'a str>,
+    pub(crate) password: Option<&'a str>,
     /// Host without IPv6 brackets; empty for tel: URIs.
     pub host: &'a str,
     /// Port after the host, when written.
@@ -340,7 +341,7 @@ pub struct NameAddr<'a> {
     /// Display name without surrounding quotes (escapes kept).
     pub display: Option<&'a str>,
     /// The URI as written (`*` for a wildcard Contact).
-    pub uri: &'a str,
+    pub(crate) uri: &'a str,
     /// User part of the URI.
     pub user: Option<&'a str>,
     /// Host of the URI (without IPv6 brackets).
@@ -372,9 +373,9 @@ pub struct Via<'a> {
     /// `branch=` parameter (the transaction id).
     pub branch: Option<&'a str>,
     /// `received=` parameter (the source address a proxy saw).
-    pub received: Option<&'a str>,
+    pub(crate) received: Option<&'a str>,
     /// `rport=N` value (a bare `rport` flag gives None; see `params`).
-    pub rport: Option<u16>,
+    pub(crate) rport: Option<u16>,
     /// All the Via's parameters.
     pub params: Params<'a>,
 }

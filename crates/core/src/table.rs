@@ -81,14 +81,14 @@ impl<K: Hash + Eq + Clone, V> TimedTable<K, V> {
         self.map.get_mut(k).map(|e| (&mut e.0, Timestamp((e.1).0)))
     }
     /// Current deadline of `k`.
-    pub fn deadline<Q: Hash + Eq + ?Sized>(&self, k: &Q) -> Option<Timestamp>
+    pub(crate) fn deadline<Q: Hash + Eq + ?Sized>(&self, k: &Q) -> Option<Timestamp>
     where
         K: Borrow<Q>,
     {
         self.map.get(k).map(|e| Timestamp((e.1).0))
     }
     /// Inserts (or replaces) `k`; returns the entry evicted to make room, if any.
-    pub fn insert(&mut self, k: K, v: V, deadline: Timestamp) -> Option<(K, V)> {
+    pub(crate) fn insert(&mut self, k: K, v: V, deadline: Timestamp) -> Option<(K, V)> {
         let mut evicted = None;
         if let Some(old) = self.map.remove(&k) {
             self.order.remove(&old.1);
@@ -135,7 +135,7 @@ impl<K: Hash + Eq + Clone, V> TimedTable<K, V> {
         }
     }
     /// Removes `k`'s entry and returns its value.
-    pub fn remove<Q: Hash + Eq + ?Sized>(&mut self, k: &Q) -> Option<V>
+    pub(crate) fn remove<Q: Hash + Eq + ?Sized>(&mut self, k: &Q) -> Option<V>
     where
         K: Borrow<Q>,
     {
@@ -165,7 +165,7 @@ impl<K: Hash + Eq + Clone, V> TimedTable<K, V> {
         (slot.0 <= now.micros()).then(|| k.clone())
     }
     /// Every value, in no particular order.
-    pub fn values(&self) -> impl Iterator<Item = &V> {
+    pub(crate) fn values(&self) -> impl Iterator<Item = &V> {
         self.map.values().map(|e| &e.0)
     }
     /// Removes everything, in deadline order.

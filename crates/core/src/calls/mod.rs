@@ -55,7 +55,7 @@ pub struct TrackerStats {
     /// Requests and responses recognised as retransmissions (or other hops of one transaction).
     pub retransmissions: u64,
     /// Media flows created and reported.
-    pub media_flows: u64,
+    pub(crate) media_flows: u64,
     pub(crate) media_reported: u64,
     /// RTP streams and packets in reported media flows.
     pub rtp_streams: u64,

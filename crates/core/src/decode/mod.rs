@@ -229,7 +229,7 @@ impl Decoder {
     }
 
     /// Well-formed packets of protocols simboxd does not analyse, by kind.
-    pub fn skipped(&self) -> &Counters {
+    pub(crate) fn skipped(&self) -> &Counters {
         &self.skipped
     }
 

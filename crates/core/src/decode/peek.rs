@@ -48,9 +48,9 @@ pub fn line_key(link_type: LinkType, data: &[u8], net: &NetworkConfig) -> Option
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Peek<'a> {
     /// The line (the home end; of two home ends, the lower), else the lower address.
-    pub key: IpAddr,
+    pub(crate) key: IpAddr,
     /// Whether `key` is a line (an end inside the home networks).
-    pub is_line: bool,
+    pub(crate) is_line: bool,
     /// Source address of the innermost IP header.
     pub src: IpAddr,
     /// Destination address of the innermost IP header.
@@ -58,12 +58,13 @@ pub struct Peek<'a> {
     /// IP protocol of the innermost header (17 UDP, 6 TCP, ...).
     pub proto: u8,
     /// The transport header and payload; `None` for a non-first IP fragment.
-    pub l4: Option<&'a [u8]>,
+    pub(crate) l4: Option<&'a [u8]>,
 }
 
 impl<'a> Peek<'a> {
     /// Source and destination ports of a UDP/TCP header that is whole enough to hold them.
-    pub fn ports(&self) -> Option<(u16, u16)> {
+    #[cfg(test)]
+    pub(crate) fn ports(&self) -> Option<(u16, u16)> {
         if !matches!(self.proto, 6 | 17) {
             return None;
         }
@@ -75,7 +76,8 @@ impl<'a> Peek<'a> {
     }
 
     /// The transport payload of UDP (after its 8-byte header) or TCP (after its data offset).
-    pub fn payload(&self) -> Option<&'a [u8]> {
+    #[cfg(test)]
+    pub(crate) fn payload(&self) -> Option<&'a [u8]> {
         let l4 = self.l4?;
         match self.proto {
             17 => l4.get(8..),
@@ -114,7 +116,7 @@ pub struct Innermost {
 
 impl Innermost {
     /// From the IP ends, protocol and transport bytes (`None` for a non-first fragment).
-    pub fn of(src: IpAddr, dst: IpAddr, proto: u8, l4: Option<&[u8]>) -> Innermost {
+    pub(crate) fn of(src: IpAddr, dst: IpAddr, proto: u8, l4: Option<&[u8]>) -> Innermost {
         let ports = l4
             .filter(|_| matches!(proto, 6 | 17))
             .and_then(|h| h.get(..4))

@@ -29,8 +29,8 @@ pub struct Signal {
 
 /// What signals read: the profile, the time and the configuration.
 pub(crate) struct Ctx<'a> {
-    pub now: Timestamp,
-    pub cfg: &'a DetectionConfig,
+    pub(crate) now: Timestamp,
+    pub(crate) cfg: &'a DetectionConfig,
     pub params: &'a ProfileParams,
 }
 

@@ -52,7 +52,7 @@ pub struct SiteCandidate {
 
 impl Rhythm {
     /// Same rhythm: medians within a factor 1.6 and answer ratios within 0.2.
-    pub fn close(&self, o: &Rhythm) -> bool {
+    pub(crate) fn close(&self, o: &Rhythm) -> bool {
         let (a, b) = (self.median.max(1.0), o.median.max(1.0));
         a.max(b) / a.min(b) <= 1.6 && (self.asr - o.asr).abs() <= 0.2
     }

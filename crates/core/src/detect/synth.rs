@@ -25,18 +25,18 @@ impl Rng {
         z ^ (z >> 31)
     }
     /// Uniform in [lo, hi).
-    pub fn range(&mut self, lo: f64, hi: f64) -> f64 {
+    pub(crate) fn range(&mut self, lo: f64, hi: f64) -> f64 {
         lo + (hi - lo) * ((self.next_u64() >> 11) as f64 / (1u64 << 53) as f64)
     }
     pub(crate) fn chance(&mut self, p: f64) -> bool {
         self.range(0.0, 1.0) < p
     }
     /// Exponential with the given mean.
-    pub fn exp(&mut self, mean: f64) -> f64 {
+    pub(crate) fn exp(&mut self, mean: f64) -> f64 {
         -mean * (1.0 - self.range(0.0, 1.0)).max(1e-12).ln()
     }
     /// Uniform in `0..n` (0 when `n` is 0).
-    pub fn pick(&mut self, n: usize) -> usize {
+    pub(crate) fn pick(&mut self, n: usize) -> usize {
         (self.next_u64() % n.max(1) as u64) as usize
     }
 }
@@ -55,7 +55,7 @@ pub struct Builder {
     /// The line whose events are built.
     pub line: IpAddr,
     /// The generator behind every random choice.
-    pub rng: Rng,
+    pub(crate) rng: Rng,
     events: Vec<(Timestamp, u64, Event)>,
     seq: u64,
     next_port: u16,
@@ -225,7 +225,7 @@ impl Builder {
     }
 
     /// A voice-shaped flow without readable SIP (or, with `voice = false`, a non-voice flow).
-    pub fn flow(&mut self, remote: SocketAddr, start: f64, dur: f64, voice: bool) {
+    pub(crate) fn flow(&mut self, remote: SocketAddr, start: f64, dur: f64, voice: bool) {
         self.next_port = self.next_port.wrapping_add(2).max(10000);
         let local = SocketAddr::new(self.line, self.next_port);
         let (s, e) = (at(start), at(start + dur));

@@ -17,7 +17,7 @@ pub struct LineSummary {
     /// Capture time the line was first seen.
     pub first_seen: Timestamp,
     /// Capture time of the line's latest event.
-    pub last_seen: Timestamp,
+    pub(crate) last_seen: Timestamp,
     /// Start of the first call or voice flow.
     pub first_call: Option<Timestamp>,
     /// Calls the line took part in over its lifetime: SIP calls plus opaque media sessions.
@@ -46,7 +46,7 @@ pub struct LineSummary {
     /// Most calls and opaque flows open at once.
     pub max_concurrent_calls: u32,
     /// Calls and opaque flows open now (at most `max_open_per_line`).
-    pub open_calls: usize,
+    pub(crate) open_calls: usize,
     /// Distinct called numbers over the medium window (HyperLogLog estimate, rounded).
     pub distinct_called_estimate: f64,
     /// The line's top peers (at most four).
@@ -59,9 +59,9 @@ pub struct LineSummary {
     pub registrations: u32,
     pub(crate) user_agents_seen: u8,
     /// The first gateway fingerprint seen, as `field: value`.
-    pub fingerprint: Option<String>,
+    pub(crate) fingerprint: Option<String>,
     /// Codecs negotiated on the line's calls.
-    pub codecs: Vec<String>,
+    pub(crate) codecs: Vec<String>,
     pub(crate) voice_flows_sip: u32,
     /// Voice-shaped media flows without readable SIP (lifetime).
     pub voice_flows_opaque: u64,
@@ -78,7 +78,7 @@ pub struct PeerSummary {
     /// The peer's address.
     pub peer: IpAddr,
     /// Whether the peer is inside the domestic networks.
-    pub domestic: bool,
+    pub(crate) domestic: bool,
     /// Inbound calls the peer offered the line (INVITEs, whatever the line did with them).
     pub calls_in: u16,
     /// Of `calls_in`, calls the line took part in.
@@ -149,12 +149,9 @@ pub struct LineEntry {
 }
 
 impl LineEntry {
-    /// The line's address.
-    pub fn ip(&self) -> IpAddr {
-        self.ip
-    }
     /// Packet time of the line's latest event (microseconds).
-    pub fn last_seen(&self) -> i64 {
+    #[cfg(test)]
+    pub(crate) fn last_seen(&self) -> i64 {
         self.profile.last_seen
     }
 }
