@@ -22,7 +22,7 @@ pub enum SdpError {
     /// The body is longer than 65535 bytes (its length is given).
     #[error("SDP body of {0} bytes is too large")]
     TooLarge(usize),
-    /// The body is empty or white space.
+    /// No `x=value` line at all (an empty or blank body, or one of non-UTF-8 lines only).
     #[error("empty SDP body")]
     Empty,
     /// The first line is not `v=`.
