@@ -56,6 +56,8 @@ pub struct AnalyzeArgs {
     /// Domestic prefix (repeatable).
     #[arg(long = "domestic-net", value_name = "CIDR")]
     pub domestic_net: Vec<ipnet::IpNet>,
+    // Section names in brackets are the config's, not links (this text is also the --help).
+    #[allow(rustdoc::broken_intra_doc_links)]
     /// Config file (its [network], [limits] and [detection] sections apply).
     #[arg(long)]
     pub config: Option<PathBuf>,

@@ -44,6 +44,8 @@ pub struct EvalArgs {
     /// Multiplies every population's line count (overrides the scenario).
     #[arg(long)]
     pub scale: Option<f64>,
+    // Section names in brackets are the config's, not links (this text is also the --help).
+    #[allow(rustdoc::broken_intra_doc_links)]
     /// Config file: its [detection] and [limits] apply; [network] comes from the simulator.
     #[arg(long)]
     pub config: Option<PathBuf>,

@@ -205,7 +205,7 @@ impl AlertKind {
 pub const ALERT_THREAT_LINES: usize = 16;
 
 /// One alert record. This JSON is what the HTTP API serves and the webhook's `json` format posts
-/// (with `sensor` and `version` added); [`format`] renders it for SIEMs.
+/// (with `sensor` and `version` added); [`format`](mod@format) renders it for SIEMs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Alert {
     /// Stable for one line and episode: `sbx-` + 16 hex digits.

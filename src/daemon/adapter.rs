@@ -6,7 +6,7 @@
 //! through the `[privacy]` pseudonymizer. The headline figures of a line the API shows (`figures`,
 //! and `calls`/`max_concurrent_calls` of its verdicts and profile) come from
 //! `figures::LineTally`, the definitions `analyze` uses, not from detection's windowed profile.
-//! A worker joined to a [`Correlator`] hands its events to the shared threat table and exchanges
+//! A worker joined to a `Correlator` hands its events to the shared threat table and exchanges
 //! site candidates with the other workers after every packet (see `correlate`).
 
 use super::correlate::Correlator;

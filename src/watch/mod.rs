@@ -33,6 +33,8 @@ pub const MAX_FPS: u64 = 10;
 #[derive(clap::Args, Debug)]
 #[command(group(clap::ArgGroup::new("source").required(true).args(["interface", "file", "connect"])))]
 pub struct WatchArgs {
+    // Section names in brackets are the config's, not links (this text is also the --help).
+    #[allow(rustdoc::broken_intra_doc_links)]
     /// Capture live from this interface (libpcap; [capture] settings of --config apply).
     #[arg(long, value_name = "IF")]
     pub interface: Option<String>,
@@ -51,6 +53,8 @@ pub struct WatchArgs {
     /// CA certificates (PEM) to trust for an https:// --connect (default: the system's).
     #[arg(long, value_name = "FILE", requires = "connect")]
     pub ca_file: Option<PathBuf>,
+    // Section names in brackets are the config's, not links (this text is also the --help).
+    #[allow(rustdoc::broken_intra_doc_links)]
     /// Config file: the same as `run`/`analyze` ([network], [limits], [detection], [privacy],
     /// [capture] for --interface).
     #[arg(long, short)]

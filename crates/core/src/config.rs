@@ -16,10 +16,12 @@ use std::path::PathBuf;
 pub struct Invalid {
     /// The key, relative to its section; dotted for subsections (`weights.site`).
     pub key: String,
+    /// What is wrong with it, for a person.
     pub message: String,
 }
 
 impl Invalid {
+    /// An error about `key` with `message`.
     pub fn new(key: impl Into<String>, message: String) -> Invalid {
         Invalid {
             key: key.into(),
@@ -34,6 +36,7 @@ pub trait CountryDb: std::fmt::Debug + Send + Sync {
     fn in_country(&self, ip: std::net::IpAddr, iso: &str) -> bool;
 }
 
+/// Which addresses are lines (home) and which peers are domestic (the `[network]` section).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NetworkConfig {
@@ -51,7 +54,7 @@ pub struct NetworkConfig {
     pub geoip: Option<std::sync::Arc<dyn CountryDb>>,
 }
 
-pub fn default_home_nets() -> Vec<IpNet> {
+pub(crate) fn default_home_nets() -> Vec<IpNet> {
     [
         "10.0.0.0/8",
         "172.16.0.0/12",
@@ -78,7 +81,7 @@ impl Default for NetworkConfig {
 
 /// Which end of a packet, flow or call is the subscriber line, and the direction that makes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LineEnd {
+pub(crate) struct LineEnd {
     pub line: std::net::IpAddr,
     /// `Inbound` (the line receives), `Outbound` (the line sends to outside the home networks)
     /// or `Internal` (both ends are lines; the sender is taken).
@@ -86,6 +89,7 @@ pub struct LineEnd {
 }
 
 impl NetworkConfig {
+    /// Whether `ip` is inside the home networks (a line).
     pub fn is_home(&self, ip: std::net::IpAddr) -> bool {
         self.home.iter().any(|n| n.contains(&ip))
     }
@@ -94,7 +98,7 @@ impl NetworkConfig {
     /// daemon's sharding: the home end; of two home ends, the sender `src`; none when neither
     /// end is home (transit). Callers that need the same answer for both directions of a flow
     /// (media, sharding) pass the two ends in a fixed order (lower address first).
-    pub fn line_end(&self, src: std::net::IpAddr, dst: std::net::IpAddr) -> Option<LineEnd> {
+    pub(crate) fn line_end(&self, src: std::net::IpAddr, dst: std::net::IpAddr) -> Option<LineEnd> {
         use crate::model::Direction;
         match (self.is_home(src), self.is_home(dst)) {
             (true, false) => Some(LineEnd {
@@ -112,6 +116,8 @@ impl NetworkConfig {
             (false, false) => None,
         }
     }
+    /// Whether `ip` is home, inside the domestic prefixes, or placed in `home_country` by the
+    /// country database.
     pub fn is_domestic(&self, ip: std::net::IpAddr) -> bool {
         self.is_home(ip)
             || self.domestic.iter().any(|n| n.contains(&ip))
@@ -130,6 +136,7 @@ pub struct LimitsConfig {
     pub fragments: usize,
     /// Bytes held by all fragment reassemblies together.
     pub fragment_bytes: usize,
+    /// An IP fragment reassembly not completed after this long is dropped.
     pub fragment_timeout_secs: u32,
     /// TCP streams carrying SIP that are being framed.
     pub tcp_streams: usize,
@@ -137,6 +144,7 @@ pub struct LimitsConfig {
     pub tcp_stream_bytes: usize,
     /// Bytes buffered across all TCP streams.
     pub tcp_total_bytes: usize,
+    /// A TCP stream idle this long is forgotten.
     pub tcp_timeout_secs: u32,
     /// INVITE dialogs tracked at once.
     pub dialogs: usize,
@@ -154,6 +162,7 @@ pub struct LimitsConfig {
     pub media_timeout_secs: u32,
     /// REGISTER transactions awaiting a final response.
     pub registrations: usize,
+    /// A REGISTER with no final response after this long is reported as `no-response`.
     pub registration_timeout_secs: u32,
     /// Largest SIP message accepted (bytes).
     pub max_sip_message: usize,

@@ -25,12 +25,17 @@ const HOUSEKEEPING_MICROS: i64 = 1_000_000;
 /// Figures of a run so far; serialisable for JSON output and metrics.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct EngineStats {
+    /// Captured frames fed in.
     pub packets: u64,
+    /// Their length on the wire, in bytes.
     pub bytes: u64,
     /// Transport payloads handed from decode to the calls stage.
-    pub datagrams: u64,
+    pub(crate) datagrams: u64,
+    /// Capture time of the first frame.
     pub first: Option<Timestamp>,
+    /// Capture time of the latest frame.
     pub last: Option<Timestamp>,
+    /// The calls stage's totals (flattened into this object in JSON).
     #[serde(flatten)]
     pub calls: TrackerStats,
     /// Decode stops by layer, plus SIP/SDP/RTP parse errors (`sip.<kind>`, ...).
@@ -47,12 +52,18 @@ pub struct EngineStats {
 /// section (the engine wires the stages; no stage imports another's config).
 #[derive(Clone, Debug, Default)]
 pub struct EngineConfig {
+    /// Home and domestic networks.
     pub network: NetworkConfig,
+    /// Table caps and timeouts of decode and calls.
     pub limits: LimitsConfig,
+    /// Line profiles, signal weights and verdict thresholds.
     pub detection: crate::detect::DetectionConfig,
+    /// Attack findings about peers.
     pub threats: crate::threats::ThreatsConfig,
 }
 
+/// The whole pipeline for one thread: decode -> calls/media -> lines/detect (and threats), fed
+/// frames in capture order; packet time is its only clock.
 pub struct Engine {
     decoder: Decoder,
     tracker: Tracker,
@@ -77,6 +88,7 @@ pub struct Engine {
 }
 
 impl Engine {
+    /// An engine with empty tables, configured by `cfg`.
     pub fn new(cfg: &EngineConfig) -> Engine {
         Engine {
             decoder: Decoder::new(&cfg.limits),
@@ -258,6 +270,7 @@ impl Engine {
         self.now
     }
 
+    /// Figures of the run so far.
     pub fn stats(&self) -> EngineStats {
         let mut decode_errors = self.decoder.errors().clone();
         decode_errors.merge(self.tracker.errors());

@@ -19,39 +19,39 @@ const US: i64 = 1_000_000;
 
 /// Counters kept per time bucket (saturating).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Bucket {
+pub(crate) struct Bucket {
     /// SIP calls into the line.
-    pub calls_in: u16,
+    pub(crate) calls_in: u16,
     /// SIP calls out of the line (to a peer outside the home networks).
-    pub calls_out: u16,
+    pub(crate) calls_out: u16,
     /// SIP calls inside the home networks.
-    pub calls_internal: u16,
+    pub(crate) calls_internal: u16,
     /// Inbound SIP calls whose peer is not domestic.
-    pub in_foreign: u16,
+    pub(crate) in_foreign: u16,
     /// Inbound SIP calls that ended in this bucket, and how many of them the line answered.
-    pub in_ended: u16,
-    pub in_answered: u16,
+    pub(crate) in_ended: u16,
+    pub(crate) in_answered: u16,
     /// Inbound calls ended in this bucket that the line took part in (voice both ways, early
     /// media it sent, or on a line whose tap carries no media, an answer that lasted), how many
     /// of those came from foreign peers, and how many the line answered.
-    pub in_taken: u16,
-    pub in_taken_foreign: u16,
-    pub in_taken_answered: u16,
+    pub(crate) in_taken: u16,
+    pub(crate) in_taken_foreign: u16,
+    pub(crate) in_taken_answered: u16,
     /// Calls ended in this bucket whose record carried RTP (the tap shows this line's media).
-    pub media_calls: u16,
+    pub(crate) media_calls: u16,
     /// Voice-shaped media flows without readable SIP (no call id), and with it.
-    pub opaque_flows: u16,
-    pub sip_flows: u16,
+    pub(crate) opaque_flows: u16,
+    pub(crate) sip_flows: u16,
 }
 
 /// What the long ring keeps per bucket: the figures read over the long window only (its
 /// buckets are a quarter of a medium bucket's size; a day of them per line).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct LongBucket {
+pub(crate) struct LongBucket {
     /// SIP calls started (in, out and internal).
-    pub calls: u32,
-    pub opaque_flows: u16,
-    pub media_calls: u16,
+    pub(crate) calls: u32,
+    pub(crate) opaque_flows: u16,
+    pub(crate) media_calls: u16,
 }
 
 impl<'de> Deserialize<'de> for LongBucket {
@@ -134,11 +134,11 @@ impl Bucket {
         self.sip_flows = self.sip_flows.saturating_add(o.sip_flows);
     }
     /// All SIP calls started.
-    pub fn calls(&self) -> u32 {
+    pub(crate) fn calls(&self) -> u32 {
         u32::from(self.calls_in) + u32::from(self.calls_out) + u32::from(self.calls_internal)
     }
     /// Calls the line took part in: inbound calls it took and calls it placed.
-    pub fn calls_taken(&self) -> u32 {
+    pub(crate) fn calls_taken(&self) -> u32 {
         u32::from(self.in_taken) + u32::from(self.calls_out) + u32::from(self.calls_internal)
     }
 }
@@ -190,14 +190,16 @@ fn ring_sum<B: RingCell>(ring: &[B], newest: i64, now: i64, width: i64) -> B {
 }
 
 /// Upper edges (seconds) of the duration histogram bins; the last bin is open.
-pub const DURATION_EDGES: [f64; 9] = [10.0, 30.0, 60.0, 90.0, 120.0, 180.0, 300.0, 600.0, 1200.0];
+pub(crate) const DURATION_EDGES: [f64; 9] =
+    [10.0, 30.0, 60.0, 90.0, 120.0, 180.0, 300.0, 600.0, 1200.0];
 
 /// Log-spaced histogram of durations (seconds), decayed by halving.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DurationHist(pub [u16; 10]);
+pub(crate) struct DurationHist(pub [u16; 10]);
 
 impl DurationHist {
-    pub fn add(&mut self, secs: f64) {
+    /// Counts one duration of `secs` seconds in its bin (bin counts saturate).
+    pub(crate) fn add(&mut self, secs: f64) {
         let i = DURATION_EDGES
             .iter()
             .position(|&e| secs < e)
@@ -206,11 +208,12 @@ impl DurationHist {
             *c = c.saturating_add(1);
         }
     }
-    pub fn count(&self) -> u32 {
+    /// Durations counted (sum of the bins).
+    pub(crate) fn count(&self) -> u32 {
         self.0.iter().map(|&c| u32::from(c)).sum()
     }
     /// Quantile `q` (0..1) by linear interpolation inside the bin; `None` when empty.
-    pub fn quantile(&self, q: f64) -> Option<f64> {
+    pub(crate) fn quantile(&self, q: f64) -> Option<f64> {
         let total = self.count();
         if total == 0 {
             return None;
@@ -238,7 +241,7 @@ impl DurationHist {
 
 /// 64-register HyperLogLog (6-bit registers packed 8 per word), about 13 % standard error.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Hll64(pub [u64; 8]);
+pub(crate) struct Hll64(pub [u64; 8]);
 
 impl Hll64 {
     fn reg(&self, i: usize) -> u8 {
@@ -251,14 +254,14 @@ impl Hll64 {
             *w = (*w & !(0xffu64 << shift)) | (u64::from(v) << shift);
         }
     }
-    pub fn insert(&mut self, h: u64) {
+    pub(crate) fn insert(&mut self, h: u64) {
         let i = (h & 63) as usize;
         let rank = ((h >> 6).leading_zeros().saturating_sub(6) + 1).min(58) as u8;
         if rank > self.reg(i) {
             self.set_reg(i, rank);
         }
     }
-    pub fn merge(&self, o: &Hll64) -> Hll64 {
+    pub(crate) fn merge(&self, o: &Hll64) -> Hll64 {
         let mut r = *self;
         for i in 0..64 {
             let v = o.reg(i);
@@ -268,7 +271,7 @@ impl Hll64 {
         }
         r
     }
-    pub fn estimate(&self) -> f64 {
+    pub(crate) fn estimate(&self) -> f64 {
         let m = 64.0;
         let mut sum = 0.0;
         let mut zeros = 0u32;
@@ -289,7 +292,7 @@ impl Hll64 {
 }
 
 /// 64-bit FNV-1a with a final mix: stable across runs, so saved profiles stay valid.
-pub fn hash_bytes(b: &[u8]) -> u64 {
+pub(crate) fn hash_bytes(b: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for &x in b {
         h ^= u64::from(x);
@@ -312,7 +315,7 @@ fn hash_ip(ip: IpAddr) -> u32 {
 /// A called number reduced to (number key, block key). Numbers in different formats
 /// (`138...`, `+86138...`, `0086138...`) share their last nine digits; a DID block shares all but
 /// the last three of those. Short or non-numeric users (extensions, names) all fall in one block.
-pub fn called_keys(user: &str) -> (u32, u32) {
+pub(crate) fn called_keys(user: &str) -> (u32, u32) {
     let digits: Vec<u8> = user
         .bytes()
         .take(64)
@@ -337,16 +340,22 @@ pub fn called_keys(user: &str) -> (u32, u32) {
 /// Which field a fingerprint matched in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum FpField {
+pub(crate) enum FpField {
+    /// The `User-Agent` header.
     UserAgent,
+    /// The `Server` header.
     Server,
+    /// The `Allow` header (compared as a set of methods).
     Allow,
+    /// The SDP `o=` username.
     SdpOrigin,
+    /// The SDP `s=` session name.
     SdpSession,
 }
 
 impl FpField {
-    pub fn label(self) -> &'static str {
+    /// The field's name as shown to people (`User-Agent`, `SDP o=`, ...).
+    pub(crate) fn label(self) -> &'static str {
         match self {
             FpField::UserAgent => "User-Agent",
             FpField::Server => "Server",
@@ -360,14 +369,18 @@ impl FpField {
 /// Gateway fingerprint patterns, lower-cased. A pattern starting with `=` must equal the whole
 /// (trimmed) value; otherwise it is a substring. Allow sets compare as sorted method sets.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct FingerprintSet {
-    pub agents: Vec<String>,
-    pub sdp: Vec<String>,
-    pub allow_sets: Vec<Vec<String>>,
+pub(crate) struct FingerprintSet {
+    /// User-Agent/Server patterns (lower-cased).
+    pub(crate) agents: Vec<String>,
+    /// SDP `o=`/`s=` patterns (lower-cased).
+    pub(crate) sdp: Vec<String>,
+    pub(crate) allow_sets: Vec<Vec<String>>,
 }
 
 impl FingerprintSet {
-    pub fn new(agents: &[String], sdp: &[String], allow_sets: &[String]) -> Self {
+    /// The set from configured patterns: agent and SDP patterns are trimmed and lower-cased, each
+    /// allow set (comma-separated methods) becomes a sorted set of upper-case methods.
+    pub(crate) fn new(agents: &[String], sdp: &[String], allow_sets: &[String]) -> Self {
         FingerprintSet {
             agents: agents
                 .iter()
@@ -385,7 +398,7 @@ impl FingerprintSet {
         })
     }
     /// The first pattern matching `value` in `field`, as its text.
-    pub fn matches(&self, field: FpField, value: &str) -> Option<String> {
+    pub(crate) fn matches(&self, field: FpField, value: &str) -> Option<String> {
         match field {
             FpField::UserAgent | FpField::Server => {
                 Self::text_match(&self.agents, value).and_then(|i| self.agents.get(i).cloned())
@@ -418,23 +431,25 @@ fn method_set(s: &str) -> Vec<String> {
 
 /// What a profile needs from configuration while ingesting.
 #[derive(Clone, Debug)]
-pub struct ProfileParams {
+pub(crate) struct ProfileParams {
     /// Medium window (signals), 12 buckets.
-    pub window_us: i64,
+    pub(crate) window_us: i64,
     /// Long window (summary, activity), 24 buckets.
-    pub long_window_us: i64,
+    pub(crate) long_window_us: i64,
     /// Calls and flows tracked as open at once per line (concurrency), beyond which they are
     /// not tracked (counted in `open_overflow`).
-    pub max_open: usize,
+    pub(crate) max_open: usize,
     /// Registered accounts remembered per line.
-    pub max_accounts: usize,
+    pub(crate) max_accounts: usize,
     /// A call starting this soon after another ended re-seizes its channel (gap statistic).
-    pub refill_us: i64,
+    pub(crate) refill_us: i64,
     /// On a line whose tap carries no media, an answered call counts as taken from this talk
     /// time (seconds) on.
-    pub sip_only_min_talk_secs: f64,
-    pub network: NetworkConfig,
-    pub fingerprints: FingerprintSet,
+    pub(crate) sip_only_min_talk_secs: f64,
+    /// Home and domestic networks (which peers are foreign).
+    pub(crate) network: NetworkConfig,
+    /// Gateway fingerprint patterns.
+    pub(crate) fingerprints: FingerprintSet,
 }
 
 impl Default for ProfileParams {
@@ -461,30 +476,35 @@ impl ProfileParams {
     }
 }
 
-pub const MEDIUM_BUCKETS: usize = 12;
-pub const LONG_BUCKETS: usize = 24;
+pub(crate) const MEDIUM_BUCKETS: usize = 12;
+pub(crate) const LONG_BUCKETS: usize = 24;
 /// Concurrency levels tracked in the time-at-level histogram (the last one is "this or more").
-pub const LEVELS: usize = 32;
+pub(crate) const LEVELS: usize = 32;
 /// Longest ring time moved up a level when an inbound call is answered (see `on_call_answered`).
 const MAX_RING_US: i64 = 180 * US;
 
 /// A remote peer of the line, kept with space-saving counts (the least used is replaced).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PeerStat {
-    pub ip: IpAddr,
+pub(crate) struct PeerStat {
+    /// The peer's address.
+    pub(crate) ip: IpAddr,
     /// Inbound calls offered by this peer (INVITEs, whatever the line did with them).
-    pub calls_in: u16,
+    pub(crate) calls_in: u16,
     /// Of those, calls the line took part in.
     #[serde(default)]
-    pub taken_in: u16,
-    pub calls_out: u16,
+    pub(crate) taken_in: u16,
+    /// Outbound calls the line placed to this peer.
+    pub(crate) calls_out: u16,
     /// Voice-shaped flows without readable SIP to this peer.
-    pub opaque_flows: u16,
-    pub domestic: bool,
+    pub(crate) opaque_flows: u16,
+    /// Whether the peer is inside the domestic networks.
+    pub(crate) domestic: bool,
 }
 
 impl PeerStat {
-    pub fn weight(&self) -> u32 {
+    /// Rank of the peer among the line's peers: offered inbound calls, plus eight times the calls
+    /// the line took part in, plus outbound calls and opaque flows. The lowest is replaced first.
+    pub(crate) fn weight(&self) -> u32 {
         // Calls the line took part in weigh more than offers anyone can send.
         u32::from(self.calls_in)
             + 8 * u32::from(self.taken_in)
@@ -519,14 +539,17 @@ struct Account {
 
 /// The first fingerprint seen on the line.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Fingerprint {
-    pub field: FpField,
-    pub value: String,
-    pub pattern: String,
+pub(crate) struct Fingerprint {
+    /// Which field matched.
+    pub(crate) field: FpField,
+    /// The value that matched, as seen (its first 64 characters).
+    pub(crate) value: String,
+    /// The configured pattern it matched.
+    pub(crate) pattern: String,
 }
 
 /// Codec names tracked in `codecs` (bit i = `CODECS[i]`, the last bit is "other").
-pub const CODECS: [&str; 11] = [
+pub(crate) const CODECS: [&str; 11] = [
     "PCMU", "PCMA", "G729", "G722", "G723", "GSM", "iLBC", "opus", "AMR", "AMR-WB", "other",
 ];
 
@@ -540,20 +563,25 @@ fn codec_bit(name: &str) -> u16 {
 
 /// Welford statistics with decay (halving the weight keeps mean and variance).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct RunningStats {
-    pub n: f32,
-    pub mean: f32,
-    pub m2: f32,
+pub(crate) struct RunningStats {
+    /// Weight of the samples (halved by decay).
+    pub(crate) n: f32,
+    /// Mean of the samples.
+    pub(crate) mean: f32,
+    /// Sum of squared deviations from the mean (Welford's M2).
+    pub(crate) m2: f32,
 }
 
 impl RunningStats {
-    pub fn add(&mut self, x: f32) {
+    /// Adds one sample.
+    pub(crate) fn add(&mut self, x: f32) {
         self.n += 1.0;
         let d = x - self.mean;
         self.mean += d / self.n;
         self.m2 += d * (x - self.mean);
     }
-    pub fn sd(&self) -> f32 {
+    /// Sample standard deviation; 0 with fewer than two samples.
+    pub(crate) fn sd(&self) -> f32 {
         if self.n < 2.0 {
             0.0
         } else {
@@ -570,37 +598,41 @@ impl RunningStats {
 /// line is idle (open sessions, registered accounts) and one optional fingerprint.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Profile {
-    pub first_seen: i64,
-    pub last_seen: i64,
+    /// Capture time the line was first seen (microseconds since the epoch).
+    pub(crate) first_seen: i64,
+    /// Capture time of the line's latest event (microseconds since the epoch).
+    pub(crate) last_seen: i64,
     /// Start of the first call or voice flow (time-to-detect is measured from it).
-    pub first_call: Option<i64>,
+    pub(crate) first_call: Option<i64>,
     /// Medium-window ring (12 buckets) and long-window ring (24 buckets).
     medium: [Bucket; MEDIUM_BUCKETS],
     medium_newest: i64,
     long: [LongBucket; LONG_BUCKETS],
     long_newest: i64,
     /// Lifetime totals (saturating).
-    pub calls_total: u64,
-    pub opaque_total: u64,
-    pub other_flows: u32,
-    pub max_concurrent: u32,
+    pub(crate) calls_total: u64,
+    pub(crate) opaque_total: u64,
+    /// Media flows that ended without being voice-shaped.
+    pub(crate) other_flows: u32,
+    /// Most calls and opaque flows open at once.
+    pub(crate) max_concurrent: u32,
     /// Time (0.1 s units) spent at each concurrency level of calls + opaque flows.
     level_time: [u32; LEVELS],
     level_since: i64,
     open: Vec<OpenSession>,
-    pub open_overflow: u32,
+    pub(crate) open_overflow: u32,
     /// Most opaque flows to one peer at once (since the last decay), counted when flows start:
     /// a flow that ended less than the media timeout before may still be counted.
-    pub opaque_peak_same_peer: u16,
+    pub(crate) opaque_peak_same_peer: u16,
     /// The same, verified when flows end (their true start is known then).
-    pub opaque_verified_peak: u16,
+    pub(crate) opaque_verified_peak: u16,
     /// Recently ended opaque flows (start, end, remote hash) while others are still open.
     closed_opaque: Vec<(i64, i64, u32)>,
     /// Talk time of answered inbound calls; durations of opaque flows.
-    pub talk: DurationHist,
-    pub opaque_durations: DurationHist,
+    pub(crate) talk: DurationHist,
+    pub(crate) opaque_durations: DurationHist,
     /// Gap between a session end and the next inbound/opaque start that re-seized the channel.
-    pub gaps: RunningStats,
+    pub(crate) gaps: RunningStats,
     pending_ends: [i64; 8],
     /// Called numbers of the last 16 inbound calls: (number key << 32 | block key), 0 = empty.
     recent_called: [u64; 16],
@@ -608,29 +640,34 @@ pub struct Profile {
     /// Distinct called numbers over the medium window: current and previous half-window sketch.
     called_hll: [Hll64; 2],
     called_epoch: i64,
-    pub peers: [Option<PeerStat>; 4],
+    /// The line's top peers (at most four, space-saving: the least weighty is replaced).
+    pub(crate) peers: [Option<PeerStat>; 4],
     /// New peers admitted (an upper estimate of distinct peers).
-    pub peers_seen: u32,
+    pub(crate) peers_seen: u32,
     accounts: Vec<Account>,
     /// Registrar with the most accounts from this line, and the shortest Expires seen.
-    pub top_registrar: Option<SocketAddr>,
-    pub min_expires: Option<u32>,
-    pub registrations_total: u32,
+    pub(crate) top_registrar: Option<SocketAddr>,
+    pub(crate) min_expires: Option<u32>,
+    pub(crate) registrations_total: u32,
     ua_hashes: [u32; 4],
-    pub user_agents_seen: u8,
-    pub fingerprint: Option<Box<Fingerprint>>,
+    pub(crate) user_agents_seen: u8,
+    /// The first gateway fingerprint seen on the line.
+    pub(crate) fingerprint: Option<Box<Fingerprint>>,
     /// Records (calls/registrations) that matched a fingerprint, of records with any UA/SDP.
-    pub fingerprint_hits: u16,
-    pub fingerprint_checked: u16,
-    pub codecs: u16,
-    pub g729_calls: u16,
+    pub(crate) fingerprint_hits: u16,
+    pub(crate) fingerprint_checked: u16,
+    /// Codecs negotiated on the line's calls: bit i set for the i-th name of the tracked list
+    /// (PCMU, PCMA, G729, G722, G723, GSM, iLBC, opus, AMR, AMR-WB, other).
+    pub(crate) codecs: u16,
+    pub(crate) g729_calls: u16,
     /// Session starts by UTC hour of day (decayed).
-    pub hours: [u16; 24],
+    pub(crate) hours: [u16; 24],
     last_decay: i64,
 }
 
 impl Profile {
-    pub fn new(ts: Timestamp) -> Self {
+    /// An empty profile for a line first seen at `ts`.
+    pub(crate) fn new(ts: Timestamp) -> Self {
         Profile {
             first_seen: ts.0,
             last_seen: ts.0,
@@ -718,14 +755,14 @@ impl Profile {
     }
 
     /// Window sums at `now`: the medium window (signals) and the long window.
-    pub fn window(&self, now: Timestamp, p: &ProfileParams) -> Bucket {
+    pub(crate) fn window(&self, now: Timestamp, p: &ProfileParams) -> Bucket {
         ring_sum(&self.medium, self.medium_newest, now.0, p.medium_width())
     }
-    pub fn long_window(&self, now: Timestamp, p: &ProfileParams) -> LongBucket {
+    pub(crate) fn long_window(&self, now: Timestamp, p: &ProfileParams) -> LongBucket {
         ring_sum(&self.long, self.long_newest, now.0, p.long_width())
     }
     /// Sum of the last `k` medium buckets (window/12 each: 5 min by default).
-    pub fn recent(&self, now: Timestamp, p: &ProfileParams, k: usize) -> Bucket {
+    pub(crate) fn recent(&self, now: Timestamp, p: &ProfileParams, k: usize) -> Bucket {
         let w = p.medium_width();
         let k = k.clamp(1, MEDIUM_BUCKETS) as i64;
         let now_idx = now.0.div_euclid(w).max(self.medium_newest);
@@ -745,7 +782,7 @@ impl Profile {
     }
 
     /// The last medium bucket (the short window, window/12: 5 min by default).
-    pub fn short_window(&self, now: Timestamp, p: &ProfileParams) -> Bucket {
+    pub(crate) fn short_window(&self, now: Timestamp, p: &ProfileParams) -> Bucket {
         let w = p.medium_width();
         let idx = now.0.div_euclid(w);
         if idx == self.medium_newest {
@@ -758,7 +795,7 @@ impl Profile {
         }
     }
     /// Seconds of history the medium window covers at `now` (less for a new line).
-    pub fn window_span_secs(&self, now: Timestamp, p: &ProfileParams) -> f64 {
+    pub(crate) fn window_span_secs(&self, now: Timestamp, p: &ProfileParams) -> f64 {
         let span = now.0.saturating_sub(self.first_seen).clamp(0, p.window_us);
         span as f64 / 1e6
     }
@@ -779,7 +816,7 @@ impl Profile {
     }
 
     /// Time (seconds) at each concurrency level, including the current level up to `now`.
-    pub fn level_seconds(&self, now: Timestamp) -> [f64; LEVELS] {
+    pub(crate) fn level_seconds(&self, now: Timestamp) -> [f64; LEVELS] {
         let mut out = [0.0; LEVELS];
         for (o, &t) in out.iter_mut().zip(self.level_time.iter()) {
             *o = f64::from(t) / 10.0;
@@ -793,7 +830,7 @@ impl Profile {
         out
     }
 
-    pub fn open_sessions(&self) -> usize {
+    pub(crate) fn open_sessions(&self) -> usize {
         self.open.len()
     }
 
@@ -935,7 +972,7 @@ impl Profile {
     }
 
     /// The peer carrying the most inbound calls and opaque flows.
-    pub fn top_peer(&self) -> Option<PeerStat> {
+    pub(crate) fn top_peer(&self) -> Option<PeerStat> {
         self.peers
             .iter()
             .flatten()
@@ -993,7 +1030,7 @@ impl Profile {
     /// call held a channel from its INVITE (`invited`) on: the ring time is moved one level up,
     /// taking the level during the ring as the level now (exact unless another call started or
     /// ended while this one rang).
-    pub fn on_call_answered(
+    pub(crate) fn on_call_answered(
         &mut self,
         call_id: &str,
         direction: Direction,
@@ -1045,7 +1082,7 @@ impl Profile {
     }
 
     /// First INVITE of a dialog on this line.
-    pub fn on_call_started(
+    pub(crate) fn on_call_started(
         &mut self,
         call_id: &str,
         direction: Direction,
@@ -1112,7 +1149,7 @@ impl Profile {
 
     /// A dialog ended (or was closed at the end of the capture). `tap_media`: whether the tap
     /// has carried any media so far (see `took_part`).
-    pub fn on_call_ended(&mut self, r: &CallRecord, p: &ProfileParams, tap_media: bool) {
+    pub(crate) fn on_call_ended(&mut self, r: &CallRecord, p: &ProfileParams, tap_media: bool) {
         let end = r.end.unwrap_or(r.start).max(r.start);
         self.touch(end.0, p);
         let key = hash_bytes(r.call_id.as_bytes()) as u32;
@@ -1225,7 +1262,7 @@ impl Profile {
 
     /// Distinct called numbers and distinct number blocks among the last (up to 16) inbound
     /// calls, and how many calls that is.
-    pub fn recent_called(&self) -> (usize, usize, usize) {
+    pub(crate) fn recent_called(&self) -> (usize, usize, usize) {
         let filled: Vec<u64> = self
             .recent_called
             .iter()
@@ -1242,7 +1279,7 @@ impl Profile {
     }
 
     /// Estimated distinct called numbers over the medium window at `now`.
-    pub fn distinct_called(&self, now: Timestamp, p: &ProfileParams) -> f64 {
+    pub(crate) fn distinct_called(&self, now: Timestamp, p: &ProfileParams) -> f64 {
         let half = (p.window_us / 2).max(US);
         let epoch = now.0.div_euclid(half);
         let [cur, prev] = &self.called_hll;
@@ -1257,7 +1294,7 @@ impl Profile {
     }
 
     /// A REGISTER transaction from this line.
-    pub fn on_registration(&mut self, r: &RegistrationRecord, p: &ProfileParams) {
+    pub(crate) fn on_registration(&mut self, r: &RegistrationRecord, p: &ProfileParams) {
         // Only REGISTERs the line sent are its registrations; those aimed at it are probes of
         // others (evidence about them, see `threats`).
         if r.line != Some(r.source.ip()) {
@@ -1325,12 +1362,12 @@ impl Profile {
     }
 
     /// Most live accounts registered to one registrar at `now`.
-    pub fn max_accounts_one_registrar(&self, now: Timestamp) -> usize {
+    pub(crate) fn max_accounts_one_registrar(&self, now: Timestamp) -> usize {
         self.accounts_per_registrar(now).1
     }
 
     /// A voice-shaped flow started.
-    pub fn on_media_started(
+    pub(crate) fn on_media_started(
         &mut self,
         local: SocketAddr,
         remote: SocketAddr,
@@ -1358,7 +1395,7 @@ impl Profile {
     }
 
     /// A media flow ended (any shape).
-    pub fn on_media_ended(&mut self, r: &MediaFlowRecord, p: &ProfileParams) {
+    pub(crate) fn on_media_ended(&mut self, r: &MediaFlowRecord, p: &ProfileParams) {
         let end = r.last.max(r.first);
         self.touch(end.0, p);
         if !r.voice_like {
@@ -1414,7 +1451,7 @@ impl Profile {
     }
 
     /// Codec names seen on the line's calls.
-    pub fn codec_names(&self) -> Vec<&'static str> {
+    pub(crate) fn codec_names(&self) -> Vec<&'static str> {
         CODECS
             .iter()
             .enumerate()
@@ -1424,7 +1461,7 @@ impl Profile {
     }
 
     /// UTC hours of the day with activity (after decay).
-    pub fn active_hours(&self) -> Vec<u8> {
+    pub(crate) fn active_hours(&self) -> Vec<u8> {
         (0u8..24)
             .filter(|&h| self.hours.get(usize::from(h)).is_some_and(|&c| c > 0))
             .collect()

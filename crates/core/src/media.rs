@@ -81,6 +81,7 @@ impl Hash for FlowKey {
 }
 
 impl FlowKey {
+    /// The pair `a`, `b` in either order.
     pub fn new(a: SocketAddr, b: SocketAddr) -> Self {
         if a <= b {
             FlowKey(a, b)
@@ -234,20 +235,20 @@ struct Expectation {
 
 /// Counts kept by the media table.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct MediaStats {
+pub(crate) struct MediaStats {
     /// Flows created (announced or candidate).
-    pub flows: u64,
+    pub(crate) flows: u64,
     /// Flows reported with `MediaEnded`.
-    pub reported: u64,
+    pub(crate) reported: u64,
     /// Reported flows that were voice-like.
-    pub voice_like: u64,
+    pub(crate) voice_like: u64,
     /// UDP datagrams not tracked (first packet large and not RTP).
-    pub ignored: u64,
+    pub(crate) ignored: u64,
     /// RTP streams and their packets in reported flows.
     pub rtp_streams: u64,
     pub rtp_packets: u64,
     /// RTCP datagrams seen in tracked flows.
-    pub rtcp_packets: u64,
+    pub(crate) rtcp_packets: u64,
 }
 
 /// A media datagram with what `MediaTable::on_datagram` read from it.
@@ -364,7 +365,7 @@ fn update_flow(
 }
 
 /// The bounded table of UDP media flows and of SDP-announced endpoints.
-pub struct MediaTable {
+pub(crate) struct MediaTable {
     /// Boxed: the table's spare capacity holds pointers, not flows (a media flood).
     flows: TimedTable<FlowKey, Box<Flow>>,
     expected: TimedTable<SocketAddr, Expectation>,
@@ -404,20 +405,21 @@ impl MediaTable {
     pub fn evictions(&self) -> &Counters {
         &self.evictions
     }
-    pub fn flow_count(&self) -> usize {
+    pub(crate) fn flow_count(&self) -> usize {
         self.flows.len()
     }
-    pub fn expectation_count(&self) -> usize {
+    pub(crate) fn expectation_count(&self) -> usize {
         self.expected.len()
     }
 
     /// SDP announced that `endpoint` receives the media of `call_id`.
-    pub fn expect(&mut self, endpoint: SocketAddr, call_id: &str, ts: Timestamp) {
+    #[cfg(test)]
+    pub(crate) fn expect(&mut self, endpoint: SocketAddr, call_id: &str, ts: Timestamp) {
         self.expect_with_rates(endpoint, call_id, &[], ts);
     }
 
     /// Like `expect`, with (payload type, clock rate) pairs from the SDP's rtpmaps.
-    pub fn expect_with_rates(
+    pub(crate) fn expect_with_rates(
         &mut self,
         endpoint: SocketAddr,
         call_id: &str,
@@ -446,7 +448,7 @@ impl MediaTable {
     }
 
     /// Forgets `endpoint` if it is still announced for `call_id`.
-    pub fn unexpect(&mut self, endpoint: SocketAddr, call_id: &str) {
+    pub(crate) fn unexpect(&mut self, endpoint: SocketAddr, call_id: &str) {
         if self
             .expected
             .get(&endpoint)
@@ -458,7 +460,7 @@ impl MediaTable {
     }
 
     /// Current RTP figures of the live flows tied to `call_id`.
-    pub fn streams_for(&self, call_id: &str) -> Vec<RtpStreamStats> {
+    pub(crate) fn streams_for(&self, call_id: &str) -> Vec<RtpStreamStats> {
         let mut out = Vec::new();
         if let Some(keys) = self.by_call.get(call_id) {
             for k in keys {
@@ -526,7 +528,7 @@ impl MediaTable {
     }
 
     /// Offers one UDP datagram that is not SIP. Returns whether a flow tracks it.
-    pub fn on_datagram(&mut self, d: &Datagram<'_>, events: &mut Vec<Event>) -> bool {
+    pub(crate) fn on_datagram(&mut self, d: &Datagram<'_>, events: &mut Vec<Event>) -> bool {
         let key = FlowKey::new(d.src, d.dst);
         let ip_len = if d.ip_len > 0 {
             u64::from(d.ip_len)

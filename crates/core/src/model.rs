@@ -17,15 +17,19 @@ pub type FastMap<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;
 pub struct Timestamp(pub i64);
 
 impl Timestamp {
+    /// The time `us` microseconds after the Unix epoch.
     pub const fn from_micros(us: i64) -> Self {
         Timestamp(us)
     }
+    /// The time `s` seconds after the Unix epoch, rounded to the microsecond.
     pub fn from_secs_f64(s: f64) -> Self {
         Timestamp((s * 1e6).round() as i64)
     }
+    /// Microseconds since the Unix epoch.
     pub const fn micros(self) -> i64 {
         self.0
     }
+    /// Seconds since the Unix epoch.
     pub fn secs_f64(self) -> f64 {
         self.0 as f64 / 1e6
     }
@@ -33,6 +37,7 @@ impl Timestamp {
     pub fn secs_since(self, earlier: Timestamp) -> f64 {
         (self.0 - earlier.0) as f64 / 1e6
     }
+    /// This time moved by `s` seconds (negative: earlier), rounded to the microsecond; saturates.
     pub fn plus_secs(self, s: f64) -> Self {
         Timestamp(self.0.saturating_add((s * 1e6).round() as i64))
     }
@@ -45,6 +50,7 @@ impl Timestamp {
             None => format!("@{}us", self.0),
         }
     }
+    /// The time an RFC 3339 text names (any offset, kept to the microsecond); `None` when it is not one.
     pub fn parse_rfc3339(s: &str) -> Option<Self> {
         let dt = chrono::DateTime::parse_from_rfc3339(s).ok()?;
         Some(Timestamp(dt.timestamp_micros()))
@@ -85,30 +91,43 @@ impl<'de> Deserialize<'de> for Timestamp {
 pub struct LinkType(pub i32);
 
 impl LinkType {
+    /// BSD loopback (4-byte address family header).
     pub const NULL: LinkType = LinkType(0);
+    /// Ethernet II, with or without VLAN tags.
     pub const ETHERNET: LinkType = LinkType(1);
+    /// Raw IP, no link header (version from the first nibble).
     pub const RAW: LinkType = LinkType(101);
-    pub const LOOP: LinkType = LinkType(108);
+    pub(crate) const LOOP: LinkType = LinkType(108);
+    /// Linux "cooked" capture v1 (`any` interface).
     pub const LINUX_SLL: LinkType = LinkType(113);
+    /// Raw IPv4.
     pub const IPV4: LinkType = LinkType(228);
+    /// Raw IPv6.
     pub const IPV6: LinkType = LinkType(229);
+    /// Linux "cooked" capture v2.
     pub const LINUX_SLL2: LinkType = LinkType(276);
 }
 
 /// One packet as read from a capture (file or live).
 #[derive(Clone, Copy, Debug)]
 pub struct RawPacket<'a> {
+    /// Capture time.
     pub ts: Timestamp,
+    /// Link-layer type of `data`.
     pub link: LinkType,
+    /// The captured bytes from the link header on (at most the snaplen).
     pub data: &'a [u8],
     /// Length on the wire (may exceed `data.len()` when the snaplen cut it).
     pub wire_len: u32,
 }
 
+/// Transport a SIP message or payload arrived on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Transport {
+    /// UDP (one message per datagram).
     Udp,
+    /// TCP (messages framed from the reassembled stream).
     Tcp,
     /// SIP in SCTP DATA chunks (RFC 4168).
     Sctp,
@@ -120,10 +139,15 @@ pub enum Transport {
 /// message taken from a TCP stream. `payload` borrows the packet or a reassembly buffer.
 #[derive(Clone, Copy, Debug)]
 pub struct Datagram<'a> {
+    /// Capture time of the packet that completed the payload.
     pub ts: Timestamp,
+    /// Sender's address and port.
     pub src: SocketAddr,
+    /// Receiver's address and port.
     pub dst: SocketAddr,
+    /// Transport the payload came on.
     pub transport: Transport,
+    /// The transport payload (one datagram, or one framed message of a stream).
     pub payload: &'a [u8],
     /// Length of the (reassembled) IP packet carrying the payload, for media-shape figures.
     pub ip_len: u32,
@@ -147,16 +171,20 @@ pub enum Direction {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Outcome {
+    /// Answered with a 2xx.
     Answered,
+    /// Refused busy (486 or 600).
     Busy,
+    /// Not answered: 408 or 480, or ringing until the dialog timed out.
     NoAnswer,
+    /// Cancelled by the caller (487, CANCEL or BYE before an answer).
     Cancelled,
+    /// Any other final error response (3xx and up).
     Failed,
     /// No final answer seen (capture ended, or the dialog timed out before one).
     Incomplete,
 }
 
-/// Figures for one RTP stream (one SSRC in one direction), RFC 3550 loss and jitter.
 /// What the line itself did in a call: the only ground for a verdict about the line. What others
 /// send a line (INVITEs it rejects, ignores or answers without relaying voice) is evidence about
 /// them, never about the line.
@@ -184,13 +212,14 @@ pub enum Participation {
 impl Participation {
     /// The line relayed the call: voice both ways, early media it sent, or a call it placed.
     /// [`Participation::AnsweredNoMedia`] is left to the caller (it depends on the tap).
-    pub fn relayed(self) -> bool {
+    pub(crate) fn relayed(self) -> bool {
         matches!(
             self,
             Participation::Placed | Participation::TwoWayVoice | Participation::EarlyMedia
         )
     }
-    pub fn label(self) -> &'static str {
+    /// The participation's name in JSON and reports (`placed`, `two_way_voice`, ...).
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Participation::Placed => "placed",
             Participation::TwoWayVoice => "two_way_voice",
@@ -207,56 +236,81 @@ impl Participation {
 /// at the usual 20 ms packetisation.
 pub const VOICE_MIN_PACKETS: u64 = 25;
 
+/// Figures for one RTP stream (one SSRC in one direction), RFC 3550 loss and jitter.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RtpStreamStats {
+    /// Sender's address and port.
     pub src: SocketAddr,
+    /// Receiver's address and port.
     pub dst: SocketAddr,
+    /// RTP synchronisation source identifier.
     pub ssrc: u32,
+    /// RTP payload type of the stream's first packet (0 PCMU, 8 PCMA, 18 G729, ...).
     pub payload_type: u8,
+    /// RTP packets seen.
     pub packets: u64,
+    /// RTP bytes seen (RTP header and payload).
     pub bytes: u64,
     /// Expected minus received packets (RFC 3550 A.3); negative with duplicates.
     pub lost: i64,
     /// Interarrival jitter in milliseconds (RFC 3550 A.8).
     pub jitter_ms: f64,
+    /// Capture time of the first packet.
     pub first: Timestamp,
+    /// Capture time of the last packet.
     pub last: Timestamp,
 }
 
 /// One INVITE dialog, as handed to the line profiles when it ends (or when the capture ends).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CallRecord {
+    /// SIP Call-ID of the dialog.
     pub call_id: String,
     /// The endpoint inside the home networks, if any.
     pub line: Option<IpAddr>,
+    /// Which way the call went relative to the line.
     pub direction: Direction,
     /// The remote signalling address the line talks to for this call.
     pub peer: Option<SocketAddr>,
     /// From/To/Request-URI user parts (phone numbers: personal data).
     pub from: Option<String>,
+    /// To user part.
     pub to: Option<String>,
+    /// Request-URI user part.
     pub request_uri: Option<String>,
+    /// First `User-Agent` header seen in the dialog.
     pub user_agent: Option<String>,
+    /// First `Server` header seen in the dialog.
     pub server: Option<String>,
     /// `Allow` header of the line's side, for fingerprints.
     pub allow: Option<String>,
     /// SDP `o=` username and `s=` of the line's side, for fingerprints.
     pub sdp_origin: Option<String>,
+    /// SDP `s=` session name of the line's side.
     pub sdp_session: Option<String>,
+    /// Transport the INVITE came on.
     pub transport: Transport,
     /// Negotiated codec name (first common rtpmap/static payload), e.g. "PCMA", "G729".
     pub codec: Option<String>,
+    /// Codec names of the negotiated SDP (the answer, else the offer), in its order.
     pub codecs: Vec<String>,
     /// Packetisation time from SDP (ms), when given.
     pub ptime: Option<u32>,
+    /// Capture time of the first INVITE.
     pub start: Timestamp,
+    /// Capture time of the first 18x ringing/progress response.
     pub progress: Option<Timestamp>,
+    /// Capture time of the 2xx answer.
     pub answer: Option<Timestamp>,
+    /// Capture time the call ended (BYE, final error response or timeout).
     pub end: Option<Timestamp>,
+    /// How the call ended.
     pub outcome: Outcome,
+    /// Final status code (the 2xx, or the error response before any answer).
     pub status_code: Option<u16>,
     /// Whether the line's Contact/Via carried a private address (behind NAT).
     pub private_contact: bool,
+    /// RTP streams of the call (SDP-announced), ordered by first packet; capped per call.
     pub rtp: Vec<RtpStreamStats>,
     /// What the line did in this call (see [`Participation`]).
     #[serde(default)]
@@ -319,7 +373,7 @@ impl CallRecord {
 
     /// What the line did in the call, from who answered and which way voice flowed.
     /// `answered_by_line` is whether the 2xx came from the line's own address.
-    pub fn judge_participation(&self, answered_by_line: bool) -> Participation {
+    pub(crate) fn judge_participation(&self, answered_by_line: bool) -> Participation {
         if self.direction != Direction::Inbound {
             return if self.line.is_some() {
                 Participation::Placed
@@ -355,13 +409,17 @@ impl CallRecord {
     }
 }
 
+/// How a REGISTER transaction ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RegOutcome {
+    /// 2xx with a non-zero expiry.
     Registered,
     /// 401/407 seen and no later success in this transaction.
     Challenged,
+    /// Final error response other than a challenge.
     Failed,
+    /// No final response before the transaction timed out.
     NoResponse,
     /// REGISTER with Expires: 0 accepted.
     Unregistered,
@@ -372,15 +430,23 @@ pub enum RegOutcome {
 pub struct RegistrationRecord {
     /// Address-of-record, `user@host` from To.
     pub account: String,
+    /// Where the REGISTER went (registrar address and port).
     pub registrar: SocketAddr,
+    /// Where the REGISTER came from.
     pub source: SocketAddr,
     /// The side inside the home networks (normally the source).
     pub line: Option<IpAddr>,
+    /// Contact URI of the registration.
     pub contact: Option<String>,
+    /// Granted expiry in seconds (from the 2xx's Contact or Expires), else the requested one.
     pub expires: Option<u32>,
+    /// How the transaction ended.
     pub outcome: RegOutcome,
+    /// Final status code, if any.
     pub status_code: Option<u16>,
+    /// `User-Agent` header of the REGISTER.
     pub user_agent: Option<String>,
+    /// Capture time of the REGISTER that opened the transaction.
     pub time: Timestamp,
 }
 
@@ -388,28 +454,22 @@ pub struct RegistrationRecord {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum ProbeMethod {
+    /// OPTIONS (keep-alive ping or scan).
     Options,
+    /// SUBSCRIBE.
     Subscribe,
+    /// MESSAGE.
     Message,
+    /// NOTIFY.
     Notify,
     /// The first INVITE of a dialog from outside: recorded so that the sender's User-Agent is
     /// known (the call record keeps the line's side).
     Invite,
+    /// Any other method.
     Other,
 }
 
-impl ProbeMethod {
-    pub fn label(self) -> &'static str {
-        match self {
-            ProbeMethod::Options => "OPTIONS",
-            ProbeMethod::Subscribe => "SUBSCRIBE",
-            ProbeMethod::Message => "MESSAGE",
-            ProbeMethod::Notify => "NOTIFY",
-            ProbeMethod::Invite => "INVITE",
-            ProbeMethod::Other => "other",
-        }
-    }
-}
+impl ProbeMethod {}
 
 /// A request from outside the home networks to a line outside any dialog (an OPTIONS ping or
 /// sweep above all), or the line's response to one (`status` set). Evidence about the peer.
@@ -419,11 +479,15 @@ pub struct ProbeRecord {
     pub peer: SocketAddr,
     /// The line the request was sent to.
     pub line: IpAddr,
+    /// The request's method.
     pub method: ProbeMethod,
     /// Request-URI and To user parts (may be phone numbers: personal data).
     pub request_user: Option<String>,
+    /// To user part.
     pub to_user: Option<String>,
+    /// `User-Agent` header of the request.
     pub user_agent: Option<String>,
+    /// Capture time of the request (or of the response).
     pub time: Timestamp,
     /// `None` for the request; the line's status code when this is its response.
     pub status: Option<u16>,
@@ -435,21 +499,28 @@ pub struct ProbeRecord {
 pub struct MediaFlowRecord {
     /// The end inside the home networks when there is one, else the lower address.
     pub local: SocketAddr,
+    /// The other end of the flow.
     pub remote: SocketAddr,
+    /// The line, when one end is inside the home networks.
     pub line: Option<IpAddr>,
+    /// Call-ID of the call whose SDP announced the flow.
     pub call_id: Option<String>,
+    /// Capture time of the first packet.
     pub first: Timestamp,
+    /// Capture time of the last packet.
     pub last: Timestamp,
-    pub packets_out: u64,
+    pub(crate) packets_out: u64,
+    /// Packets from `remote` to `local`.
     pub packets_in: u64,
-    pub bytes_out: u64,
-    pub bytes_in: u64,
+    pub(crate) bytes_out: u64,
+    pub(crate) bytes_in: u64,
     /// Mean IP packet length over both directions.
     pub mean_ip_len: f64,
     /// Whether a valid RTP header (v2, steady SSRC/sequence) was seen.
     pub rtp: bool,
     /// Voice-shaped: both directions at ~25-60 pps with small packets for long enough.
     pub voice_like: bool,
+    /// RTP streams seen in the flow (per SSRC and direction), capped per flow.
     pub streams: Vec<RtpStreamStats>,
 }
 
@@ -458,32 +529,49 @@ pub struct MediaFlowRecord {
 pub enum Event {
     /// First INVITE of a new dialog.
     CallStarted {
+        /// SIP Call-ID of the dialog.
         call_id: String,
+        /// The line, when one end is inside the home networks.
         line: Option<IpAddr>,
+        /// Which way the call goes relative to the line.
         direction: Direction,
+        /// The remote signalling address the line talks to.
         peer: Option<SocketAddr>,
+        /// Capture time of the INVITE.
         ts: Timestamp,
     },
     /// 200 OK to the INVITE.
     /// A 2xx to the INVITE from the callee (on an inbound call: the line itself).
     CallAnswered {
+        /// SIP Call-ID of the dialog.
         call_id: String,
+        /// The line, when one end is inside the home networks.
         line: Option<IpAddr>,
+        /// Which way the call goes relative to the line.
         direction: Direction,
         /// When the INVITE came (the call held a channel from then on).
         invited: Timestamp,
+        /// Capture time of the 2xx.
         ts: Timestamp,
     },
+    /// A dialog ended (or timed out, or the capture ended): the whole call.
     CallEnded(Box<CallRecord>),
+    /// A REGISTER transaction ended.
     Registration(Box<RegistrationRecord>),
     /// A voice-like media flow started (enough packets both ways to be sure).
     MediaStarted {
+        /// The end inside the home networks, else the lower address.
         local: SocketAddr,
+        /// The other end.
         remote: SocketAddr,
+        /// The line, when one end is inside the home networks.
         line: Option<IpAddr>,
+        /// Call-ID of the call whose SDP announced the flow.
         call_id: Option<String>,
+        /// Capture time the flow became voice-like.
         ts: Timestamp,
     },
+    /// A media flow went idle (or the capture ended).
     MediaEnded(Box<MediaFlowRecord>),
     /// A request from outside to a line outside any dialog, or the line's answer to it.
     Probe(Box<ProbeRecord>),
@@ -493,8 +581,11 @@ pub enum Event {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum VerdictLevel {
+    /// Nothing points at a gateway.
     Normal,
+    /// Some signals point at a gateway; not yet enough to flag it.
     Suspect,
+    /// Flagged as a SIM-box (gateway) line.
     Gateway,
 }
 
@@ -527,6 +618,7 @@ impl VerdictLevel {
 /// One piece of evidence behind a verdict: the signal, its value and the figures a person needs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Reason {
+    /// The signal's name (e.g. `foreign_inbound`, `site`).
     pub signal: String,
     /// The signal's value (its unit depends on the signal; see `detail`).
     pub value: f64,
@@ -540,17 +632,23 @@ pub struct Reason {
 /// The detection stage's current view of one line, handed to alerting and output.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LineVerdict {
+    /// The line's address.
     pub line: IpAddr,
+    /// The line's level.
     pub verdict: VerdictLevel,
     /// 0..1.
     pub score: f64,
     /// Capture time when the verdict first became `gateway`.
     pub flagged_at: Option<Timestamp>,
+    /// Id of the site (group of suspect lines sharing a peer and a rhythm) the line belongs to.
     pub site: Option<String>,
+    /// The signals behind the score, strongest first.
     pub reasons: Vec<Reason>,
     /// Capture time of this evaluation.
     pub updated: Timestamp,
+    /// Calls the line took part in: SIP calls plus opaque (signalling-less) media sessions.
     pub calls: u64,
+    /// Most calls the line held at once.
     pub max_concurrent_calls: u32,
     /// The remote peer that sent the line most of its inbound calls and opaque media flows (for
     /// a SIM-box line: the softswitch or carrier trunk feeding it); none before any.
@@ -563,6 +661,7 @@ pub struct LineVerdict {
 pub struct Counters(pub std::collections::BTreeMap<String, u64>);
 
 impl Counters {
+    /// Adds `n` to the counter `key` (created at 0).
     pub fn add(&mut self, key: &str, n: u64) {
         if let Some(v) = self.0.get_mut(key) {
             *v += n;
@@ -570,10 +669,12 @@ impl Counters {
             self.0.insert(key.to_string(), n);
         }
     }
+    /// The counter `key`; 0 when never counted.
     pub fn get(&self, key: &str) -> u64 {
         self.0.get(key).copied().unwrap_or(0)
     }
-    pub fn merge(&mut self, other: &Counters) {
+    /// Adds every counter of `other` to this one.
+    pub(crate) fn merge(&mut self, other: &Counters) {
         for (k, v) in &other.0 {
             self.add(k, *v);
         }

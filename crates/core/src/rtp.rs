@@ -11,18 +11,25 @@ use std::net::SocketAddr;
 const RTP_VERSION: u8 = 2;
 const FIXED_HEADER: usize = 12;
 
+/// Why a datagram was not read as RTP or RTCP.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RtpError {
+    /// Shorter than the 12-byte fixed header (RTP) or 8 bytes (RTCP).
     #[error("shorter than the fixed header")]
     TooShort,
+    /// The version bits are not 2.
     #[error("version is not 2")]
     Version,
+    /// The CSRC list or header extension runs past the end.
     #[error("CSRC list or extension runs past the end")]
     Truncated,
+    /// The padding count is zero or larger than the payload.
     #[error("padding count is invalid")]
     Padding,
+    /// An RTCP length field disagrees with the datagram.
     #[error("RTCP length field disagrees with the datagram")]
     RtcpLength,
+    /// An RTCP packet type outside 200-207.
     #[error("RTCP packet type outside 200-207")]
     RtcpType,
 }
@@ -44,14 +51,21 @@ impl RtpError {
 /// A parsed RTP fixed header (plus CSRC/extension lengths).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RtpHeader {
-    pub padding: bool,
-    pub extension: bool,
-    pub csrc_count: u8,
-    pub marker: bool,
+    /// P bit: the payload ends in padding.
+    pub(crate) padding: bool,
+    /// X bit: a header extension follows the CSRCs.
+    pub(crate) extension: bool,
+    pub(crate) csrc_count: u8,
+    /// M bit (talkspurt start for audio).
+    pub(crate) marker: bool,
+    /// Payload type (7 bits).
     pub payload_type: u8,
+    /// Sequence number.
     pub seq: u16,
+    /// RTP timestamp, in the payload's clock rate.
     pub timestamp: u32,
-    pub ssrc: u32,
+    /// Synchronisation source identifier.
+    pub(crate) ssrc: u32,
     /// Bytes before the payload: fixed header, CSRCs and extension.
     pub header_len: usize,
     /// Payload bytes, without padding.
@@ -129,11 +143,11 @@ pub struct RtcpInfo {
     /// Number of RTCP packets in the datagram.
     pub packets: usize,
     /// Packet type of the first packet (200 SR, 201 RR, 202 SDES, 203 BYE, 204 APP, ...).
-    pub first_type: u8,
+    pub(crate) first_type: u8,
     /// Sender SSRC of the first packet.
-    pub ssrc: u32,
+    pub(crate) ssrc: u32,
     /// Whether one of the packets is a BYE.
-    pub has_bye: bool,
+    pub(crate) has_bye: bool,
 }
 
 /// Most RTCP packets walked in one compound datagram (a bound, not a protocol limit).
@@ -183,7 +197,7 @@ pub fn parse_rtcp(buf: &[u8]) -> Result<RtcpInfo, RtpError> {
 }
 
 /// Whether `buf` is a valid RTCP datagram (possibly compound).
-pub fn is_rtcp(buf: &[u8]) -> bool {
+pub(crate) fn is_rtcp(buf: &[u8]) -> bool {
     parse_rtcp(buf).is_ok()
 }
 
@@ -195,7 +209,7 @@ pub fn looks_like_rtp(buf: &[u8]) -> bool {
 }
 
 /// Whether a parsed header has a media payload type and a payload (see `looks_like_rtp`).
-pub fn plausible(h: &RtpHeader) -> bool {
+pub(crate) fn plausible(h: &RtpHeader) -> bool {
     (h.payload_type <= 34 || (96..=127).contains(&h.payload_type)) && h.payload_len > 0
 }
 
@@ -223,16 +237,21 @@ const MIN_SEQUENTIAL: u32 = 2;
 /// One RTP stream (SSRC + direction): counts, RFC 3550 A.1 sequence state, A.3 loss, A.8 jitter.
 #[derive(Clone, Debug)]
 pub struct StreamStats {
+    /// Sender's address and port.
     pub src: SocketAddr,
+    /// Receiver's address and port.
     pub dst: SocketAddr,
-    pub ssrc: u32,
+    /// Synchronisation source identifier.
+    pub(crate) ssrc: u32,
     /// Payload type of the stream's first packet.
     pub payload_type: u8,
     /// Every packet seen for this SSRC, including probation and duplicates.
     pub packets: u64,
     /// RTP bytes (header + payload) of those packets.
     pub bytes: u64,
+    /// Capture time of the first packet.
     pub first: Timestamp,
+    /// Capture time of the latest packet.
     pub last: Timestamp,
     clock_rate: u32,
     // A.1 state.
@@ -289,16 +308,12 @@ impl StreamStats {
     }
 
     /// Changes the clock rate (e.g. when the rtpmap becomes known); resets jitter.
-    pub fn set_clock_rate(&mut self, rate: u32) {
+    pub(crate) fn set_clock_rate(&mut self, rate: u32) {
         if rate > 0 && rate != self.clock_rate {
             self.clock_rate = rate;
             self.jitter = 0.0;
             self.have_transit = false;
         }
-    }
-
-    pub fn clock_rate(&self) -> u32 {
-        self.clock_rate
     }
 
     fn init_seq(&mut self, seq: u16) {
@@ -375,12 +390,12 @@ impl StreamStats {
     }
 
     /// Highest sequence number with its wrap count (A.3 `extended_max`).
-    pub fn extended_max(&self) -> u64 {
+    pub(crate) fn extended_max(&self) -> u64 {
         u64::from(self.cycles) + u64::from(self.max_seq)
     }
 
     /// Packets expected since validation (A.3), 0 before the stream is validated.
-    pub fn expected(&self) -> u64 {
+    pub(crate) fn expected(&self) -> u64 {
         if !self.validated {
             return 0;
         }
@@ -388,7 +403,7 @@ impl StreamStats {
     }
 
     /// Expected minus received (A.3): negative with duplicates.
-    pub fn lost(&self) -> i64 {
+    pub(crate) fn lost(&self) -> i64 {
         if !self.validated {
             return 0;
         }
@@ -400,6 +415,7 @@ impl StreamStats {
         self.jitter * 1000.0 / f64::from(self.clock_rate)
     }
 
+    /// The stream's figures as handed on in call and flow records.
     pub fn to_record(&self) -> RtpStreamStats {
         RtpStreamStats {
             src: self.src,

@@ -9,17 +9,23 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+/// Most `m=` sections kept per body; more are counted and ignored.
 pub const MAX_MEDIA: usize = 8;
+/// Most payload types (and rtpmaps) kept per `m=` section; more are counted and ignored.
 pub const MAX_PAYLOAD_TYPES: usize = 32;
 /// Largest SDP body looked at.
-pub const MAX_SDP: usize = 65535;
+pub(crate) const MAX_SDP: usize = 65535;
 
+/// Why a body was not read as SDP.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SdpError {
+    /// The body is longer than 65535 bytes (its length is given).
     #[error("SDP body of {0} bytes is too large")]
     TooLarge(usize),
+    /// No `x=value` line at all (an empty or blank body, or one of non-UTF-8 lines only).
     #[error("empty SDP body")]
     Empty,
+    /// The first line is not `v=`.
     #[error("SDP does not start with v=")]
     NotSdp,
 }
@@ -38,10 +44,14 @@ impl SdpError {
 /// Media direction attribute (RFC 4566 6); sendrecv when absent.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum MediaDirection {
+    /// `a=sendrecv` (the default).
     #[default]
     SendRecv,
+    /// `a=sendonly`.
     SendOnly,
+    /// `a=recvonly`.
     RecvOnly,
+    /// `a=inactive`.
     Inactive,
 }
 
@@ -55,6 +65,7 @@ impl MediaDirection {
             _ => None,
         }
     }
+    /// The attribute's name (`sendrecv`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
             MediaDirection::SendRecv => "sendrecv",
@@ -67,10 +78,10 @@ impl MediaDirection {
 
 /// `a=rtpmap:<pt> <encoding>/<clock rate>[/<channels>]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RtpMap<'a> {
-    pub pt: u8,
-    pub encoding: &'a str,
-    pub clock_rate: u32,
+pub(crate) struct RtpMap<'a> {
+    pub(crate) pt: u8,
+    pub(crate) encoding: &'a str,
+    pub(crate) clock_rate: u32,
     pub channels: Option<u8>,
 }
 
@@ -78,24 +89,27 @@ pub struct RtpMap<'a> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Media<'a> {
     /// `audio`, `video`, `image`, ...
-    pub kind: &'a str,
+    pub(crate) kind: &'a str,
+    /// Port of the `m=` line (0: stream disabled).
     pub port: u16,
     /// `RTP/AVP`, `RTP/SAVP`, `udptl`, ...
     pub proto: &'a str,
     /// The format list as written (`0 8 101`, or `t38` for image/udptl).
-    pub formats: &'a str,
+    pub(crate) formats: &'a str,
     /// Numeric formats (RTP payload types) in offer order.
     pub payload_types: heapless::Vec<u8, MAX_PAYLOAD_TYPES>,
-    pub rtpmaps: heapless::Vec<RtpMap<'a>, MAX_PAYLOAD_TYPES>,
+    pub(crate) rtpmaps: heapless::Vec<RtpMap<'a>, MAX_PAYLOAD_TYPES>,
     /// Media-level c=, else the session c=.
-    pub connection: Option<IpAddr>,
+    pub(crate) connection: Option<IpAddr>,
+    /// `a=ptime` of the section, in milliseconds.
     pub ptime: Option<u32>,
+    /// The section's direction attribute, else the session's, else sendrecv.
     pub direction: MediaDirection,
 }
 
 impl<'a> Media<'a> {
     /// Codec name of payload type `pt`: its rtpmap, else the RFC 3551 static table.
-    pub fn codec_name(&self, pt: u8) -> Option<&'a str> {
+    pub(crate) fn codec_name(&self, pt: u8) -> Option<&'a str> {
         self.rtpmaps
             .iter()
             .find(|r| r.pt == pt)
@@ -117,7 +131,7 @@ impl<'a> Media<'a> {
         }
         Some(SocketAddr::new(ip, self.port))
     }
-    pub fn is_audio(&self) -> bool {
+    pub(crate) fn is_audio(&self) -> bool {
         self.kind.eq_ignore_ascii_case("audio")
     }
 }
@@ -128,20 +142,21 @@ pub struct Sdp<'a> {
     /// Username field of `o=` (`-` when not given).
     pub origin_user: Option<&'a str>,
     /// The whole `o=` value.
-    pub origin: Option<&'a str>,
+    pub(crate) origin: Option<&'a str>,
     /// `s=` value.
-    pub session_name: Option<&'a str>,
+    pub(crate) session_name: Option<&'a str>,
     /// Session-level c= address.
-    pub connection: Option<IpAddr>,
+    pub(crate) connection: Option<IpAddr>,
     /// Session-level direction attribute, when given (media without their own inherit it).
     pub direction: Option<MediaDirection>,
+    /// The `m=` sections in order, at most `MAX_MEDIA`.
     pub media: heapless::Vec<Media<'a>, MAX_MEDIA>,
     /// `m=` sections beyond `MAX_MEDIA` (ignored).
-    pub dropped_media: u32,
+    pub(crate) dropped_media: u32,
     /// Payload types or rtpmaps beyond `MAX_PAYLOAD_TYPES` (ignored).
-    pub dropped_formats: u32,
+    pub(crate) dropped_formats: u32,
     /// Lines that are not `x=value`, not UTF-8, or whose value did not parse (ignored).
-    pub bad_lines: u32,
+    pub(crate) bad_lines: u32,
 }
 
 impl<'a> Sdp<'a> {

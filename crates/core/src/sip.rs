@@ -18,7 +18,7 @@
 use std::net::IpAddr;
 
 /// Capacity of the fixed header array; `Limits::max_headers` above this is clamped to it.
-pub const MAX_HEADERS: usize = 128;
+pub(crate) const MAX_HEADERS: usize = 128;
 
 /// Size caps applied before and during scanning.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,7 +26,7 @@ pub struct Limits {
     /// Largest message accepted, in bytes.
     pub max_message: usize,
     /// Most headers accepted (clamped to `MAX_HEADERS`).
-    pub max_headers: usize,
+    pub(crate) max_headers: usize,
 }
 
 impl From<&crate::config::LimitsConfig> for Limits {
@@ -47,26 +47,53 @@ impl Default for Limits {
 /// Why a payload was not accepted as a SIP message.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SipError {
+    /// The message is longer than `Limits::max_message`.
     #[error("message of {len} bytes exceeds the limit of {max}")]
-    TooLarge { len: usize, max: usize },
+    TooLarge {
+        /// The message's length in bytes.
+        len: usize,
+        /// The limit in bytes.
+        max: usize,
+    },
+    /// More header lines than `Limits::max_headers`.
     #[error("more than {max} headers")]
-    TooManyHeaders { max: usize },
+    TooManyHeaders {
+        /// The limit.
+        max: usize,
+    },
+    /// Nothing but white space and CRLF keep-alives.
     #[error("empty message")]
     Empty,
+    /// The first line is neither a request line nor a status line.
     #[error("malformed start line")]
     BadStartLine,
+    /// The version is not `SIP/2.0`.
     #[error("unsupported SIP version")]
     BadVersion,
+    /// The status code is not three digits in 100..=699.
     #[error("malformed status code")]
     BadStatus,
+    /// A header line with no colon or no token name, or a continuation line with no header.
     #[error("malformed header line")]
     BadHeader,
+    /// Content-Length is not a number, or two of them disagree.
     #[error("malformed or conflicting Content-Length")]
     BadContentLength,
+    /// The body is shorter than Content-Length says.
     #[error("body shorter than Content-Length ({have} < {want})")]
-    Truncated { have: usize, want: usize },
+    Truncated {
+        /// Body bytes present.
+        have: usize,
+        /// Body bytes Content-Length announced.
+        want: usize,
+    },
+    /// The message ends before the empty line that closes the headers.
     #[error("message ends inside its header block ({have} bytes)")]
-    TruncatedHeaders { have: usize },
+    TruncatedHeaders {
+        /// Bytes of the message present.
+        have: usize,
+    },
+    /// The start line is not UTF-8.
     #[error("start line is not UTF-8")]
     NotUtf8,
 }
@@ -92,26 +119,41 @@ impl SipError {
 /// Request method. Methods are case-sensitive (RFC 3261 7.1): `invite` is `Other("invite")`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Method<'a> {
+    /// INVITE (RFC 3261).
     Invite,
+    /// ACK (RFC 3261).
     Ack,
+    /// BYE (RFC 3261).
     Bye,
+    /// CANCEL (RFC 3261).
     Cancel,
+    /// REGISTER (RFC 3261).
     Register,
+    /// OPTIONS (RFC 3261).
     Options,
+    /// INFO (RFC 6086).
     Info,
+    /// UPDATE (RFC 3311).
     Update,
+    /// PRACK (RFC 3262).
     Prack,
+    /// SUBSCRIBE (RFC 6665).
     Subscribe,
+    /// NOTIFY (RFC 6665).
     Notify,
+    /// REFER (RFC 3515).
     Refer,
+    /// MESSAGE (RFC 3428).
     Message,
+    /// PUBLISH (RFC 3903).
     Publish,
+    /// Any other token, as written.
     Other(&'a str),
 }
 
 impl<'a> Method<'a> {
     /// Maps a method token (exact case) to a `Method`.
-    pub fn from_token(s: &'a str) -> Method<'a> {
+    pub(crate) fn from_token(s: &'a str) -> Method<'a> {
         match s {
             "INVITE" => Method::Invite,
             "ACK" => Method::Ack,
@@ -131,6 +173,7 @@ impl<'a> Method<'a> {
         }
     }
 
+    /// The method token as sent (`Other`'s text unchanged).
     pub fn as_str(&self) -> &'a str {
         match self {
             Method::Invite => "INVITE",
@@ -158,22 +201,37 @@ impl std::fmt::Display for Method<'_> {
     }
 }
 
+/// The first line of a message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StartLine<'a> {
-    Request { method: Method<'a>, uri: &'a str },
-    Response { code: u16, reason: &'a str },
+    /// `METHOD uri SIP/2.0`; `uri` as written.
+    Request {
+        /// The method token.
+        method: Method<'a>,
+        /// The Request-URI as written.
+        uri: &'a str,
+    },
+    /// `SIP/2.0 code reason`.
+    Response {
+        /// Status code, 100..=699.
+        code: u16,
+        /// Reason phrase as written (may be empty).
+        reason: &'a str,
+    },
 }
 
 /// One header line as written (name not normalised; value trimmed, folds kept).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Header<'a> {
+    /// Header name as written (any case, compact or long form).
     pub name: &'a str,
+    /// Header value without surrounding white space; folded lines kept.
     pub value: &'a str,
 }
 
 impl Header<'_> {
     /// Whether this header is `name` (case-insensitive, compact forms equal their long forms).
-    pub fn is(&self, name: &str) -> bool {
+    pub(crate) fn is(&self, name: &str) -> bool {
         same_header(self.name, name)
     }
 }
@@ -181,8 +239,11 @@ impl Header<'_> {
 /// A parsed SIP message borrowing its input.
 #[derive(Clone, Debug)]
 pub struct SipMessage<'a> {
+    /// Request or status line.
     pub start: StartLine<'a>,
+    /// Header lines in order, at most `Limits::max_headers`.
     pub headers: heapless::Vec<Header<'a>, MAX_HEADERS>,
+    /// The body: Content-Length bytes (or the rest of the payload when it has none).
     pub body: &'a [u8],
     /// Header lines dropped because they were not UTF-8.
     pub skipped_headers: u16,
@@ -190,17 +251,20 @@ pub struct SipMessage<'a> {
     pub trailing: usize,
     /// Set only by `parse_lenient`: the message ended early, inside the header block (the
     /// partial last line is dropped) or before Content-Length bytes of body.
-    pub body_truncated: bool,
+    pub(crate) body_truncated: bool,
     /// Set only by `parse_lenient`: a Content-Length header could not be read (or disagreed with
     /// another) and was ignored; the body is the rest of the datagram.
-    pub content_length_ignored: bool,
+    pub(crate) content_length_ignored: bool,
 }
 
 /// URI scheme understood by `parse_uri`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Scheme {
+    /// `sip:`
     Sip,
+    /// `sips:`
     Sips,
+    /// `tel:` (RFC 3966)
     Tel,
 }
 
@@ -228,10 +292,13 @@ impl<'a> Params<'a> {
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v)
     }
+    /// Whether parameter `name` is present (case-insensitive), flag or not.
     pub fn has(&self, name: &str) -> bool {
         self.get(name).is_some()
     }
-    pub fn is_empty(&self) -> bool {
+    /// Whether there is no parameter at all.
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.iter().next().is_none()
     }
 }
@@ -239,12 +306,15 @@ impl<'a> Params<'a> {
 /// A SIP/SIPS or tel URI.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Uri<'a> {
+    /// `sip`, `sips` or `tel`.
     pub scheme: Scheme,
     /// User part as written, including user parameters (`+1-555;npdi`); for tel: the number.
     pub user: Option<&'a str>,
-    pub password: Option<&'a str>,
+    /// Password after `user:`, when written (deprecated by RFC 3261 but still seen).
+    pub(crate) password: Option<&'a str>,
     /// Host without IPv6 brackets; empty for tel: URIs.
     pub host: &'a str,
+    /// Port after the host, when written.
     pub port: Option<u16>,
     /// URI parameters (`;transport=udp;user=phone`; for tel: `;phone-context=...`).
     pub params: Params<'a>,
@@ -259,6 +329,7 @@ impl<'a> Uri<'a> {
         let n = u.split(';').next().unwrap_or(u);
         (!n.is_empty()).then_some(n)
     }
+    /// The host as an IP address, when it is one.
     pub fn host_ip(&self) -> Option<IpAddr> {
         self.host.parse().ok()
     }
@@ -270,20 +341,20 @@ pub struct NameAddr<'a> {
     /// Display name without surrounding quotes (escapes kept).
     pub display: Option<&'a str>,
     /// The URI as written (`*` for a wildcard Contact).
-    pub uri: &'a str,
+    pub(crate) uri: &'a str,
+    /// User part of the URI.
     pub user: Option<&'a str>,
+    /// Host of the URI (without IPv6 brackets).
     pub host: Option<&'a str>,
+    /// Port of the URI, when written.
     pub port: Option<u16>,
+    /// `tag=` header parameter (From/To).
     pub tag: Option<&'a str>,
     /// Header parameters (after `>`, or after the URI in the addr-spec form).
     pub params: Params<'a>,
 }
 
 impl<'a> NameAddr<'a> {
-    /// The URI, parsed (None for unknown schemes or malformed URIs).
-    pub fn parsed_uri(&self) -> Option<Uri<'a>> {
-        parse_uri(self.uri)
-    }
     /// `expires=` header parameter (Contact).
     pub fn expires(&self) -> Option<u32> {
         parse_u32_sat(self.params.get("expires")?)
@@ -297,11 +368,15 @@ pub struct Via<'a> {
     pub transport: &'a str,
     /// Sent-by host without IPv6 brackets.
     pub host: &'a str,
+    /// Sent-by port, when written.
     pub port: Option<u16>,
+    /// `branch=` parameter (the transaction id).
     pub branch: Option<&'a str>,
-    pub received: Option<&'a str>,
+    /// `received=` parameter (the source address a proxy saw).
+    pub(crate) received: Option<&'a str>,
     /// `rport=N` value (a bare `rport` flag gives None; see `params`).
-    pub rport: Option<u16>,
+    pub(crate) rport: Option<u16>,
+    /// All the Via's parameters.
     pub params: Params<'a>,
 }
 
@@ -605,6 +680,7 @@ fn parse_start_line(line: &str) -> Result<StartLine<'_>, SipError> {
 // Accessors
 
 impl<'a> SipMessage<'a> {
+    /// Whether this is a request (else a response).
     pub fn is_request(&self) -> bool {
         matches!(self.start, StartLine::Request { .. })
     }
@@ -660,6 +736,7 @@ impl<'a> SipMessage<'a> {
             .map(trim)
             .filter(|v| !v.is_empty())
     }
+    /// The Call-ID header (compact `i`), when present and not empty.
     pub fn call_id(&self) -> Option<&'a str> {
         self.header("call-id").filter(|v| !v.is_empty())
     }
@@ -678,9 +755,11 @@ impl<'a> SipMessage<'a> {
         }
         Some((n, Method::from_token(m)))
     }
+    /// The From header (compact `f`), parsed.
     pub fn from(&self) -> Option<NameAddr<'a>> {
         parse_name_addr(self.header("from")?)
     }
+    /// The To header (compact `t`), parsed.
     pub fn to(&self) -> Option<NameAddr<'a>> {
         parse_name_addr(self.header("to")?)
     }
@@ -696,15 +775,19 @@ impl<'a> SipMessage<'a> {
     pub fn contact_expires(&self) -> Option<u32> {
         self.contact()?.expires()
     }
+    /// The first (topmost) Via value: the sender's.
     pub fn top_via(&self) -> Option<Via<'a>> {
         parse_via(self.header_values("via").next()?)
     }
+    /// Every Via value, topmost first.
     pub fn vias<'s>(&'s self) -> impl Iterator<Item = Via<'a>> + 's {
         self.header_values("via").filter_map(parse_via)
     }
+    /// The User-Agent header.
     pub fn user_agent(&self) -> Option<&'a str> {
         self.header("user-agent")
     }
+    /// The Server header.
     pub fn server(&self) -> Option<&'a str> {
         self.header("server")
     }
@@ -716,6 +799,7 @@ impl<'a> SipMessage<'a> {
     pub fn expires(&self) -> Option<u32> {
         parse_u32_sat(self.header("expires")?)
     }
+    /// The Content-Type header (compact `c`) as written.
     pub fn content_type(&self) -> Option<&'a str> {
         self.header("content-type")
     }
@@ -726,6 +810,7 @@ impl<'a> SipMessage<'a> {
                 trim(c.split(';').next().unwrap_or(c)).eq_ignore_ascii_case("application/sdp")
             })
     }
+    /// The Content-Length header (compact `l`), when it is a number.
     pub fn content_length(&self) -> Option<usize> {
         parse_usize(self.header("content-length")?)
     }
@@ -927,7 +1012,7 @@ fn expand_compact(name: &str) -> &str {
 }
 
 /// Whether two header names denote the same header.
-pub fn same_header(a: &str, b: &str) -> bool {
+pub(crate) fn same_header(a: &str, b: &str) -> bool {
     expand_compact(a).eq_ignore_ascii_case(expand_compact(b))
 }
 

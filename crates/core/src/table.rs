@@ -23,6 +23,7 @@ pub struct TimedTable<K, V> {
 }
 
 impl<K: Hash + Eq + Clone, V> TimedTable<K, V> {
+    /// An empty table holding at most `cap` entries (at least 1).
     pub fn new(cap: usize) -> Self {
         TimedTable {
             map: crate::model::FastMap::default(),
@@ -32,12 +33,15 @@ impl<K: Hash + Eq + Clone, V> TimedTable<K, V> {
             evictions: 0,
         }
     }
+    /// Entries held.
     pub fn len(&self) -> usize {
         self.map.len()
     }
+    /// Whether no entry is held.
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
     }
+    /// Most entries held (the `cap` given to `new`, at least 1).
     pub fn capacity(&self) -> usize {
         self.cap
     }
@@ -45,18 +49,21 @@ impl<K: Hash + Eq + Clone, V> TimedTable<K, V> {
     pub fn evictions(&self) -> u64 {
         self.evictions
     }
+    /// Whether `k` has an entry.
     pub fn contains<Q: Hash + Eq + ?Sized>(&self, k: &Q) -> bool
     where
         K: Borrow<Q>,
     {
         self.map.contains_key(k)
     }
+    /// The value of `k`.
     pub fn get<Q: Hash + Eq + ?Sized>(&self, k: &Q) -> Option<&V>
     where
         K: Borrow<Q>,
     {
         self.map.get(k).map(|e| &e.0)
     }
+    /// The value of `k`, mutable (its deadline unchanged).
     pub fn get_mut<Q: Hash + Eq + ?Sized>(&mut self, k: &Q) -> Option<&mut V>
     where
         K: Borrow<Q>,
@@ -64,7 +71,7 @@ impl<K: Hash + Eq + Clone, V> TimedTable<K, V> {
         self.map.get_mut(k).map(|e| &mut e.0)
     }
     /// The value and its deadline in one lookup.
-    pub fn get_mut_with_deadline<Q: Hash + Eq + ?Sized>(
+    pub(crate) fn get_mut_with_deadline<Q: Hash + Eq + ?Sized>(
         &mut self,
         k: &Q,
     ) -> Option<(&mut V, Timestamp)>
@@ -74,14 +81,14 @@ impl<K: Hash + Eq + Clone, V> TimedTable<K, V> {
         self.map.get_mut(k).map(|e| (&mut e.0, Timestamp((e.1).0)))
     }
     /// Current deadline of `k`.
-    pub fn deadline<Q: Hash + Eq + ?Sized>(&self, k: &Q) -> Option<Timestamp>
+    pub(crate) fn deadline<Q: Hash + Eq + ?Sized>(&self, k: &Q) -> Option<Timestamp>
     where
         K: Borrow<Q>,
     {
         self.map.get(k).map(|e| Timestamp((e.1).0))
     }
     /// Inserts (or replaces) `k`; returns the entry evicted to make room, if any.
-    pub fn insert(&mut self, k: K, v: V, deadline: Timestamp) -> Option<(K, V)> {
+    pub(crate) fn insert(&mut self, k: K, v: V, deadline: Timestamp) -> Option<(K, V)> {
         let mut evicted = None;
         if let Some(old) = self.map.remove(&k) {
             self.order.remove(&old.1);
@@ -111,7 +118,7 @@ impl<K: Hash + Eq + Clone, V> TimedTable<K, V> {
         self.map.get_mut(&k).map(|e| &mut e.0)
     }
     /// Moves `k`'s deadline.
-    pub fn set_deadline<Q: Hash + Eq + ?Sized>(&mut self, k: &Q, deadline: Timestamp)
+    pub(crate) fn set_deadline<Q: Hash + Eq + ?Sized>(&mut self, k: &Q, deadline: Timestamp)
     where
         K: Borrow<Q>,
     {
@@ -127,7 +134,8 @@ impl<K: Hash + Eq + Clone, V> TimedTable<K, V> {
             }
         }
     }
-    pub fn remove<Q: Hash + Eq + ?Sized>(&mut self, k: &Q) -> Option<V>
+    /// Removes `k`'s entry and returns its value.
+    pub(crate) fn remove<Q: Hash + Eq + ?Sized>(&mut self, k: &Q) -> Option<V>
     where
         K: Borrow<Q>,
     {
@@ -142,7 +150,7 @@ impl<K: Hash + Eq + Clone, V> TimedTable<K, V> {
         Some((k, v))
     }
     /// The key with the earliest deadline other than `keep`.
-    pub fn first_except<Q: Hash + Eq + ?Sized>(&self, keep: Option<&Q>) -> Option<K>
+    pub(crate) fn first_except<Q: Hash + Eq + ?Sized>(&self, keep: Option<&Q>) -> Option<K>
     where
         K: Borrow<Q>,
     {
@@ -152,15 +160,16 @@ impl<K: Hash + Eq + Clone, V> TimedTable<K, V> {
             .cloned()
     }
     /// The key with the earliest deadline if that deadline is at or before `now`.
-    pub fn first_due(&self, now: Timestamp) -> Option<K> {
+    pub(crate) fn first_due(&self, now: Timestamp) -> Option<K> {
         let (slot, k) = self.order.first_key_value()?;
         (slot.0 <= now.micros()).then(|| k.clone())
     }
-    pub fn values(&self) -> impl Iterator<Item = &V> {
+    /// Every value, in no particular order.
+    pub(crate) fn values(&self) -> impl Iterator<Item = &V> {
         self.map.values().map(|e| &e.0)
     }
     /// Removes everything, in deadline order.
-    pub fn drain_ordered(&mut self) -> Vec<(K, V)> {
+    pub(crate) fn drain_ordered(&mut self) -> Vec<(K, V)> {
         let mut out = Vec::with_capacity(self.map.len());
         while let Some(e) = self.pop_first() {
             out.push(e);

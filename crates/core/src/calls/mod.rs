@@ -43,24 +43,25 @@ const MIN_MEDIA_PAYLOAD: usize = 12;
 pub struct TrackerStats {
     /// SIP messages parsed.
     pub sip_messages: u64,
-    pub sip_requests: u64,
-    pub sip_responses: u64,
+    pub(crate) sip_requests: u64,
+    pub(crate) sip_responses: u64,
     /// Distinct INVITE dialogs (distinct Call-IDs that carried an INVITE request).
     pub calls: u64,
     /// Call records reported.
     pub calls_ended: u64,
-    pub calls_answered: u64,
+    pub(crate) calls_answered: u64,
     /// REGISTER transactions reported.
     pub registrations: u64,
     /// Requests and responses recognised as retransmissions (or other hops of one transaction).
     pub retransmissions: u64,
     /// Media flows created and reported.
-    pub media_flows: u64,
-    pub media_reported: u64,
+    pub(crate) media_flows: u64,
+    pub(crate) media_reported: u64,
     /// RTP streams and packets in reported media flows.
     pub rtp_streams: u64,
+    /// RTP packets counted in those streams.
     pub rtp_packets: u64,
-    pub rtcp_packets: u64,
+    pub(crate) rtcp_packets: u64,
 }
 
 mod dialog;
@@ -156,6 +157,7 @@ fn same_ip(host: &str, ip: IpAddr) -> bool {
 }
 
 impl Tracker {
+    /// An empty tracker with `l`'s table caps and timeouts; `network` says which end is the line.
     pub fn new(network: &NetworkConfig, l: &LimitsConfig) -> Self {
         Tracker {
             network: network.clone(),
@@ -304,9 +306,12 @@ impl Tracker {
         self.sync_evictions();
     }
 
+    /// Messages that failed to parse or lacked what the tracker needs, by kind (`sip.<kind>`,
+    /// `sdp.<kind>`, ...).
     pub fn errors(&self) -> &Counters {
         &self.errors
     }
+    /// Evictions by table (dialogs, registrations, media flows, ...).
     pub fn evictions(&self) -> &Counters {
         &self.evictions
     }
@@ -322,6 +327,7 @@ impl Tracker {
         ]
     }
 
+    /// Running totals so far.
     pub fn stats(&self) -> TrackerStats {
         let m = self.media.stats();
         TrackerStats {

@@ -44,16 +44,16 @@ use std::net::{IpAddr, SocketAddr};
 use tcp::{Segment, TcpTable};
 
 /// Most encapsulations (tunnels) opened in one frame.
-pub const MAX_DEPTH: u8 = 6;
+pub(crate) const MAX_DEPTH: u8 = 6;
 /// Most headers peeled at the link layer of one encapsulation level (tags, labels, PPPoE...).
 const MAX_LINK_STEPS: usize = 12;
 /// Most IPv6 extension headers walked.
 const MAX_V6_EXT: usize = 8;
 
 /// UDP port of VXLAN (RFC 7348).
-pub const VXLAN_PORT: u16 = 4789;
+pub(crate) const VXLAN_PORT: u16 = 4789;
 /// UDP port of GTP-U (3GPP TS 29.281).
-pub const GTPU_PORT: u16 = 2152;
+pub(crate) const GTPU_PORT: u16 = 2152;
 
 const ERR_IP: &str = "ip";
 const ERR_IPV4: &str = "ipv4";
@@ -84,6 +84,8 @@ const ERR_VXLAN: &str = "vxlan";
 const ERR_SCTP: &str = "sctp";
 const ERR_SCTP_FRAGMENT: &str = "sctp_fragment";
 
+/// Link, IP (with reassembly), tunnel and transport decoding of captured frames into
+/// [`Datagram`]s, with bounded fragment and TCP tables and counted stops.
 pub struct Decoder {
     errors: Counters,
     /// Well-formed frames of other protocols, by kind.
@@ -164,6 +166,7 @@ fn walk_v6(mut next: u8, body: &[u8]) -> V6<'_> {
 }
 
 impl Decoder {
+    /// A decoder whose fragment and TCP tables have `limits`' caps and timeouts.
     pub fn new(limits: &LimitsConfig) -> Self {
         Decoder {
             errors: Counters::default(),
@@ -226,7 +229,7 @@ impl Decoder {
     }
 
     /// Well-formed packets of protocols simboxd does not analyse, by kind.
-    pub fn skipped(&self) -> &Counters {
+    pub(crate) fn skipped(&self) -> &Counters {
         &self.skipped
     }
 

@@ -47,21 +47,24 @@ pub fn line_key(link_type: LinkType, data: &[u8], net: &NetworkConfig) -> Option
 /// What [`peek`] finds in a frame: the innermost IP header's ends and the line among them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Peek<'a> {
-    /// The line (per [`NetworkConfig::line_end`]), else the lower address.
-    pub key: IpAddr,
+    /// The line (the home end; of two home ends, the lower), else the lower address.
+    pub(crate) key: IpAddr,
     /// Whether `key` is a line (an end inside the home networks).
-    pub is_line: bool,
+    pub(crate) is_line: bool,
+    /// Source address of the innermost IP header.
     pub src: IpAddr,
+    /// Destination address of the innermost IP header.
     pub dst: IpAddr,
     /// IP protocol of the innermost header (17 UDP, 6 TCP, ...).
     pub proto: u8,
     /// The transport header and payload; `None` for a non-first IP fragment.
-    pub l4: Option<&'a [u8]>,
+    pub(crate) l4: Option<&'a [u8]>,
 }
 
 impl<'a> Peek<'a> {
     /// Source and destination ports of a UDP/TCP header that is whole enough to hold them.
-    pub fn ports(&self) -> Option<(u16, u16)> {
+    #[cfg(test)]
+    pub(crate) fn ports(&self) -> Option<(u16, u16)> {
         if !matches!(self.proto, 6 | 17) {
             return None;
         }
@@ -73,7 +76,8 @@ impl<'a> Peek<'a> {
     }
 
     /// The transport payload of UDP (after its 8-byte header) or TCP (after its data offset).
-    pub fn payload(&self) -> Option<&'a [u8]> {
+    #[cfg(test)]
+    pub(crate) fn payload(&self) -> Option<&'a [u8]> {
         let l4 = self.l4?;
         match self.proto {
             17 => l4.get(8..),
@@ -96,7 +100,9 @@ impl Peek<'_> {
 /// second walk over the frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Innermost {
+    /// Source address of the innermost IP header.
     pub src: IpAddr,
+    /// Destination address of the innermost IP header.
     pub dst: IpAddr,
     /// IP protocol (17 UDP, 6 TCP, 132 SCTP, ...).
     pub proto: u8,
@@ -110,7 +116,7 @@ pub struct Innermost {
 
 impl Innermost {
     /// From the IP ends, protocol and transport bytes (`None` for a non-first fragment).
-    pub fn of(src: IpAddr, dst: IpAddr, proto: u8, l4: Option<&[u8]>) -> Innermost {
+    pub(crate) fn of(src: IpAddr, dst: IpAddr, proto: u8, l4: Option<&[u8]>) -> Innermost {
         let ports = l4
             .filter(|_| matches!(proto, 6 | 17))
             .and_then(|h| h.get(..4))
@@ -138,7 +144,7 @@ impl Innermost {
         }
     }
 
-    /// The frame's line (per [`NetworkConfig::line_end`]) and `true`, else the lower address and
+    /// The frame's line (the home end; of two, the lower) and `true`, else the lower address and
     /// `false`: the same key [`peek`] gives.
     pub fn line(&self, net: &NetworkConfig) -> (IpAddr, bool) {
         line_of(self.src, self.dst, net)

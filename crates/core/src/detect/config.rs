@@ -48,6 +48,7 @@ impl Default for Weights {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DetectionConfig {
+    /// Weight of each signal in the noisy-OR score.
     pub weights: Weights,
     /// Score from which a line is `suspect`. Default 0.5.
     pub suspect_score: f64,
@@ -193,7 +194,7 @@ impl DetectionConfig {
         Ok(())
     }
 
-    pub fn profile_params(&self, net: &NetworkConfig) -> ProfileParams {
+    pub(crate) fn profile_params(&self, net: &NetworkConfig) -> ProfileParams {
         ProfileParams {
             window_us: i64::from(self.window_secs.max(60)) * 1_000_000,
             long_window_us: i64::from(self.long_window_secs.max(self.window_secs).max(60))

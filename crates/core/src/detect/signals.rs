@@ -7,7 +7,7 @@ use crate::model::Timestamp;
 use std::fmt::Write as _;
 
 /// Linear ramp: 0 at or below `lo`, 1 at or above `hi`.
-pub fn ramp(x: f64, lo: f64, hi: f64) -> f64 {
+pub(crate) fn ramp(x: f64, lo: f64, hi: f64) -> f64 {
     if hi <= lo {
         return if x >= hi { 1.0 } else { 0.0 };
     }
@@ -17,16 +17,20 @@ pub fn ramp(x: f64, lo: f64, hi: f64) -> f64 {
 /// One signal's output.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Signal {
+    /// The signal's name (e.g. `foreign_inbound`), as in the weights and reasons.
     pub name: &'static str,
+    /// The measured figure (its unit depends on the signal; see `detail`).
     pub value: f64,
+    /// Strength 0..1 with which it points at a gateway.
     pub strength: f64,
+    /// Human text with the figures.
     pub detail: String,
 }
 
 /// What signals read: the profile, the time and the configuration.
-pub struct Ctx<'a> {
-    pub now: Timestamp,
-    pub cfg: &'a DetectionConfig,
+pub(crate) struct Ctx<'a> {
+    pub(crate) now: Timestamp,
+    pub(crate) cfg: &'a DetectionConfig,
     pub params: &'a ProfileParams,
 }
 
@@ -45,7 +49,7 @@ pub(crate) fn pct(x: f64) -> String {
 /// What the line did with the inbound calls offered to it: the common clause of the reasons
 /// ("212 inbound calls from 203.0.113.10 (foreign); the line took part in 141, answered 139 with
 /// voice both ways").
-pub fn line_share(p: &Profile, c: &Ctx) -> String {
+pub(crate) fn line_share(p: &Profile, c: &Ctx) -> String {
     let w = p.window(c.now, c.params);
     let offered = p
         .peers
@@ -69,7 +73,7 @@ pub fn line_share(p: &Profile, c: &Ctx) -> String {
 
 /// Share of the calls the line took part in (inbound calls it relayed, calls it placed) that
 /// came in from foreign peers. Offers it rejected or ignored do not count.
-pub fn foreign_inbound(p: &Profile, c: &Ctx) -> Signal {
+pub(crate) fn foreign_inbound(p: &Profile, c: &Ctx) -> Signal {
     let w = p.window(c.now, c.params);
     let all = f64::from(w.calls_taken());
     let share = if all > 0.0 {
@@ -103,7 +107,7 @@ pub fn foreign_inbound(p: &Profile, c: &Ctx) -> Signal {
 /// Distinct called numbers per inbound call over the last 16 inbound calls the line took part
 /// in; calls spread over a DID block (numbers sharing all but the last three digits) or to
 /// extensions do not count.
-pub fn distinct_called(p: &Profile, c: &Ctx) -> Signal {
+pub(crate) fn distinct_called(p: &Profile, c: &Ctx) -> Signal {
     let (nums, blocks, n) = p.recent_called();
     let ratio = if n > 0 { nums as f64 / n as f64 } else { 0.0 };
     let block_ratio = if n > 0 { blocks as f64 / n as f64 } else { 0.0 };
@@ -138,7 +142,7 @@ pub fn distinct_called(p: &Profile, c: &Ctx) -> Signal {
 
 /// Concurrency pinned at a ceiling: the highest level held for >= 5 % of busy time, and the
 /// share of busy time spent at it. Channel counts of gateway products (4/8/16/32) count more.
-pub fn concurrency_ceiling(p: &Profile, c: &Ctx) -> Signal {
+pub(crate) fn concurrency_ceiling(p: &Profile, c: &Ctx) -> Signal {
     let secs = p.level_seconds(c.now);
     let busy: f64 = secs.iter().skip(1).sum();
     let mut ceiling = 0usize;
@@ -186,7 +190,7 @@ pub fn concurrency_ceiling(p: &Profile, c: &Ctx) -> Signal {
 
 /// Machine rhythm of inbound calls: short talk time and a low answer ratio. For lines without
 /// readable SIP the same is read from opaque voice flows (their duration).
-pub fn machine_rhythm(p: &Profile, c: &Ctx) -> Signal {
+pub(crate) fn machine_rhythm(p: &Profile, c: &Ctx) -> Signal {
     let w = p.window(c.now, c.params);
     let min = f64::from(c.cfg.min_calls);
     let sip_n = f64::from(w.in_taken);
@@ -244,7 +248,7 @@ pub fn machine_rhythm(p: &Profile, c: &Ctx) -> Signal {
 
 /// Gap regularity: the pause between a call ending and the next inbound call (or opaque flow)
 /// re-seizing the channel is short and regular on a gateway fed by a softswitch.
-pub fn gap_regularity(p: &Profile, c: &Ctx) -> Signal {
+pub(crate) fn gap_regularity(p: &Profile, c: &Ctx) -> Signal {
     let g = &p.gaps;
     // Gap statistics decay slowly; only as many as sessions started inside the window count.
     let w = p.window(c.now, c.params);
@@ -273,7 +277,7 @@ pub fn gap_regularity(p: &Profile, c: &Ctx) -> Signal {
 }
 
 /// Many accounts registered from the line to one registrar (one per SIM port).
-pub fn registrations(p: &Profile, c: &Ctx) -> Signal {
+pub(crate) fn registrations(p: &Profile, c: &Ctx) -> Signal {
     let n = p.max_accounts_one_registrar(c.now);
     let strength = ramp(n as f64, 2.0, 6.0);
     let mut detail = format!("{n} accounts registered");
@@ -292,7 +296,7 @@ pub fn registrations(p: &Profile, c: &Ctx) -> Signal {
 }
 
 /// Gateway product fingerprints (User-Agent/Server, Allow, SDP o=/s=).
-pub fn fingerprint(p: &Profile, _c: &Ctx) -> Signal {
+pub(crate) fn fingerprint(p: &Profile, _c: &Ctx) -> Signal {
     let hits = f64::from(p.fingerprint_hits);
     let checked = f64::from(p.fingerprint_checked).max(1.0);
     match &p.fingerprint {
@@ -320,7 +324,7 @@ pub fn fingerprint(p: &Profile, _c: &Ctx) -> Signal {
 
 /// Several voice-shaped flows at once to one peer without readable SIP: encrypted or proprietary
 /// signalling with media that still looks like calls. One or two at a time is an app call.
-pub fn opaque_media(p: &Profile, c: &Ctx) -> Signal {
+pub(crate) fn opaque_media(p: &Profile, c: &Ctx) -> Signal {
     let peak = f64::from(p.opaque_peak_same_peer);
     let w = p.window(c.now, c.params);
     // Flows started in the last two buckets (10 min by default): a gateway starts dozens, a
@@ -357,7 +361,7 @@ pub fn opaque_media(p: &Profile, c: &Ctx) -> Signal {
 }
 
 /// Every line signal, in a stable order.
-pub fn signals(p: &Profile, c: &Ctx) -> Vec<Signal> {
+pub(crate) fn signals(p: &Profile, c: &Ctx) -> Vec<Signal> {
     vec![
         foreign_inbound(p, c),
         distinct_called(p, c),

@@ -30,7 +30,9 @@ pub(crate) fn rhythm(p: &Profile, c: &Ctx) -> Rhythm {
 /// A line's rhythm: median session seconds and the answer ratio of inbound calls it took.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Rhythm {
+    /// Median talk time of answered inbound calls in seconds, else of opaque flows; 0 when none.
     pub median: f64,
+    /// Share of the inbound calls the line took part in that it answered (1 when none).
     pub asr: f64,
 }
 
@@ -40,14 +42,17 @@ pub struct Rhythm {
 /// ([`LineTable::set_remote_candidates`](crate::detect::LineTable::set_remote_candidates)).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SiteCandidate {
+    /// The suspect line.
     pub line: IpAddr,
+    /// The peer feeding it (its top peer).
     pub peer: IpAddr,
+    /// The line's rhythm.
     pub rhythm: Rhythm,
 }
 
 impl Rhythm {
     /// Same rhythm: medians within a factor 1.6 and answer ratios within 0.2.
-    pub fn close(&self, o: &Rhythm) -> bool {
+    pub(crate) fn close(&self, o: &Rhythm) -> bool {
         let (a, b) = (self.median.max(1.0), o.median.max(1.0));
         a.max(b) / a.min(b) <= 1.6 && (self.asr - o.asr).abs() <= 0.2
     }

@@ -13,10 +13,11 @@ use std::net::{IpAddr, SocketAddr};
 pub struct Rng(u64);
 
 impl Rng {
+    /// A generator whose sequence is fixed by `seed`.
     pub fn new(seed: u64) -> Self {
         Rng(seed ^ 0x9e37_79b9_7f4a_7c15)
     }
-    pub fn next_u64(&mut self) -> u64 {
+    pub(crate) fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -24,17 +25,18 @@ impl Rng {
         z ^ (z >> 31)
     }
     /// Uniform in [lo, hi).
-    pub fn range(&mut self, lo: f64, hi: f64) -> f64 {
+    pub(crate) fn range(&mut self, lo: f64, hi: f64) -> f64 {
         lo + (hi - lo) * ((self.next_u64() >> 11) as f64 / (1u64 << 53) as f64)
     }
-    pub fn chance(&mut self, p: f64) -> bool {
+    pub(crate) fn chance(&mut self, p: f64) -> bool {
         self.range(0.0, 1.0) < p
     }
     /// Exponential with the given mean.
-    pub fn exp(&mut self, mean: f64) -> f64 {
+    pub(crate) fn exp(&mut self, mean: f64) -> f64 {
         -mean * (1.0 - self.range(0.0, 1.0)).max(1e-12).ln()
     }
-    pub fn pick(&mut self, n: usize) -> usize {
+    /// Uniform in `0..n` (0 when `n` is 0).
+    pub(crate) fn pick(&mut self, n: usize) -> usize {
         (self.next_u64() % n.max(1) as u64) as usize
     }
 }
@@ -42,6 +44,7 @@ impl Rng {
 /// Base capture time of synthetic sequences (2027-01-15 08:00 UTC).
 pub const T0: f64 = 1_800_000_000.0;
 
+/// Capture time `secs` seconds after [`T0`].
 pub fn at(secs: f64) -> Timestamp {
     Timestamp::from_secs_f64(T0 + secs)
 }
@@ -49,8 +52,10 @@ pub fn at(secs: f64) -> Timestamp {
 /// Accumulates events and returns them in capture order.
 #[derive(Debug)]
 pub struct Builder {
+    /// The line whose events are built.
     pub line: IpAddr,
-    pub rng: Rng,
+    /// The generator behind every random choice.
+    pub(crate) rng: Rng,
     events: Vec<(Timestamp, u64, Event)>,
     seq: u64,
     next_port: u16,
@@ -61,15 +66,23 @@ pub struct Builder {
 /// One call as the tracker would report it.
 #[derive(Clone, Debug)]
 pub struct CallSpec {
+    /// Which way the call goes relative to the line.
     pub direction: Direction,
+    /// The remote signalling address.
     pub peer: SocketAddr,
+    /// From user part.
     pub from: String,
+    /// To user part (the called number).
     pub to: String,
+    /// Start (INVITE), in seconds after [`T0`].
     pub start: f64,
+    /// Seconds from the INVITE to the answer or the failure.
     pub ring: f64,
     /// Talk seconds when answered, else the failure outcome.
     pub talk: Option<f64>,
+    /// How an unanswered call ends.
     pub fail: Outcome,
+    /// Codec of the call record.
     pub codec: &'static str,
     /// Add a voice flow with the call id for answered calls.
     pub media: bool,
@@ -79,6 +92,7 @@ pub struct CallSpec {
 }
 
 impl Builder {
+    /// An empty builder for `line`, random choices seeded by `seed`.
     pub fn new(line: IpAddr, seed: u64) -> Self {
         Builder {
             line,
@@ -101,6 +115,7 @@ impl Builder {
         self.events.into_iter().map(|(_, _, e)| e).collect()
     }
 
+    /// Adds one call: its start, answer, media flow and end record.
     pub fn call(&mut self, c: &CallSpec) {
         self.seq += 1;
         let call_id = format!(
@@ -210,7 +225,7 @@ impl Builder {
     }
 
     /// A voice-shaped flow without readable SIP (or, with `voice = false`, a non-voice flow).
-    pub fn flow(&mut self, remote: SocketAddr, start: f64, dur: f64, voice: bool) {
+    pub(crate) fn flow(&mut self, remote: SocketAddr, start: f64, dur: f64, voice: bool) {
         self.next_port = self.next_port.wrapping_add(2).max(10000);
         let local = SocketAddr::new(self.line, self.next_port);
         let (s, e) = (at(start), at(start + dur));
@@ -239,6 +254,8 @@ impl Builder {
         );
     }
 
+    /// Adds one successful REGISTER of `account` at `registrar`, `t` seconds after [`T0`],
+    /// granted `expires` seconds.
     pub fn register(&mut self, account: &str, registrar: SocketAddr, t: f64, expires: u32) {
         let r = RegistrationRecord {
             account: account.into(),
@@ -295,6 +312,7 @@ fn sa(s: &str) -> SocketAddr {
 pub const SOFTSWITCH: &str = "203.0.113.10:5060";
 /// A domestic SIP provider / trunk (inside the `DOMESTIC` prefix).
 pub const PROVIDER: &str = "198.51.100.20:5060";
+/// The domestic network prefix of the synthetic sequences (CIDR).
 pub const DOMESTIC: &str = "198.51.100.0/24";
 
 /// Random mobile number in one of several formats.
@@ -310,13 +328,19 @@ pub fn mobile(rng: &mut Rng) -> String {
 /// Gateway shape: SIM channels, answer ratio, talk-time range and how signalling looks.
 #[derive(Clone, Debug)]
 pub struct GatewaySpec {
+    /// SIM channels: calls running side by side, one after another per channel.
     pub channels: usize,
+    /// Share of calls answered (0..1).
     pub asr: f64,
+    /// Talk time range in seconds (uniform).
     pub talk: (f64, f64),
+    /// Idle time range in seconds between one call and the next on a channel (uniform).
     pub gap: (f64, f64),
+    /// The peer feeding the calls (the softswitch).
     pub peer: SocketAddr,
     /// No readable SIP: only voice flows without call ids.
     pub opaque: bool,
+    /// User-Agent on the calls and registrations.
     pub user_agent: Option<String>,
     /// Register one account per channel.
     pub register: bool,

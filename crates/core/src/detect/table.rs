@@ -12,56 +12,81 @@ use std::net::IpAddr;
 /// Headline counters and profile figures of one line (JSON/HTTP).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LineSummary {
+    /// The line's address.
     pub line: IpAddr,
+    /// Capture time the line was first seen.
     pub first_seen: Timestamp,
-    pub last_seen: Timestamp,
+    /// Capture time of the line's latest event.
+    pub(crate) last_seen: Timestamp,
     /// Start of the first call or voice flow.
     pub first_call: Option<Timestamp>,
+    /// Calls the line took part in over its lifetime: SIP calls plus opaque media sessions.
     pub calls: u64,
+    /// SIP calls into the line over the medium window (`window_secs`).
     pub calls_in: u32,
+    /// SIP calls out of the line over the medium window.
     pub calls_out: u32,
-    pub calls_internal: u32,
+    pub(crate) calls_internal: u32,
+    /// Inbound SIP calls from non-domestic peers over the medium window.
     pub calls_in_foreign: u32,
-    pub calls_last_short_window: u32,
-    pub calls_last_long_window: u32,
-    pub answered_in: u32,
-    pub ended_in: u32,
+    pub(crate) calls_last_short_window: u32,
+    pub(crate) calls_last_long_window: u32,
+    pub(crate) answered_in: u32,
+    pub(crate) ended_in: u32,
     /// Inbound calls (ended, window) the line took part in: voice both ways, early media it
     /// sent, or on a SIP-only tap an answer that lasted. The signals count these only.
     #[serde(default)]
-    pub taken_in: u32,
+    pub(crate) taken_in: u32,
     #[serde(default)]
-    pub taken_in_foreign: u32,
+    pub(crate) taken_in_foreign: u32,
     #[serde(default)]
-    pub taken_in_answered: u32,
-    pub answer_ratio_in: Option<f64>,
-    pub median_talk_secs: Option<f64>,
+    pub(crate) taken_in_answered: u32,
+    pub(crate) answer_ratio_in: Option<f64>,
+    pub(crate) median_talk_secs: Option<f64>,
+    /// Most calls and opaque flows open at once.
     pub max_concurrent_calls: u32,
-    pub open_calls: usize,
+    /// Calls and opaque flows open now (at most `max_open_per_line`).
+    pub(crate) open_calls: usize,
+    /// Distinct called numbers over the medium window (HyperLogLog estimate, rounded).
     pub distinct_called_estimate: f64,
+    /// The line's top peers (at most four).
     pub peers: Vec<PeerSummary>,
+    /// Peers admitted to the top list so far (an upper estimate of distinct peers).
     pub peers_seen: u32,
+    /// Most live accounts the line has registered to one registrar.
     pub accounts_registered: usize,
+    /// REGISTER transactions from the line (lifetime).
     pub registrations: u32,
-    pub user_agents_seen: u8,
-    pub fingerprint: Option<String>,
-    pub codecs: Vec<String>,
-    pub voice_flows_sip: u32,
+    pub(crate) user_agents_seen: u8,
+    /// The first gateway fingerprint seen, as `field: value`.
+    pub(crate) fingerprint: Option<String>,
+    /// Codecs negotiated on the line's calls.
+    pub(crate) codecs: Vec<String>,
+    pub(crate) voice_flows_sip: u32,
+    /// Voice-shaped media flows without readable SIP (lifetime).
     pub voice_flows_opaque: u64,
-    pub max_opaque_flows_one_peer: u16,
+    pub(crate) max_opaque_flows_one_peer: u16,
+    /// Media flows that ended without being voice-shaped.
     pub other_flows: u32,
-    pub active_hours_utc: Vec<u8>,
+    pub(crate) active_hours_utc: Vec<u8>,
 }
 
+/// One of a line's top peers, with its counts (halved once per medium window; a newcomer may
+/// inherit part of the count of the peer it replaced).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PeerSummary {
+    /// The peer's address.
     pub peer: IpAddr,
-    pub domestic: bool,
+    /// Whether the peer is inside the domestic networks.
+    pub(crate) domestic: bool,
+    /// Inbound calls the peer offered the line (INVITEs, whatever the line did with them).
     pub calls_in: u16,
     /// Of `calls_in`, calls the line took part in.
     #[serde(default)]
-    pub taken_in: u16,
+    pub(crate) taken_in: u16,
+    /// Outbound calls the line placed to the peer.
     pub calls_out: u16,
+    /// Voice-shaped flows without readable SIP between the line and the peer.
     pub opaque_flows: u16,
 }
 
@@ -70,17 +95,27 @@ pub struct PeerSummary {
 /// candidate), the site key (top `peer` and `rhythm`), the reasons and the headline figures.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LineEvidence {
+    /// The line's address.
     pub line: IpAddr,
+    /// The line's level.
     pub verdict: VerdictLevel,
+    /// Final score 0..1, with the site signal.
     pub score: f64,
+    /// The line's own score 0..1, before the site signal.
     pub base_score: f64,
+    /// Capture time the line first became `gateway`.
     pub flagged_at: Option<Timestamp>,
+    /// Id of the site the line belongs to.
     pub site: Option<String>,
     /// Capture time of the evaluation.
     pub updated: Timestamp,
+    /// The peer that sent the line most of its calls and opaque flows.
     pub peer: Option<IpAddr>,
+    /// The line's rhythm (median session length, answer ratio): with `peer`, the site key.
     pub rhythm: Option<Rhythm>,
+    /// The signals behind the score, strongest first.
     pub reasons: Vec<Reason>,
+    /// Headline counters and profile figures.
     pub summary: LineSummary,
 }
 
@@ -114,11 +149,9 @@ pub struct LineEntry {
 }
 
 impl LineEntry {
-    pub fn ip(&self) -> IpAddr {
-        self.ip
-    }
     /// Packet time of the line's latest event (microseconds).
-    pub fn last_seen(&self) -> i64 {
+    #[cfg(test)]
+    pub(crate) fn last_seen(&self) -> i64 {
         self.profile.last_seen
     }
 }
@@ -126,7 +159,9 @@ impl LineEntry {
 /// Lines changed and removed since the last `LineTable::take_changes`.
 #[derive(Debug, Default)]
 pub struct LineChanges {
+    /// Lines changed since the last take, to be stored again.
     pub changed: Vec<IpAddr>,
+    /// Lines removed (evicted or idle) since the last take, to be deleted from the store.
     pub removed: Vec<IpAddr>,
     /// The removal list overflowed: whoever stores the lines must rewrite them all.
     pub resync: bool,
@@ -142,9 +177,10 @@ const SHED_REMEMBERED: usize = 1 << 16;
 /// Counters of the table kept across restarts with its lines.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct TableCounters {
-    pub last_eval: Timestamp,
+    pub(crate) last_eval: Timestamp,
+    /// Lines evicted because the table was full (LRU).
     pub evictions: u64,
-    pub idle_evictions: u64,
+    pub(crate) idle_evictions: u64,
 }
 
 const NIL: u32 = u32::MAX;
@@ -268,6 +304,7 @@ pub struct LineTable {
 }
 
 impl LineTable {
+    /// An empty table with `cfg`'s caps and weights; `net` says which peers are foreign.
     pub fn new(cfg: &DetectionConfig, net: &NetworkConfig) -> Self {
         LineTable {
             cfg: cfg.clone(),
@@ -462,6 +499,7 @@ impl LineTable {
         }
     }
 
+    /// The counters to save with the lines (restored by `LineTable::restore_counters`).
     pub fn counters_state(&self) -> TableCounters {
         TableCounters {
             last_eval: self.last_eval,
@@ -544,12 +582,15 @@ impl LineTable {
         }
     }
 
+    /// The configuration the table scores with.
     pub fn config(&self) -> &DetectionConfig {
         &self.cfg
     }
+    /// Lines in the table.
     pub fn len(&self) -> usize {
         self.index.len()
     }
+    /// Whether the table holds no line.
     pub fn is_empty(&self) -> bool {
         self.index.is_empty()
     }
@@ -1032,13 +1073,13 @@ impl LineTable {
         v
     }
 
-    /// Every line with activity, flagged first (gateway, suspect, normal; then by score).
     /// The verdict of one line (O(1)).
     pub fn verdict(&self, ip: IpAddr) -> Option<LineVerdict> {
         let &i = self.index.get(&ip)?;
         self.slots.get(i as usize)?.entry.as_ref().map(verdict_of)
     }
 
+    /// Every line with activity, flagged first (gateway, suspect, normal; then by score).
     pub fn verdicts(&self) -> Vec<LineVerdict> {
         let mut v: Vec<LineVerdict> = self
             .slots

@@ -62,6 +62,7 @@ pub struct ThreatsConfig {
     pub toll_min_invites: u32,
     /// `flood`: at least `flood_min_requests` requests within `flood_window_secs`.
     pub flood_window_secs: u32,
+    /// `flood`: requests from one peer within `flood_window_secs` that make a flood.
     pub flood_min_requests: u32,
     /// `flood` from many sources: requests at one line within `flood_window_secs`, at least
     /// `flood_min_requests` of them from at least this many source addresses (forged sources
@@ -131,6 +132,7 @@ impl Default for ThreatsConfig {
 }
 
 impl ThreatsConfig {
+    /// Checks every cap and threshold; the first bad key is the error.
     pub fn validate(&self) -> Result<(), Invalid> {
         let caps: [(&str, bool); 15] = [
             ("max_peers", self.max_peers > 0),
@@ -189,11 +191,18 @@ impl ThreatsConfig {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ThreatKind {
+    /// Out-of-dialog requests (OPTIONS, REGISTER, ...) sweeping many lines.
     Scan,
+    /// Many distinct user names tried at one line (account guessing).
     Enumeration,
+    /// INVITEs to international or premium numbers through the lines.
     TollFraudAttempt,
+    /// A request rate no telephone makes, from one peer or from many forged sources at one line.
     Flood,
+    /// A stream of calls to many numbers that the line (mostly) does not relay: an attempt to make
+    /// a line look like a gateway.
     Framing,
+    /// A line that relayed a foreign peer's international/premium call out: fraud through the line.
     CompromisedPbx,
 }
 
@@ -207,6 +216,7 @@ const PEER_KINDS: [ThreatKind; 5] = [
 ];
 
 impl ThreatKind {
+    /// The kind's name in JSON, alerts and reports (`scan`, `toll_fraud_attempt`, ...).
     pub fn label(self) -> &'static str {
         match self {
             ThreatKind::Scan => "scan",
@@ -217,6 +227,7 @@ impl ThreatKind {
             ThreatKind::CompromisedPbx => "compromised_pbx",
         }
     }
+    /// The severity every finding of this kind has.
     pub fn severity(self) -> ThreatSeverity {
         match self {
             ThreatKind::Scan | ThreatKind::Enumeration => ThreatSeverity::Low,
@@ -236,12 +247,16 @@ impl ThreatKind {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ThreatSeverity {
+    /// Reconnaissance (scan, enumeration).
     Low,
+    /// An attack in progress (toll fraud attempt, flood, framing).
     Medium,
+    /// Fraud through a line (compromised PBX).
     High,
 }
 
 impl ThreatSeverity {
+    /// The severity's name (`low`, `medium`, `high`).
     pub fn label(self) -> &'static str {
         match self {
             ThreatSeverity::Low => "low",
@@ -254,31 +269,43 @@ impl ThreatSeverity {
 /// One line a threat was aimed at, with what that line answered.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ThreatTarget {
+    /// The targeted line.
     pub line: IpAddr,
+    /// Requests the peer sent to it.
     pub requests: u64,
     /// Status codes (`"404"`), call participations (`"rejected"`, `"answered_one_way"`, ...) and
     /// `"none"` (requests with no answer), with their counts.
     pub answers: BTreeMap<String, u64>,
+    /// Capture time of the first request to the line.
     pub first_seen: Timestamp,
+    /// Capture time of the latest request to the line.
     pub last_seen: Timestamp,
 }
 
 /// One finding: a peer and one kind of attack it made, with the figures behind it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Threat {
+    /// The attacking peer (for a flood from many sources: the first source seen).
     pub peer: IpAddr,
+    /// What the peer did.
     pub kind: ThreatKind,
+    /// The kind's severity.
     pub severity: ThreatSeverity,
     /// Targets (at most `max_lines_per_peer`), most requests first.
     pub lines: Vec<ThreatTarget>,
     /// Distinct lines the peer sent requests to (estimated beyond `max_lines_per_peer`).
     pub lines_total: u64,
+    /// Requests from the peer counted for this finding.
     pub requests: u64,
+    /// Capture time of the peer's first request.
     pub first_seen: Timestamp,
+    /// Capture time of the peer's latest request.
     pub last_seen: Timestamp,
+    /// User-Agent strings the peer sent (at most `max_agents_per_peer`).
     pub user_agents: Vec<String>,
     /// What the lines answered, over all targets (see [`ThreatTarget::answers`]).
     pub answers: BTreeMap<String, u64>,
+    /// The figures behind the finding (name, value and text, as for a line verdict).
     pub reasons: Vec<Reason>,
     /// International/premium numbers dialled (a sample; phone numbers: personal data).
     #[serde(default)]
@@ -287,6 +314,7 @@ pub struct Threat {
     /// (`peer` is the first of them) and how many there were (estimated).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sources: Vec<IpAddr>,
+    /// How many distinct source addresses the flood came from (estimated).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub sources_total: u64,
     /// When the episode closed: the attacker had been quiet for `threats.clear_after_secs`

@@ -41,6 +41,7 @@ pub struct ThreatTable {
 }
 
 impl ThreatTable {
+    /// An empty table with `cfg`'s caps and thresholds; `network` says which end is the line.
     pub fn new(cfg: &ThreatsConfig, network: &NetworkConfig) -> ThreatTable {
         let mut prefixes = cfg.toll_prefixes.clone();
         prefixes.sort_by_key(|p| std::cmp::Reverse(p.len()));

@@ -19,7 +19,12 @@ use super::table::ThreatTable;
 pub enum UserClass<'a> {
     /// An international or premium number: the dial prefix as dialled and what follows it (of
     /// a pseudonymous user part: the pseudonym of what follows).
-    Toll { prefix: &'a str, rest: &'a str },
+    Toll {
+        /// The dial prefix as dialled (`00`, `+`, `900`, ...).
+        prefix: &'a str,
+        /// What follows the prefix (its pseudonym in a pseudonymous user part).
+        rest: &'a str,
+    },
     /// Another phone number (domestic, or international to a home calling code).
     Number,
     /// Anything else: an extension or user name.
