@@ -1158,6 +1158,12 @@ impl Inputs {
                 src.advance();
             }
         }
+        // One input being read and none waiting (a single file, or the last of several): no
+        // merge to do, its head is next. The loop below closes it once it ends.
+        if self.waiting.is_empty() && matches!(self.open.as_slice(), [(_, s)] if s.head.is_some()) {
+            self.current = Some(0);
+            return Ok(self.open.first().and_then(|(_, s)| s.head_packet()));
+        }
         loop {
             // Inputs that ended are closed (their hash collected).
             if let Some(pos) = self.open.iter().position(|(_, s)| s.head.is_none()) {

@@ -12,7 +12,7 @@ use crate::model::{Counters, Datagram, Event, MediaFlowRecord, RtpStreamStats, T
 use crate::rtp::{self, StreamStats};
 use crate::table::TimedTable;
 use std::hash::Hash;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 
 // ---------------------------------------------------------------------------------------------
@@ -46,47 +46,95 @@ const TOUCH_GRANULARITY_US: i64 = 1_000_000;
 /// (payload type, clock rate) pairs from SDP rtpmaps.
 type RateHints = Vec<(u8, u32)>;
 
-/// Unordered address pair: lower address first.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct FlowKey(pub SocketAddr, pub SocketAddr);
+/// Unordered address pair: lower address first. The flow table is probed on every media
+/// packet: two IPv4 ends, the bulk of the keys, are held as one word each (address and port), so
+/// the key is made, hashed and compared in a few word operations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowKey(Ends);
 
-/// One word for an IPv4 end (address and port), the bulk of the keys: the flow table is probed
-/// on every media packet, so its key hashes in two or three writes instead of a dozen.
-fn end_word(a: &SocketAddr) -> (u64, Option<u128>) {
-    match a {
-        SocketAddr::V4(v4) => (
-            (u64::from(u32::from(*v4.ip())) << 16) | u64::from(v4.port()),
-            None,
-        ),
-        SocketAddr::V6(v6) => (
-            (1u64 << 48) | u64::from(v6.port()),
-            Some(u128::from(*v6.ip())),
-        ),
-    }
+/// The ends of a flow, lower first. Two IPv4 ends are always `V4` and any other pair is always
+/// `Other`, so the derived equality is that of the addresses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ends {
+    /// `address << 16 | port` of each end: ordered as the `SocketAddrV4`s are.
+    V4(u64, u64),
+    Other(SocketAddr, SocketAddr),
+}
+
+fn v4_word(a: &SocketAddrV4) -> u64 {
+    (u64::from(u32::from(*a.ip())) << 16) | u64::from(a.port())
+}
+
+fn v4_end(w: u64) -> SocketAddr {
+    // The word was made from a u32 address and a u16 port: both casts take back exactly those.
+    SocketAddr::V4(SocketAddrV4::new(
+        Ipv4Addr::from((w >> 16) as u32),
+        (w & 0xffff) as u16,
+    ))
 }
 
 impl Hash for FlowKey {
     fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
         // Equal keys have equal ends, hence equal words: consistent with the derived `Eq`.
-        let (a, a6) = end_word(&self.0);
-        let (b, b6) = end_word(&self.1);
-        h.write_u128((u128::from(a) << 64) | u128::from(b));
-        if let Some(x) = a6 {
-            h.write_u128(x);
+        match &self.0 {
+            Ends::V4(a, b) => h.write_u128((u128::from(*a) << 64) | u128::from(*b)),
+            Ends::Other(a, b) => {
+                let word = |x: &SocketAddr| match x {
+                    SocketAddr::V4(v4) => (v4_word(v4), None),
+                    SocketAddr::V6(v6) => (
+                        (1u64 << 48) | u64::from(v6.port()),
+                        Some(u128::from(*v6.ip())),
+                    ),
+                };
+                let (a, a6) = word(a);
+                let (b, b6) = word(b);
+                h.write_u128((u128::from(a) << 64) | u128::from(b));
+                if let Some(x) = a6 {
+                    h.write_u128(x);
+                }
+                if let Some(x) = b6 {
+                    h.write_u128(x);
+                }
+            }
         }
-        if let Some(x) = b6 {
-            h.write_u128(x);
+    }
+}
+
+/// Ordered as the (lower, higher) address pairs are (the order flows are reported in at the
+/// end of input when they began at the same time).
+impl Ord for FlowKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        match (&self.0, &other.0) {
+            (Ends::V4(a, b), Ends::V4(c, d)) => (a, b).cmp(&(c, d)),
+            _ => self.ends().cmp(&other.ends()),
         }
+    }
+}
+
+impl PartialOrd for FlowKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
     }
 }
 
 impl FlowKey {
     /// The pair `a`, `b` in either order.
     pub fn new(a: SocketAddr, b: SocketAddr) -> Self {
-        if a <= b {
-            FlowKey(a, b)
-        } else {
-            FlowKey(b, a)
+        match (&a, &b) {
+            (SocketAddr::V4(x), SocketAddr::V4(y)) => {
+                let (x, y) = (v4_word(x), v4_word(y));
+                FlowKey(Ends::V4(x.min(y), x.max(y)))
+            }
+            _ if a <= b => FlowKey(Ends::Other(a, b)),
+            _ => FlowKey(Ends::Other(b, a)),
+        }
+    }
+
+    /// The ends, lower first.
+    pub fn ends(&self) -> (SocketAddr, SocketAddr) {
+        match self.0 {
+            Ends::V4(a, b) => (v4_end(a), v4_end(b)),
+            Ends::Other(a, b) => (a, b),
         }
     }
 }
@@ -754,6 +802,36 @@ mod tests {
             t.on_datagram(&dg(LINE, PEER, at, &a), ev);
             let b = rtp_pkt(18, 5000 + i as u16, 160 * i as u32, 0xbbbb, 20);
             t.on_datagram(&dg(PEER, LINE, at + 3_000, &b), ev);
+        }
+    }
+
+    #[test]
+    fn flow_keys_are_unordered_pairs_ordered_as_the_addresses() {
+        let ends = [
+            "10.0.0.1:5004",
+            "10.0.0.1:5006",
+            "10.0.0.2:1",
+            "192.168.1.10:4000",
+            "255.255.255.255:65535",
+            "0.0.0.0:0",
+            "[2001:db8::1]:5004",
+            "[2001:db8::2]:5004",
+            "[::ffff:10.0.0.1]:5004",
+        ]
+        .map(addr);
+        for a in ends {
+            for b in ends {
+                let k = FlowKey::new(a, b);
+                assert_eq!(k, FlowKey::new(b, a));
+                assert_eq!(k.ends(), (a.min(b), a.max(b)));
+                for c in ends {
+                    for d in ends {
+                        let j = FlowKey::new(c, d);
+                        assert_eq!(k == j, k.ends() == j.ends());
+                        assert_eq!(k.cmp(&j), k.ends().cmp(&j.ends()), "{a} {b} {c} {d}");
+                    }
+                }
+            }
         }
     }
 

@@ -25,6 +25,7 @@
 //! `igmp`, `icmpv6`, `ospf`, `esp`, `pim`, `vrrp`, ... for IP payloads other than
 //! UDP/TCP/SCTP/tunnels; `other_ethertype`, `other_ip_proto` for the rest).
 
+mod fast;
 mod frag;
 mod link;
 mod peek;
@@ -36,7 +37,7 @@ pub use peek::{line_key, peek, Innermost, Peek};
 pub use tcp::starts_like_sip;
 
 use crate::config::LimitsConfig;
-use crate::model::{Counters, Datagram, RawPacket, Timestamp, Transport};
+use crate::model::{Counters, Datagram, LinkType, RawPacket, Timestamp, Transport};
 use etherparse::{Ipv4HeaderSlice, Ipv6HeaderSlice, TcpHeaderSlice, UdpHeaderSlice};
 use frag::{FragKey, FragTable, Fragment};
 use link::{Gtp, Layer};
@@ -213,6 +214,20 @@ impl Decoder {
     pub fn decode(&mut self, pkt: &RawPacket<'_>, out: &mut dyn FnMut(&Datagram<'_>)) {
         if self.keep_innermost {
             self.innermost = None;
+        }
+        if pkt.link == LinkType::ETHERNET {
+            if let Some(u) = fast::ether_ipv4_udp(pkt.data) {
+                let (src, dst) = (IpAddr::V4(u.src), IpAddr::V4(u.dst));
+                self.note(src, dst, 17, Some(u.l4));
+                return out(&Datagram {
+                    ts: pkt.ts,
+                    src: SocketAddr::new(src, u.sport),
+                    dst: SocketAddr::new(dst, u.dport),
+                    transport: Transport::Udp,
+                    payload: u.body,
+                    ip_len: u.ip_len,
+                });
+            }
         }
         self.layers(pkt.ts, link::link(pkt.link, pkt.data), 0, out);
     }

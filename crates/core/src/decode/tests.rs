@@ -656,6 +656,105 @@ fn sip_over_tcp_through_the_decoder() {
     assert_eq!(d.table_sizes()[2], ("tcp_streams", 0));
 }
 
+/// Decodes `frame` (Ethernet) twice, through `decode` (which takes the IPv4/UDP fast path when
+/// it can) and layer by layer only, with the innermost header kept: the datagrams, errors,
+/// skips and innermost header must agree.
+fn fast_and_layered_agree(frame: &[u8]) -> Result<(), String> {
+    let pkt = RawPacket {
+        ts: Timestamp::from_micros(1_000_000),
+        link: LinkType::ETHERNET,
+        data: frame,
+        wire_len: frame.len() as u32,
+    };
+    let run = |layered: bool| {
+        let mut d = Decoder::new(&limits());
+        d.keep_innermost(true);
+        let mut got = Vec::new();
+        let mut take = |dg: &Datagram<'_>| {
+            got.push(Got {
+                src: dg.src,
+                dst: dg.dst,
+                transport: dg.transport,
+                payload: dg.payload.to_vec(),
+                ip_len: dg.ip_len,
+            })
+        };
+        if layered {
+            d.layers(pkt.ts, link::link(pkt.link, pkt.data), 0, &mut take);
+        } else {
+            d.decode(&pkt, &mut take);
+        }
+        let inner = format!("{:?}", d.innermost());
+        (got, d.errors().clone(), d.skipped().clone(), inner)
+    };
+    let (fast, layered) = (run(false), run(true));
+    if fast == layered {
+        Ok(())
+    } else {
+        Err(format!("fast {fast:?} != layered {layered:?}"))
+    }
+}
+
+#[test]
+fn fast_path_decodes_as_the_layers_do() {
+    let ip = udp4(SRC4, DST4, 5060, 5080, SIP);
+    let mut cases = vec![eth(0x0800, &ip)];
+    // Ethernet padding after a short packet.
+    cases.push(
+        [
+            eth(0x0800, &udp4(SRC4, DST4, 4000, 4002, b"x")),
+            vec![0; 20],
+        ]
+        .concat(),
+    );
+    // Cut by the snap length.
+    let whole = eth(0x0800, &ip);
+    cases.push(whole[..whole.len() - 5].to_vec());
+    // UDP length 0, 3, shorter than the IP payload, longer than it.
+    for ulen in [0u16, 3, 20, 2000] {
+        let mut f = eth(0x0800, &ip);
+        f[14 + 24..14 + 26].copy_from_slice(&ulen.to_be_bytes());
+        cases.push(f);
+    }
+    // IP total length 0, below the header, beyond the frame.
+    for total in [0u16, 12, 4000] {
+        let mut f = eth(0x0800, &ip);
+        f[14 + 2..14 + 4].copy_from_slice(&total.to_be_bytes());
+        cases.push(f);
+    }
+    // DF set; reserved bit set; MF set; an offset.
+    for (b6, b7) in [(0x40u8, 0u8), (0x80, 0), (0x20, 0), (0, 1)] {
+        let mut f = eth(0x0800, &ip);
+        f[14 + 6] = b6;
+        f[14 + 7] = b7;
+        cases.push(f);
+    }
+    // Options (IHL 6), version 6 nibble, TCP, VXLAN and GTP-U ports, a VLAN tag, ARP.
+    let mut opt = eth(0x0800, &ip);
+    opt[14] = 0x46;
+    cases.push(opt);
+    let mut ver = eth(0x0800, &ip);
+    ver[14] = 0x65;
+    cases.push(ver);
+    cases.push(eth(0x0800, &ipv4_raw(6, 1, false, 0, &udp_raw(1, 2, SIP))));
+    cases.push(eth(0x0800, &udp4(SRC4, DST4, 1, VXLAN_PORT, &[0; 30])));
+    cases.push(eth(0x0800, &udp4(SRC4, DST4, 1, GTPU_PORT, &[0; 30])));
+    cases.push(eth(0x8100, &[&[0, 1][..], &[0x08, 0x00], &ip].concat()));
+    cases.push(eth(0x0806, &[0; 28]));
+    // Shorter than an Ethernet header, an IP header, a UDP header.
+    let full = eth(0x0800, &ip);
+    for n in [0, 13, 14, 20, 33, 34, 41, 42] {
+        cases.push(full[..n].to_vec());
+    }
+    for (i, f) in cases.iter().enumerate() {
+        if let Err(e) = fast_and_layered_agree(f) {
+            panic!("case {i}: {e}");
+        }
+    }
+    // The common frame does take the fast path.
+    assert!(fast::ether_ipv4_udp(&eth(0x0800, &ip)).is_some());
+}
+
 /// Regression corpus for inputs the fuzzer or review found troublesome.
 #[test]
 fn hostile_inputs_do_not_panic() {
@@ -709,6 +808,24 @@ proptest::proptest! {
         let mut d = Decoder::new(&limits());
         for g in feed(&mut d, LinkType::ETHERNET, &frame, 0) {
             proptest::prop_assert!(g.payload.len() <= frame.len());
+        }
+    }
+
+    /// Flipping bytes of a plain Ethernet/IPv4/UDP frame (the fast path's own) never makes the
+    /// fast path disagree with the layered decoder.
+    #[test]
+    fn mutated_plain_frames_decode_as_the_layers_do(
+        flips in proptest::collection::vec((0usize..80, proptest::prelude::any::<u8>()), 1..4),
+        cut in 0usize..8,
+    ) {
+        let mut frame = eth(0x0800, &udp4(SRC4, DST4, 5060, 5080, SIP));
+        for (at, v) in flips {
+            let n = frame.len();
+            frame[at % n] = v;
+        }
+        frame.truncate(frame.len() - cut);
+        if let Err(e) = fast_and_layered_agree(&frame) {
+            return Err(proptest::test_runner::TestCaseError::fail(e));
         }
     }
 }
