@@ -22,6 +22,17 @@ pub use crate::config::daemon::BATCH_PACKETS;
 /// A partly filled batch waits at most this long before it is sent.
 const FLUSH_AFTER: Duration = Duration::from_millis(50);
 
+/// What an engine thread hands the alert stage.
+#[derive(Debug)]
+pub enum ToAlerts {
+    /// A line's verdict changed.
+    Verdict(LineVerdict),
+    /// The end of a replay: answered once every verdict handed before it (and every threat
+    /// found so far) is an alert in the outbox. An engine thread counts as running until then,
+    /// so `simboxd_workers_running` at 0 means the replay's alerts are all out.
+    Settled(SyncSender<()>),
+}
+
 /// What the daemon needs from one single-threaded engine.
 pub trait PacketEngine: Send + 'static {
     fn process(&mut self, pkt: &RawPacket<'_>);
@@ -490,11 +501,12 @@ fn store_kernel_stats(src: &mut Source, stats: &PipelineStats) {
 
 /// Runs one engine until its queue closes. Verdict changes go to `verdicts` (blocking: they are
 /// few and must not be lost). When the input ended (file replay) the engine is finished, so that
-/// open calls are closed and the final verdicts are out.
+/// open calls are closed and the final verdicts are out, and the thread ends only once the alert
+/// stage has made alerts of them ([`ToAlerts::Settled`]).
 pub fn worker_loop<E: PacketEngine>(
     engine: Arc<Mutex<E>>,
     rx: Receiver<PacketBatch>,
-    verdicts: tokio::sync::mpsc::Sender<LineVerdict>,
+    verdicts: tokio::sync::mpsc::Sender<ToAlerts>,
     stats: Arc<PipelineStats>,
     live: bool,
     tick_secs: f64,
@@ -508,7 +520,7 @@ pub fn worker_loop<E: PacketEngine>(
     let mut idle_since = Instant::now();
     let send = |changes: Vec<LineVerdict>| {
         for v in changes {
-            if verdicts.blocking_send(v).is_err() {
+            if verdicts.blocking_send(ToAlerts::Verdict(v)).is_err() {
                 stats.dropped_verdicts.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -601,6 +613,13 @@ pub fn worker_loop<E: PacketEngine>(
                 Err(_) => Vec::new(),
             };
             send(changes);
+        }
+        // The replay is over for this thread once its last verdicts are alerts: whoever watches
+        // `workers_running` fall to 0 then reads every alert the replay made. An alert stage
+        // that is gone (dropped sender) ends the wait.
+        let (done_tx, done_rx) = std::sync::mpsc::sync_channel(1);
+        if verdicts.blocking_send(ToAlerts::Settled(done_tx)).is_ok() {
+            let _ = done_rx.recv();
         }
     }
 }
@@ -837,6 +856,89 @@ mod tests {
         tx.send(b).unwrap();
         assert!(t.join().is_err(), "the stage panic ends the thread");
         assert_eq!(stats.workers_running.load(Ordering::SeqCst), 0);
+    }
+
+    /// An engine whose last verdict comes out when it is finished (a site that dissolved at
+    /// the end of a replay, say).
+    struct LastWordEngine(Vec<LineVerdict>);
+
+    impl PacketEngine for LastWordEngine {
+        fn process(&mut self, _pkt: &RawPacket<'_>) {}
+        fn tick(&mut self, _now: Timestamp) {}
+        fn finish(&mut self) {
+            self.0.push(LineVerdict {
+                line: "100.64.1.11".parse().unwrap(),
+                verdict: simboxd_core::model::VerdictLevel::Gateway,
+                score: 0.9,
+                flagged_at: Some(Timestamp(1)),
+                site: None,
+                reasons: Vec::new(),
+                updated: Timestamp(2),
+                calls: 40,
+                max_concurrent_calls: 8,
+                peer: None,
+            });
+        }
+        fn take_verdict_changes(&mut self) -> Vec<LineVerdict> {
+            std::mem::take(&mut self.0)
+        }
+        fn stats(&self) -> crate::daemon::outputs::WorkerStats {
+            Default::default()
+        }
+        fn line_detail(&self, _addr: IpAddr) -> Option<crate::daemon::outputs::LineDetail> {
+            None
+        }
+        fn save_state(&self) -> Option<serde_json::Value> {
+            None
+        }
+        fn restore_state(&mut self, _state: serde_json::Value) -> Result<usize, String> {
+            Ok(0)
+        }
+        fn reload(&mut self, _cfg: &crate::config::Config) {}
+    }
+
+    /// Regression: a replay's engine thread stopped counting as running before the alert stage
+    /// had made alerts of its final verdicts, so a reader that waited for
+    /// `simboxd_workers_running` 0 read alerts that still named a site the line had left
+    /// (figures_consistency, 100.64.1.11).
+    #[test]
+    fn a_replay_engine_runs_until_its_final_verdicts_are_alerted() {
+        let stats = Arc::new(PipelineStats::default());
+        let (tx, rx) = std::sync::mpsc::sync_channel::<PacketBatch>(4);
+        let (vtx, mut vrx) = tokio::sync::mpsc::channel(4);
+        let eng = Arc::new(Mutex::new(LastWordEngine(Vec::new())));
+        let st = stats.clone();
+        let t = std::thread::spawn(move || worker_loop(eng, rx, vtx, st, false, 1.0));
+        drop(tx); // end of the file
+        let Some(ToAlerts::Verdict(v)) = vrx.blocking_recv() else {
+            panic!("the final verdict first");
+        };
+        assert_eq!(v.site, None);
+        let Some(ToAlerts::Settled(done)) = vrx.blocking_recv() else {
+            panic!("then the request to be told it is alerted");
+        };
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(!t.is_finished(), "waits for the alert stage");
+        assert_eq!(stats.workers_running.load(Ordering::SeqCst), 1);
+        done.send(()).unwrap();
+        t.join().unwrap();
+        assert_eq!(stats.workers_running.load(Ordering::SeqCst), 0);
+        assert!(vrx.blocking_recv().is_none(), "nothing after it");
+    }
+
+    #[test]
+    fn a_replay_engine_does_not_wait_for_an_alert_stage_that_is_gone() {
+        let stats = Arc::new(PipelineStats::default());
+        let (tx, rx) = std::sync::mpsc::sync_channel::<PacketBatch>(4);
+        let (vtx, vrx) = tokio::sync::mpsc::channel(4);
+        drop(vrx);
+        let eng = Arc::new(Mutex::new(LastWordEngine(Vec::new())));
+        let st = stats.clone();
+        let t = std::thread::spawn(move || worker_loop(eng, rx, vtx, st, false, 1.0));
+        drop(tx);
+        t.join().unwrap();
+        assert_eq!(stats.workers_running.load(Ordering::SeqCst), 0);
+        assert_eq!(stats.dropped_verdicts.load(Ordering::SeqCst), 1);
     }
 
     #[test]

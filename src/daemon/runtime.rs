@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::http::{Api, ApiSource, TokenCheck};
 use crate::privacy::Pseudonymizer;
 use anyhow::Context;
-use simboxd_core::model::{LineVerdict, VerdictLevel};
+use simboxd_core::model::VerdictLevel;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -827,7 +827,7 @@ fn packet_now(stats: &PipelineStats, live: bool) -> Option<simboxd_core::model::
 /// its open episodes can be saved.
 async fn alert_loop<E: PacketEngine>(
     shared: Arc<Shared<E>>,
-    mut vrx: tokio::sync::mpsc::Receiver<LineVerdict>,
+    mut vrx: tokio::sync::mpsc::Receiver<pipeline::ToAlerts>,
     mut manager: AlertManager,
     privacy: Pseudonymizer,
     tick_secs: f64,
@@ -850,10 +850,27 @@ async fn alert_loop<E: PacketEngine>(
                     record_and_store(&shared, &manager, alerts).await;
                     break;
                 };
-                if v.verdict >= VerdictLevel::Suspect {
-                    tracing::info!(line = %v.line, verdict = v.verdict.name(), score = v.score, "line verdict");
+                match v {
+                    pipeline::ToAlerts::Verdict(v) => {
+                        if v.verdict >= VerdictLevel::Suspect {
+                            tracing::info!(line = %v.line, verdict = v.verdict.name(), score = v.score, "line verdict");
+                        }
+                        manager.on_verdict_with(&v, &privacy)
+                    }
+                    pipeline::ToAlerts::Settled(done) => {
+                        // Everything handed before is alerted (this loop is sequential); the
+                        // threats the engines found last too, then the engine thread may end.
+                        let alerts = threat_alerts(&shared, &mut manager, &privacy);
+                        evidence_on_alerts(&shared, &mut recording, &manager, &alerts).await;
+                        let changed = !alerts.is_empty();
+                        record_and_store(&shared, &manager, alerts).await;
+                        if changed {
+                            save_episodes(&shared, &manager).await;
+                        }
+                        let _ = done.try_send(());
+                        Vec::new()
+                    }
                 }
-                manager.on_verdict_with(&v, &privacy)
             }
             _ = tick.tick() => {
                 // A reload may have changed [alert]; the episodes stay.
@@ -1043,7 +1060,7 @@ async fn serve<E: PacketEngine>(
     }
 
     // Engines and capture.
-    let (vtx, vrx) = tokio::sync::mpsc::channel::<LineVerdict>(VERDICT_QUEUE);
+    let (vtx, vrx) = tokio::sync::mpsc::channel::<pipeline::ToAlerts>(VERDICT_QUEUE);
     let per_worker = (cfg.daemon.queue_packets / pipeline::BATCH_PACKETS).max(1);
     let mut senders = Vec::new();
     let mut worker_threads = Vec::new();

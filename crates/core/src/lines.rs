@@ -42,6 +42,11 @@ pub(crate) struct Bucket {
     /// Voice-shaped media flows without readable SIP (no call id), and with it.
     pub(crate) opaque_flows: u16,
     pub(crate) sip_flows: u16,
+    /// Opaque voice flows confirmed in this bucket to have run beside another flow to the same
+    /// peer (each counted once, when a flow's end shows it): channels of one box held at once,
+    /// again and again.
+    #[serde(default)]
+    pub(crate) opaque_overlapped: u16,
 }
 
 /// What the long ring keeps per bucket: the figures read over the long window only (its
@@ -132,6 +137,7 @@ impl Bucket {
         self.media_calls = self.media_calls.saturating_add(o.media_calls);
         self.opaque_flows = self.opaque_flows.saturating_add(o.opaque_flows);
         self.sip_flows = self.sip_flows.saturating_add(o.sip_flows);
+        self.opaque_overlapped = self.opaque_overlapped.saturating_add(o.opaque_overlapped);
     }
     /// All SIP calls started.
     pub(crate) fn calls(&self) -> u32 {
@@ -527,6 +533,9 @@ struct OpenSession {
     kind: SessionKind,
     /// When the start was reported (microseconds).
     start: i64,
+    /// An opaque flow confirmed to have run beside another to the same peer (counted once).
+    #[serde(default)]
+    overlapped: bool,
 }
 
 /// One registered account (hashes only) and when its binding lapses.
@@ -868,6 +877,7 @@ impl Profile {
             remote,
             kind,
             start: ts,
+            overlapped: false,
         });
         self.max_concurrent = self.max_concurrent.max(self.open.len() as u32);
         if kind == SessionKind::Opaque {
@@ -1406,11 +1416,27 @@ impl Profile {
             return;
         }
         let key = flow_key(r.local, r.remote);
-        if !self.close_session(key, end.0) {
+        if !self.open.iter().any(|s| s.key == key) {
             self.start_opaque(key, r.remote.ip(), r.first.0, p);
-            self.close_session(key, end.0);
         }
-        self.verify_opaque(hash_ip(r.remote.ip()), r.first.0, end.0);
+        let marked = self.open.iter().any(|s| s.key == key && s.overlapped);
+        self.close_session(key, end.0);
+        let remote = hash_ip(r.remote.ip());
+        let n = self.verify_opaque(remote, r.first.0, end.0);
+        // Flows still open to the same peer that started before this one ended ran beside it
+        // (see `verify_opaque`); each flow is counted once, when it is first shown.
+        let mut newly = u16::from(n >= 2 && !marked);
+        for s in self.open.iter_mut().filter(|s| {
+            s.kind == SessionKind::Opaque && s.remote == remote && s.start <= end.0 && !s.overlapped
+        }) {
+            s.overlapped = true;
+            newly = newly.saturating_add(1);
+        }
+        if newly > 0 {
+            self.bump(end.0, p, |b| {
+                b.opaque_overlapped = b.opaque_overlapped.saturating_add(newly)
+            });
+        }
         self.opaque_durations.add(end.secs_since(r.first).max(0.0));
         self.note_end_for_gap(end.0);
     }
@@ -1420,8 +1446,8 @@ impl Profile {
     /// recently ended ones whose span covers it. Or at its end: a flow still open now (not idle
     /// for the media timeout, so running when this one ended) that started before this one
     /// ended ran beside it then; that is known as soon as this one is told, not only when the
-    /// later flows end.
-    fn verify_opaque(&mut self, remote: u32, start: i64, end: i64) {
+    /// later flows end. Returns that concurrency (1: the flow ran alone).
+    fn verify_opaque(&mut self, remote: u32, start: i64, end: i64) -> u16 {
         let open = self
             .open
             .iter()
@@ -1448,6 +1474,7 @@ impl Profile {
             // Nothing open: any later flow starts after all of these ended.
             self.closed_opaque = Vec::new();
         }
+        n
     }
 
     /// Codec names seen on the line's calls.
@@ -1706,6 +1733,27 @@ mod tests {
         pr.on_media_started(sa("10.0.0.9:1006"), sa(r), None, t(75.0), &p);
         pr.on_media_ended(&flow_ended("10.0.0.9:1000", r, 0.0, 60.0), &p);
         assert_eq!(pr.opaque_verified_peak, 3);
+    }
+
+    #[test]
+    fn opaque_flows_that_ran_beside_another_are_counted_once() {
+        // A 0..60 s and B 10..50 s overlap; C 100..115 s runs alone, D 150..200 s too.
+        let p = p();
+        let mut pr = Profile::new(t(0.0));
+        let r = "203.0.113.9:4000";
+        pr.on_media_started(sa("10.0.0.9:1000"), sa(r), None, t(0.0), &p);
+        pr.on_media_started(sa("10.0.0.9:1002"), sa(r), None, t(10.0), &p);
+        pr.on_media_ended(&flow_ended("10.0.0.9:1002", r, 10.0, 50.0), &p);
+        let seen = |pr: &Profile| pr.window(t(300.0), &p).opaque_overlapped;
+        assert_eq!(seen(&pr), 2, "B's end shows A beside it");
+        pr.on_media_ended(&flow_ended("10.0.0.9:1000", r, 0.0, 60.0), &p);
+        assert_eq!(seen(&pr), 2, "A is not counted twice");
+        pr.on_media_started(sa("10.0.0.9:1004"), sa(r), None, t(100.0), &p);
+        pr.on_media_ended(&flow_ended("10.0.0.9:1004", r, 100.0, 115.0), &p);
+        assert_eq!(seen(&pr), 2, "C ran alone");
+        pr.on_media_started(sa("10.0.0.9:1006"), sa(r), None, t(150.0), &p);
+        pr.on_media_ended(&flow_ended("10.0.0.9:1006", r, 150.0, 200.0), &p);
+        assert_eq!(seen(&pr), 2, "D started after C ended");
     }
 
     #[test]

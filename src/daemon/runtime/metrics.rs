@@ -109,7 +109,7 @@ fn head<'a, E: PacketEngine>() -> Vec<Metric<Frame<'a, E>>> {
         one(
             "simboxd_workers_running",
             Gauge,
-            "Engine threads running.",
+            "Engine threads running (a replay's thread until its final verdicts are alerts).",
             |f| load(&f.d.stats.workers_running),
         ),
         one(

@@ -224,9 +224,13 @@ pub(crate) fn machine_rhythm(p: &Profile, c: &Ctx) -> Signal {
         let median = p.opaque_durations.quantile(0.5).unwrap_or(0.0);
         // Flows end (and are told) a media timeout after their last packet, so counting ended
         // ones is what makes a sparse box late. Once several have run at once to one peer (three
-        // confirmed, or four seen), a few short ones are rhythm enough; without that, it takes
-        // more (one or two app calls at a time are no gateway).
-        let several = p.opaque_verified_peak >= 3 || p.opaque_peak_same_peer >= 4;
+        // confirmed, or four seen; or, over time, four confirmed in the last ten minutes to have
+        // each run beside another: a box with few channels busy, see `opaque_media`), a few
+        // short ones are rhythm enough; without that, it takes more (one or two app calls at a
+        // time are no gateway).
+        let overlapped = f64::from(p.recent(c.now, c.params, 2).opaque_overlapped);
+        let several =
+            p.opaque_verified_peak >= 3 || p.opaque_peak_same_peer >= 4 || overlapped >= min + 1.0;
         let (lo, hi) = if several {
             (min - 2.0, min)
         } else {
@@ -324,18 +328,31 @@ pub(crate) fn fingerprint(p: &Profile, _c: &Ctx) -> Signal {
 
 /// Several voice-shaped flows at once to one peer without readable SIP: encrypted or proprietary
 /// signalling with media that still looks like calls. One or two at a time is an app call.
+///
+/// Concurrency is read two ways. The peak: three flows confirmed at once (or four seen as they
+/// start). And over time, per ended flow: a box with few channels busy (a 4-channel gateway on a
+/// low answer ratio) rarely holds three calls at once, but its flows keep running beside one
+/// another, flow after flow. A household has two app calls at once now and then; four flows
+/// confirmed within ten minutes to have each run beside another to the same peer, among five or
+/// more started (or three among seven or more: a pace no household keeps), is a switch keeping
+/// channels busy.
 pub(crate) fn opaque_media(p: &Profile, c: &Ctx) -> Signal {
     let peak = f64::from(p.opaque_peak_same_peer);
     let w = p.window(c.now, c.params);
     // Flows started in the last two buckets (10 min by default): a gateway starts dozens, a
     // household on app calls one or two. Concurrency is read when flows start, so a flow that
     // ended less than the media timeout ago may still count: hence the rate gate.
-    let recent = f64::from(p.recent(c.now, c.params, 2).opaque_flows);
+    let last = p.recent(c.now, c.params, 2);
+    let recent = f64::from(last.opaque_flows);
     let min = f64::from(c.cfg.min_calls);
     // Verified concurrency (read when flows end) counts from 3; the unverified count taken
     // when flows start, which a just-ended flow can inflate by one, only from 4.
     let verified = f64::from(p.opaque_verified_peak);
-    let conc = ramp(verified, 1.5, 3.0).max(ramp(peak, 2.5, 4.0));
+    let overlapped = f64::from(last.opaque_overlapped);
+    // Four such flows; or three at a pace no household keeps (seven or more flows started).
+    let held = ramp(overlapped, min - 1.0, min + 1.0)
+        .max(ramp(overlapped, min - 1.0, min) * ramp(recent, min + 2.0, 2.0 * min + 1.0));
+    let conc = ramp(verified, 1.5, 3.0).max(ramp(peak, 2.5, 4.0)).max(held);
     let strength = conc * ramp(recent, min - 1.0, min + 2.0);
     let peer = p
         .top_peer()
@@ -343,19 +360,21 @@ pub(crate) fn opaque_media(p: &Profile, c: &Ctx) -> Signal {
         .map_or(String::from("one peer"), |x| {
             format!("{}{}", x.ip, if x.domestic { "" } else { " (foreign)" })
         });
+    let last_span = minutes(2.0 * f64::from(c.cfg.window_secs) / 12.0);
     Signal {
         name: "opaque_media",
         value: peak,
         strength,
         detail: format!(
-            "up to {} concurrent voice-shaped flows ({} confirmed) to {} without readable SIP; {} such flows in {} ({:.0} in the last {})",
+            "up to {} concurrent voice-shaped flows ({} confirmed) to {} without readable SIP; {} such flows in {} ({:.0} in the last {}, {:.0} confirmed in it to have run beside another flow to the same peer)",
             p.opaque_peak_same_peer,
             p.opaque_verified_peak,
             peer,
             w.opaque_flows,
             minutes(p.window_span_secs(c.now, c.params)),
             recent,
-            minutes(f64::from(c.cfg.window_secs) / 6.0)
+            last_span,
+            overlapped
         ),
     }
 }

@@ -643,3 +643,93 @@ fn new_lines_over_the_admission_budget_are_shed() {
     assert_eq!(t.len(), 70);
     assert_eq!(t.lines_shed(), 50);
 }
+
+/// Feeds `events` in order and evaluates after each at the time the engine would (a flow's end
+/// is told a media timeout, 30 s, after its last packet). The first flow's start and the
+/// verdict's `flagged_at`, and the last verdict.
+fn run_timed(events: &[Event]) -> (Option<Timestamp>, Option<Timestamp>, LineVerdict) {
+    let mut t = LineTable::new(&cfg(), &net());
+    let mut first = None;
+    for e in events {
+        t.on_event(e);
+        let now = match e {
+            Event::MediaStarted { ts, .. } => {
+                first = first.or(Some(*ts));
+                *ts
+            }
+            Event::MediaEnded(r) => r.last.plus_secs(30.0),
+            _ => continue,
+        };
+        t.evaluate(now);
+    }
+    let v = t.verdict(line()).unwrap();
+    (first, v.flagged_at, v)
+}
+
+#[test]
+fn a_low_concurrency_opaque_box_is_flagged_within_five_minutes() {
+    // A 4-channel box on a low answer ratio behind encrypted signalling: only answered calls
+    // show, as voice flows to one foreign peer; two at a time at most, each channel re-seized
+    // after 30-40 s of failed attempts that leave no media.
+    let mut b = Builder::new(line(), 3);
+    let ss: IpAddr = "203.0.113.10".parse().unwrap();
+    let a = [
+        (0.0, 50.0),
+        (80.0, 40.0),
+        (150.0, 60.0),
+        (240.0, 45.0),
+        (320.0, 50.0),
+    ];
+    let c = [
+        (20.0, 45.0),
+        (100.0, 55.0),
+        (185.0, 40.0),
+        (260.0, 50.0),
+        (345.0, 40.0),
+    ];
+    for (i, &(s, d)) in a.iter().chain(c.iter()).enumerate() {
+        b.flow(SocketAddr::new(ss, 30000 + 2 * i as u16), s, d, true);
+    }
+    let (first, flagged, v) = run_timed(&b.finish());
+    assert!(v.max_concurrent_calls <= 3, "{v:?}");
+    let ttd = flagged.unwrap().secs_since(first.unwrap());
+    assert!(ttd <= 300.0, "flagged {ttd} s after the first flow: {v:?}");
+    let r = v
+        .reasons
+        .iter()
+        .find(|r| r.signal == "opaque_media")
+        .unwrap();
+    assert!(
+        r.detail
+            .contains("to have run beside another flow to the same peer"),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn app_calls_two_at_a_time_or_one_quick_overlap_are_no_gateway() {
+    let relay: IpAddr = "203.0.113.150".parse().unwrap();
+    // Two people in a household on long app calls through one relay, overlapping again and
+    // again for an hour: flows beside one another, but a few an hour, minutes long.
+    let mut b = Builder::new(line(), 4);
+    let mut t = 0.0;
+    for i in 0..8u16 {
+        b.flow(SocketAddr::new(relay, 3478 + i), t, 420.0, true);
+        b.flow(SocketAddr::new(relay, 4478 + i), t + 200.0, 300.0, true);
+        t += 450.0;
+    }
+    let (_, flagged, v) = run_timed(&b.finish());
+    assert_eq!(flagged, None, "{v:?}");
+    assert_eq!(v.verdict, VerdictLevel::Normal, "{v:?}");
+    // One person making short calls back to back, one at a time (a remote agent on an
+    // encrypted softphone), while someone else's call overlaps one of them once.
+    let mut b = Builder::new(line(), 5);
+    for i in 0..8u16 {
+        let s = f64::from(i) * 60.0;
+        b.flow(SocketAddr::new(relay, 3478 + i), s, 45.0, true);
+    }
+    b.flow(SocketAddr::new(relay, 5000), 65.0, 25.0, true);
+    let (_, flagged, v) = run_timed(&b.finish());
+    assert_eq!(flagged, None, "{v:?}");
+    assert!(v.verdict < VerdictLevel::Gateway, "{v:?}");
+}
