@@ -88,42 +88,78 @@ impl Dialog {
         }
     }
 
-    pub(super) fn record(&self, media: &MediaTable) -> CallRecord {
-        let (offer, answer) = (self.caller_sdp.as_ref(), self.callee_sdp.as_ref());
-        let negotiated = answer.or(offer);
-        let line_sdp = if self.line_is_caller() { offer } else { answer };
-        let codec = negotiated_codec(offer, answer);
-        let mut rtp = self.rtp.clone();
-        for s in media.streams_for(&self.call_id) {
+    /// The call record, made by moving the dialog's strings (a reported dialog is gone).
+    pub(super) fn into_record(self, media: &MediaTable) -> CallRecord {
+        let outcome = self.outcome();
+        let line_is_caller = self.line_is_caller();
+        let Dialog {
+            call_id,
+            line,
+            direction,
+            peer,
+            transport,
+            from,
+            to,
+            request_uri,
+            user_agent,
+            server,
+            allow,
+            caller_sdp: offer,
+            callee_sdp: answer,
+            start,
+            progress,
+            answer: answered,
+            end,
+            status_code,
+            private_contact,
+            mut rtp,
+            ..
+        } = self;
+        let codec = negotiated_codec(offer.as_ref(), answer.as_ref());
+        let ptime = answer
+            .as_ref()
+            .and_then(|s| s.ptime)
+            .or(offer.as_ref().and_then(|s| s.ptime));
+        let (mut offer, mut answer) = (offer, answer);
+        // The answer's codecs if there is one, else the offer's.
+        let codecs = answer
+            .as_mut()
+            .or(offer.as_mut())
+            .map(|s| std::mem::take(&mut s.codecs))
+            .unwrap_or_default();
+        let line_sdp = if line_is_caller { offer } else { answer };
+        let (sdp_origin, sdp_session) =
+            line_sdp.map_or((None, None), |s| (s.origin_user, s.session));
+        for s in media.streams_for(&call_id) {
             if rtp.len() < MAX_CALL_STREAMS {
                 rtp.push(s);
             }
         }
         rtp.sort_by_key(|s| (s.first, s.src, s.ssrc));
         let mut rec = CallRecord {
-            call_id: self.call_id.clone(),
-            line: self.line,
-            direction: self.direction,
-            peer: self.peer,
-            from: self.from.clone(),
-            to: self.to.clone(),
-            request_uri: self.request_uri.clone(),
-            user_agent: self.user_agent.clone(),
-            server: self.server.clone(),
-            allow: self.allow.clone(),
-            sdp_origin: line_sdp.and_then(|s| s.origin_user.clone()),
-            sdp_session: line_sdp.and_then(|s| s.session.clone()),
-            transport: self.transport,
+            call_id,
+            line,
+            direction,
+            peer,
+            from,
+            to,
+            request_uri,
+            user_agent,
+            server,
+            allow,
+            sdp_origin,
+            sdp_session,
+            transport,
             codec,
-            codecs: negotiated.map(|s| s.codecs.clone()).unwrap_or_default(),
-            ptime: answer.and_then(|s| s.ptime).or(offer.and_then(|s| s.ptime)),
-            start: self.start,
-            progress: self.progress,
-            answer: self.answer,
-            end: self.end,
-            outcome: self.outcome(),
-            status_code: self.status_code,
-            private_contact: self.private_contact,
+            codecs,
+            ptime,
+            start,
+            progress,
+            answer: answered,
+            end,
+            outcome,
+            status_code,
+            private_contact,
             rtp,
             participation: Participation::Ignored,
         };
@@ -587,7 +623,6 @@ impl Tracker {
         let Some(dl) = self.dialogs.remove(key) else {
             return;
         };
-        let rec = dl.record(&self.media);
         for ep in &dl.endpoints {
             self.media.unexpect(*ep, &dl.call_id);
         }
@@ -596,6 +631,7 @@ impl Tracker {
             invite_cseq: dl.invite_cseq,
         };
         let until = dl.last.max(now).plus_secs(TOMBSTONE_SECS);
+        let rec = dl.into_record(&self.media);
         if self.tombs.insert(*key, tomb, until).is_some() {
             self.evicted("dialog_tombstones");
         }
@@ -604,10 +640,10 @@ impl Tracker {
 
     /// Reports a dialog that was evicted from the table.
     pub(super) fn emit_call(&mut self, dl: Dialog, _now: Timestamp, events: &mut Vec<Event>) {
-        let rec = dl.record(&self.media);
         for ep in &dl.endpoints {
             self.media.unexpect(*ep, &dl.call_id);
         }
+        let rec = dl.into_record(&self.media);
         self.push_call(rec, events);
     }
 
