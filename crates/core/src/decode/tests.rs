@@ -18,6 +18,18 @@ struct Got {
     ip_len: u32,
 }
 
+impl Got {
+    fn of(dg: &Datagram<'_>) -> Got {
+        Got {
+            src: dg.src,
+            dst: dg.dst,
+            transport: dg.transport,
+            payload: dg.payload.to_vec(),
+            ip_len: dg.ip_len,
+        }
+    }
+}
+
 fn limits() -> LimitsConfig {
     LimitsConfig::default()
 }
@@ -32,13 +44,7 @@ fn feed(d: &mut Decoder, link: LinkType, frame: &[u8], ts_s: i64) -> Vec<Got> {
     };
     d.decode(&pkt, &mut |dg| {
         assert_eq!(dg.ts, pkt.ts);
-        got.push(Got {
-            src: dg.src,
-            dst: dg.dst,
-            transport: dg.transport,
-            payload: dg.payload.to_vec(),
-            ip_len: dg.ip_len,
-        })
+        got.push(Got::of(dg))
     });
     got
 }
@@ -670,15 +676,7 @@ fn fast_and_layered_agree(frame: &[u8]) -> Result<(), String> {
         let mut d = Decoder::new(&limits());
         d.keep_innermost(true);
         let mut got = Vec::new();
-        let mut take = |dg: &Datagram<'_>| {
-            got.push(Got {
-                src: dg.src,
-                dst: dg.dst,
-                transport: dg.transport,
-                payload: dg.payload.to_vec(),
-                ip_len: dg.ip_len,
-            })
-        };
+        let mut take = |dg: &Datagram<'_>| got.push(Got::of(dg));
         if layered {
             d.layers(pkt.ts, link::link(pkt.link, pkt.data), 0, &mut take);
         } else {
