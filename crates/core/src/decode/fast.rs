@@ -1,12 +1,14 @@
-//! The frame nearly every packet on a tap is: Ethernet II, IPv4 without options or
+//! The frame nearly every packet on a tap is: Ethernet II, at most two VLAN tags (a SPAN port
+//! or tap on a trunk keeps the 802.1Q tag, a provider's the QinQ pair), IPv4 without options or
 //! fragmentation, UDP, whole. Read here in one pass over fixed offsets instead of layer by
-//! layer (link, EtherType, IP version, header slices, transport dispatch).
+//! layer (link, EtherType, tags, IP version, header slices, transport dispatch).
 //!
 //! Contract: `ether_ipv4_udp` returns `Some` only for a frame the layered decoder would turn into
 //! exactly one plain UDP datagram with no error or skip counted: the same addresses, payload and
-//! IP length. Anything else (tags, tunnels, options, fragments, a length that does not fit, a
-//! VXLAN or GTP-U port, a cut frame) is `None` and left to the layered decoder.
+//! IP length. Anything else (deeper tag stacks, MPLS, tunnels, options, fragments, a length that
+//! does not fit, a VXLAN or GTP-U port, a cut frame) is `None` and left to the layered decoder.
 
+use super::link::is_vlan_tag;
 use super::{GTPU_PORT, VXLAN_PORT};
 use std::net::Ipv4Addr;
 
@@ -24,11 +26,25 @@ pub(crate) struct Udp4<'a> {
     pub ip_len: u32,
 }
 
+/// Most VLAN tags peeled here; deeper stacks go the long way.
+const MAX_TAGS: usize = 2;
+
 pub(crate) fn ether_ipv4_udp(frame: &[u8]) -> Option<Udp4<'_>> {
-    let ip = match frame {
-        [_, _, _, _, _, _, _, _, _, _, _, _, 0x08, 0x00, ip @ ..] => ip,
-        _ => return None,
-    };
+    let (head, mut rest) = frame.split_first_chunk::<14>()?;
+    let mut ethertype = u16::from_be_bytes([head[12], head[13]]);
+    for _ in 0..MAX_TAGS {
+        if !is_vlan_tag(ethertype) {
+            break;
+        }
+        // Tag control (priority, VLAN id), then the EtherType it carries.
+        let (tag, after) = rest.split_first_chunk::<4>()?;
+        ethertype = u16::from_be_bytes([tag[2], tag[3]]);
+        rest = after;
+    }
+    if ethertype != 0x0800 {
+        return None;
+    }
+    let ip = rest;
     let h: &[u8; 20] = ip.get(..20)?.try_into().ok()?;
     // Version 4, 20-byte header, UDP; neither More Fragments nor an offset (DF may be set).
     if h[0] != 0x45 || h[9] != 17 || h[6] & 0x3f != 0 || h[7] != 0 {

@@ -133,12 +133,16 @@ pub(crate) fn ethernet(data: &[u8]) -> Layer<'_> {
     }
 }
 
+/// Whether an EtherType is a VLAN tag: 802.1Q, 802.1ad, or one of the old QinQ types.
+pub(crate) fn is_vlan_tag(t: u16) -> bool {
+    matches!(t, 0x8100 | 0x88A8 | 0x9100 | 0x9200)
+}
+
 /// Dispatches on an EtherType, peeling one tag when it is one.
 pub(crate) fn ethertype(t: u16, data: &[u8]) -> Layer<'_> {
     match t {
         0x0800 | 0x86DD => Layer::Ip(data),
-        // 802.1Q, 802.1ad, and the old QinQ types.
-        0x8100 | 0x88A8 | 0x9100 | 0x9200 => match be16(data, 2) {
+        t if is_vlan_tag(t) => match be16(data, 2) {
             Some(inner) if data.len() >= 4 => Layer::EtherType(inner, tail(data, 4)),
             _ => Layer::Bad(ERR_VLAN),
         },

@@ -739,6 +739,31 @@ fn fast_path_decodes_as_the_layers_do() {
     cases.push(eth(0x0800, &udp4(SRC4, DST4, 1, GTPU_PORT, &[0; 30])));
     cases.push(eth(0x8100, &[&[0, 1][..], &[0x08, 0x00], &ip].concat()));
     cases.push(eth(0x0806, &[0; 28]));
+    // Tag stacks: QinQ of each outer type, three tags (the long way), a tag carrying IPv6 or
+    // ARP, a tag cut short.
+    for outer in [0x8100u16, 0x88A8, 0x9100, 0x9200] {
+        cases.push(eth(
+            outer,
+            &[&[0, 7][..], &[0x81, 0x00, 0, 9, 0x08, 0x00], &ip].concat(),
+        ));
+    }
+    cases.push(eth(
+        0x88A8,
+        &[
+            &[0, 7, 0x88, 0xA8, 0, 8][..],
+            &[0x81, 0x00, 0, 9, 0x08, 0x00],
+            &ip,
+        ]
+        .concat(),
+    ));
+    cases.push(eth(0x8100, &[&[0, 1][..], &[0x86, 0xDD], &ip].concat()));
+    cases.push(eth(
+        0x8100,
+        &[&[0, 1][..], &[0x08, 0x06], &[0; 28]].concat(),
+    ));
+    for n in [0, 1, 3] {
+        cases.push(eth(0x8100, &[0, 1, 0x08, 0x00][..n]));
+    }
     // Shorter than an Ethernet header, an IP header, a UDP header.
     let full = eth(0x0800, &ip);
     for n in [0, 13, 14, 20, 33, 34, 41, 42] {
@@ -749,8 +774,15 @@ fn fast_path_decodes_as_the_layers_do() {
             panic!("case {i}: {e}");
         }
     }
-    // The common frame does take the fast path.
+    // The common frames do take the fast path: untagged, one tag, QinQ.
     assert!(fast::ether_ipv4_udp(&eth(0x0800, &ip)).is_some());
+    let tagged = eth(0x8100, &[&[0, 1][..], &[0x08, 0x00], &ip].concat());
+    assert!(fast::ether_ipv4_udp(&tagged).is_some());
+    let qinq = eth(
+        0x88A8,
+        &[&[0, 7][..], &[0x81, 0x00, 0, 9, 0x08, 0x00], &ip].concat(),
+    );
+    assert!(fast::ether_ipv4_udp(&qinq).is_some());
 }
 
 /// Regression corpus for inputs the fuzzer or review found troublesome.
@@ -817,6 +849,25 @@ proptest::proptest! {
         cut in 0usize..8,
     ) {
         let mut frame = eth(0x0800, &udp4(SRC4, DST4, 5060, 5080, SIP));
+        for (at, v) in flips {
+            let n = frame.len();
+            frame[at % n] = v;
+        }
+        frame.truncate(frame.len() - cut);
+        if let Err(e) = fast_and_layered_agree(&frame) {
+            return Err(proptest::test_runner::TestCaseError::fail(e));
+        }
+    }
+
+    /// The same for a frame with one VLAN tag: flips reach the tag's type, the carried
+    /// EtherType and the headers behind them.
+    #[test]
+    fn mutated_tagged_frames_decode_as_the_layers_do(
+        flips in proptest::collection::vec((0usize..84, proptest::prelude::any::<u8>()), 1..4),
+        cut in 0usize..8,
+    ) {
+        let ip = udp4(SRC4, DST4, 5060, 5080, SIP);
+        let mut frame = eth(0x8100, &[&[0, 1][..], &[0x08, 0x00], &ip].concat());
         for (at, v) in flips {
             let n = frame.len();
             frame[at % n] = v;
