@@ -155,6 +155,9 @@ struct DirStats {
     /// IP length of the previous packet, and how many packets kept within a few bytes of it.
     prev_len: u64,
     steady_sizes: u64,
+    /// Index in `Flow::streams` of the stream this way's last RTP packet went to: the next
+    /// packet nearly always continues it (checked before the search over all streams).
+    stream: usize,
 }
 
 impl DirStats {
@@ -350,10 +353,14 @@ fn update_flow(
             }
             ds.rtp_last = Some((h.ssrc, h.seq, h.timestamp));
         }
-        let pos = f
-            .streams
-            .iter()
-            .position(|s| s.ssrc == h.ssrc && s.src == d.src && s.dst == d.dst);
+        // Streams are unique by (SSRC, source, destination): the hint, when it matches, is
+        // the one the search would find.
+        let is_it = |s: &StreamStats| s.ssrc == h.ssrc && s.src == d.src && s.dst == d.dst;
+        let hint = f.dir.get(di).map_or(usize::MAX, |ds| ds.stream);
+        let pos = match f.streams.get(hint) {
+            Some(s) if is_it(s) => Some(hint),
+            _ => f.streams.iter().position(is_it),
+        };
         let idx = match pos {
             Some(i) => Some(i),
             None if f.streams.len() < MAX_STREAMS_PER_FLOW => {
@@ -380,8 +387,13 @@ fn update_flow(
                 None
             }
         };
-        if let Some(s) = idx.and_then(|i| f.streams.get_mut(i)) {
-            s.update(h, d.ts, d.payload.len());
+        if let Some(i) = idx {
+            if let Some(ds) = f.dir.get_mut(di) {
+                ds.stream = i;
+            }
+            if let Some(s) = f.streams.get_mut(i) {
+                s.update(h, d.ts, d.payload.len());
+            }
         }
     }
 
