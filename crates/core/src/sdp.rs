@@ -7,6 +7,9 @@
 //! (legal, rare) is counted in `bad_lines` and leaves the connection unset: nothing here resolves
 //! names.
 
+// arrayvec, not heapless: heapless's `Vec::new` is materialised as a zeroed copy of the whole
+// buffer (a 7 KB memset per SDP body parsed), arrayvec's is not.
+use arrayvec::ArrayVec;
 use std::net::{IpAddr, SocketAddr};
 
 /// Most `m=` sections kept per body; more are counted and ignored.
@@ -97,8 +100,8 @@ pub struct Media<'a> {
     /// The format list as written (`0 8 101`, or `t38` for image/udptl).
     pub(crate) formats: &'a str,
     /// Numeric formats (RTP payload types) in offer order.
-    pub payload_types: heapless::Vec<u8, MAX_PAYLOAD_TYPES>,
-    pub(crate) rtpmaps: heapless::Vec<RtpMap<'a>, MAX_PAYLOAD_TYPES>,
+    pub payload_types: ArrayVec<u8, MAX_PAYLOAD_TYPES>,
+    pub(crate) rtpmaps: ArrayVec<RtpMap<'a>, MAX_PAYLOAD_TYPES>,
     /// Media-level c=, else the session c=.
     pub(crate) connection: Option<IpAddr>,
     /// `a=ptime` of the section, in milliseconds.
@@ -150,7 +153,7 @@ pub struct Sdp<'a> {
     /// Session-level direction attribute, when given (media without their own inherit it).
     pub direction: Option<MediaDirection>,
     /// The `m=` sections in order, at most `MAX_MEDIA`.
-    pub media: heapless::Vec<Media<'a>, MAX_MEDIA>,
+    pub media: ArrayVec<Media<'a>, MAX_MEDIA>,
     /// `m=` sections beyond `MAX_MEDIA` (ignored).
     pub(crate) dropped_media: u32,
     /// Payload types or rtpmaps beyond `MAX_PAYLOAD_TYPES` (ignored).
@@ -202,8 +205,8 @@ pub fn parse(body: &[u8]) -> Result<Sdp<'_>, SdpError> {
     let mut seen_version = false;
     let mut any = false;
     // Media-level values not yet final (connection/direction fall back at the end).
-    let mut media_conn: heapless::Vec<Option<IpAddr>, MAX_MEDIA> = heapless::Vec::new();
-    let mut media_dir: heapless::Vec<Option<MediaDirection>, MAX_MEDIA> = heapless::Vec::new();
+    let mut media_conn: ArrayVec<Option<IpAddr>, MAX_MEDIA> = ArrayVec::new();
+    let mut media_dir: ArrayVec<Option<MediaDirection>, MAX_MEDIA> = ArrayVec::new();
     // Whether the current m= section was dropped (its attributes are ignored too).
     let mut in_dropped_media = false;
 
@@ -262,13 +265,13 @@ pub fn parse(body: &[u8]) -> Result<Sdp<'_>, SdpError> {
                     in_dropped_media = true;
                     continue;
                 };
-                if sdp.media.push(m).is_err() {
+                if sdp.media.try_push(m).is_err() {
                     sdp.dropped_media = sdp.dropped_media.saturating_add(1);
                     in_dropped_media = true;
                 } else {
                     in_dropped_media = false;
-                    let _ = media_conn.push(None);
-                    let _ = media_dir.push(None);
+                    let _ = media_conn.try_push(None);
+                    let _ = media_dir.try_push(None);
                 }
             }
             b'a' => {
@@ -295,7 +298,7 @@ pub fn parse(body: &[u8]) -> Result<Sdp<'_>, SdpError> {
                             if media.rtpmaps.iter().any(|x| x.pt == r.pt) {
                                 continue;
                             }
-                            if media.rtpmaps.push(r).is_err() {
+                            if media.rtpmaps.try_push(r).is_err() {
                                 sdp.dropped_formats = sdp.dropped_formats.saturating_add(1);
                             }
                         }
@@ -359,7 +362,7 @@ fn parse_media_line<'a>(v: &'a str, dropped: &mut u32) -> Option<Media<'a>> {
     let (proto, formats) = next_token(rest)?;
     let formats = formats.trim();
     let it = formats.split_ascii_whitespace();
-    let mut payload_types = heapless::Vec::new();
+    let mut payload_types = ArrayVec::new();
     for f in it {
         let Some(pt) = parse_small::<u8>(f, 3).filter(|&p| p <= 127) else {
             continue; // non-RTP format such as t38
@@ -367,7 +370,7 @@ fn parse_media_line<'a>(v: &'a str, dropped: &mut u32) -> Option<Media<'a>> {
         if payload_types.contains(&pt) {
             continue;
         }
-        if payload_types.push(pt).is_err() {
+        if payload_types.try_push(pt).is_err() {
             *dropped = dropped.saturating_add(1);
         }
     }
@@ -377,7 +380,7 @@ fn parse_media_line<'a>(v: &'a str, dropped: &mut u32) -> Option<Media<'a>> {
         proto,
         formats,
         payload_types,
-        rtpmaps: heapless::Vec::new(),
+        rtpmaps: ArrayVec::new(),
         connection: None,
         ptime: None,
         direction: MediaDirection::SendRecv,

@@ -57,13 +57,15 @@ impl ThreatTable {
                     .iter()
                     .any(|t| t.users >= min_users && !self.flooded_during(t))
         };
-        if settled && searched() {
+        let flooding = p.flood_max >= u64::from(cfg.flood_min_requests);
+        // A flooding peer's targets are not searched: the flood withdraws enumeration below.
+        if !flooding && settled && searched() {
             kinds |= ThreatKind::Enumeration.bit();
         }
         if self.toll_fraud(p) {
             kinds |= ThreatKind::TollFraudAttempt.bit();
         }
-        if p.flood_max >= u64::from(cfg.flood_min_requests) {
+        if flooding {
             // A flood's random user names and numbers are not a search nor a gateway feed.
             kinds &= !(ThreatKind::Enumeration.bit() | ThreatKind::Framing.bit());
             kinds |= ThreatKind::Flood.bit();

@@ -32,7 +32,9 @@ pub(super) struct LineFlood {
     pub(super) last: Timestamp,
     pub(super) requests: u64,
     pub(super) peak: u64,
-    pub(super) sources: Sketch,
+    /// Distinct sources of the episode; made when the line first floods (most lines a flood
+    /// touches never do).
+    pub(super) sources: Option<Box<Sketch>>,
     pub(super) samples: Vec<IpAddr>,
     pub(super) agents: Vec<String>,
     pub(super) methods: MethodCounts,
@@ -54,7 +56,7 @@ impl LineFlood {
             last: ts,
             requests: 0,
             peak: 0,
-            sources: Sketch::new(),
+            sources: None,
             samples: Vec::new(),
             agents: Vec::new(),
             methods: MethodCounts::default(),
@@ -89,7 +91,9 @@ impl LineFlood {
         }
         if self.hot {
             self.requests += 1;
-            self.sources.insert(sh);
+            self.sources
+                .get_or_insert_with(|| Box::new(Sketch::new()))
+                .insert(sh);
             self.peak = self.peak.max(self.window_count);
             if ts > self.last {
                 self.last = ts;
@@ -108,8 +112,9 @@ impl LineFlood {
         self.ended = None;
         // The whole window that tripped it belongs to the flood.
         self.requests += self.window_count;
+        let sources = self.sources.get_or_insert_with(|| Box::new(Sketch::new()));
         for h in &self.window_sources {
-            self.sources.insert(*h);
+            sources.insert(*h);
         }
         self.peak = self.peak.max(self.window_count);
         if ts > self.last {
@@ -135,6 +140,8 @@ impl LineFlood {
 
     /// Distinct sources of the episode (estimated).
     pub(super) fn sources_total(&self) -> u64 {
-        self.sources.estimate().max(self.samples.len() as u64)
+        // An empty sketch estimates 0.
+        let sources = self.sources.as_ref().map_or(0, |s| s.estimate());
+        sources.max(self.samples.len() as u64)
     }
 }

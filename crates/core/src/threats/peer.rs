@@ -31,6 +31,8 @@ pub(super) const MAX_WATCH_PER_LINE: usize = 8;
 pub(super) const WATCH_KEEP_SECS: f64 = 4.0 * 3600.0;
 /// Threat changes held for `take_changes`; beyond it they are counted, not kept.
 pub(super) const MAX_PENDING_CHANGES: usize = 10_000;
+/// Targets a peer has before they are indexed by line (fewer are scanned).
+pub(super) const INDEXED_TARGETS: usize = 8;
 /// Linear-counting bitmap size (bits) for distinct lines beyond the kept targets.
 pub(super) const SKETCH_BITS: usize = 1024;
 
@@ -91,6 +93,8 @@ impl Answers {
 #[derive(Clone, Debug)]
 pub(super) struct Target {
     pub(super) line: IpAddr,
+    /// The line's hash (the table's hasher), for the peer's sketches once they exist.
+    pub(super) line_hash: u64,
     pub(super) first: Timestamp,
     pub(super) last: Timestamp,
     pub(super) requests: u64,
@@ -111,9 +115,10 @@ pub(super) struct Target {
 }
 
 impl Target {
-    pub(super) fn new(line: IpAddr, ts: Timestamp) -> Target {
+    pub(super) fn new(line: IpAddr, line_hash: u64, ts: Timestamp) -> Target {
         Target {
             line,
+            line_hash,
             first: ts,
             last: ts,
             requests: 0,
@@ -183,6 +188,31 @@ impl Sketch {
     }
 }
 
+/// A peer's distinct-line sketches: lines it sent requests to, lines it probed.
+#[derive(Clone, Debug)]
+pub(super) struct PeerSketches {
+    pub(super) lines: Sketch,
+    pub(super) probed: Sketch,
+}
+
+impl PeerSketches {
+    /// The sketches as they would be had they been fed from the start: every kept target
+    /// (targets are never dropped), and those it probed.
+    pub(super) fn of_targets(targets: &[Target]) -> PeerSketches {
+        let mut s = PeerSketches {
+            lines: Sketch::new(),
+            probed: Sketch::new(),
+        };
+        for t in targets {
+            s.lines.insert(t.line_hash);
+            if t.probes > 0 {
+                s.probed.insert(t.line_hash);
+            }
+        }
+        s
+    }
+}
+
 #[derive(Clone, Copy, Debug, Default)]
 pub(super) struct MethodCounts {
     pub(super) options: u64,
@@ -199,10 +229,15 @@ pub(super) struct Peer {
     pub(super) requests: u64,
     pub(super) methods: MethodCounts,
     pub(super) targets: Vec<Target>,
+    /// Index of `targets` by line, made once there are more than `INDEXED_TARGETS` (a flood
+    /// peer's 128 targets are not scanned per request).
+    pub(super) target_ix: Option<Box<crate::model::FastMap<IpAddr, u32>>>,
     /// Some line could not be kept as a target: `lines_total` comes from the sketches.
     pub(super) overflow: bool,
-    pub(super) lines: Sketch,
-    pub(super) probed: Sketch,
+    /// Distinct lines sent to and probed, made when the first line is not kept (`overflow`)
+    /// from the kept targets, then fed every line: a one-shot sender (a random-source flood
+    /// makes one peer per packet) never pays for them.
+    pub(super) sketches: Option<Box<PeerSketches>>,
     pub(super) probed_lines: u64,
     pub(super) agents: Vec<String>,
     pub(super) names_used: usize,
@@ -231,9 +266,9 @@ impl Peer {
             requests: 0,
             methods: MethodCounts::default(),
             targets: Vec::new(),
+            target_ix: None,
             overflow: false,
-            lines: Sketch::new(),
-            probed: Sketch::new(),
+            sketches: None,
             probed_lines: 0,
             agents: Vec::new(),
             names_used: 0,
@@ -255,18 +290,16 @@ impl Peer {
 
     pub(super) fn lines_total(&self) -> u64 {
         let kept = self.targets.len() as u64;
-        if self.overflow {
-            kept.max(self.lines.estimate())
-        } else {
-            kept
+        match &self.sketches {
+            Some(s) if self.overflow => kept.max(s.lines.estimate()),
+            _ => kept,
         }
     }
 
     pub(super) fn probed_total(&self) -> u64 {
-        if self.overflow {
-            self.probed_lines.max(self.probed.estimate())
-        } else {
-            self.probed_lines
+        match &self.sketches {
+            Some(s) if self.overflow => self.probed_lines.max(s.probed.estimate()),
+            _ => self.probed_lines,
         }
     }
 
@@ -302,7 +335,29 @@ impl Peer {
     }
 
     pub(super) fn target_index(&self, line: IpAddr) -> Option<usize> {
-        self.targets.iter().position(|t| t.line == line)
+        match &self.target_ix {
+            Some(ix) => ix.get(&line).map(|&i| i as usize),
+            None => self.targets.iter().position(|t| t.line == line),
+        }
+    }
+
+    /// Adds a target (for a line not among them); returns its index.
+    pub(super) fn push_target(&mut self, t: Target) -> usize {
+        let i = self.targets.len();
+        let line = t.line;
+        self.targets.push(t);
+        if let Some(ix) = self.target_ix.as_mut() {
+            ix.insert(line, i as u32);
+        } else if self.targets.len() > INDEXED_TARGETS {
+            let ix = self
+                .targets
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (t.line, i as u32))
+                .collect();
+            self.target_ix = Some(Box::new(ix));
+        }
+        i
     }
 }
 

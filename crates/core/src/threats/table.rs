@@ -254,13 +254,18 @@ impl ThreatTable {
         if let Some(i) = peer.target_index(line) {
             return Some(i);
         }
-        peer.lines.insert(lh);
         if peer.targets.len() >= cfg.max_lines_per_peer {
             peer.overflow = true;
+            peer.sketches
+                .get_or_insert_with(|| Box::new(PeerSketches::of_targets(&peer.targets)))
+                .lines
+                .insert(lh);
             return None;
         }
-        peer.targets.push(Target::new(line, ts));
-        Some(peer.targets.len() - 1)
+        if let Some(s) = peer.sketches.as_mut() {
+            s.lines.insert(lh);
+        }
+        Some(peer.push_target(Target::new(line, lh, ts)))
     }
 
     pub(super) fn on_probe(&mut self, p: &ProbeRecord) {
@@ -403,7 +408,10 @@ impl ThreatTable {
     }
 
     pub(super) fn mark_probed(peer: &mut Peer, ti: Option<usize>, lh: u64) {
-        peer.probed.insert(lh);
+        // Before the sketches exist, the probed lines are the kept targets with probes.
+        if let Some(s) = peer.sketches.as_mut() {
+            s.probed.insert(lh);
+        }
         match ti.and_then(|i| peer.targets.get(i)) {
             Some(t) if t.probes == 0 => peer.probed_lines += 1,
             Some(_) => {}
