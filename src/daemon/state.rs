@@ -17,7 +17,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 /// Format version of the store.
-pub const STATE_VERSION: u32 = 4;
+pub const STATE_VERSION: u32 = 5;
 
 const LINES: TableDefinition<&str, &[u8]> = TableDefinition::new("lines");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");

@@ -31,9 +31,10 @@ pub(crate) struct Bucket {
     /// Inbound SIP calls that ended in this bucket, and how many of them the line answered.
     pub(crate) in_ended: u16,
     pub(crate) in_answered: u16,
-    /// Inbound calls ended in this bucket that the line took part in (voice both ways, early
-    /// media it sent, or on a line whose tap carries no media, an answer that lasted), how many
-    /// of those came from foreign peers, and how many the line answered.
+    /// Inbound calls the line took part in, counted in this bucket: an answered call once
+    /// voice flows both ways (while it runs), else at its end (early media it sent, or on a
+    /// line whose tap carries no media, an answer that lasted); how many of those came from
+    /// foreign peers, and how many the line answered.
     pub(crate) in_taken: u16,
     pub(crate) in_taken_foreign: u16,
     pub(crate) in_taken_answered: u16,
@@ -521,8 +522,11 @@ impl PeerStat {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 enum SessionKind {
+    /// A call the line placed.
     Call,
     Opaque,
+    /// An inbound call the line answered.
+    Answered,
 }
 
 /// A call or an opaque voice flow in progress.
@@ -536,6 +540,16 @@ struct OpenSession {
     /// An opaque flow confirmed to have run beside another to the same peer (counted once).
     #[serde(default)]
     overlapped: bool,
+    /// An answered inbound call: the caller's address and the called number's keys
+    /// (`number << 32 | block`, 0 when none), what counting it as taken needs before it ends.
+    #[serde(default)]
+    peer: Option<IpAddr>,
+    #[serde(default)]
+    called: u64,
+    /// An answered inbound call already counted as taken: voice flowed both ways while it ran
+    /// (see `on_media_started`). Its end does not count it again.
+    #[serde(default)]
+    taken: bool,
 }
 
 /// One registered account (hashes only) and when its binding lapses.
@@ -878,6 +892,9 @@ impl Profile {
             kind,
             start: ts,
             overlapped: false,
+            peer: None,
+            called: 0,
+            taken: false,
         });
         self.max_concurrent = self.max_concurrent.max(self.open.len() as u32);
         if kind == SessionKind::Opaque {
@@ -886,17 +903,15 @@ impl Profile {
         }
     }
 
-    /// Closes an open session; `true` when it was open.
-    fn close_session(&mut self, key: u32, ts: i64) -> bool {
-        let Some(i) = self.open.iter().position(|s| s.key == key) else {
-            return false;
-        };
+    /// Closes an open session; returns it when it was open.
+    fn close_session(&mut self, key: u32, ts: i64) -> Option<OpenSession> {
+        let i = self.open.iter().position(|s| s.key == key)?;
         self.account_level(ts.max(self.level_since));
-        self.open.swap_remove(i);
+        let s = self.open.swap_remove(i);
         if self.open.is_empty() {
             self.open = Vec::new(); // release capacity on idle lines
         }
-        true
+        Some(s)
     }
 
     fn note_start_for_gap(&mut self, ts: i64, p: &ProfileParams) {
@@ -1039,11 +1054,15 @@ impl Profile {
     /// The callee answered (on an inbound call: the line itself, from its own address). The
     /// call held a channel from its INVITE (`invited`) on: the ring time is moved one level up,
     /// taking the level during the ring as the level now (exact unless another call started or
-    /// ended while this one rang).
+    /// ended while this one rang). `peer` and `called` are kept with the open call, so that it
+    /// can count as taken as soon as voice flows both ways (`on_media_started`).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn on_call_answered(
         &mut self,
         call_id: &str,
         direction: Direction,
+        peer: Option<SocketAddr>,
+        called: Option<&str>,
         invited: Timestamp,
         ts: Timestamp,
         p: &ProfileParams,
@@ -1055,8 +1074,15 @@ impl Profile {
         self.count_hour(invited.0.min(ts.0));
         let key = hash_bytes(call_id.as_bytes()) as u32;
         let before = self.open.len();
-        self.open_session(key, 0, SessionKind::Call, ts.0, p);
+        self.open_session(key, 0, SessionKind::Answered, ts.0, p);
         if self.open.len() > before {
+            if let Some(s) = self.open.last_mut() {
+                s.peer = peer.map(|a| a.ip());
+                s.called = called.filter(|c| !c.is_empty()).map_or(0, |c| {
+                    let (num, block) = called_keys(c);
+                    (u64::from(num) << 32) | u64::from(block)
+                });
+            }
             let ring = ts.0.saturating_sub(invited.0).clamp(0, MAX_RING_US);
             let units = u32::try_from(ring / 100_000).unwrap_or(u32::MAX);
             let (lo, hi) = (before.min(LEVELS - 1), (before + 1).min(LEVELS - 1));
@@ -1164,7 +1190,8 @@ impl Profile {
         self.touch(end.0, p);
         let key = hash_bytes(r.call_id.as_bytes()) as u32;
         let inbound = r.direction == Direction::Inbound;
-        if !self.close_session(key, end.0) && !inbound {
+        let closed = self.close_session(key, end.0);
+        if closed.is_none() && !inbound {
             // A placed call whose start was not seen (line restored or table evicted).
             self.start_call(key, r.direction, r.peer, r.start.0, p);
             self.close_session(key, end.0);
@@ -1172,27 +1199,33 @@ impl Profile {
         let media = !r.rtp.is_empty();
         if inbound {
             let answered = r.outcome == Outcome::Answered;
-            let taken = self.took_part(r, end.0, p, tap_media);
-            let foreign = r.peer.is_some_and(|a| !p.network.is_domestic(a.ip()));
+            // Counted already while it ran (voice both ways): the line's part showed then,
+            // whatever the record's final figures say; it is not counted twice.
+            let counted = closed.is_some_and(|s| s.kind == SessionKind::Answered && s.taken);
+            let taken = counted || self.took_part(r, end.0, p, tap_media);
             self.bump(end.0, p, |b| {
                 b.in_ended = b.in_ended.saturating_add(1);
                 if answered {
                     b.in_answered = b.in_answered.saturating_add(1);
-                }
-                if taken {
-                    b.in_taken = b.in_taken.saturating_add(1);
-                    if foreign {
-                        b.in_taken_foreign = b.in_taken_foreign.saturating_add(1);
-                    }
-                    if answered {
-                        b.in_taken_answered = b.in_taken_answered.saturating_add(1);
-                    }
                 }
                 if media {
                     b.media_calls = b.media_calls.saturating_add(1);
                 }
             });
             if taken {
+                if !counted {
+                    let called = r
+                        .request_uri
+                        .as_deref()
+                        .filter(|s| !s.is_empty())
+                        .or(r.to.as_deref())
+                        .map_or(0, |user| {
+                            let (num, block) = called_keys(user);
+                            (u64::from(num) << 32) | u64::from(block)
+                        });
+                    let peer = r.peer.map(|a| a.ip());
+                    self.count_taken(peer, called, answered, r.start.0, end.0, p);
+                }
                 if answered {
                     if let Some(t) = r.talk_secs() {
                         self.talk.add(t.max(0.0));
@@ -1202,17 +1235,6 @@ impl Profile {
                 // is known to have taken it.
                 self.note_start_for_gap(r.start.0, p);
                 self.note_end_for_gap(end.0);
-                if let Some(a) = r.peer {
-                    self.note_peer(a.ip(), p, |x| x.taken_in = x.taken_in.saturating_add(1));
-                }
-                let called = r
-                    .request_uri
-                    .as_deref()
-                    .filter(|s| !s.is_empty())
-                    .or(r.to.as_deref());
-                if let Some(user) = called {
-                    self.note_called(user, r.start.0, p);
-                }
             }
         } else if media {
             self.bump(end.0, p, |b| {
@@ -1243,8 +1265,55 @@ impl Profile {
         }
     }
 
-    fn note_called(&mut self, user: &str, ts: i64, p: &ProfileParams) {
-        let (num, block) = called_keys(user);
+    /// Counts an inbound call the line took part in, at `ts`: the call counters, its peer's
+    /// share and its called number (`called` as kept in `OpenSession`; 0 when none), the
+    /// number's sketch epoch taken from the call's INVITE (`invited`).
+    fn count_taken(
+        &mut self,
+        peer: Option<IpAddr>,
+        called: u64,
+        answered: bool,
+        invited: i64,
+        ts: i64,
+        p: &ProfileParams,
+    ) {
+        let foreign = peer.is_some_and(|ip| !p.network.is_domestic(ip));
+        self.bump(ts, p, |b| {
+            b.in_taken = b.in_taken.saturating_add(1);
+            if foreign {
+                b.in_taken_foreign = b.in_taken_foreign.saturating_add(1);
+            }
+            if answered {
+                b.in_taken_answered = b.in_taken_answered.saturating_add(1);
+            }
+        });
+        if let Some(ip) = peer {
+            self.note_peer(ip, p, |x| x.taken_in = x.taken_in.saturating_add(1));
+        }
+        if called != 0 {
+            self.note_called((called >> 32) as u32, called as u32, invited, p);
+        }
+    }
+
+    /// Voice flowed both ways on an answered inbound call that is still running: the line has
+    /// taken part (it answered and relays voice; the same evidence that makes the ended call
+    /// `TwoWayVoice`, and more of it). Counting it now rather than at its end bounds the delay
+    /// by the call rate, not the call length: a one-channel gateway holds its only channel for
+    /// minutes on a long call.
+    fn take_voiced(&mut self, key: u32, ts: i64, p: &ProfileParams) {
+        let Some(s) = self
+            .open
+            .iter_mut()
+            .find(|s| s.key == key && s.kind == SessionKind::Answered && !s.taken)
+        else {
+            return;
+        };
+        s.taken = true;
+        let (peer, called, invited) = (s.peer, s.called, s.start);
+        self.count_taken(peer, called, true, invited, ts, p);
+    }
+
+    fn note_called(&mut self, num: u32, block: u32, ts: i64, p: &ProfileParams) {
         let slot = usize::from(self.recent_pos) % self.recent_called.len();
         if let Some(s) = self.recent_called.get_mut(slot) {
             *s = (u64::from(num) << 32) | u64::from(block);
@@ -1386,8 +1455,9 @@ impl Profile {
         p: &ProfileParams,
     ) {
         self.touch(ts.0, p);
-        if call_id.is_some() {
+        if let Some(id) = call_id {
             self.bump(ts.0, p, |b| b.sip_flows = b.sip_flows.saturating_add(1));
+            self.take_voiced(hash_bytes(id.as_bytes()) as u32, ts.0, p);
             return;
         }
         self.start_opaque(flow_key(local, remote), remote.ip(), ts.0, p);
@@ -1587,13 +1657,183 @@ mod tests {
         for (i, at) in [(0, 10.0), (1, 12.0)] {
             let id = format!("c{i}");
             pr.on_call_started(&id, Direction::Inbound, None, t(at), &p);
-            pr.on_call_answered(&id, Direction::Inbound, t(at), t(at + 5.0), &p);
+            pr.on_call_answered(&id, Direction::Inbound, None, None, t(at), t(at + 5.0), &p);
         }
         assert_eq!(pr.max_concurrent, 2);
         let secs = pr.level_seconds(t(27.0));
         // c0 alone 10..12, both 12..27 (c1 rang 12..17, moved up from level 1).
         assert!((secs[2] - 15.0).abs() < 0.01, "{secs:?}");
         assert!((secs[1] - 2.0).abs() < 0.01, "{secs:?}");
+    }
+
+    fn answered_record(id: &str, to: &str, start: f64, answer: f64, end: f64) -> CallRecord {
+        let line: IpAddr = "10.0.0.9".parse().unwrap();
+        let mut r = CallRecord::new(id.into(), Direction::Inbound, t(start));
+        r.line = Some(line);
+        r.peer = Some(sa("203.0.113.9:5060"));
+        r.to = Some(to.into());
+        r.request_uri = Some(to.into());
+        r.answer = Some(t(answer));
+        r.end = Some(t(end));
+        r.outcome = Outcome::Answered;
+        r.status_code = Some(200);
+        r.participation = Participation::TwoWayVoice;
+        for (src, dst) in [
+            ("10.0.0.9:10000", "203.0.113.9:20000"),
+            ("203.0.113.9:20000", "10.0.0.9:10000"),
+        ] {
+            r.rtp.push(crate::model::RtpStreamStats {
+                src: sa(src),
+                dst: sa(dst),
+                ssrc: 1,
+                payload_type: 18,
+                packets: ((end - answer) * 50.0) as u64,
+                bytes: 0,
+                lost: 0,
+                jitter_ms: 0.0,
+                first: t(answer),
+                last: t(end),
+            });
+        }
+        r
+    }
+
+    #[test]
+    fn answered_call_counts_as_taken_once_voice_flows_both_ways() {
+        // A one-channel box answers a call that runs 300 s: the line's part shows when voice
+        // flows both ways (1 s after the answer), not five minutes later at the BYE.
+        let p = p();
+        let mut pr = Profile::new(t(0.0));
+        let peer = sa("203.0.113.9:5060");
+        pr.on_call_started("long", Direction::Inbound, Some(peer), t(0.0), &p);
+        pr.on_call_answered(
+            "long",
+            Direction::Inbound,
+            Some(peer),
+            Some("13812345678"),
+            t(0.0),
+            t(5.0),
+            &p,
+        );
+        let w = |pr: &Profile, at: f64| pr.window(t(at), &p);
+        assert_eq!(
+            w(&pr, 5.0).in_taken,
+            0,
+            "an answer alone is not taking part"
+        );
+        pr.on_media_started(
+            sa("10.0.0.9:10000"),
+            sa("203.0.113.9:20000"),
+            Some("long"),
+            t(6.0),
+            &p,
+        );
+        let now = w(&pr, 6.0);
+        assert_eq!(
+            (
+                now.in_taken,
+                now.in_taken_foreign,
+                now.in_taken_answered,
+                now.in_ended
+            ),
+            (1, 1, 1, 0)
+        );
+        assert_eq!(pr.recent_called(), (1, 1, 1));
+        assert_eq!(pr.top_peer().map(|x| x.taken_in), Some(1));
+        // A second MediaStarted (a re-INVITE moved the media) does not count it again.
+        pr.on_media_started(
+            sa("10.0.0.9:10002"),
+            sa("203.0.113.9:20002"),
+            Some("long"),
+            t(60.0),
+            &p,
+        );
+        // Its end brings its figures (ended, talk time) but does not count it twice.
+        pr.on_call_ended(
+            &answered_record("long", "13812345678", 0.0, 5.0, 305.0),
+            &p,
+            true,
+        );
+        let end = w(&pr, 305.0);
+        assert_eq!(
+            (
+                end.in_taken,
+                end.in_taken_foreign,
+                end.in_taken_answered,
+                end.in_ended
+            ),
+            (1, 1, 1, 1)
+        );
+        assert_eq!(end.in_answered, 1);
+        assert_eq!(pr.recent_called(), (1, 1, 1));
+        assert_eq!(pr.top_peer().map(|x| x.taken_in), Some(1));
+        assert_eq!(pr.talk.count(), 1);
+        assert_eq!(pr.open_sessions(), 0);
+    }
+
+    #[test]
+    fn answered_call_without_voice_both_ways_counts_only_by_its_end() {
+        let p = p();
+        let peer = sa("203.0.113.9:5060");
+        // Voice of another call (or of no call the line answered) moves nothing.
+        let mut pr = Profile::new(t(0.0));
+        pr.on_call_started("a", Direction::Inbound, Some(peer), t(0.0), &p);
+        pr.on_media_started(
+            sa("10.0.0.9:10000"),
+            sa("203.0.113.9:20000"),
+            Some("a"),
+            t(2.0),
+            &p,
+        );
+        assert_eq!(
+            pr.window(t(2.0), &p).in_taken,
+            0,
+            "not answered by the line"
+        );
+        pr.on_call_answered(
+            "a",
+            Direction::Inbound,
+            Some(peer),
+            Some("1"),
+            t(0.0),
+            t(3.0),
+            &p,
+        );
+        pr.on_media_started(
+            sa("10.0.0.9:10000"),
+            sa("203.0.113.9:20000"),
+            Some("b"),
+            t(4.0),
+            &p,
+        );
+        assert_eq!(pr.window(t(4.0), &p).in_taken, 0, "voice of another call");
+        // Ended with voice both ways: counted then, once (the end-of-call rule as before).
+        pr.on_call_ended(
+            &answered_record("a", "13812345678", 0.0, 3.0, 40.0),
+            &p,
+            true,
+        );
+        let w = pr.window(t(40.0), &p);
+        assert_eq!((w.in_taken, w.in_taken_answered, w.in_ended), (1, 1, 1));
+        // Answered one-way (the line sent no voice back): never taken.
+        let mut r = answered_record("c", "13812345679", 50.0, 52.0, 90.0);
+        r.rtp
+            .retain(|s| s.src.ip() != "10.0.0.9".parse::<IpAddr>().unwrap());
+        r.participation = Participation::AnsweredOneWay;
+        pr.on_call_started("c", Direction::Inbound, Some(peer), t(50.0), &p);
+        pr.on_call_answered(
+            "c",
+            Direction::Inbound,
+            Some(peer),
+            Some("13812345679"),
+            t(50.0),
+            t(52.0),
+            &p,
+        );
+        pr.on_call_ended(&r, &p, true);
+        let w = pr.window(t(90.0), &p);
+        assert_eq!((w.in_taken, w.in_ended, w.in_answered), (1, 2, 2));
+        assert_eq!(pr.recent_called(), (1, 1, 1));
     }
 
     #[test]

@@ -540,7 +540,6 @@ pub enum Event {
         /// Capture time of the INVITE.
         ts: Timestamp,
     },
-    /// 200 OK to the INVITE.
     /// A 2xx to the INVITE from the callee (on an inbound call: the line itself).
     CallAnswered {
         /// SIP Call-ID of the dialog.
@@ -549,6 +548,11 @@ pub enum Event {
         line: Option<IpAddr>,
         /// Which way the call goes relative to the line.
         direction: Direction,
+        /// The remote signalling address the line talks to (as in `CallStarted`).
+        peer: Option<SocketAddr>,
+        /// The number the call is for: the Request-URI user, else the To user (what the
+        /// call's record carries in `request_uri` and `to`).
+        called: Option<String>,
         /// When the INVITE came (the call held a channel from then on).
         invited: Timestamp,
         /// Capture time of the 2xx.

@@ -542,10 +542,18 @@ impl Tracker {
                         dl.end = None;
                         dl.phase = Phase::Answered;
                         self.stats.calls_answered += 1;
+                        let called = dl
+                            .request_uri
+                            .as_deref()
+                            .filter(|s| !s.is_empty())
+                            .or(dl.to.as_deref())
+                            .map(str::to_string);
                         events.push(Event::CallAnswered {
                             call_id: call_id.to_string(),
                             line: dl.line,
                             direction: dl.direction,
+                            peer: dl.peer,
+                            called,
                             invited: dl.start,
                             ts: d.ts,
                         });

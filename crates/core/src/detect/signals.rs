@@ -47,8 +47,9 @@ pub(crate) fn pct(x: f64) -> String {
 }
 
 /// What the line did with the inbound calls offered to it: the common clause of the reasons
-/// ("212 inbound calls from 203.0.113.10 (foreign); the line took part in 141, answered 139 with
-/// voice both ways").
+/// ("212 inbound calls, 212 from 203.0.113.10 (foreign); the line took part in 141, 139 answered
+/// with voice; 205 ended"). An answered call counts as taken once voice flows both ways, before
+/// it ends: the calls taken may outnumber the calls ended.
 pub(crate) fn line_share(p: &Profile, c: &Ctx) -> String {
     let w = p.window(c.now, c.params);
     let offered = p
@@ -66,8 +67,8 @@ pub(crate) fn line_share(p: &Profile, c: &Ctx) -> String {
             )
         });
     format!(
-        "{} inbound calls{offered}; the line took part in {} of the {} that ended, {} answered with voice",
-        w.calls_in, w.in_taken, w.in_ended, w.in_taken_answered
+        "{} inbound calls{offered}; the line took part in {}, {} answered with voice; {} ended",
+        w.calls_in, w.in_taken, w.in_taken_answered, w.in_ended
     )
 }
 

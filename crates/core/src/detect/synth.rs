@@ -144,6 +144,8 @@ impl Builder {
                     call_id: call_id.clone(),
                     line: Some(self.line),
                     direction: c.direction,
+                    peer: Some(c.peer),
+                    called: Some(c.to.clone()),
                     invited: start,
                     ts: a,
                 },

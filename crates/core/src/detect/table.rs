@@ -33,8 +33,9 @@ pub struct LineSummary {
     pub(crate) calls_last_long_window: u32,
     pub(crate) answered_in: u32,
     pub(crate) ended_in: u32,
-    /// Inbound calls (ended, window) the line took part in: voice both ways, early media it
-    /// sent, or on a SIP-only tap an answer that lasted. The signals count these only.
+    /// Inbound calls (window) the line took part in: voice both ways (counted as soon as it
+    /// flows, while the call runs), early media it sent, or on a SIP-only tap an answer that
+    /// lasted (these two counted when the call ends). The signals count these only.
     #[serde(default)]
     pub(crate) taken_in: u32,
     #[serde(default)]
@@ -874,10 +875,20 @@ impl LineTable {
                 Event::CallAnswered {
                     call_id,
                     direction,
+                    peer,
+                    called,
                     invited,
                     ts,
                     ..
-                } => p.on_call_answered(call_id, *direction, *invited, *ts, params),
+                } => p.on_call_answered(
+                    call_id,
+                    *direction,
+                    *peer,
+                    called.as_deref(),
+                    *invited,
+                    *ts,
+                    params,
+                ),
             }
         }
         self.mark_dirty(i);
