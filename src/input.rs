@@ -269,7 +269,18 @@ impl ChunkReader {
 
     /// The bytes not read yet of the current chunk, loading the next one when it is used up
     /// (empty only at the end of the input).
+    #[inline]
     fn peek(&mut self) -> std::io::Result<&[u8]> {
+        // Called once per record: the chunk has bytes left nearly every time.
+        if self.pos < self.cur.len() {
+            return Ok(self.cur.get(self.pos..).unwrap_or_default());
+        }
+        self.load()
+    }
+
+    /// `peek` once the current chunk is used up.
+    #[inline(never)]
+    fn load(&mut self) -> std::io::Result<&[u8]> {
         while self.pos >= self.cur.len() && !self.done {
             let used = std::mem::take(&mut self.cur);
             self.pos = 0;
@@ -408,26 +419,30 @@ impl PlainPcap {
 
     /// (time, wire length, captured length) of the record header at the start of `b` (at
     /// least 16 bytes).
+    #[inline]
     fn header(b: &[u8], big_endian: bool, nanos: bool) -> (Timestamp, u32, usize) {
-        let word = |at: usize| {
-            let w = match b.get(at..at + 4) {
-                Some(&[x, y, z, t]) => [x, y, z, t],
-                _ => [0; 4],
-            };
+        let Some(&[s0, s1, s2, s3, f0, f1, f2, f3, c0, c1, c2, c3, w0, w1, w2, w3]) =
+            b.first_chunk::<16>()
+        else {
+            return (Timestamp::from_micros(0), 0, 0);
+        };
+        // One byte swap instead of a choice of reader per field.
+        let word = |w: [u8; 4]| {
+            let w = u32::from_le_bytes(w);
             if big_endian {
-                u32::from_be_bytes(w)
+                w.swap_bytes()
             } else {
-                u32::from_le_bytes(w)
+                w
             }
         };
-        let (sec, frac) = (word(0), word(4));
+        let (sec, frac) = (word([s0, s1, s2, s3]), word([f0, f1, f2, f3]));
         let frac = if nanos {
             i64::from(frac) / 1000
         } else {
             i64::from(frac)
         };
         let ts = Timestamp::from_micros(i64::from(sec).saturating_mul(1_000_000) + frac);
-        (ts, word(12), word(8) as usize)
+        (ts, word([w0, w1, w2, w3]), word([c0, c1, c2, c3]) as usize)
     }
 
     /// The next record, `None` at the end of the input.
@@ -770,6 +785,7 @@ impl Source {
     }
 
     /// The packet of a record read in place.
+    #[inline]
     fn found(&mut self, ts: Timestamp, link: LinkType, wire_len: u32, at: (usize, usize)) -> Head {
         self.last_ts = ts;
         self.info.packets += 1;
@@ -791,6 +807,7 @@ impl Source {
     }
 
     /// `advance` for a plain pcap.
+    #[inline]
     fn advance_plain(&mut self) {
         self.head = None;
         let Some(p) = self.plain.as_mut() else {
@@ -822,10 +839,18 @@ impl Source {
 
     /// Consumes the current head (if any) and reads up to the next packet; `head` is `None` at
     /// the end of the input or where it is cut off.
+    #[inline]
     fn advance(&mut self) {
         if self.in_place {
-            return self.advance_plain();
+            self.advance_plain();
+        } else {
+            self.advance_parsed();
         }
+    }
+
+    /// `advance` for every input pcap-parser reads.
+    #[inline(never)]
+    fn advance_parsed(&mut self) {
         if let (Some(h), Some(r)) = (self.head.take(), self.reader.as_mut()) {
             r.consume_noshift(h.consume);
         }
@@ -975,6 +1000,7 @@ impl Source {
     }
 
     /// The head packet's bytes.
+    #[inline]
     fn head_packet(&self) -> Option<RawPacket<'_>> {
         let h = self.head?;
         let data = match &self.plain {

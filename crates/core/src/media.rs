@@ -300,6 +300,9 @@ pub(crate) struct MediaStats {
     pub rtp_packets: u64,
     /// RTCP datagrams seen in tracked flows.
     pub(crate) rtcp_packets: u64,
+    /// Every eviction counted in `MediaTable::evictions`, all kinds together: the calls stage
+    /// re-reads those counters only when this moves (not a BTreeMap walk per packet).
+    pub(crate) evicted: u64,
 }
 
 /// A media datagram with what `MediaTable::on_datagram` read from it.
@@ -420,6 +423,7 @@ fn update_flow(
     }
     if stream_overflow {
         evictions.add("media_streams", 1);
+        stats.evicted += 1;
     }
     touch
 }
@@ -504,6 +508,7 @@ impl MediaTable {
             .is_some()
         {
             self.evictions.add("media_expectations", 1);
+            self.stats.evicted += 1;
         }
     }
 
@@ -677,6 +682,7 @@ impl MediaTable {
             let deadline = Timestamp(d.ts.micros().saturating_add(self.timeout_us));
             if let Some((k, old)) = self.flows.insert(key, Box::new(flow), deadline) {
                 self.evictions.add("media_flows", 1);
+                self.stats.evicted += 1;
                 self.close(k, *old, events);
             }
             self.stats.flows += 1;

@@ -341,7 +341,7 @@ impl Tracker {
     }
 
     fn sync_evictions(&mut self) {
-        let total: u64 = self.media.evictions().0.values().sum();
+        let total = self.media.stats().evicted;
         if total != self.media_evictions_seen {
             self.media_evictions_seen = total;
             let mut all = self.own_evictions.clone();
