@@ -266,6 +266,11 @@ impl LineTally {
     /// A dialog ended (or was closed at the end of the capture, `end` = None); `now` is the
     /// latest packet time.
     pub fn call_ended(&mut self, c: &CallRecord, now: Timestamp) {
+        self.call_ended_hashed(c, called_number(c).map(hash64), now);
+    }
+
+    /// `call_ended` with the called number's `hash64` already made (the caller needs it too).
+    pub fn call_ended_hashed(&mut self, c: &CallRecord, number: Option<u64>, now: Timestamp) {
         self.last_event = self.last_event.max(now);
         self.calls += 1;
         if is_inbound(c) {
@@ -276,12 +281,13 @@ impl LineTally {
         if c.outcome == Outcome::Answered {
             self.answered_calls += 1;
         }
-        if let Some(n) = called_number(c) {
-            self.called.add(hash64(n));
+        if let Some(h) = number {
+            self.called.add(h);
         }
+        let key = hash64(&c.call_id);
         if let Some(t) = inbound_talk_secs(c) {
             self.talk_seen += 1;
-            let h = hash64(&c.call_id);
+            let h = key;
             if self.talk.len() < TALLY_MAX_TALK {
                 self.talk.push((h, t));
             } else if let Some(i) = self
@@ -295,7 +301,6 @@ impl LineTally {
                 self.talk[i] = (h, t);
             }
         }
-        let key = hash64(&c.call_id);
         if let Some(i) = self.open.iter().position(|o| o.0 == key) {
             self.open.swap_remove(i);
         }

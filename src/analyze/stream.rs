@@ -168,14 +168,15 @@ impl LineTallies {
         let Some(line) = c.line else { return };
         let min_talk = self.sip_only_min_talk;
         self.tap_media |= !c.rtp.is_empty();
+        // One hash of the called number for the tally and the taken-call sketches.
+        let number = crate::figures::called_number(c).map(hash64);
         let a = self.acc(line, now);
-        a.tally.call_ended(c, now);
+        a.tally.call_ended_hashed(c, number, now);
         if c.end.is_none() {
             a.open_calls_at_end += 1;
         }
         if crate::figures::is_inbound(c) {
             let answered = u64::from(c.outcome == Outcome::Answered);
-            let number = crate::figures::called_number(c).map(hash64);
             // The two readings of `figures::is_taken_inbound` (with media on the line or not),
             // chosen when the line's figures are read.
             let media_kind = matches!(

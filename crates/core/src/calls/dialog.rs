@@ -8,7 +8,7 @@ use crate::model::{
     Timestamp, Transport,
 };
 use crate::sdp;
-use crate::sip::{Method, SipMessage};
+use crate::sip::{Method, NameAddr, SipMessage};
 use std::net::{IpAddr, SocketAddr};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -243,6 +243,23 @@ pub(super) fn negotiated_codec(
     }
 }
 
+/// The From and To of one message, parsed once: each parse costs a few thousand instructions,
+/// and an INVITE that opens a dialog needs them for its tags, users and probe record.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Parties<'a> {
+    pub(super) from: Option<NameAddr<'a>>,
+    pub(super) to: Option<NameAddr<'a>>,
+}
+
+impl<'a> Parties<'a> {
+    pub(super) fn of(msg: &SipMessage<'a>) -> Parties<'a> {
+        Parties {
+            from: msg.from(),
+            to: msg.to(),
+        }
+    }
+}
+
 impl Tracker {
     pub(super) fn classify(
         &self,
@@ -264,8 +281,9 @@ impl Tracker {
         d: &Datagram<'_>,
         events: &mut Vec<Event>,
     ) {
-        let from_tag = msg.from().and_then(|f| f.tag);
-        let to_tag = msg.to().and_then(|t| t.tag);
+        let parties = Parties::of(msg);
+        let from_tag = parties.from.and_then(|f| f.tag);
+        let to_tag = parties.to.and_then(|t| t.tag);
         let key = self.key(call_id);
         if let Some(dl) = self.dialogs.get_mut(&key) {
             if dl.call_id != call_id {
@@ -301,7 +319,7 @@ impl Tracker {
                     dl.last = d.ts;
                 }
             }
-            self.absorb_message(key, msg, d);
+            self.absorb_message(key, msg, from_tag, d);
             self.reschedule(key);
             return;
         }
@@ -317,11 +335,11 @@ impl Tracker {
             if same_caller && to_tag.is_none() && cseq > t.invite_cseq {
                 // A fresh attempt reusing a reported Call-ID: a new record, same call count.
                 self.tombs.remove(&key);
-                self.start_dialog(key, call_id, msg, cseq, d, events, false);
+                self.start_dialog(key, call_id, msg, parties, cseq, d, events, false);
             }
             return;
         }
-        self.start_dialog(key, call_id, msg, cseq, d, events, true);
+        self.start_dialog(key, call_id, msg, parties, cseq, d, events, true);
     }
 
     /// Opens dialog `key`; `first`: a Call-ID not seen before (counted as a call, and an
@@ -332,12 +350,13 @@ impl Tracker {
         key: CallKey,
         call_id: &str,
         msg: &SipMessage<'_>,
+        parties: Parties<'_>,
         cseq: u32,
         d: &Datagram<'_>,
         events: &mut Vec<Event>,
         first: bool,
     ) {
-        let dl = self.fresh_dialog(call_id, msg, cseq, d);
+        let dl = self.fresh_dialog(call_id, msg, parties, cseq, d);
         let deadline = dl.deadline(&self.limits);
         events.push(Event::CallStarted {
             call_id: dl.call_id.clone(),
@@ -352,6 +371,7 @@ impl Tracker {
                 // The call record keeps the line's User-Agent; the sender's is evidence about it.
                 events.push(Event::Probe(Box::new(probe_record(
                     msg,
+                    parties.to,
                     ProbeMethod::Invite,
                     peer,
                     line,
@@ -364,13 +384,14 @@ impl Tracker {
             self.evicted("dialogs");
             self.emit_call(*old, d.ts, events);
         }
-        self.absorb_message(key, msg, d);
+        self.absorb_message(key, msg, parties.from.and_then(|f| f.tag), d);
     }
 
     pub(super) fn fresh_dialog(
         &mut self,
         key: &str,
         msg: &SipMessage<'_>,
+        parties: Parties<'_>,
         cseq: u32,
         d: &Datagram<'_>,
     ) -> Dialog {
@@ -379,15 +400,15 @@ impl Tracker {
         Dialog {
             seq: self.next_seq,
             call_id: key.to_string(),
-            from_tag: msg.from().and_then(|f| f.tag).map(short),
+            from_tag: parties.from.and_then(|f| f.tag).map(short),
             caller: d.src,
             callee: d.dst,
             line,
             direction,
             peer,
             transport: d.transport,
-            from: user_of(msg.from()),
-            to: user_of(msg.to()),
+            from: user_of(parties.from),
+            to: user_of(parties.to),
             request_uri: msg.request_uri().and_then(|u| u.number()).map(short),
             user_agent: None,
             server: None,
@@ -420,10 +441,14 @@ impl Tracker {
         }
     }
 
-    /// Whether `msg` was sent by the caller's side of `dl`: requests carry the caller's From-tag
-    /// when the caller sends them, responses when the caller receives them.
-    pub(super) fn sent_by_caller(dl: &Dialog, msg: &SipMessage<'_>, d: &Datagram<'_>) -> bool {
-        let tag = msg.from().and_then(|f| f.tag);
+    /// Whether `msg` (From-tag `tag`) was sent by the caller's side of `dl`: requests carry the
+    /// caller's From-tag when the caller sends them, responses when the caller receives them.
+    pub(super) fn sent_by_caller(
+        dl: &Dialog,
+        msg: &SipMessage<'_>,
+        tag: Option<&str>,
+        d: &Datagram<'_>,
+    ) -> bool {
         match (tag, dl.from_tag.as_deref()) {
             (Some(t), Some(orig)) => msg.is_request() == (t == orig),
             _ if d.src == dl.caller => true,
@@ -432,12 +457,18 @@ impl Tracker {
         }
     }
 
-    /// Takes fingerprints and SDP from a message of dialog `key`.
-    pub(super) fn absorb_message(&mut self, key: CallKey, msg: &SipMessage<'_>, d: &Datagram<'_>) {
+    /// Takes fingerprints and SDP from a message (From-tag `from_tag`) of dialog `key`.
+    pub(super) fn absorb_message(
+        &mut self,
+        key: CallKey,
+        msg: &SipMessage<'_>,
+        from_tag: Option<&str>,
+        d: &Datagram<'_>,
+    ) {
         let Some(dl) = self.dialogs.get_mut(&key) else {
             return;
         };
-        let by_caller = Self::sent_by_caller(dl, msg, d);
+        let by_caller = Self::sent_by_caller(dl, msg, from_tag, d);
         let by_line = by_caller == dl.line_is_caller();
         if by_line {
             if dl.user_agent.is_none() {
@@ -572,7 +603,7 @@ impl Tracker {
             }
         }
         // Responses to re-INVITEs only matter for their SDP and fingerprints.
-        self.absorb_message(key, msg, d);
+        self.absorb_message(key, msg, from_tag, d);
         self.reschedule(key);
     }
 
@@ -606,7 +637,7 @@ impl Tracker {
             }
             _ => {}
         }
-        self.absorb_message(key, msg, d);
+        self.absorb_message(key, msg, msg.from().and_then(|f| f.tag), d);
         self.reschedule(key);
     }
 
@@ -622,7 +653,7 @@ impl Tracker {
         };
         dl.responded = true;
         dl.last = d.ts;
-        self.absorb_message(key, msg, d);
+        self.absorb_message(key, msg, msg.from().and_then(|f| f.tag), d);
         self.reschedule(key);
     }
 

@@ -6,8 +6,10 @@ use crate::model::{Datagram, Event, ProbeMethod, ProbeRecord, Timestamp};
 use crate::sip::{self, Method, SipMessage};
 use std::net::{IpAddr, SocketAddr};
 
+/// `to`: the message's To, parsed (the caller has it already).
 pub(super) fn probe_record(
     msg: &SipMessage<'_>,
+    to: Option<sip::NameAddr<'_>>,
     method: ProbeMethod,
     peer: SocketAddr,
     line: IpAddr,
@@ -26,7 +28,7 @@ pub(super) fn probe_record(
             .and_then(|u| u.number())
             .filter(|_| request)
             .map(short),
-        to_user: if request { user_of(msg.to()) } else { None },
+        to_user: if request { user_of(to) } else { None },
         user_agent: msg.user_agent().filter(|_| request).map(short),
         time,
         status,
@@ -75,11 +77,14 @@ impl Tracker {
         if self.network.is_home(outside.ip()) || !self.network.is_home(home.ip()) {
             return;
         }
-        if status.is_none() && msg.to().and_then(|t| t.tag).is_some() {
+        // Only a request's To is looked at.
+        let to = if status.is_none() { msg.to() } else { None };
+        if to.and_then(|t| t.tag).is_some() {
             return; // a request inside some dialog this tap did not see start
         }
         events.push(Event::Probe(Box::new(probe_record(
             msg,
+            to,
             method,
             outside,
             home.ip(),

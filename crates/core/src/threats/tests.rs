@@ -713,3 +713,51 @@ fn threats_episodes_close_after_the_quiet_period_and_reopen() {
         "{closed:?}"
     );
 }
+
+#[test]
+fn threats_sketches_made_at_overflow_hold_every_line_as_if_fed_from_the_start() {
+    // The per-peer sketches are made only when a line cannot be kept as a target; made from
+    // the kept targets then, they must hold what feeding them every request would have.
+    let mut t = table();
+    let (mut all, mut probed) = (peer::Sketch::new(), peer::Sketch::new());
+    for i in 0..300u32 {
+        let l = line(i);
+        // Every third line is probed (OPTIONS), the rest only invited.
+        let method = if i % 3 == 0 {
+            ProbeMethod::Options
+        } else {
+            ProbeMethod::Invite
+        };
+        t.on_event(&probe(SCANNER, l, method, "100", f64::from(i)));
+        let h = t.hasher.hash_one(l);
+        all.insert(h);
+        if method == ProbeMethod::Options {
+            probed.insert(h);
+        }
+        let p = t.peers.get(&sa(SCANNER).ip()).unwrap();
+        let kept = i < ThreatsConfig::default().max_lines_per_peer as u32;
+        assert_eq!(p.sketches.is_none(), kept, "line {i}");
+        if let Some(s) = &p.sketches {
+            assert_eq!(s.lines.0, all.0, "line {i}");
+            assert_eq!(s.probed.0, probed.0, "line {i}");
+        }
+        // Targets beyond a few are found through the index, and the same ones as by a scan.
+        assert_eq!(
+            p.target_index(l),
+            p.targets.iter().position(|x| x.line == l)
+        );
+    }
+    let p = t.peers.get(&sa(SCANNER).ip()).unwrap();
+    assert!(p.overflow);
+    assert_eq!(p.targets.len(), 128);
+    assert!(
+        (280..=320).contains(&p.lines_total()),
+        "{}",
+        p.lines_total()
+    );
+    assert!(
+        (90..=110).contains(&p.probed_total()),
+        "{}",
+        p.probed_total()
+    );
+}
