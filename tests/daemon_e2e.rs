@@ -313,7 +313,7 @@ fn gateway_line_alert_reaches_syslog_webhook_and_api_normal_line_stays_quiet() {
             "-r",
             "8",
             "-d",
-            "1500",
+            "6000",
         ],
     );
     assert_eq!(gw_ok, GATEWAY_CALLS as u64, "gateway line calls");

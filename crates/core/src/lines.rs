@@ -467,7 +467,7 @@ impl Default for ProfileParams {
             max_open: 64,
             max_accounts: 32,
             refill_us: 30 * US,
-            sip_only_min_talk_secs: 1.0,
+            sip_only_min_talk_secs: 5.0,
             network: NetworkConfig::default(),
             fingerprints: FingerprintSet::default(),
         }

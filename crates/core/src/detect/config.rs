@@ -87,7 +87,9 @@ pub struct DetectionConfig {
     pub min_calls: u32,
     /// Where the tap carries no media of a line at all (a SIP-only mirror), an inbound call the
     /// line answered counts as its own from this talk time on (elsewhere it must carry voice both
-    /// ways). Default 1 s.
+    /// ways). Scanners and enumerators that reach a device answering on its own (a camera, an
+    /// intercom) hang up within a round trip or two of its 200 OK; a relayed call talks for
+    /// longer. Default 5 s.
     pub sip_only_min_talk_secs: f64,
     /// User-Agent/Server patterns of gateway products (lower-case substring; `=x` exact).
     pub fingerprint_agents: Vec<String>,
@@ -121,7 +123,7 @@ impl Default for DetectionConfig {
             max_accounts_per_line: 32,
             refill_secs: 30,
             min_calls: 3,
-            sip_only_min_talk_secs: 1.0,
+            sip_only_min_talk_secs: 5.0,
             // Gateway products named in public material (GoIP/DBL, Dinstar, OpenVox, Hybertone,
             // Ejoin, Portech, Yeastar TG, Synway) and the single-letter agents of clones.
             fingerprint_agents: strings(&[
