@@ -319,6 +319,12 @@ fn hash_ip(ip: IpAddr) -> u32 {
     }
 }
 
+/// `called_keys` packed in one word as kept per call: `number << 32 | block`.
+fn called_key(user: &str) -> u64 {
+    let (num, block) = called_keys(user);
+    (u64::from(num) << 32) | u64::from(block)
+}
+
 /// A called number reduced to (number key, block key). Numbers in different formats
 /// (`138...`, `+86138...`, `0086138...`) share their last nine digits; a DID block shares all but
 /// the last three of those. Short or non-numeric users (extensions, names) all fall in one block.
@@ -1078,10 +1084,7 @@ impl Profile {
         if self.open.len() > before {
             if let Some(s) = self.open.last_mut() {
                 s.peer = peer.map(|a| a.ip());
-                s.called = called.filter(|c| !c.is_empty()).map_or(0, |c| {
-                    let (num, block) = called_keys(c);
-                    (u64::from(num) << 32) | u64::from(block)
-                });
+                s.called = called.filter(|c| !c.is_empty()).map_or(0, called_key);
             }
             let ring = ts.0.saturating_sub(invited.0).clamp(0, MAX_RING_US);
             let units = u32::try_from(ring / 100_000).unwrap_or(u32::MAX);
@@ -1219,10 +1222,7 @@ impl Profile {
                         .as_deref()
                         .filter(|s| !s.is_empty())
                         .or(r.to.as_deref())
-                        .map_or(0, |user| {
-                            let (num, block) = called_keys(user);
-                            (u64::from(num) << 32) | u64::from(block)
-                        });
+                        .map_or(0, called_key);
                     let peer = r.peer.map(|a| a.ip());
                     self.count_taken(peer, called, answered, r.start.0, end.0, p);
                 }
@@ -1291,7 +1291,7 @@ impl Profile {
             self.note_peer(ip, p, |x| x.taken_in = x.taken_in.saturating_add(1));
         }
         if called != 0 {
-            self.note_called((called >> 32) as u32, called as u32, invited, p);
+            self.note_called(called, invited, p);
         }
     }
 
@@ -1313,11 +1313,13 @@ impl Profile {
         self.count_taken(peer, called, true, invited, ts, p);
     }
 
-    fn note_called(&mut self, num: u32, block: u32, ts: i64, p: &ProfileParams) {
+    /// Notes a called number (`called_key`) among the recent ones and in the window's sketch.
+    fn note_called(&mut self, key: u64, ts: i64, p: &ProfileParams) {
         let slot = usize::from(self.recent_pos) % self.recent_called.len();
         if let Some(s) = self.recent_called.get_mut(slot) {
-            *s = (u64::from(num) << 32) | u64::from(block);
+            *s = key;
         }
+        let num = (key >> 32) as u32;
         self.recent_pos = ((slot + 1) % self.recent_called.len()) as u8;
         let half = (p.window_us / 2).max(US);
         let epoch = ts.div_euclid(half);
