@@ -665,6 +665,17 @@ fn sip_over_tcp_through_the_decoder() {
 /// Decodes `frame` (Ethernet) twice, through `decode` (which takes the IPv4/UDP fast path when
 /// it can) and layer by layer only, with the innermost header kept: the datagrams, errors,
 /// skips and innermost header must agree.
+/// `frame` with the bytes at `flips` (positions wrap) replaced and `cut` bytes cut off its end:
+/// the fast path and the layered decoder agree on it.
+fn mutated_agree(mut frame: Vec<u8>, flips: &[(usize, u8)], cut: usize) -> Result<(), String> {
+    for &(at, v) in flips {
+        let n = frame.len();
+        frame[at % n] = v;
+    }
+    frame.truncate(frame.len() - cut);
+    fast_and_layered_agree(&frame)
+}
+
 fn fast_and_layered_agree(frame: &[u8]) -> Result<(), String> {
     let pkt = RawPacket {
         ts: Timestamp::from_micros(1_000_000),
@@ -848,13 +859,8 @@ proptest::proptest! {
         flips in proptest::collection::vec((0usize..80, proptest::prelude::any::<u8>()), 1..4),
         cut in 0usize..8,
     ) {
-        let mut frame = eth(0x0800, &udp4(SRC4, DST4, 5060, 5080, SIP));
-        for (at, v) in flips {
-            let n = frame.len();
-            frame[at % n] = v;
-        }
-        frame.truncate(frame.len() - cut);
-        if let Err(e) = fast_and_layered_agree(&frame) {
+        let frame = eth(0x0800, &udp4(SRC4, DST4, 5060, 5080, SIP));
+        if let Err(e) = mutated_agree(frame, &flips, cut) {
             return Err(proptest::test_runner::TestCaseError::fail(e));
         }
     }
@@ -867,13 +873,8 @@ proptest::proptest! {
         cut in 0usize..8,
     ) {
         let ip = udp4(SRC4, DST4, 5060, 5080, SIP);
-        let mut frame = eth(0x8100, &[&[0, 1][..], &[0x08, 0x00], &ip].concat());
-        for (at, v) in flips {
-            let n = frame.len();
-            frame[at % n] = v;
-        }
-        frame.truncate(frame.len() - cut);
-        if let Err(e) = fast_and_layered_agree(&frame) {
+        let frame = eth(0x8100, &[&[0, 1][..], &[0x08, 0x00], &ip].concat());
+        if let Err(e) = mutated_agree(frame, &flips, cut) {
             return Err(proptest::test_runner::TestCaseError::fail(e));
         }
     }
