@@ -284,6 +284,21 @@ struct Expectation {
     rates: Vec<(u8, u32)>,
 }
 
+/// The media table's evictions by kind, and their running total: the calls stage re-reads the
+/// kinds only when the total moves (not a BTreeMap walk per packet).
+#[derive(Debug, Default)]
+struct Evictions {
+    kinds: Counters,
+    total: u64,
+}
+
+impl Evictions {
+    fn add(&mut self, kind: &str) {
+        self.kinds.add(kind, 1);
+        self.total += 1;
+    }
+}
+
 /// Counts kept by the media table.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct MediaStats {
@@ -300,9 +315,6 @@ pub(crate) struct MediaStats {
     pub rtp_packets: u64,
     /// RTCP datagrams seen in tracked flows.
     pub(crate) rtcp_packets: u64,
-    /// Every eviction counted in `MediaTable::evictions`, all kinds together: the calls stage
-    /// re-reads those counters only when this moves (not a BTreeMap walk per packet).
-    pub(crate) evicted: u64,
 }
 
 /// A media datagram with what `MediaTable::on_datagram` read from it.
@@ -324,7 +336,7 @@ fn update_flow(
     timeout_us: i64,
     expected: &TimedTable<SocketAddr, Expectation>,
     stats: &mut MediaStats,
-    evictions: &mut Counters,
+    evictions: &mut Evictions,
     events: &mut Vec<Event>,
 ) -> Option<Timestamp> {
     let d = p.d;
@@ -422,8 +434,7 @@ fn update_flow(
         });
     }
     if stream_overflow {
-        evictions.add("media_streams", 1);
-        stats.evicted += 1;
+        evictions.add("media_streams");
     }
     touch
 }
@@ -441,7 +452,7 @@ pub(crate) struct MediaTable {
     network: NetworkConfig,
     timeout_us: i64,
     expect_timeout_us: i64,
-    evictions: Counters,
+    evictions: Evictions,
     stats: MediaStats,
 }
 
@@ -458,7 +469,7 @@ impl MediaTable {
             // call's end); the capacity bounds it meanwhile.
             expect_timeout_us: i64::from(l.dialog_timeout_secs.max(l.dialog_setup_timeout_secs))
                 * 1_000_000,
-            evictions: Counters::default(),
+            evictions: Evictions::default(),
             stats: MediaStats::default(),
         }
     }
@@ -467,7 +478,11 @@ impl MediaTable {
         &self.stats
     }
     pub fn evictions(&self) -> &Counters {
-        &self.evictions
+        &self.evictions.kinds
+    }
+    /// Every eviction counted in `evictions`, all kinds together.
+    pub(crate) fn evictions_total(&self) -> u64 {
+        self.evictions.total
     }
     pub(crate) fn flow_count(&self) -> usize {
         self.flows.len()
@@ -507,8 +522,7 @@ impl MediaTable {
             .insert(endpoint, Expectation { call_id, rates }, deadline)
             .is_some()
         {
-            self.evictions.add("media_expectations", 1);
-            self.stats.evicted += 1;
+            self.evictions.add("media_expectations");
         }
     }
 
@@ -681,8 +695,7 @@ impl MediaTable {
             };
             let deadline = Timestamp(d.ts.micros().saturating_add(self.timeout_us));
             if let Some((k, old)) = self.flows.insert(key, Box::new(flow), deadline) {
-                self.evictions.add("media_flows", 1);
-                self.stats.evicted += 1;
+                self.evictions.add("media_flows");
                 self.close(k, *old, events);
             }
             self.stats.flows += 1;

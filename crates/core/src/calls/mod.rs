@@ -341,7 +341,7 @@ impl Tracker {
     }
 
     fn sync_evictions(&mut self) {
-        let total = self.media.stats().evicted;
+        let total = self.media.evictions_total();
         if total != self.media_evictions_seen {
             self.media_evictions_seen = total;
             let mut all = self.own_evictions.clone();
