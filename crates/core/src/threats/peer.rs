@@ -232,11 +232,9 @@ pub(super) struct Peer {
     /// Index of `targets` by line, made once there are more than `INDEXED_TARGETS` (a flood
     /// peer's 128 targets are not scanned per request).
     pub(super) target_ix: Option<Box<crate::model::FastMap<IpAddr, u32>>>,
-    /// Some line could not be kept as a target: `lines_total` comes from the sketches.
-    pub(super) overflow: bool,
-    /// Distinct lines sent to and probed, made when the first line is not kept (`overflow`)
-    /// from the kept targets, then fed every line: a one-shot sender (a random-source flood
-    /// makes one peer per packet) never pays for them.
+    /// Distinct lines sent to and probed, made from the kept targets when the first line is
+    /// not kept as a target, then fed every line (`lines_total` comes from them from then on):
+    /// a one-shot sender (a random-source flood makes one peer per packet) never pays for them.
     pub(super) sketches: Option<Box<PeerSketches>>,
     pub(super) probed_lines: u64,
     pub(super) agents: Vec<String>,
@@ -267,7 +265,6 @@ impl Peer {
             methods: MethodCounts::default(),
             targets: Vec::new(),
             target_ix: None,
-            overflow: false,
             sketches: None,
             probed_lines: 0,
             agents: Vec::new(),
@@ -288,18 +285,24 @@ impl Peer {
         }
     }
 
+    /// Some line could not be kept as a target (the sketches exist from then on).
+    #[cfg(test)]
+    pub(super) fn overflowed(&self) -> bool {
+        self.sketches.is_some()
+    }
+
     pub(super) fn lines_total(&self) -> u64 {
         let kept = self.targets.len() as u64;
         match &self.sketches {
-            Some(s) if self.overflow => kept.max(s.lines.estimate()),
-            _ => kept,
+            Some(s) => kept.max(s.lines.estimate()),
+            None => kept,
         }
     }
 
     pub(super) fn probed_total(&self) -> u64 {
         match &self.sketches {
-            Some(s) if self.overflow => self.probed_lines.max(s.probed.estimate()),
-            _ => self.probed_lines,
+            Some(s) => self.probed_lines.max(s.probed.estimate()),
+            None => self.probed_lines,
         }
     }
 

@@ -255,7 +255,6 @@ impl ThreatTable {
             return Some(i);
         }
         if peer.targets.len() >= cfg.max_lines_per_peer {
-            peer.overflow = true;
             peer.sketches
                 .get_or_insert_with(|| Box::new(PeerSketches::of_targets(&peer.targets)))
                 .lines

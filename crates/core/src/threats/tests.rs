@@ -748,7 +748,7 @@ fn threats_sketches_made_at_overflow_hold_every_line_as_if_fed_from_the_start() 
         );
     }
     let p = t.peers.get(&sa(SCANNER).ip()).unwrap();
-    assert!(p.overflow);
+    assert!(p.overflowed());
     assert_eq!(p.targets.len(), 128);
     assert!(
         (280..=320).contains(&p.lines_total()),
