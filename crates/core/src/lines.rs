@@ -1217,12 +1217,9 @@ impl Profile {
             });
             if taken {
                 if !counted {
-                    let called = r
-                        .request_uri
-                        .as_deref()
-                        .filter(|s| !s.is_empty())
-                        .or(r.to.as_deref())
-                        .map_or(0, called_key);
+                    let called =
+                        crate::model::called_user(r.request_uri.as_deref(), r.to.as_deref())
+                            .map_or(0, called_key);
                     let peer = r.peer.map(|a| a.ip());
                     self.count_taken(peer, called, answered, r.start.0, end.0, p);
                 }

@@ -317,6 +317,15 @@ pub struct CallRecord {
     pub participation: Participation,
 }
 
+/// The number a call was for, as detection keys it: the Request-URI user, else the To user
+/// (one rule for a dialog still running and for its record).
+pub(crate) fn called_user<'a>(
+    request_uri: Option<&'a str>,
+    to: Option<&'a str>,
+) -> Option<&'a str> {
+    request_uri.filter(|s| !s.is_empty()).or(to)
+}
+
 impl CallRecord {
     /// A call with only its id, direction and start known (nothing answered, no party, no
     /// media): the base the calls stage and tests fill in.

@@ -573,12 +573,9 @@ impl Tracker {
                         dl.end = None;
                         dl.phase = Phase::Answered;
                         self.stats.calls_answered += 1;
-                        let called = dl
-                            .request_uri
-                            .as_deref()
-                            .filter(|s| !s.is_empty())
-                            .or(dl.to.as_deref())
-                            .map(str::to_string);
+                        let called =
+                            crate::model::called_user(dl.request_uri.as_deref(), dl.to.as_deref())
+                                .map(str::to_string);
                         events.push(Event::CallAnswered {
                             call_id: call_id.to_string(),
                             line: dl.line,
