@@ -3,6 +3,7 @@
 
 use super::flood::LineFlood;
 use super::peer::*;
+use super::rate::FloodRule;
 use super::table::{Subject, ThreatTable};
 use super::{Threat, ThreatKind, ThreatSeverity, ThreatTarget, PEER_KINDS};
 use crate::model::{Participation, Reason};
@@ -57,7 +58,7 @@ impl ThreatTable {
                     .iter()
                     .any(|t| t.users >= min_users && !self.flooded_during(t))
         };
-        let flooding = p.flood_max >= u64::from(cfg.flood_min_requests);
+        let flooding = FloodRule::of(cfg).floods(p.flood_max, p.burst_max);
         // A flooding peer's targets are not searched: the flood withdraws enumeration below.
         if !flooding && settled && searched() {
             kinds |= ThreatKind::Enumeration.bit();
@@ -133,6 +134,13 @@ impl ThreatTable {
         }
     }
 
+    /// Whether the peer at `ip` has a finding of a kind other than a flood.
+    fn named_otherwise(&self, ip: IpAddr) -> bool {
+        self.peers
+            .get(&ip)
+            .is_some_and(|p| p.kinds & !ThreatKind::Flood.bit() != 0)
+    }
+
     /// Whether `t`'s line was flooded from many sources while the peer sent it requests.
     fn flooded_during(&self, t: &Target) -> bool {
         self.floods
@@ -195,9 +203,8 @@ impl ThreatTable {
 
     /// The finding of a flood from many sources at one line.
     pub(super) fn build_flood(&self, e: &LineFlood) -> Threat {
-        let w = self.cfg.flood_window_secs.max(1);
-        let peak = e.peak as f64 / f64::from(w);
-        let sources = e.sources_total();
+        let (peak, n, w) = FloodRule::of(&self.cfg).peak(e.peak, e.peak_burst);
+        let sources_total = e.sources_total();
         let m = &e.methods;
         let mut what = Vec::new();
         for (name, n) in [
@@ -211,8 +218,7 @@ impl ThreatTable {
             }
         }
         let detail = format!(
-            "{} requests at {} from ~{sources} source addresses within {w} s (peak {peak:.0}/s; no source near the per-peer rate: forged sources), {} in all over {} ({}){}; answered: {}",
-            e.peak,
+            "{n} requests at {} from ~{sources_total} source addresses within {w} s (peak {peak:.0}/s; no source near the per-peer rate: forged sources), {} in all over {} ({}){}; answered: {}",
             e.line,
             e.requests,
             short_span(e.last.secs_since(e.first)),
@@ -221,8 +227,17 @@ impl ThreatTable {
             e.answers.text()
         );
         let answers = e.answers.to_map();
+        // A source with a finding of another kind of its own (a search or a sweep that hit
+        // the line during the flood) is an attacker in its own right, not one of the flood's
+        // forged sources.
+        let sources: Vec<IpAddr> = e
+            .samples
+            .iter()
+            .copied()
+            .filter(|ip| !self.named_otherwise(*ip))
+            .collect();
         Threat {
-            peer: e.samples.first().copied().unwrap_or(e.line),
+            peer: sources.first().copied().unwrap_or(e.line),
             kind: ThreatKind::Flood,
             severity: ThreatKind::Flood.severity(),
             lines: vec![ThreatTarget {
@@ -245,8 +260,8 @@ impl ThreatTable {
                 detail,
             }],
             numbers: Vec::new(),
-            sources: e.samples.clone(),
-            sources_total: sources,
+            sources,
+            sources_total,
             ended: e.ended,
         }
     }
@@ -310,13 +325,11 @@ impl ThreatTable {
                 )
             }
             ThreatKind::Flood => {
-                let w = self.cfg.flood_window_secs.max(1);
+                let (peak, n, secs) = FloodRule::of(&self.cfg).peak(p.flood_max, p.burst_max);
                 (
-                    p.flood_max as f64 / f64::from(w),
+                    peak,
                     format!(
-                        "{} requests within {w} s (peak {:.0}/s), {} in all over {span} to {} lines{agents}; answered: {answered}",
-                        p.flood_max,
-                        p.flood_max as f64 / f64::from(w),
+                        "{n} requests within {secs} s (peak {peak:.0}/s), {} in all over {span} to {} lines{agents}; answered: {answered}",
                         p.requests,
                         p.lines_total()
                     ),

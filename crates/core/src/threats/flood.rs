@@ -3,12 +3,14 @@
 //! A flood tool that forges a random source per request keeps every forged "peer" far below
 //! the per-peer rate; what it cannot hide is the rate at its target. Per line that receives
 //! requests from outside: requests and distinct sources within `flood_window_secs`. A window
-//! with at least `flood_min_requests` requests from at least `flood_min_sources` sources is a
+//! at a flood's rate (at least `flood_min_requests` requests in it, or the same rate over a
+//! burst of `flood_burst_secs`: see `rate`) from at least `flood_min_sources` sources is a
 //! flood window; the line's flood episode is its flood windows (requests, sources, agents,
 //! answers counted from the request that tripped it on), and ends when no window has been a
 //! flood window for `clear_after_secs`. Lines tracked at once: `max_flood_lines`.
 
 use super::peer::{Answers, MethodCounts, Sketch};
+use super::rate::{FloodRule, Rate};
 use crate::model::Timestamp;
 use std::net::IpAddr;
 
@@ -21,8 +23,8 @@ pub(super) const MAX_SOURCE_SAMPLES: usize = 8;
 #[derive(Clone, Debug)]
 pub(super) struct LineFlood {
     pub(super) line: IpAddr,
-    pub(super) window_start: Timestamp,
-    pub(super) window_count: u64,
+    pub(super) rate: Rate,
+    /// Distinct sources of the current flood window.
     pub(super) window_sources: Vec<u64>,
     /// The current window is a flood window.
     pub(super) hot: bool,
@@ -31,7 +33,9 @@ pub(super) struct LineFlood {
     pub(super) first: Timestamp,
     pub(super) last: Timestamp,
     pub(super) requests: u64,
+    /// Peak requests within a flood window, and within a burst window, since flagged.
     pub(super) peak: u64,
+    pub(super) peak_burst: u64,
     /// Distinct sources of the episode; made when the line first floods (most lines a flood
     /// touches never do).
     pub(super) sources: Option<Box<Sketch>>,
@@ -47,8 +51,7 @@ impl LineFlood {
     pub(super) fn new(line: IpAddr, ts: Timestamp) -> LineFlood {
         LineFlood {
             line,
-            window_start: ts,
-            window_count: 0,
+            rate: Rate::new(ts),
             window_sources: Vec::new(),
             hot: false,
             flagged: false,
@@ -56,6 +59,7 @@ impl LineFlood {
             last: ts,
             requests: 0,
             peak: 0,
+            peak_burst: 0,
             sources: None,
             samples: Vec::new(),
             agents: Vec::new(),
@@ -71,21 +75,18 @@ impl LineFlood {
         &mut self,
         ts: Timestamp,
         sh: u64,
-        window_secs: f64,
-        min_requests: u64,
+        rule: &FloodRule,
         min_sources: usize,
     ) -> bool {
-        if ts.secs_since(self.window_start) >= window_secs {
-            self.window_start = ts;
-            self.window_count = 0;
+        let c = self.rate.count(ts, rule);
+        if c.restarted {
             self.window_sources.clear();
             self.hot = false;
         }
         // Out of time order by more than a window: no longer part of the rate seen now.
-        if self.window_start.secs_since(ts) >= window_secs {
+        if !c.counted {
             return false;
         }
-        self.window_count += 1;
         if self.window_sources.len() < MAX_WINDOW_SOURCES && !self.window_sources.contains(&sh) {
             self.window_sources.push(sh);
         }
@@ -94,33 +95,38 @@ impl LineFlood {
             self.sources
                 .get_or_insert_with(|| Box::new(Sketch::new()))
                 .insert(sh);
-            self.peak = self.peak.max(self.window_count);
+            self.note_peaks();
             if ts > self.last {
                 self.last = ts;
             }
             return false;
         }
-        if self.window_count < min_requests || self.window_sources.len() < min_sources {
+        if !self.rate.flooding(rule) || self.window_sources.len() < min_sources {
             return false;
         }
         self.hot = true;
         let renewed = !self.flagged || self.ended.is_some();
         if !self.flagged {
-            self.first = self.window_start;
+            self.first = self.rate.start;
         }
         self.flagged = true;
         self.ended = None;
         // The whole window that tripped it belongs to the flood.
-        self.requests += self.window_count;
+        self.requests += self.rate.count;
         let sources = self.sources.get_or_insert_with(|| Box::new(Sketch::new()));
         for h in &self.window_sources {
             sources.insert(*h);
         }
-        self.peak = self.peak.max(self.window_count);
+        self.note_peaks();
         if ts > self.last {
             self.last = ts;
         }
         renewed
+    }
+
+    fn note_peaks(&mut self) {
+        self.peak = self.peak.max(self.rate.count);
+        self.peak_burst = self.peak_burst.max(self.rate.burst_count);
     }
 
     /// Remembers a source address as a sample of the flood's sources.

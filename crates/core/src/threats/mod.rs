@@ -22,6 +22,7 @@
 mod classify;
 mod flood;
 mod peer;
+mod rate;
 mod table;
 #[cfg(test)]
 mod tests;
@@ -64,6 +65,9 @@ pub struct ThreatsConfig {
     pub flood_window_secs: u32,
     /// `flood`: requests from one peer within `flood_window_secs` that make a flood.
     pub flood_min_requests: u32,
+    /// `flood`: a burst this long at the same rate (`flood_min_requests` per
+    /// `flood_window_secs`) is a flood too, though it ends before the window fills.
+    pub flood_burst_secs: u32,
     /// `flood` from many sources: requests at one line within `flood_window_secs`, at least
     /// `flood_min_requests` of them from at least this many source addresses (forged sources
     /// each stay below the per-peer rate). One finding per line, "from many sources".
@@ -113,6 +117,7 @@ impl Default for ThreatsConfig {
             toll_min_invites: 3,
             flood_window_secs: 10,
             flood_min_requests: 500,
+            flood_burst_secs: 2,
             flood_min_sources: 16,
             max_flood_lines: 4096,
             clear_after_secs: 3600,
@@ -134,7 +139,7 @@ impl Default for ThreatsConfig {
 impl ThreatsConfig {
     /// Checks every cap and threshold; the first bad key is the error.
     pub fn validate(&self) -> Result<(), Invalid> {
-        let caps: [(&str, bool); 15] = [
+        let caps: [(&str, bool); 16] = [
             ("max_peers", self.max_peers > 0),
             ("max_lines_per_peer", self.max_lines_per_peer > 0),
             ("max_users_per_peer", self.max_users_per_peer > 0),
@@ -146,6 +151,7 @@ impl ThreatsConfig {
             ("toll_min_invites", self.toll_min_invites > 0),
             ("flood_window_secs", self.flood_window_secs > 0),
             ("flood_min_requests", self.flood_min_requests >= 2),
+            ("flood_burst_secs", self.flood_burst_secs > 0),
             ("framing_min_invites", self.framing_min_invites >= 2),
             ("flood_min_sources", self.flood_min_sources >= 2),
             ("max_flood_lines", self.max_flood_lines > 0),
@@ -153,6 +159,12 @@ impl ThreatsConfig {
         ];
         if let Some((key, _)) = caps.iter().find(|(_, ok)| !ok) {
             return Err(Invalid::new(*key, format!("threats.{key} is too small")));
+        }
+        if self.flood_burst_secs > self.flood_window_secs {
+            return Err(Invalid::new(
+                "flood_burst_secs",
+                "threats.flood_burst_secs must not exceed threats.flood_window_secs".into(),
+            ));
         }
         if !(0.0..=1.0).contains(&self.framing_max_relayed_share) {
             return Err(Invalid::new(

@@ -1,5 +1,6 @@
 //! Per-peer state: what one remote peer sent to which line, and what each line answered.
 
+use super::rate::Rate;
 use super::{ThreatTarget, ThreatsConfig};
 use crate::model::{Participation, Timestamp};
 use std::collections::BTreeMap;
@@ -247,9 +248,10 @@ pub(super) struct Peer {
     pub(super) premium_distinct: u64,
     pub(super) premium_samples: Vec<String>,
     pub(super) max_users_at_line: u32,
-    pub(super) window_start: Timestamp,
-    pub(super) window_count: u64,
+    pub(super) rate: Rate,
+    /// Peak requests within a flood window, and within a burst window.
     pub(super) flood_max: u64,
+    pub(super) burst_max: u64,
     pub(super) kinds: u8,
     /// When its episode closed (quiet for `clear_after_secs`), until it is active again.
     pub(super) ended: Option<Timestamp>,
@@ -277,9 +279,9 @@ impl Peer {
             premium_distinct: 0,
             premium_samples: Vec::new(),
             max_users_at_line: 0,
-            window_start: ts,
-            window_count: 0,
+            rate: Rate::new(ts),
             flood_max: 0,
+            burst_max: 0,
             kinds: 0,
             ended: None,
         }

@@ -2,6 +2,7 @@
 
 use super::flood::LineFlood;
 use super::peer::*;
+use super::rate::FloodRule;
 use super::{sort_threats, Threat, ThreatKind, ThreatsConfig, PEER_KINDS};
 use crate::config::NetworkConfig;
 use crate::model::{
@@ -384,17 +385,9 @@ impl ThreatTable {
         agent: Option<&str>,
     ) {
         peer.requests += 1;
-        let window = f64::from(cfg.flood_window_secs);
-        if ts.secs_since(peer.window_start) >= window {
-            peer.window_start = ts;
-            peer.window_count = 0;
-        }
-        // A request older than the current window (events come out of time order: a call is
-        // told when it ends, several workers feed one table) counts in it only while it is
-        // within one window of it; older ones are no longer part of any rate seen now.
-        if peer.window_start.secs_since(ts) < window {
-            peer.window_count += 1;
-            peer.flood_max = peer.flood_max.max(peer.window_count);
+        if peer.rate.count(ts, &FloodRule::of(cfg)).counted {
+            peer.flood_max = peer.flood_max.max(peer.rate.count);
+            peer.burst_max = peer.burst_max.max(peer.rate.burst_count);
         }
         if let Some(a) = agent {
             if !a.is_empty()
@@ -794,13 +787,7 @@ impl ThreatTable {
         let Some((e, deadline)) = self.floods.get_mut_with_deadline(&line) else {
             return;
         };
-        let tripped = e.request(
-            ts,
-            sh,
-            window,
-            u64::from(cfg.flood_min_requests),
-            cfg.flood_min_sources as usize,
-        );
+        let tripped = e.request(ts, sh, &FloodRule::of(&cfg), cfg.flood_min_sources as usize);
         if !e.hot {
             return;
         }

@@ -347,6 +347,97 @@ fn threats_request_rate_is_a_flood() {
 }
 
 #[test]
+fn threats_a_short_burst_at_a_floods_rate_is_a_flood() {
+    // 494 INVITEs in 6 s (82/s) from one peer: short of 500 in a 10 s window, a flood's rate
+    // over 2 s bursts.
+    let mut t = table();
+    for i in 0..494u32 {
+        let n = format!("1380013{:04}", i);
+        t.on_event(&probe(
+            SCANNER,
+            line(1),
+            ProbeMethod::Invite,
+            &n,
+            f64::from(i) * 6.0 / 494.0,
+        ));
+    }
+    let f = find(&t, ThreatKind::Flood);
+    assert_eq!(f.requests, 494);
+    let d = &f.reasons[0].detail;
+    assert!(d.contains("requests within 2 s (peak 8"), "{d}");
+    assert!(f.reasons[0].value > 50.0, "{}", f.reasons[0].value);
+    // The same burst from forged sources is a flood at the line.
+    let mut t = table();
+    for i in 0..494u32 {
+        let n = format!("1380013{:04}", i);
+        invite(
+            &mut t,
+            &forged(i, 200),
+            line(2),
+            &n,
+            f64::from(i) * 6.0 / 494.0,
+            Participation::Ignored,
+        );
+    }
+    let all = t.threats();
+    assert_eq!(all.len(), 1, "{:?}", kinds(&t));
+    assert_eq!(all[0].kind, ThreatKind::Flood);
+    assert_eq!(all[0].lines[0].line, line(2));
+    let d = &all[0].reasons[0].detail;
+    assert!(d.contains("source addresses within 2 s"), "{d}");
+    // A fast search (30 user names a second for a minute) is below a flood's rate over any
+    // burst: an enumeration, not a flood.
+    let mut t = table();
+    for i in 0..1800u32 {
+        t.on_event(&probe(
+            SCANNER,
+            line(3),
+            ProbeMethod::Options,
+            &format!("{}", 100 + i),
+            f64::from(i) / 30.0,
+        ));
+    }
+    let k: Vec<ThreatKind> = kinds(&t).into_iter().map(|(_, k)| k).collect();
+    assert_eq!(k, vec![ThreatKind::Enumeration]);
+}
+
+#[test]
+fn threats_a_search_during_a_forged_flood_is_not_one_of_its_sources() {
+    // A user-name search at two lines, one of them hit meanwhile by a flood from forged
+    // sources: the searcher is an enumeration of its own (found at the other line; the
+    // flooded line's names do not count), not named among the flood's sources.
+    let mut t = table();
+    for i in 0..1200u32 {
+        let ts = 100.0 + f64::from(i) / 150.0;
+        if i % 20 == 0 {
+            for l in [line(5), line(6)] {
+                t.on_event(&probe(
+                    SCANNER,
+                    l,
+                    ProbeMethod::Options,
+                    &format!("{}", 100 + i),
+                    ts,
+                ));
+            }
+        }
+        invite(
+            &mut t,
+            &forged(i, 230),
+            line(5),
+            &format!("1380013{:04}", i),
+            ts,
+            Participation::Ignored,
+        );
+    }
+    let scanner = sa(SCANNER).ip();
+    let flood = find(&t, ThreatKind::Flood);
+    assert!(!flood.sources.is_empty());
+    assert!(!flood.sources.contains(&scanner), "{:?}", flood.sources);
+    assert_ne!(flood.peer, scanner);
+    assert_eq!(find(&t, ThreatKind::Enumeration).peer, scanner);
+}
+
+#[test]
 fn threats_gateway_shaped_invites_a_line_rejects_are_framing_and_a_relayed_feed_is_not() {
     let mut t = table();
     let framer = "203.0.113.66:5060";
