@@ -327,9 +327,7 @@ impl ThreatEvent {
                     c.direction == Direction::Inbound && c.peer.is_some_and(|p| outside(p.ip()));
                 // An outbound call matters only as a compromised PBX calling a toll number.
                 let tolled = matches!(c.direction, Direction::Outbound | Direction::Internal)
-                    && c.request_uri
-                        .as_deref()
-                        .or(c.to.as_deref())
+                    && c.called()
                         .is_some_and(|n| toll_prefixes.iter().any(|p| n.starts_with(p.as_str())));
                 (inbound || tolled).then(|| {
                     c.peer

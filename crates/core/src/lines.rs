@@ -1217,9 +1217,7 @@ impl Profile {
             });
             if taken {
                 if !counted {
-                    let called =
-                        crate::model::called_user(r.request_uri.as_deref(), r.to.as_deref())
-                            .map_or(0, called_key);
+                    let called = r.called().map_or(0, called_key);
                     let peer = r.peer.map(|a| a.ip());
                     self.count_taken(peer, called, answered, r.start.0, end.0, p);
                 }

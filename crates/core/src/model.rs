@@ -319,14 +319,16 @@ pub struct CallRecord {
 
 /// The number a call was for, as detection keys it: the Request-URI user, else the To user
 /// (one rule for a dialog still running and for its record).
-pub(crate) fn called_user<'a>(
-    request_uri: Option<&'a str>,
-    to: Option<&'a str>,
-) -> Option<&'a str> {
+pub fn called_user<'a>(request_uri: Option<&'a str>, to: Option<&'a str>) -> Option<&'a str> {
     request_uri.filter(|s| !s.is_empty()).or(to)
 }
 
 impl CallRecord {
+    /// The number the call was for: [`called_user`] of its Request-URI and To.
+    pub fn called(&self) -> Option<&str> {
+        called_user(self.request_uri.as_deref(), self.to.as_deref())
+    }
+
     /// A call with only its id, direction and start known (nothing answered, no party, no
     /// media): the base the calls stage and tests fill in.
     pub fn new(call_id: String, direction: Direction, start: Timestamp) -> CallRecord {

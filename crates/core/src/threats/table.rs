@@ -6,7 +6,7 @@ use super::rate::FloodRule;
 use super::{sort_threats, Threat, ThreatKind, ThreatsConfig, PEER_KINDS};
 use crate::config::NetworkConfig;
 use crate::model::{
-    CallRecord, Counters, Direction, Event, Participation, ProbeMethod, ProbeRecord,
+    called_user, CallRecord, Counters, Direction, Event, Participation, ProbeMethod, ProbeRecord,
     RegistrationRecord, Timestamp,
 };
 use crate::table::TimedTable;
@@ -303,7 +303,7 @@ impl ThreatTable {
     }
 
     pub(super) fn on_request(&mut self, peer_ip: IpAddr, p: &ProbeRecord) {
-        let user = p.request_user.as_deref().or(p.to_user.as_deref());
+        let user = called_user(p.request_user.as_deref(), p.to_user.as_deref());
         let premium = match p.method {
             ProbeMethod::Invite => user.and_then(|u| self.premium(u)),
             _ => None,
@@ -500,7 +500,7 @@ impl ThreatTable {
         if self.network.is_home(peer_ip) {
             return;
         }
-        let number = c.request_uri.as_deref().or(c.to.as_deref());
+        let number = c.called();
         let premium = number.and_then(|n| self.premium(n));
         let cfg = self.cfg.clone();
         let relayed = matches!(
@@ -671,7 +671,7 @@ impl ThreatTable {
     /// A call the line placed: to a number a foreign peer had just sent it?
     pub(super) fn on_outbound_ended(&mut self, c: &CallRecord) {
         let Some(line) = c.line else { return };
-        let Some(number) = c.request_uri.as_deref().or(c.to.as_deref()) else {
+        let Some(number) = c.called() else {
             return;
         };
         let Some(n) = self.premium(number) else {
