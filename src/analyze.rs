@@ -11,6 +11,7 @@
 //! `analyze_file` with the records spooled to disk (`spool`), its exact per-line figures kept in
 //! a few bytes per call.
 
+mod record_json;
 pub mod spool;
 pub(crate) mod stream;
 

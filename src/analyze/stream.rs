@@ -59,13 +59,25 @@ impl<W: Write> RecordWriter<W> {
         Ok(())
     }
 
+    /// A call record, written by `record_json` (the same bytes as `object`'s, for a fraction
+    /// of the instructions: a flood ends a call per packet or two).
     pub fn call(&mut self, c: &CallRecord) -> std::io::Result<()> {
         if self.privacy.enabled() {
             let mut c = c.clone();
             self.privacy.call(&mut c);
-            return self.object("call", &c);
+            return self.call_line(&c);
         }
-        self.object("call", c)
+        self.call_line(c)
+    }
+
+    fn call_line(&mut self, c: &CallRecord) -> std::io::Result<()> {
+        self.buf.clear();
+        self.buf.extend_from_slice(b"{\"type\":\"call\",");
+        super::record_json::call_fields(&mut self.buf, c);
+        self.buf.push(b'\n');
+        self.out.write_all(&self.buf)?;
+        self.written += 1;
+        Ok(())
     }
 
     pub fn registration(&mut self, r: &RegistrationRecord) -> std::io::Result<()> {
