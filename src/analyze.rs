@@ -772,12 +772,6 @@ fn write_ndjson_tail(
     estimated: &Estimated,
 ) -> std::io::Result<()> {
     #[derive(Serialize)]
-    struct LineOut<'a> {
-        #[serde(flatten)]
-        entry: &'a LineEntry,
-        estimated: &'a BTreeMap<&'static str, f64>,
-    }
-    #[derive(Serialize)]
     struct Summary<'a> {
         capture: &'a CaptureInfo,
         network: &'a simboxd_core::config::NetworkConfig,
@@ -786,13 +780,7 @@ fn write_ndjson_tail(
     let none = BTreeMap::new();
     for l in &a.lines {
         let est = l.line.and_then(|ip| estimated.get(&ip)).unwrap_or(&none);
-        w.object(
-            "line",
-            &LineOut {
-                entry: l,
-                estimated: est,
-            },
-        )?;
+        w.line(l, est)?;
     }
     for t in &a.threats {
         w.object("threat", t)?;

@@ -3,13 +3,18 @@
 //! thread's instructions on the hostile capture.
 //!
 //! Contract: `call_fields` appends exactly the bytes `serde_json::to_writer` makes of a
-//! `CallRecord` without its opening brace (same field order and names; strings escaped by
-//! serde_json's table; integers as itoa, floats as ryu and non-finite ones as `null`, as
+//! `CallRecord` without its opening brace (`registration_fields` of a `RegistrationRecord`),
+//! `line_fields` those of a `LineEntry` flattened
+//! beside its `estimated` map (same field order and names; strings escaped by
+//! serde_json's table; integers as itoa, floats as zmij and non-finite ones as `null`, as
 //! serde_json writes them; times as `Timestamp::to_rfc3339`). No allocation beyond `out`'s.
 
+use crate::analysis::LineEntry;
 use simboxd_core::model::{
-    CallRecord, Direction, Outcome, Participation, RtpStreamStats, Timestamp, Transport,
+    CallRecord, Direction, Outcome, Participation, RegOutcome, RegistrationRecord, RtpStreamStats,
+    Timestamp, Transport,
 };
+use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
 
@@ -89,6 +94,115 @@ pub fn call_fields(out: &mut Vec<u8>, c: &CallRecord) {
     out.push(b'}');
 }
 
+/// The fields of `r` and its closing brace, as serde_json writes them.
+pub fn registration_fields(out: &mut Vec<u8>, r: &RegistrationRecord) {
+    out.extend_from_slice(b"\"account\":");
+    string(out, &r.account);
+    key!(out, "registrar");
+    socket(out, r.registrar);
+    key!(out, "source");
+    socket(out, r.source);
+    key!(out, "line");
+    opt(out, r.line, ip);
+    key!(out, "contact");
+    opt_str(out, &r.contact);
+    key!(out, "expires");
+    opt(out, r.expires, int);
+    key!(out, "outcome");
+    enum_name(out, reg_outcome(r.outcome));
+    key!(out, "status_code");
+    opt(out, r.status_code, int);
+    key!(out, "user_agent");
+    opt_str(out, &r.user_agent);
+    key!(out, "time");
+    time(out, r.time);
+    out.push(b'}');
+}
+
+/// The fields of a `line` object and its closing brace: `l`'s fields, then `estimated`, as
+/// serde_json writes the entry flattened beside the map. The verdict and the reasons (few
+/// lines have them) go through serde_json.
+pub fn line_fields(out: &mut Vec<u8>, l: &LineEntry, estimated: &BTreeMap<&'static str, f64>) {
+    out.extend_from_slice(b"\"line\":");
+    opt(out, l.line, ip);
+    key!(out, "verdict");
+    match &l.verdict {
+        Some(v) => serde_value(out, v),
+        None => out.extend_from_slice(b"null"),
+    }
+    key!(out, "score");
+    opt(out, l.score, float);
+    key!(out, "flagged_at");
+    opt(out, l.flagged_at, time);
+    key!(out, "site");
+    opt_str(out, &l.site);
+    key!(out, "reasons");
+    if l.reasons.is_empty() {
+        out.extend_from_slice(b"[]");
+    } else {
+        serde_value(out, &l.reasons);
+    }
+    for (k, v) in [
+        (&b",\"calls\":"[..], l.calls),
+        (b",\"inbound_calls\":", l.inbound_calls),
+        (b",\"outbound_calls\":", l.outbound_calls),
+        (b",\"answered_calls\":", l.answered_calls),
+        (
+            b",\"max_concurrent_calls\":",
+            u64::from(l.max_concurrent_calls),
+        ),
+        (b",\"open_calls_at_end\":", l.open_calls_at_end),
+        (b",\"distinct_called_numbers\":", l.distinct_called_numbers),
+        (b",\"inbound_calls_taken\":", l.inbound_calls_taken),
+        (
+            b",\"inbound_calls_taken_answered\":",
+            l.inbound_calls_taken_answered,
+        ),
+        (
+            b",\"distinct_called_numbers_taken\":",
+            l.distinct_called_numbers_taken,
+        ),
+    ] {
+        out.extend_from_slice(k);
+        int(out, v);
+    }
+    key!(out, "median_talk_secs_inbound");
+    opt(out, l.median_talk_secs_inbound, float);
+    key!(out, "peers");
+    out.push(b'[');
+    for (i, p) in l.peers.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        string(out, p);
+    }
+    out.push(b']');
+    key!(out, "registrations");
+    int(out, l.registrations);
+    key!(out, "media_flows");
+    int(out, l.media_flows);
+    key!(out, "voice_flows_without_sip");
+    int(out, l.voice_flows_without_sip);
+    key!(out, "estimated");
+    out.push(b'{');
+    for (i, (k, v)) in estimated.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        string(out, k);
+        out.push(b':');
+        float(out, *v);
+    }
+    out.extend_from_slice(b"}}");
+}
+
+/// A value serde_json writes (into a Vec: it cannot fail but for a `Serialize` that does).
+fn serde_value<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
+    if serde_json::to_writer(&mut *out, v).is_err() {
+        out.extend_from_slice(b"null");
+    }
+}
+
 fn rtp_stream(out: &mut Vec<u8>, s: &RtpStreamStats) {
     out.extend_from_slice(b"{\"src\":");
     socket(out, s.src);
@@ -143,6 +257,16 @@ fn outcome(o: Outcome) -> &'static str {
     }
 }
 
+fn reg_outcome(o: RegOutcome) -> &'static str {
+    match o {
+        RegOutcome::Registered => "registered",
+        RegOutcome::Challenged => "challenged",
+        RegOutcome::Failed => "failed",
+        RegOutcome::NoResponse => "no-response",
+        RegOutcome::Unregistered => "unregistered",
+    }
+}
+
 fn participation(p: Participation) -> &'static str {
     match p {
         Participation::Placed => "placed",
@@ -182,7 +306,7 @@ fn int<I: itoa::Integer>(out: &mut Vec<u8>, v: I) {
 
 fn float(out: &mut Vec<u8>, v: f64) {
     if v.is_finite() {
-        out.extend_from_slice(ryu::Buffer::new().format_finite(v).as_bytes());
+        out.extend_from_slice(zmij::Buffer::new().format_finite(v).as_bytes());
     } else {
         out.extend_from_slice(b"null");
     }
@@ -414,6 +538,90 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[derive(serde::Serialize)]
+    struct LineOut<'a> {
+        #[serde(flatten)]
+        entry: &'a LineEntry,
+        estimated: &'a BTreeMap<&'static str, f64>,
+    }
+
+    #[test]
+    fn line_objects_match_serde_jsons_flattened_entry() {
+        let mut l = LineEntry::default();
+        let mut est = BTreeMap::new();
+        let check = |l: &LineEntry, est: &BTreeMap<&'static str, f64>| {
+            let mut a = vec![b'{'];
+            line_fields(&mut a, l, est);
+            let b = serde_json::to_vec(&LineOut {
+                entry: l,
+                estimated: est,
+            })
+            .unwrap();
+            assert_eq!(String::from_utf8(a).unwrap(), String::from_utf8(b).unwrap());
+        };
+        check(&l, &est);
+        l.line = Some("2001:db8::7".parse().unwrap());
+        l.verdict = Some(simboxd_core::model::VerdictLevel::Gateway);
+        l.score = Some(0.875);
+        l.flagged_at = Some(Timestamp(1_767_600_000_000_001));
+        l.site = Some("site \"1\"\n".into());
+        l.reasons = vec![simboxd_core::model::Reason {
+            signal: "foreign_inbound".into(),
+            value: f64::NAN,
+            strength: 1.0,
+            detail: "212 calls\t\u{1}".into(),
+        }];
+        (l.calls, l.inbound_calls, l.outbound_calls, l.answered_calls) = (u64::MAX, 1, 2, 3);
+        l.max_concurrent_calls = u32::MAX;
+        (l.open_calls_at_end, l.distinct_called_numbers) = (4, 5);
+        l.inbound_calls_taken = 6;
+        l.inbound_calls_taken_answered = 7;
+        l.distinct_called_numbers_taken = 8;
+        l.median_talk_secs_inbound = Some(f64::INFINITY);
+        l.peers = vec!["10.0.0.1".into(), "a\\b".into()];
+        (l.registrations, l.media_flows, l.voice_flows_without_sip) = (9, 10, 11);
+        est.insert("distinct_called_numbers", 1.0 / 254f64.sqrt());
+        est.insert("peers", 0.0);
+        check(&l, &est);
+        l.line = Some("10.20.0.1".parse().unwrap());
+        l.median_talk_secs_inbound = Some(12.5);
+        l.verdict = Some(simboxd_core::model::VerdictLevel::Suspect);
+        check(&l, &est);
+    }
+
+    #[test]
+    fn registrations_match_in_every_outcome() {
+        let mut r = RegistrationRecord {
+            account: "100@ex\"ample".into(),
+            registrar: "198.51.100.1:5060".parse().unwrap(),
+            source: "[2001:db8::1]:5070".parse().unwrap(),
+            line: None,
+            contact: None,
+            expires: None,
+            outcome: RegOutcome::Registered,
+            status_code: None,
+            user_agent: None,
+            time: Timestamp(1_767_600_000_005_880),
+        };
+        for o in [
+            RegOutcome::Registered,
+            RegOutcome::Challenged,
+            RegOutcome::Failed,
+            RegOutcome::NoResponse,
+            RegOutcome::Unregistered,
+        ] {
+            r.outcome = o;
+            let mut a = vec![b'{'];
+            registration_fields(&mut a, &r);
+            assert_eq!(a, serde_json::to_vec(&r).unwrap());
+            r.line = Some("10.20.0.9".parse().unwrap());
+            r.contact = Some("sip:7281@198.51.100.7:5070;\u{0}".into());
+            r.expires = Some(u32::MAX);
+            r.status_code = Some(401);
+            r.user_agent = Some("friendly-scanner".into());
         }
     }
 
