@@ -11,6 +11,7 @@
 //! `analyze_file` with the records spooled to disk (`spool`), its exact per-line figures kept in
 //! a few bytes per call.
 
+mod record_json;
 pub mod spool;
 pub(crate) mod stream;
 
@@ -771,12 +772,6 @@ fn write_ndjson_tail(
     estimated: &Estimated,
 ) -> std::io::Result<()> {
     #[derive(Serialize)]
-    struct LineOut<'a> {
-        #[serde(flatten)]
-        entry: &'a LineEntry,
-        estimated: &'a BTreeMap<&'static str, f64>,
-    }
-    #[derive(Serialize)]
     struct Summary<'a> {
         capture: &'a CaptureInfo,
         network: &'a simboxd_core::config::NetworkConfig,
@@ -785,13 +780,7 @@ fn write_ndjson_tail(
     let none = BTreeMap::new();
     for l in &a.lines {
         let est = l.line.and_then(|ip| estimated.get(&ip)).unwrap_or(&none);
-        w.object(
-            "line",
-            &LineOut {
-                entry: l,
-                estimated: est,
-            },
-        )?;
+        w.line(l, est)?;
     }
     for t in &a.threats {
         w.object("threat", t)?;

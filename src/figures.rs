@@ -172,6 +172,13 @@ impl Kmv {
     }
 }
 
+/// A key for telling a line's open calls apart by Call-ID: keyed per process (hostile Call-IDs
+/// cannot be made to collide) and a fraction of `hash64`'s cost; never shown or kept.
+fn call_key(call_id: &str) -> u64 {
+    static KEYS: std::sync::OnceLock<ahash::RandomState> = std::sync::OnceLock::new();
+    KEYS.get_or_init(ahash::RandomState::new).hash_one(call_id)
+}
+
 pub(crate) fn hash64(s: &str) -> u64 {
     use sha2::{Digest, Sha256};
     let d = Sha256::digest(s.as_bytes());
@@ -197,7 +204,7 @@ pub struct LineTally {
     inbound_calls: u64,
     outbound_calls: u64,
     answered_calls: u64,
-    /// Calls started and not yet ended: (call-id hash, start).
+    /// Calls started and not yet ended: (`call_key`, start).
     open: Vec<(u64, Timestamp)>,
     /// Ended calls whose overlap with still-open calls is not counted yet.
     pending: Vec<Span>,
@@ -252,7 +259,7 @@ impl LineTally {
     /// First INVITE of a dialog on the line.
     pub fn call_started(&mut self, call_id: &str, ts: Timestamp) {
         self.last_event = self.last_event.max(ts);
-        let key = hash64(call_id);
+        let key = call_key(call_id);
         if self.open.iter().any(|o| o.0 == key) {
             return;
         }
@@ -284,10 +291,10 @@ impl LineTally {
         if let Some(h) = number {
             self.called.add(h);
         }
-        let key = hash64(&c.call_id);
         if let Some(t) = inbound_talk_secs(c) {
             self.talk_seen += 1;
-            let h = key;
+            // Which talk times are kept beyond the cap is part of the output: a stable hash.
+            let h = hash64(&c.call_id);
             if self.talk.len() < TALLY_MAX_TALK {
                 self.talk.push((h, t));
             } else if let Some(i) = self
@@ -301,6 +308,7 @@ impl LineTally {
                 self.talk[i] = (h, t);
             }
         }
+        let key = call_key(&c.call_id);
         if let Some(i) = self.open.iter().position(|o| o.0 == key) {
             self.open.swap_remove(i);
         }

@@ -50,11 +50,55 @@ impl Timestamp {
             None => format!("@{}us", self.0),
         }
     }
+    /// `to_rfc3339` appended to `out` as bytes, without a String or chrono's formatter for the
+    /// years 0000-9999 (call records write several times each, a flood a million); other
+    /// times go through `to_rfc3339`.
+    pub fn write_rfc3339(self, out: &mut Vec<u8>) {
+        let secs = self.0.div_euclid(1_000_000);
+        let us = self.0.rem_euclid(1_000_000);
+        let (y, m, d) = civil_date(secs.div_euclid(86_400));
+        if !(0..=9999).contains(&y) {
+            out.extend_from_slice(self.to_rfc3339().as_bytes());
+            return;
+        }
+        let sod = secs.rem_euclid(86_400);
+        let mut b = *b"0000-00-00T00:00:00.000000Z";
+        for (at, width, v) in [
+            (0, 4, y),
+            (5, 2, m),
+            (8, 2, d),
+            (11, 2, sod / 3600),
+            (14, 2, sod / 60 % 60),
+            (17, 2, sod % 60),
+            (20, 6, us),
+        ] {
+            let mut v = v;
+            for slot in b.iter_mut().skip(at).take(width).rev() {
+                *slot = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
+        }
+        out.extend_from_slice(&b);
+    }
     /// The time an RFC 3339 text names (any offset, kept to the microsecond); `None` when it is not one.
     pub fn parse_rfc3339(s: &str) -> Option<Self> {
         let dt = chrono::DateTime::parse_from_rfc3339(s).ok()?;
         Some(Timestamp(dt.timestamp_micros()))
     }
+}
+
+/// (year, month, day) of the proleptic Gregorian calendar `days` after 1970-01-01: counted in
+/// 400-year eras from 0000-03-01, so the leap day ends each counted year.
+fn civil_date(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (era * 400 + yoe + i64::from(m <= 2), m, d)
 }
 
 impl fmt::Display for Timestamp {
@@ -706,6 +750,43 @@ mod tests {
         let s = t.to_rfc3339();
         assert_eq!(s, "2023-11-14T22:13:20.123456Z");
         assert_eq!(Timestamp::parse_rfc3339(&s), Some(t));
+    }
+
+    fn written(t: Timestamp) -> String {
+        let mut v = Vec::new();
+        t.write_rfc3339(&mut v);
+        String::from_utf8(v).unwrap()
+    }
+
+    #[test]
+    fn written_rfc3339_is_chronos_at_the_edges() {
+        for us in [
+            0,
+            -1,
+            1,
+            i64::MIN,
+            i64::MAX,
+            -62_167_219_200_000_000, // 0000-01-01
+            -62_167_219_200_000_001,
+            253_402_300_799_999_999, // 9999-12-31T23:59:59.999999
+            253_402_300_800_000_000,
+            951_782_400_000_000,   // 2000-02-29
+            4_107_542_400_000_000, // 2100-03-01
+        ] {
+            let t = Timestamp(us);
+            assert_eq!(written(t), t.to_rfc3339(), "{us}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn written_rfc3339_is_chronos(
+            us in -70_000_000_000_000_000i64..260_000_000_000_000_000,
+            any in proptest::prelude::any::<i64>(),
+        ) {
+            proptest::prop_assert_eq!(written(Timestamp(us)), Timestamp(us).to_rfc3339());
+            proptest::prop_assert_eq!(written(Timestamp(any)), Timestamp(any).to_rfc3339());
+        }
     }
 
     #[test]

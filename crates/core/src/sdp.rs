@@ -278,7 +278,7 @@ pub fn parse(body: &[u8]) -> Result<Sdp<'_>, SdpError> {
                 if in_dropped_media {
                     continue;
                 }
-                let (name, val) = match value.split_once(':') {
+                let (name, val) = match crate::sip::split_at_byte(value, b':') {
                     Some((n, v)) => (n, Some(v)),
                     None => (value, None),
                 };

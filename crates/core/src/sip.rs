@@ -280,7 +280,7 @@ impl<'a> Params<'a> {
             if p.is_empty() {
                 return None;
             }
-            Some(match p.split_once('=') {
+            Some(match split_at_byte(p, b'=') {
                 Some((n, v)) => (trim(n), trim(v)),
                 None => (p, ""),
             })
@@ -497,7 +497,7 @@ fn parse_inner<'a>(
             skipped_headers = skipped_headers.saturating_add(1);
             continue;
         };
-        let (name, value) = text.split_once(':').ok_or(SipError::BadHeader)?;
+        let (name, value) = split_at_byte(text, b':').ok_or(SipError::BadHeader)?;
         let name = name.trim_end_matches([' ', '\t']);
         if name.is_empty() || !name.bytes().all(is_token_byte) {
             return Err(SipError::BadHeader);
@@ -630,12 +630,12 @@ fn parse_start_line(line: &str) -> Result<StartLine<'_>, SipError> {
             .get(..4)
             .is_some_and(|p| p.eq_ignore_ascii_case("SIP/"))
     {
-        let (version, rest) = line.split_once(' ').ok_or(SipError::BadStartLine)?;
+        let (version, rest) = split_at_byte(line, b' ').ok_or(SipError::BadStartLine)?;
         if !version.eq_ignore_ascii_case("SIP/2.0") {
             return Err(SipError::BadVersion);
         }
         let rest = rest.trim_start_matches(' ');
-        let (code, reason) = match rest.split_once(' ') {
+        let (code, reason) = match split_at_byte(rest, b' ') {
             Some((c, r)) => (c, r),
             None => (rest, ""),
         };
@@ -651,7 +651,7 @@ fn parse_start_line(line: &str) -> Result<StartLine<'_>, SipError> {
             reason: trim(reason),
         });
     }
-    let (method, rest) = line.split_once(' ').ok_or(SipError::BadStartLine)?;
+    let (method, rest) = split_at_byte(line, b' ').ok_or(SipError::BadStartLine)?;
     if method.is_empty() || !method.bytes().all(is_token_byte) {
         return Err(SipError::BadStartLine);
     }
@@ -822,7 +822,7 @@ impl<'a> SipMessage<'a> {
 /// Parses a `sip:`, `sips:` or `tel:` URI. Other schemes, an empty host or a bad port give None.
 pub fn parse_uri(s: &str) -> Option<Uri<'_>> {
     let s = trim(s);
-    let (scheme, rest) = s.split_once(':')?;
+    let (scheme, rest) = split_at_byte(s, b':')?;
     let scheme = if scheme.eq_ignore_ascii_case("sip") {
         Scheme::Sip
     } else if scheme.eq_ignore_ascii_case("sips") {
@@ -833,7 +833,7 @@ pub fn parse_uri(s: &str) -> Option<Uri<'_>> {
         return None;
     };
     if scheme == Scheme::Tel {
-        let (number, params) = match rest.split_once(';') {
+        let (number, params) = match split_at_byte(rest, b';') {
             Some((n, p)) => (n, p),
             None => (rest, ""),
         };
@@ -853,22 +853,22 @@ pub fn parse_uri(s: &str) -> Option<Uri<'_>> {
     }
     // The user part may hold `?`, `;` and `:` (RFC 3261 25.1 user-unreserved), so the `@` is
     // found first and `?headers` only looked for after it.
-    let (userinfo, hostpart) = match rest.split_once('@') {
+    let (userinfo, hostpart) = match split_at_byte(rest, b'@') {
         Some((u, h)) => (Some(u), h),
         None => (None, rest),
     };
-    let (hostpart, headers) = match hostpart.split_once('?') {
+    let (hostpart, headers) = match split_at_byte(hostpart, b'?') {
         Some((m, h)) => (m, Some(h)),
         None => (hostpart, None),
     };
     let (user, password) = match userinfo {
-        Some(u) => match u.split_once(':') {
+        Some(u) => match split_at_byte(u, b':') {
             Some((u, p)) => (Some(u), Some(p)),
             None => (Some(u), None),
         },
         None => (None, None),
     };
-    let (hostport, params) = match hostpart.split_once(';') {
+    let (hostport, params) = match split_at_byte(hostpart, b';') {
         Some((h, p)) => (h, p),
         None => (hostpart, ""),
     };
@@ -897,7 +897,7 @@ pub fn parse_name_addr(s: &str) -> Option<NameAddr<'_>> {
         Some(lt) => {
             let before = s.get(..lt)?;
             let after = s.get(lt + 1..)?;
-            let (uri, params) = after.split_once('>')?;
+            let (uri, params) = split_at_byte(after, b'>')?;
             let d = trim(before);
             let d = d
                 .strip_prefix('"')
@@ -907,7 +907,7 @@ pub fn parse_name_addr(s: &str) -> Option<NameAddr<'_>> {
         }
         None => {
             // addr-spec form: parameters after the URI belong to the header (RFC 3261 20.10).
-            match s.split_once(';') {
+            match split_at_byte(s, b';') {
                 Some((u, p)) => (None, trim(u), p),
                 None => (None, s, ""),
             }
@@ -932,11 +932,11 @@ pub fn parse_name_addr(s: &str) -> Option<NameAddr<'_>> {
 /// Parses one Via value (`SIP/2.0/UDP host:port;branch=...`; LWS around `/` allowed).
 pub fn parse_via(s: &str) -> Option<Via<'_>> {
     let s = trim(s);
-    let (name, rest) = s.split_once('/')?;
+    let (name, rest) = split_at_byte(s, b'/')?;
     if !trim(name).eq_ignore_ascii_case("SIP") {
         return None;
     }
-    let (_version, rest) = rest.split_once('/')?;
+    let (_version, rest) = split_at_byte(rest, b'/')?;
     let rest = trim_start(rest);
     let tend = rest
         .find(|c: char| c.is_ascii_whitespace() || c == ';')
@@ -946,7 +946,7 @@ pub fn parse_via(s: &str) -> Option<Via<'_>> {
         return None;
     }
     let rest = trim_start(rest);
-    let (sent_by, params) = match rest.split_once(';') {
+    let (sent_by, params) = match split_at_byte(rest, b';') {
         Some((h, p)) => (h, p),
         None => (rest, ""),
     };
@@ -1016,16 +1016,35 @@ pub(crate) fn same_header(a: &str, b: &str) -> bool {
     expand_compact(a).eq_ignore_ascii_case(expand_compact(b))
 }
 
-fn is_ws(c: char) -> bool {
-    matches!(c, ' ' | '\t' | '\r' | '\n')
+/// White space of header values: SP, HT and the CR/LF of folded lines.
+fn is_ws_byte(b: &u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\r' | b'\n')
 }
 
+// Trimmed by bytes: the white space is ASCII, never part of another char, so this is
+// `str::trim_matches` on those chars without decoding each char from UTF-8.
 fn trim(s: &str) -> &str {
-    s.trim_matches(is_ws)
+    let b = s.as_bytes();
+    let start = b.iter().position(|c| !is_ws_byte(c)).unwrap_or(b.len());
+    let end = b
+        .iter()
+        .rposition(|c| !is_ws_byte(c))
+        .map_or(start, |i| i + 1);
+    s.get(start..end).unwrap_or("")
 }
 
 fn trim_start(s: &str) -> &str {
-    s.trim_start_matches(is_ws)
+    let start = s.bytes().position(|c| !is_ws_byte(&c)).unwrap_or(s.len());
+    s.get(start..).unwrap_or("")
+}
+
+/// `s.split_once(char::from(b))` for an ASCII `b`, by a plain scan: std's char search sets up
+/// memchr for long texts, and the fields split here are a few tens of bytes (a tenth of the
+/// instructions of a flood INVITE went to that setup). An ASCII byte is never inside another
+/// char, so both halves are at char boundaries.
+pub(crate) fn split_at_byte(s: &str, b: u8) -> Option<(&str, &str)> {
+    let i = s.bytes().position(|x| x == b)?;
+    Some((s.get(..i)?, s.get(i + 1..)?))
 }
 
 fn trim_bytes(b: &[u8]) -> &[u8] {
@@ -1103,7 +1122,7 @@ fn parse_u32_sat(s: &str) -> Option<u32> {
 fn split_host_port(s: &str) -> Option<(&str, Option<u16>)> {
     let s = trim(s);
     if let Some(rest) = s.strip_prefix('[') {
-        let (host, after) = rest.split_once(']')?;
+        let (host, after) = split_at_byte(rest, b']')?;
         let port = match after.strip_prefix(':') {
             Some(p) => Some(parse_port(p)?),
             None if after.is_empty() => None,
@@ -1115,7 +1134,7 @@ fn split_host_port(s: &str) -> Option<(&str, Option<u16>)> {
     if s.bytes().filter(|&b| b == b':').count() > 1 && s.parse::<std::net::Ipv6Addr>().is_ok() {
         return Some((s, None));
     }
-    match s.split_once(':') {
+    match split_at_byte(s, b':') {
         Some((h, p)) => Some((trim(h), Some(parse_port(p)?))),
         None => Some((s, None)),
     }

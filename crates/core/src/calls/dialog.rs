@@ -4,8 +4,8 @@
 use super::*;
 use crate::media::MediaTable;
 use crate::model::{
-    CallRecord, Datagram, Direction, Event, Outcome, Participation, ProbeMethod, RtpStreamStats,
-    Timestamp, Transport,
+    CallRecord, Datagram, Direction, Event, Outcome, Participation, ProbeMethod, ProbeRecord,
+    RtpStreamStats, Timestamp, Transport,
 };
 use crate::sdp;
 use crate::sip::{Method, NameAddr, SipMessage};
@@ -369,15 +369,18 @@ impl Tracker {
             self.stats.calls += 1;
             if let (Direction::Inbound, Some(peer), Some(line)) = (dl.direction, dl.peer, dl.line) {
                 // The call record keeps the line's User-Agent; the sender's is evidence about it.
-                events.push(Event::Probe(Box::new(probe_record(
-                    msg,
-                    parties.to,
-                    ProbeMethod::Invite,
+                // The users are the dialog's own (`probe_record`'s reading of the request),
+                // not parsed a second time.
+                events.push(Event::Probe(Box::new(ProbeRecord {
                     peer,
                     line,
-                    None,
-                    d.ts,
-                ))));
+                    method: ProbeMethod::Invite,
+                    request_user: dl.request_uri.clone(),
+                    to_user: dl.to.clone(),
+                    user_agent: msg.user_agent().map(short),
+                    time: d.ts,
+                    status: None,
+                })));
             }
         }
         if let Some((_, old)) = self.dialogs.insert(key, Box::new(dl), deadline) {
