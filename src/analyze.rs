@@ -323,8 +323,9 @@ fn run_engine(
     };
     let mut engine = Engine::new(&cfg.engine());
     let mut n: u64 = 0;
-    while let Some(pkt) = inputs.next_packet()? {
-        engine.process(&pkt);
+    let read = inputs.bytes_read_counter();
+    inputs.for_each_packet(|pkt| -> anyhow::Result<()> {
+        engine.process(pkt);
         if engine.has_events() {
             let now = engine.now();
             for ev in engine.drain_events() {
@@ -334,10 +335,11 @@ fn run_engine(
         n += 1;
         if n % 65536 == 0 {
             if let Some(b) = &bar {
-                b.set_position(inputs.bytes_read());
+                b.set_position(read.load(std::sync::atomic::Ordering::Relaxed));
             }
         }
-    }
+        Ok(())
+    })?;
     engine.finish();
     let now = engine.now();
     for ev in engine.drain_events() {
