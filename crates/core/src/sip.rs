@@ -386,6 +386,12 @@ pub struct Via<'a> {
 /// Cheap check: does `payload` start (after optional CRLF keep-alives) with a SIP request line
 /// (`METHOD SP uri SP SIP/2.0`) or status line (`SIP/2.0 NNN`)?
 pub fn looks_like_sip(payload: &[u8]) -> bool {
+    // Media, the bulk of the traffic, starts with a byte that is neither CR/LF nor a token
+    // byte (RTP's version bits make it 0x80-0xbf): told by that byte alone.
+    match payload.first() {
+        Some(&b) if b == b'\r' || b == b'\n' || b == b'/' || is_token_byte(b) => {}
+        _ => return false,
+    }
     let p = skip_leading_crlf(payload);
     // A start line longer than this is not something a tap should bother with.
     let head = p.get(..p.len().min(2048)).unwrap_or(&[]);

@@ -198,7 +198,10 @@ impl Tracker {
     pub fn on_datagram(&mut self, d: &Datagram<'_>, events: &mut Vec<Event>) {
         match self.last_expire {
             None => self.last_expire = Some(d.ts),
-            Some(t) if d.ts.secs_since(t) >= 1.0 => self.expire(d.ts, events),
+            // `secs_since(t) >= 1.0` in whole microseconds (no division per packet).
+            Some(t) if d.ts.micros().wrapping_sub(t.micros()) >= 1_000_000 => {
+                self.expire(d.ts, events)
+            }
             Some(_) => {}
         }
         if sip::looks_like_sip(d.payload) {
@@ -219,7 +222,10 @@ impl Tracker {
         } else if d.transport == Transport::Udp && d.payload.len() >= MIN_MEDIA_PAYLOAD {
             let from = events.len();
             self.media.on_datagram(d, events);
-            self.absorb_media(events, from);
+            // Nearly every media packet ends no flow and evicts nothing.
+            if events.len() > from || self.media.evictions_total() != self.media_evictions_seen {
+                self.absorb_media(events, from);
+            }
         }
     }
 
