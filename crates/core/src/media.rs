@@ -124,7 +124,7 @@ impl FlowKey {
     }
 
     /// The pair `a`, `b`, and whether `a` is its lower end (`a <= b`).
-    #[inline]
+    #[inline(always)]
     fn with_order(a: &SocketAddr, b: &SocketAddr) -> (Self, bool) {
         match (a, b) {
             (SocketAddr::V4(x), SocketAddr::V4(y)) => {

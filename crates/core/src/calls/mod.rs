@@ -205,20 +205,7 @@ impl Tracker {
             Some(_) => {}
         }
         if sip::looks_like_sip(d.payload) {
-            // A body cut short (snaplen, lost fragment) still leaves headers worth tracking.
-            match sip::parse_lenient(d.payload, &self.sip_limits) {
-                Ok(msg) => {
-                    if msg.body_truncated {
-                        self.errors.add("sip.truncated", 1);
-                    }
-                    // An unreadable Content-Length over UDP: read as far as the datagram goes.
-                    if msg.content_length_ignored {
-                        self.errors.add("sip.bad_content_length", 1);
-                    }
-                    self.on_sip(&msg, d, events);
-                }
-                Err(e) => self.errors.add(&format!("sip.{}", e.kind()), 1),
-            }
+            self.on_sip_datagram(d, events);
         } else if d.transport == Transport::Udp && d.payload.len() >= MIN_MEDIA_PAYLOAD {
             let from = events.len();
             self.media.on_datagram(d, events);
@@ -226,6 +213,26 @@ impl Tracker {
             if events.len() > from || self.media.evictions_total() != self.media_evictions_seen {
                 self.absorb_media(events, from);
             }
+        }
+    }
+
+    /// `on_datagram` for a payload that looks like SIP (out of line: the media path, taken by
+    /// nearly every packet, stays small).
+    #[inline(never)]
+    fn on_sip_datagram(&mut self, d: &Datagram<'_>, events: &mut Vec<Event>) {
+        // A body cut short (snaplen, lost fragment) still leaves headers worth tracking.
+        match sip::parse_lenient(d.payload, &self.sip_limits) {
+            Ok(msg) => {
+                if msg.body_truncated {
+                    self.errors.add("sip.truncated", 1);
+                }
+                // An unreadable Content-Length over UDP: read as far as the datagram goes.
+                if msg.content_length_ignored {
+                    self.errors.add("sip.bad_content_length", 1);
+                }
+                self.on_sip(&msg, d, events);
+            }
+            Err(e) => self.errors.add(&format!("sip.{}", e.kind()), 1),
         }
     }
 
