@@ -426,23 +426,25 @@ impl PlainPcap {
         else {
             return (Timestamp::from_micros(0), 0, 0);
         };
-        // One byte swap instead of a choice of reader per field.
-        let word = |w: [u8; 4]| {
-            let w = u32::from_le_bytes(w);
-            if big_endian {
-                w.swap_bytes()
-            } else {
-                w
-            }
-        };
-        let (sec, frac) = (word([s0, s1, s2, s3]), word([f0, f1, f2, f3]));
+        let le = |w: [u8; 4]| u32::from_le_bytes(w);
+        let mut fields = [
+            le([s0, s1, s2, s3]),
+            le([f0, f1, f2, f3]),
+            le([c0, c1, c2, c3]),
+            le([w0, w1, w2, w3]),
+        ];
+        // One choice of byte order per record, not one per field.
+        if big_endian {
+            fields = fields.map(u32::swap_bytes);
+        }
+        let [sec, frac, caplen, wire_len] = fields;
         let frac = if nanos {
             i64::from(frac) / 1000
         } else {
             i64::from(frac)
         };
         let ts = Timestamp::from_micros(i64::from(sec).saturating_mul(1_000_000) + frac);
-        (ts, word([w0, w1, w2, w3]), word([c0, c1, c2, c3]) as usize)
+        (ts, wire_len, caplen as usize)
     }
 
     /// The next record, `None` at the end of the input.

@@ -644,7 +644,6 @@ impl MediaTable {
             rtcp,
             header,
         };
-
         // The common case in one probe of the flow table: a known flow, checked since the last
         // change of the announced endpoints (`expect_gen` moves whenever an endpoint is
         // announced anew, changes call or goes). Such a flow needs no re-check for reused ports,
@@ -674,7 +673,8 @@ impl MediaTable {
             }
             probe = Some((untied, checked));
         }
-        self.on_datagram_unchecked(key, &pkt, probe, events)
+        // By value: the packet's fields stay in registers on the path above.
+        self.on_datagram_unchecked(key, pkt, probe, events)
     }
 
     /// `on_datagram` for a packet of no flow, or of a flow not checked since the announced
@@ -683,7 +683,7 @@ impl MediaTable {
     fn on_datagram_unchecked(
         &mut self,
         key: FlowKey,
-        pkt: &MediaPacket<'_, '_>,
+        pkt: MediaPacket<'_, '_>,
         mut probe: Option<(bool, bool)>,
         events: &mut Vec<Event>,
     ) -> bool {
@@ -766,7 +766,7 @@ impl MediaTable {
         let touch = update_flow(
             f,
             deadline,
-            pkt,
+            &pkt,
             gen,
             self.timeout_us,
             &self.expected,
