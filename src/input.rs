@@ -940,7 +940,9 @@ impl Source {
         let at = self.consumed();
         let reason = match stop {
             PlainStop::Cut => "the capture ends inside a record (cut off)".to_string(),
-            PlainStop::TooLong => "a record longer than 64 MiB (a damaged length field)".to_string(),
+            PlainStop::TooLong => {
+                "a record longer than 64 MiB (a damaged length field)".to_string()
+            }
             PlainStop::Read(e) => format!("read error ({e})"),
         };
         self.damaged(at, &reason);
