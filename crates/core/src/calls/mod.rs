@@ -195,6 +195,7 @@ impl Tracker {
     }
 
     /// Takes one transport payload; pushes what happened onto `events`.
+    #[inline]
     pub fn on_datagram(&mut self, d: &Datagram<'_>, events: &mut Vec<Event>) {
         match self.last_expire {
             None => self.last_expire = Some(d.ts),
