@@ -644,6 +644,7 @@ impl MediaTable {
             rtcp,
             header,
         };
+
         // The common case in one probe of the flow table: a known flow, checked since the last
         // change of the announced endpoints (`expect_gen` moves whenever an endpoint is
         // announced anew, changes call or goes). Such a flow needs no re-check for reused ports,
@@ -1202,6 +1203,35 @@ mod tests {
         };
         assert_eq!(r.local, addr("192.168.1.1:1000"));
         assert_eq!(r.packets_out, 5);
+    }
+
+    #[test]
+    fn directions_follow_the_local_end_when_it_is_the_higher_address() {
+        // The line (192.168.1.10) is the key's higher end here; the same SSRC both ways is
+        // still two streams, each with its own source.
+        const LOW_PEER: &str = "8.8.4.4:30000";
+        let mut t = MediaTable::new(&NetworkConfig::default(), &LimitsConfig::default());
+        let mut ev = Vec::new();
+        for i in 0..60u16 {
+            let at = i64::from(i) * 20_000;
+            let a = rtp_pkt(18, 100 + i, 160 * u32::from(i), 0x77, 20);
+            t.on_datagram(&dg(LINE, LOW_PEER, at, &a), &mut ev);
+            if i % 2 == 0 {
+                let b = rtp_pkt(18, 900 + i / 2, 320 * u32::from(i / 2), 0x77, 20);
+                t.on_datagram(&dg(LOW_PEER, LINE, at + 3_000, &b), &mut ev);
+            }
+        }
+        t.finish(Timestamp(5_000_000), &mut ev);
+        let Some(Event::MediaEnded(r)) = ev.last() else {
+            panic!("{ev:?}")
+        };
+        assert_eq!((r.local, r.remote), (addr(LINE), addr(LOW_PEER)));
+        assert_eq!((r.packets_out, r.packets_in), (60, 30));
+        assert_eq!(r.streams.len(), 2);
+        let from_line = r.streams.iter().find(|s| s.src == addr(LINE)).unwrap();
+        let from_peer = r.streams.iter().find(|s| s.src == addr(LOW_PEER)).unwrap();
+        assert_eq!((from_line.packets, from_peer.packets), (60, 30));
+        assert_eq!((from_line.lost, from_peer.lost), (0, 0));
     }
 
     #[test]

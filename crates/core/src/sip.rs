@@ -1722,6 +1722,11 @@ v=0\n";
         assert!(!looks_like_sip(b"\x80\x08\x00\x01rtp"));
         assert!(!looks_like_sip(b""));
         assert!(!looks_like_sip(b"INVITE SIP/2.0\r\n"));
+        // Keep-alive CRLFs before the start line; a first byte that is neither is no SIP.
+        assert!(looks_like_sip(b"\r\n\r\nOPTIONS sip:a@b SIP/2.0\r\n"));
+        assert!(looks_like_sip(b"\nSIP/2.0 200 OK\r\n"));
+        assert!(!looks_like_sip(b" OPTIONS sip:a@b SIP/2.0\r\n"));
+        assert!(!looks_like_sip(b"\r\n"));
     }
 
     #[test]
