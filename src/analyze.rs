@@ -324,21 +324,27 @@ fn run_engine(
     };
     let mut engine = Engine::new(&cfg.engine());
     let mut n: u64 = 0;
-    while let Some(pkt) = inputs.next_packet()? {
-        engine.process(&pkt);
-        if engine.has_events() {
-            let now = engine.now();
-            for ev in engine.drain_events() {
-                take(ev, now).context("writing records")?;
+    let read = inputs.bytes_read_counter();
+    // Inlined where the reader hands packets out: no call per packet besides the engine's.
+    inputs.for_each_packet(
+        #[inline(always)]
+        |pkt| -> anyhow::Result<()> {
+            engine.process(pkt);
+            if engine.has_events() {
+                let now = engine.now();
+                for ev in engine.drain_events() {
+                    take(ev, now).context("writing records")?;
+                }
             }
-        }
-        n += 1;
-        if n % 65536 == 0 {
-            if let Some(b) = &bar {
-                b.set_position(inputs.bytes_read());
+            n += 1;
+            if n % 65536 == 0 {
+                if let Some(b) = &bar {
+                    b.set_position(read.load(std::sync::atomic::Ordering::Relaxed));
+                }
             }
-        }
-    }
+            Ok(())
+        },
+    )?;
     engine.finish();
     let now = engine.now();
     for ev in engine.drain_events() {

@@ -426,23 +426,25 @@ impl PlainPcap {
         else {
             return (Timestamp::from_micros(0), 0, 0);
         };
-        // One byte swap instead of a choice of reader per field.
-        let word = |w: [u8; 4]| {
-            let w = u32::from_le_bytes(w);
-            if big_endian {
-                w.swap_bytes()
-            } else {
-                w
-            }
-        };
-        let (sec, frac) = (word([s0, s1, s2, s3]), word([f0, f1, f2, f3]));
+        let le = |w: [u8; 4]| u32::from_le_bytes(w);
+        let mut fields = [
+            le([s0, s1, s2, s3]),
+            le([f0, f1, f2, f3]),
+            le([c0, c1, c2, c3]),
+            le([w0, w1, w2, w3]),
+        ];
+        // One choice of byte order per record, not one per field.
+        if big_endian {
+            fields = fields.map(u32::swap_bytes);
+        }
+        let [sec, frac, caplen, wire_len] = fields;
         let frac = if nanos {
             i64::from(frac) / 1000
         } else {
             i64::from(frac)
         };
         let ts = Timestamp::from_micros(i64::from(sec).saturating_mul(1_000_000) + frac);
-        (ts, word([w0, w1, w2, w3]), word([c0, c1, c2, c3]) as usize)
+        (ts, wire_len, caplen as usize)
     }
 
     /// The next record, `None` at the end of the input.
@@ -784,9 +786,9 @@ impl Source {
         self.reader.as_ref().map_or(0, |r| r.consumed() as u64)
     }
 
-    /// The packet of a record read in place.
+    /// Counts a packet read at `ts`.
     #[inline]
-    fn found(&mut self, ts: Timestamp, link: LinkType, wire_len: u32, at: (usize, usize)) -> Head {
+    fn count(&mut self, ts: Timestamp) {
         self.last_ts = ts;
         self.info.packets += 1;
         if self.info.first.is_none() {
@@ -795,6 +797,12 @@ impl Source {
         if self.info.last.is_none_or(|l| ts > l) {
             self.info.last = Some(ts);
         }
+    }
+
+    /// The packet of a record read in place.
+    #[inline]
+    fn found(&mut self, ts: Timestamp, link: LinkType, wire_len: u32, at: (usize, usize)) -> Head {
+        self.count(ts);
         Head {
             ts,
             link,
@@ -810,31 +818,134 @@ impl Source {
     #[inline]
     fn advance_plain(&mut self) {
         self.head = None;
-        let Some(p) = self.plain.as_mut() else {
+        let Some(link) = self.plain.as_ref().map(|p| p.link) else {
             return;
         };
-        let link = p.link;
+        if let Some(r) = self.next_plain() {
+            self.head = Some(Head {
+                ts: r.ts,
+                link,
+                wire_len: r.wire_len,
+                start: r.start,
+                len: r.len,
+                consume: 0,
+                in_carry: r.in_carry,
+            });
+        }
+    }
+
+    /// Hands the packets of a plain pcap whose head was handed out to `f`, record by record
+    /// where they lie (no head kept between them), until the input ends or is cut off (`head`
+    /// is then `None`) or `f` fails (the packet handed out last then stands as the head handed
+    /// out: `advance` goes on after it).
+    #[inline]
+    fn run_plain<E>(
+        &mut self,
+        f: &mut impl FnMut(&RawPacket<'_>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        loop {
+            self.run_in_chunk(f)?;
+            // A record that straddles chunks, the next chunk, the end: the general step.
+            let Some(r) = self.next_plain() else {
+                break;
+            };
+            let Some(p) = &self.plain else {
+                break;
+            };
+            f(&RawPacket {
+                ts: r.ts,
+                link: p.link,
+                data: p.data(&r).unwrap_or_default(),
+                wire_len: r.wire_len,
+            })?;
+        }
+        self.head = None;
+        Ok(())
+    }
+
+    /// `run_plain` over the records that lie whole in the current chunk: what
+    /// [`PlainPcap::next`] and [`count`](Self::count) do for each, in one loop over the chunk.
+    #[inline]
+    fn run_in_chunk<E>(
+        &mut self,
+        f: &mut impl FnMut(&RawPacket<'_>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let Source {
+            plain: Some(p),
+            info,
+            last_ts,
+            ..
+        } = self
+        else {
+            return Ok(());
+        };
+        let (hl, big_endian, nanos, link) = (p.hdr_len, p.big_endian, p.nanos, p.link);
+        loop {
+            let pos = p.chunks.pos;
+            let Some(avail) = p.chunks.cur.get(pos..) else {
+                return Ok(());
+            };
+            if avail.len() < hl {
+                return Ok(());
+            }
+            let (ts, wire_len, caplen) = PlainPcap::header(avail, big_endian, nanos);
+            let rec = hl.saturating_add(caplen);
+            let Some(data) = avail.get(hl..rec) else {
+                return Ok(());
+            };
+            p.consumed += p.head_len;
+            p.head_len = rec as u64;
+            p.chunks.pos = pos + rec;
+            *last_ts = ts;
+            info.packets += 1;
+            if info.first.is_none() {
+                info.first = Some(ts);
+            }
+            if info.last.is_none_or(|l| ts > l) {
+                info.last = Some(ts);
+            }
+            f(&RawPacket {
+                ts,
+                link,
+                data,
+                wire_len,
+            })?;
+        }
+    }
+
+    /// The next record of a plain pcap, counted; `None` at its end or where it stops (then
+    /// reported as cut off or damaged).
+    #[inline]
+    fn next_plain(&mut self) -> Option<PlainRecord> {
+        let p = self.plain.as_mut()?;
         match p.next() {
             Ok(Some(r)) => {
-                let h = self.found(r.ts, link, r.wire_len, (r.start, r.len));
-                self.head = Some(Head {
-                    in_carry: r.in_carry,
-                    ..h
-                });
+                self.count(r.ts);
+                Some(r)
             }
-            Ok(None) => self.plain = None,
+            Ok(None) => {
+                self.plain = None;
+                None
+            }
             Err(stop) => {
-                let at = self.consumed();
-                let reason = match stop {
-                    PlainStop::Cut => "the capture ends inside a record (cut off)".to_string(),
-                    PlainStop::TooLong => {
-                        "a record longer than 64 MiB (a damaged length field)".to_string()
-                    }
-                    PlainStop::Read(e) => format!("read error ({e})"),
-                };
-                self.damaged(at, &reason);
+                self.plain_stopped(stop);
+                None
             }
         }
+    }
+
+    /// Reports where and why a plain pcap stopped before its end.
+    #[cold]
+    fn plain_stopped(&mut self, stop: PlainStop) {
+        let at = self.consumed();
+        let reason = match stop {
+            PlainStop::Cut => "the capture ends inside a record (cut off)".to_string(),
+            PlainStop::TooLong => {
+                "a record longer than 64 MiB (a damaged length field)".to_string()
+            }
+            PlainStop::Read(e) => format!("read error ({e})"),
+        };
+        self.damaged(at, &reason);
     }
 
     /// Consumes the current head (if any) and reads up to the next packet; `head` is `None` at
@@ -1215,6 +1326,28 @@ impl Inputs {
         }
     }
 
+    /// Hands every packet to `f`, in `next_packet`'s order, until every input is read or `f`
+    /// fails. A plain pcap read alone (none waiting) goes to `f` straight from its records,
+    /// past the merge and the head each input keeps for it.
+    pub fn for_each_packet<E: From<InputError>>(
+        &mut self,
+        mut f: impl FnMut(&RawPacket<'_>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        loop {
+            if self.waiting.is_empty() && self.current == Some(0) {
+                if let [(_, s)] = self.open.as_mut_slice() {
+                    if s.plain.is_some() {
+                        s.run_plain(&mut f)?;
+                    }
+                }
+            }
+            match self.next_packet()? {
+                Some(p) => f(&p)?,
+                None => return Ok(()),
+            }
+        }
+    }
+
     /// Reads what is left (hashing it) and returns every input's facts, in the order given.
     pub fn finish(mut self) -> Vec<InputInfo> {
         while !self.open.is_empty() {
@@ -1406,6 +1539,26 @@ impl ReadAhead {
             data: b.data.get(start..start + len).unwrap_or_default(),
             wire_len,
         }))
+    }
+
+    /// Hands every packet to `f`, as [`Inputs::for_each_packet`] does.
+    pub fn for_each_packet<E: From<InputError>>(
+        &mut self,
+        mut f: impl FnMut(&RawPacket<'_>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        if let Some(inputs) = &mut self.inline {
+            return inputs.for_each_packet(f);
+        }
+        while let Some(p) = self.next_packet()? {
+            f(&p)?;
+        }
+        Ok(())
+    }
+
+    /// The count of bytes read so far from all inputs, shared (for a progress display while
+    /// `for_each_packet` runs).
+    pub fn bytes_read_counter(&self) -> Arc<AtomicU64> {
+        self.progress.clone()
     }
 
     /// Stops reading (what is left is still hashed) and returns every input's facts, in the

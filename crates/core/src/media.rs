@@ -120,13 +120,19 @@ impl PartialOrd for FlowKey {
 impl FlowKey {
     /// The pair `a`, `b` in either order.
     pub fn new(a: SocketAddr, b: SocketAddr) -> Self {
-        match (&a, &b) {
+        Self::with_order(&a, &b).0
+    }
+
+    /// The pair `a`, `b`, and whether `a` is its lower end (`a <= b`).
+    #[inline(always)]
+    fn with_order(a: &SocketAddr, b: &SocketAddr) -> (Self, bool) {
+        match (a, b) {
             (SocketAddr::V4(x), SocketAddr::V4(y)) => {
                 let (x, y) = (v4_word(x), v4_word(y));
-                FlowKey(Ends::V4(x.min(y), x.max(y)))
+                (FlowKey(Ends::V4(x.min(y), x.max(y))), x <= y)
             }
-            _ if a <= b => FlowKey(Ends::Other(a, b)),
-            _ => FlowKey(Ends::Other(b, a)),
+            _ if a <= b => (FlowKey(Ends::Other(*a, *b)), true),
+            _ => (FlowKey(Ends::Other(*b, *a)), false),
         }
     }
 
@@ -155,10 +161,15 @@ struct DirStats {
     /// IP length of the previous packet, and how many packets kept within a few bytes of it.
     prev_len: u64,
     steady_sizes: u64,
-    /// Index in `Flow::streams` of the stream this way's last RTP packet went to: the next
-    /// packet nearly always continues it (checked before the search over all streams).
+    /// Index in `Flow::streams` of the stream this way's last RTP packet went to (`NO_STREAM`
+    /// before one): the next packet nearly always continues it (checked before the search over
+    /// all streams). Every packet one way has the same source and destination, so the stream
+    /// is this packet's when its SSRC is.
     stream: usize,
 }
+
+/// `DirStats::stream` before the first RTP packet.
+const NO_STREAM: usize = usize::MAX;
 
 impl DirStats {
     fn add(&mut self, ts: Timestamp, ip_len: u64) {
@@ -221,6 +232,9 @@ enum FlowState {
 struct Flow {
     /// The end inside the home networks when there is one, else the lower address.
     local: SocketAddr,
+    /// Whether `local` is the key's lower end: a packet goes out when its source is the
+    /// lower end exactly when `local` is (no address compared per packet).
+    local_is_lo: bool,
     remote: SocketAddr,
     line: Option<IpAddr>,
     call_id: Option<Arc<str>>,
@@ -320,6 +334,8 @@ pub(crate) struct MediaStats {
 /// A media datagram with what `MediaTable::on_datagram` read from it.
 struct MediaPacket<'a, 'b> {
     d: &'a Datagram<'b>,
+    /// Whether the source is the flow key's lower end.
+    src_is_lo: bool,
     ip_len: u64,
     rtcp: bool,
     header: Option<rtp::RtpHeader>,
@@ -328,6 +344,7 @@ struct MediaPacket<'a, 'b> {
 /// Adds one packet to its flow `f` (whose deadline is `deadline`); returns the new deadline
 /// when it is due to move (in steps, not on every packet: the order index is a BTreeMap).
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 fn update_flow(
     f: &mut Flow,
     deadline: Timestamp,
@@ -349,7 +366,7 @@ fn update_flow(
     if f.state == FlowState::Rejected {
         return touch;
     }
-    let out = d.src == f.local;
+    let out = p.src_is_lo == f.local_is_lo;
     let di = if out { 0 } else { 1 };
     if let Some(ds) = f.dir.get_mut(di) {
         ds.add(d.ts, p.ip_len);
@@ -371,9 +388,9 @@ fn update_flow(
         // Streams are unique by (SSRC, source, destination): the hint, when it matches, is
         // the one the search would find.
         let is_it = |s: &StreamStats| s.ssrc == h.ssrc && s.src == d.src && s.dst == d.dst;
-        let hint = f.dir.get(di).map_or(usize::MAX, |ds| ds.stream);
+        let hint = f.dir.get(di).map_or(NO_STREAM, |ds| ds.stream);
         let pos = match f.streams.get(hint) {
-            Some(s) if is_it(s) => Some(hint),
+            Some(s) if s.ssrc == h.ssrc => Some(hint),
             _ => f.streams.iter().position(is_it),
         };
         let idx = match pos {
@@ -608,7 +625,7 @@ impl MediaTable {
 
     /// Offers one UDP datagram that is not SIP. Returns whether a flow tracks it.
     pub(crate) fn on_datagram(&mut self, d: &Datagram<'_>, events: &mut Vec<Event>) -> bool {
-        let key = FlowKey::new(d.src, d.dst);
+        let (key, src_is_lo) = FlowKey::with_order(&d.src, &d.dst);
         let ip_len = if d.ip_len > 0 {
             u64::from(d.ip_len)
         } else {
@@ -622,6 +639,7 @@ impl MediaTable {
         };
         let pkt = MediaPacket {
             d,
+            src_is_lo,
             ip_len,
             rtcp,
             header,
@@ -656,6 +674,21 @@ impl MediaTable {
             }
             probe = Some((untied, checked));
         }
+        // By value: the packet's fields stay in registers on the path above.
+        self.on_datagram_unchecked(key, pkt, probe, events)
+    }
+
+    /// `on_datagram` for a packet of no flow, or of a flow not checked since the announced
+    /// endpoints last changed (`probe`: whether it is untied, whether it is checked).
+    #[inline(never)]
+    fn on_datagram_unchecked(
+        &mut self,
+        key: FlowKey,
+        pkt: MediaPacket<'_, '_>,
+        mut probe: Option<(bool, bool)>,
+        events: &mut Vec<Event>,
+    ) -> bool {
+        let (d, header, ip_len, gen) = (pkt.d, pkt.header, pkt.ip_len, self.expect_gen);
         // Ports reused by the next call before the flow went idle: the old call's media ends
         // here and a new flow starts for the call that announced the endpoint now. Only a change
         // of the announced endpoints can bring that about, so a flow re-checks only after one.
@@ -680,12 +713,16 @@ impl MediaTable {
             };
             let flow = Flow {
                 local,
+                local_is_lo: local <= remote,
                 remote,
                 line,
                 call_id: call_id.clone(),
                 first: d.ts,
                 last: d.ts,
-                dir: [DirStats::default(); 2],
+                dir: [DirStats {
+                    stream: NO_STREAM,
+                    ..DirStats::default()
+                }; 2],
                 streams: Vec::new(),
                 rates,
                 state,
@@ -1166,6 +1203,35 @@ mod tests {
         };
         assert_eq!(r.local, addr("192.168.1.1:1000"));
         assert_eq!(r.packets_out, 5);
+    }
+
+    #[test]
+    fn directions_follow_the_local_end_when_it_is_the_higher_address() {
+        // The line (192.168.1.10) is the key's higher end here; the same SSRC both ways is
+        // still two streams, each with its own source.
+        const LOW_PEER: &str = "8.8.4.4:30000";
+        let mut t = MediaTable::new(&NetworkConfig::default(), &LimitsConfig::default());
+        let mut ev = Vec::new();
+        for i in 0..60u16 {
+            let at = i64::from(i) * 20_000;
+            let a = rtp_pkt(18, 100 + i, 160 * u32::from(i), 0x77, 20);
+            t.on_datagram(&dg(LINE, LOW_PEER, at, &a), &mut ev);
+            if i % 2 == 0 {
+                let b = rtp_pkt(18, 900 + i / 2, 320 * u32::from(i / 2), 0x77, 20);
+                t.on_datagram(&dg(LOW_PEER, LINE, at + 3_000, &b), &mut ev);
+            }
+        }
+        t.finish(Timestamp(5_000_000), &mut ev);
+        let Some(Event::MediaEnded(r)) = ev.last() else {
+            panic!("{ev:?}")
+        };
+        assert_eq!((r.local, r.remote), (addr(LINE), addr(LOW_PEER)));
+        assert_eq!((r.packets_out, r.packets_in), (60, 30));
+        assert_eq!(r.streams.len(), 2);
+        let from_line = r.streams.iter().find(|s| s.src == addr(LINE)).unwrap();
+        let from_peer = r.streams.iter().find(|s| s.src == addr(LOW_PEER)).unwrap();
+        assert_eq!((from_line.packets, from_peer.packets), (60, 30));
+        assert_eq!((from_line.lost, from_peer.lost), (0, 0));
     }
 
     #[test]

@@ -385,7 +385,21 @@ pub struct Via<'a> {
 
 /// Cheap check: does `payload` start (after optional CRLF keep-alives) with a SIP request line
 /// (`METHOD SP uri SP SIP/2.0`) or status line (`SIP/2.0 NNN`)?
+#[inline]
 pub fn looks_like_sip(payload: &[u8]) -> bool {
+    // Media, the bulk of the traffic, starts with a byte that is neither CR/LF nor a token
+    // byte (RTP's version bits make it 0x80-0xbf): told by that byte alone, where it is read.
+    match payload.first() {
+        Some(&b) if b == b'\r' || b == b'\n' || b == b'/' || is_token_byte(b) => {
+            starts_like_sip(payload)
+        }
+        _ => false,
+    }
+}
+
+/// `looks_like_sip` past its first byte.
+#[inline(never)]
+fn starts_like_sip(payload: &[u8]) -> bool {
     let p = skip_leading_crlf(payload);
     // A start line longer than this is not something a tap should bother with.
     let head = p.get(..p.len().min(2048)).unwrap_or(&[]);
@@ -1727,6 +1741,11 @@ v=0\n";
         assert!(!looks_like_sip(b"\x80\x08\x00\x01rtp"));
         assert!(!looks_like_sip(b""));
         assert!(!looks_like_sip(b"INVITE SIP/2.0\r\n"));
+        // Keep-alive CRLFs before the start line; a first byte that is neither is no SIP.
+        assert!(looks_like_sip(b"\r\n\r\nOPTIONS sip:a@b SIP/2.0\r\n"));
+        assert!(looks_like_sip(b"\nSIP/2.0 200 OK\r\n"));
+        assert!(!looks_like_sip(b" OPTIONS sip:a@b SIP/2.0\r\n"));
+        assert!(!looks_like_sip(b"\r\n"));
     }
 
     #[test]

@@ -195,31 +195,45 @@ impl Tracker {
     }
 
     /// Takes one transport payload; pushes what happened onto `events`.
+    #[inline]
     pub fn on_datagram(&mut self, d: &Datagram<'_>, events: &mut Vec<Event>) {
         match self.last_expire {
             None => self.last_expire = Some(d.ts),
-            Some(t) if d.ts.secs_since(t) >= 1.0 => self.expire(d.ts, events),
+            // `secs_since(t) >= 1.0` in whole microseconds (no division per packet).
+            Some(t) if d.ts.micros().wrapping_sub(t.micros()) >= 1_000_000 => {
+                self.expire(d.ts, events)
+            }
             Some(_) => {}
         }
         if sip::looks_like_sip(d.payload) {
-            // A body cut short (snaplen, lost fragment) still leaves headers worth tracking.
-            match sip::parse_lenient(d.payload, &self.sip_limits) {
-                Ok(msg) => {
-                    if msg.body_truncated {
-                        self.errors.add("sip.truncated", 1);
-                    }
-                    // An unreadable Content-Length over UDP: read as far as the datagram goes.
-                    if msg.content_length_ignored {
-                        self.errors.add("sip.bad_content_length", 1);
-                    }
-                    self.on_sip(&msg, d, events);
-                }
-                Err(e) => self.errors.add(&format!("sip.{}", e.kind()), 1),
-            }
+            self.on_sip_datagram(d, events);
         } else if d.transport == Transport::Udp && d.payload.len() >= MIN_MEDIA_PAYLOAD {
             let from = events.len();
             self.media.on_datagram(d, events);
-            self.absorb_media(events, from);
+            // Nearly every media packet ends no flow and evicts nothing.
+            if events.len() > from || self.media.evictions_total() != self.media_evictions_seen {
+                self.absorb_media(events, from);
+            }
+        }
+    }
+
+    /// `on_datagram` for a payload that looks like SIP (out of line: the media path, taken by
+    /// nearly every packet, stays small).
+    #[inline(never)]
+    fn on_sip_datagram(&mut self, d: &Datagram<'_>, events: &mut Vec<Event>) {
+        // A body cut short (snaplen, lost fragment) still leaves headers worth tracking.
+        match sip::parse_lenient(d.payload, &self.sip_limits) {
+            Ok(msg) => {
+                if msg.body_truncated {
+                    self.errors.add("sip.truncated", 1);
+                }
+                // An unreadable Content-Length over UDP: read as far as the datagram goes.
+                if msg.content_length_ignored {
+                    self.errors.add("sip.bad_content_length", 1);
+                }
+                self.on_sip(&msg, d, events);
+            }
+            Err(e) => self.errors.add(&format!("sip.{}", e.kind()), 1),
         }
     }
 

@@ -29,6 +29,7 @@ pub(crate) struct Udp4<'a> {
 /// Most VLAN tags peeled here; deeper stacks go the long way.
 const MAX_TAGS: usize = 2;
 
+#[inline(always)]
 pub(crate) fn ether_ipv4_udp(frame: &[u8]) -> Option<Udp4<'_>> {
     let (head, mut rest) = frame.split_first_chunk::<14>()?;
     let mut ethertype = u16::from_be_bytes([head[12], head[13]]);
