@@ -188,8 +188,13 @@ fn tls_with(good: Auth, bad: Auth, server_auth: &str, secrets: &[&str]) {
             bad_central.log_text()
         )
     });
-    let m = parse_prometheus(&body(bs_api, "/metrics")).unwrap();
-    assert!(sample(&m, "simboxd_stream_publish_errors_total").unwrap_or(0.0) >= 1.0);
+    // The refusal may first be logged by the alert path; the evidence publisher counts its
+    // failed round when it next has something to send.
+    let m = wait_for(Duration::from_secs(30), || {
+        let m = parse_prometheus(&body(bs_api, "/metrics")).ok()?;
+        (sample(&m, "simboxd_stream_publish_errors_total").unwrap_or(0.0) >= 1.0).then_some(m)
+    })
+    .unwrap_or_else(|| panic!("no failed publish round counted\n{}", bad_sensor.log_text()));
     assert_eq!(sample(&m, "simboxd_stream_connected"), Some(0.0));
     assert_eq!(sample(&m, "simboxd_stream_published_total"), Some(0.0));
     let m = parse_prometheus(&body(bc_api, "/metrics")).unwrap();
