@@ -10,10 +10,7 @@
 //! serde_json writes them; times as `Timestamp::to_rfc3339`). No allocation beyond `out`'s.
 
 use crate::analysis::LineEntry;
-use simboxd_core::model::{
-    CallRecord, Direction, Outcome, Participation, RegOutcome, RegistrationRecord, RtpStreamStats,
-    Timestamp, Transport,
-};
+use simboxd_core::model::{CallRecord, RegistrationRecord, RtpStreamStats, Timestamp};
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
@@ -32,7 +29,7 @@ pub fn call_fields(out: &mut Vec<u8>, c: &CallRecord) {
     key!(out, "line");
     opt(out, c.line, ip);
     key!(out, "direction");
-    enum_name(out, direction(c.direction));
+    enum_name(out, c.direction.name());
     key!(out, "peer");
     opt(out, c.peer, socket);
     key!(out, "from");
@@ -52,7 +49,7 @@ pub fn call_fields(out: &mut Vec<u8>, c: &CallRecord) {
     key!(out, "sdp_session");
     opt_str(out, &c.sdp_session);
     key!(out, "transport");
-    enum_name(out, transport(c.transport));
+    enum_name(out, c.transport.name());
     key!(out, "codec");
     opt_str(out, &c.codec);
     key!(out, "codecs");
@@ -75,7 +72,7 @@ pub fn call_fields(out: &mut Vec<u8>, c: &CallRecord) {
     key!(out, "end");
     opt(out, c.end, time);
     key!(out, "outcome");
-    enum_name(out, outcome(c.outcome));
+    enum_name(out, c.outcome.name());
     key!(out, "status_code");
     opt(out, c.status_code, int);
     key!(out, "private_contact");
@@ -90,7 +87,7 @@ pub fn call_fields(out: &mut Vec<u8>, c: &CallRecord) {
     }
     out.push(b']');
     key!(out, "participation");
-    enum_name(out, participation(c.participation));
+    enum_name(out, c.participation.label());
     out.push(b'}');
 }
 
@@ -109,7 +106,7 @@ pub fn registration_fields(out: &mut Vec<u8>, r: &RegistrationRecord) {
     key!(out, "expires");
     opt(out, r.expires, int);
     key!(out, "outcome");
-    enum_name(out, reg_outcome(r.outcome));
+    enum_name(out, r.outcome.name());
     key!(out, "status_code");
     opt(out, r.status_code, int);
     key!(out, "user_agent");
@@ -225,58 +222,6 @@ fn rtp_stream(out: &mut Vec<u8>, s: &RtpStreamStats) {
     key!(out, "last");
     time(out, s.last);
     out.push(b'}');
-}
-
-// The serde names of the enums (`rename_all` on each); the tests compare every variant.
-fn direction(d: Direction) -> &'static str {
-    match d {
-        Direction::Inbound => "inbound",
-        Direction::Outbound => "outbound",
-        Direction::Internal => "internal",
-        Direction::Transit => "transit",
-    }
-}
-
-fn transport(t: Transport) -> &'static str {
-    match t {
-        Transport::Udp => "udp",
-        Transport::Tcp => "tcp",
-        Transport::Sctp => "sctp",
-        Transport::Ws => "ws",
-    }
-}
-
-fn outcome(o: Outcome) -> &'static str {
-    match o {
-        Outcome::Answered => "answered",
-        Outcome::Busy => "busy",
-        Outcome::NoAnswer => "no-answer",
-        Outcome::Cancelled => "cancelled",
-        Outcome::Failed => "failed",
-        Outcome::Incomplete => "incomplete",
-    }
-}
-
-fn reg_outcome(o: RegOutcome) -> &'static str {
-    match o {
-        RegOutcome::Registered => "registered",
-        RegOutcome::Challenged => "challenged",
-        RegOutcome::Failed => "failed",
-        RegOutcome::NoResponse => "no-response",
-        RegOutcome::Unregistered => "unregistered",
-    }
-}
-
-fn participation(p: Participation) -> &'static str {
-    match p {
-        Participation::Placed => "placed",
-        Participation::TwoWayVoice => "two_way_voice",
-        Participation::AnsweredNoMedia => "answered_no_media",
-        Participation::EarlyMedia => "early_media",
-        Participation::AnsweredOneWay => "answered_one_way",
-        Participation::Rejected => "rejected",
-        Participation::Ignored => "ignored",
-    }
 }
 
 /// A serde variant name (no character to escape).
@@ -420,6 +365,7 @@ pub fn string(out: &mut Vec<u8>, s: &str) {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use simboxd_core::model::{Direction, Outcome, Participation, RegOutcome, Transport};
 
     fn serde_bytes(c: &CallRecord) -> Vec<u8> {
         serde_json::to_vec(c).unwrap()
@@ -504,35 +450,10 @@ mod tests {
     #[test]
     fn every_enum_variant_is_named_as_serde_names_it() {
         let mut c = CallRecord::new("x".into(), Direction::Inbound, Timestamp(0));
-        for d in [
-            Direction::Inbound,
-            Direction::Outbound,
-            Direction::Internal,
-            Direction::Transit,
-        ] {
-            for t in [
-                Transport::Udp,
-                Transport::Tcp,
-                Transport::Sctp,
-                Transport::Ws,
-            ] {
-                for o in [
-                    Outcome::Answered,
-                    Outcome::Busy,
-                    Outcome::NoAnswer,
-                    Outcome::Cancelled,
-                    Outcome::Failed,
-                    Outcome::Incomplete,
-                ] {
-                    for p in [
-                        Participation::Placed,
-                        Participation::TwoWayVoice,
-                        Participation::AnsweredNoMedia,
-                        Participation::EarlyMedia,
-                        Participation::AnsweredOneWay,
-                        Participation::Rejected,
-                        Participation::Ignored,
-                    ] {
+        for d in Direction::ALL {
+            for t in Transport::ALL {
+                for o in Outcome::ALL {
+                    for p in Participation::ALL {
                         (c.direction, c.transport, c.outcome, c.participation) = (d, t, o, p);
                         assert_eq!(ours(&c), serde_bytes(&c));
                     }
@@ -606,13 +527,7 @@ mod tests {
             user_agent: None,
             time: Timestamp(1_767_600_000_005_880),
         };
-        for o in [
-            RegOutcome::Registered,
-            RegOutcome::Challenged,
-            RegOutcome::Failed,
-            RegOutcome::NoResponse,
-            RegOutcome::Unregistered,
-        ] {
+        for o in RegOutcome::ALL {
             r.outcome = o;
             let mut a = vec![b'{'];
             registration_fields(&mut a, &r);

@@ -59,26 +59,6 @@ fn verdict_name(v: Option<VerdictLevel>) -> &'static str {
     v.map_or("unscored", VerdictLevel::name)
 }
 
-fn outcome_name(o: Outcome) -> &'static str {
-    match o {
-        Outcome::Answered => "answered",
-        Outcome::Busy => "busy",
-        Outcome::NoAnswer => "no-answer",
-        Outcome::Cancelled => "cancelled",
-        Outcome::Failed => "failed",
-        Outcome::Incomplete => "incomplete",
-    }
-}
-
-fn direction_name(d: Direction) -> &'static str {
-    match d {
-        Direction::Inbound => "inbound",
-        Direction::Outbound => "outbound",
-        Direction::Internal => "internal",
-        Direction::Transit => "transit",
-    }
-}
-
 const CSS: &str = "body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#222;max-width:1200px}
 h1{font-size:22px}h2{font-size:18px;border-bottom:1px solid #ccc;padding-bottom:4px;margin-top:32px}h3{font-size:15px;margin:16px 0 4px}
 table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ddd;padding:3px 6px;text-align:left;vertical-align:top;overflow-wrap:anywhere}
@@ -584,11 +564,11 @@ fn calls_table(h: &mut String, a: &Analysis, clock: &Clock) {
                 "<tr><td class=\"t\">{}</td>{}<td>{}</td><td class=\"mono\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 utc_short(c.start),
                 if local { format!("<td class=\"t\">{}</td>", escape(&clock.axis(c.start, true))) } else { String::new() },
-                direction_name(c.direction),
+                c.direction.name(),
                 escape(&c.peer.map_or_else(|| "-".into(), |p| p.to_string())),
                 escape(c.from.as_deref().unwrap_or("-")),
                 escape(c.to.as_deref().unwrap_or("-")),
-                outcome_name(c.outcome),
+                c.outcome.name(),
                 c.status_code.map_or_else(|| "-".into(), |s| s.to_string()),
                 c.talk_secs().map_or_else(|| "-".into(), |t| format!("{t:.1}")),
                 c.end.map_or_else(|| "open at capture end".into(), |e| format!("+{:.1} s", e.secs_since(c.start))),

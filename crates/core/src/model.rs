@@ -179,6 +179,26 @@ pub enum Transport {
     Ws,
 }
 
+impl Transport {
+    /// Every variant, in declaration order.
+    pub const ALL: [Transport; 4] = [
+        Transport::Udp,
+        Transport::Tcp,
+        Transport::Sctp,
+        Transport::Ws,
+    ];
+
+    /// The name in JSON and reports (serde's, `rename_all = "lowercase"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+            Transport::Sctp => "sctp",
+            Transport::Ws => "ws",
+        }
+    }
+}
+
 /// A transport payload with its addresses: one UDP datagram (after IP reassembly) or one framed
 /// message taken from a TCP stream. `payload` borrows the packet or a reassembly buffer.
 #[derive(Clone, Copy, Debug)]
@@ -211,6 +231,26 @@ pub enum Direction {
     Transit,
 }
 
+impl Direction {
+    /// Every variant, in declaration order.
+    pub const ALL: [Direction; 4] = [
+        Direction::Inbound,
+        Direction::Outbound,
+        Direction::Internal,
+        Direction::Transit,
+    ];
+
+    /// The name in JSON and reports (serde's, `rename_all = "lowercase"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+            Direction::Internal => "internal",
+            Direction::Transit => "transit",
+        }
+    }
+}
+
 /// How a call ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -227,6 +267,30 @@ pub enum Outcome {
     Failed,
     /// No final answer seen (capture ended, or the dialog timed out before one).
     Incomplete,
+}
+
+impl Outcome {
+    /// Every variant, in declaration order.
+    pub const ALL: [Outcome; 6] = [
+        Outcome::Answered,
+        Outcome::Busy,
+        Outcome::NoAnswer,
+        Outcome::Cancelled,
+        Outcome::Failed,
+        Outcome::Incomplete,
+    ];
+
+    /// The name in JSON and reports (serde's, `rename_all = "kebab-case"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::Answered => "answered",
+            Outcome::Busy => "busy",
+            Outcome::NoAnswer => "no-answer",
+            Outcome::Cancelled => "cancelled",
+            Outcome::Failed => "failed",
+            Outcome::Incomplete => "incomplete",
+        }
+    }
 }
 
 /// What the line itself did in a call: the only ground for a verdict about the line. What others
@@ -254,6 +318,17 @@ pub enum Participation {
 }
 
 impl Participation {
+    /// Every variant, in declaration order.
+    pub const ALL: [Participation; 7] = [
+        Participation::Placed,
+        Participation::TwoWayVoice,
+        Participation::AnsweredNoMedia,
+        Participation::EarlyMedia,
+        Participation::AnsweredOneWay,
+        Participation::Rejected,
+        Participation::Ignored,
+    ];
+
     /// The line relayed the call: voice both ways, early media it sent, or a call it placed.
     /// [`Participation::AnsweredNoMedia`] is left to the caller (it depends on the tap).
     pub(crate) fn relayed(self) -> bool {
@@ -263,7 +338,7 @@ impl Participation {
         )
     }
     /// The participation's name in JSON and reports (`placed`, `two_way_voice`, ...).
-    pub(crate) fn label(self) -> &'static str {
+    pub fn label(self) -> &'static str {
         match self {
             Participation::Placed => "placed",
             Participation::TwoWayVoice => "two_way_voice",
@@ -478,6 +553,28 @@ pub enum RegOutcome {
     NoResponse,
     /// REGISTER with Expires: 0 accepted.
     Unregistered,
+}
+
+impl RegOutcome {
+    /// Every variant, in declaration order.
+    pub const ALL: [RegOutcome; 5] = [
+        RegOutcome::Registered,
+        RegOutcome::Challenged,
+        RegOutcome::Failed,
+        RegOutcome::NoResponse,
+        RegOutcome::Unregistered,
+    ];
+
+    /// The name in JSON and reports (serde's, `rename_all = "kebab-case"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            RegOutcome::Registered => "registered",
+            RegOutcome::Challenged => "challenged",
+            RegOutcome::Failed => "failed",
+            RegOutcome::NoResponse => "no-response",
+            RegOutcome::Unregistered => "unregistered",
+        }
+    }
 }
 
 /// One REGISTER transaction (final response or timeout).

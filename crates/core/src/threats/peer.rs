@@ -6,18 +6,8 @@ use crate::model::{Participation, Timestamp};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-pub(super) const PARTICIPATIONS: [Participation; 7] = [
-    Participation::Placed,
-    Participation::TwoWayVoice,
-    Participation::AnsweredNoMedia,
-    Participation::EarlyMedia,
-    Participation::AnsweredOneWay,
-    Participation::Rejected,
-    Participation::Ignored,
-];
-
 pub(super) fn participation_index(p: Participation) -> usize {
-    PARTICIPATIONS.iter().position(|x| *x == p).unwrap_or(6)
+    Participation::ALL.iter().position(|x| *x == p).unwrap_or(6)
 }
 
 /// Distinct status codes kept per answer tally; others are counted as `other`.
@@ -67,7 +57,7 @@ impl Answers {
         if self.other_codes > 0 {
             m.insert("other".into(), self.other_codes);
         }
-        for (p, n) in PARTICIPATIONS.iter().zip(self.participation) {
+        for (p, n) in Participation::ALL.iter().zip(self.participation) {
             if n > 0 {
                 m.insert(p.label().to_string(), n);
             }
