@@ -75,6 +75,18 @@ pub struct Truncation {
 }
 
 impl InputInfo {
+    /// Counts a packet read at `ts`: the count, the first and the latest time.
+    #[inline]
+    fn count(&mut self, ts: Timestamp) {
+        self.packets += 1;
+        if self.first.is_none() {
+            self.first = Some(ts);
+        }
+        if self.last.is_none_or(|l| ts > l) {
+            self.last = Some(ts);
+        }
+    }
+
     /// The facts of a file read elsewhere (the live view's replay) whose packets `st` counted.
     pub fn of_file(
         file: &str,
@@ -790,13 +802,7 @@ impl Source {
     #[inline]
     fn count(&mut self, ts: Timestamp) {
         self.last_ts = ts;
-        self.info.packets += 1;
-        if self.info.first.is_none() {
-            self.info.first = Some(ts);
-        }
-        if self.info.last.is_none_or(|l| ts > l) {
-            self.info.last = Some(ts);
-        }
+        self.info.count(ts);
     }
 
     /// The packet of a record read in place.
@@ -897,13 +903,7 @@ impl Source {
             p.head_len = rec as u64;
             p.chunks.pos = pos + rec;
             *last_ts = ts;
-            info.packets += 1;
-            if info.first.is_none() {
-                info.first = Some(ts);
-            }
-            if info.last.is_none_or(|l| ts > l) {
-                info.last = Some(ts);
-            }
+            info.count(ts);
             f(&RawPacket {
                 ts,
                 link,
