@@ -203,7 +203,7 @@ impl ThreatTable {
 
     /// The finding of a flood from many sources at one line.
     pub(super) fn build_flood(&self, e: &LineFlood) -> Threat {
-        let (peak, n, w) = FloodRule::of(&self.cfg).peak(e.peak, e.peak_burst);
+        let (peak, n, w) = FloodRule::many_sources(&self.cfg).peak(e.peak, e.peak_burst);
         let sources_total = e.sources_total();
         let m = &e.methods;
         let mut what = Vec::new();

@@ -3,15 +3,15 @@
 //! A flood tool that forges a random source per request keeps every forged "peer" far below
 //! the per-peer rate; what it cannot hide is the rate at its target. Per line that receives
 //! requests from outside: requests and distinct sources within `flood_window_secs`. A window
-//! at a flood's rate (at least `flood_min_requests` requests in it, or the same rate over a
-//! burst of `flood_burst_secs`: see `rate`) from at least `flood_min_sources` sources is a
+//! at a flood's rate (at least `flood_sources_min_requests` requests in it, or the same rate
+//! over a burst of `flood_burst_secs`: see `rate`) from at least `flood_min_sources` sources is a
 //! flood window; the line's flood episode is its flood windows (requests, sources, agents,
 //! answers counted from the request that tripped it on), and ends when no window has been a
 //! flood window for `clear_after_secs`. Lines tracked at once: `max_flood_lines`.
 
 use super::peer::{Answers, MethodCounts, Sketch};
 use super::rate::{FloodRule, Rate};
-use crate::model::Timestamp;
+use crate::model::{ProbeMethod, Timestamp};
 use std::net::IpAddr;
 
 /// Distinct sources remembered per window (enough to tell "many" from "few").
@@ -26,6 +26,8 @@ pub(super) struct LineFlood {
     pub(super) rate: Rate,
     /// Distinct sources of the current flood window.
     pub(super) window_sources: Vec<u64>,
+    /// Methods of the current window's requests until it became a flood window.
+    window_methods: MethodCounts,
     /// The current window is a flood window.
     pub(super) hot: bool,
     /// The line has had a flood window (it is a finding).
@@ -53,6 +55,7 @@ impl LineFlood {
             line,
             rate: Rate::new(ts),
             window_sources: Vec::new(),
+            window_methods: MethodCounts::default(),
             hot: false,
             flagged: false,
             first: ts,
@@ -69,18 +72,21 @@ impl LineFlood {
         }
     }
 
-    /// Counts one request from `src` (hash `sh`) at `ts`. Returns true when this request made
-    /// the window a flood window (a new finding, or a new episode after one ended).
+    /// Counts one request (`method`, `None` for a REGISTER) from `src` (hash `sh`) at `ts`.
+    /// Returns true when this request made the window a flood window (a new finding, or a new
+    /// episode after one ended).
     pub(super) fn request(
         &mut self,
         ts: Timestamp,
         sh: u64,
+        method: Option<ProbeMethod>,
         rule: &FloodRule,
         min_sources: usize,
     ) -> bool {
         let c = self.rate.count(ts, rule);
         if c.restarted {
             self.window_sources.clear();
+            self.window_methods = MethodCounts::default();
             self.hot = false;
         }
         // Out of time order by more than a window: no longer part of the rate seen now.
@@ -92,6 +98,10 @@ impl LineFlood {
         }
         if self.hot {
             self.requests += 1;
+            self.methods.add(method);
+            if method != Some(ProbeMethod::Invite) {
+                self.answers.asked += 1;
+            }
             self.sources
                 .get_or_insert_with(|| Box::new(Sketch::new()))
                 .insert(sh);
@@ -101,6 +111,7 @@ impl LineFlood {
             }
             return false;
         }
+        self.window_methods.add(method);
         if !self.rate.flooding(rule) || self.window_sources.len() < min_sources {
             return false;
         }
@@ -113,6 +124,9 @@ impl LineFlood {
         self.ended = None;
         // The whole window that tripped it belongs to the flood.
         self.requests += self.rate.count;
+        self.methods.merge(&self.window_methods);
+        self.answers.asked += self.window_methods.asked();
+        self.window_methods = MethodCounts::default();
         let sources = self.sources.get_or_insert_with(|| Box::new(Sketch::new()));
         for h in &self.window_sources {
             sources.insert(*h);

@@ -72,6 +72,12 @@ pub struct ThreatsConfig {
     /// `flood_min_requests` of them from at least this many source addresses (forged sources
     /// each stay below the per-peer rate). One finding per line, "from many sources".
     pub flood_min_sources: u32,
+    /// `flood` from many sources: requests at one line within `flood_window_secs` (or the
+    /// same rate over `flood_burst_secs`) that make a flood when they come from at least
+    /// `flood_min_sources` addresses. Lower than `flood_min_requests`: a flood aimed at a range
+    /// splits its rate over its targets, and no legitimate traffic reaches one line from that
+    /// many addresses at once.
+    pub flood_sources_min_requests: u32,
     /// Lines whose request rate is tracked at once for floods from many sources (the quietest
     /// goes first when full; evictions counted).
     pub max_flood_lines: usize,
@@ -119,6 +125,7 @@ impl Default for ThreatsConfig {
             flood_min_requests: 500,
             flood_burst_secs: 2,
             flood_min_sources: 16,
+            flood_sources_min_requests: 100,
             max_flood_lines: 4096,
             clear_after_secs: 3600,
             framing_min_invites: 10,
@@ -139,7 +146,7 @@ impl Default for ThreatsConfig {
 impl ThreatsConfig {
     /// Checks every cap and threshold; the first bad key is the error.
     pub fn validate(&self) -> Result<(), Invalid> {
-        let caps: [(&str, bool); 16] = [
+        let caps: [(&str, bool); 17] = [
             ("max_peers", self.max_peers > 0),
             ("max_lines_per_peer", self.max_lines_per_peer > 0),
             ("max_users_per_peer", self.max_users_per_peer > 0),
@@ -154,6 +161,10 @@ impl ThreatsConfig {
             ("flood_burst_secs", self.flood_burst_secs > 0),
             ("framing_min_invites", self.framing_min_invites >= 2),
             ("flood_min_sources", self.flood_min_sources >= 2),
+            (
+                "flood_sources_min_requests",
+                self.flood_sources_min_requests >= 2,
+            ),
             ("max_flood_lines", self.max_flood_lines > 0),
             ("clear_after_secs", self.clear_after_secs > 0),
         ];

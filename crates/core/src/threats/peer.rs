@@ -2,7 +2,7 @@
 
 use super::rate::Rate;
 use super::{ThreatTarget, ThreatsConfig};
-use crate::model::{Participation, Timestamp};
+use crate::model::{Participation, ProbeMethod, Timestamp};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
@@ -210,6 +210,30 @@ pub(super) struct MethodCounts {
     pub(super) register: u64,
     pub(super) invite: u64,
     pub(super) other: u64,
+}
+
+impl MethodCounts {
+    /// Counts one request (`None`: a REGISTER).
+    pub(super) fn add(&mut self, method: Option<ProbeMethod>) {
+        match method {
+            Some(ProbeMethod::Options) => self.options += 1,
+            Some(ProbeMethod::Invite) => self.invite += 1,
+            None => self.register += 1,
+            Some(_) => self.other += 1,
+        }
+    }
+
+    pub(super) fn merge(&mut self, o: &MethodCounts) {
+        self.options += o.options;
+        self.register += o.register;
+        self.invite += o.invite;
+        self.other += o.other;
+    }
+
+    /// Requests that are not INVITEs (asked for an answer outside a call).
+    pub(super) fn asked(&self) -> u64 {
+        self.options + self.register + self.other
+    }
 }
 
 #[derive(Clone, Debug)]

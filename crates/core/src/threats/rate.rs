@@ -24,10 +24,20 @@ pub(super) struct FloodRule {
 }
 
 impl FloodRule {
+    /// The rule for one peer's requests.
     pub(super) fn of(cfg: &ThreatsConfig) -> FloodRule {
+        FloodRule::with(cfg, cfg.flood_min_requests)
+    }
+
+    /// The rule for requests at one line from many sources.
+    pub(super) fn many_sources(cfg: &ThreatsConfig) -> FloodRule {
+        FloodRule::with(cfg, cfg.flood_sources_min_requests)
+    }
+
+    fn with(cfg: &ThreatsConfig, min_requests: u32) -> FloodRule {
         let window = cfg.flood_window_secs.max(1);
         let burst = cfg.flood_burst_secs.clamp(1, window);
-        let min_requests = u64::from(cfg.flood_min_requests);
+        let min_requests = u64::from(min_requests);
         FloodRule {
             window: f64::from(window),
             burst: f64::from(burst),

@@ -787,7 +787,13 @@ impl ThreatTable {
         let Some((e, deadline)) = self.floods.get_mut_with_deadline(&line) else {
             return;
         };
-        let tripped = e.request(ts, sh, &FloodRule::of(&cfg), cfg.flood_min_sources as usize);
+        let tripped = e.request(
+            ts,
+            sh,
+            method,
+            &FloodRule::many_sources(&cfg),
+            cfg.flood_min_sources as usize,
+        );
         if !e.hot {
             return;
         }
@@ -795,15 +801,6 @@ impl ThreatTable {
             e.sample(src);
         }
         e.agent(agent, cfg.max_agents_per_peer);
-        match method {
-            Some(ProbeMethod::Options) => e.methods.options += 1,
-            Some(ProbeMethod::Invite) => e.methods.invite += 1,
-            None => e.methods.register += 1,
-            Some(_) => e.methods.other += 1,
-        }
-        if method != Some(ProbeMethod::Invite) {
-            e.answers.asked += 1;
-        }
         let last = e.last;
         // A line that flooded is kept (as a finding) as long as a classified peer.
         let want = last.plus_secs(f64::from(cfg.idle_secs) * 24.0);

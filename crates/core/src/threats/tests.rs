@@ -384,7 +384,23 @@ fn threats_a_short_burst_at_a_floods_rate_is_a_flood() {
     assert_eq!(all[0].kind, ThreatKind::Flood);
     assert_eq!(all[0].lines[0].line, line(2));
     let d = &all[0].reasons[0].detail;
+    assert!(d.contains("494 in all over 6 s (INVITE x 494)"), "{d}");
+    // Sixty in 1.5 s from forged sources: a burst at the many-source rate.
+    let mut t = table();
+    for i in 0..60u32 {
+        invite(
+            &mut t,
+            &forged(i, 200),
+            line(2),
+            &format!("1380013{:04}", i),
+            f64::from(i) * 1.5 / 60.0,
+            Participation::Ignored,
+        );
+    }
+    let f = find(&t, ThreatKind::Flood);
+    let d = &f.reasons[0].detail;
     assert!(d.contains("source addresses within 2 s"), "{d}");
+    assert!(d.contains("60 in all"), "{d}");
     // A fast search (30 user names a second for a minute) is below a flood's rate over any
     // burst: an enumeration, not a flood.
     let mut t = table();
@@ -666,19 +682,21 @@ fn threats_flood_from_forged_sources_is_one_finding_at_the_line() {
     // One change for the finding (not one per forged source).
     let ch = t.take_changes();
     assert_eq!(ch.len(), 1, "{ch:?}");
-    // Busy but not a flood: 400 requests in 10 s from 50 sources.
-    let mut t = table();
-    for i in 0..400u32 {
-        let src = forged(i, 50);
-        t.on_event(&probe(
-            &src,
-            line(6),
-            ProbeMethod::Options,
-            "1",
-            f64::from(i) * 0.025,
-        ));
+    // Busy but not a flood: 90 requests in 10 s from 50 sources; 400 in 10 s from 12.
+    for (n, pool) in [(90u32, 50u32), (400, 12)] {
+        let mut t = table();
+        for i in 0..n {
+            let src = forged(i, pool);
+            t.on_event(&probe(
+                &src,
+                line(6),
+                ProbeMethod::Options,
+                "1",
+                f64::from(i) * 10.0 / f64::from(n),
+            ));
+        }
+        assert!(t.threats().is_empty(), "{n}/{pool}: {:?}", kinds(&t));
     }
-    assert!(t.threats().is_empty(), "{:?}", kinds(&t));
     // One source at the flood rate is a flood of that peer, not one "from many sources".
     let mut t = table();
     for i in 0..800 {
@@ -693,6 +711,33 @@ fn threats_flood_from_forged_sources_is_one_finding_at_the_line() {
     let f = find(&t, ThreatKind::Flood);
     assert_eq!((f.peer, f.sources_total), (sa(SCANNER).ip(), 0));
     assert_eq!(t.threats().len(), 1);
+}
+
+#[test]
+fn threats_a_forged_flood_over_a_range_is_a_flood_at_each_line() {
+    // 280 INVITEs/s for 6 s from forged sources, spread over eight lines: 35/s at each line,
+    // far below one peer's flood rate, but no legitimate traffic reaches a line from that many
+    // addresses at that rate.
+    let mut t = table();
+    for i in 0..1680u32 {
+        invite(
+            &mut t,
+            &forged(i, 230),
+            line(10 + i % 8),
+            &format!("1380013{:04}", i),
+            50.0 + f64::from(i) / 280.0,
+            Participation::Ignored,
+        );
+    }
+    let all = t.threats();
+    assert_eq!(all.len(), 8, "{:?}", kinds(&t));
+    for f in &all {
+        assert_eq!(f.kind, ThreatKind::Flood);
+        assert_eq!(f.lines.len(), 1);
+        assert!(f.requests >= 150, "{}", f.requests);
+        let d = &f.reasons[0].detail;
+        assert!(d.contains("source addresses within"), "{d}");
+    }
 }
 
 #[test]
