@@ -1354,7 +1354,9 @@ impl Profile {
         (nums.len(), blocks.len(), filled.len())
     }
 
-    /// Estimated distinct called numbers over the medium window at `now`.
+    /// Estimated distinct called numbers over the medium window at `now`; never more than the
+    /// inbound calls the line took part in within it (the sketch errs by about 13 %, and a
+    /// reason may not read "33 calls to ~39 distinct numbers").
     pub(crate) fn distinct_called(&self, now: Timestamp, p: &ProfileParams) -> f64 {
         let half = (p.window_us / 2).max(US);
         let epoch = now.0.div_euclid(half);
@@ -1366,7 +1368,7 @@ impl Profile {
         } else {
             Hll64::default()
         };
-        h.estimate()
+        h.estimate().min(f64::from(self.window(now, p).in_taken))
     }
 
     /// A REGISTER transaction from this line.
