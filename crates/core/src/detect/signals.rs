@@ -90,20 +90,45 @@ pub(crate) fn foreign_inbound(p: &Profile, c: &Ctx) -> Signal {
         .map_or(String::from("foreign peers"), |x| {
             format!("{} (foreign)", x.ip)
         });
+    let mut detail = format!(
+        "{} of the {} calls the line took part in came in from {} in {} ({})",
+        w.in_taken_foreign,
+        w.calls_taken(),
+        peer,
+        minutes(p.window_span_secs(c.now, c.params)),
+        line_share(p, c)
+    );
+    // A gateway's feed is for a different mobile number on nearly every call. Calls for the
+    // line's own number (or a DID block) are a subscriber's, whose provider happens to be
+    // abroad: an expatriate's VoIP number, robocalls and all.
+    let (nums, blocks, n) = p.recent_called();
+    let own_numbers = n >= OWN_NUMBERS_MIN_CALLS && (nums <= 2 || blocks <= 2);
+    if own_numbers {
+        let _ = write!(
+            detail,
+            "; but the last {n} were for {nums} number(s){}: the line's own, not a feed",
+            if nums > 2 {
+                format!(" in {blocks} DID block(s)")
+            } else {
+                String::new()
+            }
+        );
+    }
     Signal {
         name: "foreign_inbound",
         value: share,
-        strength: ramp(share, 0.5, 0.9) * volume,
-        detail: format!(
-            "{} of the {} calls the line took part in came in from {} in {} ({})",
-            w.in_taken_foreign,
-            w.calls_taken(),
-            peer,
-            minutes(p.window_span_secs(c.now, c.params)),
-            line_share(p, c)
-        ),
+        strength: if own_numbers {
+            0.0
+        } else {
+            ramp(share, 0.5, 0.9) * volume
+        },
+        detail,
     }
 }
+
+/// Inbound calls with readable numbers the line must have taken part in before calls for only
+/// its own number(s) say it is a subscriber, not a gateway's feed.
+const OWN_NUMBERS_MIN_CALLS: usize = 4;
 
 /// Distinct called numbers per inbound call over the last 16 inbound calls the line took part
 /// in; calls spread over a DID block (numbers sharing all but the last three digits) or to

@@ -89,14 +89,41 @@ fn ramp_edges() {
 #[test]
 fn foreign_inbound_needs_foreign_peer_and_volume() {
     let own = |_| "+31205551234".to_string();
+    let mobiles = |i: usize| format!("+86138{:08}", 1000 + i * 7919);
+    let s = sig(
+        foreign_inbound,
+        &calls(10, 60.0, Direction::Inbound, synth::SOFTSWITCH, mobiles, |_| {
+            Some(30.0)
+        }),
+    );
+    assert!(s.strength > 0.9, "{s:?}");
+    assert!(s.detail.contains("203.0.113.10 (foreign)"), "{}", s.detail);
+    // The same calls for the line's own number: a subscriber of a provider abroad (an
+    // expatriate's number), not a feed; likewise for a DID block, but not with three calls.
     let s = sig(
         foreign_inbound,
         &calls(10, 60.0, Direction::Inbound, synth::SOFTSWITCH, own, |_| {
             Some(30.0)
         }),
     );
-    assert!(s.strength > 0.9, "{s:?}");
-    assert!(s.detail.contains("203.0.113.10 (foreign)"), "{}", s.detail);
+    assert_eq!(s.strength, 0.0, "{s:?}");
+    assert!(s.detail.contains("were for 1 number(s): the line's own"), "{}", s.detail);
+    let did = |i: usize| format!("+312055501{:02}", i * 3);
+    let s = sig(
+        foreign_inbound,
+        &calls(10, 60.0, Direction::Inbound, synth::SOFTSWITCH, did, |_| {
+            Some(30.0)
+        }),
+    );
+    assert_eq!(s.strength, 0.0, "{s:?}");
+    assert!(s.detail.contains("in 1 DID block(s)"), "{}", s.detail);
+    let s = sig(
+        foreign_inbound,
+        &calls(3, 60.0, Direction::Inbound, synth::SOFTSWITCH, own, |_| {
+            Some(30.0)
+        }),
+    );
+    assert!(!s.detail.contains("the line's own"), "{}", s.detail);
     let s = sig(
         foreign_inbound,
         &calls(10, 60.0, Direction::Inbound, synth::PROVIDER, own, |_| {
