@@ -254,3 +254,70 @@ fn eval_on_the_noise_scenario_counts_compromised_pbx_apart_and_lists_labelled_th
     assert!(text.contains("threats"), "{text}");
     assert!(text.contains("toll_fraud_attempt"), "{text}");
 }
+
+/// Shapes the noise scenario does not have: a flood from forged sources spread over a range
+/// (each line gets a fraction of its rate), and expatriates whose provider abroad brings them
+/// robocalls they answer briefly (short calls from a foreign peer, all for their own number).
+const VARIANT: &str = r#"
+duration = "8m"
+[[population]]
+kind = "gateway"
+channels = 8
+[[population]]
+kind = "household"
+name = "homes"
+count = 6
+[[population]]
+kind = "expat-voip"
+name = "expat"
+count = 3
+[[noise]]
+kind = "invite-flood"
+targets = ["homes"]
+spoofed = true
+rate = 240.0
+burst = 8
+after = "60s"
+[[noise]]
+kind = "robocall"
+targets = ["expat"]
+calls_per_hour = 60.0
+answer_ratio = 0.9
+"#;
+
+#[test]
+fn a_forged_flood_over_a_range_is_found_and_expatriates_called_on_their_own_number_stay_normal() {
+    let sc = Scenario::from_toml(VARIANT, "variant.toml").unwrap();
+    for seed in [3u64, 29] {
+        let (labels, table, found) = eval::simulate_and_detect_all(&sc, seed, &cfg()).unwrap();
+        let out = eval::score_seed(seed, &labels, &table);
+        for o in &out {
+            let want = if o.label == "gateway" {
+                VerdictLevel::Gateway
+            } else {
+                VerdictLevel::Normal
+            };
+            assert_eq!(o.verdict, want, "seed {seed}: {o:?}");
+        }
+        // 240 INVITEs/s over six lines is 40/s at each: below one peer's flood rate, a flood
+        // from many sources at every line it hit.
+        let flooded: std::collections::BTreeSet<String> = found
+            .iter()
+            .filter(|t| t.sources_total > 0)
+            .flat_map(|t| t.lines.iter().map(|l| l.line.to_string()))
+            .collect();
+        let homes: Vec<&String> = labels
+            .lines
+            .iter()
+            .filter(|(_, l)| l.params["population"] == "homes")
+            .map(|(a, _)| a)
+            .collect();
+        assert_eq!(homes.len(), 6);
+        for h in homes {
+            assert!(
+                flooded.contains(h),
+                "seed {seed}: {h} not flooded: {flooded:?}"
+            );
+        }
+    }
+}

@@ -92,9 +92,14 @@ fn foreign_inbound_needs_foreign_peer_and_volume() {
     let mobiles = |i: usize| format!("+86138{:08}", 1000 + i * 7919);
     let s = sig(
         foreign_inbound,
-        &calls(10, 60.0, Direction::Inbound, synth::SOFTSWITCH, mobiles, |_| {
-            Some(30.0)
-        }),
+        &calls(
+            10,
+            60.0,
+            Direction::Inbound,
+            synth::SOFTSWITCH,
+            mobiles,
+            |_| Some(30.0),
+        ),
     );
     assert!(s.strength > 0.9, "{s:?}");
     assert!(s.detail.contains("203.0.113.10 (foreign)"), "{}", s.detail);
@@ -107,7 +112,11 @@ fn foreign_inbound_needs_foreign_peer_and_volume() {
         }),
     );
     assert_eq!(s.strength, 0.0, "{s:?}");
-    assert!(s.detail.contains("were for 1 number(s): the line's own"), "{}", s.detail);
+    assert!(
+        s.detail.contains("were for 1 number(s): the line's own"),
+        "{}",
+        s.detail
+    );
     let did = |i: usize| format!("+312055501{:02}", i * 3);
     let s = sig(
         foreign_inbound,
