@@ -66,8 +66,15 @@ pub(crate) fn line_share(p: &Profile, c: &Ctx) -> String {
                 if x.domestic { "" } else { " (foreign)" }
             )
         });
+    // Where the tap shows none of the line's media (a SIP-only mirror), answers that lasted
+    // are what counts: the reason may not claim voice it never saw.
+    let answered = if w.media_calls == 0 && w.sip_flows == 0 {
+        "answered (no media on the tap: answers that lasted)"
+    } else {
+        "answered with voice"
+    };
     format!(
-        "{} inbound calls{offered}; the line took part in {}, {} answered with voice; {} ended",
+        "{} inbound calls{offered}; the line took part in {}, {} {answered}; {} ended",
         w.calls_in, w.in_taken, w.in_taken_answered, w.in_ended
     )
 }

@@ -165,6 +165,38 @@ fn foreign_inbound_needs_foreign_peer_and_volume() {
 }
 
 #[test]
+fn reasons_claim_voice_only_where_the_tap_shows_media() {
+    let mobiles = |i: usize| format!("+86138{:08}", 1000 + i * 7919);
+    // Calls without any media on the tap (a SIP-only mirror): answers that lasted count.
+    let s = sig(
+        foreign_inbound,
+        &calls(
+            10,
+            60.0,
+            Direction::Inbound,
+            synth::SOFTSWITCH,
+            mobiles,
+            |_| Some(30.0),
+        ),
+    );
+    assert!(
+        s.detail
+            .contains("answered (no media on the tap: answers that lasted)"),
+        "{}",
+        s.detail
+    );
+    // A gateway whose voice the tap shows.
+    let g = GatewaySpec {
+        channels: 4,
+        asr: 0.5,
+        talk: (30.0, 60.0),
+        ..GatewaySpec::default()
+    };
+    let s = sig(foreign_inbound, &synth::gateway(line(), 1, 0.0, 600.0, &g));
+    assert!(s.detail.contains("answered with voice"), "{}", s.detail);
+}
+
+#[test]
 fn distinct_called_spots_many_numbers_but_not_own_number_or_did_block() {
     let mobiles = |i: usize| format!("+86138{:08}", 1000 + i * 7919);
     let s = sig(

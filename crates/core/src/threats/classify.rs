@@ -76,17 +76,22 @@ impl ThreatTable {
         if kinds & ThreatKind::Flood.bit() == 0 && !p.framed_targets(cfg).is_empty() {
             kinds |= ThreatKind::Framing.bit();
         }
-        let new = kinds & !p.kinds;
-        if new == 0 {
-            return;
-        }
         // Once a peer floods, what it looked like early in the flood (user names tried, a stream
-        // of numbers) is withdrawn: the flood explains it.
-        let withdrawn = if kinds & ThreatKind::Flood.bit() != 0 {
+        // of numbers) is withdrawn: the flood explains it. A stream the lines went on to take
+        // part in (a gateway's feed whose answered calls end after its failed ones, most of all
+        // where the tap carries no media) is no framing: withdrawn too.
+        let mut withdrawn = if kinds & ThreatKind::Flood.bit() != 0 {
             ThreatKind::Enumeration.bit() | ThreatKind::Framing.bit()
         } else {
             0
         };
+        if kinds & ThreatKind::Framing.bit() == 0 {
+            withdrawn |= ThreatKind::Framing.bit();
+        }
+        let new = kinds & !p.kinds;
+        if new == 0 && p.kinds & withdrawn == 0 {
+            return;
+        }
         let mut out = Vec::new();
         for k in PEER_KINDS {
             if new & k.bit() != 0 {
@@ -335,9 +340,26 @@ impl ThreatTable {
                     ),
                 )
             }
+            ThreatKind::Framing if p.framed_targets(&self.cfg).is_empty() => {
+                // Withdrawn (see `classify`): what the lines did with the stream.
+                let calls: u64 = p.targets.iter().map(|t| t.calls_ended).sum();
+                let relayed: u64 = p.targets.iter().map(|t| t.calls_relayed).sum();
+                let open: u64 = p.targets.iter().map(|t| t.answered_open).sum();
+                (
+                    0.0,
+                    format!(
+                        "no longer framing: the lines took part in {relayed} of the {calls} INVITEs that ended ({open} answered and still running){agents}: their business, judged by detection"
+                    ),
+                )
+            }
             ThreatKind::Framing => {
                 let framed = p.framed_targets(&self.cfg);
                 let calls: u64 = framed.iter().map(|t| t.calls_ended).sum();
+                // INVITEs sent (some may still be open; their numbers are counted as sent).
+                let invites: u64 = framed
+                    .iter()
+                    .map(|t| t.requests.saturating_sub(t.probes))
+                    .sum();
                 let numbers: u64 = framed.iter().map(|t| u64::from(t.numbers)).sum();
                 let relayed: u64 = framed.iter().map(|t| t.calls_relayed).sum();
                 let conc = framed.iter().map(|t| t.max_open).max().unwrap_or(0);
@@ -352,7 +374,7 @@ impl ThreatTable {
                 (
                     framed.len() as f64,
                     format!(
-                        "{calls} INVITEs to {numbers} distinct numbers at {} lines in {span}, up to {conc} at once{agents}; the lines relayed {relayed} ({})",
+                        "{invites} INVITEs to {numbers} distinct numbers at {} lines in {span} ({calls} ended), up to {conc} at once{agents}; the lines relayed {relayed} ({})",
                         framed.len(),
                         ans.text()
                     ),

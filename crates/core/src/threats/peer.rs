@@ -98,6 +98,10 @@ pub(super) struct Target {
     /// Ordinary (not international/premium) INVITEs that ended, and how many the line relayed.
     pub(super) calls_ended: u64,
     pub(super) calls_relayed: u64,
+    /// Ordinary INVITEs the line answered that have not ended yet: a gateway's answered calls
+    /// end after its failed attempts, so without them its feed would read as a stream it
+    /// rejects until the answers end.
+    pub(super) answered_open: u64,
     pub(super) premium: u64,
     pub(super) premium_relayed: u64,
     pub(super) open: u32,
@@ -119,6 +123,7 @@ impl Target {
             names: Vec::new(),
             calls_ended: 0,
             calls_relayed: 0,
+            answered_open: 0,
             premium: 0,
             premium_relayed: 0,
             open: 0,
@@ -133,8 +138,7 @@ impl Target {
         self.calls_ended >= 2
             && u64::from(self.numbers) * 2 >= self.calls_ended
             && self.max_open <= cfg.framing_max_concurrent
-            && (self.calls_relayed as f64)
-                <= cfg.framing_max_relayed_share * self.calls_ended as f64
+            && self.hardly_relayed(cfg)
     }
 
     pub(super) fn framed(&self, cfg: &ThreatsConfig) -> bool {
@@ -142,8 +146,15 @@ impl Target {
             && self.numbers >= cfg.framing_min_numbers
             && self.max_open <= cfg.framing_max_concurrent
             && self.last.secs_since(self.first) >= f64::from(cfg.framing_min_secs)
-            && (self.calls_relayed as f64)
-                <= cfg.framing_max_relayed_share * self.calls_ended as f64
+            && self.hardly_relayed(cfg)
+    }
+
+    /// The line relayed (or answered: still running) at most `framing_max_relayed_share` of
+    /// the calls.
+    fn hardly_relayed(&self, cfg: &ThreatsConfig) -> bool {
+        let taken = self.calls_relayed + self.answered_open;
+        let all = self.calls_ended + self.answered_open;
+        (taken as f64) <= cfg.framing_max_relayed_share * all as f64
     }
 
     pub(super) fn output(&self) -> ThreatTarget {

@@ -88,7 +88,31 @@ impl ThreatTable {
             Event::Probe(p) => self.on_probe(p),
             Event::Registration(r) => self.on_registration(r),
             Event::CallEnded(c) => self.on_call_ended(c),
+            Event::CallAnswered {
+                line: Some(line),
+                direction: Direction::Inbound,
+                peer: Some(peer),
+                called,
+                ..
+            } => self.on_inbound_answered(*line, peer.ip(), called.as_deref()),
             _ => {}
+        }
+    }
+
+    /// A line answered an inbound call of a tracked peer: until it ends, the call counts as
+    /// taken in the framing rule (see `Target::answered_open`).
+    fn on_inbound_answered(&mut self, line: IpAddr, peer_ip: IpAddr, called: Option<&str>) {
+        if called.and_then(|n| self.premium(n)).is_some() {
+            return;
+        }
+        let Some(peer) = self.peers.get_mut(&peer_ip) else {
+            return;
+        };
+        if let Some(t) = peer
+            .target_index(line)
+            .and_then(|i| peer.targets.get_mut(i))
+        {
+            t.answered_open += 1;
         }
     }
 
@@ -544,6 +568,9 @@ impl ThreatTable {
                 t.calls_ended += 1;
                 if carried {
                     t.calls_relayed += 1;
+                }
+                if c.answer.is_some() {
+                    t.answered_open = t.answered_open.saturating_sub(1);
                 }
             }
         }

@@ -9,6 +9,7 @@ use crate::model::{Outcome, RegOutcome, Transport};
 use std::net::SocketAddr;
 
 const SCANNER: &str = "185.32.203.219:5070";
+const SOFTSWITCH: &str = "203.0.113.10:5060";
 
 fn sa(s: &str) -> SocketAddr {
     s.parse().unwrap()
@@ -895,5 +896,132 @@ fn threats_sketches_made_at_overflow_hold_every_line_as_if_fed_from_the_start() 
         (90..=110).contains(&p.probed_total()),
         "{}",
         p.probed_total()
+    );
+}
+
+/// An answered INVITE from outside, as the calls stage reports it: the probe, the answer at
+/// `s + 2`, and the record when it ends `talk` seconds later (no media on the tap).
+fn answered_call(t: &mut ThreatTable, peer: &str, to: IpAddr, number: &str, s: f64, talk: f64) {
+    t.on_event(&probe(peer, to, ProbeMethod::Invite, number, s));
+    t.on_event(&Event::CallAnswered {
+        call_id: format!("{peer}-{to}-{number}-{s}"),
+        line: Some(to),
+        direction: Direction::Inbound,
+        peer: Some(sa(peer)),
+        called: Some(number.to_string()),
+        invited: at(s),
+        ts: at(s + 2.0),
+    });
+    if let Event::CallEnded(mut r) = call(
+        peer,
+        to,
+        Direction::Inbound,
+        number,
+        s,
+        Participation::AnsweredNoMedia,
+    ) {
+        r.answer = Some(at(s + 2.0));
+        r.end = Some(at(s + 2.0 + talk));
+        r.outcome = Outcome::Answered;
+        r.status_code = Some(200);
+        t.on_event(&Event::CallEnded(r));
+    }
+}
+
+#[test]
+fn threats_a_gateway_feed_on_a_sip_only_tap_is_never_framing() {
+    // A softswitch's feed into a gateway, seen without media: 60 % of the attempts fail
+    // within seconds (busy, no answer), the rest are answered and end two and a half minutes
+    // later.
+    // Failed attempts end first; the answered calls still running are the line's share.
+    let mut t = table();
+    let mut events: Vec<(f64, u32)> = Vec::new();
+    for i in 0..120u32 {
+        events.push((f64::from(i) * 6.0, i));
+    }
+    // Feed in time order: answers (begin) interleaved with ends, as the engine would.
+    let mut pending: Vec<(f64, u32)> = Vec::new();
+    for (s, i) in events {
+        let n = format!("8613{:09}", 100_000 + i * 7);
+        if i % 5 < 2 {
+            // answered: the probe and answer now, the record when it ends
+            t.on_event(&probe(SOFTSWITCH, line(3), ProbeMethod::Invite, &n, s));
+            t.on_event(&Event::CallAnswered {
+                call_id: format!("{SOFTSWITCH}-{}-{n}-{s}", line(3)),
+                line: Some(line(3)),
+                direction: Direction::Inbound,
+                peer: Some(sa(SOFTSWITCH)),
+                called: Some(n.clone()),
+                invited: at(s),
+                ts: at(s + 2.0),
+            });
+            pending.push((s, i));
+        } else {
+            invite(&mut t, SOFTSWITCH, line(3), &n, s, Participation::Rejected);
+        }
+        // Answered calls end 150 s after they began.
+        while let Some(&(ps, pi)) = pending.first() {
+            if ps + 150.0 > s {
+                break;
+            }
+            pending.remove(0);
+            let pn = format!("8613{:09}", 100_000 + pi * 7);
+            if let Event::CallEnded(mut r) = call(
+                SOFTSWITCH,
+                line(3),
+                Direction::Inbound,
+                &pn,
+                ps,
+                Participation::AnsweredNoMedia,
+            ) {
+                r.answer = Some(at(ps + 2.0));
+                r.end = Some(at(ps + 150.0));
+                r.outcome = Outcome::Answered;
+                t.on_event(&Event::CallEnded(r));
+            }
+        }
+    }
+    let framing: Vec<Threat> = t
+        .take_changes()
+        .into_iter()
+        .filter(|x| x.kind == ThreatKind::Framing)
+        .collect();
+    assert!(framing.is_empty(), "{framing:?}");
+    assert!(kinds(&t).is_empty(), "{:?}", kinds(&t));
+}
+
+#[test]
+fn threats_framing_is_withdrawn_when_the_line_takes_part_in_the_stream() {
+    // Twenty INVITEs to distinct numbers over two minutes, all rejected: framing. Then the line
+    // answers the next thirty (calls that last): the stream is its business after all.
+    let mut t = table();
+    for i in 0..20u32 {
+        let n = format!("8613{:09}", 200_000 + i);
+        invite(
+            &mut t,
+            SOFTSWITCH,
+            line(4),
+            &n,
+            f64::from(i) * 6.0,
+            Participation::Rejected,
+        );
+    }
+    assert_eq!(kinds(&t), vec![(sa(SOFTSWITCH).ip(), ThreatKind::Framing)]);
+    let _ = t.take_changes();
+    for i in 20..50u32 {
+        let n = format!("8613{:09}", 200_000 + i);
+        answered_call(&mut t, SOFTSWITCH, line(4), &n, f64::from(i) * 6.0, 40.0);
+    }
+    assert!(kinds(&t).is_empty(), "{:?}", kinds(&t));
+    let ch = t.take_changes();
+    let ended: Vec<&Threat> = ch
+        .iter()
+        .filter(|x| x.kind == ThreatKind::Framing && x.ended.is_some())
+        .collect();
+    assert_eq!(ended.len(), 1, "{ch:?}");
+    let d = &ended[0].reasons[0].detail;
+    assert!(
+        d.starts_with("no longer framing: the lines took part in"),
+        "{d}"
     );
 }
