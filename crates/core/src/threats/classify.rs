@@ -73,7 +73,9 @@ impl ThreatTable {
         }
         // Derived from the (bounded) targets each time, so no change to a target's shape can
         // be missed.
-        if kinds & ThreatKind::Flood.bit() == 0 && !p.framed_targets(cfg).is_empty() {
+        // A toll-fraud attempt's INVITEs are that, not a stream framing the lines.
+        let other = ThreatKind::Flood.bit() | ThreatKind::TollFraudAttempt.bit();
+        if kinds & other == 0 && !p.framed_targets(cfg).is_empty() {
             kinds |= ThreatKind::Framing.bit();
         }
         // Once a peer floods, what it looked like early in the flood (user names tried, a stream

@@ -95,7 +95,7 @@ pub(super) struct Target {
     pub(super) users: u32,
     pub(super) numbers: u32,
     pub(super) names: Vec<u64>,
-    /// Ordinary (not international/premium) INVITEs that ended, and how many the line relayed.
+    /// INVITEs that ended, and how many the line relayed (took part in, or answered).
     pub(super) calls_ended: u64,
     pub(super) calls_relayed: u64,
     /// Ordinary INVITEs the line answered that have not ended yet: a gateway's answered calls

@@ -92,19 +92,15 @@ impl ThreatTable {
                 line: Some(line),
                 direction: Direction::Inbound,
                 peer: Some(peer),
-                called,
                 ..
-            } => self.on_inbound_answered(*line, peer.ip(), called.as_deref()),
+            } => self.on_inbound_answered(*line, peer.ip()),
             _ => {}
         }
     }
 
     /// A line answered an inbound call of a tracked peer: until it ends, the call counts as
     /// taken in the framing rule (see `Target::answered_open`).
-    fn on_inbound_answered(&mut self, line: IpAddr, peer_ip: IpAddr, called: Option<&str>) {
-        if called.and_then(|n| self.premium(n)).is_some() {
-            return;
-        }
+    fn on_inbound_answered(&mut self, line: IpAddr, peer_ip: IpAddr) {
         let Some(peer) = self.peers.get_mut(&peer_ip) else {
             return;
         };
@@ -389,12 +385,13 @@ impl ThreatTable {
             }
         }
         // Names: user names tried (any probe, or an INVITE to an extension-like user) and
-        // ordinary numbers called (INVITEs), per line.
+        // numbers called (INVITEs), per line. A number written internationally counts as a
+        // number too: a gateway-shaped stream's numbers are often `+CC...`/`00CC...` (the home
+        // country's, which only `home_calling_codes` tells apart); a toll-fraud attempt's few
+        // numbers never make a stream of distinct ones.
         if let Some(h) = uh {
-            if premium.is_none() {
-                let is_number = invite && number;
-                Self::add_name(&cfg, peer, ti, h, is_number);
-            }
+            let is_number = invite && (number || premium.is_some());
+            Self::add_name(&cfg, peer, ti, h, is_number);
         }
         self.classify(peer_ip);
         if let (Some(n), Some(ph)) = (premium, ph) {
@@ -559,19 +556,17 @@ impl ThreatTable {
             if let Some(n) = t.answers.participation.get_mut(pi) {
                 *n += 1;
             }
-            if premium.is_some() {
-                if relayed {
-                    t.premium_relayed += 1;
-                    pbx_relay = true;
-                }
-            } else {
-                t.calls_ended += 1;
-                if carried {
-                    t.calls_relayed += 1;
-                }
-                if c.answer.is_some() {
-                    t.answered_open = t.answered_open.saturating_sub(1);
-                }
+            if premium.is_some() && relayed {
+                t.premium_relayed += 1;
+                pbx_relay = true;
+            }
+            // Every INVITE counts in the stream (see the names above).
+            t.calls_ended += 1;
+            if carried {
+                t.calls_relayed += 1;
+            }
+            if c.answer.is_some() {
+                t.answered_open = t.answered_open.saturating_sub(1);
             }
         }
         let toll = peer.kinds & ThreatKind::TollFraudAttempt.bit() != 0;

@@ -1025,3 +1025,47 @@ fn threats_framing_is_withdrawn_when_the_line_takes_part_in_the_stream() {
         "{d}"
     );
 }
+
+#[test]
+fn threats_a_stream_of_internationally_written_numbers_is_framing() {
+    // A gateway-shaped stream whose numbers are written `+86...` / `0086...` (the home
+    // country's, which only `home_calling_codes` would tell): every INVITE rejected.
+    let mut t = table();
+    for i in 0..24u32 {
+        let n = if i % 2 == 0 {
+            format!("+86138{:08}", 1000 + i * 7919)
+        } else {
+            format!("0086139{:08}", 1000 + i * 7919)
+        };
+        invite(
+            &mut t,
+            SOFTSWITCH,
+            line(8),
+            &n,
+            f64::from(i) * 5.0,
+            Participation::Rejected,
+        );
+    }
+    let f = find(&t, ThreatKind::Framing);
+    let d = &f.reasons[0].detail;
+    assert!(
+        d.starts_with("24 INVITEs to 24 distinct numbers at 1 lines"),
+        "{d}"
+    );
+    // A few premium numbers dialled again and again in prefix variants: a toll-fraud attempt,
+    // not a stream.
+    let mut t = table();
+    for i in 0..30u32 {
+        let n = ["00972599123456", "011972599123456", "9011972599123456"][i as usize % 3];
+        invite(
+            &mut t,
+            SCANNER,
+            line(9),
+            n,
+            f64::from(i) * 4.0,
+            Participation::Rejected,
+        );
+    }
+    let k: Vec<ThreatKind> = kinds(&t).into_iter().map(|(_, k)| k).collect();
+    assert_eq!(k, vec![ThreatKind::TollFraudAttempt]);
+}
