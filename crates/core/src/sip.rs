@@ -1184,6 +1184,10 @@ fn parse_port(p: &str) -> Option<u16> {
 
 /// Whether every quoted string is closed.
 fn quotes_balanced(s: &str) -> bool {
+    // Most values quote nothing.
+    if memchr::memchr(b'"', s.as_bytes()).is_none() {
+        return true;
+    }
     let mut in_q = false;
     let mut esc = false;
     for b in s.bytes() {
