@@ -79,6 +79,22 @@ impl Default for NetworkConfig {
     }
 }
 
+/// `net.contains(&ip)` as one masked compare: asked for both ends of every packet and event,
+/// against every home network (`IpNet::contains` builds the network and broadcast addresses
+/// on each call). An address of the other family is never inside.
+fn net_contains(net: &IpNet, ip: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    match (net, ip) {
+        (IpNet::V4(n), IpAddr::V4(a)) => {
+            (u32::from(a) ^ u32::from(n.addr())) & u32::from(n.netmask()) == 0
+        }
+        (IpNet::V6(n), IpAddr::V6(a)) => {
+            (u128::from(a) ^ u128::from(n.addr())) & u128::from(n.netmask()) == 0
+        }
+        _ => false,
+    }
+}
+
 /// Which end of a packet, flow or call is the subscriber line, and the direction that makes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct LineEnd {
@@ -91,7 +107,7 @@ pub(crate) struct LineEnd {
 impl NetworkConfig {
     /// Whether `ip` is inside the home networks (a line).
     pub fn is_home(&self, ip: std::net::IpAddr) -> bool {
-        self.home.iter().any(|n| n.contains(&ip))
+        self.home.iter().any(|n| net_contains(n, ip))
     }
 
     /// The one rule for which end is the line, used by calls, registrations, media and the
@@ -120,7 +136,7 @@ impl NetworkConfig {
     /// country database.
     pub fn is_domestic(&self, ip: std::net::IpAddr) -> bool {
         self.is_home(ip)
-            || self.domestic.iter().any(|n| n.contains(&ip))
+            || self.domestic.iter().any(|n| net_contains(n, ip))
             || match (&self.geoip, &self.home_country) {
                 (Some(g), Some(home)) => g.in_country(ip, home),
                 _ => false,
@@ -226,4 +242,49 @@ pub fn line_col(text: &str, pos: usize) -> (usize, usize) {
             .map_or(0, |i| i + 1)
         + 1;
     (line, col)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+    proptest::proptest! {
+        #[test]
+        fn net_contains_is_ipnet_contains(
+            net in proptest::prelude::any::<u128>(),
+            addr in proptest::prelude::any::<u128>(),
+            len in 0u8..=128,
+            v4_net in proptest::prelude::any::<bool>(),
+            v4_addr in proptest::prelude::any::<bool>(),
+            near in proptest::prelude::any::<bool>(),
+        ) {
+            // `near`: the address shares the network's high bits (a hit more often than not).
+            let addr = if near { net ^ (addr >> len.min(127)) } else { addr };
+            let n: IpNet = if v4_net {
+                IpNet::new(IpAddr::V4(Ipv4Addr::from(net as u32)), len % 33)
+            } else {
+                IpNet::new(IpAddr::V6(Ipv6Addr::from(net)), len)
+            }
+            .unwrap();
+            let a = if v4_addr {
+                let shift = if v4_net { 0 } else { 96 };
+                IpAddr::V4(Ipv4Addr::from((addr >> shift) as u32))
+            } else {
+                IpAddr::V6(Ipv6Addr::from(addr))
+            };
+            proptest::prop_assert_eq!(net_contains(&n, a), n.contains(&a));
+        }
+    }
+
+    #[test]
+    fn home_networks_by_mask() {
+        let n = NetworkConfig::default();
+        assert!(n.is_home("10.1.2.3".parse().unwrap()));
+        assert!(n.is_home("100.127.255.255".parse().unwrap()));
+        assert!(!n.is_home("100.128.0.0".parse().unwrap()));
+        assert!(n.is_home("fd00::1".parse().unwrap()));
+        assert!(!n.is_home("8.8.8.8".parse().unwrap()));
+        assert!(!n.is_home("2001:db8::1".parse().unwrap()));
+    }
 }

@@ -412,7 +412,7 @@ fn starts_like_sip(payload: &[u8]) -> bool {
     if tok == 0 || head.get(tok) != Some(&b' ') {
         return false;
     }
-    let line = match head.iter().position(|&b| b == b'\n') {
+    let line = match memchr::memchr(b'\n', head) {
         Some(i) => head.get(..i).unwrap_or(&[]),
         None => head,
     };
@@ -466,12 +466,29 @@ fn parse_inner<'a>(
     if input.is_empty() {
         return Err(SipError::Empty);
     }
+    // One UTF-8 check for the whole message (a few word-wide steps where it is ASCII) instead of
+    // one per line; a line past the valid prefix is checked on its own (and skipped if bad).
+    let valid = match std::str::from_utf8(input) {
+        Ok(s) => s,
+        Err(e) => std::str::from_utf8(input.get(..e.valid_up_to()).unwrap_or(&[])).unwrap_or(""),
+    };
     let mut lines = Lines { buf: input, pos: 0 };
     let first = lines.next_line().ok_or(SipError::Empty)?;
-    let first = std::str::from_utf8(first).map_err(|_| SipError::NotUtf8)?;
+    // The first line ends before an ASCII byte (or the input): in the valid prefix unless bad.
+    let first = valid.get(..first.len()).ok_or(SipError::NotUtf8)?;
     let start = parse_start_line(first)?;
 
-    let mut headers: heapless::Vec<Header<'a>, MAX_HEADERS> = heapless::Vec::new();
+    // Built in place: the header array is some 4 KB, not to be copied into the result.
+    let mut msg = SipMessage {
+        start,
+        headers: heapless::Vec::new(),
+        body: &[],
+        skipped_headers: 0,
+        trailing: 0,
+        body_truncated: false,
+        content_length_ignored: false,
+    };
+    let headers = &mut msg.headers;
     let mut skipped_headers: u16 = 0;
     let mut body_start = input.len();
     let mut cut_in_headers = !lines.ended_with_newline();
@@ -506,10 +523,16 @@ fn parse_inner<'a>(
             }
             break;
         }
-        let raw = input.get(line_start..end).unwrap_or(&[]);
-        let Ok(text) = std::str::from_utf8(raw) else {
-            skipped_headers = skipped_headers.saturating_add(1);
-            continue;
+        // Line starts and ends sit next to ASCII bytes: char boundaries of the valid prefix.
+        let text = match valid.get(line_start..end) {
+            Some(t) => t,
+            None => match std::str::from_utf8(input.get(line_start..end).unwrap_or(&[])) {
+                Ok(t) => t,
+                Err(_) => {
+                    skipped_headers = skipped_headers.saturating_add(1);
+                    continue;
+                }
+            },
         };
         let (name, value) = split_at_byte(text, b':').ok_or(SipError::BadHeader)?;
         let name = name.trim_end_matches([' ', '\t']);
@@ -569,15 +592,12 @@ fn parse_inner<'a>(
         },
         None => (rest, 0),
     };
-    Ok(SipMessage {
-        start,
-        headers,
-        body,
-        skipped_headers,
-        trailing,
-        body_truncated,
-        content_length_ignored,
-    })
+    msg.body = body;
+    msg.skipped_headers = skipped_headers;
+    msg.trailing = trailing;
+    msg.body_truncated = body_truncated;
+    msg.content_length_ignored = content_length_ignored;
+    Ok(msg)
 }
 
 /// TCP framing: the length of the first message in `buf` (headers + Content-Length body), or
@@ -1164,6 +1184,10 @@ fn parse_port(p: &str) -> Option<u16> {
 
 /// Whether every quoted string is closed.
 fn quotes_balanced(s: &str) -> bool {
+    // Most values quote nothing.
+    if memchr::memchr(b'"', s.as_bytes()).is_none() {
+        return true;
+    }
     let mut in_q = false;
     let mut esc = false;
     for b in s.bytes() {
@@ -1271,7 +1295,7 @@ impl<'a> Lines<'a> {
         if rest.is_empty() {
             return None;
         }
-        let (line, adv) = match rest.iter().position(|&b| b == b'\n') {
+        let (line, adv) = match memchr::memchr(b'\n', rest) {
             Some(i) => (rest.get(..i).unwrap_or(&[]), i + 1),
             None => (rest, rest.len()),
         };

@@ -2,24 +2,78 @@
 //! a deadline (an idle timeout or an expiry). A full table evicts the entry with the earliest
 //! deadline to make room and counts it; `first_due` hands out entries whose deadline passed.
 //!
-//! Contract: every operation is O(log n); memory is bounded by the capacity; no clock (deadlines
-//! are packet times the caller computes).
+//! Contract: every operation is O(log n) amortised; memory is bounded by the capacity; no clock
+//! (deadlines are packet times the caller computes).
+//!
+//! The deadline order is a binary heap with lazy deletion: moving a deadline later (the common
+//! touch) only rewrites the entry's slot; its heap item, which is never later than the slot, is
+//! requeued when it reaches the top. Items of removed keys are dropped when they surface, and the
+//! heap is rebuilt when such stale items outnumber the live ones. Slots are (deadline, sequence)
+//! pairs, unique, so the order is total and the same as sorting every live entry by its slot.
 
 use crate::model::Timestamp;
 use std::borrow::Borrow;
-use std::collections::BTreeMap;
+use std::cmp::{Ordering, Reverse};
+use std::collections::BinaryHeap;
 use std::hash::Hash;
+
+/// Where an entry sits in the deadline order: its deadline (microseconds), then the sequence
+/// number of the change that set it (earlier changes first among equal deadlines).
+type Slot = (i64, u64);
+
+/// One entry of a `TimedTable`: the value, its slot and the slot of its heap item.
+#[derive(Debug)]
+struct Entry<V> {
+    value: V,
+    slot: Slot,
+    /// The slot of this key's live heap item: never later than `slot`.
+    queued: Slot,
+}
+
+/// A heap item: a key and the slot it was queued at. Ordered by the slot alone.
+#[derive(Debug)]
+struct Due<K> {
+    slot: Slot,
+    key: K,
+}
+
+impl<K> PartialEq for Due<K> {
+    fn eq(&self, other: &Self) -> bool {
+        self.slot == other.slot
+    }
+}
+impl<K> Eq for Due<K> {}
+impl<K> PartialOrd for Due<K> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl<K> Ord for Due<K> {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.slot.cmp(&other.slot)
+    }
+}
 
 /// A map with a capacity whose entries carry a deadline. `insert` into a full table evicts the
 /// entry with the earliest deadline (for idle timeouts that is the least recently seen).
 #[derive(Debug)]
 pub struct TimedTable<K, V> {
-    map: crate::model::FastMap<K, (V, (i64, u64))>,
-    order: BTreeMap<(i64, u64), K>,
+    map: crate::model::FastMap<K, Entry<V>>,
+    order: BinaryHeap<Reverse<Due<K>>>,
     next: u64,
     cap: usize,
     /// Entries evicted by `insert` into a full table (the eviction counter of the table).
     evictions: u64,
+}
+
+/// What `settle` found at the top of the heap.
+enum Top {
+    /// A live key queued at its current slot.
+    Live,
+    /// A live key whose deadline moved later: requeue it at this slot.
+    Later(Slot),
+    /// A removed key, or a key queued again since.
+    Stale,
 }
 
 impl<K: Hash + Eq + Clone, V> TimedTable<K, V> {
@@ -27,7 +81,7 @@ impl<K: Hash + Eq + Clone, V> TimedTable<K, V> {
     pub fn new(cap: usize) -> Self {
         TimedTable {
             map: crate::model::FastMap::default(),
-            order: BTreeMap::new(),
+            order: BinaryHeap::new(),
             next: 0,
             cap: cap.max(1),
             evictions: 0,
@@ -61,14 +115,14 @@ impl<K: Hash + Eq + Clone, V> TimedTable<K, V> {
     where
         K: Borrow<Q>,
     {
-        self.map.get(k).map(|e| &e.0)
+        self.map.get(k).map(|e| &e.value)
     }
     /// The value of `k`, mutable (its deadline unchanged).
     pub fn get_mut<Q: Hash + Eq + ?Sized>(&mut self, k: &Q) -> Option<&mut V>
     where
         K: Borrow<Q>,
     {
-        self.map.get_mut(k).map(|e| &mut e.0)
+        self.map.get_mut(k).map(|e| &mut e.value)
     }
     /// The value and its deadline in one lookup.
     pub(crate) fn get_mut_with_deadline<Q: Hash + Eq + ?Sized>(
@@ -78,28 +132,45 @@ impl<K: Hash + Eq + Clone, V> TimedTable<K, V> {
     where
         K: Borrow<Q>,
     {
-        self.map.get_mut(k).map(|e| (&mut e.0, Timestamp((e.1).0)))
+        self.map
+            .get_mut(k)
+            .map(|e| (&mut e.value, Timestamp(e.slot.0)))
     }
     /// Current deadline of `k`.
     pub(crate) fn deadline<Q: Hash + Eq + ?Sized>(&self, k: &Q) -> Option<Timestamp>
     where
         K: Borrow<Q>,
     {
-        self.map.get(k).map(|e| Timestamp((e.1).0))
+        self.map.get(k).map(|e| Timestamp(e.slot.0))
+    }
+    /// The next slot at `deadline`.
+    fn slot(&mut self, deadline: Timestamp) -> Slot {
+        let slot = (deadline.micros(), self.next);
+        self.next += 1;
+        slot
     }
     /// Inserts (or replaces) `k`; returns the entry evicted to make room, if any.
     pub(crate) fn insert(&mut self, k: K, v: V, deadline: Timestamp) -> Option<(K, V)> {
         let mut evicted = None;
-        if let Some(old) = self.map.remove(&k) {
-            self.order.remove(&old.1);
-        } else if self.map.len() >= self.cap {
+        // A replaced entry's heap item goes stale: the new one is queued at a newer slot.
+        if self.map.remove(&k).is_none() && self.map.len() >= self.cap {
             evicted = self.pop_first();
             self.evictions += u64::from(evicted.is_some());
         }
-        let slot = (deadline.micros(), self.next);
-        self.next += 1;
-        self.order.insert(slot, k.clone());
-        self.map.insert(k, (v, slot));
+        let slot = self.slot(deadline);
+        self.order.push(Reverse(Due {
+            slot,
+            key: k.clone(),
+        }));
+        self.map.insert(
+            k,
+            Entry {
+                value: v,
+                slot,
+                queued: slot,
+            },
+        );
+        self.compact();
         evicted
     }
     /// The value of `k` with its deadline moved to `deadline`, made by `make` when absent (a
@@ -112,26 +183,36 @@ impl<K: Hash + Eq + Clone, V> TimedTable<K, V> {
     ) -> Option<&mut V> {
         if self.map.contains_key(&k) {
             self.set_deadline(&k, deadline);
-            return self.map.get_mut(&k).map(|e| &mut e.0);
+            return self.map.get_mut(&k).map(|e| &mut e.value);
         }
         self.insert(k.clone(), make(), deadline);
-        self.map.get_mut(&k).map(|e| &mut e.0)
+        self.map.get_mut(&k).map(|e| &mut e.value)
     }
     /// Moves `k`'s deadline.
     pub(crate) fn set_deadline<Q: Hash + Eq + ?Sized>(&mut self, k: &Q, deadline: Timestamp)
     where
         K: Borrow<Q>,
     {
-        if let Some(e) = self.map.get_mut(k) {
-            if (e.1).0 == deadline.micros() {
-                return;
-            }
-            if let Some(key) = self.order.remove(&e.1) {
-                let slot = (deadline.micros(), self.next);
-                self.next += 1;
-                e.1 = slot;
-                self.order.insert(slot, key);
-            }
+        let next = &mut self.next;
+        let Some(e) = self.map.get_mut(k) else {
+            return;
+        };
+        if e.slot.0 == deadline.micros() {
+            return;
+        }
+        e.slot = (deadline.micros(), *next);
+        *next += 1;
+        if e.slot > e.queued {
+            // Later than its heap item: requeued when that item reaches the top.
+            return;
+        }
+        // Earlier: queue it anew; the old item goes stale.
+        e.queued = e.slot;
+        let slot = e.slot;
+        if let Some((key, _)) = self.map.get_key_value(k) {
+            let key = key.clone();
+            self.order.push(Reverse(Due { slot, key }));
+            self.compact();
         }
     }
     /// Removes `k`'s entry and returns its value.
@@ -139,34 +220,84 @@ impl<K: Hash + Eq + Clone, V> TimedTable<K, V> {
     where
         K: Borrow<Q>,
     {
-        let (v, slot) = self.map.remove(k)?;
-        self.order.remove(&slot);
-        Some(v)
+        let e = self.map.remove(k)?;
+        self.compact();
+        Some(e.value)
+    }
+    /// Brings the live entry with the earliest slot to the top of the heap (dropping stale items
+    /// and requeueing entries whose deadline moved later); `None` when the table is empty.
+    fn settle(&mut self) -> Option<&Due<K>> {
+        loop {
+            let Reverse(due) = self.order.peek()?;
+            let top = match self.map.get_mut(&due.key) {
+                Some(e) if e.queued == due.slot && e.slot == due.slot => Top::Live,
+                Some(e) if e.queued == due.slot => {
+                    e.queued = e.slot;
+                    Top::Later(e.slot)
+                }
+                _ => Top::Stale,
+            };
+            match top {
+                Top::Live => break,
+                Top::Later(slot) => {
+                    if let Some(mut item) = self.order.peek_mut() {
+                        item.0.slot = slot;
+                    }
+                }
+                Top::Stale => {
+                    self.order.pop();
+                }
+            }
+        }
+        self.order.peek().map(|Reverse(due)| due)
+    }
+    /// Rebuilds the heap from the live entries once stale items outnumber them (keeps the heap
+    /// within twice the table's size, plus a little).
+    fn compact(&mut self) {
+        if self.order.len() <= 2 * self.map.len() + 32 {
+            return;
+        }
+        let mut items = std::mem::take(&mut self.order).into_vec();
+        items.clear();
+        items.extend(self.map.iter_mut().map(|(k, e)| {
+            e.queued = e.slot;
+            Reverse(Due {
+                slot: e.slot,
+                key: k.clone(),
+            })
+        }));
+        self.order = BinaryHeap::from(items);
     }
     /// Removes the entry with the earliest deadline.
     pub fn pop_first(&mut self) -> Option<(K, V)> {
-        let (_, k) = self.order.pop_first()?;
-        let (v, _) = self.map.remove(&k)?;
-        Some((k, v))
+        self.settle()?;
+        let Reverse(due) = self.order.pop()?;
+        let e = self.map.remove(&due.key)?;
+        Some((due.key, e.value))
     }
     /// The key with the earliest deadline other than `keep`.
-    pub(crate) fn first_except<Q: Hash + Eq + ?Sized>(&self, keep: Option<&Q>) -> Option<K>
+    pub(crate) fn first_except<Q: Hash + Eq + ?Sized>(&mut self, keep: Option<&Q>) -> Option<K>
     where
         K: Borrow<Q>,
     {
-        self.order
-            .values()
-            .find(|k| keep.is_none_or(|x| (*k).borrow() != x))
-            .cloned()
+        let first = self.settle()?;
+        if keep.is_none_or(|x| first.key.borrow() != x) {
+            return Some(first.key.clone());
+        }
+        // `keep` is first: set it aside while the next one surfaces.
+        let kept = self.order.pop()?;
+        let next = self.settle().map(|due| due.key.clone());
+        self.order.push(kept);
+        next
     }
     /// The key with the earliest deadline if that deadline is at or before `now`.
-    pub(crate) fn first_due(&self, now: Timestamp) -> Option<K> {
-        let (slot, k) = self.order.first_key_value()?;
-        (slot.0 <= now.micros()).then(|| k.clone())
+    pub(crate) fn first_due(&mut self, now: Timestamp) -> Option<K> {
+        let first = self.settle()?;
+        (first.slot.0 <= now.micros()).then(|| first.key.clone())
     }
     /// Every value, in no particular order.
     pub(crate) fn values(&self) -> impl Iterator<Item = &V> {
-        self.map.values().map(|e| &e.0)
+        self.map.values().map(|e| &e.value)
     }
     /// Removes everything, in deadline order.
     pub(crate) fn drain_ordered(&mut self) -> Vec<(K, V)> {
@@ -174,6 +305,7 @@ impl<K: Hash + Eq + Clone, V> TimedTable<K, V> {
         while let Some(e) = self.pop_first() {
             out.push(e);
         }
+        self.order.clear();
         out
     }
 }
@@ -215,5 +347,94 @@ mod tests {
         assert_eq!(t.get(&1), Some(&vec![1, 3]));
         assert!(!t.contains(&2));
         assert_eq!(t.evictions(), 1);
+    }
+
+    /// The same operations on a plain list sorted by slot: the order the heap must reproduce.
+    #[derive(Default)]
+    struct Model {
+        entries: Vec<(u8, u32, (i64, u64))>,
+        next: u64,
+        cap: usize,
+        evictions: u64,
+    }
+
+    impl Model {
+        fn pos(&self, k: u8) -> Option<usize> {
+            self.entries.iter().position(|e| e.0 == k)
+        }
+        fn first(&self) -> Option<usize> {
+            (0..self.entries.len()).min_by_key(|&i| self.entries[i].2)
+        }
+        fn slot(&mut self, d: i64) -> (i64, u64) {
+            self.next += 1;
+            (d, self.next)
+        }
+        fn insert(&mut self, k: u8, v: u32, d: i64) -> Option<(u8, u32)> {
+            let mut evicted = None;
+            if let Some(i) = self.pos(k) {
+                self.entries.remove(i);
+            } else if self.entries.len() >= self.cap {
+                evicted = self.pop_first();
+                self.evictions += 1;
+            }
+            let s = self.slot(d);
+            self.entries.push((k, v, s));
+            evicted
+        }
+        fn set_deadline(&mut self, k: u8, d: i64) {
+            if let Some(i) = self.pos(k) {
+                if self.entries[i].2 .0 != d {
+                    self.entries[i].2 = self.slot(d);
+                }
+            }
+        }
+        fn pop_first(&mut self) -> Option<(u8, u32)> {
+            let i = self.first()?;
+            let e = self.entries.remove(i);
+            Some((e.0, e.1))
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn heap_order_matches_a_sorted_list(
+            cap in 1usize..12,
+            ops in proptest::collection::vec((0u8..6, 0u8..16, 0i64..40), 0..300),
+        ) {
+            let mut t: TimedTable<u8, u32> = TimedTable::new(cap);
+            let mut m = Model { cap, ..Model::default() };
+            for (n, (op, k, d)) in ops.into_iter().enumerate() {
+                let v = n as u32;
+                match op {
+                    0 | 1 => proptest::prop_assert_eq!(
+                        t.insert(k, v, Timestamp(d)),
+                        m.insert(k, v, d)
+                    ),
+                    2 => {
+                        t.set_deadline(&k, Timestamp(d));
+                        m.set_deadline(k, d);
+                    }
+                    3 => {
+                        let r = m.pos(k).map(|i| m.entries.remove(i).1);
+                        proptest::prop_assert_eq!(t.remove(&k), r);
+                    }
+                    4 => {
+                        let due = m.first().filter(|&i| m.entries[i].2 .0 <= d);
+                        proptest::prop_assert_eq!(t.first_due(Timestamp(d)), due.map(|i| m.entries[i].0));
+                        let mut rest: Vec<_> = m.entries.iter().filter(|e| e.0 != k).collect();
+                        rest.sort_by_key(|e| e.2);
+                        proptest::prop_assert_eq!(t.first_except(Some(&k)), rest.first().map(|e| e.0));
+                    }
+                    _ => proptest::prop_assert_eq!(t.pop_first(), m.pop_first()),
+                }
+                proptest::prop_assert_eq!(t.len(), m.entries.len());
+                proptest::prop_assert!(t.order.len() <= 2 * t.len() + 33);
+                proptest::prop_assert_eq!(t.evictions(), m.evictions);
+            }
+            let mut rest = m.entries.clone();
+            rest.sort_by_key(|e| e.2);
+            let want: Vec<_> = rest.iter().map(|e| (e.0, e.1)).collect();
+            proptest::prop_assert_eq!(t.drain_ordered(), want);
+        }
     }
 }

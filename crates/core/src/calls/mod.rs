@@ -222,7 +222,8 @@ impl Tracker {
     #[inline(never)]
     fn on_sip_datagram(&mut self, d: &Datagram<'_>, events: &mut Vec<Event>) {
         // A body cut short (snaplen, lost fragment) still leaves headers worth tracking.
-        match sip::parse_lenient(d.payload, &self.sip_limits) {
+        // Matched by reference: the message holds a 4 KB header array.
+        match &sip::parse_lenient(d.payload, &self.sip_limits) {
             Ok(msg) => {
                 if msg.body_truncated {
                     self.errors.add("sip.truncated", 1);
@@ -231,7 +232,7 @@ impl Tracker {
                 if msg.content_length_ignored {
                     self.errors.add("sip.bad_content_length", 1);
                 }
-                self.on_sip(&msg, d, events);
+                self.on_sip(msg, d, events);
             }
             Err(e) => self.errors.add(&format!("sip.{}", e.kind()), 1),
         }

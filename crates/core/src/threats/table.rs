@@ -324,12 +324,16 @@ impl ThreatTable {
 
     pub(super) fn on_request(&mut self, peer_ip: IpAddr, p: &ProbeRecord) {
         let user = called_user(p.request_user.as_deref(), p.to_user.as_deref());
-        let premium = match p.method {
-            ProbeMethod::Invite => user.and_then(|u| self.premium(u)),
+        // One classification for both questions (a flood asks them on every request).
+        let class = user.map(|u| self.user_class(u));
+        let premium = match (p.method, class) {
+            (ProbeMethod::Invite, Some(super::UserClass::Toll { rest, .. })) => {
+                Some(rest.to_string())
+            }
             _ => None,
         };
         let uh = user.map(|u| self.hash(u));
-        let number = user.is_some_and(|u| self.user_class(u) == super::UserClass::Number);
+        let number = class == Some(super::UserClass::Number);
         let ph = premium.as_deref().map(|n| self.hash(n));
         let lh = self.hasher.hash_one(p.line);
         let cfg = self.cfg.clone();
