@@ -273,6 +273,8 @@ impl<K: Hash + Eq + Clone, V> TimedTable<K, V> {
         self.settle()?;
         let Reverse(due) = self.order.pop()?;
         let e = self.map.remove(&due.key)?;
+        // Each pop takes one live entry and maybe only one item: keep the bound.
+        self.compact();
         Some((due.key, e.value))
     }
     /// The key with the earliest deadline other than `keep`.
