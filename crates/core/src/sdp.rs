@@ -210,12 +210,8 @@ pub fn parse(body: &[u8]) -> Result<Sdp<'_>, SdpError> {
     // Whether the current m= section was dropped (its attributes are ignored too).
     let mut in_dropped_media = false;
 
-    // One UTF-8 check for the whole body instead of one per line; a line past the valid prefix
-    // is checked on its own (and counted bad if it fails).
-    let valid = match std::str::from_utf8(body) {
-        Ok(s) => s,
-        Err(e) => std::str::from_utf8(body.get(..e.valid_up_to()).unwrap_or(&[])).unwrap_or(""),
-    };
+    // Checked for UTF-8 once; a bad line is counted.
+    let utf8 = crate::sip::Utf8Lines::new(body);
     // Lines split at LF, with their offsets (the pieces of `body.split` on b'\n').
     let lines = memchr::memchr_iter(b'\n', body)
         .chain(std::iter::once(body.len()))
@@ -229,11 +225,7 @@ pub fn parse(body: &[u8]) -> Result<Sdp<'_>, SdpError> {
         if raw.iter().all(|b| b.is_ascii_whitespace()) {
             continue;
         }
-        // Both ends of a line sit next to ASCII bytes: char boundaries of the valid prefix.
-        let Some(line) = valid
-            .get(at..at + raw.len())
-            .or_else(|| std::str::from_utf8(raw).ok())
-        else {
+        let Some(line) = utf8.get(at, at + raw.len()) else {
             sdp.bad_lines = sdp.bad_lines.saturating_add(1);
             continue;
         };

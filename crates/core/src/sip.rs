@@ -466,16 +466,10 @@ fn parse_inner<'a>(
     if input.is_empty() {
         return Err(SipError::Empty);
     }
-    // One UTF-8 check for the whole message (a few word-wide steps where it is ASCII) instead of
-    // one per line; a line past the valid prefix is checked on its own (and skipped if bad).
-    let valid = match std::str::from_utf8(input) {
-        Ok(s) => s,
-        Err(e) => std::str::from_utf8(input.get(..e.valid_up_to()).unwrap_or(&[])).unwrap_or(""),
-    };
+    let utf8 = Utf8Lines::new(input);
     let mut lines = Lines { buf: input, pos: 0 };
     let first = lines.next_line().ok_or(SipError::Empty)?;
-    // The first line ends before an ASCII byte (or the input): in the valid prefix unless bad.
-    let first = valid.get(..first.len()).ok_or(SipError::NotUtf8)?;
+    let first = utf8.get(0, first.len()).ok_or(SipError::NotUtf8)?;
     let start = parse_start_line(first)?;
 
     // Built in place: the header array is some 4 KB, not to be copied into the result.
@@ -523,16 +517,9 @@ fn parse_inner<'a>(
             }
             break;
         }
-        // Line starts and ends sit next to ASCII bytes: char boundaries of the valid prefix.
-        let text = match valid.get(line_start..end) {
-            Some(t) => t,
-            None => match std::str::from_utf8(input.get(line_start..end).unwrap_or(&[])) {
-                Ok(t) => t,
-                Err(_) => {
-                    skipped_headers = skipped_headers.saturating_add(1);
-                    continue;
-                }
-            },
+        let Some(text) = utf8.get(line_start, end) else {
+            skipped_headers = skipped_headers.saturating_add(1);
+            continue;
         };
         let (name, value) = split_at_byte(text, b':').ok_or(SipError::BadHeader)?;
         let name = name.trim_end_matches([' ', '\t']);
@@ -1057,6 +1044,34 @@ fn is_ws_byte(b: &u8) -> bool {
 
 // Trimmed by bytes: the white space is ASCII, never part of another char, so this is
 // `str::trim_matches` on those chars without decoding each char from UTF-8.
+/// The UTF-8 text of a message's lines, checked once for the whole buffer (a few word-wide
+/// steps where it is ASCII) instead of once per line. Lines start and end next to ASCII bytes
+/// (CR, LF), so a line inside the valid prefix is a slice of it; a line past the prefix is
+/// checked on its own. Used by the SIP and SDP parsers.
+pub(crate) struct Utf8Lines<'a> {
+    bytes: &'a [u8],
+    valid: &'a str,
+}
+
+impl<'a> Utf8Lines<'a> {
+    pub(crate) fn new(bytes: &'a [u8]) -> Utf8Lines<'a> {
+        let valid = match std::str::from_utf8(bytes) {
+            Ok(s) => s,
+            Err(e) => {
+                std::str::from_utf8(bytes.get(..e.valid_up_to()).unwrap_or(&[])).unwrap_or("")
+            }
+        };
+        Utf8Lines { bytes, valid }
+    }
+
+    /// The text of `bytes[start..end]`; `None` when that is not UTF-8.
+    pub(crate) fn get(&self, start: usize, end: usize) -> Option<&'a str> {
+        self.valid
+            .get(start..end)
+            .or_else(|| std::str::from_utf8(self.bytes.get(start..end)?).ok())
+    }
+}
+
 fn trim(s: &str) -> &str {
     let b = s.as_bytes();
     let start = b.iter().position(|c| !is_ws_byte(c)).unwrap_or(b.len());
