@@ -82,13 +82,10 @@ impl ThreatTable {
         // of numbers) is withdrawn: the flood explains it. A stream the lines went on to take
         // part in (a gateway's feed whose answered calls end after its failed ones, most of all
         // where the tap carries no media) is no framing: withdrawn too.
-        let mut withdrawn = if kinds & ThreatKind::Flood.bit() != 0 {
-            ThreatKind::Enumeration.bit() | ThreatKind::Framing.bit()
-        } else {
-            0
-        };
-        if kinds & ThreatKind::Framing.bit() == 0 {
-            withdrawn |= ThreatKind::Framing.bit();
+        // (A flood never earns framing above, so its withdrawal is covered by the first term.)
+        let mut withdrawn = ThreatKind::Framing.bit() & !kinds;
+        if kinds & ThreatKind::Flood.bit() != 0 {
+            withdrawn |= ThreatKind::Enumeration.bit();
         }
         let new = kinds & !p.kinds;
         if new == 0 && p.kinds & withdrawn == 0 {
@@ -231,9 +228,9 @@ impl ThreatTable {
             short_span(e.last.secs_since(e.first)),
             what.join(", "),
             agents_text(&e.agents),
-            e.answers.text()
+            e.answers().text()
         );
-        let answers = e.answers.to_map();
+        let answers = e.answers().to_map();
         // A source with a finding of another kind of its own (a search or a sweep that hit
         // the line during the flood) is an attacker in its own right, not one of the flood's
         // forged sources.
@@ -342,45 +339,46 @@ impl ThreatTable {
                     ),
                 )
             }
-            ThreatKind::Framing if p.framed_targets(&self.cfg).is_empty() => {
-                // Withdrawn (see `classify`): what the lines did with the stream.
-                let calls: u64 = p.targets.iter().map(|t| t.calls_ended).sum();
-                let relayed: u64 = p.targets.iter().map(|t| t.calls_relayed).sum();
-                let open: u64 = p.targets.iter().map(|t| t.answered_open).sum();
-                (
-                    0.0,
-                    format!(
-                        "no longer framing: the lines took part in {relayed} of the {calls} INVITEs that ended ({open} answered and still running){agents}: their business, judged by detection"
-                    ),
-                )
-            }
             ThreatKind::Framing => {
                 let framed = p.framed_targets(&self.cfg);
-                let calls: u64 = framed.iter().map(|t| t.calls_ended).sum();
-                // INVITEs sent (some may still be open; their numbers are counted as sent).
-                let invites: u64 = framed
-                    .iter()
-                    .map(|t| t.requests.saturating_sub(t.probes))
-                    .sum();
-                let numbers: u64 = framed.iter().map(|t| u64::from(t.numbers)).sum();
-                let relayed: u64 = framed.iter().map(|t| t.calls_relayed).sum();
-                let conc = framed.iter().map(|t| t.max_open).max().unwrap_or(0);
-                let mut ans = Answers::default();
-                for t in &framed {
-                    for (i, n) in t.answers.participation.iter().enumerate() {
-                        if let Some(x) = ans.participation.get_mut(i) {
-                            *x += n;
+                if framed.is_empty() {
+                    // Withdrawn (see `classify`): what the lines did with the stream.
+                    let calls: u64 = p.targets.iter().map(|t| t.calls_ended).sum();
+                    let relayed: u64 = p.targets.iter().map(|t| t.calls_relayed).sum();
+                    let open: u64 = p.targets.iter().map(|t| t.answered_open).sum();
+                    (
+                        0.0,
+                        format!(
+                            "no longer framing: the lines took part in {relayed} of the {calls} INVITEs that ended ({open} answered and still running){agents}: their business, judged by detection"
+                        ),
+                    )
+                } else {
+                    let calls: u64 = framed.iter().map(|t| t.calls_ended).sum();
+                    // INVITEs sent (some may still be open; their numbers are counted as sent).
+                    let invites: u64 = framed
+                        .iter()
+                        .map(|t| t.requests.saturating_sub(t.probes))
+                        .sum();
+                    let numbers: u64 = framed.iter().map(|t| u64::from(t.numbers)).sum();
+                    let relayed: u64 = framed.iter().map(|t| t.calls_relayed).sum();
+                    let conc = framed.iter().map(|t| t.max_open).max().unwrap_or(0);
+                    let mut ans = Answers::default();
+                    for t in &framed {
+                        for (i, n) in t.answers.participation.iter().enumerate() {
+                            if let Some(x) = ans.participation.get_mut(i) {
+                                *x += n;
+                            }
                         }
                     }
+                    (
+                        framed.len() as f64,
+                        format!(
+                            "{invites} INVITEs to {numbers} distinct numbers at {} lines in {span} ({calls} ended), up to {conc} at once{agents}; the lines relayed {relayed} ({})",
+                            framed.len(),
+                            ans.text()
+                        ),
+                    )
                 }
-                (
-                    framed.len() as f64,
-                    format!(
-                        "{invites} INVITEs to {numbers} distinct numbers at {} lines in {span} ({calls} ended), up to {conc} at once{agents}; the lines relayed {relayed} ({})",
-                        framed.len(),
-                        ans.text()
-                    ),
-                )
             }
             ThreatKind::CompromisedPbx => (0.0, String::new()),
         };

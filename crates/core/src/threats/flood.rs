@@ -44,6 +44,7 @@ pub(super) struct LineFlood {
     pub(super) samples: Vec<IpAddr>,
     pub(super) agents: Vec<String>,
     pub(super) methods: MethodCounts,
+    /// Answers seen since flagged (what was asked is read off `methods`: see `answers()`).
     pub(super) answers: Answers,
     /// When the episode closed (reported as ended), until the line floods again.
     pub(super) ended: Option<Timestamp>,
@@ -99,9 +100,6 @@ impl LineFlood {
         if self.hot {
             self.requests += 1;
             self.methods.add(method);
-            if method != Some(ProbeMethod::Invite) {
-                self.answers.asked += 1;
-            }
             self.sources
                 .get_or_insert_with(|| Box::new(Sketch::new()))
                 .insert(sh);
@@ -125,7 +123,6 @@ impl LineFlood {
         // The whole window that tripped it belongs to the flood.
         self.requests += self.rate.count;
         self.methods.merge(&self.window_methods);
-        self.answers.asked += self.window_methods.asked();
         self.window_methods = MethodCounts::default();
         let sources = self.sources.get_or_insert_with(|| Box::new(Sketch::new()));
         for h in &self.window_sources {
@@ -136,6 +133,13 @@ impl LineFlood {
             self.last = ts;
         }
         renewed
+    }
+
+    /// What the lines answered, with the requests that asked for an answer (all but INVITEs).
+    pub(super) fn answers(&self) -> Answers {
+        let mut a = self.answers.clone();
+        a.asked = self.methods.asked();
+        a
     }
 
     fn note_peaks(&mut self) {

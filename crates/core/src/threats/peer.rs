@@ -98,7 +98,7 @@ pub(super) struct Target {
     /// INVITEs that ended, and how many the line relayed (took part in, or answered).
     pub(super) calls_ended: u64,
     pub(super) calls_relayed: u64,
-    /// Ordinary INVITEs the line answered that have not ended yet: a gateway's answered calls
+    /// INVITEs the line answered that have not ended yet: a gateway's answered calls
     /// end after its failed attempts, so without them its feed would read as a stream it
     /// rejects until the answers end.
     pub(super) answered_open: u64,
