@@ -109,7 +109,8 @@ pub(crate) fn foreign_inbound(p: &Profile, c: &Ctx) -> Signal {
     // line's own number (or a DID block) are a subscriber's, whose provider happens to be
     // abroad: an expatriate's VoIP number, robocalls and all.
     let (nums, blocks, n) = p.recent_called();
-    let own_numbers = n >= OWN_NUMBERS_MIN_CALLS && (nums <= 2 || blocks <= 2);
+    // At most two blocks (a block holds one number or more).
+    let own_numbers = n >= OWN_NUMBERS_MIN_CALLS && blocks <= 2;
     if own_numbers {
         let _ = write!(
             detail,

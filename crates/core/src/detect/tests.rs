@@ -86,31 +86,25 @@ fn ramp_edges() {
     assert_eq!(ramp(2.0, 2.0, 2.0), 1.0);
 }
 
+/// A mobile number per call, different each time (a gateway feed's).
+fn mobile(i: usize) -> String {
+    format!("+86138{:08}", 1000 + i * 7919)
+}
+
+/// `n` inbound calls from `peer`, a minute apart, answered and talked 30 s.
+fn answered_in(n: usize, peer: &str, to: impl Fn(usize) -> String) -> Vec<Event> {
+    calls(n, 60.0, Direction::Inbound, peer, to, |_| Some(30.0))
+}
+
 #[test]
 fn foreign_inbound_needs_foreign_peer_and_volume() {
     let own = |_| "+31205551234".to_string();
-    let mobiles = |i: usize| format!("+86138{:08}", 1000 + i * 7919);
-    let s = sig(
-        foreign_inbound,
-        &calls(
-            10,
-            60.0,
-            Direction::Inbound,
-            synth::SOFTSWITCH,
-            mobiles,
-            |_| Some(30.0),
-        ),
-    );
+    let s = sig(foreign_inbound, &answered_in(10, synth::SOFTSWITCH, mobile));
     assert!(s.strength > 0.9, "{s:?}");
     assert!(s.detail.contains("203.0.113.10 (foreign)"), "{}", s.detail);
     // The same calls for the line's own number: a subscriber of a provider abroad (an
     // expatriate's number), not a feed; likewise for a DID block, but not with three calls.
-    let s = sig(
-        foreign_inbound,
-        &calls(10, 60.0, Direction::Inbound, synth::SOFTSWITCH, own, |_| {
-            Some(30.0)
-        }),
-    );
+    let s = sig(foreign_inbound, &answered_in(10, synth::SOFTSWITCH, own));
     assert_eq!(s.strength, 0.0, "{s:?}");
     assert!(
         s.detail.contains("were for 1 number(s): the line's own"),
@@ -118,34 +112,14 @@ fn foreign_inbound_needs_foreign_peer_and_volume() {
         s.detail
     );
     let did = |i: usize| format!("+312055501{:02}", i * 3);
-    let s = sig(
-        foreign_inbound,
-        &calls(10, 60.0, Direction::Inbound, synth::SOFTSWITCH, did, |_| {
-            Some(30.0)
-        }),
-    );
+    let s = sig(foreign_inbound, &answered_in(10, synth::SOFTSWITCH, did));
     assert_eq!(s.strength, 0.0, "{s:?}");
     assert!(s.detail.contains("in 1 DID block(s)"), "{}", s.detail);
-    let s = sig(
-        foreign_inbound,
-        &calls(3, 60.0, Direction::Inbound, synth::SOFTSWITCH, own, |_| {
-            Some(30.0)
-        }),
-    );
+    let s = sig(foreign_inbound, &answered_in(3, synth::SOFTSWITCH, own));
     assert!(!s.detail.contains("the line's own"), "{}", s.detail);
-    let s = sig(
-        foreign_inbound,
-        &calls(10, 60.0, Direction::Inbound, synth::PROVIDER, own, |_| {
-            Some(30.0)
-        }),
-    );
+    let s = sig(foreign_inbound, &answered_in(10, synth::PROVIDER, own));
     assert_eq!(s.strength, 0.0);
-    let s = sig(
-        foreign_inbound,
-        &calls(2, 60.0, Direction::Inbound, synth::SOFTSWITCH, own, |_| {
-            Some(30.0)
-        }),
-    );
+    let s = sig(foreign_inbound, &answered_in(2, synth::SOFTSWITCH, own));
     assert_eq!(s.strength, 0.0, "two calls are not a pattern");
     let s = sig(
         foreign_inbound,
@@ -166,19 +140,8 @@ fn foreign_inbound_needs_foreign_peer_and_volume() {
 
 #[test]
 fn reasons_claim_voice_only_where_the_tap_shows_media() {
-    let mobiles = |i: usize| format!("+86138{:08}", 1000 + i * 7919);
     // Calls without any media on the tap (a SIP-only mirror): answers that lasted count.
-    let s = sig(
-        foreign_inbound,
-        &calls(
-            10,
-            60.0,
-            Direction::Inbound,
-            synth::SOFTSWITCH,
-            mobiles,
-            |_| Some(30.0),
-        ),
-    );
+    let s = sig(foreign_inbound, &answered_in(10, synth::SOFTSWITCH, mobile));
     assert!(
         s.detail
             .contains("answered (no media on the tap: answers that lasted)"),
@@ -198,7 +161,6 @@ fn reasons_claim_voice_only_where_the_tap_shows_media() {
 
 #[test]
 fn distinct_called_spots_many_numbers_but_not_own_number_or_did_block() {
-    let mobiles = |i: usize| format!("+86138{:08}", 1000 + i * 7919);
     let s = sig(
         distinct_called,
         &calls(
@@ -206,7 +168,7 @@ fn distinct_called_spots_many_numbers_but_not_own_number_or_did_block() {
             30.0,
             Direction::Inbound,
             synth::SOFTSWITCH,
-            mobiles,
+            mobile,
             |_| None,
         ),
     );
