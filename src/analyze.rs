@@ -25,7 +25,8 @@ use anyhow::Context;
 use serde::Serialize;
 use simboxd_core::engine::{Engine, EngineStats};
 use simboxd_core::model::{
-    CallRecord, Event, MediaFlowRecord, Outcome, RegistrationRecord, Timestamp, VerdictLevel,
+    CallRecord, Event, MediaFlowRecord, Outcome, RegistrationRecord, SipOnlyAnswers, Timestamp,
+    VerdictLevel,
 };
 use simboxd_core::threats::Threat;
 use std::collections::BTreeMap;
@@ -189,7 +190,7 @@ pub fn analyze_spooled(
     progress: bool,
     writers: &mut [stream::RecordWriter<Box<dyn Write>>],
 ) -> anyhow::Result<(Analysis, spool::RecordSpool)> {
-    let mut sp = spool::RecordSpool::new(cfg.detection.sip_only_min_talk_secs)
+    let mut sp = spool::RecordSpool::new(cfg.detection.sip_only_answers())
         .context("cannot create a temporary file for the records")?;
     let (engine, inputs) = run_engine(paths, cfg, progress, &mut |ev, _| {
         for w in writers.iter_mut() {
@@ -243,7 +244,7 @@ pub fn analyze_streaming(
     writers: &mut [stream::RecordWriter<Box<dyn Write>>],
     first_calls: usize,
 ) -> anyhow::Result<Streamed> {
-    let mut tallies = stream::LineTallies::new(cfg.detection.sip_only_min_talk_secs);
+    let mut tallies = stream::LineTallies::new(cfg.detection.sip_only_answers());
     let mut first = stream::FirstCalls::new(first_calls);
     let (mut call_records, mut media_records) = (0u64, 0u64);
     let (engine, inputs) = run_engine(paths, cfg, progress, &mut |ev, now| {
@@ -398,7 +399,7 @@ fn build(inputs: Vec<InputInfo>, st: EngineStats, mut col: Collector, cfg: &Conf
         &col.registrations,
         &col.media,
         st.last,
-        cfg.detection.sip_only_min_talk_secs,
+        &cfg.detection.sip_only_answers(),
     );
     build_with_lines(inputs, st, col, cfg, lines)
 }
@@ -441,7 +442,7 @@ fn line_entries(
     regs: &[RegistrationRecord],
     media: &[MediaFlowRecord],
     capture_end: Option<Timestamp>,
-    sip_only_min_talk: f64,
+    sip_only: &SipOnlyAnswers,
 ) -> Vec<LineEntry> {
     let mut by: BTreeMap<IpAddr, LineEntry> = BTreeMap::new();
     let mut numbers: BTreeMap<IpAddr, std::collections::BTreeSet<&str>> = BTreeMap::new();
@@ -471,7 +472,7 @@ fn line_entries(
         if let Some(n) = crate::figures::called_number(c) {
             numbers.entry(line).or_default().insert(n);
         }
-        if crate::figures::is_taken_inbound(c, tap_media, sip_only_min_talk) {
+        if crate::figures::is_taken_inbound(c, tap_media, sip_only) {
             e.inbound_calls_taken += 1;
             if c.outcome == Outcome::Answered {
                 e.inbound_calls_taken_answered += 1;

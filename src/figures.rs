@@ -12,7 +12,9 @@
 //!   (`LiveFigures::estimated`).
 
 use serde::Serialize;
-use simboxd_core::model::{CallRecord, Direction, Outcome, Participation, Timestamp};
+use simboxd_core::model::{
+    CallRecord, Direction, Outcome, Participation, SipOnlyAnswers, Timestamp,
+};
 
 /// One call as concurrency sees it: start and end (`None`: still open at the end of the capture).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -114,14 +116,14 @@ pub fn called_number(c: &CallRecord) -> Option<&str> {
 /// An inbound call the line took part in, as detection counts it (see
 /// `simboxd_core::model::Participation`): voice both ways or early media the line sent; an
 /// answer without any media only where the tap carried no media at all (a SIP-only mirror,
-/// `tap_media` false) and the call lasted `min_talk` seconds.
-pub fn is_taken_inbound(c: &CallRecord, tap_media: bool, min_talk: f64) -> bool {
+/// `tap_media` false) and `sip_only` counts it (it lasted, and came as late as a relayed call's).
+pub fn is_taken_inbound(c: &CallRecord, tap_media: bool, sip_only: &SipOnlyAnswers) -> bool {
     if !is_inbound(c) {
         return false;
     }
     match c.participation {
         Participation::TwoWayVoice | Participation::EarlyMedia => true,
-        Participation::AnsweredNoMedia => !tap_media && c.talk_secs().unwrap_or(0.0) >= min_talk,
+        Participation::AnsweredNoMedia => !tap_media && sip_only.count(c),
         _ => false,
     }
 }

@@ -321,3 +321,126 @@ fn a_forged_flood_over_a_range_is_found_and_expatriates_called_on_their_own_numb
         }
     }
 }
+
+/// A mirror filtered to signalling: only packets whose UDP or TCP payload starts a SIP message
+/// (a request line or `SIP/2.0`) and IP fragments past the first, of a classic little-endian
+/// pcap. Media, and everything else, is gone.
+fn sip_only(pcap: &[u8]) -> Vec<u8> {
+    const STARTS: [&[u8]; 9] = [
+        b"INVITE ",
+        b"ACK ",
+        b"BYE ",
+        b"CANCEL ",
+        b"REGISTER ",
+        b"OPTIONS ",
+        b"SIP/2.0",
+        b"PRACK ",
+        b"UPDATE ",
+    ];
+    let mut out = pcap[..24].to_vec();
+    let mut at = 24;
+    while at + 16 <= pcap.len() {
+        let incl = u32::from_le_bytes(pcap[at + 8..at + 12].try_into().unwrap()) as usize;
+        let rec = &pcap[at..at + 16 + incl];
+        at += 16 + incl;
+        let d = &rec[16..];
+        let mut off = 12;
+        let mut et = u16::from_be_bytes([d[off], d[off + 1]]);
+        off += 2;
+        while et == 0x8100 {
+            et = u16::from_be_bytes([d[off + 2], d[off + 3]]);
+            off += 4;
+        }
+        let (proto, l4) = match et {
+            0x0800 => {
+                let frag = u16::from_be_bytes([d[off + 6], d[off + 7]]) & 0x1fff;
+                if frag != 0 {
+                    out.extend_from_slice(rec);
+                    continue;
+                }
+                (d[off + 9], off + usize::from(d[off] & 15) * 4)
+            }
+            0x86dd => (d[off + 6], off + 40),
+            _ => continue,
+        };
+        let payload = match proto {
+            17 => &d[l4 + 8..],
+            6 => &d[l4 + usize::from(d[l4 + 12] >> 4) * 4..],
+            _ => continue,
+        };
+        if STARTS.iter().any(|s| payload.starts_with(s)) {
+            out.extend_from_slice(rec);
+        }
+    }
+    out
+}
+
+/// Gateways, cameras that answer anything, a PBX that relays toll fraud and households, all
+/// probed by toll-fraud dialers that hold the calls the cameras answer.
+const CAMERAS: &str = r#"
+duration = "20m"
+[[population]]
+kind = "gateway"
+channels = 4
+[[population]]
+kind = "gateway"
+channels = 8
+registration = "trunk"
+[[population]]
+kind = "camera"
+name = "cams"
+count = 3
+[[population]]
+kind = "compromised-pbx"
+name = "pbx"
+[[population]]
+kind = "household"
+count = 3
+[[noise]]
+kind = "toll-fraud"
+targets = ["cams", "pbx"]
+count = 2
+"#;
+
+#[test]
+fn on_a_sip_only_mirror_gateways_stay_found_and_cameras_held_open_by_dialers_stay_normal() {
+    let sc = Scenario::from_toml(CAMERAS, "cameras.toml").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sip-only.pcap");
+    let strict = cfg();
+    let mut lax = cfg();
+    lax.detection.sip_only_min_ring_secs = 0.0;
+    let mut lax_flagged = 0;
+    for seed in [5u64, 17] {
+        let mut full = Vec::new();
+        let labels = simboxd_sim::generate(&sc, seed, &mut full).unwrap();
+        let cut = sip_only(&full);
+        assert!(
+            cut.len() * 3 < full.len(),
+            "media dropped: {} of {}",
+            cut.len(),
+            full.len()
+        );
+        std::fs::write(&path, &cut).unwrap();
+        let out = eval::score_seed(
+            seed,
+            &labels,
+            &eval::detect_capture(&path, &strict).unwrap(),
+        );
+        for o in &out {
+            let want = if o.label == "gateway" {
+                VerdictLevel::Gateway
+            } else {
+                VerdictLevel::Normal
+            };
+            assert_eq!(o.verdict, want, "seed {seed}: {o:?}");
+        }
+        // Counting the cameras' instant answers as their own is what made them look like relays.
+        let out = eval::score_seed(seed, &labels, &eval::detect_capture(&path, &lax).unwrap());
+        lax_flagged += out
+            .iter()
+            .filter(|o| o.kind == "camera" && o.verdict > VerdictLevel::Normal)
+            .count();
+    }
+    assert!(lax_flagged > 0, "the test's capture exercises the rule");
+}

@@ -16,7 +16,8 @@ use crate::figures::{self, Span};
 use crate::privacy::Pseudonymizer;
 use serde::Serialize;
 use simboxd_core::model::{
-    CallRecord, FastMap, MediaFlowRecord, Outcome, Participation, RegistrationRecord, Timestamp,
+    CallRecord, FastMap, MediaFlowRecord, Outcome, Participation, RegistrationRecord,
+    SipOnlyAnswers, Timestamp,
 };
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
@@ -198,7 +199,7 @@ impl LineFacts {
         })
     }
 
-    pub fn call(&mut self, c: &CallRecord, min_talk: f64) {
+    pub fn call(&mut self, c: &CallRecord, sip_only: &SipOnlyAnswers) {
         if !c.rtp.is_empty() {
             self.tap_media = true;
         }
@@ -230,7 +231,7 @@ impl LineFacts {
                     f.taken_media_answered += u64::from(answered);
                     f.numbers_media.extend(number);
                 }
-                Participation::AnsweredNoMedia if c.talk_secs().unwrap_or(0.0) >= min_talk => {
+                Participation::AnsweredNoMedia if sip_only.count(c) => {
                     f.taken_sip += 1;
                     f.taken_sip_answered += u64::from(answered);
                     f.numbers_sip.extend(number);
@@ -334,11 +335,11 @@ pub struct RecordSpool {
     pub n_media: usize,
     pub dropped: u64,
     pub facts: LineFacts,
-    min_talk: f64,
+    sip_only: SipOnlyAnswers,
 }
 
 impl RecordSpool {
-    pub fn new(min_talk: f64) -> io::Result<Self> {
+    pub fn new(sip_only: SipOnlyAnswers) -> io::Result<Self> {
         Ok(RecordSpool {
             calls: SpoolFile::new("calls")?,
             chunk: Vec::with_capacity(CHUNK_CALLS),
@@ -350,7 +351,7 @@ impl RecordSpool {
             n_media: 0,
             dropped: 0,
             facts: LineFacts::new(),
-            min_talk,
+            sip_only,
         })
     }
 
@@ -360,7 +361,7 @@ impl RecordSpool {
             return Ok(());
         }
         self.n_calls += 1;
-        self.facts.call(&c, self.min_talk);
+        self.facts.call(&c, &self.sip_only);
         self.chunk.push(c);
         if self.chunk.len() >= CHUNK_CALLS {
             self.write_run()?;

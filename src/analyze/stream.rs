@@ -15,7 +15,8 @@ use crate::figures::{hash64, Kmv, LineTally, KMV_K};
 use crate::privacy::Pseudonymizer;
 use serde::Serialize;
 use simboxd_core::model::{
-    CallRecord, MediaFlowRecord, Outcome, Participation, RegistrationRecord, Timestamp,
+    CallRecord, MediaFlowRecord, Outcome, Participation, RegistrationRecord, SipOnlyAnswers,
+    Timestamp,
 };
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -152,7 +153,7 @@ struct LineAcc {
 pub struct LineTallies {
     /// Boxed: a flood of lines grows the map's spare capacity by pointers, not tallies.
     lines: simboxd_core::model::FastMap<IpAddr, Box<LineAcc>>,
-    sip_only_min_talk: f64,
+    sip_only: SipOnlyAnswers,
     /// The tap carried media (any call with RTP, any media flow): answers must carry voice
     /// both ways to count (detection's rule).
     tap_media: bool,
@@ -160,10 +161,10 @@ pub struct LineTallies {
 }
 
 impl LineTallies {
-    pub fn new(sip_only_min_talk: f64) -> Self {
+    pub fn new(sip_only: SipOnlyAnswers) -> Self {
         LineTallies {
             lines: Default::default(),
-            sip_only_min_talk,
+            sip_only,
             tap_media: false,
             evictions: 0,
         }
@@ -206,7 +207,7 @@ impl LineTallies {
     /// An ended call (`now`: the latest packet time).
     pub fn call_ended(&mut self, c: &CallRecord, now: Timestamp) {
         let Some(line) = c.line else { return };
-        let min_talk = self.sip_only_min_talk;
+        let sip_only = self.sip_only;
         self.tap_media |= !c.rtp.is_empty();
         // One hash of the called number for the tally and the taken-call sketches.
         let number = crate::figures::called_number(c).map(hash64);
@@ -223,8 +224,7 @@ impl LineTallies {
                 c.participation,
                 Participation::TwoWayVoice | Participation::EarlyMedia
             );
-            let sip_kind = c.participation == Participation::AnsweredNoMedia
-                && c.talk_secs().unwrap_or(0.0) >= min_talk;
+            let sip_kind = sip_only.count(c);
             if media_kind {
                 a.taken_media += 1;
                 a.taken_media_answered += answered;
@@ -395,7 +395,10 @@ mod tests {
 
     #[test]
     fn a_flood_of_lines_keeps_the_tally_bounded_and_counts_evictions() {
-        let mut t = LineTallies::new(10.0);
+        let mut t = LineTallies::new(SipOnlyAnswers {
+            min_talk_secs: 10.0,
+            min_ring_secs: 0.0,
+        });
         let n = MAX_TALLY_LINES as u32 + 1000;
         for i in 0..n {
             let ip = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i));

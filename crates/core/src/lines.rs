@@ -10,7 +10,7 @@
 use crate::config::NetworkConfig;
 use crate::model::{
     CallRecord, Direction, MediaFlowRecord, Outcome, Participation, RegOutcome, RegistrationRecord,
-    Timestamp,
+    SipOnlyAnswers, Timestamp,
 };
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, SocketAddr};
@@ -456,9 +456,8 @@ pub(crate) struct ProfileParams {
     pub(crate) max_accounts: usize,
     /// A call starting this soon after another ended re-seizes its channel (gap statistic).
     pub(crate) refill_us: i64,
-    /// On a line whose tap carries no media, an answered call counts as taken from this talk
-    /// time (seconds) on.
-    pub(crate) sip_only_min_talk_secs: f64,
+    /// On a line whose tap carries no media, when an answered call counts as taken.
+    pub(crate) sip_only: SipOnlyAnswers,
     /// Home and domestic networks (which peers are foreign).
     pub(crate) network: NetworkConfig,
     /// Gateway fingerprint patterns.
@@ -473,7 +472,7 @@ impl Default for ProfileParams {
             max_open: 64,
             max_accounts: 32,
             refill_us: 30 * US,
-            sip_only_min_talk_secs: 5.0,
+            sip_only: SipOnlyAnswers::default(),
             network: NetworkConfig::default(),
             fingerprints: FingerprintSet::default(),
         }
@@ -1112,7 +1111,7 @@ impl Profile {
             Participation::AnsweredNoMedia => {
                 !tap_media
                     && ring_sum(&self.long, self.long_newest, now, p.long_width()).media_calls == 0
-                    && r.talk_secs().unwrap_or(0.0) >= p.sip_only_min_talk_secs
+                    && p.sip_only.count(r)
             }
             Participation::AnsweredOneWay | Participation::Rejected | Participation::Ignored => {
                 false

@@ -317,6 +317,42 @@ pub enum Participation {
     Ignored,
 }
 
+/// When an inbound call the line answered without any media counts as the line's own, where the
+/// tap carries no media at all (a SIP-only mirror): the answer must have lasted, and it must
+/// have come as late as a relayed call's does.
+///
+/// A relayed call is answered by a person at the far end after that phone has rung: mobile call
+/// setup alone takes seconds before the ring starts. A device answering on its own (a camera,
+/// an intercom, an auto-attendant) answers within a second or so of the INVITE, and the probes
+/// and toll-fraud dialers that reach it may then hold the call open for as long as they like.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SipOnlyAnswers {
+    /// Talk time (answer to end, seconds) from which such an answer counts.
+    pub min_talk_secs: f64,
+    /// Time from the INVITE to the answer (seconds) from which such an answer counts.
+    pub min_ring_secs: f64,
+}
+
+impl Default for SipOnlyAnswers {
+    fn default() -> Self {
+        SipOnlyAnswers {
+            min_talk_secs: 5.0,
+            min_ring_secs: 2.0,
+        }
+    }
+}
+
+impl SipOnlyAnswers {
+    /// Whether `c`, answered without media, passes both bounds (whether the tap carries media
+    /// is the caller's to know).
+    pub fn count(&self, c: &CallRecord) -> bool {
+        c.participation == Participation::AnsweredNoMedia
+            && c.talk_secs().unwrap_or(0.0) >= self.min_talk_secs
+            && c.answer
+                .is_some_and(|a| a.secs_since(c.start) >= self.min_ring_secs)
+    }
+}
+
 impl Participation {
     /// Every variant, in declaration order.
     pub const ALL: [Participation; 7] = [
@@ -840,6 +876,28 @@ impl Counters {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sip_only_answers_count_when_late_and_lasting() {
+        let rule = SipOnlyAnswers::default();
+        let call = |ring: f64, talk: f64, p: Participation| {
+            let mut c = CallRecord::new("c".into(), Direction::Inbound, Timestamp(0));
+            let answer = Timestamp((ring * 1e6) as i64);
+            c.answer = Some(answer);
+            c.end = Some(answer.plus_secs(talk));
+            c.participation = p;
+            c
+        };
+        assert!(rule.count(&call(6.0, 30.0, Participation::AnsweredNoMedia)));
+        assert!(rule.count(&call(2.0, 5.0, Participation::AnsweredNoMedia)));
+        // At once (a device answering on its own), too short, or not a media-less answer.
+        assert!(!rule.count(&call(0.8, 300.0, Participation::AnsweredNoMedia)));
+        assert!(!rule.count(&call(6.0, 4.0, Participation::AnsweredNoMedia)));
+        assert!(!rule.count(&call(6.0, 30.0, Participation::AnsweredOneWay)));
+        let mut open = call(6.0, 30.0, Participation::AnsweredNoMedia);
+        open.end = None;
+        assert!(!rule.count(&open), "not ended: no talk time yet");
+    }
 
     #[test]
     fn timestamp_rfc3339_round_trip() {

@@ -2,6 +2,7 @@
 
 use crate::config::{Invalid, NetworkConfig};
 use crate::lines::{FingerprintSet, ProfileParams};
+use crate::model::SipOnlyAnswers;
 use serde::{Deserialize, Serialize};
 
 /// Weight of each signal in the score (0..1; a signal at full strength alone scores its weight).
@@ -91,6 +92,10 @@ pub struct DetectionConfig {
     /// intercom) hang up within a round trip or two of its 200 OK; a relayed call talks for
     /// longer. Default 5 s.
     pub sip_only_min_talk_secs: f64,
+    /// The same answers count only when they came at least this long after the INVITE: a
+    /// relayed call is answered by a person after the far phone has rung (mobile call setup alone
+    /// takes seconds), a device answering on its own answers within a second or so. Default 2 s.
+    pub sip_only_min_ring_secs: f64,
     /// User-Agent/Server patterns of gateway products (lower-case substring; `=x` exact).
     pub fingerprint_agents: Vec<String>,
     /// SDP o= username / s= patterns of gateway products (same syntax).
@@ -124,6 +129,7 @@ impl Default for DetectionConfig {
             refill_secs: 30,
             min_calls: 3,
             sip_only_min_talk_secs: 5.0,
+            sip_only_min_ring_secs: 2.0,
             // Gateway products named in public material (GoIP/DBL, Dinstar, OpenVox, Hybertone,
             // Ejoin, Portech, Yeastar TG, Synway) and the single-letter agents of clones.
             fingerprint_agents: strings(&[
@@ -187,6 +193,9 @@ impl DetectionConfig {
         if !(0.0..=3600.0).contains(&self.sip_only_min_talk_secs) {
             return bad("sip_only_min_talk_secs", "must be within 0..3600");
         }
+        if !(0.0..=600.0).contains(&self.sip_only_min_ring_secs) {
+            return bad("sip_only_min_ring_secs", "must be within 0..600");
+        }
         if self.max_open_per_line == 0 || self.evaluate_every_secs == 0 {
             return bad(
                 "max_open_per_line",
@@ -194,6 +203,14 @@ impl DetectionConfig {
             );
         }
         Ok(())
+    }
+
+    /// When an answer without media counts where the tap carries none (`sip_only_min_*`).
+    pub fn sip_only_answers(&self) -> SipOnlyAnswers {
+        SipOnlyAnswers {
+            min_talk_secs: self.sip_only_min_talk_secs,
+            min_ring_secs: self.sip_only_min_ring_secs,
+        }
     }
 
     pub(crate) fn profile_params(&self, net: &NetworkConfig) -> ProfileParams {
@@ -204,7 +221,7 @@ impl DetectionConfig {
             max_open: self.max_open_per_line.max(1),
             max_accounts: self.max_accounts_per_line,
             refill_us: i64::from(self.refill_secs) * 1_000_000,
-            sip_only_min_talk_secs: self.sip_only_min_talk_secs,
+            sip_only: self.sip_only_answers(),
             network: net.clone(),
             fingerprints: FingerprintSet::new(
                 &self.fingerprint_agents,

@@ -159,6 +159,66 @@ fn reasons_claim_voice_only_where_the_tap_shows_media() {
     assert!(s.detail.contains("answered with voice"), "{}", s.detail);
 }
 
+/// `n` inbound calls from the softswitch to distinct mobile numbers, none with media on the tap,
+/// each answered `ring` seconds after its INVITE and held for 20 s.
+fn sip_only_answered(n: usize, ring: f64) -> Vec<Event> {
+    let mut b = Builder::new(line(), 1);
+    for i in 0..n {
+        b.call(&CallSpec {
+            direction: Direction::Inbound,
+            peer: peer(synth::SOFTSWITCH),
+            from: "+442071234567".into(),
+            to: mobile(i),
+            start: i as f64 * 45.0,
+            ring,
+            talk: Some(20.0),
+            fail: Outcome::NoAnswer,
+            codec: "PCMA",
+            media: false,
+            early_media: false,
+        });
+    }
+    b.finish()
+}
+
+#[test]
+fn on_a_sip_only_tap_an_answer_at_once_is_a_device_not_a_relay() {
+    // A camera that auto-answers, held open by a toll-fraud dialer abroad: no part in any call,
+    // whatever the numbers, their rhythm or how long the dialer holds on.
+    let events = sip_only_answered(40, 0.6);
+    for f in [foreign_inbound, distinct_called, machine_rhythm] {
+        let s = sig(f, &events);
+        assert_eq!(s.strength, 0.0, "{s:?}");
+    }
+    let mut t = LineTable::new(&cfg(), &net());
+    feed(&mut t, &events);
+    t.evaluate(at(40.0 * 45.0));
+    let v = t.verdicts();
+    assert!(
+        v.iter()
+            .all(|v| v.verdict == VerdictLevel::Normal && v.score == 0.0),
+        "{v:?}"
+    );
+    // The same calls answered after the far phone rang (a relay): the line's own.
+    let events = sip_only_answered(40, 6.0);
+    let s = sig(foreign_inbound, &events);
+    assert!(s.strength > 0.9, "{s:?}");
+    assert!(
+        s.detail.contains("the line took part in 40"),
+        "{}",
+        s.detail
+    );
+    let mut t = LineTable::new(&cfg(), &net());
+    feed(&mut t, &events);
+    t.evaluate(at(40.0 * 45.0));
+    assert_eq!(
+        t.verdicts().first().map(|v| v.verdict),
+        Some(VerdictLevel::Gateway),
+        "{:?}",
+        t.verdicts()
+    );
+}
+
 #[test]
 fn distinct_called_spots_many_numbers_but_not_own_number_or_did_block() {
     let s = sig(
