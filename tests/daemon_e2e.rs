@@ -138,11 +138,18 @@ fn start_rsyslog(dir: &Path, port: u16, log: &Path) -> Proc {
     panic!("rsyslogd did not come up on udp port {port}");
 }
 
-fn sipp_uas(addr: &str, dir: &Path, name: &'static str) -> Proc {
+/// A sipp UAS on `addr`: sipp's own `uas` scenario (answers at once), or the scenario file
+/// `sf` (the gateway line's, which rings before it answers).
+fn sipp_uas(addr: &str, dir: &Path, name: &'static str, sf: Option<&Path>) -> Proc {
+    let scenario = match sf {
+        Some(f) => vec!["-sf".to_string(), f.display().to_string()],
+        None => vec!["-sn".to_string(), "uas".to_string()],
+    };
     Proc::spawn(
         name,
         Command::new("sipp")
-            .args(["-sn", "uas", "-i", addr, "-p", "5060", "-nostdin"])
+            .args(&scenario)
+            .args(["-i", addr, "-p", "5060", "-nostdin"])
             .current_dir(dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null()),
@@ -250,8 +257,11 @@ fn gateway_line_alert_reaches_syslog_webhook_and_api_normal_line_stays_quiet() {
     );
 
     // The two lines' far ends.
-    let _uas_gateway = sipp_uas(GATEWAY, d, "sipp uas (gateway line)");
-    let _uas_domestic = sipp_uas(DOMESTIC_PROVIDER, d, "sipp uas (domestic provider)");
+    // The tap carries no media here (sipp sends none): the gateway line's answers count as its
+    // own because they last and come after it has rung, as a relayed call's do.
+    let gw_scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/sipp_gateway_uas.xml");
+    let _uas_gateway = sipp_uas(GATEWAY, d, "sipp uas (gateway line)", Some(&gw_scenario));
+    let _uas_domestic = sipp_uas(DOMESTIC_PROVIDER, d, "sipp uas (domestic provider)", None);
     std::thread::sleep(Duration::from_millis(500));
 
     // Normal line: two calls out to its domestic provider, one at a time, 3 s each.
