@@ -691,6 +691,11 @@ pub struct Profile {
     /// Session starts by UTC hour of day (decayed).
     pub(crate) hours: [u16; 24],
     last_decay: i64,
+    /// Call key of an inbound call whose INVITE came before the profile existed (offers to
+    /// unknown lines are not kept) and whose offer is to be counted when the call's answer or end
+    /// tells its peer and start; 0: none. Not kept across restarts (at worst one offer uncounted).
+    #[serde(skip)]
+    offer_uncounted: u32,
 }
 
 impl Profile {
@@ -738,6 +743,7 @@ impl Profile {
             g729_calls: 0,
             hours: [0; 24],
             last_decay: ts.0,
+            offer_uncounted: 0,
         }
     }
 
@@ -1078,6 +1084,7 @@ impl Profile {
         }
         self.count_hour(invited.0.min(ts.0));
         let key = hash_bytes(call_id.as_bytes()) as u32;
+        self.count_uncounted_offer(key, peer, invited.0, p);
         let before = self.open.len();
         self.open_session(key, 0, SessionKind::Answered, ts.0, p);
         if self.open.len() > before {
@@ -1116,6 +1123,36 @@ impl Profile {
             Participation::AnsweredOneWay | Participation::Rejected | Participation::Ignored => {
                 false
             }
+        }
+    }
+
+    /// The profile was made by the line's part in inbound call `call_id` (its answer, its early
+    /// media, its end), whose INVITE came while the line was unknown and was not counted: it is
+    /// counted when the call's peer and start are known (at once, if given), so that a reason
+    /// never reads "23 inbound calls; the line took part in 24".
+    pub(crate) fn offer_before_profile(
+        &mut self,
+        call_id: &str,
+        known: Option<(Option<SocketAddr>, Timestamp)>,
+        p: &ProfileParams,
+    ) {
+        let key = hash_bytes(call_id.as_bytes()) as u32;
+        self.offer_uncounted = key | 1;
+        if let Some((peer, invited)) = known {
+            self.count_uncounted_offer(key, peer, invited.0, p);
+        }
+    }
+
+    fn count_uncounted_offer(
+        &mut self,
+        key: u32,
+        peer: Option<SocketAddr>,
+        invited: i64,
+        p: &ProfileParams,
+    ) {
+        if self.offer_uncounted != 0 && self.offer_uncounted == key | 1 {
+            self.offer_uncounted = 0;
+            self.start_call(key, Direction::Inbound, peer, invited, p);
         }
     }
 
@@ -1192,6 +1229,9 @@ impl Profile {
         self.touch(end.0, p);
         let key = hash_bytes(r.call_id.as_bytes()) as u32;
         let inbound = r.direction == Direction::Inbound;
+        if inbound {
+            self.count_uncounted_offer(key, r.peer, r.start.0, p);
+        }
         let closed = self.close_session(key, end.0);
         if closed.is_none() && !inbound {
             // A placed call whose start was not seen (line restored or table evicted).

@@ -111,6 +111,10 @@ pub(crate) fn foreign_inbound(p: &Profile, c: &Ctx) -> Signal {
     let (nums, blocks, n) = p.recent_called();
     // At most two blocks (a block holds one number or more).
     let own_numbers = n >= OWN_NUMBERS_MIN_CALLS && blocks <= 2;
+    // Over more calls, the same few numbers again and again are no feed either: a toll-fraud
+    // dialer cycling its premium numbers through a device that answers with sound (a door
+    // intercom), an office's handful of DID blocks.
+    let few_numbers = !own_numbers && n >= FEW_NUMBERS_MIN_CALLS && blocks * 100 <= n * 45;
     if own_numbers {
         let _ = write!(
             detail,
@@ -121,11 +125,16 @@ pub(crate) fn foreign_inbound(p: &Profile, c: &Ctx) -> Signal {
                 String::new()
             }
         );
+    } else if few_numbers {
+        let _ = write!(
+            detail,
+            "; but the last {n} were for {nums} numbers in {blocks} blocks: the same few numbers again and again, not a feed"
+        );
     }
     Signal {
         name: "foreign_inbound",
         value: share,
-        strength: if own_numbers {
+        strength: if own_numbers || few_numbers {
             0.0
         } else {
             ramp(share, 0.5, 0.9) * volume
@@ -137,6 +146,10 @@ pub(crate) fn foreign_inbound(p: &Profile, c: &Ctx) -> Signal {
 /// Inbound calls with readable numbers the line must have taken part in before calls for only
 /// its own number(s) say it is a subscriber, not a gateway's feed.
 const OWN_NUMBERS_MIN_CALLS: usize = 4;
+
+/// Inbound calls with readable numbers the line must have taken part in before few numbers
+/// (blocks for at most 45 % of the calls, where `distinct_called` says nothing) say it is no feed.
+const FEW_NUMBERS_MIN_CALLS: usize = 8;
 
 /// Distinct called numbers per inbound call over the last 16 inbound calls the line took part
 /// in; calls spread over a DID block (numbers sharing all but the last three digits) or to

@@ -831,6 +831,9 @@ impl LineTable {
             Event::MediaEnded(r) => r.voice_like || r.packets_out > 0,
             Event::Probe(_) => false,
         };
+        // A profile made by the line's part in an inbound call: that call's offer came while
+        // the line was unknown.
+        let fresh = own && !self.index.contains_key(&ip);
         let i = if own {
             match self.slot_for(ip, ts) {
                 Some(i) => i,
@@ -853,6 +856,24 @@ impl LineTable {
             .and_then(|s| s.entry.as_mut())
         {
             let p = &mut e.profile;
+            if fresh {
+                match ev {
+                    Event::CallAnswered {
+                        call_id,
+                        direction: Direction::Inbound,
+                        peer,
+                        invited,
+                        ..
+                    } => p.offer_before_profile(call_id, Some((*peer, *invited)), params),
+                    Event::CallEnded(r) if r.direction == Direction::Inbound => {
+                        p.offer_before_profile(&r.call_id, Some((r.peer, r.start)), params)
+                    }
+                    Event::MediaStarted {
+                        call_id: Some(id), ..
+                    } => p.offer_before_profile(id, None, params),
+                    _ => {}
+                }
+            }
             match ev {
                 Event::CallStarted {
                     call_id,

@@ -204,7 +204,11 @@ fn on_a_sip_only_tap_an_answer_at_once_is_a_device_not_a_relay() {
     let s = sig(foreign_inbound, &events);
     assert!(s.strength > 0.9, "{s:?}");
     assert!(
-        s.detail.contains("the line took part in 40"),
+        // The first call's INVITE came before the line was known (its answer made the profile):
+        // it is counted all the same, offers and share agree.
+        s.detail.contains(
+            "(40 inbound calls, 40 from 203.0.113.10 (foreign); the line took part in 40, 40 answered"
+        ),
         "{}",
         s.detail
     );
@@ -217,6 +221,51 @@ fn on_a_sip_only_tap_an_answer_at_once_is_a_device_not_a_relay() {
         "{:?}",
         t.verdicts()
     );
+}
+
+#[test]
+fn a_device_answering_a_toll_fraud_dialer_with_sound_is_no_feed() {
+    // A door intercom answers every call with its microphone open (voice both ways); a dialer
+    // abroad cycles five premium numbers through it behind three dial prefixes.
+    let numbers = [
+        "972599100200",
+        "88213100200",
+        "37455100200",
+        "2392201020",
+        "96777100200",
+    ];
+    let prefixes = ["011", "9011", "00"];
+    let mut b = Builder::new(line(), 1);
+    for i in 0..24 {
+        b.call(&CallSpec {
+            direction: Direction::Inbound,
+            peer: peer(synth::SOFTSWITCH),
+            from: "100".into(),
+            to: format!("{}{}", prefixes[i % 3], numbers[(i / 3) % 5]),
+            start: i as f64 * 60.0,
+            ring: 1.0,
+            talk: Some(25.0),
+            fail: Outcome::NoAnswer,
+            codec: "PCMU",
+            media: true,
+            early_media: false,
+        });
+    }
+    let events = b.finish();
+    let s = sig(foreign_inbound, &events);
+    assert_eq!(s.strength, 0.0, "{s:?}");
+    assert!(
+        s.detail
+            .contains("for 5 numbers in 5 blocks: the same few numbers"),
+        "{}",
+        s.detail
+    );
+    assert_eq!(sig(distinct_called, &events).strength, 0.0);
+    let mut t = LineTable::new(&cfg(), &net());
+    feed(&mut t, &events);
+    t.evaluate(at(24.0 * 60.0));
+    let v = t.verdicts();
+    assert!(v.iter().all(|v| v.verdict == VerdictLevel::Normal), "{v:?}");
 }
 
 #[test]
