@@ -198,10 +198,18 @@ pub fn static_payload_name(pt: u8) -> Option<&'static str> {
 
 /// Parses an SDP body.
 pub fn parse(body: &[u8]) -> Result<Sdp<'_>, SdpError> {
+    let mut sdp = Sdp::default();
+    parse_into(body, &mut sdp)?;
+    Ok(sdp)
+}
+
+/// `parse` into `sdp`, which must be `Sdp::default()`: the caller's value is filled in place
+/// (an `Sdp` holds fixed arrays of some 9 KB; returning one copies them). On an error `sdp`
+/// holds whatever was read before it.
+pub(crate) fn parse_into<'a>(body: &'a [u8], sdp: &mut Sdp<'a>) -> Result<(), SdpError> {
     if body.len() > MAX_SDP {
         return Err(SdpError::TooLarge(body.len()));
     }
-    let mut sdp = Sdp::default();
     let mut seen_version = false;
     let mut any = false;
     // Media-level values not yet final (connection/direction fall back at the end).
@@ -339,7 +347,7 @@ pub fn parse(body: &[u8]) -> Result<Sdp<'_>, SdpError> {
             .or(sdp.direction)
             .unwrap_or_default();
     }
-    Ok(sdp)
+    Ok(())
 }
 
 /// `IN IP4 192.0.2.1`, `IN IP6 2001:db8::1`, also with a multicast `/ttl` suffix.
