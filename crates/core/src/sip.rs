@@ -1144,13 +1144,25 @@ fn strip_prefix_ci<'b>(s: &'b [u8], p: &[u8]) -> Option<&'b [u8]> {
     head.eq_ignore_ascii_case(p).then(|| s.get(p.len()..))?
 }
 
-/// Decimal digits only (after trimming); at most 19 digits so it cannot overflow.
-fn parse_usize(s: &str) -> Option<usize> {
-    let s = trim(s);
-    if s.is_empty() || s.len() > 19 || !s.bytes().all(|b| b.is_ascii_digit()) {
+/// The value of `s` when it is 1 to `max_digits` (at most 19) ASCII digits and nothing else:
+/// what `str::parse` gives for such text, without its sign and overflow handling per digit.
+pub(crate) fn decimal(s: &str, max_digits: usize) -> Option<u64> {
+    if s.is_empty() || s.len() > max_digits.min(19) {
         return None;
     }
-    s.parse().ok()
+    let mut v: u64 = 0;
+    for b in s.bytes() {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        v = v * 10 + u64::from(b - b'0');
+    }
+    Some(v)
+}
+
+/// Decimal digits only (after trimming); at most 19 digits so it cannot overflow.
+fn parse_usize(s: &str) -> Option<usize> {
+    usize::try_from(decimal(trim(s), 19)?).ok()
 }
 
 /// Decimal digits, saturating at u32::MAX (RFC 3261 allows Expires up to 2**32-1 and says larger
@@ -1190,11 +1202,7 @@ fn split_host_port(s: &str) -> Option<(&str, Option<u16>)> {
 }
 
 fn parse_port(p: &str) -> Option<u16> {
-    let p = trim(p);
-    if p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    p.parse().ok()
+    u16::try_from(decimal(trim(p), 5)?).ok()
 }
 
 /// Whether every quoted string is closed.
