@@ -9,6 +9,7 @@
 
 // arrayvec, not heapless: heapless's `Vec::new` is materialised as a zeroed copy of the whole
 // buffer (a 7 KB memset per SDP body parsed), arrayvec's is not.
+use crate::sip::split_at_byte;
 use arrayvec::ArrayVec;
 use std::net::{IpAddr, SocketAddr};
 
@@ -296,7 +297,7 @@ pub(crate) fn parse_into<'a>(body: &'a [u8], sdp: &mut Sdp<'a>) -> Result<(), Sd
                 if in_dropped_media {
                     continue;
                 }
-                let (name, val) = match crate::sip::split_at_byte(value, b':') {
+                let (name, val) = match split_at_byte(value, b':') {
                     Some((n, v)) => (n, Some(v)),
                     None => (value, None),
                 };
@@ -359,7 +360,7 @@ fn parse_connection(v: &str) -> Option<IpAddr> {
     if !net.eq_ignore_ascii_case("IN") {
         return None;
     }
-    let addr = addr.split('/').next().unwrap_or(addr);
+    let addr = first_field(addr, b'/');
     let ip: IpAddr = addr.parse().ok()?;
     let ok = if addrtype.eq_ignore_ascii_case("IP4") {
         ip.is_ipv4()
@@ -375,7 +376,7 @@ fn parse_connection(v: &str) -> Option<IpAddr> {
 fn parse_media_line<'a>(v: &'a str, dropped: &mut u32) -> Option<Media<'a>> {
     let (kind, rest) = next_token(v)?;
     let (port, rest) = next_token(rest)?;
-    let port = port.split('/').next().unwrap_or(port);
+    let port = first_field(port, b'/');
     let port = parse_small::<u16>(port, 5)?;
     let (proto, formats) = next_token(rest)?;
     let formats = formats.trim();
@@ -455,13 +456,21 @@ fn parse_rtpmap_ascii(v: &str) -> Option<RtpMap<'_>> {
     let sp = v.bytes().position(|b| b == b' ' || b == b'\t')?;
     let pt = parse_small::<u8>(v.get(..sp)?, 3).filter(|&p| p <= 127)?;
     let rest = trim_ascii_ws(v.get(sp + 1..)?);
-    let mut parts = rest.split('/');
-    let encoding = trim_ascii_ws(parts.next()?);
+    // `rest.split('/')`: encoding, clock rate, channels (anything after a third `/` ignored).
+    let (encoding, after) = match split_at_byte(rest, b'/') {
+        Some((e, a)) => (e, Some(a)),
+        None => (rest, None),
+    };
+    let encoding = trim_ascii_ws(encoding);
     if encoding.is_empty() {
         return None;
     }
-    let clock_rate = parse_small::<u32>(trim_ascii_ws(parts.next()?), 9)?;
-    let channels = match parts.next() {
+    let (clock, channels) = match split_at_byte(after?, b'/') {
+        Some((c, ch)) => (c, Some(first_field(ch, b'/'))),
+        None => (after?, None),
+    };
+    let clock_rate = parse_small::<u32>(trim_ascii_ws(clock), 9)?;
+    let channels = match channels {
         Some(c) => Some(parse_small::<u8>(trim_ascii_ws(c), 3)?),
         None => None,
     };
@@ -471,6 +480,11 @@ fn parse_rtpmap_ascii(v: &str) -> Option<RtpMap<'_>> {
         clock_rate,
         channels,
     })
+}
+
+/// `s.split(char::from(sep)).next()` for an ASCII `sep`, by a byte scan (no search set-up).
+fn first_field(s: &str, sep: u8) -> &str {
+    split_at_byte(s, sep).map_or(s, |(f, _)| f)
 }
 
 /// `str::trim` of ASCII text (VT included, unlike `u8::is_ascii_whitespace`).
@@ -485,7 +499,7 @@ fn trim_ascii_ws(s: &str) -> &str {
 /// `20` or `20.0` (some devices send decimals); milliseconds.
 fn parse_ptime(v: &str) -> Option<u32> {
     let v = v.trim();
-    let int = v.split('.').next().unwrap_or(v);
+    let int = first_field(v, b'.');
     parse_small::<u32>(int, 6)
 }
 

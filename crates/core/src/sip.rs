@@ -326,7 +326,7 @@ impl<'a> Uri<'a> {
     /// The user part without user parameters (`+1-212-555;npdi` -> `+1-212-555`).
     pub fn number(&self) -> Option<&'a str> {
         let u = self.user?;
-        let n = u.split(';').next().unwrap_or(u);
+        let n = split_at_byte(u, b';').map_or(u, |(n, _)| n);
         (!n.is_empty()).then_some(n)
     }
     /// The host as an IP address, when it is one.
@@ -828,7 +828,8 @@ impl<'a> SipMessage<'a> {
     pub fn has_sdp(&self) -> bool {
         !self.body.is_empty()
             && self.content_type().is_some_and(|c| {
-                trim(c.split(';').next().unwrap_or(c)).eq_ignore_ascii_case("application/sdp")
+                trim(split_at_byte(c, b';').map_or(c, |(t, _)| t))
+                    .eq_ignore_ascii_case("application/sdp")
             })
     }
     /// The Content-Length header (compact `l`), when it is a number.
@@ -972,7 +973,7 @@ pub fn parse_via(s: &str) -> Option<Via<'_>> {
         None => (rest, ""),
     };
     // LWS is allowed around the `:` of sent-by; a `(comment)` after it is dropped.
-    let sent_by = trim(sent_by.split('(').next().unwrap_or(sent_by));
+    let sent_by = trim(split_at_byte(sent_by, b'(').map_or(sent_by, |(s, _)| s));
     let (host, port) = split_host_port(sent_by)?;
     if host.is_empty() {
         return None;
