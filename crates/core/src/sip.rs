@@ -440,21 +440,37 @@ fn starts_like_sip(payload: &[u8]) -> bool {
 
 /// Parses one complete SIP message (a UDP datagram or a message framed from TCP).
 pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Result<SipMessage<'a>, SipError> {
-    parse_inner(buf, limits, false)
+    let mut msg = SipMessage::blank();
+    parse_inner(buf, limits, false, &mut msg)?;
+    Ok(msg)
 }
 
 /// Like `parse`, but a body shorter than Content-Length (snaplen cut, lost fragment) is kept as
 /// far as it goes and flagged in `body_truncated` instead of failing: the headers still tell
 /// the call tracker what happened. Callers should still count it (`truncated`).
 pub fn parse_lenient<'a>(buf: &'a [u8], limits: &Limits) -> Result<SipMessage<'a>, SipError> {
-    parse_inner(buf, limits, true)
+    let mut msg = SipMessage::blank();
+    parse_inner(buf, limits, true, &mut msg)?;
+    Ok(msg)
+}
+
+/// `parse_lenient` into `msg`, which must be `SipMessage::blank()`: the caller's message is
+/// filled in place (its header array is some 4 KB; returning a message copies it). On an error
+/// `msg` holds whatever was read before it.
+pub(crate) fn parse_lenient_into<'a>(
+    buf: &'a [u8],
+    limits: &Limits,
+    msg: &mut SipMessage<'a>,
+) -> Result<(), SipError> {
+    parse_inner(buf, limits, true, msg)
 }
 
 fn parse_inner<'a>(
     buf: &'a [u8],
     limits: &Limits,
     allow_short: bool,
-) -> Result<SipMessage<'a>, SipError> {
+    msg: &mut SipMessage<'a>,
+) -> Result<(), SipError> {
     if buf.len() > limits.max_message {
         return Err(SipError::TooLarge {
             len: buf.len(),
@@ -472,16 +488,8 @@ fn parse_inner<'a>(
     let first = utf8.get(0, first.len()).ok_or(SipError::NotUtf8)?;
     let start = parse_start_line(first)?;
 
-    // Built in place: the header array is some 4 KB, not to be copied into the result.
-    let mut msg = SipMessage {
-        start,
-        headers: heapless::Vec::new(),
-        body: &[],
-        skipped_headers: 0,
-        trailing: 0,
-        body_truncated: false,
-        content_length_ignored: false,
-    };
+    // Built in the caller's message: the header array is some 4 KB, not to be copied.
+    msg.start = start;
     let headers = &mut msg.headers;
     let mut skipped_headers: u16 = 0;
     let mut body_start = input.len();
@@ -584,7 +592,7 @@ fn parse_inner<'a>(
     msg.trailing = trailing;
     msg.body_truncated = body_truncated;
     msg.content_length_ignored = content_length_ignored;
-    Ok(msg)
+    Ok(())
 }
 
 /// TCP framing: the length of the first message in `buf` (headers + Content-Length body), or
@@ -701,6 +709,22 @@ fn parse_start_line(line: &str) -> Result<StartLine<'_>, SipError> {
 // Accessors
 
 impl<'a> SipMessage<'a> {
+    /// A message with nothing read yet (a status line of code 0, no headers, no body): what
+    /// the parsers fill.
+    pub(crate) fn blank() -> SipMessage<'a> {
+        SipMessage {
+            start: StartLine::Response {
+                code: 0,
+                reason: "",
+            },
+            headers: heapless::Vec::new(),
+            body: &[],
+            skipped_headers: 0,
+            trailing: 0,
+            body_truncated: false,
+            content_length_ignored: false,
+        }
+    }
     /// Whether this is a request (else a response).
     pub fn is_request(&self) -> bool {
         matches!(self.start, StartLine::Request { .. })
