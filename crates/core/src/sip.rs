@@ -788,7 +788,7 @@ impl<'a> SipMessage<'a> {
     /// CSeq number and method.
     pub fn cseq(&self) -> Option<(u32, Method<'a>)> {
         let v = self.header("cseq")?;
-        let mut it = v.split([' ', '\t', '\r', '\n']).filter(|s| !s.is_empty());
+        let mut it = ws_tokens(v);
         let n = it.next()?;
         if n.is_empty() || n.len() > 10 || !n.bytes().all(|b| b.is_ascii_digit()) {
             return None;
@@ -1105,6 +1105,23 @@ fn trim(s: &str) -> &str {
         .rposition(|c| !is_ws_byte(c))
         .map_or(start, |i| i + 1);
     s.get(start..end).unwrap_or("")
+}
+
+/// The non-empty pieces of `s` between SP, HT, CR and LF (`s.split([' ', '\t', '\r', '\n'])`
+/// without the empty ones), found by bytes: the separators are ASCII, never inside another char.
+fn ws_tokens(s: &str) -> impl Iterator<Item = &str> {
+    let b = s.as_bytes();
+    let mut pos = 0;
+    std::iter::from_fn(move || {
+        let start = pos + b.get(pos..)?.iter().position(|c| !is_ws_byte(c))?;
+        let end = b
+            .get(start..)?
+            .iter()
+            .position(is_ws_byte)
+            .map_or(b.len(), |i| start + i);
+        pos = end;
+        s.get(start..end)
+    })
 }
 
 fn trim_start(s: &str) -> &str {
@@ -1859,5 +1876,26 @@ v=0\n";
                 .kind(),
             "bad_content_length"
         );
+    }
+
+    #[test]
+    fn ws_tokens_are_the_non_empty_pieces_of_a_split() {
+        for s in [
+            "",
+            " ",
+            "1 INVITE",
+            "  1\t\tINVITE \r\n",
+            "1\u{a0}INVITE",
+            "a\u{b}b c",
+            "\u{e9}t\u{e9} x",
+            "1 INVITE extra",
+            "\n\r\t ",
+        ] {
+            let want: Vec<&str> = s
+                .split([' ', '\t', '\r', '\n'])
+                .filter(|p| !p.is_empty())
+                .collect();
+            assert_eq!(ws_tokens(s).collect::<Vec<_>>(), want, "{s:?}");
+        }
     }
 }
