@@ -789,11 +789,7 @@ impl<'a> SipMessage<'a> {
     pub fn cseq(&self) -> Option<(u32, Method<'a>)> {
         let v = self.header("cseq")?;
         let mut it = ws_tokens(v);
-        let n = it.next()?;
-        if n.is_empty() || n.len() > 10 || !n.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        let n: u32 = n.parse().ok()?;
+        let n = u32::try_from(decimal(it.next()?, 10)?).ok()?;
         let m = it.next()?;
         if !m.bytes().all(is_token_byte) || it.next().is_some() {
             return None;
