@@ -9,6 +9,7 @@
 
 // arrayvec, not heapless: heapless's `Vec::new` is materialised as a zeroed copy of the whole
 // buffer (a 7 KB memset per SDP body parsed), arrayvec's is not.
+use crate::sip::split_at_byte;
 use arrayvec::ArrayVec;
 use std::net::{IpAddr, SocketAddr};
 
@@ -198,10 +199,18 @@ pub fn static_payload_name(pt: u8) -> Option<&'static str> {
 
 /// Parses an SDP body.
 pub fn parse(body: &[u8]) -> Result<Sdp<'_>, SdpError> {
+    let mut sdp = Sdp::default();
+    parse_into(body, &mut sdp)?;
+    Ok(sdp)
+}
+
+/// `parse` into `sdp`, which must be `Sdp::default()`: the caller's value is filled in place
+/// (an `Sdp` holds fixed arrays of some 9 KB; returning one copies them). On an error `sdp`
+/// holds whatever was read before it.
+pub(crate) fn parse_into<'a>(body: &'a [u8], sdp: &mut Sdp<'a>) -> Result<(), SdpError> {
     if body.len() > MAX_SDP {
         return Err(SdpError::TooLarge(body.len()));
     }
-    let mut sdp = Sdp::default();
     let mut seen_version = false;
     let mut any = false;
     // Media-level values not yet final (connection/direction fall back at the end).
@@ -288,7 +297,7 @@ pub fn parse(body: &[u8]) -> Result<Sdp<'_>, SdpError> {
                 if in_dropped_media {
                     continue;
                 }
-                let (name, val) = match crate::sip::split_at_byte(value, b':') {
+                let (name, val) = match split_at_byte(value, b':') {
                     Some((n, v)) => (n, Some(v)),
                     None => (value, None),
                 };
@@ -339,7 +348,7 @@ pub fn parse(body: &[u8]) -> Result<Sdp<'_>, SdpError> {
             .or(sdp.direction)
             .unwrap_or_default();
     }
-    Ok(sdp)
+    Ok(())
 }
 
 /// `IN IP4 192.0.2.1`, `IN IP6 2001:db8::1`, also with a multicast `/ttl` suffix.
@@ -351,7 +360,7 @@ fn parse_connection(v: &str) -> Option<IpAddr> {
     if !net.eq_ignore_ascii_case("IN") {
         return None;
     }
-    let addr = addr.split('/').next().unwrap_or(addr);
+    let addr = first_field(addr, b'/');
     let ip: IpAddr = addr.parse().ok()?;
     let ok = if addrtype.eq_ignore_ascii_case("IP4") {
         ip.is_ipv4()
@@ -367,7 +376,7 @@ fn parse_connection(v: &str) -> Option<IpAddr> {
 fn parse_media_line<'a>(v: &'a str, dropped: &mut u32) -> Option<Media<'a>> {
     let (kind, rest) = next_token(v)?;
     let (port, rest) = next_token(rest)?;
-    let port = port.split('/').next().unwrap_or(port);
+    let port = first_field(port, b'/');
     let port = parse_small::<u16>(port, 5)?;
     let (proto, formats) = next_token(rest)?;
     let formats = formats.trim();
@@ -411,6 +420,14 @@ fn next_token(s: &str) -> Option<(&str, &str)> {
 
 /// `97 AMR/8000/1`
 fn parse_rtpmap(v: &str) -> Option<RtpMap<'_>> {
+    if v.is_ascii() {
+        return parse_rtpmap_ascii(v);
+    }
+    parse_rtpmap_chars(v)
+}
+
+/// `parse_rtpmap` of any text (white space as `str::trim` has it).
+fn parse_rtpmap_chars(v: &str) -> Option<RtpMap<'_>> {
     let (pt, rest) = v.trim().split_once([' ', '\t'])?;
     let pt = parse_small::<u8>(pt, 3).filter(|&p| p <= 127)?;
     let mut parts = rest.trim().split('/');
@@ -431,19 +448,64 @@ fn parse_rtpmap(v: &str) -> Option<RtpMap<'_>> {
     })
 }
 
+/// `parse_rtpmap` of an ASCII value by bytes: the same splits and trims (an ASCII char is
+/// white space for `str::trim` when it is HT, LF, VT, FF, CR or SP) without decoding chars or
+/// setting up pattern searches.
+fn parse_rtpmap_ascii(v: &str) -> Option<RtpMap<'_>> {
+    let v = trim_ascii_ws(v);
+    let sp = v.bytes().position(|b| b == b' ' || b == b'\t')?;
+    let pt = parse_small::<u8>(v.get(..sp)?, 3).filter(|&p| p <= 127)?;
+    let rest = trim_ascii_ws(v.get(sp + 1..)?);
+    // `rest.split('/')`: encoding, clock rate, channels (anything after a third `/` ignored).
+    let (encoding, after) = match split_at_byte(rest, b'/') {
+        Some((e, a)) => (e, Some(a)),
+        None => (rest, None),
+    };
+    let encoding = trim_ascii_ws(encoding);
+    if encoding.is_empty() {
+        return None;
+    }
+    let (clock, channels) = match split_at_byte(after?, b'/') {
+        Some((c, ch)) => (c, Some(first_field(ch, b'/'))),
+        None => (after?, None),
+    };
+    let clock_rate = parse_small::<u32>(trim_ascii_ws(clock), 9)?;
+    let channels = match channels {
+        Some(c) => Some(parse_small::<u8>(trim_ascii_ws(c), 3)?),
+        None => None,
+    };
+    Some(RtpMap {
+        pt,
+        encoding,
+        clock_rate,
+        channels,
+    })
+}
+
+/// `s.split(char::from(sep)).next()` for an ASCII `sep`, by a byte scan (no search set-up).
+fn first_field(s: &str, sep: u8) -> &str {
+    split_at_byte(s, sep).map_or(s, |(f, _)| f)
+}
+
+/// `str::trim` of ASCII text (VT included, unlike `u8::is_ascii_whitespace`).
+fn trim_ascii_ws(s: &str) -> &str {
+    let ws = |b: &u8| matches!(b, b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | b' ');
+    let b = s.as_bytes();
+    let start = b.iter().position(|c| !ws(c)).unwrap_or(b.len());
+    let end = b.iter().rposition(|c| !ws(c)).map_or(start, |i| i + 1);
+    s.get(start..end).unwrap_or("")
+}
+
 /// `20` or `20.0` (some devices send decimals); milliseconds.
 fn parse_ptime(v: &str) -> Option<u32> {
     let v = v.trim();
-    let int = v.split('.').next().unwrap_or(v);
+    let int = first_field(v, b'.');
     parse_small::<u32>(int, 6)
 }
 
-/// Digits only, at most `max_digits`, parsed as `T`.
-fn parse_small<T: std::str::FromStr>(s: &str, max_digits: usize) -> Option<T> {
-    if s.is_empty() || s.len() > max_digits || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    s.parse().ok()
+/// Digits only, at most `max_digits`, parsed as `T` (None when it does not fit).
+fn parse_small<T: TryFrom<u64>>(s: &str, max_digits: usize) -> Option<T> {
+    T::try_from(crate::sip::decimal(s, max_digits)?).ok()
 }
 
 #[cfg(test)]
@@ -608,5 +670,59 @@ c=IN IP4 198.51.100.1\r\n";
             parse(&vec![b'v'; MAX_SDP + 1]).unwrap_err().kind(),
             "too_large"
         );
+    }
+
+    #[test]
+    fn rtpmap_ascii_path_reads_as_the_char_path() {
+        // Every ASCII white space char (and its neighbours) around and inside the fields.
+        let pieces = [
+            "", " ", "\t", "\u{b}", "\u{c}", "\r", "\n", "\u{1c}", "\u{1f}", "/", "8", "101",
+            "300", "G729", "8000", "1", "x",
+        ];
+        let mut n = 0;
+        for a in pieces {
+            for b in pieces {
+                for c in pieces {
+                    for d in pieces {
+                        let v = format!("{a}18{b}G729{c}/8000{d}/1{a}");
+                        assert_eq!(parse_rtpmap_ascii(&v), parse_rtpmap_chars(&v), "{v:?}");
+                        let v = format!("{a}{b} {c}/{d}");
+                        assert_eq!(parse_rtpmap_ascii(&v), parse_rtpmap_chars(&v), "{v:?}");
+                        n += 1;
+                    }
+                }
+            }
+        }
+        assert!(n > 0);
+    }
+
+    #[test]
+    fn parse_small_reads_as_str_parse() {
+        let old = |s: &str, max: usize| -> (Option<u8>, Option<u16>, Option<u32>) {
+            let ok = !s.is_empty() && s.len() <= max && s.bytes().all(|b| b.is_ascii_digit());
+            (
+                s.parse().ok().filter(|_| ok),
+                s.parse().ok().filter(|_| ok),
+                s.parse().ok().filter(|_| ok),
+            )
+        };
+        let mut cases: Vec<String> = (0..70_000u32).step_by(7).map(|n| n.to_string()).collect();
+        cases.extend(
+            [
+                "", "+1", "-1", "007", "0255", "256", "65535", "65536", " 1", "1 ", "1a",
+            ]
+            .map(String::from),
+        );
+        cases.extend(["999999999", "4294967295", "4294967296", "0000000001"].map(String::from));
+        for s in &cases {
+            for max in [3, 5, 9] {
+                let got = (
+                    parse_small::<u8>(s, max),
+                    parse_small::<u16>(s, max),
+                    parse_small::<u32>(s, max),
+                );
+                assert_eq!(got, old(s, max), "{s:?} max {max}");
+            }
+        }
     }
 }

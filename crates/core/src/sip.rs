@@ -326,7 +326,7 @@ impl<'a> Uri<'a> {
     /// The user part without user parameters (`+1-212-555;npdi` -> `+1-212-555`).
     pub fn number(&self) -> Option<&'a str> {
         let u = self.user?;
-        let n = u.split(';').next().unwrap_or(u);
+        let n = split_at_byte(u, b';').map_or(u, |(n, _)| n);
         (!n.is_empty()).then_some(n)
     }
     /// The host as an IP address, when it is one.
@@ -440,21 +440,37 @@ fn starts_like_sip(payload: &[u8]) -> bool {
 
 /// Parses one complete SIP message (a UDP datagram or a message framed from TCP).
 pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Result<SipMessage<'a>, SipError> {
-    parse_inner(buf, limits, false)
+    let mut msg = SipMessage::blank();
+    parse_inner(buf, limits, false, &mut msg)?;
+    Ok(msg)
 }
 
 /// Like `parse`, but a body shorter than Content-Length (snaplen cut, lost fragment) is kept as
 /// far as it goes and flagged in `body_truncated` instead of failing: the headers still tell
 /// the call tracker what happened. Callers should still count it (`truncated`).
 pub fn parse_lenient<'a>(buf: &'a [u8], limits: &Limits) -> Result<SipMessage<'a>, SipError> {
-    parse_inner(buf, limits, true)
+    let mut msg = SipMessage::blank();
+    parse_inner(buf, limits, true, &mut msg)?;
+    Ok(msg)
+}
+
+/// `parse_lenient` into `msg`, which must be `SipMessage::blank()`: the caller's message is
+/// filled in place (its header array is some 4 KB; returning a message copies it). On an error
+/// `msg` holds whatever was read before it.
+pub(crate) fn parse_lenient_into<'a>(
+    buf: &'a [u8],
+    limits: &Limits,
+    msg: &mut SipMessage<'a>,
+) -> Result<(), SipError> {
+    parse_inner(buf, limits, true, msg)
 }
 
 fn parse_inner<'a>(
     buf: &'a [u8],
     limits: &Limits,
     allow_short: bool,
-) -> Result<SipMessage<'a>, SipError> {
+    msg: &mut SipMessage<'a>,
+) -> Result<(), SipError> {
     if buf.len() > limits.max_message {
         return Err(SipError::TooLarge {
             len: buf.len(),
@@ -472,16 +488,8 @@ fn parse_inner<'a>(
     let first = utf8.get(0, first.len()).ok_or(SipError::NotUtf8)?;
     let start = parse_start_line(first)?;
 
-    // Built in place: the header array is some 4 KB, not to be copied into the result.
-    let mut msg = SipMessage {
-        start,
-        headers: heapless::Vec::new(),
-        body: &[],
-        skipped_headers: 0,
-        trailing: 0,
-        body_truncated: false,
-        content_length_ignored: false,
-    };
+    // Built in the caller's message: the header array is some 4 KB, not to be copied.
+    msg.start = start;
     let headers = &mut msg.headers;
     let mut skipped_headers: u16 = 0;
     let mut body_start = input.len();
@@ -584,7 +592,7 @@ fn parse_inner<'a>(
     msg.trailing = trailing;
     msg.body_truncated = body_truncated;
     msg.content_length_ignored = content_length_ignored;
-    Ok(msg)
+    Ok(())
 }
 
 /// TCP framing: the length of the first message in `buf` (headers + Content-Length body), or
@@ -701,6 +709,22 @@ fn parse_start_line(line: &str) -> Result<StartLine<'_>, SipError> {
 // Accessors
 
 impl<'a> SipMessage<'a> {
+    /// A message with nothing read yet (a status line of code 0, no headers, no body): what
+    /// the parsers fill.
+    pub(crate) fn blank() -> SipMessage<'a> {
+        SipMessage {
+            start: StartLine::Response {
+                code: 0,
+                reason: "",
+            },
+            headers: heapless::Vec::new(),
+            body: &[],
+            skipped_headers: 0,
+            trailing: 0,
+            body_truncated: false,
+            content_length_ignored: false,
+        }
+    }
     /// Whether this is a request (else a response).
     pub fn is_request(&self) -> bool {
         matches!(self.start, StartLine::Request { .. })
@@ -764,12 +788,8 @@ impl<'a> SipMessage<'a> {
     /// CSeq number and method.
     pub fn cseq(&self) -> Option<(u32, Method<'a>)> {
         let v = self.header("cseq")?;
-        let mut it = v.split([' ', '\t', '\r', '\n']).filter(|s| !s.is_empty());
-        let n = it.next()?;
-        if n.is_empty() || n.len() > 10 || !n.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        let n: u32 = n.parse().ok()?;
+        let mut it = ws_tokens(v);
+        let n = u32::try_from(decimal(it.next()?, 10)?).ok()?;
         let m = it.next()?;
         if !m.bytes().all(is_token_byte) || it.next().is_some() {
             return None;
@@ -828,7 +848,8 @@ impl<'a> SipMessage<'a> {
     pub fn has_sdp(&self) -> bool {
         !self.body.is_empty()
             && self.content_type().is_some_and(|c| {
-                trim(c.split(';').next().unwrap_or(c)).eq_ignore_ascii_case("application/sdp")
+                trim(split_at_byte(c, b';').map_or(c, |(t, _)| t))
+                    .eq_ignore_ascii_case("application/sdp")
             })
     }
     /// The Content-Length header (compact `l`), when it is a number.
@@ -972,7 +993,7 @@ pub fn parse_via(s: &str) -> Option<Via<'_>> {
         None => (rest, ""),
     };
     // LWS is allowed around the `:` of sent-by; a `(comment)` after it is dropped.
-    let sent_by = trim(sent_by.split('(').next().unwrap_or(sent_by));
+    let sent_by = trim(split_at_byte(sent_by, b'(').map_or(sent_by, |(s, _)| s));
     let (host, port) = split_host_port(sent_by)?;
     if host.is_empty() {
         return None;
@@ -1082,6 +1103,23 @@ fn trim(s: &str) -> &str {
     s.get(start..end).unwrap_or("")
 }
 
+/// The non-empty pieces of `s` between SP, HT, CR and LF (`s.split([' ', '\t', '\r', '\n'])`
+/// without the empty ones), found by bytes: the separators are ASCII, never inside another char.
+fn ws_tokens(s: &str) -> impl Iterator<Item = &str> {
+    let b = s.as_bytes();
+    let mut pos = 0;
+    std::iter::from_fn(move || {
+        let start = pos + b.get(pos..)?.iter().position(|c| !is_ws_byte(c))?;
+        let end = b
+            .get(start..)?
+            .iter()
+            .position(is_ws_byte)
+            .map_or(b.len(), |i| start + i);
+        pos = end;
+        s.get(start..end)
+    })
+}
+
 fn trim_start(s: &str) -> &str {
     let start = s.bytes().position(|c| !is_ws_byte(&c)).unwrap_or(s.len());
     s.get(start..).unwrap_or("")
@@ -1144,13 +1182,25 @@ fn strip_prefix_ci<'b>(s: &'b [u8], p: &[u8]) -> Option<&'b [u8]> {
     head.eq_ignore_ascii_case(p).then(|| s.get(p.len()..))?
 }
 
-/// Decimal digits only (after trimming); at most 19 digits so it cannot overflow.
-fn parse_usize(s: &str) -> Option<usize> {
-    let s = trim(s);
-    if s.is_empty() || s.len() > 19 || !s.bytes().all(|b| b.is_ascii_digit()) {
+/// The value of `s` when it is 1 to `max_digits` (at most 19) ASCII digits and nothing else:
+/// what `str::parse` gives for such text, without its sign and overflow handling per digit.
+pub(crate) fn decimal(s: &str, max_digits: usize) -> Option<u64> {
+    if s.is_empty() || s.len() > max_digits.min(19) {
         return None;
     }
-    s.parse().ok()
+    let mut v: u64 = 0;
+    for b in s.bytes() {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        v = v * 10 + u64::from(b - b'0');
+    }
+    Some(v)
+}
+
+/// Decimal digits only (after trimming); at most 19 digits so it cannot overflow.
+fn parse_usize(s: &str) -> Option<usize> {
+    usize::try_from(decimal(trim(s), 19)?).ok()
 }
 
 /// Decimal digits, saturating at u32::MAX (RFC 3261 allows Expires up to 2**32-1 and says larger
@@ -1190,11 +1240,7 @@ fn split_host_port(s: &str) -> Option<(&str, Option<u16>)> {
 }
 
 fn parse_port(p: &str) -> Option<u16> {
-    let p = trim(p);
-    if p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    p.parse().ok()
+    u16::try_from(decimal(trim(p), 5)?).ok()
 }
 
 /// Whether every quoted string is closed.
@@ -1826,5 +1872,26 @@ v=0\n";
                 .kind(),
             "bad_content_length"
         );
+    }
+
+    #[test]
+    fn ws_tokens_are_the_non_empty_pieces_of_a_split() {
+        for s in [
+            "",
+            " ",
+            "1 INVITE",
+            "  1\t\tINVITE \r\n",
+            "1\u{a0}INVITE",
+            "a\u{b}b c",
+            "\u{e9}t\u{e9} x",
+            "1 INVITE extra",
+            "\n\r\t ",
+        ] {
+            let want: Vec<&str> = s
+                .split([' ', '\t', '\r', '\n'])
+                .filter(|p| !p.is_empty())
+                .collect();
+            assert_eq!(ws_tokens(s).collect::<Vec<_>>(), want, "{s:?}");
+        }
     }
 }

@@ -152,8 +152,8 @@ impl<K: Hash + Eq + Clone, V> TimedTable<K, V> {
     /// Inserts (or replaces) `k`; returns the entry evicted to make room, if any.
     pub(crate) fn insert(&mut self, k: K, v: V, deadline: Timestamp) -> Option<(K, V)> {
         let mut evicted = None;
-        // A replaced entry's heap item goes stale: the new one is queued at a newer slot.
-        if self.map.remove(&k).is_none() && self.map.len() >= self.cap {
+        // Only a full table looks the key up before the insert (a table with room: one probe).
+        if self.map.len() >= self.cap && !self.map.contains_key(&k) {
             evicted = self.pop_first();
             self.evictions += u64::from(evicted.is_some());
         }
@@ -162,6 +162,7 @@ impl<K: Hash + Eq + Clone, V> TimedTable<K, V> {
             slot,
             key: k.clone(),
         }));
+        // A replaced entry's heap item goes stale: the new one is queued at a newer slot.
         self.map.insert(
             k,
             Entry {
@@ -181,11 +182,36 @@ impl<K: Hash + Eq + Clone, V> TimedTable<K, V> {
         deadline: Timestamp,
         make: impl FnOnce() -> V,
     ) -> Option<&mut V> {
-        if self.map.contains_key(&k) {
-            self.set_deadline(&k, deadline);
-            return self.map.get_mut(&k).map(|e| &mut e.value);
+        // Present: the deadline moved in the lookup that finds it (`set_deadline`'s rule), then
+        // one more lookup for the reference; the owned key requeues without a third.
+        let requeue = match self.map.get_mut(&k) {
+            Some(e) => {
+                if e.slot.0 != deadline.micros() {
+                    e.slot = (deadline.micros(), self.next);
+                    self.next += 1;
+                }
+                // Earlier than its heap item: queue it anew (the old item goes stale).
+                let earlier = e.slot < e.queued;
+                if earlier {
+                    e.queued = e.slot;
+                }
+                Some(earlier.then_some(e.slot))
+            }
+            None => None,
+        };
+        match requeue {
+            Some(Some(slot)) => {
+                self.order.push(Reverse(Due {
+                    slot,
+                    key: k.clone(),
+                }));
+                self.compact();
+            }
+            Some(None) => {}
+            None => {
+                self.insert(k.clone(), make(), deadline);
+            }
         }
-        self.insert(k.clone(), make(), deadline);
         self.map.get_mut(&k).map(|e| &mut e.value)
     }
     /// Moves `k`'s deadline.

@@ -497,13 +497,13 @@ impl Tracker {
         if !msg.has_sdp() || msg.body_truncated {
             return;
         }
-        let sdp = match sdp::parse(msg.body) {
-            Ok(s) => s,
-            Err(e) => {
-                self.errors.add(&format!("sdp.{}", e.kind()), 1);
-                return;
-            }
-        };
+        // Parsed in place: an `Sdp` holds fixed arrays of some 9 KB, not to be moved.
+        let mut parsed = sdp::Sdp::default();
+        if let Err(e) = sdp::parse_into(msg.body, &mut parsed) {
+            self.errors.add(&format!("sdp.{}", e.kind()), 1);
+            return;
+        }
+        let sdp = &parsed;
         let side = if by_caller {
             &mut dl.caller_sdp
         } else {
@@ -518,7 +518,9 @@ impl Tracker {
             entry.codecs = audio.codec_names().take(16).map(canonical_codec).collect();
             entry.ptime = audio.ptime;
         }
-        let mut rates: Vec<(u8, u32)> = Vec::new();
+        // On the stack: one section's rtpmaps (at most `sdp::MAX_PAYLOAD_TYPES`).
+        let mut rates: arrayvec::ArrayVec<(u8, u32), { sdp::MAX_PAYLOAD_TYPES }> =
+            arrayvec::ArrayVec::new();
         for m in &sdp.media {
             if let Some(ep) = m.rtp_endpoint() {
                 rates.clear();

@@ -222,9 +222,10 @@ impl Tracker {
     #[inline(never)]
     fn on_sip_datagram(&mut self, d: &Datagram<'_>, events: &mut Vec<Event>) {
         // A body cut short (snaplen, lost fragment) still leaves headers worth tracking.
-        // Matched by reference: the message holds a 4 KB header array.
-        match &sip::parse_lenient(d.payload, &self.sip_limits) {
-            Ok(msg) => {
+        // Parsed in place: the message holds a 4 KB header array, not to be moved.
+        let mut msg = SipMessage::blank();
+        match sip::parse_lenient_into(d.payload, &self.sip_limits, &mut msg) {
+            Ok(()) => {
                 if msg.body_truncated {
                     self.errors.add("sip.truncated", 1);
                 }
@@ -232,7 +233,7 @@ impl Tracker {
                 if msg.content_length_ignored {
                     self.errors.add("sip.bad_content_length", 1);
                 }
-                self.on_sip(msg, d, events);
+                self.on_sip(&msg, d, events);
             }
             Err(e) => self.errors.add(&format!("sip.{}", e.kind()), 1),
         }

@@ -38,7 +38,7 @@ pub(super) fn probe_record(
 /// User part without user parameters.
 pub(super) fn user_of(na: Option<sip::NameAddr<'_>>) -> Option<String> {
     let u = na?.user?;
-    let u = u.split(';').next().unwrap_or(u);
+    let u = crate::sip::split_at_byte(u, b';').map_or(u, |(u, _)| u);
     (!u.is_empty()).then(|| short(u))
 }
 

@@ -47,7 +47,7 @@ pub fn pseudonymous(
 
 /// The class a pseudonymous user part names (`None` for any other text).
 fn named_class(u: &str) -> Option<UserClass<'_>> {
-    let (p, class) = u.split_once(';')?;
+    let (p, class) = crate::sip::split_at_byte(u, b';')?;
     let hex = p.strip_prefix("p:")?;
     if hex.is_empty() || hex.len() > 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
