@@ -375,8 +375,10 @@ fn sip_only(pcap: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Gateways, cameras that answer anything, a PBX that relays toll fraud and households, all
-/// probed by toll-fraud dialers that hold the calls the cameras answer.
+/// Gateways, cameras that answer anything, a PBX that relays toll fraud and households; toll-fraud
+/// dialers probe the cameras and the PBX, and a framer sends the cameras a gateway-shaped stream
+/// (a new mobile number on every call, four at a time) and holds every call they answer: on a
+/// SIP-only mirror only the ring time tells those answers from a relay's.
 const CAMERAS: &str = r#"
 duration = "20m"
 [[population]]
@@ -400,6 +402,10 @@ count = 3
 kind = "toll-fraud"
 targets = ["cams", "pbx"]
 count = 2
+[[noise]]
+kind = "framing"
+targets = ["cams"]
+channels = 4
 "#;
 
 #[test]
