@@ -113,18 +113,36 @@ pub fn called_number(c: &CallRecord) -> Option<&str> {
     c.to.as_deref().or(c.request_uri.as_deref())
 }
 
-/// An inbound call the line took part in, as detection counts it (see
-/// `simboxd_core::model::Participation`): voice both ways or early media the line sent; an
-/// answer without any media only where the tap carried no media at all (a SIP-only mirror,
-/// `tap_media` false) and `sip_only` counts it (it lasted, and came as late as a relayed call's).
-pub fn is_taken_inbound(c: &CallRecord, tap_media: bool, sip_only: &SipOnlyAnswers) -> bool {
+/// How an inbound call may count as one the line took part in (see
+/// `simboxd_core::model::Participation`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Taken {
+    /// Voice both ways, or early media the line sent.
+    Media,
+    /// An answer without any media that `SipOnlyAnswers` counts (it lasted, and came as late
+    /// as a relayed call's): the line's own only where the tap carries no media at all.
+    SipOnly,
+}
+
+/// How inbound call `c` counts as taken, if at all (`None` for other directions).
+pub fn taken_inbound(c: &CallRecord, sip_only: &SipOnlyAnswers) -> Option<Taken> {
     if !is_inbound(c) {
-        return false;
+        return None;
     }
     match c.participation {
-        Participation::TwoWayVoice | Participation::EarlyMedia => true,
-        Participation::AnsweredNoMedia => !tap_media && sip_only.count(c),
-        _ => false,
+        Participation::TwoWayVoice | Participation::EarlyMedia => Some(Taken::Media),
+        Participation::AnsweredNoMedia if sip_only.count(c) => Some(Taken::SipOnly),
+        _ => None,
+    }
+}
+
+/// An inbound call the line took part in, as detection counts it: `taken_inbound`, with a
+/// SIP-only answer counted only where the tap carried no media at all (`tap_media` false).
+pub fn is_taken_inbound(c: &CallRecord, tap_media: bool, sip_only: &SipOnlyAnswers) -> bool {
+    match taken_inbound(c, sip_only) {
+        Some(Taken::Media) => true,
+        Some(Taken::SipOnly) => !tap_media,
+        None => false,
     }
 }
 

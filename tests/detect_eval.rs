@@ -7,6 +7,8 @@ use simboxd_core::model::VerdictLevel;
 use simboxd_sim::{Labels, Scenario};
 use std::path::PathBuf;
 
+mod simulate_support;
+
 fn sample() -> (PathBuf, Labels) {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("captures");
     let labels: Labels = serde_json::from_str(
@@ -20,6 +22,18 @@ fn cfg() -> Config {
     Config {
         network: eval::sim_network(),
         ..Default::default()
+    }
+}
+
+/// Every gateway line `gateway`, every other line (compromised PBXs included) `normal`.
+fn assert_gateways_only(seed: u64, out: &[LineOutcome]) {
+    for o in out {
+        let want = if o.label == "gateway" {
+            VerdictLevel::Gateway
+        } else {
+            VerdictLevel::Normal
+        };
+        assert_eq!(o.verdict, want, "seed {seed}: {o:?}");
     }
 }
 
@@ -291,14 +305,7 @@ fn a_forged_flood_over_a_range_is_found_and_expatriates_called_on_their_own_numb
     for seed in [3u64, 29] {
         let (labels, table, found) = eval::simulate_and_detect_all(&sc, seed, &cfg()).unwrap();
         let out = eval::score_seed(seed, &labels, &table);
-        for o in &out {
-            let want = if o.label == "gateway" {
-                VerdictLevel::Gateway
-            } else {
-                VerdictLevel::Normal
-            };
-            assert_eq!(o.verdict, want, "seed {seed}: {o:?}");
-        }
+        assert_gateways_only(seed, &out);
         // 240 INVITEs/s over six lines is 40/s at each: below one peer's flood rate, a flood
         // from many sources at every line it hit.
         let flooded: std::collections::BTreeSet<String> = found
@@ -326,17 +333,6 @@ fn a_forged_flood_over_a_range_is_found_and_expatriates_called_on_their_own_numb
 /// (a request line or `SIP/2.0`) and IP fragments past the first, of a classic little-endian
 /// pcap. Media, and everything else, is gone.
 fn sip_only(pcap: &[u8]) -> Vec<u8> {
-    const STARTS: [&[u8]; 9] = [
-        b"INVITE ",
-        b"ACK ",
-        b"BYE ",
-        b"CANCEL ",
-        b"REGISTER ",
-        b"OPTIONS ",
-        b"SIP/2.0",
-        b"PRACK ",
-        b"UPDATE ",
-    ];
     let mut out = pcap[..24].to_vec();
     let mut at = 24;
     while at + 16 <= pcap.len() {
@@ -368,7 +364,7 @@ fn sip_only(pcap: &[u8]) -> Vec<u8> {
             6 => &d[l4 + usize::from(d[l4 + 12] >> 4) * 4..],
             _ => continue,
         };
-        if STARTS.iter().any(|s| payload.starts_with(s)) {
+        if simulate_support::looks_like_sip(payload) {
             out.extend_from_slice(rec);
         }
     }
@@ -433,14 +429,7 @@ fn on_a_sip_only_mirror_gateways_stay_found_and_cameras_held_open_by_dialers_sta
             &labels,
             &eval::detect_capture(&path, &strict).unwrap(),
         );
-        for o in &out {
-            let want = if o.label == "gateway" {
-                VerdictLevel::Gateway
-            } else {
-                VerdictLevel::Normal
-            };
-            assert_eq!(o.verdict, want, "seed {seed}: {o:?}");
-        }
+        assert_gateways_only(seed, &out);
         // Counting the cameras' instant answers as their own is what made them look like relays.
         let out = eval::score_seed(seed, &labels, &eval::detect_capture(&path, &lax).unwrap());
         lax_flagged += out

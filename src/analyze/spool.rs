@@ -12,12 +12,11 @@
 //! figures (concurrency, distinct numbers), instead of the records (about 1 KB each).
 
 use super::{Analysis, LineEntry, MAX_RECORDS};
-use crate::figures::{self, Span};
+use crate::figures::{self, Span, Taken};
 use crate::privacy::Pseudonymizer;
 use serde::Serialize;
 use simboxd_core::model::{
-    CallRecord, FastMap, MediaFlowRecord, Outcome, Participation, RegistrationRecord,
-    SipOnlyAnswers, Timestamp,
+    CallRecord, FastMap, MediaFlowRecord, Outcome, RegistrationRecord, SipOnlyAnswers, Timestamp,
 };
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
@@ -224,20 +223,18 @@ impl LineFacts {
             f.numbers.push(h);
         }
         // `figures::is_taken_inbound` with the tap's media known only at the end: both kinds.
-        if figures::is_inbound(c) {
-            match c.participation {
-                Participation::TwoWayVoice | Participation::EarlyMedia => {
-                    f.taken_media += 1;
-                    f.taken_media_answered += u64::from(answered);
-                    f.numbers_media.extend(number);
-                }
-                Participation::AnsweredNoMedia if sip_only.count(c) => {
-                    f.taken_sip += 1;
-                    f.taken_sip_answered += u64::from(answered);
-                    f.numbers_sip.extend(number);
-                }
-                _ => {}
+        match figures::taken_inbound(c, sip_only) {
+            Some(Taken::Media) => {
+                f.taken_media += 1;
+                f.taken_media_answered += u64::from(answered);
+                f.numbers_media.extend(number);
             }
+            Some(Taken::SipOnly) => {
+                f.taken_sip += 1;
+                f.taken_sip_answered += u64::from(answered);
+                f.numbers_sip.extend(number);
+            }
+            None => {}
         }
         if let Some(p) = c.peer {
             let ip = p.ip();

@@ -11,12 +11,11 @@
 //! calls the text output lists (the earliest by start).
 
 use super::LineEntry;
-use crate::figures::{hash64, Kmv, LineTally, KMV_K};
+use crate::figures::{hash64, Kmv, LineTally, Taken, KMV_K};
 use crate::privacy::Pseudonymizer;
 use serde::Serialize;
 use simboxd_core::model::{
-    CallRecord, MediaFlowRecord, Outcome, Participation, RegistrationRecord, SipOnlyAnswers,
-    Timestamp,
+    CallRecord, MediaFlowRecord, Outcome, RegistrationRecord, SipOnlyAnswers, Timestamp,
 };
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -216,30 +215,25 @@ impl LineTallies {
         if c.end.is_none() {
             a.open_calls_at_end += 1;
         }
-        if crate::figures::is_inbound(c) {
+        // The two readings of `figures::is_taken_inbound` (with media on the line or not),
+        // chosen when the line's figures are read.
+        if let Some(kind) = crate::figures::taken_inbound(c, &sip_only) {
             let answered = u64::from(c.outcome == Outcome::Answered);
-            // The two readings of `figures::is_taken_inbound` (with media on the line or not),
-            // chosen when the line's figures are read.
-            let media_kind = matches!(
-                c.participation,
-                Participation::TwoWayVoice | Participation::EarlyMedia
-            );
-            let sip_kind = sip_only.count(c);
-            if media_kind {
-                a.taken_media += 1;
-                a.taken_media_answered += answered;
-                if let Some(h) = number {
-                    a.numbers_media.add(h);
+            match kind {
+                Taken::Media => {
+                    a.taken_media += 1;
+                    a.taken_media_answered += answered;
+                    if let Some(h) = number {
+                        a.numbers_media.add(h);
+                    }
+                }
+                Taken::SipOnly => {
+                    a.taken_sip += 1;
+                    a.taken_sip_answered += answered;
                 }
             }
-            if sip_kind {
-                a.taken_sip += 1;
-                a.taken_sip_answered += answered;
-            }
-            if media_kind || sip_kind {
-                if let Some(h) = number {
-                    a.numbers_sip.add(h);
-                }
+            if let Some(h) = number {
+                a.numbers_sip.add(h);
             }
         }
         if let Some(p) = c.peer {

@@ -1150,7 +1150,7 @@ impl Profile {
         invited: i64,
         p: &ProfileParams,
     ) {
-        if self.offer_uncounted != 0 && self.offer_uncounted == key | 1 {
+        if self.offer_uncounted == key | 1 {
             self.offer_uncounted = 0;
             self.start_call(key, Direction::Inbound, peer, invited, p);
         }
