@@ -30,6 +30,24 @@ struct Entry<V> {
     queued: Slot,
 }
 
+impl<V> Entry<V> {
+    /// Moves the entry to `deadline` (a new slot, numbered from `next`, unless it is already
+    /// there). Returns the slot to queue anew when it is now earlier than its heap item (that
+    /// item goes stale); a later slot is requeued when the item reaches the top.
+    fn move_to(&mut self, deadline: Timestamp, next: &mut u64) -> Option<Slot> {
+        if self.slot.0 == deadline.micros() {
+            return None;
+        }
+        self.slot = (deadline.micros(), *next);
+        *next += 1;
+        if self.slot > self.queued {
+            return None;
+        }
+        self.queued = self.slot;
+        Some(self.slot)
+    }
+}
+
 /// A heap item: a key and the slot it was queued at. Ordered by the slot alone.
 #[derive(Debug)]
 struct Due<K> {
@@ -182,23 +200,10 @@ impl<K: Hash + Eq + Clone, V> TimedTable<K, V> {
         deadline: Timestamp,
         make: impl FnOnce() -> V,
     ) -> Option<&mut V> {
-        // Present: the deadline moved in the lookup that finds it (`set_deadline`'s rule), then
+        // Present: the deadline moved in the lookup that finds it (`Entry::move_to`), then
         // one more lookup for the reference; the owned key requeues without a third.
-        let requeue = match self.map.get_mut(&k) {
-            Some(e) => {
-                if e.slot.0 != deadline.micros() {
-                    e.slot = (deadline.micros(), self.next);
-                    self.next += 1;
-                }
-                // Earlier than its heap item: queue it anew (the old item goes stale).
-                let earlier = e.slot < e.queued;
-                if earlier {
-                    e.queued = e.slot;
-                }
-                Some(earlier.then_some(e.slot))
-            }
-            None => None,
-        };
+        let next = &mut self.next;
+        let requeue = self.map.get_mut(&k).map(|e| e.move_to(deadline, next));
         match requeue {
             Some(Some(slot)) => {
                 self.order.push(Reverse(Due {
@@ -220,21 +225,9 @@ impl<K: Hash + Eq + Clone, V> TimedTable<K, V> {
         K: Borrow<Q>,
     {
         let next = &mut self.next;
-        let Some(e) = self.map.get_mut(k) else {
+        let Some(slot) = self.map.get_mut(k).and_then(|e| e.move_to(deadline, next)) else {
             return;
         };
-        if e.slot.0 == deadline.micros() {
-            return;
-        }
-        e.slot = (deadline.micros(), *next);
-        *next += 1;
-        if e.slot > e.queued {
-            // Later than its heap item: requeued when that item reaches the top.
-            return;
-        }
-        // Earlier: queue it anew; the old item goes stale.
-        e.queued = e.slot;
-        let slot = e.slot;
         if let Some((key, _)) = self.map.get_key_value(k) {
             let key = key.clone();
             self.order.push(Reverse(Due { slot, key }));
