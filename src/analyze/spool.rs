@@ -478,35 +478,90 @@ impl RecordSpool {
             w.element(&m)?;
         }
         w.end_array()?;
-        w.field("lines", &a.lines)?;
-        w.field("threats", &a.threats)?;
+        // Element by element, as the records: one line's JSON is buffered at a time.
+        w.begin_array("lines")?;
+        for l in &a.lines {
+            w.element(l)?;
+        }
+        w.end_array()?;
+        w.begin_array("threats")?;
+        for t in &a.threats {
+            w.element(t)?;
+        }
+        w.end_array()?;
         w.end()
     }
 }
 
-/// Writes through to `out`, indenting every line after the first by `pad` (serde_json's pretty
-/// output of a value, placed at a deeper level; raw newlines only occur between tokens, since
-/// JSON strings escape theirs).
-struct Indent<'a> {
-    out: &'a mut dyn Write,
-    pad: &'static [u8],
+/// serde_json's pretty layout (two-space indent, `": "` after keys, `[]`/`{}` when empty) for
+/// a value placed `depth` levels deep: its inner lines carry the deeper indent, so the value is
+/// written once, straight into the document's buffer.
+struct Nested {
+    depth: usize,
+    has_value: bool,
 }
 
-impl Write for Indent<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let mut rest = buf;
-        while let Some(i) = rest.iter().position(|&b| b == b'\n') {
-            let (line, tail) = rest.split_at(i + 1);
-            self.out.write_all(line)?;
-            self.out.write_all(self.pad)?;
-            rest = tail;
+impl Nested {
+    fn newline<W: ?Sized + Write>(&self, w: &mut W, sep: &[u8]) -> io::Result<()> {
+        const PAD: &[u8] = b"                                                                ";
+        w.write_all(sep)?;
+        let mut n = self.depth * 2;
+        while n > 0 {
+            let k = n.min(PAD.len());
+            w.write_all(PAD.get(..k).unwrap_or_default())?;
+            n -= k;
         }
-        self.out.write_all(rest)?;
-        Ok(buf.len())
+        Ok(())
     }
 
-    fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
+    fn open<W: ?Sized + Write>(&mut self, w: &mut W, b: &[u8]) -> io::Result<()> {
+        self.depth += 1;
+        self.has_value = false;
+        w.write_all(b)
+    }
+
+    fn close<W: ?Sized + Write>(&mut self, w: &mut W, b: &[u8]) -> io::Result<()> {
+        self.depth = self.depth.saturating_sub(1);
+        if self.has_value {
+            self.newline(w, b"\n")?;
+        }
+        w.write_all(b)
+    }
+
+    fn item<W: ?Sized + Write>(&mut self, w: &mut W, first: bool) -> io::Result<()> {
+        self.newline(w, if first { b"\n" } else { b",\n" })
+    }
+}
+
+impl serde_json::ser::Formatter for Nested {
+    fn begin_array<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.open(w, b"[")
+    }
+    fn end_array<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.close(w, b"]")
+    }
+    fn begin_array_value<W: ?Sized + Write>(&mut self, w: &mut W, first: bool) -> io::Result<()> {
+        self.item(w, first)
+    }
+    fn end_array_value<W: ?Sized + Write>(&mut self, _w: &mut W) -> io::Result<()> {
+        self.has_value = true;
+        Ok(())
+    }
+    fn begin_object<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.open(w, b"{")
+    }
+    fn end_object<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.close(w, b"}")
+    }
+    fn begin_object_key<W: ?Sized + Write>(&mut self, w: &mut W, first: bool) -> io::Result<()> {
+        self.item(w, first)
+    }
+    fn begin_object_value<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
+        w.write_all(b": ")
+    }
+    fn end_object_value<W: ?Sized + Write>(&mut self, _w: &mut W) -> io::Result<()> {
+        self.has_value = true;
+        Ok(())
     }
 }
 
@@ -516,6 +571,8 @@ struct Pretty<'a> {
     out: &'a mut dyn Write,
     first_field: bool,
     first_element: bool,
+    /// One value's JSON, reused: a value costs one write to `out` instead of one per token.
+    json: Vec<u8>,
 }
 
 impl<'a> Pretty<'a> {
@@ -524,6 +581,7 @@ impl<'a> Pretty<'a> {
             out,
             first_field: true,
             first_element: true,
+            json: Vec::with_capacity(4096),
         }
     }
 
@@ -539,14 +597,23 @@ impl<'a> Pretty<'a> {
         self.out.write_all(b": ")
     }
 
+    /// `value` as pretty JSON placed `depth` levels deep.
+    fn value<T: Serialize + ?Sized>(&mut self, value: &T, depth: usize) -> io::Result<()> {
+        self.json.clear();
+        let mut ser = serde_json::Serializer::with_formatter(
+            &mut self.json,
+            Nested {
+                depth,
+                has_value: false,
+            },
+        );
+        value.serialize(&mut ser)?;
+        self.out.write_all(&self.json)
+    }
+
     fn field<T: Serialize + ?Sized>(&mut self, key: &str, value: &T) -> io::Result<()> {
         self.key(key)?;
-        let mut ind = Indent {
-            out: &mut *self.out,
-            pad: b"  ",
-        };
-        serde_json::to_writer_pretty(&mut ind, value)?;
-        Ok(())
+        self.value(value, 1)
     }
 
     fn begin_array(&mut self, key: &str) -> io::Result<()> {
@@ -563,12 +630,7 @@ impl<'a> Pretty<'a> {
         };
         self.first_element = false;
         self.out.write_all(sep)?;
-        let mut ind = Indent {
-            out: &mut *self.out,
-            pad: b"    ",
-        };
-        serde_json::to_writer_pretty(&mut ind, value)?;
-        Ok(())
+        self.value(value, 2)
     }
 
     fn end_array(&mut self) -> io::Result<()> {
@@ -584,6 +646,38 @@ impl<'a> Pretty<'a> {
             self.out.write_all(b"}")
         } else {
             self.out.write_all(b"\n}")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `Nested` at depth d gives serde_json's pretty text with every line after the first
+    /// indented by 2*d spaces, empty and nested containers included.
+    #[test]
+    fn nested_layout_is_serde_jsons_pretty_one_placed_deeper() {
+        let v = serde_json::json!({
+            "a": [],
+            "b": {},
+            "c": [1, [2, []], {"d": {"e": null, "f": "x\ny"}}],
+            "g": [{}],
+            "h": 1.5
+        });
+        for depth in [0usize, 1, 2, 5, 40] {
+            let mut ours = Vec::new();
+            let mut ser = serde_json::Serializer::with_formatter(
+                &mut ours,
+                Nested {
+                    depth,
+                    has_value: false,
+                },
+            );
+            v.serialize(&mut ser).unwrap();
+            let pad = format!("\n{}", " ".repeat(2 * depth));
+            let theirs = serde_json::to_string_pretty(&v).unwrap().replace('\n', &pad);
+            assert_eq!(String::from_utf8(ours).unwrap(), theirs, "depth {depth}");
         }
     }
 }
