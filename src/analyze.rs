@@ -300,17 +300,23 @@ pub fn analyze_streaming(
     })
 }
 
+/// Events handed from the engine's thread to the records' consumer at once, and batches in
+/// flight between them (a bound on what the engine can run ahead of a slow writer).
+const EVENT_BATCH: usize = 512;
+const EVENT_BATCHES_IN_FLIGHT: usize = 16;
+
 /// Reads the inputs through the engine (each hashed on its reading thread while it is parsed),
-/// handing every event to `take` with the packet time it was drained at.
+/// handing every event to `take` with the packet time it was drained at, in order. The engine
+/// runs on a thread of its own and `take` (writing the records, the per-line tallies) on the
+/// caller's, so that a flood's records cost the engine nothing but a hand-over.
 fn run_engine(
     paths: &[PathBuf],
     cfg: &Config,
     progress: bool,
     take: &mut dyn FnMut(Event, Timestamp) -> std::io::Result<()>,
 ) -> anyhow::Result<(Engine, Vec<InputInfo>)> {
-    // Parsing runs ahead on a thread of its own (hashing on the inputs' reading threads): the
-    // engine, the longest stage, is the only one on this thread.
-    let mut inputs = ReadAhead::start(Inputs::open(paths)?)?;
+    // Parsing runs ahead on a thread of its own (hashing on the inputs' reading threads).
+    let inputs = ReadAhead::start(Inputs::open(paths)?)?;
     let bar = if progress {
         let b = indicatif::ProgressBar::new(inputs.total_size());
         b.set_style(
@@ -323,7 +329,43 @@ fn run_engine(
     } else {
         None
     };
+    let (tx, rx) = std::sync::mpsc::sync_channel(EVENT_BATCHES_IN_FLIGHT);
+    std::thread::scope(|s| {
+        let engine_thread = std::thread::Builder::new()
+            .name("engine".into())
+            .spawn_scoped(s, || engine_loop(inputs, cfg, bar, tx))
+            .context("cannot start the engine thread")?;
+        let mut failed = None;
+        'batches: for batch in rx.iter() {
+            for (ev, now) in batch {
+                if let Err(e) = take(ev, now) {
+                    failed = Some(e);
+                    break 'batches;
+                }
+            }
+        }
+        // A failed write stops the engine at its next hand-over.
+        drop(rx);
+        let ran = engine_thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("the engine thread panicked"))?;
+        match failed {
+            Some(e) => Err(anyhow::Error::from(e).context("writing records")),
+            None => ran,
+        }
+    })
+}
+
+/// The engine over `inputs`, its events sent to `tx` in batches (see `run_engine`).
+fn engine_loop(
+    mut inputs: ReadAhead,
+    cfg: &Config,
+    bar: Option<indicatif::ProgressBar>,
+    tx: std::sync::mpsc::SyncSender<Vec<(Event, Timestamp)>>,
+) -> anyhow::Result<(Engine, Vec<InputInfo>)> {
+    let stopped = || anyhow::anyhow!("stopped: the records could not be written");
     let mut engine = Engine::new(&cfg.engine());
+    let mut batch = Vec::with_capacity(EVENT_BATCH);
     let mut n: u64 = 0;
     let read = inputs.bytes_read_counter();
     // Inlined where the reader hands packets out: no call per packet besides the engine's.
@@ -333,8 +375,10 @@ fn run_engine(
             engine.process(pkt);
             if engine.has_events() {
                 let now = engine.now();
-                for ev in engine.drain_events() {
-                    take(ev, now).context("writing records")?;
+                batch.extend(engine.drain_events().map(|ev| (ev, now)));
+                if batch.len() >= EVENT_BATCH {
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(EVENT_BATCH));
+                    tx.send(full).map_err(|_| stopped())?;
                 }
             }
             n += 1;
@@ -348,9 +392,9 @@ fn run_engine(
     )?;
     engine.finish();
     let now = engine.now();
-    for ev in engine.drain_events() {
-        take(ev, now).context("writing records")?;
-    }
+    batch.extend(engine.drain_events().map(|ev| (ev, now)));
+    tx.send(batch).map_err(|_| stopped())?;
+    drop(tx);
     if let Some(b) = &bar {
         b.finish_and_clear();
     }

@@ -225,3 +225,45 @@ fn hostile_capture_is_analysed_with_its_drops_and_evictions_counted() {
         assert!(!out.is_empty());
     }
 }
+
+/// The records are written on another thread than the engine's: a writer that fails (a full
+/// disk) still ends the run at once with the error, in every format, and no output is taken
+/// for a complete one.
+#[test]
+fn a_failed_record_write_ends_the_run_with_its_error() {
+    if !Path::new("/dev/full").exists() {
+        eprintln!("skipped: no /dev/full on this system");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let capture = dir.path().join("hostile.pcap");
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&capture).expect("create"));
+    gen::write_hostile(&mut f, 3, 20_000).expect("write capture");
+    drop(f);
+    for (args, stdout_full) in [
+        (vec!["--format", "ndjson"], true),
+        (vec!["--format", "json", "--records", "/dev/full"], false),
+        (vec!["--format", "text", "--records", "/dev/full"], false),
+    ] {
+        let stdout = if stdout_full {
+            std::fs::File::create("/dev/full").map(std::process::Stdio::from)
+        } else {
+            Ok(std::process::Stdio::null())
+        }
+        .expect("open /dev/full");
+        let out = Command::new(env!("CARGO_BIN_EXE_simboxd"))
+            .arg("analyze")
+            .args(&args)
+            .arg("--quiet")
+            .arg(&capture)
+            .stdout(stdout)
+            .output()
+            .expect("run simboxd");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains("writing records") && err.contains("No space left"),
+            "{args:?}: {err}"
+        );
+    }
+}

@@ -676,7 +676,9 @@ mod tests {
             );
             v.serialize(&mut ser).unwrap();
             let pad = format!("\n{}", " ".repeat(2 * depth));
-            let theirs = serde_json::to_string_pretty(&v).unwrap().replace('\n', &pad);
+            let theirs = serde_json::to_string_pretty(&v)
+                .unwrap()
+                .replace('\n', &pad);
             assert_eq!(String::from_utf8(ours).unwrap(), theirs, "depth {depth}");
         }
     }
