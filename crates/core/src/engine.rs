@@ -174,6 +174,7 @@ impl Engine {
         let seen = self.events.len();
         self.tracker.expire(self.now, &mut self.events);
         self.feed_lines(seen);
+        self.lines.advance(self.now);
         if self.own_threats {
             self.threats.expire(self.now);
         }
@@ -188,6 +189,8 @@ impl Engine {
         }
         self.finished = true;
         self.decoder.expire(self.now);
+        // Answers that have lasted by now count as the calls still running, before they close.
+        self.lines.advance(self.now);
         let seen = self.events.len();
         self.tracker.finish(self.now, &mut self.events);
         self.feed_lines(seen);

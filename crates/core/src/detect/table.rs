@@ -34,8 +34,9 @@ pub struct LineSummary {
     pub(crate) answered_in: u32,
     pub(crate) ended_in: u32,
     /// Inbound calls (window) the line took part in: voice both ways (counted as soon as it
-    /// flows, while the call runs), early media it sent, or on a SIP-only tap an answer that
-    /// lasted (these two counted when the call ends). The signals count these only.
+    /// flows, while the call runs), on a SIP-only tap an answer that lasted (counted as soon
+    /// as it has, while the call runs), or early media it sent (counted when the call ends).
+    /// The signals count these only.
     #[serde(default)]
     pub(crate) taken_in: u32,
     #[serde(default)]
@@ -284,6 +285,15 @@ pub struct LineTable {
     /// Whether the tap has carried any media so far (else it is a SIP-only mirror, where an
     /// answered call cannot show voice).
     tap_media: bool,
+    /// Latest time the table has been told of (events, `advance`): when answers fall due.
+    clock: Timestamp,
+    /// Inbound calls answered while the tap carried no media, late enough to count (see
+    /// `SipOnlyAnswers`), by when they will have lasted long enough: (due, line, call key), in
+    /// the order answered (so nearly in due order; one answered out of order waits for the one
+    /// before). At most `max_lines`; an answer that finds it full counts at its end instead
+    /// (`sip_only_answers_late`).
+    sip_only_due: std::collections::VecDeque<(Timestamp, IpAddr, u32)>,
+    sip_only_late: u64,
     last_eval: Timestamp,
     /// Lines that are suspect on their own evidence: site candidates (line -> peer, rhythm).
     candidates: BTreeMap<IpAddr, (IpAddr, Rhythm)>,
@@ -326,6 +336,9 @@ impl LineTable {
             admit_at: None,
             offers_to_unknown_lines: 0,
             tap_media: false,
+            clock: Timestamp::default(),
+            sip_only_due: std::collections::VecDeque::new(),
+            sip_only_late: 0,
             last_eval: Timestamp::default(),
             candidates: BTreeMap::new(),
             candidates_version: 0,
@@ -608,6 +621,7 @@ impl LineTable {
         c.add("offers_to_unknown_lines", self.offers_to_unknown_lines);
         c.add("lines_shed_table_full", self.shed_full);
         c.add("lines_shed_rate", self.shed_rate);
+        c.add("sip_only_answers_late", self.sip_only_late);
         c
     }
 
@@ -792,6 +806,61 @@ impl LineTable {
         Some(i)
     }
 
+    /// Time has come to `now` (packet time): answers on a tap without media that have lasted
+    /// by then count as taken (`Profile::on_sip_only_answer_due`). O(1) when none is due.
+    pub fn advance(&mut self, now: Timestamp) {
+        self.clock = self.clock.max(now);
+        while let Some(&(due, ip, key)) = self.sip_only_due.front() {
+            if due > self.clock {
+                break;
+            }
+            self.sip_only_due.pop_front();
+            if self.tap_media {
+                // Media showed up since: answers must carry voice to count (`took_part`).
+                self.sip_only_due.clear();
+                break;
+            }
+            let Some(&i) = self.index.get(&ip) else {
+                continue;
+            };
+            let params = &self.params;
+            let counted = self
+                .slots
+                .get_mut(i as usize)
+                .and_then(|s| s.entry.as_mut())
+                .is_some_and(|e| e.profile.on_sip_only_answer_due(key, due, params));
+            if counted {
+                if self.head != i {
+                    self.unlink(i);
+                    self.push_front(i);
+                }
+                self.mark_dirty(i);
+            }
+        }
+    }
+
+    /// An inbound call answered on line `ip` (its session opened): where the tap has carried
+    /// no media and the answer came late enough, it is to count once it has lasted.
+    fn await_sip_only_answer(
+        &mut self,
+        ip: IpAddr,
+        call_id: &str,
+        invited: Timestamp,
+        ts: Timestamp,
+    ) {
+        let rule = &self.params.sip_only;
+        if self.tap_media || !rule.rang_long_enough(invited, ts) {
+            return;
+        }
+        if self.sip_only_due.len() >= self.cfg.max_lines.max(1) {
+            self.sip_only_late += 1;
+            return;
+        }
+        let due = rule.due(ts);
+        self.sip_only_due
+            .push_back((due, ip, crate::lines::call_key(call_id)));
+    }
+
     /// Feeds one event (capture order).
     pub fn on_event(&mut self, ev: &Event) {
         // Any RTP or voice flow, whoever sent it, shows the tap carries media.
@@ -848,8 +917,11 @@ impl LineTable {
                 }
             }
         };
+        self.advance(ts);
         let params = &self.params;
         let tap_media = self.tap_media;
+        let reported = self.clock;
+        let mut answered = false;
         if let Some(e) = self
             .slots
             .get_mut(i as usize)
@@ -882,7 +954,7 @@ impl LineTable {
                     ts,
                     ..
                 } => p.on_call_started(call_id, *direction, *peer, *ts, params),
-                Event::CallEnded(r) => p.on_call_ended(r, params, tap_media),
+                Event::CallEnded(r) => p.on_call_ended(r, reported, params, tap_media),
                 Event::Registration(r) => p.on_registration(r, params),
                 Event::MediaStarted {
                     local,
@@ -901,16 +973,30 @@ impl LineTable {
                     invited,
                     ts,
                     ..
-                } => p.on_call_answered(
-                    call_id,
-                    *direction,
-                    *peer,
-                    called.as_deref(),
-                    *invited,
-                    *ts,
-                    params,
-                ),
+                } => {
+                    answered = p.on_call_answered(
+                        call_id,
+                        *direction,
+                        *peer,
+                        called.as_deref(),
+                        *invited,
+                        *ts,
+                        params,
+                    )
+                }
             }
+        }
+        if let (
+            true,
+            Event::CallAnswered {
+                call_id,
+                invited,
+                ts,
+                ..
+            },
+        ) = (answered, ev)
+        {
+            self.await_sip_only_answer(ip, call_id, *invited, *ts);
         }
         self.mark_dirty(i);
     }
@@ -926,6 +1012,7 @@ impl LineTable {
     /// Re-scores lines touched since the last call and returns those whose verdict, score (by
     /// 0.05 or more), site or reasons changed. Also drops lines idle beyond `line_idle_secs`.
     pub fn evaluate(&mut self, now: Timestamp) -> Vec<LineVerdict> {
+        self.advance(now);
         self.last_eval = self.last_eval.max(now);
         let idle_us = i64::from(self.cfg.line_idle_secs) * 1_000_000;
         while let Some(e) = self
