@@ -137,13 +137,18 @@ impl Engine {
         }
     }
 
-    /// Hands events from index `from` on to the line table and the threat table.
+    /// Hands events from index `from` on to the line table and the threat table, then tells
+    /// the line table up to when calls that ended have all been reported.
     fn feed_lines(&mut self, from: usize) {
+        self.lines.note_time(self.now);
         for ev in self.events.get(from..).unwrap_or(&[]) {
             self.lines.on_event(ev);
             if self.own_threats {
                 self.threats.on_event(ev);
             }
+        }
+        if let Some(t) = self.tracker.ends_reported_until() {
+            self.lines.advance(t);
         }
     }
 
@@ -174,7 +179,6 @@ impl Engine {
         let seen = self.events.len();
         self.tracker.expire(self.now, &mut self.events);
         self.feed_lines(seen);
-        self.lines.advance(self.now);
         if self.own_threats {
             self.threats.expire(self.now);
         }
@@ -189,8 +193,6 @@ impl Engine {
         }
         self.finished = true;
         self.decoder.expire(self.now);
-        // Answers that have lasted by now count as the calls still running, before they close.
-        self.lines.advance(self.now);
         let seen = self.events.len();
         self.tracker.finish(self.now, &mut self.events);
         self.feed_lines(seen);

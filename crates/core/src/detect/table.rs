@@ -285,8 +285,9 @@ pub struct LineTable {
     /// Whether the tap has carried any media so far (else it is a SIP-only mirror, where an
     /// answered call cannot show voice).
     tap_media: bool,
-    /// Latest time the table has been told of (events, `advance`): when answers fall due.
-    clock: Timestamp,
+    /// Latest time the table has been told of (events, `note_time`, `advance`): when a call
+    /// reported before it ended was reported (see `SipOnlyAnswers::count`).
+    latest: Timestamp,
     /// Inbound calls answered while the tap carried no media, late enough to count (see
     /// `SipOnlyAnswers`), by when they will have lasted long enough: (due, line, call key), in
     /// the order answered (so nearly in due order; one answered out of order waits for the one
@@ -336,7 +337,7 @@ impl LineTable {
             admit_at: None,
             offers_to_unknown_lines: 0,
             tap_media: false,
-            clock: Timestamp::default(),
+            latest: Timestamp::default(),
             sip_only_due: std::collections::VecDeque::new(),
             sip_only_late: 0,
             last_eval: Timestamp::default(),
@@ -806,12 +807,19 @@ impl LineTable {
         Some(i)
     }
 
-    /// Time has come to `now` (packet time): answers on a tap without media that have lasted
-    /// by then count as taken (`Profile::on_sip_only_answer_due`). O(1) when none is due.
-    pub fn advance(&mut self, now: Timestamp) {
-        self.clock = self.clock.max(now);
+    /// The latest packet time is `now` (a call reported without an end lasted until then).
+    pub fn note_time(&mut self, now: Timestamp) {
+        self.latest = self.latest.max(now);
+    }
+
+    /// Every call that ended by `ended_by` has been reported (fed as `CallEnded`; see
+    /// `Tracker::ends_reported_until`): the answers on a tap without media that have lasted by
+    /// then and are still open ran that long, and count as taken
+    /// (`Profile::on_sip_only_answer_due`). O(1) when none is due.
+    pub fn advance(&mut self, ended_by: Timestamp) {
+        self.note_time(ended_by);
         while let Some(&(due, ip, key)) = self.sip_only_due.front() {
-            if due > self.clock {
+            if due > ended_by {
                 break;
             }
             self.sip_only_due.pop_front();
@@ -917,10 +925,10 @@ impl LineTable {
                 }
             }
         };
-        self.advance(ts);
+        self.note_time(ts);
         let params = &self.params;
         let tap_media = self.tap_media;
-        let reported = self.clock;
+        let reported = self.latest;
         let mut answered = false;
         if let Some(e) = self
             .slots
@@ -1012,7 +1020,6 @@ impl LineTable {
     /// Re-scores lines touched since the last call and returns those whose verdict, score (by
     /// 0.05 or more), site or reasons changed. Also drops lines idle beyond `line_idle_secs`.
     pub fn evaluate(&mut self, now: Timestamp) -> Vec<LineVerdict> {
-        self.advance(now);
         self.last_eval = self.last_eval.max(now);
         let idle_us = i64::from(self.cfg.line_idle_secs) * 1_000_000;
         while let Some(e) = self

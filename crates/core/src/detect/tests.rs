@@ -1064,3 +1064,23 @@ fn where_the_tap_carries_media_an_answer_without_any_never_counts_while_running(
     let w = sip_only_window(&mut t, &events, &mut fed, 30.0);
     assert_eq!((w.in_taken, w.in_ended), (0, 1));
 }
+
+#[test]
+fn on_a_sip_only_tap_a_call_that_ended_short_but_was_reported_late_never_counts() {
+    // Answered at 6 s, BYE at 10 s (4 s of talk), reported after its due time (the calls stage
+    // reports a call a few seconds after its BYE): it ran too short, whatever came when.
+    let mut b = Builder::new(line(), 1);
+    b.call(&sip_only_call(1, 0.0, 6.0, 4.0));
+    let events = b.finish();
+    let Some((ended, running)) = events.split_last() else {
+        panic!("no events");
+    };
+    let mut t = LineTable::new(&cfg(), &net());
+    let mut fed = 0;
+    let w = sip_only_window(&mut t, running, &mut fed, 9.0);
+    assert_eq!(w.in_taken, 0);
+    t.note_time(at(14.0));
+    t.on_event(ended);
+    let w = sip_only_window(&mut t, running, &mut fed, 14.0);
+    assert_eq!((w.in_taken, w.in_ended), (0, 1));
+}
