@@ -929,7 +929,8 @@ impl LineTable {
         let params = &self.params;
         let tap_media = self.tap_media;
         let reported = self.latest;
-        let mut answered = false;
+        // An answered inbound call now open on the line: (call id, INVITE, answer).
+        let mut answered = None;
         if let Some(e) = self
             .slots
             .get_mut(i as usize)
@@ -982,7 +983,7 @@ impl LineTable {
                     ts,
                     ..
                 } => {
-                    answered = p.on_call_answered(
+                    let open = p.on_call_answered(
                         call_id,
                         *direction,
                         *peer,
@@ -990,21 +991,15 @@ impl LineTable {
                         *invited,
                         *ts,
                         params,
-                    )
+                    );
+                    if open {
+                        answered = Some((call_id.as_str(), *invited, *ts));
+                    }
                 }
             }
         }
-        if let (
-            true,
-            Event::CallAnswered {
-                call_id,
-                invited,
-                ts,
-                ..
-            },
-        ) = (answered, ev)
-        {
-            self.await_sip_only_answer(ip, call_id, *invited, *ts);
+        if let Some((call_id, invited, ts)) = answered {
+            self.await_sip_only_answer(ip, call_id, invited, ts);
         }
         self.mark_dirty(i);
     }
