@@ -147,8 +147,10 @@ impl Engine {
                 self.threats.on_event(ev);
             }
         }
-        if let Some(t) = self.tracker.ends_reported_until() {
-            self.lines.advance(t);
+        if self.lines.awaits_sip_only_answers() {
+            if let Some(t) = self.tracker.ends_reported_until() {
+                self.lines.advance(t);
+            }
         }
     }
 

@@ -812,6 +812,11 @@ impl LineTable {
         self.latest = self.latest.max(now);
     }
 
+    /// Whether answers on a tap without media wait to fall due (see `advance`).
+    pub fn awaits_sip_only_answers(&self) -> bool {
+        !self.sip_only_due.is_empty()
+    }
+
     /// Every call that ended by `ended_by` has been reported (fed as `CallEnded`; see
     /// `Tracker::ends_reported_until`): the answers on a tap without media that have lasted by
     /// then and are still open ran that long, and count as taken
