@@ -192,12 +192,12 @@ pub fn analyze_spooled(
 ) -> anyhow::Result<(Analysis, spool::RecordSpool)> {
     let mut sp = spool::RecordSpool::new(cfg.detection.sip_only_answers())
         .context("cannot create a temporary file for the records")?;
-    let (engine, inputs) = run_engine(paths, cfg, progress, &mut |ev, _| {
+    let (engine, inputs) = run_engine(paths, cfg, progress, &mut |ev, now| {
         for w in writers.iter_mut() {
             write_record(w, &ev)?;
         }
         match ev {
-            Event::CallEnded(c) => sp.call(*c),
+            Event::CallEnded(c) => sp.call(*c, now),
             Event::Registration(r) => sp.registration(&r),
             Event::MediaEnded(m) => sp.media_flow(&m),
             _ => Ok(()),
@@ -516,7 +516,8 @@ fn line_entries(
         if let Some(n) = crate::figures::called_number(c) {
             numbers.entry(line).or_default().insert(n);
         }
-        if crate::figures::is_taken_inbound(c, tap_media, sip_only) {
+        let reported = capture_end.unwrap_or(c.start);
+        if crate::figures::is_taken_inbound(c, tap_media, sip_only, reported) {
             e.inbound_calls_taken += 1;
             if c.outcome == Outcome::Answered {
                 e.inbound_calls_taken_answered += 1;

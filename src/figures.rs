@@ -124,22 +124,28 @@ pub enum Taken {
     SipOnly,
 }
 
-/// How inbound call `c` counts as taken, if at all (`None` for other directions).
-pub fn taken_inbound(c: &CallRecord, sip_only: &SipOnlyAnswers) -> Option<Taken> {
+/// How inbound call `c` counts as taken, if at all (`None` for other directions). `now`: when
+/// the record was reported (a call not ended then lasted until then; see `SipOnlyAnswers`).
+pub fn taken_inbound(c: &CallRecord, sip_only: &SipOnlyAnswers, now: Timestamp) -> Option<Taken> {
     if !is_inbound(c) {
         return None;
     }
     match c.participation {
         Participation::TwoWayVoice | Participation::EarlyMedia => Some(Taken::Media),
-        Participation::AnsweredNoMedia if sip_only.count(c) => Some(Taken::SipOnly),
+        Participation::AnsweredNoMedia if sip_only.count(c, now) => Some(Taken::SipOnly),
         _ => None,
     }
 }
 
 /// An inbound call the line took part in, as detection counts it: `taken_inbound`, with a
 /// SIP-only answer counted only where the tap carried no media at all (`tap_media` false).
-pub fn is_taken_inbound(c: &CallRecord, tap_media: bool, sip_only: &SipOnlyAnswers) -> bool {
-    match taken_inbound(c, sip_only) {
+pub fn is_taken_inbound(
+    c: &CallRecord,
+    tap_media: bool,
+    sip_only: &SipOnlyAnswers,
+    now: Timestamp,
+) -> bool {
+    match taken_inbound(c, sip_only, now) {
         Some(Taken::Media) => true,
         Some(Taken::SipOnly) => !tap_media,
         None => false,

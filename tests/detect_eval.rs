@@ -329,48 +329,6 @@ fn a_forged_flood_over_a_range_is_found_and_expatriates_called_on_their_own_numb
     }
 }
 
-/// A mirror filtered to signalling: only packets whose UDP or TCP payload starts a SIP message
-/// (a request line or `SIP/2.0`) and IP fragments past the first, of a classic little-endian
-/// pcap. Media, and everything else, is gone.
-fn sip_only(pcap: &[u8]) -> Vec<u8> {
-    let mut out = pcap[..24].to_vec();
-    let mut at = 24;
-    while at + 16 <= pcap.len() {
-        let incl = u32::from_le_bytes(pcap[at + 8..at + 12].try_into().unwrap()) as usize;
-        let rec = &pcap[at..at + 16 + incl];
-        at += 16 + incl;
-        let d = &rec[16..];
-        let mut off = 12;
-        let mut et = u16::from_be_bytes([d[off], d[off + 1]]);
-        off += 2;
-        while et == 0x8100 {
-            et = u16::from_be_bytes([d[off + 2], d[off + 3]]);
-            off += 4;
-        }
-        let (proto, l4) = match et {
-            0x0800 => {
-                let frag = u16::from_be_bytes([d[off + 6], d[off + 7]]) & 0x1fff;
-                if frag != 0 {
-                    out.extend_from_slice(rec);
-                    continue;
-                }
-                (d[off + 9], off + usize::from(d[off] & 15) * 4)
-            }
-            0x86dd => (d[off + 6], off + 40),
-            _ => continue,
-        };
-        let payload = match proto {
-            17 => &d[l4 + 8..],
-            6 => &d[l4 + usize::from(d[l4 + 12] >> 4) * 4..],
-            _ => continue,
-        };
-        if simulate_support::looks_like_sip(payload) {
-            out.extend_from_slice(rec);
-        }
-    }
-    out
-}
-
 /// Gateways, cameras that answer anything, a PBX that relays toll fraud and households; toll-fraud
 /// dialers probe the cameras and the PBX, and a framer sends the cameras a gateway-shaped stream
 /// (a new mobile number on every call, four at a time) and holds every call they answer: on a
@@ -416,7 +374,7 @@ fn on_a_sip_only_mirror_gateways_stay_found_and_cameras_held_open_by_dialers_sta
     for seed in [5u64, 17] {
         let mut full = Vec::new();
         let labels = simboxd_sim::generate(&sc, seed, &mut full).unwrap();
-        let cut = sip_only(&full);
+        let cut = simulate_support::sip_only(&full);
         assert!(
             cut.len() * 3 < full.len(),
             "media dropped: {} of {}",
@@ -438,4 +396,54 @@ fn on_a_sip_only_mirror_gateways_stay_found_and_cameras_held_open_by_dialers_sta
             .count();
     }
     assert!(lax_flagged > 0, "the test's capture exercises the rule");
+}
+
+/// "...; the line took part in N, M answered" of a line's reasons, when one states it.
+fn share_in_reasons(l: &simboxd::analyze::LineEntry) -> Option<(u64, u64)> {
+    l.reasons.iter().find_map(|r| {
+        let rest = r.detail.split("; the line took part in ").nth(1)?;
+        let (n, rest) = rest.split_once(", ")?;
+        let (m, _) = rest.split_once(' ')?;
+        Some((n.parse().ok()?, m.parse().ok()?))
+    })
+}
+
+#[test]
+fn on_a_sip_only_mirror_answers_counted_while_running_agree_with_the_lines_figures() {
+    // 20 minutes of gateways and cameras: calls still run when the capture ends, and answers
+    // count once they have lasted, before the calls end. The reasons (detection's counters),
+    // the lines' figures from the records and the streaming tallies count the same calls.
+    let sc = Scenario::from_toml(CAMERAS, "cameras.toml").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sip-only.pcap");
+    let mut full = Vec::new();
+    simboxd_sim::generate(&sc, 5, &mut full).unwrap();
+    std::fs::write(&path, simulate_support::sip_only(&full)).unwrap();
+    let c = cfg();
+    let a = simboxd::analyze::analyze_file(&path, &c, false).unwrap();
+    let s = simboxd::analyze::analyze_streaming(std::slice::from_ref(&path), &c, false, &mut [], 0)
+        .unwrap();
+    let mut stated = 0;
+    for l in &a.lines {
+        let taken = (l.inbound_calls_taken, l.inbound_calls_taken_answered);
+        if let Some(share) = share_in_reasons(l) {
+            assert_eq!(share, taken, "{:?}", l.line);
+            stated += 1;
+        }
+        let streamed = s.analysis.lines.iter().find(|x| x.line == l.line).unwrap();
+        assert_eq!(
+            (
+                streamed.inbound_calls_taken,
+                streamed.inbound_calls_taken_answered
+            ),
+            taken,
+            "{:?}",
+            l.line
+        );
+    }
+    assert!(stated >= 2, "the gateways' reasons state their share");
+    assert!(
+        a.lines.iter().any(|l| l.open_calls_at_end > 0),
+        "calls run at the end"
+    );
 }

@@ -198,7 +198,8 @@ impl LineFacts {
         })
     }
 
-    pub fn call(&mut self, c: &CallRecord, sip_only: &SipOnlyAnswers) {
+    /// One call record, reported at `now` (see `figures::taken_inbound`).
+    pub fn call(&mut self, c: &CallRecord, sip_only: &SipOnlyAnswers, now: Timestamp) {
         if !c.rtp.is_empty() {
             self.tap_media = true;
         }
@@ -223,7 +224,7 @@ impl LineFacts {
             f.numbers.push(h);
         }
         // `figures::is_taken_inbound` with the tap's media known only at the end: both kinds.
-        match figures::taken_inbound(c, sip_only) {
+        match figures::taken_inbound(c, sip_only, now) {
             Some(Taken::Media) => {
                 f.taken_media += 1;
                 f.taken_media_answered += u64::from(answered);
@@ -352,13 +353,14 @@ impl RecordSpool {
         })
     }
 
-    pub fn call(&mut self, c: CallRecord) -> io::Result<()> {
+    /// One call record, reported at `now` (the latest packet time).
+    pub fn call(&mut self, c: CallRecord, now: Timestamp) -> io::Result<()> {
         if self.n_calls >= MAX_RECORDS {
             self.dropped += 1;
             return Ok(());
         }
         self.n_calls += 1;
-        self.facts.call(&c, &self.sip_only);
+        self.facts.call(&c, &self.sip_only, now);
         self.chunk.push(c);
         if self.chunk.len() >= CHUNK_CALLS {
             self.write_run()?;

@@ -217,7 +217,7 @@ impl LineTallies {
         }
         // The two readings of `figures::is_taken_inbound` (with media on the line or not),
         // chosen when the line's figures are read.
-        if let Some(kind) = crate::figures::taken_inbound(c, &sip_only) {
+        if let Some(kind) = crate::figures::taken_inbound(c, &sip_only, now) {
             let answered = u64::from(c.outcome == Outcome::Answered);
             match kind {
                 Taken::Media => {

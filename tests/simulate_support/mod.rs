@@ -306,3 +306,45 @@ pub fn rtp_header(p: &[u8]) -> Option<(u8, u16, u32, u32)> {
         u32::from_be_bytes(p[8..12].try_into().ok()?),
     ))
 }
+
+/// A mirror filtered to signalling: only packets whose UDP or TCP payload starts a SIP message
+/// (a request line or `SIP/2.0`) and IP fragments past the first, of a classic little-endian
+/// pcap. Media, and everything else, is gone.
+pub fn sip_only(pcap: &[u8]) -> Vec<u8> {
+    let mut out = pcap[..24].to_vec();
+    let mut at = 24;
+    while at + 16 <= pcap.len() {
+        let incl = u32::from_le_bytes(pcap[at + 8..at + 12].try_into().unwrap()) as usize;
+        let rec = &pcap[at..at + 16 + incl];
+        at += 16 + incl;
+        let d = &rec[16..];
+        let mut off = 12;
+        let mut et = u16::from_be_bytes([d[off], d[off + 1]]);
+        off += 2;
+        while et == 0x8100 {
+            et = u16::from_be_bytes([d[off + 2], d[off + 3]]);
+            off += 4;
+        }
+        let (proto, l4) = match et {
+            0x0800 => {
+                let frag = u16::from_be_bytes([d[off + 6], d[off + 7]]) & 0x1fff;
+                if frag != 0 {
+                    out.extend_from_slice(rec);
+                    continue;
+                }
+                (d[off + 9], off + usize::from(d[off] & 15) * 4)
+            }
+            0x86dd => (d[off + 6], off + 40),
+            _ => continue,
+        };
+        let payload = match proto {
+            17 => &d[l4 + 8..],
+            6 => &d[l4 + usize::from(d[l4 + 12] >> 4) * 4..],
+            _ => continue,
+        };
+        if looks_like_sip(payload) {
+            out.extend_from_slice(rec);
+        }
+    }
+    out
+}

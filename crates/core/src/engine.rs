@@ -137,12 +137,19 @@ impl Engine {
         }
     }
 
-    /// Hands events from index `from` on to the line table and the threat table.
+    /// Hands events from index `from` on to the line table and the threat table, then tells
+    /// the line table up to when calls that ended have all been reported.
     fn feed_lines(&mut self, from: usize) {
+        self.lines.note_time(self.now);
         for ev in self.events.get(from..).unwrap_or(&[]) {
             self.lines.on_event(ev);
             if self.own_threats {
                 self.threats.on_event(ev);
+            }
+        }
+        if self.lines.awaits_sip_only_answers() {
+            if let Some(t) = self.tracker.ends_reported_until() {
+                self.lines.advance(t);
             }
         }
     }

@@ -32,9 +32,9 @@ pub(crate) struct Bucket {
     pub(crate) in_ended: u16,
     pub(crate) in_answered: u16,
     /// Inbound calls the line took part in, counted in this bucket: an answered call once
-    /// voice flows both ways (while it runs), else at its end (early media it sent, or on a
-    /// line whose tap carries no media, an answer that lasted); how many of those came from
-    /// foreign peers, and how many the line answered.
+    /// voice flows both ways or, on a line whose tap carries no media, once its answer has
+    /// lasted (both while it runs), else at its end (early media it sent); how many of those
+    /// came from foreign peers, and how many the line answered.
     pub(crate) in_taken: u16,
     pub(crate) in_taken_foreign: u16,
     pub(crate) in_taken_answered: u16,
@@ -319,6 +319,11 @@ fn hash_ip(ip: IpAddr) -> u32 {
     }
 }
 
+/// The key a call is kept by among the line's open sessions.
+pub(crate) fn call_key(call_id: &str) -> u32 {
+    hash_bytes(call_id.as_bytes()) as u32
+}
+
 /// `called_keys` packed in one word as kept per call: `number << 32 | block`.
 fn called_key(user: &str) -> u64 {
     let (num, block) = called_keys(user);
@@ -552,7 +557,8 @@ struct OpenSession {
     #[serde(default)]
     called: u64,
     /// An answered inbound call already counted as taken: voice flowed both ways while it ran
-    /// (see `on_media_started`). Its end does not count it again.
+    /// (see `on_media_started`), or on a tap without media its answer lasted while it ran
+    /// (`on_sip_only_answer_due`). Its end does not count it again.
     #[serde(default)]
     taken: bool,
 }
@@ -1066,7 +1072,9 @@ impl Profile {
     /// call held a channel from its INVITE (`invited`) on: the ring time is moved one level up,
     /// taking the level during the ring as the level now (exact unless another call started or
     /// ended while this one rang). `peer` and `called` are kept with the open call, so that it
-    /// can count as taken as soon as voice flows both ways (`on_media_started`).
+    /// can count as taken as soon as voice flows both ways (`on_media_started`) or, where the
+    /// tap carries no media, once the answer has lasted (`on_sip_only_answer_due`). Returns
+    /// whether the call is now open on the line as an answered inbound call.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn on_call_answered(
         &mut self,
@@ -1077,13 +1085,13 @@ impl Profile {
         invited: Timestamp,
         ts: Timestamp,
         p: &ProfileParams,
-    ) {
+    ) -> bool {
         self.touch(ts.0, p);
         if direction != Direction::Inbound {
-            return;
+            return false;
         }
         self.count_hour(invited.0.min(ts.0));
-        let key = hash_bytes(call_id.as_bytes()) as u32;
+        let key = call_key(call_id);
         self.count_uncounted_offer(key, peer, invited.0, p);
         let before = self.open.len();
         self.open_session(key, 0, SessionKind::Answered, ts.0, p);
@@ -1105,20 +1113,28 @@ impl Profile {
             if let Some(s) = self.open.last_mut() {
                 s.start = invited.0.min(ts.0);
             }
+            return true;
         }
+        false
     }
 
     /// Whether an ended inbound call was the line's own doing: it relayed voice both ways or
     /// sent early media; an answer without any media counts only where the tap carries no media
     /// at all (a SIP-only mirror: `tap_media` false, and none of this line's calls had media) and
-    /// only when the call lasted.
-    fn took_part(&self, r: &CallRecord, now: i64, p: &ProfileParams, tap_media: bool) -> bool {
+    /// only when the call lasted (`reported`: when the record came, the end of a call not
+    /// ended then).
+    fn took_part(
+        &self,
+        r: &CallRecord,
+        now: i64,
+        reported: Timestamp,
+        p: &ProfileParams,
+        tap_media: bool,
+    ) -> bool {
         match r.participation {
             Participation::Placed | Participation::TwoWayVoice | Participation::EarlyMedia => true,
             Participation::AnsweredNoMedia => {
-                !tap_media
-                    && ring_sum(&self.long, self.long_newest, now, p.long_width()).media_calls == 0
-                    && p.sip_only.count(r)
+                !tap_media && self.no_media_seen(now, p) && p.sip_only.count(r, reported)
             }
             Participation::AnsweredOneWay | Participation::Rejected | Participation::Ignored => {
                 false
@@ -1136,7 +1152,7 @@ impl Profile {
         known: Option<(Option<SocketAddr>, Timestamp)>,
         p: &ProfileParams,
     ) {
-        let key = hash_bytes(call_id.as_bytes()) as u32;
+        let key = call_key(call_id);
         self.offer_uncounted = key | 1;
         if let Some((peer, invited)) = known {
             self.count_uncounted_offer(key, peer, invited.0, p);
@@ -1166,13 +1182,7 @@ impl Profile {
         p: &ProfileParams,
     ) {
         self.touch(ts.0, p);
-        self.start_call(
-            hash_bytes(call_id.as_bytes()) as u32,
-            direction,
-            peer,
-            ts.0,
-            p,
-        );
+        self.start_call(call_key(call_id), direction, peer, ts.0, p);
     }
 
     fn check_fingerprint(
@@ -1222,12 +1232,24 @@ impl Profile {
         }
     }
 
-    /// A dialog ended (or was closed at the end of the capture). `tap_media`: whether the tap
-    /// has carried any media so far (see `took_part`).
-    pub(crate) fn on_call_ended(&mut self, r: &CallRecord, p: &ProfileParams, tap_media: bool) {
+    /// None of the line's calls over the long window carried media (at `now`).
+    fn no_media_seen(&self, now: i64, p: &ProfileParams) -> bool {
+        ring_sum(&self.long, self.long_newest, now, p.long_width()).media_calls == 0
+    }
+
+    /// A dialog ended (or was closed at the end of the capture), reported at `reported` (the
+    /// latest packet time). `tap_media`: whether the tap has carried any media so far (see
+    /// `took_part`).
+    pub(crate) fn on_call_ended(
+        &mut self,
+        r: &CallRecord,
+        reported: Timestamp,
+        p: &ProfileParams,
+        tap_media: bool,
+    ) {
         let end = r.end.unwrap_or(r.start).max(r.start);
         self.touch(end.0, p);
-        let key = hash_bytes(r.call_id.as_bytes()) as u32;
+        let key = call_key(&r.call_id);
         let inbound = r.direction == Direction::Inbound;
         if inbound {
             self.count_uncounted_offer(key, r.peer, r.start.0, p);
@@ -1244,7 +1266,7 @@ impl Profile {
             // Counted already while it ran (voice both ways): the line's part showed then,
             // whatever the record's final figures say; it is not counted twice.
             let counted = closed.is_some_and(|s| s.kind == SessionKind::Answered && s.taken);
-            let taken = counted || self.took_part(r, end.0, p, tap_media);
+            let taken = counted || self.took_part(r, end.0, reported, p, tap_media);
             self.bump(end.0, p, |b| {
                 b.in_ended = b.in_ended.saturating_add(1);
                 if answered {
@@ -1345,6 +1367,34 @@ impl Profile {
         s.taken = true;
         let (peer, called, invited) = (s.peer, s.called, s.start);
         self.count_taken(peer, called, true, invited, ts, p);
+    }
+
+    /// On a tap that has carried no media (`LineTable` asks only then), an inbound call the
+    /// line answered as late as a relayed call is (`SipOnlyAnswers::rang_long_enough`) has now
+    /// lasted `min_talk_secs` (`due`) and still runs: the line has taken part, by the rule that
+    /// would count the call at its end, applied as soon as it holds. Counted once; its end does
+    /// not count it again. Returns whether it counted.
+    pub(crate) fn on_sip_only_answer_due(
+        &mut self,
+        call_id_key: u32,
+        due: Timestamp,
+        p: &ProfileParams,
+    ) -> bool {
+        if !self.no_media_seen(due.0, p) {
+            return false;
+        }
+        let Some(s) = self
+            .open
+            .iter_mut()
+            .find(|s| s.key == call_id_key && s.kind == SessionKind::Answered && !s.taken)
+        else {
+            return false;
+        };
+        s.taken = true;
+        let (peer, called, invited) = (s.peer, s.called, s.start);
+        self.touch(due.0, p);
+        self.count_taken(peer, called, true, invited, due.0, p);
+        true
     }
 
     /// Notes a called number (`called_key`) among the recent ones and in the window's sketch.
@@ -1504,7 +1554,7 @@ impl Profile {
         self.touch(ts.0, p);
         if let Some(id) = call_id {
             self.bump(ts.0, p, |b| b.sip_flows = b.sip_flows.saturating_add(1));
-            self.take_voiced(hash_bytes(id.as_bytes()) as u32, ts.0, p);
+            self.take_voiced(call_key(id), ts.0, p);
             return;
         }
         self.start_opaque(flow_key(local, remote), remote.ip(), ts.0, p);
@@ -1798,6 +1848,7 @@ mod tests {
         // Its end brings its figures (ended, talk time) but does not count it twice.
         pr.on_call_ended(
             &answered_record("long", "13812345678", 0.0, 5.0, 305.0),
+            t(305.0),
             &p,
             true,
         );
@@ -1857,6 +1908,7 @@ mod tests {
         // Ended with voice both ways: counted then, once (the end-of-call rule as before).
         pr.on_call_ended(
             &answered_record("a", "13812345678", 0.0, 3.0, 40.0),
+            t(40.0),
             &p,
             true,
         );
@@ -1877,7 +1929,7 @@ mod tests {
             t(52.0),
             &p,
         );
-        pr.on_call_ended(&r, &p, true);
+        pr.on_call_ended(&r, t(90.0), &p, true);
         let w = pr.window(t(90.0), &p);
         assert_eq!((w.in_taken, w.in_ended, w.in_answered), (1, 2, 2));
         assert_eq!(pr.recent_called(), (1, 1, 1));

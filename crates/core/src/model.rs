@@ -344,12 +344,23 @@ impl Default for SipOnlyAnswers {
 
 impl SipOnlyAnswers {
     /// Whether `c`, answered without media, passes both bounds (whether the tap carries media
-    /// is the caller's to know).
-    pub fn count(&self, c: &CallRecord) -> bool {
+    /// is the caller's to know). `now`: when the record was reported, the end of a call that
+    /// had not ended then (still open at the end of the capture): such a call lasted until
+    /// `now`, and detection counts it once `due` has passed while it runs.
+    pub fn count(&self, c: &CallRecord, now: Timestamp) -> bool {
         c.participation == Participation::AnsweredNoMedia
-            && c.talk_secs().unwrap_or(0.0) >= self.min_talk_secs
-            && c.answer
-                .is_some_and(|a| a.secs_since(c.start) >= self.min_ring_secs)
+            && c.answer.is_some_and(|a| {
+                self.rang_long_enough(c.start, a)
+                    && c.end.unwrap_or(now).secs_since(a) >= self.min_talk_secs
+            })
+    }
+    /// Whether an answer at `answer` to an INVITE at `invited` came late enough to count.
+    pub fn rang_long_enough(&self, invited: Timestamp, answer: Timestamp) -> bool {
+        answer.secs_since(invited) >= self.min_ring_secs
+    }
+    /// When an answer at `answer` has lasted long enough to count, if the call still runs.
+    pub fn due(&self, answer: Timestamp) -> Timestamp {
+        answer.plus_secs(self.min_talk_secs)
     }
 }
 
@@ -880,6 +891,7 @@ mod tests {
     #[test]
     fn sip_only_answers_count_when_late_and_lasting() {
         let rule = SipOnlyAnswers::default();
+        const T0: Timestamp = Timestamp(0);
         let call = |ring: f64, talk: f64, p: Participation| {
             let mut c = CallRecord::new("c".into(), Direction::Inbound, Timestamp(0));
             let answer = Timestamp((ring * 1e6) as i64);
@@ -888,15 +900,19 @@ mod tests {
             c.participation = p;
             c
         };
-        assert!(rule.count(&call(6.0, 30.0, Participation::AnsweredNoMedia)));
-        assert!(rule.count(&call(2.0, 5.0, Participation::AnsweredNoMedia)));
+        assert!(rule.count(&call(6.0, 30.0, Participation::AnsweredNoMedia), T0));
+        assert!(rule.count(&call(2.0, 5.0, Participation::AnsweredNoMedia), T0));
         // At once (a device answering on its own), too short, or not a media-less answer.
-        assert!(!rule.count(&call(0.8, 300.0, Participation::AnsweredNoMedia)));
-        assert!(!rule.count(&call(6.0, 4.0, Participation::AnsweredNoMedia)));
-        assert!(!rule.count(&call(6.0, 30.0, Participation::AnsweredOneWay)));
+        assert!(!rule.count(&call(0.8, 300.0, Participation::AnsweredNoMedia), T0));
+        assert!(!rule.count(&call(6.0, 4.0, Participation::AnsweredNoMedia), T0));
+        assert!(!rule.count(&call(6.0, 30.0, Participation::AnsweredOneWay), T0));
         let mut open = call(6.0, 30.0, Participation::AnsweredNoMedia);
         open.end = None;
-        assert!(!rule.count(&open), "not ended: no talk time yet");
+        // Not ended when reported (open at the end of the capture): it lasted until then.
+        let answered = Timestamp(6_000_000);
+        assert!(!rule.count(&open, answered.plus_secs(4.0)));
+        assert!(rule.count(&open, answered.plus_secs(5.0)));
+        assert_eq!(rule.due(answered), answered.plus_secs(5.0));
     }
 
     #[test]

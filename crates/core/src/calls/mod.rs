@@ -239,6 +239,13 @@ impl Tracker {
         }
     }
 
+    /// A time by which every dialog that ended (BYE, CANCEL) has been reported: a call ended
+    /// before it and not reported yet is still running. Reports come at the first expiry at
+    /// least `END_LINGER_SECS` after the end (retransmissions of the BYE are absorbed first).
+    pub fn ends_reported_until(&self) -> Option<Timestamp> {
+        self.last_expire.map(|t| t.plus_secs(-END_LINGER_SECS))
+    }
+
     /// Closes dialogs, transactions and media flows that timed out at `now`.
     pub fn expire(&mut self, now: Timestamp, events: &mut Vec<Event>) {
         self.last_expire = Some(now);

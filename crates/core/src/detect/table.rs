@@ -34,8 +34,9 @@ pub struct LineSummary {
     pub(crate) answered_in: u32,
     pub(crate) ended_in: u32,
     /// Inbound calls (window) the line took part in: voice both ways (counted as soon as it
-    /// flows, while the call runs), early media it sent, or on a SIP-only tap an answer that
-    /// lasted (these two counted when the call ends). The signals count these only.
+    /// flows, while the call runs), on a SIP-only tap an answer that lasted (counted as soon
+    /// as it has, while the call runs), or early media it sent (counted when the call ends).
+    /// The signals count these only.
     #[serde(default)]
     pub(crate) taken_in: u32,
     #[serde(default)]
@@ -284,6 +285,16 @@ pub struct LineTable {
     /// Whether the tap has carried any media so far (else it is a SIP-only mirror, where an
     /// answered call cannot show voice).
     tap_media: bool,
+    /// Latest time the table has been told of (events, `note_time`, `advance`): when a call
+    /// reported before it ended was reported (see `SipOnlyAnswers::count`).
+    latest: Timestamp,
+    /// Inbound calls answered while the tap carried no media, late enough to count (see
+    /// `SipOnlyAnswers`), by when they will have lasted long enough: (due, line, call key), in
+    /// the order answered (so nearly in due order; one answered out of order waits for the one
+    /// before). At most `max_lines`; an answer that finds it full counts at its end instead
+    /// (`sip_only_answers_late`).
+    sip_only_due: std::collections::VecDeque<(Timestamp, IpAddr, u32)>,
+    sip_only_late: u64,
     last_eval: Timestamp,
     /// Lines that are suspect on their own evidence: site candidates (line -> peer, rhythm).
     candidates: BTreeMap<IpAddr, (IpAddr, Rhythm)>,
@@ -326,6 +337,9 @@ impl LineTable {
             admit_at: None,
             offers_to_unknown_lines: 0,
             tap_media: false,
+            latest: Timestamp::default(),
+            sip_only_due: std::collections::VecDeque::new(),
+            sip_only_late: 0,
             last_eval: Timestamp::default(),
             candidates: BTreeMap::new(),
             candidates_version: 0,
@@ -608,6 +622,7 @@ impl LineTable {
         c.add("offers_to_unknown_lines", self.offers_to_unknown_lines);
         c.add("lines_shed_table_full", self.shed_full);
         c.add("lines_shed_rate", self.shed_rate);
+        c.add("sip_only_answers_late", self.sip_only_late);
         c
     }
 
@@ -792,6 +807,73 @@ impl LineTable {
         Some(i)
     }
 
+    /// The latest packet time is `now` (a call reported without an end lasted until then).
+    pub fn note_time(&mut self, now: Timestamp) {
+        self.latest = self.latest.max(now);
+    }
+
+    /// Whether answers on a tap without media wait to fall due (see `advance`).
+    pub fn awaits_sip_only_answers(&self) -> bool {
+        !self.sip_only_due.is_empty()
+    }
+
+    /// Every call that ended by `ended_by` has been reported (fed as `CallEnded`; see
+    /// `Tracker::ends_reported_until`): the answers on a tap without media that have lasted by
+    /// then and are still open ran that long, and count as taken
+    /// (`Profile::on_sip_only_answer_due`). O(1) when none is due.
+    pub fn advance(&mut self, ended_by: Timestamp) {
+        self.note_time(ended_by);
+        while let Some(&(due, ip, key)) = self.sip_only_due.front() {
+            if due > ended_by {
+                break;
+            }
+            self.sip_only_due.pop_front();
+            if self.tap_media {
+                // Media showed up since: answers must carry voice to count (`took_part`).
+                self.sip_only_due.clear();
+                break;
+            }
+            let Some(&i) = self.index.get(&ip) else {
+                continue;
+            };
+            let params = &self.params;
+            let counted = self
+                .slots
+                .get_mut(i as usize)
+                .and_then(|s| s.entry.as_mut())
+                .is_some_and(|e| e.profile.on_sip_only_answer_due(key, due, params));
+            if counted {
+                if self.head != i {
+                    self.unlink(i);
+                    self.push_front(i);
+                }
+                self.mark_dirty(i);
+            }
+        }
+    }
+
+    /// An inbound call answered on line `ip` (its session opened): where the tap has carried
+    /// no media and the answer came late enough, it is to count once it has lasted.
+    fn await_sip_only_answer(
+        &mut self,
+        ip: IpAddr,
+        call_id: &str,
+        invited: Timestamp,
+        ts: Timestamp,
+    ) {
+        let rule = &self.params.sip_only;
+        if self.tap_media || !rule.rang_long_enough(invited, ts) {
+            return;
+        }
+        if self.sip_only_due.len() >= self.cfg.max_lines.max(1) {
+            self.sip_only_late += 1;
+            return;
+        }
+        let due = rule.due(ts);
+        self.sip_only_due
+            .push_back((due, ip, crate::lines::call_key(call_id)));
+    }
+
     /// Feeds one event (capture order).
     pub fn on_event(&mut self, ev: &Event) {
         // Any RTP or voice flow, whoever sent it, shows the tap carries media.
@@ -848,8 +930,12 @@ impl LineTable {
                 }
             }
         };
+        self.note_time(ts);
         let params = &self.params;
         let tap_media = self.tap_media;
+        let reported = self.latest;
+        // An answered inbound call now open on the line: (call id, INVITE, answer).
+        let mut answered = None;
         if let Some(e) = self
             .slots
             .get_mut(i as usize)
@@ -882,7 +968,7 @@ impl LineTable {
                     ts,
                     ..
                 } => p.on_call_started(call_id, *direction, *peer, *ts, params),
-                Event::CallEnded(r) => p.on_call_ended(r, params, tap_media),
+                Event::CallEnded(r) => p.on_call_ended(r, reported, params, tap_media),
                 Event::Registration(r) => p.on_registration(r, params),
                 Event::MediaStarted {
                     local,
@@ -901,16 +987,24 @@ impl LineTable {
                     invited,
                     ts,
                     ..
-                } => p.on_call_answered(
-                    call_id,
-                    *direction,
-                    *peer,
-                    called.as_deref(),
-                    *invited,
-                    *ts,
-                    params,
-                ),
+                } => {
+                    let open = p.on_call_answered(
+                        call_id,
+                        *direction,
+                        *peer,
+                        called.as_deref(),
+                        *invited,
+                        *ts,
+                        params,
+                    );
+                    if open {
+                        answered = Some((call_id.as_str(), *invited, *ts));
+                    }
+                }
             }
+        }
+        if let Some((call_id, invited, ts)) = answered {
+            self.await_sip_only_answer(ip, call_id, invited, ts);
         }
         self.mark_dirty(i);
     }

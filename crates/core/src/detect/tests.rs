@@ -919,3 +919,168 @@ fn app_calls_two_at_a_time_or_one_quick_overlap_are_no_gateway() {
     assert_eq!(flagged, None, "{v:?}");
     assert!(v.verdict < VerdictLevel::Gateway, "{v:?}");
 }
+
+/// Capture time of an event (what `LineTable::on_event` reads as its time).
+fn event_ts(e: &Event) -> Timestamp {
+    match e {
+        Event::CallStarted { ts, .. }
+        | Event::CallAnswered { ts, .. }
+        | Event::MediaStarted { ts, .. } => *ts,
+        Event::CallEnded(r) => r.end.unwrap_or(r.start),
+        Event::Registration(r) => r.time,
+        Event::MediaEnded(r) => r.last,
+        Event::Probe(p) => p.time,
+    }
+}
+
+/// Feeds `events` from `*fed` on up to `secs` (after `T0`), lets time come to `secs` and
+/// returns the line's medium window then.
+fn sip_only_window(
+    t: &mut LineTable,
+    events: &[Event],
+    fed: &mut usize,
+    secs: f64,
+) -> crate::lines::Bucket {
+    while let Some(e) = events.get(*fed).filter(|e| event_ts(e) <= at(secs)) {
+        t.on_event(e);
+        *fed += 1;
+    }
+    t.advance(at(secs));
+    let i = *t.index.get(&line()).unwrap();
+    let e = t.slots[i as usize].entry.as_ref().unwrap();
+    e.profile.window(at(secs), &t.params)
+}
+
+/// One inbound call from the softswitch without media on the tap.
+fn sip_only_call(to: usize, start: f64, ring: f64, talk: f64) -> CallSpec {
+    CallSpec {
+        direction: Direction::Inbound,
+        peer: peer(synth::SOFTSWITCH),
+        from: "+442071234567".into(),
+        to: mobile(to),
+        start,
+        ring,
+        talk: Some(talk),
+        fail: Outcome::NoAnswer,
+        codec: "PCMA",
+        media: false,
+        early_media: false,
+    }
+}
+
+#[test]
+fn on_a_sip_only_tap_an_answer_that_lasted_counts_while_the_call_runs_once() {
+    let mut b = Builder::new(line(), 1);
+    // Answered 6 s after its INVITE, lasts 20 s: counts at answer + 5 s, while it runs.
+    b.call(&sip_only_call(1, 0.0, 6.0, 20.0));
+    // Ends 4 s after its answer: never.
+    b.call(&sip_only_call(2, 100.0, 6.0, 4.0));
+    // Answered at once (a device answering on its own), however long held: never.
+    b.call(&sip_only_call(3, 200.0, 0.6, 300.0));
+    let events = b.finish();
+    let mut t = LineTable::new(&cfg(), &net());
+    let mut fed = 0;
+    let w = sip_only_window(&mut t, &events, &mut fed, 10.9);
+    assert_eq!((w.in_taken, w.in_ended), (0, 0), "not lasted yet");
+    let w = sip_only_window(&mut t, &events, &mut fed, 11.0);
+    assert_eq!(
+        (
+            w.in_taken,
+            w.in_taken_foreign,
+            w.in_taken_answered,
+            w.in_ended
+        ),
+        (1, 1, 1, 0),
+        "lasted, still running"
+    );
+    let top = |t: &LineTable| {
+        let i = *t.index.get(&line()).unwrap();
+        let e = t.slots[i as usize].entry.as_ref().unwrap();
+        e.profile.top_peer().map(|x| x.taken_in)
+    };
+    assert_eq!(top(&t), Some(1));
+    let w = sip_only_window(&mut t, &events, &mut fed, 30.0);
+    assert_eq!(
+        (w.in_taken, w.in_ended),
+        (1, 1),
+        "its end does not count it again"
+    );
+    assert_eq!(top(&t), Some(1));
+    let w = sip_only_window(&mut t, &events, &mut fed, 150.0);
+    assert_eq!((w.in_taken, w.in_ended), (1, 2), "too short");
+    let w = sip_only_window(&mut t, &events, &mut fed, 250.0);
+    assert_eq!(
+        (w.in_taken, w.in_ended),
+        (1, 2),
+        "answered at once, running"
+    );
+    let w = sip_only_window(&mut t, &events, &mut fed, 600.0);
+    assert_eq!((w.in_taken, w.in_ended), (1, 3), "answered at once, ended");
+    assert_eq!(fed, events.len());
+    assert_eq!(t.counters().get("sip_only_answers_late"), 0);
+}
+
+#[test]
+fn on_a_sip_only_tap_a_call_counted_while_running_is_not_counted_again_when_cut_off() {
+    // Still running when the capture ends: its record has no end and is reported then.
+    let mut b = Builder::new(line(), 1);
+    b.call(&sip_only_call(1, 0.0, 6.0, 100.0));
+    let mut events = b.finish();
+    if let Some(Event::CallEnded(r)) = events.last_mut() {
+        r.end = None;
+    }
+    let Some((cut, running)) = events.split_last() else {
+        panic!("no events");
+    };
+    let mut t = LineTable::new(&cfg(), &net());
+    let mut fed = 0;
+    let w = sip_only_window(&mut t, running, &mut fed, 50.0);
+    assert_eq!((w.in_taken, w.in_ended), (1, 0));
+    // The end of the capture: time comes to it, then the open call is reported.
+    t.advance(at(80.0));
+    t.on_event(cut);
+    let w = sip_only_window(&mut t, running, &mut fed, 80.0);
+    assert_eq!(fed, running.len());
+    assert_eq!((w.in_taken, w.in_ended), (1, 1));
+}
+
+#[test]
+fn where_the_tap_carries_media_an_answer_without_any_never_counts_while_running() {
+    let mut b = Builder::new(line(), 1);
+    b.call(&sip_only_call(1, 0.0, 6.0, 20.0));
+    let events = b.finish();
+    let mut t = LineTable::new(&cfg(), &net());
+    // Another line's voice: the tap carries media, so answers must carry voice to count.
+    t.on_event(&Event::MediaStarted {
+        local: peer("10.9.0.2:10000"),
+        remote: peer("198.51.100.7:20000"),
+        line: Some("10.9.0.2".parse().unwrap()),
+        call_id: None,
+        ts: at(0.0),
+    });
+    let mut fed = 0;
+    let w = sip_only_window(&mut t, &events, &mut fed, 15.0);
+    assert_eq!(w.in_taken, 0);
+    let w = sip_only_window(&mut t, &events, &mut fed, 30.0);
+    assert_eq!((w.in_taken, w.in_ended), (0, 1));
+}
+
+#[test]
+fn on_a_sip_only_tap_a_call_that_ended_short_but_was_reported_late_never_counts() {
+    // Answered at 6 s, BYE at 10 s (4 s of talk), reported after its due time (the calls stage
+    // reports a call a few seconds after its BYE): it ran too short, whatever came when.
+    let mut b = Builder::new(line(), 1);
+    b.call(&sip_only_call(1, 0.0, 6.0, 4.0));
+    let events = b.finish();
+    let Some((ended, running)) = events.split_last() else {
+        panic!("no events");
+    };
+    let mut t = LineTable::new(&cfg(), &net());
+    let mut fed = 0;
+    let w = sip_only_window(&mut t, running, &mut fed, 9.0);
+    assert_eq!(w.in_taken, 0);
+    t.note_time(at(14.0));
+    t.on_event(ended);
+    let w = sip_only_window(&mut t, running, &mut fed, 14.0);
+    assert_eq!((w.in_taken, w.in_ended), (0, 1));
+}
